@@ -1,0 +1,4 @@
+//! The commands of the `chorus` binary, each a function over explicit
+//! input and output streams so that tests can drive them.
+
+pub mod score;

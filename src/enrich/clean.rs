@@ -1,0 +1,1 @@
+//! Cleanup of a post's `body` into its `text` (filled in below).

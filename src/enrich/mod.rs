@@ -1,0 +1,108 @@
+//! The enrich stage's core: text cleanup and sentiment scores, pure
+//! functions with no I/O and no async.
+//!
+//! * [`textblob`]: TextBlob 0.20.1's default sentiment, bit-identical.
+//! * [`vader`]: vaderSentiment 3.3.2's `polarity_scores`, bit-identical.
+//! * [`clean`]: the cleanup applied to a post's `body` to give its `text`.
+//!
+//! [`score`] is the one call the pipeline makes per post. The lexicons are
+//! embedded in the binary and parsed once per process.
+
+pub mod clean;
+mod pyfloat;
+mod pystr;
+pub mod textblob;
+pub mod vader;
+
+use serde::{Deserialize, Serialize};
+
+pub use textblob::TextBlob;
+pub use vader::{Vader, VaderScores};
+
+/// `vader_compound` at or above this is `positive`.
+pub const POSITIVE_THRESHOLD: f64 = 0.05;
+/// `vader_compound` at or below this is `negative`.
+pub const NEGATIVE_THRESHOLD: f64 = -0.05;
+
+/// The sentiment label of a post, from its VADER compound score.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Sentiment {
+    /// `vader_compound >= 0.05`.
+    Positive,
+    /// Between the two thresholds.
+    Neutral,
+    /// `vader_compound <= -0.05`.
+    Negative,
+}
+
+impl Sentiment {
+    /// The label of a compound score (VADER's recommended thresholds).
+    pub fn from_compound(compound: f64) -> Sentiment {
+        if compound >= POSITIVE_THRESHOLD {
+            Sentiment::Positive
+        } else if compound <= NEGATIVE_THRESHOLD {
+            Sentiment::Negative
+        } else {
+            Sentiment::Neutral
+        }
+    }
+
+    /// The label as stored in the `sentiment` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Sentiment::Positive => "positive",
+            Sentiment::Neutral => "neutral",
+            Sentiment::Negative => "negative",
+        }
+    }
+}
+
+/// All sentiment columns of one post.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Scores {
+    /// TextBlob polarity in [-1, 1].
+    pub polarity: f64,
+    /// TextBlob subjectivity in [0, 1].
+    pub subjectivity: f64,
+    /// VADER negative share.
+    pub vader_neg: f64,
+    /// VADER neutral share.
+    pub vader_neu: f64,
+    /// VADER positive share.
+    pub vader_pos: f64,
+    /// VADER compound score in [-1, 1].
+    pub vader_compound: f64,
+    /// Label derived from `vader_compound`.
+    pub sentiment: Sentiment,
+}
+
+/// Scores `text` exactly as given with both analyzers.
+pub fn score(text: &str) -> Scores {
+    let (polarity, subjectivity) = TextBlob::global().sentiment(text);
+    let v = Vader::global().polarity_scores(text);
+    Scores {
+        polarity,
+        subjectivity,
+        vader_neg: v.neg,
+        vader_neu: v.neu,
+        vader_pos: v.pos,
+        vader_compound: v.compound,
+        sentiment: Sentiment::from_compound(v.compound),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_follow_vader_thresholds() {
+        assert_eq!(Sentiment::from_compound(0.05), Sentiment::Positive);
+        assert_eq!(Sentiment::from_compound(0.0499), Sentiment::Neutral);
+        assert_eq!(Sentiment::from_compound(-0.05), Sentiment::Negative);
+        assert_eq!(Sentiment::from_compound(-0.0499), Sentiment::Neutral);
+        assert_eq!(score("I love this, it is great").sentiment, Sentiment::Positive);
+        assert_eq!(score("This is a terrible, awful day").sentiment, Sentiment::Negative);
+    }
+}

@@ -1,0 +1,151 @@
+//! CPython 3.12 float semantics that the reference analyzers depend on: the
+//! builtin `sum()` (Neumaier-compensated since 3.12) and `round(x, n)`.
+//!
+//! Both analyzers are only bit-identical to Python when these two operations
+//! are, so they live in one place with their own tests.
+
+/// A number as Python's `sum()` sees it: the VADER sentiment list mixes
+/// `int` zeros (and a few `int` idiom scores) with floats, and `sum()` adds
+/// ints and floats differently.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum PyNum {
+    Int(i64),
+    Float(f64),
+}
+
+impl PyNum {
+    /// The value as a double, like Python's `float(x)`.
+    pub(crate) fn as_f64(self) -> f64 {
+        match self {
+            PyNum::Int(i) => i as f64,
+            PyNum::Float(f) => f,
+        }
+    }
+}
+
+/// `sum(items)` of CPython 3.12 with the default `start=0`.
+///
+/// CPython adds leading ints exactly as integers; the first float switches
+/// to a double accumulator with Neumaier compensation, ints met after that
+/// are added to the accumulator without compensation, and the compensation
+/// is added once at the end when it is non-zero and finite. The result is
+/// an `Int` only when every item was an int.
+pub(crate) fn py_sum(items: impl IntoIterator<Item = PyNum>) -> PyNum {
+    let mut iter = items.into_iter();
+    let mut int_sum: i64 = 0;
+    let mut f = loop {
+        match iter.next() {
+            None => return PyNum::Int(int_sum),
+            Some(PyNum::Int(i)) => int_sum += i,
+            // `int + float` in Python converts the int and adds once.
+            Some(PyNum::Float(x)) => break int_sum as f64 + x,
+        }
+    };
+    let mut c = 0.0f64;
+    for item in iter {
+        match item {
+            PyNum::Int(i) => f += i as f64,
+            PyNum::Float(x) => {
+                let t = f + x;
+                if f.abs() >= x.abs() {
+                    c += (f - t) + x;
+                } else {
+                    c += (x - t) + f;
+                }
+                f = t;
+            }
+        }
+    }
+    if c != 0.0 && c.is_finite() {
+        f += c;
+    }
+    PyNum::Float(f)
+}
+
+/// `sum(floats)` of CPython 3.12 over a list of floats only.
+pub(crate) fn py_fsum(items: impl IntoIterator<Item = f64>) -> f64 {
+    py_sum(items.into_iter().map(PyNum::Float)).as_f64()
+}
+
+/// Python's `round(x, ndigits)` for `0 <= ndigits <= 15`: the double nearest
+/// to the decimal obtained by rounding the exact binary value of `x` to
+/// `ndigits` places, ties to even, keeping the sign of a zero result.
+pub(crate) fn py_round(x: f64, ndigits: i32) -> f64 {
+    debug_assert!((0..=15).contains(&ndigits));
+    if !x.is_finite() || x == 0.0 {
+        return x;
+    }
+    // 10^ndigits is exact for ndigits <= 22.
+    let pow = 10f64.powi(ndigits);
+    let y = x * pow;
+    if !y.is_finite() || y.abs() >= 4_503_599_627_370_496.0 {
+        // |x * 10^n| >= 2^52: x already has no digits beyond the n-th.
+        return x;
+    }
+    let fl = y.floor();
+    let a = y - fl; // exact: the fractional part of a double below 2^52
+    let r = if (a - 0.5).abs() > 1e-6 {
+        // Far from a tie: the rounding error of `x * pow` (at most half an
+        // ulp of y, far below 1e-6 here) cannot change the answer.
+        if a < 0.5 { fl } else { fl + 1.0 }
+    } else {
+        // Near a tie: the exact product is y + e (fma gives e exactly).
+        let e = x.mul_add(pow, -y);
+        // The exact fractional part is a + e; compare it with 1/2 exactly.
+        // a is within 1e-6 of 0.5, so a - 0.5 is exact (Sterbenz).
+        let d = a - 0.5;
+        if d > -e {
+            fl + 1.0
+        } else if d < -e {
+            fl
+        } else if fl % 2.0 == 0.0 {
+            fl
+        } else {
+            fl + 1.0
+        }
+    };
+    // r and pow are exact, so IEEE division gives the double nearest to the
+    // decimal r / 10^n, which is what Python's strtod step returns.
+    (r / pow).copysign(x)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sum_matches_python_312_examples() {
+        // Values printed by CPython 3.12.1.
+        assert_eq!(py_fsum([0.1, 0.2, 0.3]), 0.6);
+        assert_eq!(0.1 + 0.2 + 0.3, 0.6000000000000001);
+        assert_eq!(py_fsum([1e100, 1.0, -1e100, 1e-100]), 1.0);
+        assert_eq!(py_fsum([-1.2, -1.5, 2.7]), 2.220446049250313e-16);
+        assert_eq!(py_sum([PyNum::Int(0), PyNum::Int(3)]), PyNum::Int(3));
+        assert_eq!(py_sum([]), PyNum::Int(0));
+        // 0 + -0.0 is 0.0 in Python.
+        assert!(py_fsum([-0.0]).is_sign_positive());
+    }
+
+    #[test]
+    fn round_matches_python() {
+        // (x, ndigits, round(x, ndigits)) printed by CPython 3.12.1.
+        let cases: &[(f64, i32, f64)] = &[
+            (0.0625, 3, 0.062),
+            (0.1875, 3, 0.188),
+            (2.675, 2, 2.67),
+            (0.5, 0, 0.0),
+            (1.5, 0, 2.0),
+            (2.5, 0, 2.0),
+            (-0.0001, 3, -0.0),
+            (0.12345, 4, 0.1235),
+            (-0.30845, 4, -0.3085),
+            (0.6666666666666666, 3, 0.667),
+            (1.0, 4, 1.0),
+            (-0.99999, 4, -1.0),
+        ];
+        for &(x, n, want) in cases {
+            let got = py_round(x, n);
+            assert_eq!(got.to_bits(), want.to_bits(), "round({x}, {n}) = {got}, want {want}");
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! chorus: collect social-media comments, score their sentiment, keep them
+//! all, and query them.
+//!
+//! Modules, in the direction dependencies point:
+//!
+//! * [`enrich`]: text cleanup and the TextBlob- and VADER-identical
+//!   analyzers (pure, no I/O).
+//! * [`cli`]: the command-line commands, each a function the thin binary calls.
+
+pub mod cli;
+pub mod enrich;
