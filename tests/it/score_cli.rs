@@ -1,0 +1,105 @@
+//! `chorus score` as a user runs it: the real binary, stdin and arguments.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+use crate::fixture;
+
+fn chorus(args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_chorus"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run chorus");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin)
+        .expect("write stdin");
+    child.wait_with_output().expect("chorus output")
+}
+
+#[test]
+fn ndjson_stdin_matches_python_goldens_in_order() {
+    let input = std::fs::read(fixture("sentiment/edge_cases.ndjson")).unwrap();
+    let expected = std::fs::read_to_string(fixture("sentiment/edge_cases.expected.ndjson")).unwrap();
+    let out = chorus(&["score", "--format", "ndjson"], &input);
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let got: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let want: Vec<Value> = expected.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(got.len(), want.len());
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!(g["id"], w["id"]);
+        for (ours, python) in [
+            ("polarity", "textblob_polarity"),
+            ("subjectivity", "textblob_subjectivity"),
+            ("vader_neg", "vader_neg"),
+            ("vader_neu", "vader_neu"),
+            ("vader_pos", "vader_pos"),
+            ("vader_compound", "vader_compound"),
+        ] {
+            // The printed float parses back to exactly Python's double.
+            assert_eq!(g[ours].as_f64(), w[python].as_f64(), "{} {ours}", g["id"]);
+        }
+        let compound = g["vader_compound"].as_f64().unwrap();
+        let label = if compound >= 0.05 {
+            "positive"
+        } else if compound <= -0.05 {
+            "negative"
+        } else {
+            "neutral"
+        };
+        assert_eq!(g["sentiment"], label);
+    }
+}
+
+#[test]
+fn malformed_line_is_named_and_the_rest_still_scored() {
+    let input =
+        b"{\"id\":\"a\",\"body\":\"I love it\"}\n{\"id\":\"b\",\"body\":\n{\"id\":\"c\",\"body\":\"I hate it\"}\n";
+    let out = chorus(&["score", "--format", "ndjson"], input);
+    assert!(
+        !out.status.success(),
+        "a malformed line must make the exit status non-zero"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("line 2"), "stderr names the line: {stderr}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let ids: Vec<String> = stdout
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(ids, ["a", "c"]);
+}
+
+#[test]
+fn text_arguments_print_a_table() {
+    let out = chorus(&["score", "I love this!", "This is terrible."], b"");
+    assert!(out.status.success());
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{stdout}");
+    assert!(lines[0].starts_with("id") && lines[0].contains("compound"), "{stdout}");
+    assert!(
+        lines[1].contains("positive") && lines[1].contains("I love this!"),
+        "{stdout}"
+    );
+    assert!(
+        lines[2].contains("negative") && lines[2].contains("This is terrible."),
+        "{stdout}"
+    );
+}
