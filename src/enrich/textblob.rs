@@ -27,7 +27,7 @@ use regex::Regex;
 use rustc_hash::FxHashMap;
 
 use super::pyfloat::py_fsum;
-use super::pystr::{is_py_space, py_lower};
+use super::pystr::{is_py_space, py_lower, py_lower_into};
 
 /// The lexicon, as TextBlob ships it (PDDL, see `data/lexicons/SOURCE.md`).
 const LEXICON_XML: &str = include_str!("../../data/lexicons/en-sentiment.xml");
@@ -98,6 +98,38 @@ pub struct TextBlob {
     emoticons: FxHashMap<Box<str>, f64>,
     re_sarcasm: Regex,
     re_emoticons: Regex,
+    /// Consecutive characters of an emoticon or of `(!)`: the only places
+    /// where the substitutions can remove a space between two tokens.
+    joinable: Joinable,
+}
+
+/// A set of character pairs, with a bit table for ASCII pairs.
+struct Joinable {
+    ascii: Box<[u128; 128]>,
+    other: Vec<(char, char)>,
+}
+
+impl Joinable {
+    fn new(pairs: &[(char, char)]) -> Joinable {
+        let mut ascii = Box::new([0u128; 128]);
+        let mut other = Vec::new();
+        for &(a, b) in pairs {
+            if a.is_ascii() && b.is_ascii() {
+                ascii[a as usize] |= 1 << (b as u32);
+            } else {
+                other.push((a, b));
+            }
+        }
+        Joinable { ascii, other }
+    }
+
+    fn contains(&self, a: char, b: char) -> bool {
+        if a.is_ascii() && b.is_ascii() {
+            self.ascii[a as usize] & (1 << (b as u32)) != 0
+        } else {
+            self.other.contains(&(a, b))
+        }
+    }
 }
 
 /// Errors in the lexicon file (only reachable with a damaged build).
@@ -122,8 +154,11 @@ impl TextBlob {
         let words = load_lexicon(xml)?;
         let mut emoticons = FxHashMap::default();
         let mut alternatives = Vec::new();
+        let mut joinable = vec![('(', '!'), ('!', ')')];
         for (polarity, faces) in EMOTICONS {
             for face in faces {
+                let chars: Vec<char> = face.chars().collect();
+                joinable.extend(chars.windows(2).map(|w| (w[0], w[1])));
                 // `w.isalpha() is False` in the reference: "xd" never counts.
                 let lower = py_lower(face);
                 if !lower.chars().all(char::is_alphabetic) {
@@ -141,239 +176,461 @@ impl TextBlob {
             emoticons,
             re_sarcasm,
             re_emoticons,
+            joinable: Joinable::new(&joinable),
         })
     }
 
     /// `TextBlob(text).sentiment`: `(polarity, subjectivity)`.
     pub fn sentiment(&self, text: &str) -> (f64, f64) {
-        let sentences = self.find_tokens(text);
-        let mut words: Vec<String> = Vec::new();
-        for sentence in &sentences {
-            for w in sentence.split(is_py_space).filter(|w| !w.is_empty()) {
-                words.push(py_lower(w));
-            }
-        }
-        let assessments = self.assessments(&words);
-        let n = assessments.len();
-        let (mut p_sum, mut s_sum) = (0.0f64, 0.0f64);
-        for (p, s) in assessments {
-            p_sum += p;
-            s_sum += s;
-        }
-        let n = if n == 0 { 1.0 } else { n as f64 };
-        (p_sum / n, s_sum / n)
+        SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            let Scratch {
+                tokens,
+                sentence,
+                joined,
+                lower,
+                assessor,
+            } = &mut *scratch;
+            tokens.clear();
+            split_tokens(text, tokens);
+            assessor.reset();
+            for_each_sentence(tokens, sentence, |sentence| {
+                if self.may_rejoin(text, sentence) {
+                    // Rare: an emoticon or "(!)" may span tokens. Do exactly
+                    // what the reference does on the joined sentence.
+                    let rejoined = self.rejoin(text, sentence, joined);
+                    for w in rejoined.split(is_py_space).filter(|w| !w.is_empty()) {
+                        py_lower_into(w, lower);
+                        assessor.step(self, lower);
+                    }
+                } else {
+                    for &tok in sentence.iter() {
+                        let w = tok.as_str(text);
+                        if w.bytes().any(|b| b.is_ascii_uppercase() || b >= 0x80) {
+                            py_lower_into(w, lower);
+                            assessor.step(self, lower);
+                        } else {
+                            assessor.step(self, w);
+                        }
+                    }
+                }
+            });
+            assessor.result()
+        })
     }
 
     /// pattern's `find_tokens`: the sentences of `text`, each a string of
-    /// space-separated tokens.
+    /// space-separated tokens (used by the tests to compare tokenizers).
+    #[cfg(test)]
     fn find_tokens(&self, text: &str) -> Vec<String> {
-        let tokens = split_tokens(text);
-        // Sentence boundaries.
-        let is_end = |t: &str| matches!(t, "..." | "." | "!" | "?" | EOS);
-        let continues = |t: &str| matches!(t, "”" | "’" | "..." | "." | "!" | "?" | ")" | EOS);
-        let mut sentences: Vec<Vec<&str>> = vec![Vec::new()];
-        let (mut i, mut j) = (0usize, 0usize);
-        while j < tokens.len() {
-            if is_end(&tokens[j]) {
-                // A quote right after the end is never taken into the
-                // sentence: the reference counts quotes in a list that is
-                // always empty at this point.
-                while j < tokens.len() && continues(&tokens[j]) {
-                    j += 1;
-                }
-                if let Some(last) = sentences.last_mut() {
-                    last.extend(tokens[i..j].iter().map(String::as_str).filter(|t| *t != EOS));
-                }
-                sentences.push(Vec::new());
-                i = j;
-            }
-            j += 1;
-        }
-        if let Some(last) = sentences.last_mut() {
-            last.extend(tokens[i..j.min(tokens.len())].iter().map(String::as_str));
-        }
-        sentences
-            .into_iter()
-            .filter(|s| !s.is_empty())
-            .map(|s| {
-                let joined = s.join(" ");
-                let joined = self.re_sarcasm.replace_all(&joined, "(!)");
-                self.re_emoticons
-                    .replace_all(&joined, |caps: &regex::Captures<'_>| {
-                        format!("{}{}", caps[1].replace(' ', ""), &caps[2])
-                    })
-                    .into_owned()
-            })
-            .collect()
+        let mut tokens = Vec::new();
+        split_tokens(text, &mut tokens);
+        let mut out = Vec::new();
+        let (mut sentence, mut joined) = (Vec::new(), String::new());
+        for_each_sentence(&tokens, &mut sentence, |sentence| {
+            out.push(self.rejoin(text, sentence, &mut joined).to_string());
+        });
+        out
     }
 
-    /// pattern's `Sentiment.assessments` for untagged words, reduced to the
-    /// `(polarity, subjectivity)` of each assessment.
-    fn assessments(&self, words: &[String]) -> Vec<(f64, f64)> {
-        struct Assessment {
-            p: f64,
-            s: f64,
-            i: f64,
-            negated: bool,
+    /// Whether the reference's sarcasm or emoticon substitution could change
+    /// this sentence: only when some token ends with a character that an
+    /// emoticon (or `(!)`) continues with the next token's first character.
+    fn may_rejoin(&self, text: &str, sentence: &[Tok]) -> bool {
+        sentence.windows(2).any(|pair| {
+            let left = pair[0].as_str(text).chars().next_back();
+            let right = pair[1].as_str(text).chars().next();
+            match (left, right) {
+                (Some(l), Some(r)) => self.joinable.contains(l, r),
+                _ => false,
+            }
+        })
+    }
+
+    /// The sentence joined with spaces, after the reference's `(!)` and
+    /// emoticon substitutions.
+    fn rejoin(&self, text: &str, sentence: &[Tok], joined: &mut String) -> String {
+        joined.clear();
+        for (k, tok) in sentence.iter().enumerate() {
+            if k > 0 {
+                joined.push(' ');
+            }
+            joined.push_str(tok.as_str(text));
         }
-        let mut a: Vec<Assessment> = Vec::new();
-        // Preceding modifier (its word) and preceding negation.
-        let mut m: Option<&str> = None;
-        let mut n: bool = false;
-        for w in words {
-            let w = w.as_str();
-            if let Some(e) = self.words.get(w) {
-                if m.is_none() {
-                    a.push(Assessment {
-                        p: e.polarity,
-                        s: e.subjectivity,
-                        i: e.intensity,
-                        negated: false,
-                    });
-                }
-                if let (Some(_), Some(last)) = (m, a.last_mut()) {
+        let sarcasm = self.re_sarcasm.replace_all(joined, "(!)");
+        self.re_emoticons
+            .replace_all(&sarcasm, |caps: &regex::Captures<'_>| {
+                format!("{}{}", caps[1].replace(' ', ""), &caps[2])
+            })
+            .into_owned()
+    }
+}
+
+/// Per-thread buffers reused from one text to the next.
+#[derive(Default)]
+struct Scratch {
+    tokens: Vec<Tok>,
+    sentence: Vec<Tok>,
+    joined: String,
+    lower: String,
+    assessor: Assessor,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::default();
+}
+
+/// A token of the text: a byte range of it and what it means to the
+/// sentence splitter.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Tok {
+    start: u32,
+    end: u32,
+    kind: Kind,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Kind {
+    Word,
+    /// `.` `!` `?` `...`: ends a sentence.
+    End,
+    /// `)` `”` `’`: taken into the sentence that just ended.
+    Continues,
+    /// A blank line or the literal `END-OF-SENTENCE`: ends a sentence and is
+    /// dropped from it.
+    Eos,
+}
+
+impl Tok {
+    const BLANK_LINE: Tok = Tok {
+        start: 0,
+        end: 0,
+        kind: Kind::Eos,
+    };
+
+    fn new(text: &str, start: usize, end: usize) -> Tok {
+        let kind = match &text.as_bytes()[start..end] {
+            b"." | b"!" | b"?" | b"..." => Kind::End,
+            b")" | b"\xe2\x80\x9d" | b"\xe2\x80\x99" => Kind::Continues,
+            b"END-OF-SENTENCE" => Kind::Eos,
+            _ => Kind::Word,
+        };
+        // Texts are far below 4 GiB (the pipeline bounds bodies); saturate
+        // rather than wrap if one is not.
+        let clamp = |x: usize| u32::try_from(x).unwrap_or(u32::MAX);
+        Tok {
+            start: clamp(start),
+            end: clamp(end),
+            kind,
+        }
+    }
+
+    fn as_str(self, text: &str) -> &str {
+        if self.kind == Kind::Eos {
+            EOS
+        } else {
+            text.get(self.start as usize..self.end as usize).unwrap_or("")
+        }
+    }
+}
+
+/// The reference's sentence grouping over `tokens`: calls `f` with each
+/// non-empty sentence, end-of-sentence markers removed.
+fn for_each_sentence(tokens: &[Tok], sentence: &mut Vec<Tok>, mut f: impl FnMut(&[Tok])) {
+    let is_end = |t: &Tok| matches!(t.kind, Kind::End | Kind::Eos);
+    // A quote right after the end is never taken into the sentence: the
+    // reference counts quotes in a list that is always empty at that point.
+    let continues = |t: &Tok| t.kind != Kind::Word;
+    let mut emit = |range: &[Tok], sentence: &mut Vec<Tok>| {
+        sentence.clear();
+        sentence.extend(range.iter().copied().filter(|t| t.kind != Kind::Eos));
+        if !sentence.is_empty() {
+            f(sentence);
+        }
+    };
+    let (mut i, mut j) = (0usize, 0usize);
+    while j < tokens.len() {
+        if is_end(&tokens[j]) {
+            while j < tokens.len() && continues(&tokens[j]) {
+                j += 1;
+            }
+            emit(&tokens[i..j], sentence);
+            i = j;
+        }
+        j += 1;
+    }
+    emit(&tokens[i..j.min(tokens.len())], sentence);
+}
+
+/// One assessment: a known word (with its modifier and negation), an
+/// emoticon or a `(!)`.
+#[derive(Clone, Copy)]
+struct Assessment {
+    p: f64,
+    s: f64,
+    i: f64,
+    negated: bool,
+}
+
+/// pattern's `Sentiment.assessments` for untagged words, fed one
+/// lower-cased word at a time.
+#[derive(Default)]
+struct Assessor {
+    a: Vec<Assessment>,
+    /// A preceding modifier; whether it ends with "ly".
+    m: Option<bool>,
+    /// A preceding negation.
+    n: bool,
+}
+
+impl Assessor {
+    fn reset(&mut self) {
+        self.a.clear();
+        self.m = None;
+        self.n = false;
+    }
+
+    fn step(&mut self, tb: &TextBlob, w: &str) {
+        let a = &mut self.a;
+        if let Some(e) = tb.words.get(w) {
+            match (self.m, a.last_mut()) {
+                (Some(_), Some(last)) => {
+                    // "really good": the modifier's intensity scales the word.
                     last.p = (e.polarity * last.i).clamp(-1.0, 1.0);
                     last.s = (e.subjectivity * last.i).clamp(-1.0, 1.0);
                     last.i = e.intensity;
                 }
-                if n {
-                    if let Some(last) = a.last_mut() {
-                        last.i = 1.0 / last.i;
-                        last.negated = true;
-                    }
-                }
-                m = if e.modifier { Some(w) } else { None };
-                n = NEGATIONS.contains(&w);
-            } else {
-                if NEGATIONS.contains(&w) {
-                    n = true;
-                } else if n && w.trim_matches('\'').chars().count() > 1 {
-                    n = false;
-                }
-                if n && m.is_some_and(|m| m.ends_with("ly")) {
-                    if let Some(last) = a.last_mut() {
-                        last.negated = true;
-                    }
-                    n = false;
-                } else if m.is_some() && w.chars().count() > 2 {
-                    m = None;
-                }
-                if w == "!" {
-                    if let Some(last) = a.last_mut() {
-                        last.p = (last.p * 1.25).clamp(-1.0, 1.0);
-                    }
-                }
-                if w == "(!)" {
-                    a.push(Assessment {
-                        p: 0.0,
-                        s: 1.0,
-                        i: 1.0,
-                        negated: false,
-                    });
-                }
-                if let Some(&p) = self.emoticons.get(w) {
-                    a.push(Assessment {
-                        p,
-                        s: 1.0,
-                        i: 1.0,
-                        negated: false,
-                    });
-                }
+                _ => a.push(Assessment {
+                    p: e.polarity,
+                    s: e.subjectivity,
+                    i: e.intensity,
+                    negated: false,
+                }),
             }
+            if self.n
+                && let Some(last) = a.last_mut()
+            {
+                last.i = 1.0 / last.i;
+                last.negated = true;
+            }
+            self.m = e.modifier.then(|| w.ends_with("ly"));
+            self.n = w.starts_with('n') && NEGATIONS.contains(&w);
+            return;
         }
-        a.into_iter()
-            .map(|x| (if x.negated { x.p * -0.5 } else { x.p }, x.s))
-            .collect()
+        if w.starts_with('n') && NEGATIONS.contains(&w) {
+            self.n = true;
+        } else if self.n && w.trim_matches('\'').chars().nth(1).is_some() {
+            self.n = false;
+        }
+        if self.n && self.m == Some(true) {
+            // "really not good".
+            if let Some(last) = a.last_mut() {
+                last.negated = true;
+            }
+            self.n = false;
+        } else if self.m.is_some() && w.chars().nth(2).is_some() {
+            self.m = None;
+        }
+        if w == "!" {
+            if let Some(last) = a.last_mut() {
+                last.p = (last.p * 1.25).clamp(-1.0, 1.0);
+            }
+        } else if w == "(!)" {
+            a.push(Assessment {
+                p: 0.0,
+                s: 1.0,
+                i: 1.0,
+                negated: false,
+            });
+        } else if w.len() <= 10
+            && !w.bytes().all(|b| b.is_ascii_alphanumeric())
+            && let Some(&p) = tb.emoticons.get(w)
+        {
+            a.push(Assessment {
+                p,
+                s: 1.0,
+                i: 1.0,
+                negated: false,
+            });
+        }
+    }
+
+    /// The averages, summed left to right as the reference does.
+    fn result(&self) -> (f64, f64) {
+        let (mut p_sum, mut s_sum) = (0.0f64, 0.0f64);
+        for x in &self.a {
+            p_sum += if x.negated { x.p * -0.5 } else { x.p };
+            s_sum += x.s;
+        }
+        let n = if self.a.is_empty() { 1.0 } else { self.a.len() as f64 };
+        (p_sum / n, s_sum / n)
     }
 }
 
 /// Steps 1-5 of pattern's `find_tokens`: the tokens before sentence
-/// splitting.
-fn split_tokens(text: &str) -> Vec<String> {
-    // Contractions: only "n't" changes the outcome; the other rules put a
-    // space before an apostrophe, which the quote rule below does anyway.
-    let s = text.replace("n't", " n't");
-    let mut spaced = String::with_capacity(s.len() + 16);
-    for c in s.chars() {
-        if matches!(c, '“' | '”' | '‘' | '’' | '\'' | '"') {
-            spaced.push(' ');
-            spaced.push(c);
-            spaced.push(' ');
-        } else {
-            spaced.push(c);
-        }
-    }
-    let s = spaced.replace("\r\n", "\n");
-    // Blank lines (two or more newlines in a row) end a sentence; then every
-    // run of whitespace is one separator.
-    let mut collapsed = String::with_capacity(s.len() + 16);
+/// splitting, as byte ranges of `text`.
+///
+/// The reference rewrites the whole string several times (contractions,
+/// quotes, line breaks, whitespace) and then splits it; every token it gets
+/// is still a contiguous piece of the original text, which this single pass
+/// finds directly:
+/// * "n't" starts a new token (the other contraction rules only put a space
+///   before an apostrophe, which the quote rule does anyway);
+/// * each of `“ ” ‘ ’ ' "` is a token of its own;
+/// * whitespace separates tokens, and two or more line breaks in a row
+///   (`\r\n` counting as one) are a sentence end.
+fn split_tokens(text: &str, out: &mut Vec<Tok>) {
+    let bytes = text.as_bytes();
+    let mut start: Option<usize> = None;
     let mut newlines = 0usize;
-    let flush_newlines = |collapsed: &mut String, newlines: &mut usize| {
-        if *newlines >= 2 {
-            collapsed.push(' ');
-            collapsed.push_str(EOS);
-            collapsed.push(' ');
-        } else if *newlines == 1 {
-            collapsed.push(' ');
-        }
-        *newlines = 0;
-    };
-    for c in s.chars() {
-        if c == '\n' {
-            newlines += 1;
+    let mut i = 0usize;
+    while i < bytes.len() {
+        let class = BYTE_CLASS[bytes[i] as usize];
+        if class == ORDINARY {
+            // The common case: letters and punctuation inside a token.
+            if newlines >= 2 {
+                out.push(Tok::BLANK_LINE);
+            }
+            newlines = 0;
+            start.get_or_insert(i);
+            i += 1;
+            while i < bytes.len() && BYTE_CLASS[bytes[i] as usize] == ORDINARY {
+                i += 1;
+            }
             continue;
         }
-        flush_newlines(&mut collapsed, &mut newlines);
-        if is_py_space(c) {
-            collapsed.push(' ');
+        let (c, len) = if class == NON_ASCII {
+            let c = text[i..].chars().next().unwrap_or('\u{fffd}');
+            (c, c.len_utf8())
         } else {
-            collapsed.push(c);
+            (bytes[i] as char, 1)
+        };
+        if is_py_space(c) {
+            if let Some(s) = start.take() {
+                split_punctuation(text, s, i, out);
+            }
+            match c {
+                '\n' => newlines += 1,
+                // "\r\n" is one line break.
+                '\r' if bytes.get(i + 1) == Some(&b'\n') => {}
+                _ => {
+                    if newlines >= 2 {
+                        out.push(Tok::BLANK_LINE);
+                    }
+                    newlines = 0;
+                }
+            }
+            i += len;
+            continue;
         }
+        if newlines >= 2 {
+            out.push(Tok::BLANK_LINE);
+        }
+        newlines = 0;
+        if matches!(c, '“' | '”' | '‘' | '’' | '\'' | '"') {
+            if let Some(s) = start.take() {
+                split_punctuation(text, s, i, out);
+            }
+            split_punctuation(text, i, i + len, out);
+        } else if c == 'n' && bytes.get(i + 1) == Some(&b'\'') && bytes.get(i + 2) == Some(&b't') {
+            if let Some(s) = start.take() {
+                split_punctuation(text, s, i, out);
+            }
+            start = Some(i);
+        } else {
+            start.get_or_insert(i);
+        }
+        i += len;
     }
-    flush_newlines(&mut collapsed, &mut newlines);
-
-    let mut tokens = Vec::new();
-    for t in collapsed.split(' ').filter(|t| !t.is_empty()) {
-        split_punctuation(t, &mut tokens);
+    if let Some(s) = start {
+        split_punctuation(text, s, text.len(), out);
     }
-    tokens
+    if newlines >= 2 {
+        out.push(Tok::BLANK_LINE);
+    }
 }
+
+const ORDINARY: u8 = 0;
+const SPECIAL: u8 = 1;
+const NON_ASCII: u8 = 2;
+
+/// Per byte: can the tokenizer treat it as an ordinary character inside a
+/// token (no whitespace, quote or the `n` of "n't"; ASCII)?
+const BYTE_CLASS: [u8; 256] = {
+    let mut table = [ORDINARY; 256];
+    let mut b = 0usize;
+    while b < 256 {
+        let special = matches!(
+            b as u8,
+            b'\t' | b'\n' | 0x0b | 0x0c | b'\r' | 0x1c..=0x1f | b' ' | b'\'' | b'"' | b'n'
+        );
+        if b >= 0x80 {
+            table[b] = NON_ASCII;
+        } else if special {
+            table[b] = SPECIAL;
+        }
+        b += 1;
+    }
+    table
+};
+
+/// `PUNCTUATION` as a bit set over ASCII.
+const PUNCTUATION_SET: u128 = {
+    let mut set = 0u128;
+    let bytes = PUNCTUATION.as_bytes();
+    let mut k = 0;
+    while k < bytes.len() {
+        set |= 1 << bytes[k];
+        k += 1;
+    }
+    set
+};
 
 fn is_punctuation(c: char) -> bool {
-    PUNCTUATION.contains(c)
+    (c as u32) < 128 && PUNCTUATION_SET & (1 << (c as u32)) != 0
 }
 
-/// Splits leading and trailing punctuation off one whitespace-free token,
+/// Splits leading and trailing punctuation off the token `text[start..end]`,
 /// keeping abbreviations and splitting an ellipsis as one token.
-fn split_punctuation(token: &str, out: &mut Vec<String>) {
-    let mut t = token;
-    while let Some(c) = t.chars().next().filter(|&c| is_punctuation(c)) {
-        out.push(c.to_string());
-        t = &t[c.len_utf8()..];
+fn split_punctuation(text: &str, mut start: usize, mut end: usize, out: &mut Vec<Tok>) {
+    let bytes = text.as_bytes();
+    // Punctuation is ASCII, so one byte is one character here.
+    while start < end && is_punctuation(bytes[start] as char) {
+        out.push(Tok::new(text, start, start + 1));
+        start += 1;
     }
-    let mut tail: Vec<&str> = Vec::new();
-    while t.ends_with(|c: char| is_punctuation(c) || c == '.') {
-        if let Some(c) = t.chars().next_back().filter(|&c| is_punctuation(c)) {
-            let at = t.len() - c.len_utf8();
-            tail.push(&t[at..]);
-            t = &t[..at];
+    let ends_with_mark = |end: usize| is_punctuation(bytes[end - 1] as char) || bytes[end - 1] == b'.';
+    if start < end && !ends_with_mark(end) {
+        out.push(Tok::new(text, start, end));
+        return;
+    }
+    let first_tail = out.len();
+    while start < end && (is_punctuation(bytes[end - 1] as char) || bytes[end - 1] == b'.') {
+        if is_punctuation(bytes[end - 1] as char) {
+            out.push(Tok::new(text, end - 1, end));
+            end -= 1;
         }
-        if t.ends_with("...") {
-            tail.push("...");
-            t = t[..t.len() - 3].trim_end_matches('.');
+        if text[start..end].ends_with("...") {
+            out.push(Tok::new(text, end - 3, end));
+            end -= 3;
+            while end > start && bytes[end - 1] == b'.' {
+                end -= 1;
+            }
         }
-        if t.ends_with('.') {
-            if is_abbreviation(t) {
+        if end > start && bytes[end - 1] == b'.' {
+            if is_abbreviation(&text[start..end]) {
                 break;
             }
-            tail.push(".");
-            t = &t[..t.len() - 1];
+            out.push(Tok::new(text, end - 1, end));
+            end -= 1;
         }
     }
-    if !t.is_empty() {
-        out.push(t.to_string());
+    // The core goes before its tail, which was collected in reverse.
+    if start < end {
+        out.push(Tok::new(text, start, end));
+        out[first_tail..].rotate_right(1);
     }
-    out.extend(tail.iter().rev().map(|s| s.to_string()));
+    out[first_tail + usize::from(start < end)..].reverse();
 }
 
 /// pattern's abbreviation test for a token ending in a period.

@@ -1,0 +1,55 @@
+//! Scores the Reddit corpus in a loop, for profilers:
+//! `cargo run --release --example profile_sentiment -- textblob|vader|all SECONDS`.
+
+use std::time::{Duration, Instant};
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let which = args.get(1).map_or("all", String::as_str);
+    let seconds: f64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(5.0);
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/sentiment/reddit_comments.ndjson"
+    );
+    let bodies: Vec<String> = std::fs::read_to_string(path)
+        .expect("corpus")
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).expect("json")["body"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect();
+    let tb = chorus::enrich::TextBlob::global();
+    let vader = chorus::enrich::Vader::global();
+    // Best of one-second rounds: the machines are shared and noisy.
+    let mut best = 0f64;
+    let all = Instant::now();
+    while all.elapsed() < Duration::from_secs_f64(seconds) {
+        let start = Instant::now();
+        let mut done = 0usize;
+        while start.elapsed() < Duration::from_secs(1) {
+            for b in &bodies {
+                match which {
+                    "textblob" => {
+                        std::hint::black_box(tb.sentiment(b));
+                    }
+                    "vader" => {
+                        std::hint::black_box(vader.polarity_scores(b));
+                    }
+                    "clean" => {
+                        std::hint::black_box(chorus::enrich::clean::clean(b));
+                    }
+                    _ => {
+                        let text = chorus::enrich::clean::clean(b);
+                        std::hint::black_box(chorus::enrich::score(&text));
+                    }
+                }
+            }
+            done += bodies.len();
+        }
+        best = best.max(done as f64 / start.elapsed().as_secs_f64());
+    }
+    println!("{which}: {best:.0} comments/s (best one-second round)");
+}
