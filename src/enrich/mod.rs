@@ -13,6 +13,7 @@ mod pyfloat;
 mod pystr;
 pub mod textblob;
 pub mod vader;
+mod wordset;
 
 use serde::{Deserialize, Serialize};
 

@@ -28,6 +28,7 @@ use rustc_hash::FxHashMap;
 
 use super::pyfloat::py_fsum;
 use super::pystr::{is_py_space, py_lower, py_lower_into};
+use super::wordset::WordFilter;
 
 /// The lexicon, as TextBlob ships it (PDDL, see `data/lexicons/SOURCE.md`).
 const LEXICON_XML: &str = include_str!("../../data/lexicons/en-sentiment.xml");
@@ -80,6 +81,9 @@ const EMOTICONS: [(f64, &[&str]); 9] = [
     (-1.00, &[":'(", ":'''(", ";'("]),
 ];
 
+/// First bytes of the lower-cased emoticons (UTF-8 lead bytes for `♥`, `°`).
+const EMOTICON_FIRST_BYTES: &[u8] = b"<>:=x8;*o\xe2\xc2";
+
 /// Scores of one lexicon form as the reference uses them for untagged text.
 #[derive(Clone, Copy, Debug, PartialEq)]
 struct Entry {
@@ -94,6 +98,8 @@ struct Entry {
 /// Build it once per process with [`TextBlob::global`].
 pub struct TextBlob {
     words: FxHashMap<Box<str>, Entry>,
+    /// Admits every form of `words`.
+    filter: WordFilter,
     /// Lower-cased emoticon -> polarity, in reference order of precedence.
     emoticons: FxHashMap<Box<str>, f64>,
     re_sarcasm: Regex,
@@ -172,6 +178,7 @@ impl TextBlob {
         let re_emoticons = Regex::new(&format!("({})($|\\s)", alternatives.join("|"))).expect("emoticon pattern");
         let re_sarcasm = Regex::new(r"\( ?! ?\)").expect("sarcasm pattern");
         Ok(TextBlob {
+            filter: WordFilter::new(words.keys().map(|k| &**k)),
             words,
             emoticons,
             re_sarcasm,
@@ -237,10 +244,17 @@ impl TextBlob {
     /// this sentence: only when some token ends with a character that an
     /// emoticon (or `(!)`) continues with the next token's first character.
     fn may_rejoin(&self, text: &str, sentence: &[Tok]) -> bool {
+        let bytes = text.as_bytes();
         sentence.windows(2).any(|pair| {
-            let left = pair[0].as_str(text).chars().next_back();
-            let right = pair[1].as_str(text).chars().next();
-            match (left, right) {
+            let (left, right) = (pair[0], pair[1]);
+            if left.kind == Kind::Eos || right.kind == Kind::Eos || left.start == left.end || right.start == right.end {
+                return false;
+            }
+            let (l, r) = (bytes[left.end as usize - 1], bytes[right.start as usize]);
+            if l < 0x80 && r < 0x80 {
+                return self.joinable.contains(l as char, r as char);
+            }
+            match (left.as_str(text).chars().next_back(), right.as_str(text).chars().next()) {
                 (Some(l), Some(r)) => self.joinable.contains(l, r),
                 _ => false,
             }
@@ -263,6 +277,17 @@ impl TextBlob {
                 format!("{}{}", caps[1].replace(' ', ""), &caps[2])
             })
             .into_owned()
+    }
+}
+
+impl TextBlob {
+    #[inline]
+    fn lookup(&self, w: &str) -> Option<&Entry> {
+        if self.filter.may_contain(w) {
+            self.words.get(w)
+        } else {
+            None
+        }
     }
 }
 
@@ -392,7 +417,7 @@ impl Assessor {
 
     fn step(&mut self, tb: &TextBlob, w: &str) {
         let a = &mut self.a;
-        if let Some(e) = tb.words.get(w) {
+        if let Some(e) = tb.lookup(w) {
             match (self.m, a.last_mut()) {
                 (Some(_), Some(last)) => {
                     // "really good": the modifier's intensity scales the word.
@@ -442,8 +467,8 @@ impl Assessor {
                 i: 1.0,
                 negated: false,
             });
-        } else if w.len() <= 10
-            && !w.bytes().all(|b| b.is_ascii_alphanumeric())
+        } else if (2..=10).contains(&w.len())
+            && EMOTICON_FIRST_BYTES.contains(&w.as_bytes()[0])
             && let Some(&p) = tb.emoticons.get(w)
         {
             a.push(Assessment {
@@ -529,14 +554,15 @@ fn split_tokens(text: &str, out: &mut Vec<Tok>) {
         newlines = 0;
         if matches!(c, '“' | '”' | '‘' | '’' | '\'' | '"') {
             if let Some(s) = start.take() {
-                split_punctuation(text, s, i, out);
+                if c == '\'' && i >= 1 && bytes[i - 1] == b'n' && bytes.get(i + 1) == Some(&b't') {
+                    // "n't": the reference splits "don't" into "do n ' t".
+                    split_punctuation(text, s, i - 1, out);
+                    split_punctuation(text, i - 1, i, out);
+                } else {
+                    split_punctuation(text, s, i, out);
+                }
             }
             split_punctuation(text, i, i + len, out);
-        } else if c == 'n' && bytes.get(i + 1) == Some(&b'\'') && bytes.get(i + 2) == Some(&b't') {
-            if let Some(s) = start.take() {
-                split_punctuation(text, s, i, out);
-            }
-            start = Some(i);
         } else {
             start.get_or_insert(i);
         }
@@ -555,7 +581,7 @@ const SPECIAL: u8 = 1;
 const NON_ASCII: u8 = 2;
 
 /// Per byte: can the tokenizer treat it as an ordinary character inside a
-/// token (no whitespace, quote or the `n` of "n't"; ASCII)?
+/// token (ASCII, not whitespace, not a quote)?
 const BYTE_CLASS: [u8; 256] = {
     let mut table = [ORDINARY; 256];
     let mut b = 0usize;
