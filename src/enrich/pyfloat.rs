@@ -75,8 +75,11 @@ pub(crate) fn py_round(x: f64, ndigits: i32) -> f64 {
     if !x.is_finite() || x == 0.0 {
         return x;
     }
-    // 10^ndigits is exact for ndigits <= 22.
-    let pow = 10f64.powi(ndigits);
+    // 10^ndigits, exact for ndigits <= 22.
+    const POW10: [f64; 16] = [
+        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+    ];
+    let pow = POW10[ndigits.clamp(0, 15) as usize];
     let y = x * pow;
     if !y.is_finite() || y.abs() >= 4_503_599_627_370_496.0 {
         // |x * 10^n| >= 2^52: x already has no digits beyond the n-th.

@@ -19,7 +19,8 @@ use std::sync::OnceLock;
 use rustc_hash::FxHashMap;
 
 use super::pyfloat::{PyNum, py_round, py_sum};
-use super::pystr::{is_py_space, py_isupper, py_lower_into};
+use super::pystr::{is_py_space, py_isupper};
+use super::wordset::{HashState, WordTable, push_lower_hashed};
 
 const LEXICON: &str = include_str!("../../data/lexicons/vader_lexicon.txt");
 const EMOJI_LEXICON: &str = include_str!("../../data/lexicons/emoji_utf8_lexicon.txt");
@@ -29,167 +30,64 @@ const B_DECR: f64 = -0.293;
 const C_INCR: f64 = 0.733;
 const N_SCALAR: f64 = -0.74;
 
+#[rustfmt::skip]
 const NEGATE: &[&str] = &[
-    "aint",
-    "arent",
-    "cannot",
-    "cant",
-    "couldnt",
-    "darent",
-    "didnt",
-    "doesnt",
-    "ain't",
-    "aren't",
-    "can't",
-    "couldn't",
-    "daren't",
-    "didn't",
-    "doesn't",
-    "dont",
-    "hadnt",
-    "hasnt",
-    "havent",
-    "isnt",
-    "mightnt",
-    "mustnt",
-    "neither",
-    "don't",
-    "hadn't",
-    "hasn't",
-    "haven't",
-    "isn't",
-    "mightn't",
-    "mustn't",
-    "neednt",
-    "needn't",
-    "never",
-    "none",
-    "nope",
-    "nor",
-    "not",
-    "nothing",
-    "nowhere",
-    "oughtnt",
-    "shant",
-    "shouldnt",
-    "uhuh",
-    "wasnt",
-    "werent",
-    "oughtn't",
-    "shan't",
-    "shouldn't",
-    "uh-uh",
-    "wasn't",
-    "weren't",
-    "without",
-    "wont",
-    "wouldnt",
-    "won't",
-    "wouldn't",
-    "rarely",
-    "seldom",
-    "despite",
+    "aint", "arent", "cannot", "cant", "couldnt", "darent", "didnt", "doesnt", "ain't", "aren't",
+    "can't", "couldn't", "daren't", "didn't", "doesn't", "dont", "hadnt", "hasnt", "havent", "isnt",
+    "mightnt", "mustnt", "neither", "don't", "hadn't", "hasn't", "haven't", "isn't", "mightn't",
+    "mustn't", "neednt", "needn't", "never", "none", "nope", "nor", "not", "nothing", "nowhere",
+    "oughtnt", "shant", "shouldnt", "uhuh", "wasnt", "werent", "oughtn't", "shan't", "shouldn't",
+    "uh-uh", "wasn't", "weren't", "without", "wont", "wouldnt", "won't", "wouldn't", "rarely",
+    "seldom", "despite",
 ];
 
+/// Boosters and dampeners (`BOOSTER_DICT`). The two-word ones only ever
+/// match as n-grams in the idiom check.
+#[rustfmt::skip]
 const BOOSTERS: &[(&str, f64)] = &[
-    ("absolutely", B_INCR),
-    ("amazingly", B_INCR),
-    ("awfully", B_INCR),
-    ("completely", B_INCR),
-    ("considerable", B_INCR),
-    ("considerably", B_INCR),
-    ("decidedly", B_INCR),
-    ("deeply", B_INCR),
-    ("effing", B_INCR),
-    ("enormous", B_INCR),
-    ("enormously", B_INCR),
-    ("entirely", B_INCR),
-    ("especially", B_INCR),
-    ("exceptional", B_INCR),
-    ("exceptionally", B_INCR),
-    ("extreme", B_INCR),
-    ("extremely", B_INCR),
-    ("fabulously", B_INCR),
-    ("flipping", B_INCR),
-    ("flippin", B_INCR),
-    ("frackin", B_INCR),
-    ("fracking", B_INCR),
-    ("fricking", B_INCR),
-    ("frickin", B_INCR),
-    ("frigging", B_INCR),
-    ("friggin", B_INCR),
-    ("fully", B_INCR),
-    ("fuckin", B_INCR),
-    ("fucking", B_INCR),
-    ("fuggin", B_INCR),
-    ("fugging", B_INCR),
-    ("greatly", B_INCR),
-    ("hella", B_INCR),
-    ("highly", B_INCR),
-    ("hugely", B_INCR),
-    ("incredible", B_INCR),
-    ("incredibly", B_INCR),
-    ("intensely", B_INCR),
-    ("major", B_INCR),
-    ("majorly", B_INCR),
-    ("more", B_INCR),
-    ("most", B_INCR),
-    ("particularly", B_INCR),
-    ("purely", B_INCR),
-    ("quite", B_INCR),
-    ("really", B_INCR),
-    ("remarkably", B_INCR),
-    ("so", B_INCR),
-    ("substantially", B_INCR),
-    ("thoroughly", B_INCR),
-    ("total", B_INCR),
-    ("totally", B_INCR),
-    ("tremendous", B_INCR),
-    ("tremendously", B_INCR),
-    ("uber", B_INCR),
-    ("unbelievably", B_INCR),
-    ("unusually", B_INCR),
-    ("utter", B_INCR),
-    ("utterly", B_INCR),
-    ("very", B_INCR),
-    ("almost", B_DECR),
-    ("barely", B_DECR),
-    ("hardly", B_DECR),
-    ("just enough", B_DECR),
-    ("kind of", B_DECR),
-    ("kinda", B_DECR),
-    ("kindof", B_DECR),
-    ("kind-of", B_DECR),
-    ("less", B_DECR),
-    ("little", B_DECR),
-    ("marginal", B_DECR),
-    ("marginally", B_DECR),
-    ("occasional", B_DECR),
-    ("occasionally", B_DECR),
-    ("partly", B_DECR),
-    ("scarce", B_DECR),
-    ("scarcely", B_DECR),
-    ("slight", B_DECR),
-    ("slightly", B_DECR),
-    ("somewhat", B_DECR),
-    ("sort of", B_DECR),
-    ("sorta", B_DECR),
-    ("sortof", B_DECR),
-    ("sort-of", B_DECR),
+    ("absolutely", B_INCR), ("amazingly", B_INCR), ("awfully", B_INCR), ("completely", B_INCR),
+    ("considerable", B_INCR), ("considerably", B_INCR), ("decidedly", B_INCR), ("deeply", B_INCR),
+    ("effing", B_INCR), ("enormous", B_INCR), ("enormously", B_INCR), ("entirely", B_INCR),
+    ("especially", B_INCR), ("exceptional", B_INCR), ("exceptionally", B_INCR), ("extreme", B_INCR),
+    ("extremely", B_INCR), ("fabulously", B_INCR), ("flipping", B_INCR), ("flippin", B_INCR),
+    ("frackin", B_INCR), ("fracking", B_INCR), ("fricking", B_INCR), ("frickin", B_INCR),
+    ("frigging", B_INCR), ("friggin", B_INCR), ("fully", B_INCR), ("fuckin", B_INCR),
+    ("fucking", B_INCR), ("fuggin", B_INCR), ("fugging", B_INCR), ("greatly", B_INCR),
+    ("hella", B_INCR), ("highly", B_INCR), ("hugely", B_INCR), ("incredible", B_INCR),
+    ("incredibly", B_INCR), ("intensely", B_INCR), ("major", B_INCR), ("majorly", B_INCR),
+    ("more", B_INCR), ("most", B_INCR), ("particularly", B_INCR), ("purely", B_INCR),
+    ("quite", B_INCR), ("really", B_INCR), ("remarkably", B_INCR), ("so", B_INCR),
+    ("substantially", B_INCR), ("thoroughly", B_INCR), ("total", B_INCR), ("totally", B_INCR),
+    ("tremendous", B_INCR), ("tremendously", B_INCR), ("uber", B_INCR), ("unbelievably", B_INCR),
+    ("unusually", B_INCR), ("utter", B_INCR), ("utterly", B_INCR), ("very", B_INCR),
+    ("almost", B_DECR), ("barely", B_DECR), ("hardly", B_DECR), ("just enough", B_DECR),
+    ("kind of", B_DECR), ("kinda", B_DECR), ("kindof", B_DECR), ("kind-of", B_DECR),
+    ("less", B_DECR), ("little", B_DECR), ("marginal", B_DECR), ("marginally", B_DECR),
+    ("occasional", B_DECR), ("occasionally", B_DECR), ("partly", B_DECR), ("scarce", B_DECR),
+    ("scarcely", B_DECR), ("slight", B_DECR), ("slightly", B_DECR), ("somewhat", B_DECR),
+    ("sort of", B_DECR), ("sorta", B_DECR), ("sortof", B_DECR), ("sort-of", B_DECR),
 ];
 
-/// Idioms that set the valence outright (`SPECIAL_CASES`); the integer
-/// ones stay Python ints, which matters to `sum()`.
-const SPECIAL_CASES: [(&str, PyNum); 9] = [
-    ("the shit", PyNum::Int(3)),
-    ("the bomb", PyNum::Int(3)),
-    ("bad ass", PyNum::Float(1.5)),
-    ("badass", PyNum::Float(1.5)),
-    ("bus stop", PyNum::Float(0.0)),
-    ("yeah right", PyNum::Int(-2)),
-    ("kiss of death", PyNum::Float(-1.5)),
-    ("to die for", PyNum::Int(3)),
-    ("beating heart", PyNum::Float(3.5)),
+/// The boosters of two words, as word pairs.
+const TWO_WORD_BOOSTERS: &[([&str; 2], f64)] = &[
+    (["just", "enough"], B_DECR),
+    (["kind", "of"], B_DECR),
+    (["sort", "of"], B_DECR),
+];
+
+/// Idioms that set the valence outright (`SPECIAL_CASES`), as word
+/// sequences; the integer ones stay Python ints, which matters to `sum()`.
+#[rustfmt::skip]
+const SPECIAL_CASES: &[(&[&str], PyNum)] = &[
+    (&["the", "shit"], PyNum::Int(3)),
+    (&["the", "bomb"], PyNum::Int(3)),
+    (&["bad", "ass"], PyNum::Float(1.5)),
+    (&["badass"], PyNum::Float(1.5)),
+    (&["bus", "stop"], PyNum::Float(0.0)),
+    (&["yeah", "right"], PyNum::Int(-2)),
+    (&["kiss", "of", "death"], PyNum::Float(-1.5)),
+    (&["to", "die", "for"], PyNum::Int(3)),
+    (&["beating", "heart"], PyNum::Float(3.5)),
 ];
 
 /// VADER's four scores.
@@ -205,12 +103,23 @@ pub struct VaderScores {
     pub compound: f64,
 }
 
+/// What the rules need to know about a lower-cased word.
+#[derive(Clone, Copy, Debug, Default)]
+struct WordInfo {
+    valence: Option<f64>,
+    booster: Option<f64>,
+    negation: bool,
+    /// Which of the words the rules test for this one is (`flag::*`).
+    flags: u16,
+}
+
 /// The VADER analyzer: its word lexicon and emoji lexicon.
 /// Build it once per process with [`Vader::global`].
 pub struct Vader {
-    lexicon: FxHashMap<Box<str>, f64>,
+    words: WordTable<WordInfo>,
     emojis: FxHashMap<char, Box<str>>,
-    boosters: FxHashMap<&'static str, f64>,
+    /// Whether some emoji key is ASCII (then ASCII text needs the scan too).
+    ascii_emoji: bool,
 }
 
 /// Errors in the lexicon files (only reachable with a damaged build).
@@ -219,18 +128,116 @@ pub enum LexiconError {
     /// A line that is not `word<TAB>measure…`.
     #[error("{file} line {line}: {reason}")]
     Line {
+        /// The lexicon file.
         file: &'static str,
+        /// 1-based line number.
         line: usize,
+        /// What is wrong with it.
         reason: String,
     },
 }
 
-/// One token with what the rules ask of it, computed once.
+/// One token: where it is in the text and in the lower-case buffer, and
+/// what the rules ask of it, computed once.
+#[derive(Clone, Copy)]
 struct Token {
-    lower: String,
-    valence: Option<f64>,
-    booster: Option<f64>,
+    lower: (u32, u32),
+    info: WordInfo,
     upper: bool,
+}
+
+/// Words the rules compare tokens with, as bits of `Token::flags`.
+mod flag {
+    pub const NO: u16 = 1;
+    pub const OR_NOR: u16 = 1 << 1;
+    pub const NEVER: u16 = 1 << 2;
+    pub const SO_THIS: u16 = 1 << 3;
+    pub const WITHOUT: u16 = 1 << 4;
+    pub const DOUBT: u16 = 1 << 5;
+    pub const LEAST: u16 = 1 << 6;
+    pub const AT_VERY: u16 = 1 << 7;
+    pub const BUT: u16 = 1 << 8;
+    pub const KIND: u16 = 1 << 9;
+    pub const OF: u16 = 1 << 10;
+    /// A word of a special-case idiom or of a two-word booster.
+    pub const IDIOM: u16 = 1 << 11;
+
+    /// The words that have flags, with their flags.
+    pub const WORDS: &[(&str, u16)] = &[
+        ("no", NO),
+        ("or", OR_NOR),
+        ("nor", OR_NOR),
+        ("never", NEVER),
+        ("so", SO_THIS),
+        ("this", SO_THIS),
+        ("without", WITHOUT),
+        ("doubt", DOUBT),
+        ("least", LEAST),
+        ("at", AT_VERY),
+        ("very", AT_VERY),
+        ("but", BUT),
+        ("kind", KIND | IDIOM),
+        ("of", OF | IDIOM),
+        ("the", IDIOM),
+        ("shit", IDIOM),
+        ("bomb", IDIOM),
+        ("bad", IDIOM),
+        ("ass", IDIOM),
+        ("bus", IDIOM),
+        ("stop", IDIOM),
+        ("yeah", IDIOM),
+        ("right", IDIOM),
+        ("kiss", IDIOM),
+        ("death", IDIOM),
+        ("to", IDIOM),
+        ("die", IDIOM),
+        ("for", IDIOM),
+        ("beating", IDIOM),
+        ("heart", IDIOM),
+        ("just", IDIOM),
+        ("enough", IDIOM),
+        ("sort", IDIOM),
+    ];
+}
+
+/// The tokens of one text, with their lower-cased forms in one buffer.
+#[derive(Default)]
+struct Tokens {
+    tokens: Vec<Token>,
+    lower: String,
+    sentiments: Vec<PyNum>,
+    emoji_free: String,
+}
+
+impl Tokens {
+    fn lower(&self, k: usize) -> &str {
+        let (a, b) = self.tokens[k].lower;
+        &self.lower[a as usize..b as usize]
+    }
+
+    fn len(&self) -> usize {
+        self.tokens.len()
+    }
+
+    fn is(&self, k: usize, flag: u16) -> bool {
+        self.tokens[k].info.flags & flag != 0
+    }
+
+    fn in_lexicon(&self, k: usize) -> bool {
+        self.tokens[k].info.valence.is_some()
+    }
+
+    /// Whether the lower-cased words at `at..` are `words` (all of which
+    /// have the `IDIOM` flag).
+    fn words_are(&self, at: usize, words: &[&str]) -> bool {
+        at + words.len() <= self.len()
+            && self.is(at, flag::IDIOM)
+            && words.iter().enumerate().all(|(k, w)| self.lower(at + k) == *w)
+    }
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Tokens> = std::cell::RefCell::default();
 }
 
 impl Vader {
@@ -245,37 +252,44 @@ impl Vader {
     /// Builds the analyzer from the texts of `vader_lexicon.txt` and
     /// `emoji_utf8_lexicon.txt`.
     pub fn from_lexicons(lexicon: &str, emoji_lexicon: &str) -> Result<Vader, LexiconError> {
-        let mut words = FxHashMap::default();
+        let mut words: FxHashMap<Box<str>, WordInfo> = FxHashMap::default();
         for (n, line) in lexicon.trim_end_matches('\n').split('\n').enumerate() {
             if line.is_empty() {
                 continue;
             }
+            let err = |reason: String| LexiconError::Line {
+                file: "vader_lexicon.txt",
+                line: n + 1,
+                reason,
+            };
             let mut fields = line.trim_matches(is_py_space).split('\t');
             let (Some(word), Some(measure)) = (fields.next(), fields.next()) else {
-                return Err(LexiconError::Line {
-                    file: "vader_lexicon.txt",
-                    line: n + 1,
-                    reason: "no tab".into(),
-                });
+                return Err(err("no tab".into()));
             };
             let value = measure
                 .trim_matches(is_py_space)
                 .parse::<f64>()
-                .map_err(|e| LexiconError::Line {
-                    file: "vader_lexicon.txt",
-                    line: n + 1,
-                    reason: e.to_string(),
-                })?;
-            words.insert(word.into(), value);
+                .map_err(|e| err(e.to_string()))?;
+            words.entry(word.into()).or_default().valence = Some(value);
+        }
+        for &(word, value) in BOOSTERS {
+            words.entry(word.into()).or_default().booster = Some(value);
+        }
+        for &word in NEGATE {
+            words.entry(word.into()).or_default().negation = true;
+        }
+        for &(word, flags) in flag::WORDS {
+            words.entry(word.into()).or_default().flags |= flags;
         }
         let mut emojis = FxHashMap::default();
         for (n, line) in emoji_lexicon.trim_end_matches('\n').split('\n').enumerate() {
             let mut fields = line.trim_matches(is_py_space).split('\t');
             let (Some(emoji), Some(description)) = (fields.next(), fields.next()) else {
+                let reason = "no tab".into();
                 return Err(LexiconError::Line {
                     file: "emoji_utf8_lexicon.txt",
                     line: n + 1,
-                    reason: "no tab".into(),
+                    reason,
                 });
             };
             // The reference looks characters up one at a time: keys of more
@@ -285,53 +299,130 @@ impl Vader {
                 emojis.insert(c, description.into());
             }
         }
-        let boosters = BOOSTERS.iter().copied().collect();
+        let ascii_emoji = emojis.keys().any(char::is_ascii);
+        let words = WordTable::new(words.iter().map(|(k, v)| (&**k, *v)));
         Ok(Vader {
-            lexicon: words,
+            words,
             emojis,
-            boosters,
+            ascii_emoji,
         })
     }
 
     /// `SentimentIntensityAnalyzer().polarity_scores(text)`.
     pub fn polarity_scores(&self, text: &str) -> VaderScores {
-        let text = self.replace_emojis(text);
-        let text = text.trim_matches(is_py_space);
+        SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            let t = &mut *scratch;
+            let mut emoji_free = std::mem::take(&mut t.emoji_free);
+            let text = self.replace_emojis(text, &mut emoji_free);
+            let text = text.trim_matches(is_py_space);
+            self.tokenize(text, t);
+            let upper_count = t.tokens.iter().filter(|tok| tok.upper).count();
+            let cap_diff = upper_count > 0 && upper_count < t.len();
 
-        let tokens: Vec<Token> = text
-            .split(is_py_space)
-            .filter(|t| !t.is_empty())
-            .map(|raw| {
-                let stripped = raw.trim_matches(|c: char| c.is_ascii_punctuation());
-                let t = if stripped.chars().count() <= 2 { raw } else { stripped };
-                let mut lower = String::new();
-                py_lower_into(t, &mut lower);
-                Token {
-                    valence: self.lexicon.get(lower.as_str()).copied(),
-                    booster: self.boosters.get(lower.as_str()).copied(),
-                    upper: py_isupper(t),
-                    lower,
+            let mut sentiments = std::mem::take(&mut t.sentiments);
+            sentiments.clear();
+            for i in 0..t.len() {
+                let info = t.tokens[i].info;
+                if info.booster.is_some() || (i + 1 < t.len() && t.is(i, flag::KIND) && t.is(i + 1, flag::OF)) {
+                    sentiments.push(PyNum::Int(0));
+                    continue;
                 }
-            })
-            .collect();
-        let upper_count = tokens.iter().filter(|t| t.upper).count();
-        let cap_diff = upper_count > 0 && upper_count < tokens.len();
-
-        let mut sentiments: Vec<PyNum> = Vec::with_capacity(tokens.len());
-        for i in 0..tokens.len() {
-            let item = &tokens[i];
-            if item.booster.is_some() || (i + 1 < tokens.len() && item.lower == "kind" && tokens[i + 1].lower == "of") {
-                sentiments.push(PyNum::Int(0));
-                continue;
+                sentiments.push(sentiment_valence(t, i, cap_diff));
             }
-            sentiments.push(self.sentiment_valence(&tokens, i, cap_diff));
-        }
-        but_check(&tokens, &mut sentiments);
-        score_valence(&sentiments, text)
+            but_check(t, &mut sentiments);
+            let scores = score_valence(&sentiments, text);
+            t.sentiments = sentiments;
+            t.emoji_free = emoji_free;
+            scores
+        })
     }
 
-    fn replace_emojis(&self, text: &str) -> String {
-        let mut out = String::with_capacity(text.len());
+    /// `SentiText._words_and_emoticons`: whitespace-split tokens stripped of
+    /// surrounding ASCII punctuation unless that leaves two characters or fewer.
+    fn tokenize(&self, text: &str, t: &mut Tokens) {
+        t.tokens.clear();
+        t.lower.clear();
+        let bytes = text.as_bytes();
+        let mut i = 0usize;
+        loop {
+            // Skip whitespace, then take the token up to the next whitespace.
+            while i < bytes.len() {
+                let len = py_space_len(text, i);
+                if len == 0 {
+                    break;
+                }
+                i += len;
+            }
+            if i >= bytes.len() {
+                break;
+            }
+            let start = i;
+            while i < bytes.len() && py_space_len(text, i) == 0 {
+                i += if bytes[i] < 0x80 { 1 } else { utf8_len(bytes[i]) };
+            }
+            let end = i.min(bytes.len());
+            // Strip ASCII punctuation (single bytes, never inside a UTF-8
+            // sequence) unless two characters or fewer would remain.
+            let (mut a, mut b) = (start, end);
+            while a < b && bytes[a].is_ascii_punctuation() {
+                a += 1;
+            }
+            while b > a && bytes[b - 1].is_ascii_punctuation() {
+                b -= 1;
+            }
+            let stripped = &text[a..b];
+            let keep_raw = match stripped.len() {
+                0..=2 => true,
+                // Up to 8 bytes may still be two characters if not ASCII.
+                3..=8 => !stripped.is_ascii() && stripped.chars().nth(2).is_none(),
+                _ => false,
+            };
+            let word = if keep_raw { &text[start..end] } else { stripped };
+            self.push_token(word, t);
+        }
+    }
+
+    fn push_token(&self, word: &str, t: &mut Tokens) {
+        let start = t.lower.len();
+        let (h, upper, has_nt) = if word.is_ascii() {
+            // One pass for the hash of the lower-cased word, `isupper()` and
+            // whether it contains "n't".
+            let mut hash = HashState::default();
+            let (mut has_upper, mut has_lower, mut has_nt) = (false, false, false);
+            let (mut p2, mut p1) = (0u8, 0u8);
+            for &b in word.as_bytes() {
+                has_upper |= b.is_ascii_uppercase();
+                has_lower |= b.is_ascii_lowercase();
+                let l = b.to_ascii_lowercase();
+                hash.push(l);
+                has_nt |= p2 == b'n' && p1 == b'\'' && l == b't';
+                (p2, p1) = (p1, l);
+            }
+            t.lower.push_str(word);
+            if has_upper {
+                t.lower[start..].make_ascii_lowercase();
+            }
+            (hash.finish(), has_upper && !has_lower, has_nt)
+        } else {
+            let h = push_lower_hashed(word, &mut t.lower);
+            (h, py_isupper(word), t.lower[start..].contains("n't"))
+        };
+        let lower = &t.lower[start..];
+        let mut info = self.words.get_hashed(lower, h).unwrap_or_default();
+        info.negation |= has_nt;
+        let clamp = |x: usize| u32::try_from(x).unwrap_or(u32::MAX);
+        let lower = (clamp(start), clamp(t.lower.len()));
+        t.tokens.push(Token { lower, info, upper });
+    }
+
+    /// Emoji characters replaced by their descriptions, spaced from what
+    /// precedes them as the reference does.
+    fn replace_emojis<'a>(&self, text: &'a str, out: &'a mut String) -> &'a str {
+        if text.is_ascii() && !self.ascii_emoji {
+            return text;
+        }
+        out.clear();
         let mut prev_space = true;
         for c in text.chars() {
             if let Some(description) = self.emojis.get(&c) {
@@ -347,50 +438,68 @@ impl Vader {
         }
         out
     }
+}
 
-    fn in_lexicon(&self, token: &Token) -> bool {
-        token.valence.is_some()
+/// The byte length of the Python whitespace character at `text[i..]`, or 0.
+#[inline]
+fn py_space_len(text: &str, i: usize) -> usize {
+    let b = text.as_bytes()[i];
+    if b < 0x80 {
+        return usize::from(matches!(b, b'\t'..=b'\r' | 0x1c..=0x20));
     }
+    match text[i..].chars().next() {
+        Some(c) if is_py_space(c) => c.len_utf8(),
+        _ => 0,
+    }
+}
 
-    fn sentiment_valence(&self, tokens: &[Token], i: usize, cap_diff: bool) -> PyNum {
-        let item = &tokens[i];
-        let Some(base) = item.valence else {
-            return PyNum::Int(0);
-        };
-        let lower = |k: usize| tokens[k].lower.as_str();
-        let mut valence = PyNum::Float(base);
-        if item.lower == "no" && i + 1 < tokens.len() && self.in_lexicon(&tokens[i + 1]) {
-            // "no" negates the next lexicon word instead of scoring itself.
-            valence = PyNum::Float(0.0);
-        }
-        if (i > 0 && lower(i - 1) == "no")
-            || (i > 1 && lower(i - 2) == "no")
-            || (i > 2 && lower(i - 3) == "no" && matches!(lower(i - 1), "or" | "nor"))
-        {
-            valence = PyNum::Float(base * N_SCALAR);
-        }
-        if item.upper && cap_diff {
-            let v = valence.as_f64();
-            valence = PyNum::Float(if v > 0.0 { v + C_INCR } else { v - C_INCR });
-        }
-        for start_i in 0..3 {
-            if i > start_i && !self.in_lexicon(&tokens[i - (start_i + 1)]) {
-                let mut s = scalar_inc_dec(&tokens[i - (start_i + 1)], valence.as_f64(), cap_diff);
-                if start_i == 1 && s != 0.0 {
-                    s *= 0.95;
-                }
-                if start_i == 2 && s != 0.0 {
-                    s *= 0.9;
-                }
-                valence = add(valence, s);
-                valence = negation_check(valence, tokens, start_i, i);
-                if start_i == 2 {
-                    valence = special_idioms_check(valence, tokens, i);
-                }
+/// The length of the UTF-8 sequence that starts with byte `b`.
+#[inline]
+fn utf8_len(b: u8) -> usize {
+    match b {
+        0xf0.. => 4,
+        0xe0.. => 3,
+        _ => 2,
+    }
+}
+
+fn sentiment_valence(t: &Tokens, i: usize, cap_diff: bool) -> PyNum {
+    let item = t.tokens[i];
+    let Some(base) = item.info.valence else {
+        return PyNum::Int(0);
+    };
+    let mut valence = PyNum::Float(base);
+    if t.is(i, flag::NO) && i + 1 < t.len() && t.in_lexicon(i + 1) {
+        // "no" negates the next lexicon word instead of scoring itself.
+        valence = PyNum::Float(0.0);
+    }
+    if (i > 0 && t.is(i - 1, flag::NO))
+        || (i > 1 && t.is(i - 2, flag::NO))
+        || (i > 2 && t.is(i - 3, flag::NO) && t.is(i - 1, flag::OR_NOR))
+    {
+        valence = PyNum::Float(base * N_SCALAR);
+    }
+    if item.upper && cap_diff {
+        let v = valence.as_f64();
+        valence = PyNum::Float(if v > 0.0 { v + C_INCR } else { v - C_INCR });
+    }
+    for start_i in 0..3 {
+        if i > start_i && !t.in_lexicon(i - (start_i + 1)) {
+            let mut s = scalar_inc_dec(&t.tokens[i - (start_i + 1)], valence.as_f64(), cap_diff);
+            if start_i == 1 && s != 0.0 {
+                s *= 0.95;
+            }
+            if start_i == 2 && s != 0.0 {
+                s *= 0.9;
+            }
+            valence = add(valence, s);
+            valence = negation_check(valence, t, start_i, i);
+            if start_i == 2 {
+                valence = special_idioms_check(valence, t, i);
             }
         }
-        least_check(valence, tokens, i, |k| self.in_lexicon(&tokens[k]))
     }
+    least_check(valence, t, i)
 }
 
 /// `valence + s` where `s` is a Python float: the result is a float.
@@ -406,12 +515,8 @@ fn mul(valence: PyNum, k: f64) -> PyNum {
     PyNum::Float(valence.as_f64() * k)
 }
 
-fn is_negated(lower: &str) -> bool {
-    NEGATE.contains(&lower) || lower.contains("n't")
-}
-
 fn scalar_inc_dec(token: &Token, valence: f64, cap_diff: bool) -> f64 {
-    let Some(mut scalar) = token.booster else {
+    let Some(mut scalar) = token.info.booster else {
         return 0.0;
     };
     if valence < 0.0 {
@@ -427,33 +532,32 @@ fn scalar_inc_dec(token: &Token, valence: f64, cap_diff: bool) -> f64 {
     scalar
 }
 
-fn negation_check(valence: PyNum, tokens: &[Token], start_i: usize, i: usize) -> PyNum {
-    let lower = |k: usize| tokens[k].lower.as_str();
+fn negation_check(valence: PyNum, t: &Tokens, start_i: usize, i: usize) -> PyNum {
+    let is = |k: usize, f: u16| t.is(k, f);
+    let negated = |k: usize| t.tokens[k].info.negation;
     match start_i {
         0 => {
-            if is_negated(lower(i - 1)) {
+            if negated(i - 1) {
                 return mul(valence, N_SCALAR);
             }
         }
         1 => {
-            if lower(i - 2) == "never" && matches!(lower(i - 1), "so" | "this") {
+            if is(i - 2, flag::NEVER) && is(i - 1, flag::SO_THIS) {
                 return mul(valence, 1.25);
-            } else if lower(i - 2) == "without" && lower(i - 1) == "doubt" {
+            } else if is(i - 2, flag::WITHOUT) && is(i - 1, flag::DOUBT) {
                 return valence;
-            } else if is_negated(lower(i - 2)) {
+            } else if negated(i - 2) {
                 return mul(valence, N_SCALAR);
             }
         }
         _ => {
             // As written in the reference: the `or` binds the second clause
             // without "never", so "so"/"this" right before the word boosts.
-            if (lower(i - 3) == "never" && matches!(lower(i - 2), "so" | "this"))
-                || matches!(lower(i - 1), "so" | "this")
-            {
+            if (is(i - 3, flag::NEVER) && is(i - 2, flag::SO_THIS)) || is(i - 1, flag::SO_THIS) {
                 return mul(valence, 1.25);
-            } else if lower(i - 3) == "without" && (lower(i - 2) == "doubt" || lower(i - 1) == "doubt") {
+            } else if is(i - 3, flag::WITHOUT) && (is(i - 2, flag::DOUBT) || is(i - 1, flag::DOUBT)) {
                 return valence;
-            } else if is_negated(lower(i - 3)) {
+            } else if negated(i - 3) {
                 return mul(valence, N_SCALAR);
             }
         }
@@ -461,45 +565,51 @@ fn negation_check(valence: PyNum, tokens: &[Token], start_i: usize, i: usize) ->
     valence
 }
 
-fn special_idioms_check(mut valence: PyNum, tokens: &[Token], i: usize) -> PyNum {
-    let lower = |k: usize| tokens[k].lower.as_str();
-    let special = |seq: &str| SPECIAL_CASES.iter().find(|(k, _)| *k == seq).map(|(_, v)| *v);
-    let onezero = format!("{} {}", lower(i - 1), lower(i));
-    let twoonezero = format!("{} {} {}", lower(i - 2), lower(i - 1), lower(i));
-    let twoone = format!("{} {}", lower(i - 2), lower(i - 1));
-    let threetwoone = format!("{} {} {}", lower(i - 3), lower(i - 2), lower(i - 1));
-    let threetwo = format!("{} {}", lower(i - 3), lower(i - 2));
-    for seq in [&onezero, &twoonezero, &twoone, &threetwoone, &threetwo] {
-        if let Some(v) = special(seq) {
-            valence = v;
-            break;
+/// `_special_idioms_check`: the reference joins neighbouring words with
+/// spaces and looks the strings up; words never contain whitespace, so
+/// comparing word sequences is the same test.
+fn special_idioms_check(mut valence: PyNum, t: &Tokens, i: usize) -> PyNum {
+    let special_at = |at: usize, len: usize| {
+        if !t.is(at, flag::IDIOM) {
+            return None;
         }
+        SPECIAL_CASES
+            .iter()
+            .find(|(words, _)| words.len() == len && t.words_are(at, words))
+            .map(|(_, v)| *v)
+    };
+    // onezero, twoonezero, twoone, threetwoone, threetwo: the first found wins.
+    let sequences = [(i - 1, 2), (i - 2, 3), (i - 2, 2), (i - 3, 3), (i - 3, 2)];
+    if let Some(v) = sequences.iter().find_map(|&(at, len)| special_at(at, len)) {
+        valence = v;
     }
-    if tokens.len() - 1 > i {
-        if let Some(v) = special(&format!("{} {}", lower(i), lower(i + 1))) {
-            valence = v;
-        }
+    if t.len() - 1 > i
+        && let Some(v) = special_at(i, 2)
+    {
+        valence = v;
     }
-    if tokens.len() - 1 > i + 1 {
-        if let Some(v) = special(&format!("{} {} {}", lower(i), lower(i + 1), lower(i + 2))) {
-            valence = v;
-        }
+    if t.len() - 1 > i + 1
+        && let Some(v) = special_at(i, 3)
+    {
+        valence = v;
     }
-    for n_gram in [&threetwoone, &threetwo, &twoone] {
-        if let Some((_, b)) = BOOSTERS.iter().find(|(k, _)| k == n_gram) {
+    // Two-word boosters before the word: threetwoone (never: no booster
+    // has three words), threetwo, twoone.
+    for at in [i - 3, i - 2] {
+        if let Some((_, b)) = TWO_WORD_BOOSTERS.iter().find(|(words, _)| t.words_are(at, words)) {
             valence = add(valence, *b);
         }
     }
     valence
 }
 
-fn least_check(valence: PyNum, tokens: &[Token], i: usize, in_lexicon: impl Fn(usize) -> bool) -> PyNum {
-    let lower = |k: usize| tokens[k].lower.as_str();
-    if i > 1 && !in_lexicon(i - 1) && lower(i - 1) == "least" {
-        if lower(i - 2) != "at" && lower(i - 2) != "very" {
+fn least_check(valence: PyNum, t: &Tokens, i: usize) -> PyNum {
+    if i > 1 && !t.in_lexicon(i - 1) && t.is(i - 1, flag::LEAST) {
+        // "at least" and "very least" are not negations.
+        if !t.is(i - 2, flag::AT_VERY) {
             return mul(valence, N_SCALAR);
         }
-    } else if i > 0 && !in_lexicon(i - 1) && lower(i - 1) == "least" {
+    } else if i > 0 && !t.in_lexicon(i - 1) && t.is(i - 1, flag::LEAST) {
         return mul(valence, N_SCALAR);
     }
     valence
@@ -508,8 +618,8 @@ fn least_check(valence: PyNum, tokens: &[Token], i: usize, in_lexicon: impl Fn(u
 /// The contrastive `but` rule exactly as the reference computes it: each
 /// value is looked up again with `list.index`, so the first equal value is
 /// the one rescaled, and a value at the position of `but` is left alone.
-fn but_check(tokens: &[Token], sentiments: &mut [PyNum]) {
-    let Some(bi) = tokens.iter().position(|t| t.lower == "but") else {
+fn but_check(t: &Tokens, sentiments: &mut [PyNum]) {
+    let Some(bi) = (0..t.len()).position(|k| t.is(k, flag::BUT)) else {
         return;
     };
     for k in 0..sentiments.len() {
@@ -526,9 +636,12 @@ fn but_check(tokens: &[Token], sentiments: &mut [PyNum]) {
 }
 
 fn punctuation_emphasis(text: &str) -> f64 {
-    let ep = text.matches('!').count().min(4);
-    let qm = text.matches('?').count();
-    let ep_amplifier = ep as f64 * 0.292;
+    let (mut ep, mut qm) = (0usize, 0usize);
+    for b in text.bytes() {
+        ep += usize::from(b == b'!');
+        qm += usize::from(b == b'?');
+    }
+    let ep_amplifier = ep.min(4) as f64 * 0.292;
     let qm_amplifier = if qm > 1 {
         if qm <= 3 { qm as f64 * 0.18 } else { 0.96 }
     } else {
