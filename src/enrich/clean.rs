@@ -48,24 +48,24 @@ pub fn clean(body: &str) -> String {
         let content = if in_fence {
             raw_line
         } else {
-            strip_block_markers(raw_line)
+            line_buf.clear();
+            inline(strip_block_markers(raw_line), &mut line_buf);
+            &line_buf
         };
-        line_buf.clear();
-        if in_fence {
-            line_buf.push_str(content);
-        } else {
-            inline(content, &mut line_buf);
-        }
-        let line = normalize_line(&line_buf);
-        if line.is_empty() {
-            blank_run += 1;
-            continue;
-        }
+        // Tentatively separate from the previous line; undone if this
+        // line turns out empty.
+        let mark = out.len();
         if !out.is_empty() {
             out.push_str(if blank_run > 0 { "\n\n" } else { "\n" });
         }
-        blank_run = 0;
-        out.push_str(&line);
+        let before = out.len();
+        push_normalized(content, &mut out);
+        if out.len() == before {
+            out.truncate(mark);
+            blank_run += 1;
+        } else {
+            blank_run = 0;
+        }
     }
     out
 }
@@ -208,93 +208,84 @@ fn is_word(c: Option<char>) -> bool {
     c.is_some_and(char::is_alphanumeric)
 }
 
+/// Bytes at which inline markup or a link may start; every other byte is
+/// copied as it is.
+fn is_trigger(b: u8) -> bool {
+    matches!(
+        b,
+        b'\\' | b'!' | b'[' | b'<' | b'>' | b'*' | b'_' | b'~' | b'`' | b'^' | b'h' | b'w' | b'H' | b'W'
+    )
+}
+
 /// Rules 3 and 4 for one line.
 fn inline(line: &str, out: &mut String) {
-    let chars: Vec<char> = line.chars().collect();
-    let at = |k: usize| chars.get(k).copied();
+    let bytes = line.as_bytes();
+    let at = |k: usize| bytes.get(k).copied();
     let mut i = 0usize;
-    while i < chars.len() {
-        let c = chars[i];
-        let prev = if i == 0 { None } else { Some(chars[i - 1]) };
-        match c {
-            '\\' if at(i + 1).is_some_and(|n| n.is_ascii_punctuation()) => {
-                out.push(chars[i + 1]);
-                i += 2;
-                continue;
+    // `line[copied..i]` is waiting to be copied as it is.
+    let mut copied = 0usize;
+    while i < bytes.len() {
+        let c = bytes[i];
+        if !is_trigger(c) {
+            i += 1;
+            continue;
+        }
+        let prev = line[..i].chars().next_back();
+        // What to do at this trigger: skip `n` bytes, optionally writing
+        // replacement text; `None` keeps the byte.
+        let action: Option<(usize, Option<String>)> = match c {
+            b'\\' if at(i + 1).is_some_and(|n| n.is_ascii_punctuation()) => {
+                Some((2, Some((bytes[i + 1] as char).to_string())))
             }
-            '!' if at(i + 1) == Some('[') => {
-                if let Some((label, next)) = markdown_link(&chars, i + 1) {
-                    inline(&label, out);
-                    i = next;
-                    continue;
-                }
-            }
-            '[' => {
-                if let Some((label, next)) = markdown_link(&chars, i) {
-                    inline(&label, out);
-                    i = next;
-                    continue;
-                }
-            }
-            '<' if starts_with_at(&chars, i + 1, "http") => {
-                if let Some(len) = chars[i..].iter().position(|&c| c == '>') {
-                    i += len + 1;
-                    continue;
-                }
-            }
-            '>' if at(i + 1) == Some('!') => {
-                // Spoiler opening.
-                i += 2;
-                continue;
-            }
-            '!' if at(i + 1) == Some('<') => {
-                // Spoiler closing.
-                i += 2;
-                continue;
-            }
-            '*' | '_' | '~' | '`' => {
-                let run = chars[i..].iter().take_while(|&&d| d == c).count();
-                let before = prev;
-                let after = at(i + run);
-                let opens = is_boundary(before) && is_word(after) || (is_boundary(before) && is_emph_start(after));
-                let closes = (is_word(before) || is_emph_end(before)) && is_boundary(after);
-                let strike_ok = c != '~' || run == 2;
-                let code = c == '`';
+            b'!' if at(i + 1) == Some(b'[') => markdown_link(line, i + 1).map(|(label, next)| (next - i, Some(label))),
+            b'[' => markdown_link(line, i).map(|(label, next)| (next - i, Some(label))),
+            b'<' if starts_with_ignore_case(&bytes[i + 1..], b"http") => line[i..].find('>').map(|len| (len + 1, None)),
+            // Spoiler markers ">!" and "!<".
+            b'>' if at(i + 1) == Some(b'!') => Some((2, None)),
+            b'!' if at(i + 1) == Some(b'<') => Some((2, None)),
+            b'*' | b'_' | b'~' | b'`' => {
+                let run = bytes[i..].iter().take_while(|&&d| d == c).count();
+                let after = line[i + run..].chars().next();
+                let opens = is_boundary(prev) && (is_word(after) || is_emph_start(after));
+                let closes = (is_word(prev) || is_emph_end(prev)) && is_boundary(after);
+                let strike_ok = c != b'~' || run == 2;
+                let code = c == b'`';
                 if (opens || closes || (code && run <= 3)) && strike_ok {
+                    Some((run, None))
+                } else {
+                    // Not markup: keep the whole run.
                     i += run;
                     continue;
                 }
-                for _ in 0..run {
-                    out.push(c);
-                }
-                i += run;
-                continue;
             }
-            '^' if is_boundary(prev) || is_word(prev) => {
-                if at(i + 1) == Some('(')
-                    && let Some(close) = chars[i + 2..].iter().position(|&c| c == ')')
+            b'^' if is_boundary(prev) || is_word(prev) => {
+                if at(i + 1) == Some(b'(')
+                    && let Some(close) = line[i + 2..].find(')')
                 {
-                    let inner: String = chars[i + 2..i + 2 + close].iter().collect();
-                    inline(&inner, out);
-                    i += close + 3;
-                    continue;
-                }
-                if is_word(at(i + 1)) {
-                    i += 1;
-                    continue;
+                    Some((close + 3, Some(line[i + 2..i + 2 + close].to_string())))
+                } else if is_word(line[i + 1..].chars().next()) {
+                    Some((1, None))
+                } else {
+                    None
                 }
             }
-            'h' | 'w' | 'H' | 'W' if !is_word(prev) => {
-                if let Some(len) = url_len(&chars[i..]) {
-                    i += len;
-                    continue;
+            b'h' | b'w' | b'H' | b'W' if !is_word(prev) => url_len(&line[i..]).map(|len| (len, None)),
+            _ => None,
+        };
+        match action {
+            Some((skip, replacement)) => {
+                out.push_str(&line[copied..i]);
+                if let Some(text) = replacement {
+                    // Labels and superscripts may hold markup themselves.
+                    inline(&text, out);
                 }
+                i += skip;
+                copied = i;
             }
-            _ => {}
+            None => i += 1,
         }
-        out.push(c);
-        i += 1;
     }
+    out.push_str(&line[copied..]);
 }
 
 /// Punctuation that may sit inside emphasis next to the marker ("*"quoted"*").
@@ -306,26 +297,20 @@ fn is_emph_end(c: Option<char>) -> bool {
     matches!(c, Some('"' | '\'' | '”' | '’' | ')' | ']' | '.' | '!' | '?' | '%'))
 }
 
-fn starts_with_at(chars: &[char], at: usize, prefix: &str) -> bool {
-    let mut k = at;
-    for p in prefix.chars() {
-        if chars.get(k).map(|c| c.to_ascii_lowercase()) != Some(p) {
-            return false;
-        }
-        k += 1;
-    }
-    true
+fn starts_with_ignore_case(bytes: &[u8], prefix: &[u8]) -> bool {
+    bytes.len() >= prefix.len() && bytes[..prefix.len()].eq_ignore_ascii_case(prefix)
 }
 
-/// `[label](url)` starting at `chars[start] == '['`: the label and the index
-/// after the closing parenthesis. Parentheses inside the URL may nest.
-fn markdown_link(chars: &[char], start: usize) -> Option<(String, usize)> {
+/// `[label](url)` starting at `line[start] == '['`: the label and the byte
+/// index after the closing parenthesis. Brackets and parentheses may nest.
+fn markdown_link(line: &str, start: usize) -> Option<(String, usize)> {
+    let bytes = line.as_bytes();
     let mut depth = 0usize;
     let mut k = start;
     let close = loop {
-        match chars.get(k)? {
-            '[' => depth += 1,
-            ']' => {
+        match bytes.get(k)? {
+            b'[' => depth += 1,
+            b']' => {
                 depth -= 1;
                 if depth == 0 {
                     break k;
@@ -335,45 +320,49 @@ fn markdown_link(chars: &[char], start: usize) -> Option<(String, usize)> {
         }
         k += 1;
     };
-    if chars.get(close + 1) != Some(&'(') {
+    if bytes.get(close + 1) != Some(&b'(') {
         return None;
     }
     let mut depth = 0usize;
     let mut k = close + 1;
     loop {
-        match chars.get(k)? {
-            '(' => depth += 1,
-            ')' => {
+        match bytes.get(k)? {
+            b'(' => depth += 1,
+            b')' => {
                 depth -= 1;
                 if depth == 0 {
                     break;
                 }
             }
-            c if c.is_whitespace() && depth == 1 && chars.get(k + 1) != Some(&'"') => return None,
+            // A space ends the URL unless a "title" follows.
+            b' ' | b'\t' if depth == 1 && bytes.get(k + 1) != Some(&b'"') => return None,
             _ => {}
         }
         k += 1;
     }
-    Some((chars[start + 1..close].iter().collect(), k + 1))
+    Some((line[start + 1..close].to_string(), k + 1))
 }
 
-/// Length of a bare URL at the start of `chars`, without the punctuation
+/// Byte length of a bare URL at the start of `s`, without the punctuation
 /// that ends the sentence around it.
-fn url_len(chars: &[char]) -> Option<usize> {
-    let scheme = ["https://", "http://", "www."]
+fn url_len(s: &str) -> Option<usize> {
+    let bytes = s.as_bytes();
+    let scheme = [&b"https://"[..], b"http://", b"www."]
         .into_iter()
-        .find(|p| starts_with_at(chars, 0, p))?;
-    let mut len = chars.iter().take_while(|c| !c.is_whitespace()).count();
+        .find(|p| starts_with_ignore_case(bytes, p))?;
+    let mut len = s.find(char::is_whitespace).unwrap_or(s.len());
     if len <= scheme.len() {
         return None;
     }
     // Give back trailing punctuation and an unbalanced closing parenthesis.
     loop {
-        let last = chars[len - 1];
-        let opens = chars[..len].iter().filter(|&&c| c == '(').count();
-        let closes = chars[..len].iter().filter(|&&c| c == ')').count();
-        if matches!(last, '.' | ',' | '!' | '?' | ';' | ':' | '\'' | '"' | '*' | '_' | ']')
-            || (last == ')' && closes > opens)
+        let last = bytes[len - 1];
+        let opens = bytes[..len].iter().filter(|&&c| c == b'(').count();
+        let closes = bytes[..len].iter().filter(|&&c| c == b')').count();
+        if matches!(
+            last,
+            b'.' | b',' | b'!' | b'?' | b';' | b':' | b'\'' | b'"' | b'*' | b'_' | b']'
+        ) || (last == b')' && closes > opens)
         {
             len -= 1;
         } else {
@@ -383,27 +372,40 @@ fn url_len(chars: &[char]) -> Option<usize> {
     Some(len)
 }
 
-/// Rules 5 and 6 for one line: invisible characters out, whitespace
-/// collapsed, ends trimmed.
-fn normalize_line(line: &str) -> String {
-    let chars: Vec<char> = line.chars().collect();
-    let mut out = String::with_capacity(line.len());
+/// Rules 5 and 6 for one line, appended to `out`: invisible characters
+/// out, whitespace collapsed, ends trimmed.
+fn push_normalized(line: &str, out: &mut String) {
+    let start = out.len();
+    let bytes = line.as_bytes();
+    if bytes.first() != Some(&b' ')
+        && bytes.last() != Some(&b' ')
+        && bytes.iter().all(|b| (0x20..0x7f).contains(b))
+        && !bytes.windows(2).any(|w| w == b"  ")
+    {
+        // Printable ASCII, single spaces, nothing to drop or collapse.
+        out.push_str(line);
+        return;
+    }
     let mut pending_space = false;
-    for (k, &c) in chars.iter().enumerate() {
+    let mut prev: Option<char> = None;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
         let keep = match c {
             '\u{200d}' => {
-                let emoji = |c: Option<&char>| c.is_some_and(|&c| c as u32 >= 0x2000 && !c.is_alphanumeric());
-                emoji(chars.get(k.wrapping_sub(1))) && emoji(chars.get(k + 1))
+                let emoji = |c: Option<char>| c.is_some_and(|c| c as u32 >= 0x2000 && !c.is_alphanumeric());
+                emoji(prev) && emoji(chars.peek().copied())
             }
             '\u{200b}' | '\u{200c}' | '\u{2060}' | '\u{feff}' | '\u{ad}' | '\u{200e}' | '\u{200f}' => false,
             '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' => false,
             c if c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c) => {
-                pending_space = !out.is_empty();
+                pending_space = out.len() > start;
+                prev = Some(c);
                 continue;
             }
             c if c.is_control() => false,
             _ => true,
         };
+        prev = Some(c);
         if !keep {
             continue;
         }
@@ -413,7 +415,6 @@ fn normalize_line(line: &str) -> String {
         }
         out.push(c);
     }
-    out
 }
 
 #[cfg(test)]
