@@ -27,8 +27,8 @@ use regex::Regex;
 use rustc_hash::FxHashMap;
 
 use super::pyfloat::py_fsum;
-use super::pystr::{is_py_space, py_lower, py_lower_into};
-use super::wordset::WordTable;
+use super::pystr::{is_py_space, py_lower};
+use super::wordset::{HashState, WordTable, push_lower_hashed};
 
 /// The lexicon, as TextBlob ships it (PDDL, see `data/lexicons/SOURCE.md`).
 const LEXICON_XML: &str = include_str!("../../data/lexicons/en-sentiment.xml");
@@ -105,6 +105,8 @@ pub struct TextBlob {
     /// Consecutive characters of an emoticon or of `(!)`: the only places
     /// where the substitutions can remove a space between two tokens.
     joinable: Joinable,
+    /// Every emoticon and `(!)`, as characters.
+    faces: Vec<Vec<char>>,
 }
 
 /// A set of character pairs, with a bit table for ASCII pairs.
@@ -159,10 +161,12 @@ impl TextBlob {
         let mut emoticons = FxHashMap::default();
         let mut alternatives = Vec::new();
         let mut joinable = vec![('(', '!'), ('!', ')')];
+        let mut all_faces = vec![vec!['(', '!', ')']];
         for (polarity, faces) in EMOTICONS {
             for face in faces {
                 let chars: Vec<char> = face.chars().collect();
                 joinable.extend(chars.windows(2).map(|w| (w[0], w[1])));
+                all_faces.push(chars.clone());
                 // `w.isalpha() is False` in the reference: "xd" never counts.
                 let lower = py_lower(face);
                 if !lower.chars().all(char::is_alphabetic) {
@@ -181,6 +185,7 @@ impl TextBlob {
             re_sarcasm,
             re_emoticons,
             joinable: Joinable::new(&joinable),
+            faces: all_faces,
         })
     }
 
@@ -204,17 +209,26 @@ impl TextBlob {
                     // what the reference does on the joined sentence.
                     let rejoined = self.rejoin(text, sentence, joined);
                     for w in rejoined.split(is_py_space).filter(|w| !w.is_empty()) {
-                        py_lower_into(w, lower);
-                        assessor.step(self, lower);
+                        lower.clear();
+                        let h = push_lower_hashed(w, lower);
+                        assessor.step(self, lower, h);
                     }
                 } else {
                     for &tok in sentence.iter() {
                         let w = tok.as_str(text);
-                        if w.bytes().any(|b| b.is_ascii_uppercase() || b >= 0x80) {
-                            py_lower_into(w, lower);
-                            assessor.step(self, lower);
+                        // ASCII without capitals is its own lower case:
+                        // hash it as it is; otherwise lower-case it first.
+                        let mut hash = HashState::default();
+                        let plain = w.bytes().all(|b| {
+                            hash.push(b);
+                            b < 0x80 && !b.is_ascii_uppercase()
+                        });
+                        if plain {
+                            assessor.step(self, w, hash.finish());
                         } else {
-                            assessor.step(self, w);
+                            lower.clear();
+                            let h = push_lower_hashed(w, lower);
+                            assessor.step(self, lower, h);
                         }
                     }
                 }
@@ -238,23 +252,60 @@ impl TextBlob {
     }
 
     /// Whether the reference's sarcasm or emoticon substitution could change
-    /// this sentence: only when some token ends with a character that an
-    /// emoticon (or `(!)`) continues with the next token's first character.
+    /// this sentence. It removes the spaces inside a match, and a match must
+    /// end where a token ends (it is followed by a space or the end), so a
+    /// change needs, at some token boundary, a face `e` split as `e[..p]`
+    /// ending with the left token's last character and `e[p..]` spelled out
+    /// exactly by the next tokens. The character-pair table answers "no"
+    /// for almost every boundary; the rest are checked face by face.
     fn may_rejoin(&self, text: &str, sentence: &[Tok]) -> bool {
         let bytes = text.as_bytes();
-        sentence.windows(2).any(|pair| {
-            let (left, right) = (pair[0], pair[1]);
-            if left.kind == Kind::Eos || right.kind == Kind::Eos || left.start == left.end || right.start == right.end {
+        (0..sentence.len().saturating_sub(1)).any(|k| {
+            let (left, right) = (sentence[k], sentence[k + 1]);
+            if left.start == left.end || right.start == right.end {
                 return false;
             }
             let (l, r) = (bytes[left.end as usize - 1], bytes[right.start as usize]);
-            if l < 0x80 && r < 0x80 {
-                return self.joinable.contains(l as char, r as char);
-            }
-            match (left.as_str(text).chars().next_back(), right.as_str(text).chars().next()) {
-                (Some(l), Some(r)) => self.joinable.contains(l, r),
-                _ => false,
-            }
+            let pair = if l < 0x80 && r < 0x80 {
+                self.joinable.contains(l as char, r as char)
+            } else {
+                match (left.as_str(text).chars().next_back(), right.as_str(text).chars().next()) {
+                    (Some(l), Some(r)) => self.joinable.contains(l, r),
+                    _ => false,
+                }
+            };
+            pair && self.face_spans(text, sentence, k)
+        })
+    }
+
+    /// The exact test behind `may_rejoin` for the boundary after token `k`.
+    fn face_spans(&self, text: &str, sentence: &[Tok], k: usize) -> bool {
+        let Some(l) = sentence[k].as_str(text).chars().next_back() else {
+            return false;
+        };
+        self.faces.iter().any(|face| {
+            (1..face.len()).any(|p| {
+                if !face[..p].ends_with(&[l]) {
+                    return false;
+                }
+                // The following tokens must spell face[p..] exactly.
+                let mut rest = &face[p..];
+                for tok in &sentence[k + 1..] {
+                    let mut chars = tok.as_str(text).chars();
+                    let mut used = 0;
+                    for c in chars.by_ref() {
+                        if rest.get(used) != Some(&c) {
+                            return false;
+                        }
+                        used += 1;
+                    }
+                    rest = &rest[used..];
+                    if rest.is_empty() {
+                        return true;
+                    }
+                }
+                false
+            })
         })
     }
 
@@ -274,13 +325,6 @@ impl TextBlob {
                 format!("{}{}", caps[1].replace(' ', ""), &caps[2])
             })
             .into_owned()
-    }
-}
-
-impl TextBlob {
-    #[inline]
-    fn lookup(&self, w: &str) -> Option<Entry> {
-        self.words.get(w)
     }
 }
 
@@ -327,10 +371,20 @@ impl Tok {
     };
 
     fn new(text: &str, start: usize, end: usize) -> Tok {
-        let kind = match &text.as_bytes()[start..end] {
-            b"." | b"!" | b"?" | b"..." => Kind::End,
-            b")" | b"\xe2\x80\x9d" | b"\xe2\x80\x99" => Kind::Continues,
-            b"END-OF-SENTENCE" => Kind::Eos,
+        let bytes = &text.as_bytes()[start..end];
+        let kind = match bytes.len() {
+            1 => match bytes[0] {
+                b'.' | b'!' | b'?' => Kind::End,
+                b')' => Kind::Continues,
+                _ => Kind::Word,
+            },
+            3 => match bytes {
+                b"..." => Kind::End,
+                // ” and ’
+                b"\xe2\x80\x9d" | b"\xe2\x80\x99" => Kind::Continues,
+                _ => Kind::Word,
+            },
+            15 if bytes == EOS.as_bytes() => Kind::Eos,
             _ => Kind::Word,
         };
         // Texts are far below 4 GiB (the pipeline bounds bodies); saturate
@@ -408,9 +462,10 @@ impl Assessor {
         self.n = false;
     }
 
-    fn step(&mut self, tb: &TextBlob, w: &str) {
+    /// Takes the next lower-cased word `w`, whose `word_hash` is `h`.
+    fn step(&mut self, tb: &TextBlob, w: &str, h: u64) {
         let a = &mut self.a;
-        if let Some(e) = tb.lookup(w) {
+        if let Some(e) = tb.words.get_hashed(w, h) {
             match (self.m, a.last_mut()) {
                 (Some(_), Some(last)) => {
                     // "really good": the modifier's intensity scales the word.
@@ -593,20 +648,22 @@ const BYTE_CLASS: [u8; 256] = {
     table
 };
 
-/// `PUNCTUATION` as a bit set over ASCII.
-const PUNCTUATION_SET: u128 = {
-    let mut set = 0u128;
+/// `PUNCTUATION` as a table over bytes.
+const PUNCTUATION_TABLE: [bool; 256] = {
+    let mut table = [false; 256];
     let bytes = PUNCTUATION.as_bytes();
     let mut k = 0;
     while k < bytes.len() {
-        set |= 1 << bytes[k];
+        table[bytes[k] as usize] = true;
         k += 1;
     }
-    set
+    table
 };
 
-fn is_punctuation(c: char) -> bool {
-    (c as u32) < 128 && PUNCTUATION_SET & (1 << (c as u32)) != 0
+/// Whether byte `b` is one of pattern's punctuation marks (all ASCII).
+#[inline]
+fn is_punct_byte(b: u8) -> bool {
+    PUNCTUATION_TABLE[b as usize]
 }
 
 /// Splits leading and trailing punctuation off the token `text[start..end]`,
@@ -614,18 +671,18 @@ fn is_punctuation(c: char) -> bool {
 fn split_punctuation(text: &str, mut start: usize, mut end: usize, out: &mut Vec<Tok>) {
     let bytes = text.as_bytes();
     // Punctuation is ASCII, so one byte is one character here.
-    while start < end && is_punctuation(bytes[start] as char) {
+    while start < end && is_punct_byte(bytes[start]) {
         out.push(Tok::new(text, start, start + 1));
         start += 1;
     }
-    let ends_with_mark = |end: usize| is_punctuation(bytes[end - 1] as char) || bytes[end - 1] == b'.';
+    let ends_with_mark = |end: usize| is_punct_byte(bytes[end - 1]) || bytes[end - 1] == b'.';
     if start < end && !ends_with_mark(end) {
         out.push(Tok::new(text, start, end));
         return;
     }
     let first_tail = out.len();
-    while start < end && (is_punctuation(bytes[end - 1] as char) || bytes[end - 1] == b'.') {
-        if is_punctuation(bytes[end - 1] as char) {
+    while start < end && (is_punct_byte(bytes[end - 1]) || bytes[end - 1] == b'.') {
+        if is_punct_byte(bytes[end - 1]) {
             out.push(Tok::new(text, end - 1, end));
             end -= 1;
         }

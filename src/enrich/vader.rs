@@ -348,7 +348,11 @@ impl Vader {
         loop {
             // Skip whitespace, then take the token up to the next whitespace.
             while i < bytes.len() {
-                let len = py_space_len(text, i);
+                let len = match SPACE_CLASS[bytes[i] as usize] {
+                    WORD_BYTE => 0,
+                    SPACE_BYTE => 1,
+                    _ => py_space_len(text, i),
+                };
                 if len == 0 {
                     break;
                 }
@@ -358,8 +362,17 @@ impl Vader {
                 break;
             }
             let start = i;
-            while i < bytes.len() && py_space_len(text, i) == 0 {
-                i += if bytes[i] < 0x80 { 1 } else { utf8_len(bytes[i]) };
+            while i < bytes.len() {
+                match SPACE_CLASS[bytes[i] as usize] {
+                    WORD_BYTE => i += 1,
+                    SPACE_BYTE => break,
+                    _ => {
+                        if py_space_len(text, i) > 0 {
+                            break;
+                        }
+                        i += utf8_len(bytes[i]);
+                    }
+                }
             }
             let end = i.min(bytes.len());
             // Strip ASCII punctuation (single bytes, never inside a UTF-8
@@ -389,20 +402,18 @@ impl Vader {
             // One pass for the hash of the lower-cased word, `isupper()` and
             // whether it contains "n't".
             let mut hash = HashState::default();
-            let (mut has_upper, mut has_lower, mut has_nt) = (false, false, false);
-            let (mut p2, mut p1) = (0u8, 0u8);
+            let (mut has_upper, mut has_lower, mut has_apostrophe) = (false, false, false);
             for &b in word.as_bytes() {
                 has_upper |= b.is_ascii_uppercase();
                 has_lower |= b.is_ascii_lowercase();
-                let l = b.to_ascii_lowercase();
-                hash.push(l);
-                has_nt |= p2 == b'n' && p1 == b'\'' && l == b't';
-                (p2, p1) = (p1, l);
+                has_apostrophe |= b == b'\'';
+                hash.push(b.to_ascii_lowercase());
             }
             t.lower.push_str(word);
             if has_upper {
                 t.lower[start..].make_ascii_lowercase();
             }
+            let has_nt = has_apostrophe && t.lower.as_bytes()[start..].windows(3).any(|w| w == b"n't");
             (hash.finish(), has_upper && !has_lower, has_nt)
         } else {
             let h = push_lower_hashed(word, &mut t.lower);
@@ -439,6 +450,26 @@ impl Vader {
         out
     }
 }
+
+const WORD_BYTE: u8 = 0;
+const SPACE_BYTE: u8 = 1;
+const LEAD_BYTE: u8 = 2;
+
+/// Per byte: part of a word, ASCII whitespace, or the first byte of a
+/// non-ASCII character (which may be Unicode whitespace).
+const SPACE_CLASS: [u8; 256] = {
+    let mut table = [WORD_BYTE; 256];
+    let mut b = 0usize;
+    while b < 256 {
+        if matches!(b as u8, b'\t'..=b'\r' | 0x1c..=0x20) {
+            table[b] = SPACE_BYTE;
+        } else if b >= 0x80 {
+            table[b] = LEAD_BYTE;
+        }
+        b += 1;
+    }
+    table
+};
 
 /// The byte length of the Python whitespace character at `text[i..]`, or 0.
 #[inline]
