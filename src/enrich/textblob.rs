@@ -28,7 +28,7 @@ use rustc_hash::FxHashMap;
 
 use super::pyfloat::py_fsum;
 use super::pystr::{is_py_space, py_lower};
-use super::wordset::{HashState, WordTable, push_lower_hashed};
+use super::wordset::{WordTable, fold_ascii, push_lower_hashed};
 
 /// The lexicon, as TextBlob ships it (PDDL, see `data/lexicons/SOURCE.md`).
 const LEXICON_XML: &str = include_str!("../../data/lexicons/en-sentiment.xml");
@@ -216,19 +216,14 @@ impl TextBlob {
                 } else {
                     for &tok in sentence.iter() {
                         let w = tok.as_str(text);
-                        // ASCII without capitals is its own lower case:
-                        // hash it as it is; otherwise lower-case it first.
-                        let mut hash = HashState::default();
-                        let plain = w.bytes().all(|b| {
-                            hash.push(b);
-                            b < 0x80 && !b.is_ascii_uppercase()
-                        });
-                        if plain {
-                            assessor.step(self, w, hash.finish());
-                        } else {
-                            lower.clear();
-                            let h = push_lower_hashed(w, lower);
-                            assessor.step(self, lower, h);
+                        // ASCII without capitals is its own lower case.
+                        match fold_ascii(w.as_bytes()) {
+                            Some(f) if !f.has_upper => assessor.step(self, w, f.hash),
+                            _ => {
+                                lower.clear();
+                                let h = push_lower_hashed(w, lower);
+                                assessor.step(self, lower, h);
+                            }
                         }
                     }
                 }

@@ -20,7 +20,7 @@ use rustc_hash::FxHashMap;
 
 use super::pyfloat::{PyNum, py_round, py_sum};
 use super::pystr::{is_py_space, py_isupper};
-use super::wordset::{HashState, WordTable, push_lower_hashed};
+use super::wordset::{WordTable, fold_ascii, push_lower_hashed};
 
 const LEXICON: &str = include_str!("../../data/lexicons/vader_lexicon.txt");
 const EMOJI_LEXICON: &str = include_str!("../../data/lexicons/emoji_utf8_lexicon.txt");
@@ -111,6 +111,8 @@ struct WordInfo {
     negation: bool,
     /// Which of the words the rules test for this one is (`flag::*`).
     flags: u16,
+    /// For an `IDIOM` word, its index in `flag::WORDS`.
+    id: u8,
 }
 
 /// The VADER analyzer: its word lexicon and emoji lexicon.
@@ -141,7 +143,6 @@ pub enum LexiconError {
 /// what the rules ask of it, computed once.
 #[derive(Clone, Copy)]
 struct Token {
-    lower: (u32, u32),
     info: WordInfo,
     upper: bool,
 }
@@ -200,21 +201,17 @@ mod flag {
     ];
 }
 
-/// The tokens of one text, with their lower-cased forms in one buffer.
+/// The tokens of one text, and buffers reused from text to text.
 #[derive(Default)]
 struct Tokens {
     tokens: Vec<Token>,
+    /// A non-ASCII word lower-cased.
     lower: String,
     sentiments: Vec<PyNum>,
     emoji_free: String,
 }
 
 impl Tokens {
-    fn lower(&self, k: usize) -> &str {
-        let (a, b) = self.tokens[k].lower;
-        &self.lower[a as usize..b as usize]
-    }
-
     fn len(&self) -> usize {
         self.tokens.len()
     }
@@ -228,11 +225,13 @@ impl Tokens {
     }
 
     /// Whether the lower-cased words at `at..` are `words` (all of which
-    /// have the `IDIOM` flag).
+    /// are `IDIOM` words).
     fn words_are(&self, at: usize, words: &[&str]) -> bool {
         at + words.len() <= self.len()
-            && self.is(at, flag::IDIOM)
-            && words.iter().enumerate().all(|(k, w)| self.lower(at + k) == *w)
+            && words.iter().enumerate().all(|(k, w)| {
+                let info = self.tokens[at + k].info;
+                info.flags & flag::IDIOM != 0 && flag::WORDS[usize::from(info.id)].0 == *w
+            })
     }
 }
 
@@ -278,8 +277,10 @@ impl Vader {
         for &word in NEGATE {
             words.entry(word.into()).or_default().negation = true;
         }
-        for &(word, flags) in flag::WORDS {
-            words.entry(word.into()).or_default().flags |= flags;
+        for (id, &(word, flags)) in flag::WORDS.iter().enumerate() {
+            let info = words.entry(word.into()).or_default();
+            info.flags |= flags;
+            info.id = u8::try_from(id).unwrap_or(u8::MAX);
         }
         let mut emojis = FxHashMap::default();
         for (n, line) in emoji_lexicon.trim_end_matches('\n').split('\n').enumerate() {
@@ -342,7 +343,6 @@ impl Vader {
     /// surrounding ASCII punctuation unless that leaves two characters or fewer.
     fn tokenize(&self, text: &str, t: &mut Tokens) {
         t.tokens.clear();
-        t.lower.clear();
         let bytes = text.as_bytes();
         let mut i = 0usize;
         loop {
@@ -397,34 +397,18 @@ impl Vader {
     }
 
     fn push_token(&self, word: &str, t: &mut Tokens) {
-        let start = t.lower.len();
-        let (h, upper, has_nt) = if word.is_ascii() {
-            // One pass for the hash of the lower-cased word, `isupper()` and
-            // whether it contains "n't".
-            let mut hash = HashState::default();
-            let (mut has_upper, mut has_lower, mut has_apostrophe) = (false, false, false);
-            for &b in word.as_bytes() {
-                has_upper |= b.is_ascii_uppercase();
-                has_lower |= b.is_ascii_lowercase();
-                has_apostrophe |= b == b'\'';
-                hash.push(b.to_ascii_lowercase());
-            }
-            t.lower.push_str(word);
-            if has_upper {
-                t.lower[start..].make_ascii_lowercase();
-            }
-            let has_nt = has_apostrophe && t.lower.as_bytes()[start..].windows(3).any(|w| w == b"n't");
-            (hash.finish(), has_upper && !has_lower, has_nt)
+        let (info, upper) = if let Some(f) = fold_ascii(word.as_bytes()) {
+            let mut info = self.words.get_hashed_ascii_lower(word, f.hash).unwrap_or_default();
+            info.negation |= f.has_apostrophe && contains_nt(word);
+            (info, f.has_upper && !f.has_lower)
         } else {
+            t.lower.clear();
             let h = push_lower_hashed(word, &mut t.lower);
-            (h, py_isupper(word), t.lower[start..].contains("n't"))
+            let mut info = self.words.get_hashed(&t.lower, h).unwrap_or_default();
+            info.negation |= t.lower.contains("n't");
+            (info, py_isupper(word))
         };
-        let lower = &t.lower[start..];
-        let mut info = self.words.get_hashed(lower, h).unwrap_or_default();
-        info.negation |= has_nt;
-        let clamp = |x: usize| u32::try_from(x).unwrap_or(u32::MAX);
-        let lower = (clamp(start), clamp(t.lower.len()));
-        t.tokens.push(Token { lower, info, upper });
+        t.tokens.push(Token { info, upper });
     }
 
     /// Emoji characters replaced by their descriptions, spaced from what
@@ -435,18 +419,29 @@ impl Vader {
         }
         out.clear();
         let mut prev_space = true;
-        for c in text.chars() {
+        // `text[copied..]` is waiting to be copied as it is.
+        let mut copied = 0usize;
+        for (i, c) in text.char_indices() {
+            if c.is_ascii() && !self.ascii_emoji {
+                prev_space = c == ' ';
+                continue;
+            }
             if let Some(description) = self.emojis.get(&c) {
+                out.push_str(&text[copied..i]);
                 if !prev_space {
                     out.push(' ');
                 }
                 out.push_str(description);
+                copied = i + c.len_utf8();
                 prev_space = false;
             } else {
-                out.push(c);
                 prev_space = c == ' ';
             }
         }
+        if copied == 0 {
+            return text;
+        }
+        out.push_str(&text[copied..]);
         out
     }
 }
@@ -470,6 +465,13 @@ const SPACE_CLASS: [u8; 256] = {
     }
     table
 };
+
+/// Whether an ASCII word contains "n't" in any case ("N'T" lower-cases to it).
+fn contains_nt(word: &str) -> bool {
+    word.as_bytes()
+        .windows(3)
+        .any(|w| w[0].eq_ignore_ascii_case(&b'n') && w[1] == b'\'' && w[2].eq_ignore_ascii_case(&b't'))
+}
 
 /// The byte length of the Python whitespace character at `text[i..]`, or 0.
 #[inline]
@@ -667,11 +669,9 @@ fn but_check(t: &Tokens, sentiments: &mut [PyNum]) {
 }
 
 fn punctuation_emphasis(text: &str) -> f64 {
-    let (mut ep, mut qm) = (0usize, 0usize);
-    for b in text.bytes() {
-        ep += usize::from(b == b'!');
-        qm += usize::from(b == b'?');
-    }
+    let bytes = text.as_bytes();
+    let ep = bytes.iter().filter(|&&b| b == b'!').count();
+    let qm = bytes.iter().filter(|&&b| b == b'?').count();
     let ep_amplifier = ep.min(4) as f64 * 0.292;
     let qm_amplifier = if qm > 1 {
         if qm <= 3 { qm as f64 * 0.18 } else { 0.96 }

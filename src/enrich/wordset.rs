@@ -7,36 +7,96 @@
 //! filter in front; the caller hashes the word with [`word_hash`] while it
 //! lower-cases it, so the word is read once.
 
-/// The hash of a word's bytes (FxHash-style, one byte at a time: words are
-/// short), finished so that its high bits are well mixed.
+const K: u64 = 0xf135_7aea_2e62_a9c5;
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+/// The hash of a word's bytes: its length, then eight bytes at a time
+/// (little-endian, zero-padded), multiply-rotate mixed and finished so that
+/// the high bits are well mixed.
 #[inline]
 pub(crate) fn word_hash(bytes: &[u8]) -> u64 {
-    let mut h = HashState::default();
-    for &b in bytes {
-        h.push(b);
+    let mut h = (bytes.len() as u64).wrapping_mul(K);
+    for chunk in bytes.chunks(8) {
+        h = mix(h, load(chunk));
     }
-    h.finish()
+    finish(h)
 }
 
-/// An incremental [`word_hash`], for hashing while copying.
-#[derive(Default, Clone, Copy)]
-pub(crate) struct HashState(u64);
+#[inline]
+fn mix(h: u64, chunk: u64) -> u64 {
+    (h.rotate_left(5) ^ chunk).wrapping_mul(K)
+}
 
-impl HashState {
-    const K: u64 = 0xf135_7aea_2e62_a9c5;
+#[inline]
+fn finish(h: u64) -> u64 {
+    let h = h ^ (h >> 29);
+    h.wrapping_mul(0xbf58_476d_1ce4_e5b9) ^ (h >> 32)
+}
 
-    /// Adds one byte.
-    #[inline]
-    pub(crate) fn push(&mut self, b: u8) {
-        self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(Self::K);
+/// Up to eight bytes as a little-endian number, zero-padded.
+#[inline]
+fn load(chunk: &[u8]) -> u64 {
+    // Two overlapping loads instead of a variable-length copy; bytes read
+    // twice land on the same place.
+    let n = chunk.len();
+    let u32_at = |k: usize| u64::from(u32::from_le_bytes([chunk[k], chunk[k + 1], chunk[k + 2], chunk[k + 3]]));
+    let u16_at = |k: usize| u64::from(u16::from_le_bytes([chunk[k], chunk[k + 1]]));
+    match n {
+        8.. => u64::from_le_bytes([
+            chunk[0], chunk[1], chunk[2], chunk[3], chunk[4], chunk[5], chunk[6], chunk[7],
+        ]),
+        4..=7 => u32_at(0) | u32_at(n - 4) << (8 * (n - 4)),
+        2..=3 => u16_at(0) | u16_at(n - 2) << (8 * (n - 2)),
+        1 => u64::from(chunk[0]),
+        0 => 0,
     }
+}
 
-    /// The hash of the bytes pushed so far.
-    #[inline]
-    pub(crate) fn finish(self) -> u64 {
-        let h = self.0 ^ (self.0 >> 29);
-        h.wrapping_mul(0xbf58_476d_1ce4_e5b9) ^ (h >> 32)
+/// Bits 0x80 of each byte of `x` (ASCII only) that lies in `lo..=hi`.
+#[inline]
+fn in_range(x: u64, lo: u8, hi: u8) -> u64 {
+    let ge_lo = x.wrapping_add(ONES * u64::from(0x80 - lo));
+    let gt_hi = x.wrapping_add(ONES * u64::from(0x80 - hi - 1));
+    ge_lo & !gt_hi & HIGHS
+}
+
+/// What the analyzers need to know about an ASCII word, from one pass over
+/// it eight bytes at a time.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct AsciiWord {
+    /// [`word_hash`] of the lower-cased word.
+    pub hash: u64,
+    /// It has an upper-case letter.
+    pub has_upper: bool,
+    /// It has a lower-case letter.
+    pub has_lower: bool,
+    /// It has an apostrophe.
+    pub has_apostrophe: bool,
+}
+
+/// Folds an ASCII word (`None` if it is not ASCII).
+#[inline]
+pub(crate) fn fold_ascii(bytes: &[u8]) -> Option<AsciiWord> {
+    let mut h = (bytes.len() as u64).wrapping_mul(K);
+    let (mut upper, mut lower, mut apostrophe, mut high) = (0u64, 0u64, 0u64, 0u64);
+    for chunk in bytes.chunks(8) {
+        let x = load(chunk);
+        high |= x & HIGHS;
+        let up = in_range(x, b'A', b'Z');
+        upper |= up;
+        lower |= in_range(x, b'a', b'z');
+        // A zero byte in x ^ "''" is an apostrophe (padding is 0, not 0x27).
+        let v = x ^ (ONES * 0x27);
+        apostrophe |= v.wrapping_sub(ONES) & !v & HIGHS;
+        h = mix(h, x | (up >> 2));
     }
+    (high == 0).then(|| AsciiWord {
+        hash: finish(h),
+        has_upper: upper != 0,
+        has_lower: lower != 0,
+        has_apostrophe: apostrophe != 0,
+    })
 }
 
 /// A read-only map from words to small `Copy` values.
@@ -116,6 +176,32 @@ impl<V: Copy> WordTable<V> {
         }
     }
 
+    /// The value of the lower case of the ASCII word `word`, whose
+    /// lower case has [`word_hash`] `h`.
+    #[inline]
+    pub(crate) fn get_hashed_ascii_lower(&self, word: &str, h: u64) -> Option<V> {
+        let bit = (h >> 48) as usize;
+        if self.filter[bit >> 6] & (1 << (bit & 63)) == 0 {
+            return None;
+        }
+        let tag = Self::tag(h);
+        let mut slot = h as usize & self.mask;
+        loop {
+            let (t, index) = self.slots[slot];
+            if index == 0 {
+                return None;
+            }
+            if t == tag {
+                let (a, b, v) = self.entries[index as usize - 1];
+                let key = &self.keys.as_bytes()[a as usize..b as usize];
+                if key.len() == word.len() && key.iter().zip(word.bytes()).all(|(&k, w)| k == w.to_ascii_lowercase()) {
+                    return Some(v);
+                }
+            }
+            slot = (slot + 1) & self.mask;
+        }
+    }
+
     /// The value of `key`, whose [`word_hash`] is `h`.
     #[inline]
     pub(crate) fn get_hashed(&self, key: &str, h: u64) -> Option<V> {
@@ -145,12 +231,14 @@ impl<V: Copy> WordTable<V> {
 #[inline]
 pub(crate) fn push_lower_hashed(word: &str, out: &mut String) -> u64 {
     let start = out.len();
-    if word.is_ascii() {
+    if let Some(folded) = fold_ascii(word.as_bytes()) {
         out.push_str(word);
-        out[start..].make_ascii_lowercase();
-    } else {
-        out.push_str(&word.to_lowercase());
+        if folded.has_upper {
+            out[start..].make_ascii_lowercase();
+        }
+        return folded.hash;
     }
+    out.push_str(&word.to_lowercase());
     word_hash(&out.as_bytes()[start..])
 }
 
@@ -174,6 +262,33 @@ mod tests {
         let table = WordTable::new(big.iter().map(|w| (w.as_str(), w.len())));
         assert!(big.iter().all(|w| table.get(w) == Some(w.len())));
         assert_eq!(table.get("w20000"), None);
+    }
+
+    #[test]
+    fn fold_ascii_is_exact() {
+        for w in [
+            "",
+            "a",
+            "GOOD",
+            "don't",
+            "MiXeD-Case_123!",
+            "abcdefghABCDEFGH'ijklmnop",
+            "@[`{",
+        ] {
+            let f = fold_ascii(w.as_bytes()).unwrap();
+            assert_eq!(f.hash, word_hash(w.to_ascii_lowercase().as_bytes()), "{w}");
+            assert_eq!(f.has_upper, w.bytes().any(|b| b.is_ascii_uppercase()), "{w}");
+            assert_eq!(f.has_lower, w.bytes().any(|b| b.is_ascii_lowercase()), "{w}");
+            assert_eq!(f.has_apostrophe, w.contains('\''), "{w}");
+        }
+        assert_eq!(fold_ascii("é".as_bytes()), None);
+        // Every ASCII byte alone.
+        for b in 0u8..128 {
+            let f = fold_ascii(&[b]).unwrap();
+            assert_eq!(f.has_upper, b.is_ascii_uppercase(), "{b}");
+            assert_eq!(f.has_lower, b.is_ascii_lowercase(), "{b}");
+            assert_eq!(f.hash, word_hash(&[b.to_ascii_lowercase()]), "{b}");
+        }
     }
 
     #[test]
