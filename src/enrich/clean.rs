@@ -211,11 +211,19 @@ fn is_word(c: Option<char>) -> bool {
 /// Bytes at which inline markup or a link may start; every other byte is
 /// copied as it is.
 fn is_trigger(b: u8) -> bool {
-    matches!(
-        b,
-        b'\\' | b'!' | b'[' | b'<' | b'>' | b'*' | b'_' | b'~' | b'`' | b'^' | b'h' | b'w' | b'H' | b'W'
-    )
+    TRIGGERS[b as usize]
 }
+
+const TRIGGERS: [bool; 256] = {
+    let mut table = [false; 256];
+    let bytes = b"\\![<>*_~`^hwHW";
+    let mut k = 0;
+    while k < bytes.len() {
+        table[bytes[k] as usize] = true;
+        k += 1;
+    }
+    table
+};
 
 /// Rules 3 and 4 for one line.
 fn inline(line: &str, out: &mut String) {
@@ -377,44 +385,59 @@ fn url_len(s: &str) -> Option<usize> {
 fn push_normalized(line: &str, out: &mut String) {
     let start = out.len();
     let bytes = line.as_bytes();
-    if bytes.first() != Some(&b' ')
-        && bytes.last() != Some(&b' ')
-        && bytes.iter().all(|b| (0x20..0x7f).contains(b))
-        && !bytes.windows(2).any(|w| w == b"  ")
-    {
-        // Printable ASCII, single spaces, nothing to drop or collapse.
-        out.push_str(line);
-        return;
-    }
     let mut pending_space = false;
-    let mut prev: Option<char> = None;
-    let mut chars = line.chars().peekable();
-    while let Some(c) = chars.next() {
+    // `line[copied..i]` is waiting to be copied as it is.
+    let (mut i, mut copied) = (0usize, 0usize);
+    while i < bytes.len() {
+        let b = bytes[i];
+        if (0x21..0x7f).contains(&b) {
+            // A run of printable ASCII other than space: kept as it is.
+            if pending_space {
+                out.push(' ');
+                pending_space = false;
+            }
+            i += 1;
+            loop {
+                match bytes.get(i) {
+                    Some(0x21..0x7f) => i += 1,
+                    // A single space between printable ASCII stays as it is.
+                    Some(b' ') if matches!(bytes.get(i + 1), Some(0x21..0x7f)) => i += 2,
+                    _ => break,
+                }
+            }
+            continue;
+        }
+        out.push_str(&line[copied..i]);
+        let c = line[i..].chars().next().unwrap_or(' ');
+        let len = c.len_utf8();
+        let next = line[i + len..].chars().next();
         let keep = match c {
             '\u{200d}' => {
                 let emoji = |c: Option<char>| c.is_some_and(|c| c as u32 >= 0x2000 && !c.is_alphanumeric());
-                emoji(prev) && emoji(chars.peek().copied())
+                emoji(line[..i].chars().next_back()) && emoji(next)
             }
             '\u{200b}' | '\u{200c}' | '\u{2060}' | '\u{feff}' | '\u{ad}' | '\u{200e}' | '\u{200f}' => false,
             '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' => false,
             c if c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c) => {
                 pending_space = out.len() > start;
-                prev = Some(c);
+                i += len;
+                copied = i;
                 continue;
             }
             c if c.is_control() => false,
             _ => true,
         };
-        prev = Some(c);
-        if !keep {
-            continue;
+        if keep {
+            if pending_space {
+                out.push(' ');
+                pending_space = false;
+            }
+            out.push(c);
         }
-        if pending_space {
-            out.push(' ');
-            pending_space = false;
-        }
-        out.push(c);
+        i += len;
+        copied = i;
     }
+    out.push_str(&line[copied..]);
 }
 
 #[cfg(test)]

@@ -97,15 +97,9 @@ pub(crate) fn py_round(x: f64, ndigits: i32) -> f64 {
         // The exact fractional part is a + e; compare it with 1/2 exactly.
         // a is within 1e-6 of 0.5, so a - 0.5 is exact (Sterbenz).
         let d = a - 0.5;
-        if d > -e {
-            fl + 1.0
-        } else if d < -e {
-            fl
-        } else if fl % 2.0 == 0.0 {
-            fl
-        } else {
-            fl + 1.0
-        }
+        // Above the tie, or exactly on it with an odd floor (ties to even).
+        let up = d > -e || (d == -e && fl % 2.0 != 0.0);
+        if up { fl + 1.0 } else { fl }
     };
     // r and pow are exact, so IEEE division gives the double nearest to the
     // decimal r / 10^n, which is what Python's strtod step returns.
@@ -127,6 +121,20 @@ mod tests {
         assert_eq!(py_sum([]), PyNum::Int(0));
         // 0 + -0.0 is 0.0 in Python.
         assert!(py_fsum([-0.0]).is_sign_positive());
+    }
+
+    #[test]
+    fn round_matches_python_on_ties_and_random_values() {
+        // Dyadic fractions (exact ties at 3 and 4 decimals) and random values.
+        let cases = include_str!("../../tests/fixtures/pyfloat/round_cases.tsv");
+        let mut checked = 0;
+        for line in cases.lines().filter(|l| !l.starts_with('#')) {
+            let v: Vec<f64> = line.split('\t').map(|f| f.parse().unwrap()).collect();
+            assert_eq!(py_round(v[0], 3).to_bits(), v[1].to_bits(), "round({}, 3)", v[0]);
+            assert_eq!(py_round(v[0], 4).to_bits(), v[2].to_bits(), "round({}, 4)", v[0]);
+            checked += 1;
+        }
+        assert_eq!(checked, 311);
     }
 
     #[test]

@@ -7,25 +7,56 @@ pub(crate) fn is_py_space(c: char) -> bool {
     c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
 }
 
-/// `s.lower()`: full Unicode lower-casing (Rust's `to_lowercase` applies the
-/// same SpecialCasing rules, final sigma included), with an ASCII fast path.
-pub(crate) fn py_lower(s: &str) -> String {
-    if s.is_ascii() {
-        s.to_ascii_lowercase()
+/// Characters whose case properties differ between CPython 3.12's Unicode
+/// 15.0 tables and the newer ones of Rust's standard library: letters
+/// added in Unicode 16 and 17 (uncased to Python), and U+0295 `ʕ` (used in
+/// kaomoji), lower-case in Unicode 15 and no longer after. Python's answer
+/// for all of them: `lower()` keeps the character, it is not upper-case,
+/// and only `ʕ` is lower-case. The casing test checks this list against
+/// every code point.
+fn is_python_casing_exception(c: char) -> bool {
+    matches!(c,
+        '\u{295}' | '\u{1C89}'..='\u{1C8A}' | '\u{A7CB}'..='\u{A7CF}' | '\u{A7D2}' | '\u{A7D4}'
+        | '\u{A7DA}'..='\u{A7DC}' | '\u{A7F1}' | '\u{10D50}'..='\u{10D65}' | '\u{10D70}'..='\u{10D85}'
+        | '\u{16EA0}'..='\u{16EB8}' | '\u{16EBB}'..='\u{16ED3}')
+}
+
+/// Python 3.12's `ch.islower()`.
+fn py_is_lowercase(c: char) -> bool {
+    if is_python_casing_exception(c) {
+        c == '\u{295}'
     } else {
-        s.to_lowercase()
+        c.is_lowercase()
     }
 }
 
-/// Writes `s.lower()` into `out`, reusing its allocation.
-pub(crate) fn py_lower_into(s: &str, out: &mut String) {
-    out.clear();
+/// Python 3.12's `ch.isupper()`.
+fn py_is_uppercase(c: char) -> bool {
+    !is_python_casing_exception(c) && c.is_uppercase()
+}
+
+/// `s.lower()`: full Unicode lower-casing (Rust's `to_lowercase` applies the
+/// same SpecialCasing rules, final sigma included), with an ASCII fast path
+/// and Python 3.12's answer for the characters its tables do not case.
+pub(crate) fn py_lower(s: &str) -> String {
     if s.is_ascii() {
-        out.push_str(s);
-        out.make_ascii_lowercase();
-    } else {
-        out.push_str(&s.to_lowercase());
+        return s.to_ascii_lowercase();
     }
+    if !s.chars().any(is_python_casing_exception) {
+        return s.to_lowercase();
+    }
+    // Lower-case the runs between the exceptions, which stay as they are.
+    let mut exceptions = s.chars().filter(|&c| is_python_casing_exception(c));
+    let mut out = String::with_capacity(s.len());
+    for (k, run) in s.split(is_python_casing_exception).enumerate() {
+        if k > 0
+            && let Some(c) = exceptions.next()
+        {
+            out.push(c);
+        }
+        out.push_str(&run.to_lowercase());
+    }
+    out
 }
 
 /// Unicode general category Lt (titlecase letters), which Python's
@@ -46,10 +77,10 @@ pub(crate) fn py_isupper(s: &str) -> bool {
     }
     let mut cased = false;
     for c in s.chars() {
-        if c.is_lowercase() || is_titlecase(c) {
+        if py_is_lowercase(c) || is_titlecase(c) {
             return false;
         }
-        cased |= c.is_uppercase();
+        cased |= py_is_uppercase(c);
     }
     cased
 }
@@ -83,6 +114,51 @@ mod tests {
         assert!(py_isupper("ÉTÉ"));
         assert!(!py_isupper("ǅA"));
         assert!(!py_isupper(""));
+    }
+
+    /// Every code point against CPython 3.12.1's own case data (Unicode
+    /// 15.0): `str.lower()` and the per-character predicates behind
+    /// `str.isupper()`. Rust's tables may be of a newer Unicode version;
+    /// the code points where they differ are listed with the reason.
+    #[test]
+    fn casing_matches_python_for_every_code_point() {
+        let data = include_str!("../../tests/fixtures/pyfloat/python_casing.tsv");
+        let mut python: std::collections::HashMap<u32, (String, bool, bool, bool)> = std::collections::HashMap::new();
+        for line in data.lines().filter(|l| !l.starts_with('#')) {
+            let f: Vec<&str> = line.split('\t').collect();
+            let cp = u32::from_str_radix(f[0], 16).unwrap();
+            let lower: String = f[1]
+                .split(' ')
+                .map(|h| char::from_u32(u32::from_str_radix(h, 16).unwrap()).unwrap())
+                .collect();
+            let b = f[2].as_bytes();
+            python.insert(cp, (lower, b[0] == b'1', b[1] == b'1', b[2] == b'1'));
+        }
+        let mut differ = Vec::new();
+        for c in (0..=0x10FFFFu32).filter_map(char::from_u32) {
+            let own = c.to_string();
+            let (lower, islower, isupper, title) =
+                python
+                    .get(&u32::from(c))
+                    .cloned()
+                    .unwrap_or((own.clone(), false, false, false));
+            let ours = (py_lower(&own), py_is_lowercase(c), py_is_uppercase(c), is_titlecase(c));
+            if ours != (lower, islower, isupper, title) {
+                differ.push(u32::from(c));
+            }
+        }
+        assert!(
+            differ.is_empty(),
+            "{} code points differ from Python: {:X?}",
+            differ.len(),
+            differ
+        );
+    }
+
+    #[test]
+    fn exceptions_keep_their_place() {
+        assert_eq!(py_lower("ʕ•ᴥ•ʔ AB ʕ"), "ʕ•ᴥ•ʔ ab ʕ");
+        assert!(!py_isupper("ʕOKʔ"));
     }
 
     #[test]

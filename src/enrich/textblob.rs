@@ -191,6 +191,9 @@ impl TextBlob {
 
     /// `TextBlob(text).sentiment`: `(polarity, subjectivity)`.
     pub fn sentiment(&self, text: &str) -> (f64, f64) {
+        // Token offsets are 32-bit; no post comes near 4 GiB (the pipeline
+        // bounds bodies far lower), but never let an offset wrap.
+        let text = truncate_to_u32(text);
         SCRATCH.with(|scratch| {
             let mut scratch = scratch.borrow_mut();
             let Scratch {
@@ -315,12 +318,35 @@ impl TextBlob {
             joined.push_str(tok.as_str(text));
         }
         let sarcasm = self.re_sarcasm.replace_all(joined, "(!)");
-        self.re_emoticons
-            .replace_all(&sarcasm, |caps: &regex::Captures<'_>| {
-                format!("{}{}", caps[1].replace(' ', ""), &caps[2])
-            })
-            .into_owned()
+        // The reference replaces each match `(face)($|\s)` with the face
+        // without spaces plus the whitespace after it. The whole match is
+        // the same with or without capture groups, so find the matches with
+        // the faster search and drop every space but a final one.
+        let mut out = String::with_capacity(sarcasm.len());
+        let mut last = 0;
+        for m in self.re_emoticons.find_iter(&sarcasm) {
+            out.push_str(&sarcasm[last..m.start()]);
+            let matched = m.as_str();
+            let (face, tail) = match matched.char_indices().next_back() {
+                Some((at, c)) if c.is_whitespace() => matched.split_at(at),
+                _ => (matched, ""),
+            };
+            out.extend(face.chars().filter(|&c| c != ' '));
+            out.push_str(tail);
+            last = m.end();
+        }
+        out.push_str(&sarcasm[last..]);
+        out
     }
+}
+
+/// `text`, cut at a character boundary below 4 GiB if it is longer.
+fn truncate_to_u32(text: &str) -> &str {
+    let mut end = text.len().min(u32::MAX as usize);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 /// Per-thread buffers reused from one text to the next.
@@ -384,7 +410,8 @@ impl Tok {
         };
         // Texts are far below 4 GiB (the pipeline bounds bodies); saturate
         // rather than wrap if one is not.
-        let clamp = |x: usize| u32::try_from(x).unwrap_or(u32::MAX);
+        // `sentiment` scores at most the first 4 GiB of a text.
+        let clamp = |x: usize| x as u32;
         Tok {
             start: clamp(start),
             end: clamp(end),
@@ -711,7 +738,7 @@ fn is_abbreviation(t: &str) -> bool {
     }
     let b = t.as_bytes();
     // "U.S.", "T.": one or more (ASCII letter, period) pairs.
-    if b.len() % 2 == 0 && b.chunks(2).all(|p| p[0].is_ascii_alphabetic() && p[1] == b'.') {
+    if b.len().is_multiple_of(2) && b.chunks(2).all(|p| p[0].is_ascii_alphabetic() && p[1] == b'.') {
         return true;
     }
     // "Mr.", "Ltd.": a capital, one or more consonants (or '|', which the
@@ -871,17 +898,9 @@ mod tests {
         // "ably" is derived from "able"; "terribly" from "terrible".
         assert!(w("ably").modifier);
         assert_eq!(w("terribly").polarity, w("terrible").polarity);
-        // 2,860 forms in the file, plus the derived adverbs that were not.
-        let derived = tb()
-            .words
-            .iter()
-            .filter(|(k, e)| k.ends_with("ly") && e.modifier)
-            .count();
-        assert!(
-            tb().words.len() > 2860 && derived > 1000,
-            "{} forms, {derived} adverbs",
-            tb().words.len()
-        );
+        // 1,528 forms in the file; with the derived adverbs, 2,860 entries,
+        // as `len(textblob.en.sentiment)` after loading.
+        assert_eq!(tb().words.len(), 2860);
     }
 
     #[test]

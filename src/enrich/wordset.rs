@@ -209,11 +209,13 @@ impl<V: Copy> WordTable<V> {
     }
 
     /// The value of `key`.
+    #[cfg(test)]
     pub(crate) fn get(&self, key: &str) -> Option<V> {
         self.get_hashed(key, word_hash(key.as_bytes()))
     }
 
     /// Every key with its value.
+    #[cfg(test)]
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, V)> {
         self.entries
             .iter()
@@ -221,6 +223,7 @@ impl<V: Copy> WordTable<V> {
     }
 
     /// Number of keys.
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.entries.len()
     }
@@ -238,7 +241,7 @@ pub(crate) fn push_lower_hashed(word: &str, out: &mut String) -> u64 {
         }
         return folded.hash;
     }
-    out.push_str(&word.to_lowercase());
+    out.push_str(&super::pystr::py_lower(word));
     word_hash(&out.as_bytes()[start..])
 }
 
