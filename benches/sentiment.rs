@@ -45,7 +45,16 @@ fn sentiment(c: &mut Criterion) {
             }
         })
     });
+    // What the enrich stage does with a batch of posts read from the log.
     group.bench_function("clean_textblob_vader", |b| {
+        b.iter(|| {
+            for batch in bodies.chunks(1000) {
+                black_box(enrich::clean_and_score_batch(black_box(batch)));
+            }
+        })
+    });
+    // The same one post at a time, for comparison.
+    group.bench_function("clean_textblob_vader_one_by_one", |b| {
         b.iter(|| {
             for body in &bodies {
                 let text = clean::clean(black_box(body));

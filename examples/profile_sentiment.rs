@@ -51,6 +51,13 @@ fn main() {
         let start = Instant::now();
         let mut done = 0usize;
         while start.elapsed() < Duration::from_secs(1) {
+            if which == "batch" {
+                for batch in bodies.chunks(1000) {
+                    std::hint::black_box(chorus::enrich::clean_and_score_batch(batch));
+                }
+                done += bodies.len();
+                continue;
+            }
             for b in &bodies {
                 match which {
                     "textblob" => {

@@ -81,7 +81,31 @@ pub struct Scores {
 /// Scores `text` exactly as given with both analyzers.
 pub fn score(text: &str) -> Scores {
     let (polarity, subjectivity) = TextBlob::global().sentiment(text);
-    let v = Vader::global().polarity_scores(text);
+    combine((polarity, subjectivity), Vader::global().polarity_scores(text))
+}
+
+/// Scores many texts, as [`score`] does each; faster on batches, because
+/// each analyzer runs over the whole batch while its lexicon is in cache.
+pub fn score_batch<S: AsRef<str>>(texts: &[S]) -> Vec<Scores> {
+    let textblob = TextBlob::global();
+    let vader = Vader::global();
+    let tb: Vec<(f64, f64)> = texts.iter().map(|t| textblob.sentiment(t.as_ref())).collect();
+    texts
+        .iter()
+        .zip(tb)
+        .map(|(t, tb)| combine(tb, vader.polarity_scores(t.as_ref())))
+        .collect()
+}
+
+/// Cleans each body ([`clean::clean`]) and scores the cleaned texts: the
+/// enrich stage's work on a batch of posts. Returns `(text, scores)` pairs.
+pub fn clean_and_score_batch<S: AsRef<str>>(bodies: &[S]) -> Vec<(String, Scores)> {
+    let texts: Vec<String> = bodies.iter().map(|b| clean::clean(b.as_ref())).collect();
+    let scores = score_batch(&texts);
+    texts.into_iter().zip(scores).collect()
+}
+
+fn combine((polarity, subjectivity): (f64, f64), v: VaderScores) -> Scores {
     Scores {
         polarity,
         subjectivity,
@@ -96,6 +120,24 @@ pub fn score(text: &str) -> Scores {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batch_equals_one_by_one() {
+        let texts = [
+            "I love it",
+            "",
+            "not good at all :(",
+            "**Great** news https://x.org!",
+            "meh",
+        ];
+        let one: Vec<Scores> = texts.iter().map(|t| score(t)).collect();
+        assert_eq!(score_batch(&texts), one);
+        let cleaned = clean_and_score_batch(&texts);
+        for ((text, scores), body) in cleaned.iter().zip(texts) {
+            assert_eq!(*text, clean::clean(body));
+            assert_eq!(*scores, score(text));
+        }
+    }
 
     #[test]
     fn labels_follow_vader_thresholds() {

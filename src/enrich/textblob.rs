@@ -222,7 +222,13 @@ impl TextBlob {
                         // ASCII without capitals is its own lower case.
                         match fold_ascii(w.as_bytes()) {
                             Some(f) if !f.has_upper => assessor.step(self, w, f.hash),
-                            _ => {
+                            Some(f) => {
+                                lower.clear();
+                                lower.push_str(w);
+                                lower.make_ascii_lowercase();
+                                assessor.step(self, lower, f.hash);
+                            }
+                            None => {
                                 lower.clear();
                                 let h = push_lower_hashed(w, lower);
                                 assessor.step(self, lower, h);
