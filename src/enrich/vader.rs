@@ -325,7 +325,12 @@ impl Vader {
             sentiments.clear();
             for i in 0..t.len() {
                 let info = t.tokens[i].info;
-                if info.booster.is_some() || (i + 1 < t.len() && t.is(i, flag::KIND) && t.is(i + 1, flag::OF)) {
+                // Words outside the lexicon, boosters and "kind" in "kind of"
+                // score an int 0.
+                if info.valence.is_none()
+                    || info.booster.is_some()
+                    || (i + 1 < t.len() && t.is(i, flag::KIND) && t.is(i + 1, flag::OF))
+                {
                     sentiments.push(PyNum::Int(0));
                     continue;
                 }
