@@ -871,12 +871,15 @@ fn parse_attributes(tag: &str) -> Result<Vec<(String, String)>, String> {
             .find(quote)
             .ok_or_else(|| format!("unterminated value for {name}"))?;
         let raw = &after[1..1 + close];
-        let value = raw
-            .replace("&lt;", "<")
-            .replace("&gt;", ">")
-            .replace("&quot;", "\"")
-            .replace("&apos;", "'")
-            .replace("&amp;", "&");
+        let value = if raw.contains('&') {
+            raw.replace("&lt;", "<")
+                .replace("&gt;", ">")
+                .replace("&quot;", "\"")
+                .replace("&apos;", "'")
+                .replace("&amp;", "&")
+        } else {
+            raw.to_string()
+        };
         out.push((name, value));
         rest = after[close + 2..].trim_start();
     }
