@@ -219,6 +219,12 @@ impl TextBlob {
                 } else {
                     for &tok in sentence.iter() {
                         let w = tok.as_str(text);
+                        if w.len() == 1 && w != "!" {
+                            // No one-character word is in the lexicon, a
+                            // negation or an emoticon, and none changes a
+                            // pending modifier or negation: nothing to do.
+                            continue;
+                        }
                         // ASCII without capitals is its own lower case.
                         match fold_ascii(w.as_bytes()) {
                             Some(f) if !f.has_upper => assessor.step(self, w, f.hash),
@@ -696,6 +702,7 @@ fn is_punct_byte(b: u8) -> bool {
 
 /// Splits leading and trailing punctuation off the token `text[start..end]`,
 /// keeping abbreviations and splitting an ellipsis as one token.
+#[inline]
 fn split_punctuation(text: &str, mut start: usize, mut end: usize, out: &mut Vec<Tok>) {
     let bytes = text.as_bytes();
     // Punctuation is ASCII, so one byte is one character here.
@@ -910,6 +917,8 @@ mod tests {
         // 1,528 forms in the file; with the derived adverbs, 2,860 entries,
         // as `len(textblob.en.sentiment)` after loading.
         assert_eq!(tb().words.len(), 2860);
+        // `sentiment` skips one-byte words other than "!": none may be a form.
+        assert!(tb().words.iter().all(|(form, _)| form.len() > 1));
     }
 
     #[test]

@@ -214,6 +214,14 @@ impl<V: Copy> WordTable<V> {
         self.get_hashed(key, word_hash(key.as_bytes()))
     }
 
+    /// Every key with its value.
+    #[cfg(test)]
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, V)> {
+        self.entries
+            .iter()
+            .map(|&(a, b, v)| (&self.keys[a as usize..b as usize], v))
+    }
+
     /// Number of keys.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
