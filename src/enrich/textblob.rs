@@ -82,7 +82,9 @@ const EMOTICONS: [(f64, &[&str]); 9] = [
 ];
 
 /// First bytes of the lower-cased emoticons (UTF-8 lead bytes for `♥`, `°`).
-const EMOTICON_FIRST_BYTES: &[u8] = b"<>:=x8;*o\xe2\xc2";
+fn is_emoticon_start(b: u8) -> bool {
+    matches!(b, b'<' | b'>' | b':' | b'=' | b'x' | b'8' | b';' | b'*' | b'o' | 0xe2 | 0xc2)
+}
 
 /// Scores of one lexicon form as the reference uses them for untagged text.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -550,7 +552,7 @@ impl Assessor {
                 negated: false,
             });
         } else if (2..=10).contains(&w.len())
-            && EMOTICON_FIRST_BYTES.contains(&w.as_bytes()[0])
+            && is_emoticon_start(w.as_bytes()[0])
             && let Some(&p) = tb.emoticons.get(w)
         {
             a.push(Assessment {
@@ -762,7 +764,7 @@ fn is_abbreviation(t: &str) -> bool {
         return false;
     };
     let middle = chars.as_str();
-    first.is_ascii_uppercase() && !middle.is_empty() && middle.bytes().all(|c| b"bcdfghjklmnpqrstvwxz|".contains(&c))
+    first.is_ascii_uppercase() && !middle.is_empty() && middle.bytes().all(|c| matches!(c, b'b'..=b'd' | b'f'..=b'h' | b'j'..=b'n' | b'p'..=b't' | b'v'..=b'x' | b'z' | b'|'))
 }
 
 /// Reads `en-sentiment.xml` and averages it the way pattern and TextBlob do.
