@@ -83,7 +83,10 @@ const EMOTICONS: [(f64, &[&str]); 9] = [
 
 /// First bytes of the lower-cased emoticons (UTF-8 lead bytes for `♥`, `°`).
 fn is_emoticon_start(b: u8) -> bool {
-    matches!(b, b'<' | b'>' | b':' | b'=' | b'x' | b'8' | b';' | b'*' | b'o' | 0xe2 | 0xc2)
+    matches!(
+        b,
+        b'<' | b'>' | b':' | b'=' | b'x' | b'8' | b';' | b'*' | b'o' | 0xe2 | 0xc2
+    )
 }
 
 /// Scores of one lexicon form as the reference uses them for untagged text.
@@ -764,7 +767,11 @@ fn is_abbreviation(t: &str) -> bool {
         return false;
     };
     let middle = chars.as_str();
-    first.is_ascii_uppercase() && !middle.is_empty() && middle.bytes().all(|c| matches!(c, b'b'..=b'd' | b'f'..=b'h' | b'j'..=b'n' | b'p'..=b't' | b'v'..=b'x' | b'z' | b'|'))
+    first.is_ascii_uppercase()
+        && !middle.is_empty()
+        && middle
+            .bytes()
+            .all(|c| matches!(c, b'b'..=b'd' | b'f'..=b'h' | b'j'..=b'n' | b'p'..=b't' | b'v'..=b'x' | b'z' | b'|'))
 }
 
 /// Reads `en-sentiment.xml` and averages it the way pattern and TextBlob do.

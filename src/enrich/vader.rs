@@ -103,16 +103,48 @@ pub struct VaderScores {
     pub compound: f64,
 }
 
-/// What the rules need to know about a lower-cased word.
-#[derive(Clone, Copy, Debug, Default)]
+/// What the rules need to know about a lower-cased word, in 16 bytes
+/// (a token is one of these, so the per-text token list stays small).
+#[derive(Clone, Copy, Debug)]
 struct WordInfo {
-    valence: Option<f64>,
-    booster: Option<f64>,
-    negation: bool,
+    /// The lexicon valence; NaN when the word is not in the lexicon.
+    valence: f64,
     /// Which of the words the rules test for this one is (`flag::*`).
     flags: u16,
+    /// +1 for a booster (`B_INCR`), -1 for a dampener (`B_DECR`), else 0.
+    booster: i8,
+    negation: bool,
     /// For an `IDIOM` word, its index in `flag::WORDS`.
     id: u8,
+    /// For a token: `str.isupper()` of the word as written.
+    upper: bool,
+}
+
+impl Default for WordInfo {
+    fn default() -> Self {
+        WordInfo {
+            valence: f64::NAN,
+            flags: 0,
+            booster: 0,
+            negation: false,
+            id: 0,
+            upper: false,
+        }
+    }
+}
+
+impl WordInfo {
+    fn valence(&self) -> Option<f64> {
+        (!self.valence.is_nan()).then_some(self.valence)
+    }
+
+    fn booster(&self) -> Option<f64> {
+        match self.booster {
+            1 => Some(B_INCR),
+            -1 => Some(B_DECR),
+            _ => None,
+        }
+    }
 }
 
 /// The VADER analyzer: its word lexicon and emoji lexicon.
@@ -139,13 +171,8 @@ pub enum LexiconError {
     },
 }
 
-/// One token: where it is in the text and in the lower-case buffer, and
-/// what the rules ask of it, computed once.
-#[derive(Clone, Copy)]
-struct Token {
-    info: WordInfo,
-    upper: bool,
-}
+/// One token: what the rules ask of it, computed once.
+type Token = WordInfo;
 
 /// Words the rules compare tokens with, as bits of `Token::flags`.
 mod flag {
@@ -217,11 +244,11 @@ impl Tokens {
     }
 
     fn is(&self, k: usize, flag: u16) -> bool {
-        self.tokens[k].info.flags & flag != 0
+        self.tokens[k].flags & flag != 0
     }
 
     fn in_lexicon(&self, k: usize) -> bool {
-        self.tokens[k].info.valence.is_some()
+        !self.tokens[k].valence.is_nan()
     }
 
     /// Whether the lower-cased words at `at..` are `words` (all of which
@@ -229,7 +256,7 @@ impl Tokens {
     fn words_are(&self, at: usize, words: &[&str]) -> bool {
         at + words.len() <= self.len()
             && words.iter().enumerate().all(|(k, w)| {
-                let info = self.tokens[at + k].info;
+                let info = self.tokens[at + k];
                 info.flags & flag::IDIOM != 0 && flag::WORDS[usize::from(info.id)].0 == *w
             })
     }
@@ -269,10 +296,13 @@ impl Vader {
                 .trim_matches(is_py_space)
                 .parse::<f64>()
                 .map_err(|e| err(e.to_string()))?;
-            words.entry(word.into()).or_default().valence = Some(value);
+            if value.is_nan() {
+                return Err(err("the valence is NaN".into()));
+            }
+            words.entry(word.into()).or_default().valence = value;
         }
         for &(word, value) in BOOSTERS {
-            words.entry(word.into()).or_default().booster = Some(value);
+            words.entry(word.into()).or_default().booster = if value > 0.0 { 1 } else { -1 };
         }
         for &word in NEGATE {
             words.entry(word.into()).or_default().negation = true;
@@ -324,11 +354,11 @@ impl Vader {
             let mut sentiments = std::mem::take(&mut t.sentiments);
             sentiments.clear();
             for i in 0..t.len() {
-                let info = t.tokens[i].info;
+                let info = t.tokens[i];
                 // Words outside the lexicon, boosters and "kind" in "kind of"
                 // score an int 0.
-                if info.valence.is_none()
-                    || info.booster.is_some()
+                if info.valence.is_nan()
+                    || info.booster != 0
                     || (i + 1 < t.len() && t.is(i, flag::KIND) && t.is(i + 1, flag::OF))
                 {
                     sentiments.push(PyNum::Int(0));
@@ -402,18 +432,20 @@ impl Vader {
     }
 
     fn push_token(&self, word: &str, t: &mut Tokens) {
-        let (info, upper) = if let Some(f) = fold_ascii(word.as_bytes()) {
+        let token = if let Some(f) = fold_ascii(word.as_bytes()) {
             let mut info = self.words.get_hashed_ascii_lower(word, f.hash).unwrap_or_default();
             info.negation |= f.has_apostrophe && contains_nt(word);
-            (info, f.has_upper && !f.has_lower)
+            info.upper = f.has_upper && !f.has_lower;
+            info
         } else {
             t.lower.clear();
             let h = push_lower_hashed(word, &mut t.lower);
             let mut info = self.words.get_hashed(&t.lower, h).unwrap_or_default();
             info.negation |= t.lower.contains("n't");
-            (info, py_isupper(word))
+            info.upper = py_isupper(word);
+            info
         };
-        t.tokens.push(Token { info, upper });
+        t.tokens.push(token);
     }
 
     /// Emoji characters replaced by their descriptions, spaced from what
@@ -503,7 +535,7 @@ fn utf8_len(b: u8) -> usize {
 
 fn sentiment_valence(t: &Tokens, i: usize, cap_diff: bool) -> PyNum {
     let item = t.tokens[i];
-    let Some(base) = item.info.valence else {
+    let Some(base) = item.valence() else {
         return PyNum::Int(0);
     };
     let mut valence = PyNum::Float(base);
@@ -554,7 +586,7 @@ fn mul(valence: PyNum, k: f64) -> PyNum {
 }
 
 fn scalar_inc_dec(token: &Token, valence: f64, cap_diff: bool) -> f64 {
-    let Some(mut scalar) = token.info.booster else {
+    let Some(mut scalar) = token.booster() else {
         return 0.0;
     };
     if valence < 0.0 {
@@ -572,7 +604,7 @@ fn scalar_inc_dec(token: &Token, valence: f64, cap_diff: bool) -> f64 {
 
 fn negation_check(valence: PyNum, t: &Tokens, start_i: usize, i: usize) -> PyNum {
     let is = |k: usize, f: u16| t.is(k, f);
-    let negated = |k: usize| t.tokens[k].info.negation;
+    let negated = |k: usize| t.tokens[k].negation;
     match start_i {
         0 => {
             if negated(i - 1) {
