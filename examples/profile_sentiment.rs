@@ -11,16 +11,21 @@ fn main() {
         env!("CARGO_MANIFEST_DIR"),
         "/tests/fixtures/sentiment/reddit_comments.ndjson"
     );
-    let bodies: Vec<String> = std::fs::read_to_string(path)
-        .expect("corpus")
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).expect("json")["body"]
-                .as_str()
-                .unwrap_or("")
-                .to_string()
-        })
-        .collect();
+    // CORPUS_TEXT=... replaces the corpus with 11,619 copies of one text.
+    let bodies: Vec<String> = if let Ok(text) = std::env::var("CORPUS_TEXT") {
+        vec![text; 11_619]
+    } else {
+        std::fs::read_to_string(path)
+            .expect("corpus")
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).expect("json")["body"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string()
+            })
+            .collect()
+    };
     // `passes:N` instead of seconds: exactly N passes over the corpus (for
     // instruction-counting profilers such as callgrind).
     let passes: Option<usize> = args
@@ -52,7 +57,8 @@ fn main() {
         let mut done = 0usize;
         while start.elapsed() < Duration::from_secs(1) {
             if which == "batch" {
-                for batch in bodies.chunks(1000) {
+                let size: usize = std::env::var("BATCH").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
+                for batch in bodies.chunks(size) {
                     std::hint::black_box(chorus::enrich::clean_and_score_batch(batch));
                 }
                 done += bodies.len();

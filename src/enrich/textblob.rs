@@ -408,6 +408,7 @@ impl Tok {
         kind: Kind::Eos,
     };
 
+    #[inline(always)]
     fn new(text: &str, start: usize, end: usize) -> Tok {
         let bytes = &text.as_bytes()[start..end];
         let kind = match bytes.len() {
@@ -502,9 +503,28 @@ impl Assessor {
     }
 
     /// Takes the next lower-cased word `w`, whose `word_hash` is `h`.
+    #[inline(always)]
     fn step(&mut self, tb: &TextBlob, w: &str, h: u64) {
+        let entry = tb.words.get_hashed(w, h);
+        // The common case, an unknown word with no modifier or negation
+        // pending, matters only if it is a negation (n…), "!", "(!)" or an
+        // emoticon (none starts with a letter or digit other than x, 8, o).
+        if entry.is_none()
+            && self.m.is_none()
+            && !self.n
+            && w.as_bytes()
+                .first()
+                .is_some_and(|&b| b.is_ascii_alphanumeric() && !matches!(b, b'n' | b'x' | b'8' | b'o'))
+        {
+            return;
+        }
+        self.step_slow(tb, w, entry);
+    }
+
+    #[inline(never)]
+    fn step_slow(&mut self, tb: &TextBlob, w: &str, entry: Option<Entry>) {
         let a = &mut self.a;
-        if let Some(e) = tb.words.get_hashed(w, h) {
+        if let Some(e) = entry {
             match (self.m, a.last_mut()) {
                 (Some(_), Some(last)) => {
                     // "really good": the modifier's intensity scales the word.
@@ -707,8 +727,20 @@ fn is_punct_byte(b: u8) -> bool {
 
 /// Splits leading and trailing punctuation off the token `text[start..end]`,
 /// keeping abbreviations and splitting an ellipsis as one token.
-#[inline]
-fn split_punctuation(text: &str, mut start: usize, mut end: usize, out: &mut Vec<Tok>) {
+#[inline(always)]
+fn split_punctuation(text: &str, start: usize, end: usize, out: &mut Vec<Tok>) {
+    // Most pieces are plain words: no punctuation at either end.
+    let bytes = text.as_bytes();
+    if start < end && !is_punct_byte(bytes[start]) && !is_punct_byte(bytes[end - 1]) && bytes[end - 1] != b'.' {
+        out.push(Tok::new(text, start, end));
+    } else {
+        split_punctuation_marks(text, start, end, out);
+    }
+}
+
+/// `split_punctuation` for pieces with punctuation at an end.
+#[inline(never)]
+fn split_punctuation_marks(text: &str, mut start: usize, mut end: usize, out: &mut Vec<Tok>) {
     let bytes = text.as_bytes();
     // Punctuation is ASCII, so one byte is one character here.
     while start < end && is_punct_byte(bytes[start]) {

@@ -413,10 +413,10 @@ impl Vader {
             // Strip ASCII punctuation (single bytes, never inside a UTF-8
             // sequence) unless two characters or fewer would remain.
             let (mut a, mut b) = (start, end);
-            while a < b && bytes[a].is_ascii_punctuation() {
+            while a < b && ASCII_PUNCTUATION[bytes[a] as usize] {
                 a += 1;
             }
-            while b > a && bytes[b - 1].is_ascii_punctuation() {
+            while b > a && ASCII_PUNCTUATION[bytes[b - 1] as usize] {
                 b -= 1;
             }
             let stripped = &text[a..b];
@@ -482,6 +482,18 @@ impl Vader {
         out
     }
 }
+
+/// Python's `string.punctuation` (the same set as `u8::is_ascii_punctuation`)
+/// as a table over bytes.
+const ASCII_PUNCTUATION: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0usize;
+    while b < 256 {
+        table[b] = (b as u8).is_ascii_punctuation();
+        b += 1;
+    }
+    table
+};
 
 const WORD_BYTE: u8 = 0;
 const SPACE_BYTE: u8 = 1;
