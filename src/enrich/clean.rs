@@ -33,11 +33,18 @@
 
 /// The cleaned `text` of a post `body`.
 pub fn clean(body: &str) -> String {
+    thread_local! {
+        static LINE: std::cell::RefCell<String> = std::cell::RefCell::default();
+    }
+    LINE.with(|line| clean_with(body, &mut line.borrow_mut()))
+}
+
+/// [`clean`] with a reusable buffer for one line.
+fn clean_with(body: &str, line_buf: &mut String) -> String {
     let decoded = decode_entities_twice(body);
     let mut out = String::with_capacity(decoded.len());
     let mut blank_run = 0usize;
     let mut in_fence = false;
-    let mut line_buf = String::new();
     for raw_line in decoded.split('\n') {
         let raw_line = raw_line.strip_suffix('\r').unwrap_or(raw_line);
         let trimmed = raw_line.trim_start();
@@ -49,8 +56,8 @@ pub fn clean(body: &str) -> String {
             raw_line
         } else {
             line_buf.clear();
-            inline(strip_block_markers(raw_line), &mut line_buf);
-            &line_buf
+            inline(strip_block_markers(raw_line), line_buf);
+            line_buf.as_str()
         };
         // Tentatively separate from the previous line; undone if this
         // line turns out empty.

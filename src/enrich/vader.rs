@@ -189,6 +189,10 @@ mod flag {
     pub const OF: u16 = 1 << 10;
     /// A word of a special-case idiom or of a two-word booster.
     pub const IDIOM: u16 = 1 << 11;
+    /// The last word of a special-case idiom.
+    pub const IDIOM_END: u16 = 1 << 12;
+    /// The last word of a two-word booster.
+    pub const BOOSTER_END: u16 = 1 << 13;
 
     /// The words that have flags, with their flags.
     pub const WORDS: &[(&str, u16)] = &[
@@ -205,25 +209,25 @@ mod flag {
         ("very", AT_VERY),
         ("but", BUT),
         ("kind", KIND | IDIOM),
-        ("of", OF | IDIOM),
+        ("of", OF | IDIOM | BOOSTER_END),
         ("the", IDIOM),
-        ("shit", IDIOM),
-        ("bomb", IDIOM),
+        ("shit", IDIOM | IDIOM_END),
+        ("bomb", IDIOM | IDIOM_END),
         ("bad", IDIOM),
-        ("ass", IDIOM),
+        ("ass", IDIOM | IDIOM_END),
         ("bus", IDIOM),
-        ("stop", IDIOM),
+        ("stop", IDIOM | IDIOM_END),
         ("yeah", IDIOM),
-        ("right", IDIOM),
+        ("right", IDIOM | IDIOM_END),
         ("kiss", IDIOM),
-        ("death", IDIOM),
+        ("death", IDIOM | IDIOM_END),
         ("to", IDIOM),
         ("die", IDIOM),
-        ("for", IDIOM),
+        ("for", IDIOM | IDIOM_END),
         ("beating", IDIOM),
-        ("heart", IDIOM),
+        ("heart", IDIOM | IDIOM_END),
         ("just", IDIOM),
-        ("enough", IDIOM),
+        ("enough", IDIOM | BOOSTER_END),
         ("sort", IDIOM),
     ];
 }
@@ -651,6 +655,12 @@ fn negation_check(valence: PyNum, t: &Tokens, start_i: usize, i: usize) -> PyNum
 /// spaces and looks the strings up; words never contain whitespace, so
 /// comparing word sequences is the same test.
 fn special_idioms_check(mut valence: PyNum, t: &Tokens, i: usize) -> PyNum {
+    // Every sequence looked at below ends at one of i-2 ..= i+2; skip the
+    // search when none of those words ends an idiom or a two-word booster.
+    let ends = (i - 2..=(i + 2).min(t.len() - 1)).fold(0, |acc, k| acc | t.tokens[k].flags);
+    if ends & (flag::IDIOM_END | flag::BOOSTER_END) == 0 {
+        return valence;
+    }
     let special_at = |at: usize, len: usize| {
         if !t.is(at, flag::IDIOM) {
             return None;
