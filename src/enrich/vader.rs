@@ -236,6 +236,9 @@ mod flag {
 #[derive(Default)]
 struct Tokens {
     tokens: Vec<Token>,
+    /// How many `!` and `?` the text has.
+    exclamations: usize,
+    questions: usize,
     /// A non-ASCII word lower-cased.
     lower: String,
     sentiments: Vec<PyNum>,
@@ -371,7 +374,7 @@ impl Vader {
                 sentiments.push(sentiment_valence(t, i, cap_diff));
             }
             but_check(t, &mut sentiments);
-            let scores = score_valence(&sentiments, text);
+            let scores = score_valence(&sentiments, t.exclamations, t.questions);
             t.sentiments = sentiments;
             t.emoji_free = emoji_free;
             scores
@@ -382,15 +385,16 @@ impl Vader {
     /// surrounding ASCII punctuation unless that leaves two characters or fewer.
     fn tokenize(&self, text: &str, t: &mut Tokens) {
         t.tokens.clear();
+        (t.exclamations, t.questions) = (0, 0);
         let bytes = text.as_bytes();
         let mut i = 0usize;
         loop {
             // Skip whitespace, then take the token up to the next whitespace.
             while i < bytes.len() {
                 let len = match SPACE_CLASS[bytes[i] as usize] {
-                    WORD_BYTE => 0,
                     SPACE_BYTE => 1,
-                    _ => py_space_len(text, i),
+                    LEAD_BYTE => py_space_len(text, i),
+                    _ => 0,
                 };
                 if len == 0 {
                     break;
@@ -405,6 +409,14 @@ impl Vader {
                 match SPACE_CLASS[bytes[i] as usize] {
                     WORD_BYTE => i += 1,
                     SPACE_BYTE => break,
+                    EXCLAMATION => {
+                        t.exclamations += 1;
+                        i += 1;
+                    }
+                    QUESTION => {
+                        t.questions += 1;
+                        i += 1;
+                    }
                     _ => {
                         if py_space_len(text, i) > 0 {
                             break;
@@ -502,6 +514,9 @@ const ASCII_PUNCTUATION: [bool; 256] = {
 const WORD_BYTE: u8 = 0;
 const SPACE_BYTE: u8 = 1;
 const LEAD_BYTE: u8 = 2;
+/// `!` and `?`: part of a word, and counted for the emphasis rule.
+const EXCLAMATION: u8 = 3;
+const QUESTION: u8 = 4;
 
 /// Per byte: part of a word, ASCII whitespace, or the first byte of a
 /// non-ASCII character (which may be Unicode whitespace).
@@ -509,7 +524,11 @@ const SPACE_CLASS: [u8; 256] = {
     let mut table = [WORD_BYTE; 256];
     let mut b = 0usize;
     while b < 256 {
-        if matches!(b as u8, b'\t'..=b'\r' | 0x1c..=0x20) {
+        if b == b'!' as usize {
+            table[b] = EXCLAMATION;
+        } else if b == b'?' as usize {
+            table[b] = QUESTION;
+        } else if matches!(b as u8, b'\t'..=b'\r' | 0x1c..=0x20) {
             table[b] = SPACE_BYTE;
         } else if b >= 0x80 {
             table[b] = LEAD_BYTE;
@@ -727,17 +746,8 @@ fn but_check(t: &Tokens, sentiments: &mut [PyNum]) {
     }
 }
 
-fn punctuation_emphasis(text: &str) -> f64 {
-    let bytes = text.as_bytes();
-    // Most texts have neither mark: find that out with a fast search.
-    let count = |mark: u8| {
-        if bytes.contains(&mark) {
-            bytes.iter().filter(|&&b| b == mark).count()
-        } else {
-            0
-        }
-    };
-    let (ep, qm) = (count(b'!'), count(b'?'));
+/// `_punctuation_emphasis` from the counts of `!` and `?` in the text.
+fn punctuation_emphasis(ep: usize, qm: usize) -> f64 {
     let ep_amplifier = ep.min(4) as f64 * 0.292;
     let qm_amplifier = if qm > 1 {
         if qm <= 3 { qm as f64 * 0.18 } else { 0.96 }
@@ -747,7 +757,7 @@ fn punctuation_emphasis(text: &str) -> f64 {
     ep_amplifier + qm_amplifier
 }
 
-fn score_valence(sentiments: &[PyNum], text: &str) -> VaderScores {
+fn score_valence(sentiments: &[PyNum], exclamations: usize, questions: usize) -> VaderScores {
     if sentiments.is_empty() {
         return VaderScores {
             neg: 0.0,
@@ -757,7 +767,7 @@ fn score_valence(sentiments: &[PyNum], text: &str) -> VaderScores {
         };
     }
     let mut sum_s = py_sum(sentiments.iter().copied()).as_f64();
-    let amplifier = punctuation_emphasis(text);
+    let amplifier = punctuation_emphasis(exclamations, questions);
     if sum_s > 0.0 {
         sum_s += amplifier;
     } else if sum_s < 0.0 {
