@@ -239,12 +239,14 @@ fn inline(line: &str, out: &mut String) {
     let mut i = 0usize;
     // `line[copied..i]` is waiting to be copied as it is.
     let mut copied = 0usize;
-    while i < bytes.len() {
-        let c = bytes[i];
-        if !is_trigger(c) {
+    loop {
+        while i < bytes.len() && !is_trigger(bytes[i]) {
             i += 1;
-            continue;
         }
+        if i >= bytes.len() {
+            break;
+        }
+        let c = bytes[i];
         let prev = line[..i].chars().next_back();
         // What to do at this trigger: skip `n` bytes, optionally writing
         // replacement text; `None` keeps the byte.

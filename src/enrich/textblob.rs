@@ -118,6 +118,9 @@ pub struct TextBlob {
 struct Joinable {
     ascii: Box<[u128; 128]>,
     other: Vec<(char, char)>,
+    /// Bytes that can end the left side of a pair: ASCII firsts of the
+    /// pairs, and every byte of a non-ASCII character (looked at closer).
+    left: [bool; 256],
 }
 
 impl Joinable {
@@ -131,7 +134,16 @@ impl Joinable {
                 other.push((a, b));
             }
         }
-        Joinable { ascii, other }
+        let mut left = [false; 256];
+        for &(a, _) in pairs {
+            if a.is_ascii() {
+                left[a as usize] = true;
+            }
+        }
+        for flag in &mut left[0x80..] {
+            *flag = true;
+        }
+        Joinable { ascii, other, left }
     }
 
     fn contains(&self, a: char, b: char) -> bool {
@@ -281,6 +293,9 @@ impl TextBlob {
                 return false;
             }
             let (l, r) = (bytes[left.end as usize - 1], bytes[right.start as usize]);
+            if !self.joinable.left[l as usize] {
+                return false;
+            }
             let pair = if l < 0x80 && r < 0x80 {
                 self.joinable.contains(l as char, r as char)
             } else {
@@ -629,6 +644,19 @@ fn split_tokens(text: &str, out: &mut Vec<Tok>) {
             while i < bytes.len() && BYTE_CLASS[bytes[i] as usize] == ORDINARY {
                 i += 1;
             }
+            continue;
+        }
+        if bytes[i] == b' ' {
+            // The most common separator: ends the token and any run of
+            // line breaks.
+            if let Some(s) = start.take() {
+                split_punctuation(text, s, i, out);
+            }
+            if newlines >= 2 {
+                out.push(Tok::BLANK_LINE);
+            }
+            newlines = 0;
+            i += 1;
             continue;
         }
         let (c, len) = if class == NON_ASCII {

@@ -406,6 +406,13 @@ impl Vader {
             }
             let start = i;
             while i < bytes.len() {
+                // The common bytes first, in a tight loop.
+                while i < bytes.len() && SPACE_CLASS[bytes[i] as usize] == WORD_BYTE {
+                    i += 1;
+                }
+                if i >= bytes.len() {
+                    break;
+                }
                 match SPACE_CLASS[bytes[i] as usize] {
                     WORD_BYTE => i += 1,
                     SPACE_BYTE => break,
@@ -429,11 +436,13 @@ impl Vader {
             // Strip ASCII punctuation (single bytes, never inside a UTF-8
             // sequence) unless two characters or fewer would remain.
             let (mut a, mut b) = (start, end);
-            while a < b && ASCII_PUNCTUATION[bytes[a] as usize] {
-                a += 1;
-            }
-            while b > a && ASCII_PUNCTUATION[bytes[b - 1] as usize] {
-                b -= 1;
+            if ASCII_PUNCTUATION[bytes[a] as usize] || ASCII_PUNCTUATION[bytes[b - 1] as usize] {
+                while a < b && ASCII_PUNCTUATION[bytes[a] as usize] {
+                    a += 1;
+                }
+                while b > a && ASCII_PUNCTUATION[bytes[b - 1] as usize] {
+                    b -= 1;
+                }
             }
             let stripped = &text[a..b];
             let keep_raw = match stripped.len() {
