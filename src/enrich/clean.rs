@@ -173,11 +173,10 @@ fn strip_block_markers(line: &str) -> &str {
         s = rest.trim_start();
     }
     // Horizontal rule: three or more of one of - * _ and nothing else.
-    let mut marks = s.chars().filter(|c| !c.is_whitespace());
-    if let Some(first) = marks.next()
-        && matches!(first, '-' | '*' | '_')
-        && s.chars().filter(|&c| c == first).count() >= 3
-        && marks.all(|c| c == first)
+    if let Some(&first) = s.as_bytes().first()
+        && matches!(first, b'-' | b'*' | b'_')
+        && s.bytes().all(|b| b == first || b.is_ascii_whitespace())
+        && s.bytes().filter(|&b| b == first).count() >= 3
     {
         return "";
     }
