@@ -242,14 +242,22 @@ impl TextBlob {
                             // pending modifier or negation: nothing to do.
                             continue;
                         }
-                        // ASCII without capitals is its own lower case.
                         match fold_ascii(w.as_bytes()) {
-                            Some(f) if !f.has_upper => assessor.step(self, w, f.hash),
                             Some(f) => {
-                                lower.clear();
-                                lower.push_str(w);
-                                lower.make_ascii_lowercase();
-                                assessor.step(self, lower, f.hash);
+                                // Look the ASCII word up as if lower-cased; copy
+                                // it lower-cased only when it matters.
+                                let entry = self.words.get_hashed_ascii_lower(w, f.hash);
+                                if entry.is_none() && assessor.ignores_unknown(w) {
+                                    continue;
+                                }
+                                if f.has_upper {
+                                    lower.clear();
+                                    lower.push_str(w);
+                                    lower.make_ascii_lowercase();
+                                    assessor.step_slow(self, lower, entry);
+                                } else {
+                                    assessor.step_slow(self, w, entry);
+                                }
                             }
                             None => {
                                 lower.clear();
@@ -521,19 +529,23 @@ impl Assessor {
     #[inline(always)]
     fn step(&mut self, tb: &TextBlob, w: &str, h: u64) {
         let entry = tb.words.get_hashed(w, h);
-        // The common case, an unknown word with no modifier or negation
-        // pending, matters only if it is a negation (n…), "!", "(!)" or an
-        // emoticon (none starts with a letter or digit other than x, 8, o).
-        if entry.is_none()
-            && self.m.is_none()
-            && !self.n
-            && w.as_bytes()
-                .first()
-                .is_some_and(|&b| b.is_ascii_alphanumeric() && !matches!(b, b'n' | b'x' | b'8' | b'o'))
-        {
+        if entry.is_none() && self.ignores_unknown(w) {
             return;
         }
         self.step_slow(tb, w, entry);
+    }
+
+    /// Whether a word outside the lexicon (ASCII letters compared without
+    /// case) changes nothing: with no modifier or negation pending, it
+    /// matters only if it is a negation (n…), "!", "(!)" or an emoticon,
+    /// and none of those starts with a letter or digit other than n, x, 8, o.
+    #[inline(always)]
+    fn ignores_unknown(&self, w: &str) -> bool {
+        self.m.is_none()
+            && !self.n
+            && w.as_bytes().first().is_some_and(|&b| {
+                b.is_ascii_alphanumeric() && !matches!(b.to_ascii_lowercase(), b'n' | b'x' | b'8' | b'o')
+            })
     }
 
     #[inline(never)]
