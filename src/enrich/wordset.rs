@@ -154,7 +154,10 @@ impl<V: Copy> WordTable<V> {
         self.slots[slot] = (Self::tag(h), self.entries.len() as u32);
     }
 
-    fn find(&self, key: &str, h: u64) -> Option<usize> {
+    /// The index of the entry whose key `is_key` accepts, among those
+    /// with hash `h`.
+    #[inline(always)]
+    fn probe(&self, h: u64, is_key: impl Fn(&[u8]) -> bool) -> Option<usize> {
         let bit = (h >> 48) as usize;
         if self.filter[bit >> 6] & (1 << (bit & 63)) == 0 {
             return None;
@@ -168,7 +171,7 @@ impl<V: Copy> WordTable<V> {
             }
             if t == tag {
                 let (a, b, _) = self.entries[index as usize - 1];
-                if &self.keys[a as usize..b as usize] == key {
+                if is_key(&self.keys.as_bytes()[a as usize..b as usize]) {
                     return Some(index as usize - 1);
                 }
             }
@@ -176,30 +179,17 @@ impl<V: Copy> WordTable<V> {
         }
     }
 
+    fn find(&self, key: &str, h: u64) -> Option<usize> {
+        self.probe(h, |k| k == key.as_bytes())
+    }
+
     /// The value of the lower case of the ASCII word `word`, whose
     /// lower case has [`word_hash`] `h`.
     #[inline]
     pub(crate) fn get_hashed_ascii_lower(&self, word: &str, h: u64) -> Option<V> {
-        let bit = (h >> 48) as usize;
-        if self.filter[bit >> 6] & (1 << (bit & 63)) == 0 {
-            return None;
-        }
-        let tag = Self::tag(h);
-        let mut slot = h as usize & self.mask;
-        loop {
-            let (t, index) = self.slots[slot];
-            if index == 0 {
-                return None;
-            }
-            if t == tag {
-                let (a, b, v) = self.entries[index as usize - 1];
-                let key = &self.keys.as_bytes()[a as usize..b as usize];
-                if key.len() == word.len() && key.iter().zip(word.bytes()).all(|(&k, w)| k == w.to_ascii_lowercase()) {
-                    return Some(v);
-                }
-            }
-            slot = (slot + 1) & self.mask;
-        }
+        let is_key =
+            |k: &[u8]| k.len() == word.len() && k.iter().zip(word.bytes()).all(|(&k, w)| k == w.to_ascii_lowercase());
+        self.probe(h, is_key).map(|i| self.entries[i].2)
     }
 
     /// The value of `key`, whose [`word_hash`] is `h`.
