@@ -40,12 +40,11 @@ fn load(chunk: &[u8]) -> u64 {
     // Two overlapping loads instead of a variable-length copy; bytes read
     // twice land on the same place.
     let n = chunk.len();
-    let u32_at = |k: usize| u64::from(u32::from_le_bytes([chunk[k], chunk[k + 1], chunk[k + 2], chunk[k + 3]]));
-    let u16_at = |k: usize| u64::from(u16::from_le_bytes([chunk[k], chunk[k + 1]]));
+    // Single loads of 8, 4 or 2 bytes (the slices have those lengths).
+    let u32_at = |k: usize| u64::from(u32::from_le_bytes(chunk[k..k + 4].try_into().unwrap_or([0; 4])));
+    let u16_at = |k: usize| u64::from(u16::from_le_bytes(chunk[k..k + 2].try_into().unwrap_or([0; 2])));
     match n {
-        8.. => u64::from_le_bytes([
-            chunk[0], chunk[1], chunk[2], chunk[3], chunk[4], chunk[5], chunk[6], chunk[7],
-        ]),
+        8.. => u64::from_le_bytes(chunk[..8].try_into().unwrap_or([0; 8])),
         4..=7 => u32_at(0) | u32_at(n - 4) << (8 * (n - 4)),
         2..=3 => u16_at(0) | u16_at(n - 2) << (8 * (n - 2)),
         1 => u64::from(chunk[0]),
