@@ -235,36 +235,38 @@ impl TextBlob {
                     }
                 } else {
                     for &tok in sentence.iter() {
-                        let w = tok.as_str(text);
-                        if w.len() == 1 && w != "!" {
+                        // Sentences hold no end-of-sentence markers, so the
+                        // token is a byte range of the text.
+                        let b = &text.as_bytes()[tok.start as usize..tok.end as usize];
+                        if b.len() == 1 && b[0] != b'!' {
                             // No one-character word is in the lexicon, a
                             // negation or an emoticon, and none changes a
                             // pending modifier or negation: nothing to do.
                             continue;
                         }
-                        match fold_ascii(w.as_bytes()) {
-                            Some(f) => {
-                                // Look the ASCII word up as if lower-cased; copy
-                                // it lower-cased only when it matters.
-                                let entry = self.words.get_hashed_ascii_lower(w, f.hash);
-                                if entry.is_none() && assessor.ignores_unknown(w) {
-                                    continue;
-                                }
-                                if f.has_upper {
-                                    lower.clear();
-                                    lower.push_str(w);
-                                    lower.make_ascii_lowercase();
-                                    assessor.step_slow(self, lower, entry);
-                                } else {
-                                    assessor.step_slow(self, w, entry);
-                                }
+                        let folded = fold_ascii(b);
+                        if let Some(f) = folded {
+                            // Look the ASCII word up as if lower-cased; copy
+                            // it lower-cased only when it matters.
+                            let entry = self.words.get_hashed_ascii_lower(b, f.hash);
+                            if entry.is_none() && assessor.ignores_unknown(b) {
+                                continue;
                             }
-                            None => {
+                            let w = tok.as_str(text);
+                            if f.has_upper {
                                 lower.clear();
-                                let h = push_lower_hashed(w, lower);
-                                assessor.step(self, lower, h);
+                                lower.push_str(w);
+                                lower.make_ascii_lowercase();
+                                assessor.step_slow(self, lower, entry);
+                            } else {
+                                assessor.step_slow(self, w, entry);
                             }
+                            continue;
                         }
+                        // Not ASCII: lower-case it as Python does.
+                        lower.clear();
+                        let h = push_lower_hashed(tok.as_str(text), lower);
+                        assessor.step(self, lower, h);
                     }
                 }
             });
@@ -529,7 +531,7 @@ impl Assessor {
     #[inline(always)]
     fn step(&mut self, tb: &TextBlob, w: &str, h: u64) {
         let entry = tb.words.get_hashed(w, h);
-        if entry.is_none() && self.ignores_unknown(w) {
+        if entry.is_none() && self.ignores_unknown(w.as_bytes()) {
             return;
         }
         self.step_slow(tb, w, entry);
@@ -540,10 +542,10 @@ impl Assessor {
     /// matters only if it is a negation (n…), "!", "(!)" or an emoticon,
     /// and none of those starts with a letter or digit other than n, x, 8, o.
     #[inline(always)]
-    fn ignores_unknown(&self, w: &str) -> bool {
+    fn ignores_unknown(&self, w: &[u8]) -> bool {
         self.m.is_none()
             && !self.n
-            && w.as_bytes().first().is_some_and(|&b| {
+            && w.first().is_some_and(|&b| {
                 b.is_ascii_alphanumeric() && !matches!(b.to_ascii_lowercase(), b'n' | b'x' | b'8' | b'o')
             })
     }

@@ -458,7 +458,10 @@ impl Vader {
 
     fn push_token(&self, word: &str, t: &mut Tokens) {
         let token = if let Some(f) = fold_ascii(word.as_bytes()) {
-            let mut info = self.words.get_hashed_ascii_lower(word, f.hash).unwrap_or_default();
+            let mut info = self
+                .words
+                .get_hashed_ascii_lower(word.as_bytes(), f.hash)
+                .unwrap_or_default();
             info.negation |= f.has_apostrophe && contains_nt(word);
             info.upper = f.has_upper && !f.has_lower;
             info

@@ -185,9 +185,8 @@ impl<V: Copy> WordTable<V> {
     /// The value of the lower case of the ASCII word `word`, whose
     /// lower case has [`word_hash`] `h`.
     #[inline]
-    pub(crate) fn get_hashed_ascii_lower(&self, word: &str, h: u64) -> Option<V> {
-        let is_key =
-            |k: &[u8]| k.len() == word.len() && k.iter().zip(word.bytes()).all(|(&k, w)| k == w.to_ascii_lowercase());
+    pub(crate) fn get_hashed_ascii_lower(&self, word: &[u8], h: u64) -> Option<V> {
+        let is_key = |k: &[u8]| k.len() == word.len() && k.iter().zip(word).all(|(&k, &w)| k == w.to_ascii_lowercase());
         self.probe(h, is_key).map(|i| self.entries[i].2)
     }
 
