@@ -31,35 +31,51 @@ impl PyNum {
 /// is added once at the end when it is non-zero and finite. The result is
 /// an `Int` only when every item was an int.
 pub(crate) fn py_sum(items: impl IntoIterator<Item = PyNum>) -> PyNum {
-    let mut iter = items.into_iter();
-    let mut int_sum: i64 = 0;
-    let mut f = loop {
-        match iter.next() {
-            None => return PyNum::Int(int_sum),
-            Some(PyNum::Int(i)) => int_sum += i,
+    let mut sum = PySum::default();
+    for item in items {
+        sum.add(item);
+    }
+    sum.finish()
+}
+
+/// [`py_sum`] one item at a time.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct PySum {
+    /// Every item so far was an int: their exact sum.
+    int_sum: i64,
+    /// Once a float came: the running double and its compensation.
+    float: Option<(f64, f64)>,
+}
+
+impl PySum {
+    /// Adds one item as CPython's loop does.
+    #[inline]
+    pub(crate) fn add(&mut self, item: PyNum) {
+        match (&mut self.float, item) {
+            (None, PyNum::Int(i)) => self.int_sum += i,
             // `int + float` in Python converts the int and adds once.
-            Some(PyNum::Float(x)) => break int_sum as f64 + x,
-        }
-    };
-    let mut c = 0.0f64;
-    for item in iter {
-        match item {
-            PyNum::Int(i) => f += i as f64,
-            PyNum::Float(x) => {
-                let t = f + x;
+            (None, PyNum::Float(x)) => self.float = Some((self.int_sum as f64 + x, 0.0)),
+            (Some((f, _)), PyNum::Int(i)) => *f += i as f64,
+            (Some((f, c)), PyNum::Float(x)) => {
+                let t = *f + x;
                 if f.abs() >= x.abs() {
-                    c += (f - t) + x;
+                    *c += (*f - t) + x;
                 } else {
-                    c += (x - t) + f;
+                    *c += (x - t) + *f;
                 }
-                f = t;
+                *f = t;
             }
         }
     }
-    if c != 0.0 && c.is_finite() {
-        f += c;
+
+    /// The sum.
+    pub(crate) fn finish(self) -> PyNum {
+        match self.float {
+            None => PyNum::Int(self.int_sum),
+            Some((f, c)) if c != 0.0 && c.is_finite() => PyNum::Float(f + c),
+            Some((f, _)) => PyNum::Float(f),
+        }
     }
-    PyNum::Float(f)
 }
 
 /// `sum(floats)` of CPython 3.12 over a list of floats only.

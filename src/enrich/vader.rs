@@ -18,7 +18,7 @@ use std::sync::OnceLock;
 
 use rustc_hash::FxHashMap;
 
-use super::pyfloat::{PyNum, py_round, py_sum};
+use super::pyfloat::{PyNum, PySum, py_round};
 use super::pystr::{is_py_space, py_isupper};
 use super::wordset::{WordTable, fold_ascii, push_lower_hashed};
 
@@ -778,7 +778,21 @@ fn score_valence(sentiments: &[PyNum], exclamations: usize, questions: usize) ->
             compound: 0.0,
         };
     }
-    let mut sum_s = py_sum(sentiments.iter().copied()).as_f64();
+    // One pass for Python's sum() and `_sift_sentiment_scores`.
+    let mut sum = PySum::default();
+    let (mut pos_sum, mut neg_sum, mut neu_count) = (0.0f64, 0.0f64, 0u32);
+    for &s in sentiments {
+        sum.add(s);
+        let v = s.as_f64();
+        if v > 0.0 {
+            pos_sum += v + 1.0;
+        } else if v < 0.0 {
+            neg_sum += v - 1.0;
+        } else {
+            neu_count += 1;
+        }
+    }
+    let mut sum_s = sum.finish().as_f64();
     let amplifier = punctuation_emphasis(exclamations, questions);
     if sum_s > 0.0 {
         sum_s += amplifier;
@@ -787,19 +801,6 @@ fn score_valence(sentiments: &[PyNum], exclamations: usize, questions: usize) ->
     }
     let compound = normalize(sum_s);
 
-    let (mut pos_sum, mut neg_sum, mut neu_count) = (0.0f64, 0.0f64, 0u32);
-    for s in sentiments {
-        let v = s.as_f64();
-        if v > 0.0 {
-            pos_sum += v + 1.0;
-        }
-        if v < 0.0 {
-            neg_sum += v - 1.0;
-        }
-        if v == 0.0 {
-            neu_count += 1;
-        }
-    }
     if pos_sum > neg_sum.abs() {
         pos_sum += amplifier;
     } else if pos_sum < neg_sum.abs() {
