@@ -478,25 +478,33 @@ fn for_each_sentence(tokens: &[Tok], sentence: &mut Vec<Tok>, mut f: impl FnMut(
     // A quote right after the end is never taken into the sentence: the
     // reference counts quotes in a list that is always empty at that point.
     let continues = |t: &Tok| t.kind != Kind::Word;
-    let mut emit = |range: &[Tok], sentence: &mut Vec<Tok>| {
-        sentence.clear();
-        sentence.extend(range.iter().copied().filter(|t| t.kind != Kind::Eos));
-        if !sentence.is_empty() {
-            f(sentence);
-        }
-    };
     let (mut i, mut j) = (0usize, 0usize);
     while j < tokens.len() {
         if is_end(&tokens[j]) {
+            let mut saw_eos = false;
             while j < tokens.len() && continues(&tokens[j]) {
+                saw_eos |= tokens[j].kind == Kind::Eos;
                 j += 1;
             }
-            emit(&tokens[i..j], sentence);
+            if saw_eos {
+                // Drop the markers (they only occur in these runs).
+                sentence.clear();
+                sentence.extend(tokens[i..j].iter().copied().filter(|t| t.kind != Kind::Eos));
+                if !sentence.is_empty() {
+                    f(sentence);
+                }
+            } else {
+                f(&tokens[i..j]);
+            }
             i = j;
         }
         j += 1;
     }
-    emit(&tokens[i..j.min(tokens.len())], sentence);
+    // What follows the last sentence end holds no marker (a marker would
+    // have ended a sentence).
+    if i < tokens.len() {
+        f(&tokens[i..]);
+    }
 }
 
 /// One assessment: a known word (with its modifier and negation), an
