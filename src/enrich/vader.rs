@@ -483,25 +483,33 @@ impl Vader {
             return text;
         }
         out.clear();
-        let mut prev_space = true;
-        // `text[copied..]` is waiting to be copied as it is.
-        let mut copied = 0usize;
-        for (i, c) in text.char_indices() {
-            if c.is_ascii() && !self.ascii_emoji {
-                prev_space = c == ' ';
+        let bytes = text.as_bytes();
+        // `text[copied..]` is waiting to be copied as it is; `after_emoji`
+        // is where the last replaced emoji ended.
+        let (mut copied, mut after_emoji) = (0usize, usize::MAX);
+        let mut i = 0usize;
+        while i < bytes.len() {
+            if bytes[i] < 0x80 && !self.ascii_emoji {
+                // Emoji keys are not ASCII: skip to the next lead byte.
+                i += 1;
                 continue;
             }
+            let Some(c) = text[i..].chars().next() else {
+                break;
+            };
             if let Some(description) = self.emojis.get(&c) {
+                // The reference puts a space before the description unless
+                // the text so far ends with a space (and not with an emoji).
+                let prev_space = i == 0 || (i != after_emoji && bytes[i - 1] == b' ');
                 out.push_str(&text[copied..i]);
                 if !prev_space {
                     out.push(' ');
                 }
                 out.push_str(description);
                 copied = i + c.len_utf8();
-                prev_space = false;
-            } else {
-                prev_space = c == ' ';
+                after_emoji = copied;
             }
+            i += c.len_utf8();
         }
         if copied == 0 {
             return text;
