@@ -15,19 +15,30 @@ fn chorus(args: &[&str], stdin: &[u8]) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("run chorus");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(stdin)
-        .expect("write stdin");
-    child.wait_with_output().expect("chorus output")
+    // Feed stdin from another thread: chorus writes output while it reads,
+    // and a full stdout pipe would otherwise block both sides.
+    let mut pipe = child.stdin.take().expect("stdin");
+    let input = stdin.to_vec();
+    let writer = std::thread::spawn(move || pipe.write_all(&input));
+    let output = child.wait_with_output().expect("chorus output");
+    writer.join().expect("stdin writer").expect("write stdin");
+    output
 }
 
 #[test]
 fn ndjson_stdin_matches_python_goldens_in_order() {
-    let input = std::fs::read(fixture("sentiment/edge_cases.ndjson")).unwrap();
-    let expected = std::fs::read_to_string(fixture("sentiment/edge_cases.expected.ndjson")).unwrap();
+    check_cli_against_goldens("edge_cases");
+}
+
+#[test]
+fn many_lines_are_scored_in_parallel_and_printed_in_input_order() {
+    // 10,000 lines: several batches, each split over every core.
+    check_cli_against_goldens("fuzz");
+}
+
+fn check_cli_against_goldens(set: &str) {
+    let input = std::fs::read(fixture(&format!("sentiment/{set}.ndjson"))).unwrap();
+    let expected = std::fs::read_to_string(fixture(&format!("sentiment/{set}.expected.ndjson"))).unwrap();
     let out = chorus(&["score", "--format", "ndjson"], &input);
     assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
     let got: Vec<Value> = String::from_utf8(out.stdout)
