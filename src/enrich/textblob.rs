@@ -781,11 +781,25 @@ fn is_punct_byte(b: u8) -> bool {
 fn split_punctuation(text: &str, start: usize, end: usize, out: &mut Vec<Tok>) {
     // Most pieces are plain words: no punctuation at either end.
     let bytes = text.as_bytes();
-    if start < end && !is_punct_byte(bytes[start]) && !is_punct_byte(bytes[end - 1]) && bytes[end - 1] != b'.' {
-        out.push(Tok::new(text, start, end));
-    } else {
-        split_punctuation_marks(text, start, end, out);
+    let mark = |b: u8| is_punct_byte(b) || b == b'.';
+    if start < end && !is_punct_byte(bytes[start]) {
+        let last = bytes[end - 1];
+        if !mark(last) {
+            out.push(Tok::new(text, start, end));
+            return;
+        }
+        // The next most common: a word and one mark ("word," "word.").
+        if end - start >= 2 && !mark(bytes[end - 2]) {
+            if last != b'.' || !is_abbreviation(&text[start..end]) {
+                out.push(Tok::new(text, start, end - 1));
+                out.push(Tok::new(text, end - 1, end));
+            } else {
+                out.push(Tok::new(text, start, end));
+            }
+            return;
+        }
     }
+    split_punctuation_marks(text, start, end, out);
 }
 
 /// `split_punctuation` for pieces with punctuation at an end.
