@@ -9,7 +9,7 @@
 # Python: sentiment_oracle.py --bench (TextBlob 0.20.1, vaderSentiment 3.3.2,
 # CPython 3.12) from a venv at $ORACLE_VENV (default .venv-oracle), created
 # with pyenv's 3.12.1 when missing; the oracle script is looked up at
-# $ORACLE (default ../shared/tools/sentiment_oracle.py).
+# $ORACLE (default scripts/sentiment_oracle.py, the project's oracle).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/chorus/target}"
@@ -17,7 +17,7 @@ corpus=tests/fixtures/sentiment/reddit_comments.ndjson
 
 if [[ -z "${SKIP_PYTHON:-}" ]]; then
   venv="${ORACLE_VENV:-.venv-oracle}"
-  oracle="${ORACLE:-../shared/tools/sentiment_oracle.py}"
+  oracle="${ORACLE:-scripts/sentiment_oracle.py}"
   if [[ ! -x "$venv/bin/python" ]]; then
     PYENV_VERSION=3.12.1 python -m venv "$venv"
     "$venv/bin/pip" install -q textblob==0.20.1 vadersentiment==3.3.2

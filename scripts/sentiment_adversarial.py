@@ -8,7 +8,7 @@ and VADER treat specially: apostrophes and curly quotes, periods and
 ellipses, abbreviations, blank lines with \\r\\n, emoticons split by spaces,
 "(!)", emoji, non-ASCII case mappings (Kelvin sign, dotted I, final sigma,
 titlecase digraphs), Python-only whitespace (U+001C..U+001F), negations,
-boosters, "but", "least", idioms. Score them with ../shared/tools/sentiment_oracle.py
+boosters, "but", "least", idioms. Score them with scripts/sentiment_oracle.py
 to get goldens.
 """
 import json
