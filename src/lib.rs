@@ -3,9 +3,12 @@
 //!
 //! Modules, in the direction dependencies point:
 //!
+//! * [`record`]: the canonical post record, its column names, and the
+//!   validation of submitted posts.
 //! * [`enrich`]: text cleanup and the TextBlob- and VADER-identical
 //!   analyzers (pure, no I/O).
 //! * [`cli`]: the command-line commands, each a function the thin binary calls.
 
 pub mod cli;
 pub mod enrich;
+pub mod record;

@@ -15,68 +15,11 @@ pub mod textblob;
 pub mod vader;
 mod wordset;
 
-use serde::{Deserialize, Serialize};
+use crate::record::{IncomingPost, Post};
+pub use crate::record::{NEGATIVE_THRESHOLD, POSITIVE_THRESHOLD, Scores, Sentiment};
 
 pub use textblob::TextBlob;
 pub use vader::{Vader, VaderScores};
-
-/// `vader_compound` at or above this is `positive`.
-pub const POSITIVE_THRESHOLD: f64 = 0.05;
-/// `vader_compound` at or below this is `negative`.
-pub const NEGATIVE_THRESHOLD: f64 = -0.05;
-
-/// The sentiment label of a post, from its VADER compound score.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Sentiment {
-    /// `vader_compound >= 0.05`.
-    Positive,
-    /// Between the two thresholds.
-    Neutral,
-    /// `vader_compound <= -0.05`.
-    Negative,
-}
-
-impl Sentiment {
-    /// The label of a compound score (VADER's recommended thresholds).
-    pub fn from_compound(compound: f64) -> Sentiment {
-        if compound >= POSITIVE_THRESHOLD {
-            Sentiment::Positive
-        } else if compound <= NEGATIVE_THRESHOLD {
-            Sentiment::Negative
-        } else {
-            Sentiment::Neutral
-        }
-    }
-
-    /// The label as stored in the `sentiment` column.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Sentiment::Positive => "positive",
-            Sentiment::Neutral => "neutral",
-            Sentiment::Negative => "negative",
-        }
-    }
-}
-
-/// All sentiment columns of one post.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Scores {
-    /// TextBlob polarity in [-1, 1].
-    pub polarity: f64,
-    /// TextBlob subjectivity in [0, 1].
-    pub subjectivity: f64,
-    /// VADER negative share.
-    pub vader_neg: f64,
-    /// VADER neutral share.
-    pub vader_neu: f64,
-    /// VADER positive share.
-    pub vader_pos: f64,
-    /// VADER compound score in [-1, 1].
-    pub vader_compound: f64,
-    /// Label derived from `vader_compound`.
-    pub sentiment: Sentiment,
-}
 
 /// Scores `text` exactly as given with both analyzers.
 pub fn score(text: &str) -> Scores {
@@ -103,6 +46,13 @@ pub fn clean_and_score_batch<S: AsRef<str>>(bodies: &[S]) -> Vec<(String, Scores
     let texts: Vec<String> = bodies.iter().map(|b| clean::clean(b.as_ref())).collect();
     let scores = score_batch(&texts);
     texts.into_iter().zip(scores).collect()
+}
+
+/// Enriches one submitted post: cleans its body into `text` and scores it.
+pub fn enrich_post(post: IncomingPost, ingested_at: i64) -> Post {
+    let text = clean::clean(&post.body);
+    let scores = score(&text);
+    post.into_post(text, scores, ingested_at)
 }
 
 fn combine((polarity, subjectivity): (f64, f64), v: VaderScores) -> Scores {

@@ -1,0 +1,489 @@
+//! The canonical record: one shape for a post from any platform, as
+//! `DESIGN.md` fixes it (column names are a contract for SQL, the archive
+//! and the API), and the validation of what clients send.
+//!
+//! [`IncomingPost`] is what ingest accepts (canonical fields, before
+//! enrichment); [`Post`] is the enriched record every sink stores.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Column names of the record, in table order: the one place they are spelled.
+pub mod column {
+    pub const PLATFORM: &str = "platform";
+    pub const ID: &str = "id";
+    pub const COMMUNITY: &str = "community";
+    pub const AUTHOR: &str = "author";
+    pub const BODY: &str = "body";
+    pub const TEXT: &str = "text";
+    pub const CREATED_AT: &str = "created_at";
+    pub const INGESTED_AT: &str = "ingested_at";
+    pub const PARENT_ID: &str = "parent_id";
+    pub const THREAD_ID: &str = "thread_id";
+    pub const URL: &str = "url";
+    pub const SCORE: &str = "score";
+    pub const REPOSTS: &str = "reposts";
+    pub const AUTHOR_FOLLOWERS: &str = "author_followers";
+    pub const LOCATION: &str = "location";
+    pub const LANG: &str = "lang";
+    pub const POLARITY: &str = "polarity";
+    pub const SUBJECTIVITY: &str = "subjectivity";
+    pub const VADER_NEG: &str = "vader_neg";
+    pub const VADER_NEU: &str = "vader_neu";
+    pub const VADER_POS: &str = "vader_pos";
+    pub const VADER_COMPOUND: &str = "vader_compound";
+    pub const SENTIMENT: &str = "sentiment";
+
+    /// Every column, in table order.
+    pub const ALL: [&str; 23] = [
+        PLATFORM,
+        ID,
+        COMMUNITY,
+        AUTHOR,
+        BODY,
+        TEXT,
+        CREATED_AT,
+        INGESTED_AT,
+        PARENT_ID,
+        THREAD_ID,
+        URL,
+        SCORE,
+        REPOSTS,
+        AUTHOR_FOLLOWERS,
+        LOCATION,
+        LANG,
+        POLARITY,
+        SUBJECTIVITY,
+        VADER_NEG,
+        VADER_NEU,
+        VADER_POS,
+        VADER_COMPOUND,
+        SENTIMENT,
+    ];
+}
+
+/// `vader_compound` at or above this is `positive`.
+pub const POSITIVE_THRESHOLD: f64 = 0.05;
+/// `vader_compound` at or below this is `negative`.
+pub const NEGATIVE_THRESHOLD: f64 = -0.05;
+
+/// The sentiment label of a post, from its VADER compound score.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Sentiment {
+    /// `vader_compound >= 0.05`.
+    Positive,
+    /// Between the two thresholds.
+    Neutral,
+    /// `vader_compound <= -0.05`.
+    Negative,
+}
+
+impl Sentiment {
+    /// The label of a compound score (VADER's recommended thresholds).
+    pub fn from_compound(compound: f64) -> Sentiment {
+        if compound >= POSITIVE_THRESHOLD {
+            Sentiment::Positive
+        } else if compound <= NEGATIVE_THRESHOLD {
+            Sentiment::Negative
+        } else {
+            Sentiment::Neutral
+        }
+    }
+
+    /// The label as stored in the `sentiment` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Sentiment::Positive => "positive",
+            Sentiment::Neutral => "neutral",
+            Sentiment::Negative => "negative",
+        }
+    }
+}
+
+/// All sentiment columns of one post.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Scores {
+    /// TextBlob polarity in [-1, 1].
+    pub polarity: f64,
+    /// TextBlob subjectivity in [0, 1].
+    pub subjectivity: f64,
+    /// VADER negative share.
+    pub vader_neg: f64,
+    /// VADER neutral share.
+    pub vader_neu: f64,
+    /// VADER positive share.
+    pub vader_pos: f64,
+    /// VADER compound score in [-1, 1].
+    pub vader_compound: f64,
+    /// Label derived from `vader_compound`.
+    pub sentiment: Sentiment,
+}
+
+/// Longest accepted `platform` and `id`, in bytes.
+pub const MAX_KEY_LEN: usize = 512;
+
+/// Why a submitted post was refused (the message goes back to the client).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RecordError {
+    /// The post is not a JSON object.
+    #[error("expected a JSON object, got {0}")]
+    NotAnObject(&'static str),
+    /// A required field is absent or null.
+    #[error("missing \"{0}\"")]
+    Missing(&'static str),
+    /// A field has the wrong JSON type.
+    #[error("\"{field}\" must be {expected}, got {got}")]
+    WrongType {
+        /// The field.
+        field: &'static str,
+        /// What it must be.
+        expected: &'static str,
+        /// What it was.
+        got: &'static str,
+    },
+    /// A field has the right type but an unusable value.
+    #[error("\"{field}\": {reason}")]
+    Invalid {
+        /// The field.
+        field: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A post as a client submits it: the canonical fields before enrichment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IncomingPost {
+    /// `reddit`, `twitter`, … or a name the client chooses.
+    pub platform: String,
+    /// The platform's own id; (`platform`, `id`) is unique.
+    pub id: String,
+    /// Subreddit (no `r/`), hashtag, instance…
+    pub community: Option<String>,
+    /// Author name.
+    pub author: Option<String>,
+    /// The text as posted.
+    pub body: String,
+    /// When it was posted, µs since the Unix epoch, UTC.
+    pub created_at: i64,
+    /// Reply structure and link.
+    pub parent_id: Option<String>,
+    /// Thread (submission, conversation) id.
+    pub thread_id: Option<String>,
+    /// Link to the post.
+    pub url: Option<String>,
+    /// Reddit score / likes.
+    pub score: Option<i64>,
+    /// Retweets, boosts, reposts.
+    pub reposts: Option<i64>,
+    /// The author's follower count.
+    pub author_followers: Option<i64>,
+    /// Free-text location.
+    pub location: Option<String>,
+    /// Language code.
+    pub lang: Option<String>,
+}
+
+/// The enriched record every sink stores: the incoming fields, the cleaned
+/// `text`, when chorus accepted it, and the sentiment columns.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Post {
+    /// See [`IncomingPost`].
+    pub platform: String,
+    /// See [`IncomingPost`].
+    pub id: String,
+    /// See [`IncomingPost`].
+    pub community: Option<String>,
+    /// See [`IncomingPost`].
+    pub author: Option<String>,
+    /// The text as posted.
+    pub body: String,
+    /// `body` after cleanup (`enrich::clean`).
+    pub text: String,
+    /// µs since the Unix epoch, UTC.
+    pub created_at: i64,
+    /// When chorus accepted the post, µs since the Unix epoch, UTC.
+    pub ingested_at: i64,
+    /// See [`IncomingPost`].
+    pub parent_id: Option<String>,
+    /// See [`IncomingPost`].
+    pub thread_id: Option<String>,
+    /// See [`IncomingPost`].
+    pub url: Option<String>,
+    /// See [`IncomingPost`].
+    pub score: Option<i64>,
+    /// See [`IncomingPost`].
+    pub reposts: Option<i64>,
+    /// See [`IncomingPost`].
+    pub author_followers: Option<i64>,
+    /// See [`IncomingPost`].
+    pub location: Option<String>,
+    /// See [`IncomingPost`].
+    pub lang: Option<String>,
+    /// TextBlob polarity of `text`.
+    pub polarity: f64,
+    /// TextBlob subjectivity of `text`.
+    pub subjectivity: f64,
+    /// VADER negative share of `text`.
+    pub vader_neg: f64,
+    /// VADER neutral share of `text`.
+    pub vader_neu: f64,
+    /// VADER positive share of `text`.
+    pub vader_pos: f64,
+    /// VADER compound score of `text`.
+    pub vader_compound: f64,
+    /// Label from `vader_compound`.
+    pub sentiment: Sentiment,
+}
+
+impl IncomingPost {
+    /// Reads and validates one canonical post from a JSON value:
+    /// `platform`, `id`, `body` and `created_at` (RFC 3339, or Unix seconds
+    /// as a number or a numeric string) are required; the other columns
+    /// are optional and may be null. Unknown fields are ignored.
+    pub fn from_json(value: &Value) -> Result<IncomingPost, RecordError> {
+        let Value::Object(map) = value else {
+            return Err(RecordError::NotAnObject(json_type(value)));
+        };
+        let get = |field: &'static str| map.get(field).filter(|v| !v.is_null());
+        let string = |field: &'static str| -> Result<Option<String>, RecordError> {
+            match get(field) {
+                None => Ok(None),
+                Some(Value::String(s)) => Ok(Some(s.clone())),
+                Some(other) => Err(RecordError::WrongType {
+                    field,
+                    expected: "a string",
+                    got: json_type(other),
+                }),
+            }
+        };
+        let integer = |field: &'static str| -> Result<Option<i64>, RecordError> {
+            match get(field) {
+                None => Ok(None),
+                Some(Value::Number(n)) => n.as_i64().map(Some).ok_or_else(|| RecordError::Invalid {
+                    field,
+                    reason: format!("{n} is not a whole number in the 64-bit range"),
+                }),
+                Some(other) => Err(RecordError::WrongType {
+                    field,
+                    expected: "an integer",
+                    got: json_type(other),
+                }),
+            }
+        };
+        let key = |field: &'static str| -> Result<String, RecordError> {
+            let value = string(field)?.ok_or(RecordError::Missing(field))?;
+            if value.is_empty() {
+                return Err(RecordError::Invalid {
+                    field,
+                    reason: "must not be empty".into(),
+                });
+            }
+            if value.len() > MAX_KEY_LEN {
+                return Err(RecordError::Invalid {
+                    field,
+                    reason: format!("longer than {MAX_KEY_LEN} bytes"),
+                });
+            }
+            Ok(value)
+        };
+        let created_at = parse_timestamp(
+            get(column::CREATED_AT).ok_or(RecordError::Missing(column::CREATED_AT))?,
+            column::CREATED_AT,
+        )?;
+        Ok(IncomingPost {
+            platform: key(column::PLATFORM)?,
+            id: key(column::ID)?,
+            community: string(column::COMMUNITY)?,
+            author: string(column::AUTHOR)?,
+            body: string(column::BODY)?.ok_or(RecordError::Missing(column::BODY))?,
+            created_at,
+            parent_id: string(column::PARENT_ID)?,
+            thread_id: string(column::THREAD_ID)?,
+            url: string(column::URL)?,
+            score: integer(column::SCORE)?,
+            reposts: integer(column::REPOSTS)?,
+            author_followers: integer(column::AUTHOR_FOLLOWERS)?,
+            location: string(column::LOCATION)?,
+            lang: string(column::LANG)?,
+        })
+    }
+
+    /// The enriched record from the cleaned `text` and its scores
+    /// (computed by `enrich`, which depends on this module, not the reverse).
+    pub fn into_post(self, text: String, scores: Scores, ingested_at: i64) -> Post {
+        Post {
+            platform: self.platform,
+            id: self.id,
+            community: self.community,
+            author: self.author,
+            body: self.body,
+            text,
+            created_at: self.created_at,
+            ingested_at,
+            parent_id: self.parent_id,
+            thread_id: self.thread_id,
+            url: self.url,
+            score: self.score,
+            reposts: self.reposts,
+            author_followers: self.author_followers,
+            location: self.location,
+            lang: self.lang,
+            polarity: scores.polarity,
+            subjectivity: scores.subjectivity,
+            vader_neg: scores.vader_neg,
+            vader_neu: scores.vader_neu,
+            vader_pos: scores.vader_pos,
+            vader_compound: scores.vader_compound,
+            sentiment: scores.sentiment,
+        }
+    }
+}
+
+/// Earliest and latest accepted timestamps: years 1970 to 2200 cover every
+/// real post and keep a Unix-seconds value from being mistaken for ms/µs.
+const MIN_SECONDS: f64 = 0.0;
+const MAX_SECONDS: f64 = 7_258_118_400.0; // 2200-01-01T00:00:00Z
+
+/// A timestamp as RFC 3339 text, or Unix seconds as a number or numeric
+/// string (Reddit's `created_utc` is a float), in µs since the epoch.
+pub fn parse_timestamp(value: &Value, field: &'static str) -> Result<i64, RecordError> {
+    let invalid = |reason: String| RecordError::Invalid { field, reason };
+    let seconds = match value {
+        Value::Number(n) => n
+            .as_f64()
+            .ok_or_else(|| invalid(format!("{n} is not a number of seconds")))?,
+        Value::String(s) => {
+            let s = s.trim();
+            if let Ok(seconds) = s.parse::<f64>() {
+                seconds
+            } else {
+                let t = DateTime::parse_from_rfc3339(s)
+                    .map_err(|e| invalid(format!("{s:?} is neither RFC 3339 nor Unix seconds ({e})")))?;
+                let micros = t.with_timezone(&Utc).timestamp_micros();
+                let secs = micros as f64 / 1e6;
+                if !(MIN_SECONDS..MAX_SECONDS).contains(&secs) {
+                    return Err(invalid(format!("{s} is outside 1970..2200")));
+                }
+                return Ok(micros);
+            }
+        }
+        other => {
+            return Err(RecordError::WrongType {
+                field,
+                expected: "RFC 3339 text or Unix seconds",
+                got: json_type(other),
+            });
+        }
+    };
+    if !seconds.is_finite() || !(MIN_SECONDS..MAX_SECONDS).contains(&seconds) {
+        return Err(invalid(format!(
+            "{seconds} seconds is outside 1970..2200 (is it in ms?)"
+        )));
+    }
+    Ok((seconds * 1e6).round() as i64)
+}
+
+/// The current time in µs since the epoch (for `ingested_at`).
+pub fn now_micros() -> i64 {
+    Utc::now().timestamp_micros()
+}
+
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn accepts_a_canonical_post_with_either_timestamp_form() {
+        let a = json!({"platform": "reddit", "id": "t1_abc", "body": "I love it", "created_at": "2019-01-01T12:00:00Z",
+                       "community": "politics", "score": 12, "lang": null, "extra": "ignored"});
+        let post = IncomingPost::from_json(&a).unwrap();
+        assert_eq!(post.created_at, 1_546_344_000_000_000);
+        assert_eq!(post.community.as_deref(), Some("politics"));
+        assert_eq!(post.score, Some(12));
+        assert_eq!(post.lang, None);
+        let b = json!({"platform": "reddit", "id": "t1_abc", "body": "x", "created_at": 1546344000.25});
+        assert_eq!(IncomingPost::from_json(&b).unwrap().created_at, 1_546_344_000_250_000);
+        let c = json!({"platform": "reddit", "id": "t1_abc", "body": "x", "created_at": "1546344000"});
+        assert_eq!(IncomingPost::from_json(&c).unwrap().created_at, 1_546_344_000_000_000);
+        let d = json!({"platform": "x", "id": "1", "body": "", "created_at": "2019-01-01T13:00:00+01:00"});
+        assert_eq!(IncomingPost::from_json(&d).unwrap().created_at, 1_546_344_000_000_000);
+    }
+
+    #[test]
+    fn refuses_bad_posts_with_the_reason() {
+        let err = |v: Value| IncomingPost::from_json(&v).unwrap_err().to_string();
+        assert_eq!(err(json!([1])), "expected a JSON object, got an array");
+        assert_eq!(
+            err(json!({"id": "1", "body": "x", "created_at": 0})),
+            "missing \"platform\""
+        );
+        assert_eq!(
+            err(json!({"platform": "r", "id": "1", "created_at": 0})),
+            "missing \"body\""
+        );
+        assert_eq!(
+            err(json!({"platform": "r", "id": 5, "body": "x", "created_at": 0})),
+            "\"id\" must be a string, got a number"
+        );
+        assert_eq!(
+            err(json!({"platform": "r", "id": "", "body": "x", "created_at": 0})),
+            "\"id\": must not be empty"
+        );
+        assert_eq!(
+            err(json!({"platform": "r", "id": "1", "body": "x", "created_at": 0, "score": "many"})),
+            "\"score\" must be an integer, got a string"
+        );
+        assert_eq!(
+            err(json!({"platform": "r", "id": "1", "body": "x", "created_at": 0, "score": 1.5})),
+            "\"score\": 1.5 is not a whole number in the 64-bit range"
+        );
+        assert!(
+            err(json!({"platform": "r", "id": "1", "body": "x", "created_at": "yesterday"}))
+                .contains("neither RFC 3339")
+        );
+        assert!(
+            err(json!({"platform": "r", "id": "1", "body": "x", "created_at": 1546344000000i64}))
+                .contains("is it in ms?")
+        );
+        assert!(err(json!({"platform": "r", "id": "1", "body": "x", "created_at": -5})).contains("outside 1970..2200"));
+    }
+
+    #[test]
+    fn enrich_cleans_and_scores_the_text_and_keeps_the_body() {
+        use crate::enrich;
+        let incoming = IncomingPost::from_json(&json!({"platform": "reddit", "id": "t1_x",
+            "body": "**Great** news https://x.org/a", "created_at": 0}))
+        .unwrap();
+        let post = enrich::enrich_post(incoming, 42);
+        assert_eq!(post.body, "**Great** news https://x.org/a");
+        assert_eq!(post.text, "Great news");
+        assert_eq!(post.ingested_at, 42);
+        let scores = enrich::score("Great news");
+        assert_eq!(
+            (post.polarity, post.vader_compound, post.sentiment),
+            (scores.polarity, scores.vader_compound, scores.sentiment)
+        );
+        // The record serialises with exactly the contract's column names, in order.
+        let value = serde_json::to_value(&post).unwrap();
+        let names: Vec<&str> = value.as_object().unwrap().keys().map(String::as_str).collect();
+        let mut sorted = column::ALL.to_vec();
+        sorted.sort_unstable();
+        assert_eq!(names, sorted);
+    }
+}
