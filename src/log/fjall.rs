@@ -1,0 +1,268 @@
+//! The embedded log on fjall: one keyspace per topic partition (key: the
+//! offset, big-endian, so keys sort by offset), one keyspace of committed
+//! offsets. An append writes one atomic batch and syncs it to disk before
+//! it returns.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use ::fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+
+use super::{Entry, Log, LogError, Position, Topic, partition_of, valid_consumer};
+
+/// The fjall-backed [`Log`].
+pub struct FjallLog {
+    db: Database,
+    partitions: u32,
+    /// Per topic (in `Topic::ALL` order), per partition: its keyspace.
+    keyspaces: Vec<Vec<Keyspace>>,
+    offsets: Keyspace,
+    /// Per topic, per partition: the next offset. One lock for appends
+    /// keeps offsets dense and batches atomic.
+    next: Mutex<Vec<Vec<u64>>>,
+}
+
+fn storage(e: impl std::fmt::Display) -> LogError {
+    LogError::Storage(e.to_string())
+}
+
+fn topic_index(topic: Topic) -> usize {
+    match topic {
+        Topic::Raw => 0,
+        Topic::Enriched => 1,
+        Topic::Dead => 2,
+    }
+}
+
+impl FjallLog {
+    /// Opens (or creates) the log in `dir` with `partitions` partitions per
+    /// topic. Reopening with another partition count is refused, since keys
+    /// would land elsewhere.
+    pub fn open(dir: &Path, partitions: u32) -> Result<FjallLog, LogError> {
+        if partitions == 0 {
+            return Err(LogError::Storage("a log needs at least one partition".into()));
+        }
+        std::fs::create_dir_all(dir).map_err(storage)?;
+        let db = Database::builder(dir).open().map_err(storage)?;
+        let offsets = db
+            .keyspace("consumer_offsets", KeyspaceCreateOptions::default)
+            .map_err(storage)?;
+        let meta = db.keyspace("meta", KeyspaceCreateOptions::default).map_err(storage)?;
+        match meta.get("partitions").map_err(storage)? {
+            Some(v) => {
+                let stored = u32::from_be_bytes(v.as_ref().try_into().map_err(|_| storage("damaged meta"))?);
+                if stored != partitions {
+                    return Err(LogError::Storage(format!(
+                        "{} was created with {stored} partitions, not {partitions}",
+                        dir.display()
+                    )));
+                }
+            }
+            None => {
+                meta.insert("partitions", partitions.to_be_bytes()).map_err(storage)?;
+                db.persist(PersistMode::SyncAll).map_err(storage)?;
+            }
+        }
+        let mut keyspaces = Vec::new();
+        let mut next = Vec::new();
+        for topic in Topic::ALL {
+            let mut parts = Vec::new();
+            let mut ends = Vec::new();
+            for p in 0..partitions {
+                let ks = db
+                    .keyspace(&format!("{}.{p}", topic.name()), KeyspaceCreateOptions::default)
+                    .map_err(storage)?;
+                let end = match ks.last_key_value() {
+                    Some(guard) => {
+                        let (key, _) = guard.into_inner().map_err(storage)?;
+                        decode_offset(&key)? + 1
+                    }
+                    None => 0,
+                };
+                parts.push(ks);
+                ends.push(end);
+            }
+            keyspaces.push(parts);
+            next.push(ends);
+        }
+        Ok(FjallLog {
+            db,
+            partitions,
+            keyspaces,
+            offsets,
+            next: Mutex::new(next),
+        })
+    }
+
+    fn keyspace(&self, topic: Topic, partition: u32) -> Result<&Keyspace, LogError> {
+        self.keyspaces[topic_index(topic)]
+            .get(partition as usize)
+            .ok_or(LogError::NoSuchPartition {
+                topic,
+                partitions: self.partitions,
+                partition,
+            })
+    }
+
+    fn offset_key(consumer: &str, topic: Topic, partition: u32) -> Result<Vec<u8>, LogError> {
+        if !valid_consumer(consumer) {
+            return Err(LogError::BadConsumer(consumer.to_string()));
+        }
+        Ok(format!("{consumer}/{}/{partition}", topic.name()).into_bytes())
+    }
+}
+
+fn decode_offset(key: &[u8]) -> Result<u64, LogError> {
+    Ok(u64::from_be_bytes(
+        key.try_into().map_err(|_| storage("damaged offset key"))?,
+    ))
+}
+
+impl Log for FjallLog {
+    fn partitions(&self) -> u32 {
+        self.partitions
+    }
+
+    fn append(&self, topic: Topic, records: &[(&[u8], &[u8])]) -> Result<Vec<Position>, LogError> {
+        let mut next = self.next.lock().map_err(|_| storage("a writer panicked"))?;
+        let ends = &mut next[topic_index(topic)];
+        let mut assigned = ends.clone();
+        let mut batch = self.db.batch().durability(Some(PersistMode::SyncAll));
+        let mut positions = Vec::with_capacity(records.len());
+        for (key, value) in records {
+            let partition = partition_of(key, self.partitions);
+            let offset = assigned[partition as usize];
+            assigned[partition as usize] += 1;
+            batch.insert(self.keyspace(topic, partition)?, offset.to_be_bytes(), *value);
+            positions.push(Position { partition, offset });
+        }
+        // The batch is written and synced before the offsets advance: a
+        // failed append leaves the log as it was.
+        batch.commit().map_err(storage)?;
+        *ends = assigned;
+        Ok(positions)
+    }
+
+    fn read(&self, topic: Topic, partition: u32, offset: u64, max: usize) -> Result<Vec<Entry>, LogError> {
+        let ks = self.keyspace(topic, partition)?;
+        let mut out = Vec::new();
+        for guard in ks.range(offset.to_be_bytes()..).take(max) {
+            let (key, value) = guard.into_inner().map_err(storage)?;
+            out.push(Entry {
+                offset: decode_offset(&key)?,
+                value: value.to_vec(),
+            });
+        }
+        Ok(out)
+    }
+
+    fn commit(&self, consumer: &str, topic: Topic, partition: u32, next_offset: u64) -> Result<(), LogError> {
+        self.keyspace(topic, partition)?;
+        let key = Self::offset_key(consumer, topic, partition)?;
+        self.offsets.insert(key, next_offset.to_be_bytes()).map_err(storage)?;
+        self.db.persist(PersistMode::SyncAll).map_err(storage)
+    }
+
+    fn committed(&self, consumer: &str, topic: Topic, partition: u32) -> Result<u64, LogError> {
+        self.keyspace(topic, partition)?;
+        let key = Self::offset_key(consumer, topic, partition)?;
+        match self.offsets.get(key).map_err(storage)? {
+            Some(v) => decode_offset(&v),
+            None => Ok(0),
+        }
+    }
+
+    fn end_offsets(&self, topic: Topic) -> Result<Vec<u64>, LogError> {
+        let next = self.next.lock().map_err(|_| storage("a writer panicked"))?;
+        Ok(next[topic_index(topic)].clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn records(n: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
+        (0..n)
+            .map(|i| (format!("reddit\0t1_{i}").into_bytes(), format!("post {i}").into_bytes()))
+            .collect()
+    }
+
+    fn as_refs(r: &[(Vec<u8>, Vec<u8>)]) -> Vec<(&[u8], &[u8])> {
+        r.iter().map(|(k, v)| (k.as_slice(), v.as_slice())).collect()
+    }
+
+    #[test]
+    fn appended_records_read_back_in_order_per_partition() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = FjallLog::open(dir.path(), 4).unwrap();
+        let recs = records(100);
+        let positions = log.append(Topic::Raw, &as_refs(&recs)).unwrap();
+        assert_eq!(positions.len(), 100);
+        let ends = log.end_offsets(Topic::Raw).unwrap();
+        assert_eq!(ends.iter().sum::<u64>(), 100);
+        for (i, pos) in positions.iter().enumerate() {
+            assert_eq!(pos.partition, partition_of(&recs[i].0, 4));
+            let got = log.read(Topic::Raw, pos.partition, pos.offset, 1).unwrap();
+            assert_eq!(
+                got,
+                vec![Entry {
+                    offset: pos.offset,
+                    value: recs[i].1.clone()
+                }]
+            );
+        }
+        // Offsets are dense from 0 in every partition.
+        for p in 0..4 {
+            let all = log.read(Topic::Raw, p, 0, usize::MAX).unwrap();
+            assert_eq!(
+                all.iter().map(|e| e.offset).collect::<Vec<_>>(),
+                (0..ends[p as usize]).collect::<Vec<_>>()
+            );
+        }
+        assert!(log.read(Topic::Enriched, 0, 0, 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn data_and_commits_survive_a_reopen_and_offsets_continue() {
+        let dir = tempfile::tempdir().unwrap();
+        let recs = records(10);
+        let before;
+        {
+            let log = FjallLog::open(dir.path(), 2).unwrap();
+            log.append(Topic::Enriched, &as_refs(&recs)).unwrap();
+            log.commit("archive", Topic::Enriched, 1, 3).unwrap();
+            before = log.end_offsets(Topic::Enriched).unwrap();
+        }
+        let log = FjallLog::open(dir.path(), 2).unwrap();
+        assert_eq!(log.end_offsets(Topic::Enriched).unwrap(), before);
+        assert_eq!(log.committed("archive", Topic::Enriched, 1).unwrap(), 3);
+        assert_eq!(log.committed("archive", Topic::Enriched, 0).unwrap(), 0);
+        assert_eq!(log.committed("index", Topic::Enriched, 1).unwrap(), 0);
+        let more = log.append(Topic::Enriched, &as_refs(&records(1))).unwrap();
+        assert_eq!(more[0].offset, before[more[0].partition as usize]);
+        let total: usize = (0..2)
+            .map(|p| log.read(Topic::Enriched, p, 0, usize::MAX).unwrap().len())
+            .sum();
+        assert_eq!(total, 11);
+    }
+
+    #[test]
+    fn refuses_bad_requests_clearly() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = FjallLog::open(dir.path(), 2).unwrap();
+        assert_eq!(
+            log.read(Topic::Raw, 5, 0, 1).unwrap_err().to_string(),
+            "posts.raw has 2 partitions, not partition 5"
+        );
+        assert!(
+            log.commit("a/b", Topic::Raw, 0, 1)
+                .unwrap_err()
+                .to_string()
+                .contains("consumer name")
+        );
+        drop(log);
+        let err = FjallLog::open(dir.path(), 4).err().unwrap().to_string();
+        assert!(err.contains("created with 2 partitions, not 4"), "{err}");
+    }
+}
