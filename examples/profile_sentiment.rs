@@ -1,89 +1,89 @@
-//! Scores the Reddit corpus in a loop, for profilers:
-//! `cargo run --release --example profile_sentiment -- textblob|vader|all SECONDS`.
+//! Scores the Reddit corpus in a loop, for profilers and quick timing:
+//!
+//! ```text
+//! cargo run --release --example profile_sentiment -- MODE [SECONDS | passes:N]
+//! ```
+//!
+//! MODE is `textblob`, `vader`, `clean`, `all` (cleanup then both analyzers,
+//! one post at a time) or `batch` (`clean_and_score_batch` over batches of
+//! `$BATCH`, default 1,000). With SECONDS (default 5) it prints the best
+//! one-second rate, the machines being shared and noisy; with `passes:N` it
+//! makes exactly N passes and prints nothing, for instruction counters such
+//! as callgrind. `CORPUS_TEXT=...` replaces the corpus with copies of one text.
 
+use std::hint::black_box;
 use std::time::{Duration, Instant};
+
+use chorus::enrich::{self, TextBlob, Vader, clean};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let which = args.get(1).map_or("all", String::as_str);
-    let seconds: f64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(5.0);
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/sentiment/reddit_comments.ndjson"
-    );
-    // CORPUS_TEXT=... replaces the corpus with 11,619 copies of one text.
-    let bodies: Vec<String> = if let Ok(text) = std::env::var("CORPUS_TEXT") {
-        vec![text; 11_619]
-    } else {
-        std::fs::read_to_string(path)
-            .expect("corpus")
-            .lines()
-            .map(|l| {
-                serde_json::from_str::<serde_json::Value>(l).expect("json")["body"]
-                    .as_str()
-                    .unwrap_or("")
-                    .to_string()
-            })
-            .collect()
-    };
-    // `passes:N` instead of seconds: exactly N passes over the corpus (for
-    // instruction-counting profilers such as callgrind).
-    let passes: Option<usize> = args
-        .get(2)
-        .and_then(|s| s.strip_prefix("passes:"))
-        .and_then(|n| n.parse().ok());
-    let tb = chorus::enrich::TextBlob::global();
-    let vader = chorus::enrich::Vader::global();
-    // Best of one-second rounds: the machines are shared and noisy.
-    if let Some(n) = passes {
-        for _ in 0..n {
+    let mode = args.get(1).map_or("all", String::as_str);
+    let bodies = bodies();
+    let batch: usize = std::env::var("BATCH").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
+    let pass = || match mode {
+        "textblob" => {
             for b in &bodies {
-                match which {
-                    "textblob" => drop(std::hint::black_box(tb.sentiment(b))),
-                    "vader" => drop(std::hint::black_box(vader.polarity_scores(b))),
-                    "clean" => drop(std::hint::black_box(chorus::enrich::clean::clean(b))),
-                    _ => drop(std::hint::black_box(chorus::enrich::score(
-                        &chorus::enrich::clean::clean(b),
-                    ))),
-                }
+                black_box(TextBlob::global().sentiment(b));
             }
+        }
+        "vader" => {
+            for b in &bodies {
+                black_box(Vader::global().polarity_scores(b));
+            }
+        }
+        "clean" => {
+            for b in &bodies {
+                black_box(clean::clean(b));
+            }
+        }
+        "batch" => {
+            for chunk in bodies.chunks(batch.max(1)) {
+                black_box(enrich::clean_and_score_batch(chunk));
+            }
+        }
+        _ => {
+            for b in &bodies {
+                black_box(enrich::score(&clean::clean(b)));
+            }
+        }
+    };
+    let arg = args.get(2).map_or("5", String::as_str);
+    if let Some(n) = arg.strip_prefix("passes:") {
+        for _ in 0..n.parse::<usize>().unwrap_or(1) {
+            pass();
         }
         return;
     }
+    let seconds: f64 = arg.parse().unwrap_or(5.0);
     let mut best = 0f64;
     let all = Instant::now();
     while all.elapsed() < Duration::from_secs_f64(seconds) {
-        let start = Instant::now();
-        let mut done = 0usize;
+        let (start, mut done) = (Instant::now(), 0usize);
         while start.elapsed() < Duration::from_secs(1) {
-            if which == "batch" {
-                let size: usize = std::env::var("BATCH").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
-                for batch in bodies.chunks(size) {
-                    std::hint::black_box(chorus::enrich::clean_and_score_batch(batch));
-                }
-                done += bodies.len();
-                continue;
-            }
-            for b in &bodies {
-                match which {
-                    "textblob" => {
-                        std::hint::black_box(tb.sentiment(b));
-                    }
-                    "vader" => {
-                        std::hint::black_box(vader.polarity_scores(b));
-                    }
-                    "clean" => {
-                        std::hint::black_box(chorus::enrich::clean::clean(b));
-                    }
-                    _ => {
-                        let text = chorus::enrich::clean::clean(b);
-                        std::hint::black_box(chorus::enrich::score(&text));
-                    }
-                }
-            }
+            pass();
             done += bodies.len();
         }
         best = best.max(done as f64 / start.elapsed().as_secs_f64());
     }
-    println!("{which}: {best:.0} comments/s (best one-second round)");
+    println!("{mode}: {best:.0} comments/s (best one-second round)");
+}
+
+/// The Reddit corpus bodies, or copies of `$CORPUS_TEXT`.
+fn bodies() -> Vec<String> {
+    if let Ok(text) = std::env::var("CORPUS_TEXT") {
+        return vec![text; 11_619];
+    }
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/sentiment/reddit_comments.ndjson"
+    );
+    std::fs::read_to_string(path)
+        .expect("corpus fixture")
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("corpus line is JSON");
+            v["body"].as_str().unwrap_or("").to_string()
+        })
+        .collect()
 }
