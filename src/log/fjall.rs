@@ -248,6 +248,50 @@ mod tests {
     }
 
     #[test]
+    fn concurrent_appends_get_dense_distinct_offsets_and_lag_counts_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = std::sync::Arc::new(FjallLog::open(dir.path(), 3).unwrap());
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let log = log.clone();
+                std::thread::spawn(move || {
+                    for round in 0..25 {
+                        let recs: Vec<(Vec<u8>, Vec<u8>)> = (0..8)
+                            .map(|i| {
+                                (
+                                    format!("k{t}-{round}-{i}").into_bytes(),
+                                    format!("{t}/{round}/{i}").into_bytes(),
+                                )
+                            })
+                            .collect();
+                        log.append(Topic::Raw, &as_refs(&recs)).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let ends = log.end_offsets(Topic::Raw).unwrap();
+        assert_eq!(ends.iter().sum::<u64>(), 4 * 25 * 8);
+        let mut values = Vec::new();
+        for p in 0..3 {
+            let entries = log.read(Topic::Raw, p, 0, usize::MAX).unwrap();
+            assert_eq!(
+                entries.iter().map(|e| e.offset).collect::<Vec<_>>(),
+                (0..ends[p as usize]).collect::<Vec<_>>()
+            );
+            values.extend(entries.into_iter().map(|e| e.value));
+        }
+        values.sort();
+        values.dedup();
+        assert_eq!(values.len(), 800, "every record stored once");
+        assert_eq!(log.lag("enrich", Topic::Raw).unwrap(), 800);
+        log.commit("enrich", Topic::Raw, 0, ends[0]).unwrap();
+        assert_eq!(log.lag("enrich", Topic::Raw).unwrap(), 800 - ends[0]);
+    }
+
+    #[test]
     fn refuses_bad_requests_clearly() {
         let dir = tempfile::tempdir().unwrap();
         let log = FjallLog::open(dir.path(), 2).unwrap();

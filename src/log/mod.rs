@@ -3,8 +3,8 @@
 //! consumer name. [`Log`] is the seam a Kafka backend will implement;
 //! [`fjall::FjallLog`] is the embedded default.
 //!
-//! Not here yet (issue 3): retention by age and size, lag metrics, the
-//! stages that use the log.
+//! Not here yet (issue 3): retention by age and size, the stages that use
+//! the log.
 
 pub mod fjall;
 
@@ -100,6 +100,17 @@ pub trait Log: Send + Sync {
 
     /// The offset the next append to each partition will get.
     fn end_offsets(&self, topic: Topic) -> Result<Vec<u64>, LogError>;
+
+    /// How many records `consumer` has not committed yet, summed over the
+    /// topic's partitions.
+    fn lag(&self, consumer: &str, topic: Topic) -> Result<u64, LogError> {
+        let mut lag = 0;
+        for (partition, end) in self.end_offsets(topic)?.into_iter().enumerate() {
+            let committed = self.committed(consumer, topic, partition as u32)?;
+            lag += end.saturating_sub(committed);
+        }
+        Ok(lag)
+    }
 }
 
 /// The partition of a key: FNV-1a, stable across versions and platforms, so
