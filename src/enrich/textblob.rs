@@ -745,7 +745,7 @@ const BYTE_CLASS: [u8; 256] = {
     while b < 256 {
         let special = matches!(
             b as u8,
-            b'\t' | b'\n' | 0x0b | 0x0c | b'\r' | 0x1c..=0x1f | b' ' | b'\'' | b'"' | b'n'
+            b'\t' | b'\n' | 0x0b | 0x0c | b'\r' | 0x1c..=0x1f | b' ' | b'\'' | b'"'
         );
         if b >= 0x80 {
             table[b] = NON_ASCII;
