@@ -187,55 +187,20 @@ pub struct IncomingPost {
 }
 
 /// The enriched record every sink stores: the incoming fields, the cleaned
-/// `text`, when chorus accepted it, and the sentiment columns.
+/// `text`, when chorus accepted it, and the sentiment columns. It
+/// serialises flat, with exactly the columns of [`column::ALL`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Post {
-    /// See [`IncomingPost`].
-    pub platform: String,
-    /// See [`IncomingPost`].
-    pub id: String,
-    /// See [`IncomingPost`].
-    pub community: Option<String>,
-    /// See [`IncomingPost`].
-    pub author: Option<String>,
-    /// The text as posted.
-    pub body: String,
+    /// The fields the client sent (`body` is the text as posted).
+    #[serde(flatten)]
+    pub incoming: IncomingPost,
     /// `body` after cleanup (`enrich::clean`).
     pub text: String,
-    /// µs since the Unix epoch, UTC.
-    pub created_at: i64,
     /// When chorus accepted the post, µs since the Unix epoch, UTC.
     pub ingested_at: i64,
-    /// See [`IncomingPost`].
-    pub parent_id: Option<String>,
-    /// See [`IncomingPost`].
-    pub thread_id: Option<String>,
-    /// See [`IncomingPost`].
-    pub url: Option<String>,
-    /// See [`IncomingPost`].
-    pub score: Option<i64>,
-    /// See [`IncomingPost`].
-    pub reposts: Option<i64>,
-    /// See [`IncomingPost`].
-    pub author_followers: Option<i64>,
-    /// See [`IncomingPost`].
-    pub location: Option<String>,
-    /// See [`IncomingPost`].
-    pub lang: Option<String>,
-    /// TextBlob polarity of `text`.
-    pub polarity: f64,
-    /// TextBlob subjectivity of `text`.
-    pub subjectivity: f64,
-    /// VADER negative share of `text`.
-    pub vader_neg: f64,
-    /// VADER neutral share of `text`.
-    pub vader_neu: f64,
-    /// VADER positive share of `text`.
-    pub vader_pos: f64,
-    /// VADER compound score of `text`.
-    pub vader_compound: f64,
-    /// Label from `vader_compound`.
-    pub sentiment: Sentiment,
+    /// The sentiment of `text`.
+    #[serde(flatten)]
+    pub scores: Scores,
 }
 
 impl IncomingPost {
@@ -315,29 +280,10 @@ impl IncomingPost {
     /// (computed by `enrich`, which depends on this module, not the reverse).
     pub fn into_post(self, text: String, scores: Scores, ingested_at: i64) -> Post {
         Post {
-            platform: self.platform,
-            id: self.id,
-            community: self.community,
-            author: self.author,
-            body: self.body,
+            incoming: self,
             text,
-            created_at: self.created_at,
             ingested_at,
-            parent_id: self.parent_id,
-            thread_id: self.thread_id,
-            url: self.url,
-            score: self.score,
-            reposts: self.reposts,
-            author_followers: self.author_followers,
-            location: self.location,
-            lang: self.lang,
-            polarity: scores.polarity,
-            subjectivity: scores.subjectivity,
-            vader_neg: scores.vader_neg,
-            vader_neu: scores.vader_neu,
-            vader_pos: scores.vader_pos,
-            vader_compound: scores.vader_compound,
-            sentiment: scores.sentiment,
+            scores,
         }
     }
 }
@@ -391,7 +337,8 @@ pub fn now_micros() -> i64 {
     Utc::now().timestamp_micros()
 }
 
-fn json_type(v: &Value) -> &'static str {
+/// How a JSON value's type reads in an error message.
+pub(crate) fn json_type(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
@@ -471,12 +418,12 @@ mod tests {
             "body": "**Great** news https://x.org/a", "created_at": 0}))
         .unwrap();
         let post = enrich::enrich_post(incoming, 42);
-        assert_eq!(post.body, "**Great** news https://x.org/a");
+        assert_eq!(post.incoming.body, "**Great** news https://x.org/a");
         assert_eq!(post.text, "Great news");
         assert_eq!(post.ingested_at, 42);
         let scores = enrich::score("Great news");
         assert_eq!(
-            (post.polarity, post.vader_compound, post.sentiment),
+            (post.scores.polarity, post.scores.vader_compound, post.scores.sentiment),
             (scores.polarity, scores.vader_compound, scores.sentiment)
         );
         // The record serialises with exactly the contract's column names, in order.
@@ -485,5 +432,7 @@ mod tests {
         let mut sorted = column::ALL.to_vec();
         sorted.sort_unstable();
         assert_eq!(names, sorted);
+        // And reads back as the same record.
+        assert_eq!(serde_json::from_value::<Post>(value).unwrap(), post);
     }
 }

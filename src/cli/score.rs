@@ -8,6 +8,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::enrich::{self, Scores};
+use crate::record::json_type;
 
 /// Output format of `chorus score`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -111,17 +112,6 @@ fn parse_line(line: &str) -> Result<(Value, String), String> {
         Some(Value::String(body)) => Ok((id, body)),
         Some(other) => Err(format!("\"body\" must be a string, got {}", json_type(&other))),
         None => Err("missing \"body\"".into()),
-    }
-}
-
-fn json_type(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 
