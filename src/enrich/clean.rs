@@ -220,16 +220,7 @@ fn is_trigger(b: u8) -> bool {
     TRIGGERS[b as usize]
 }
 
-const TRIGGERS: [bool; 256] = {
-    let mut table = [false; 256];
-    let bytes = b"\\![<>*_~`^hwHW";
-    let mut k = 0;
-    while k < bytes.len() {
-        table[bytes[k] as usize] = true;
-        k += 1;
-    }
-    table
-};
+const TRIGGERS: [bool; 256] = super::byte_set(b"\\![<>*_~`^hwHW");
 
 /// Rules 3 and 4 for one line.
 fn inline(line: &str, out: &mut String) {

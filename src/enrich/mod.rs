@@ -15,6 +15,17 @@ pub mod textblob;
 pub mod vader;
 mod wordset;
 
+/// A byte-membership table for `bytes`, built at compile time.
+const fn byte_set(bytes: &[u8]) -> [bool; 256] {
+    let mut table = [false; 256];
+    let mut k = 0;
+    while k < bytes.len() {
+        table[bytes[k] as usize] = true;
+        k += 1;
+    }
+    table
+}
+
 use crate::record::{IncomingPost, Post};
 pub use crate::record::{NEGATIVE_THRESHOLD, POSITIVE_THRESHOLD, Scores, Sentiment};
 

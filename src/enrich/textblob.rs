@@ -758,16 +758,7 @@ const BYTE_CLASS: [u8; 256] = {
 };
 
 /// `PUNCTUATION` as a table over bytes.
-const PUNCTUATION_TABLE: [bool; 256] = {
-    let mut table = [false; 256];
-    let bytes = PUNCTUATION.as_bytes();
-    let mut k = 0;
-    while k < bytes.len() {
-        table[bytes[k] as usize] = true;
-        k += 1;
-    }
-    table
-};
+const PUNCTUATION_TABLE: [bool; 256] = super::byte_set(PUNCTUATION.as_bytes());
 
 /// Whether byte `b` is one of pattern's punctuation marks (all ASCII).
 #[inline]
