@@ -135,8 +135,11 @@ mod tests {
 
     #[test]
     fn partitions_are_stable_and_spread() {
-        // Fixed values: a change would move every stored post to another partition.
-        assert_eq!(partition_of(b"reddit\0t1_abc", 4), partition_of(b"reddit\0t1_abc", 4));
+        // Fixed values (FNV-1a 64, computed independently in Python): a
+        // change would move every stored post to another partition.
+        assert_eq!(partition_of(b"reddit\0t1_abc", 4), 3);
+        assert_eq!(partition_of(b"reddit\0t1_abc", 7), 6);
+        assert_eq!(partition_of(b"twitter\x001234", 4), 0);
         assert_eq!(partition_of(b"", 4), (0xcbf2_9ce4_8422_2325u64 % 4) as u32);
         let mut counts = [0usize; 4];
         for i in 0..4000 {
