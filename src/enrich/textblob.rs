@@ -808,7 +808,7 @@ fn split_punctuation_marks(text: &str, mut start: usize, mut end: usize, out: &m
         return;
     }
     let first_tail = out.len();
-    while start < end && (is_punct_byte(bytes[end - 1]) || bytes[end - 1] == b'.') {
+    while start < end && ends_with_mark(end) {
         if is_punct_byte(bytes[end - 1]) {
             out.push(Tok::new(text, end - 1, end));
             end -= 1;

@@ -174,7 +174,7 @@ pub enum LexiconError {
 /// One token: what the rules ask of it, computed once.
 type Token = WordInfo;
 
-/// Words the rules compare tokens with, as bits of `Token::flags`.
+/// Words the rules compare tokens with, as bits of `WordInfo::flags`.
 mod flag {
     pub const NO: u16 = 1;
     pub const OR_NOR: u16 = 1 << 1;
