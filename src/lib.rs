@@ -9,9 +9,26 @@
 //!   engine; the seam for Kafka).
 //! * [`enrich`]: text cleanup and the TextBlob- and VADER-identical
 //!   analyzers (pure, no I/O).
+//! * [`mapping`]: raw platform JSON (Reddit comments, tweets) onto the record.
+//! * [`transforms`]: the enrich stage (`posts.raw` → `posts.enriched`).
+//! * [`sinks`]: the archive (Parquet, Hive partitions).
+//! * [`sources`]: where posts come from besides the HTTP API (the demo generator).
+//! * [`query`]: SQL over the archive and the log's tail (DataFusion).
+//! * [`http`]: the HTTP API.
+//! * [`config`], [`metrics`]: configuration and counters.
+//! * [`topology`]: the one module that wires the components together.
 //! * [`cli`]: the command-line commands, each a function the thin binary calls.
 
 pub mod cli;
+pub mod config;
 pub mod enrich;
+pub mod http;
 pub mod log;
+pub mod mapping;
+pub mod metrics;
+pub mod query;
 pub mod record;
+pub mod sinks;
+pub mod sources;
+pub mod topology;
+pub mod transforms;

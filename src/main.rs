@@ -1,23 +1,90 @@
 //! The `chorus` binary: parses the command line and calls the library.
 
 use std::io::{self, IsTerminal};
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use chorus::cli::score;
+use chorus::config::{self, Config};
+use chorus::topology;
 
 /// Collect social-media comments, score their sentiment, keep and query them.
 #[derive(Parser)]
 #[command(name = "chorus", version, about)]
 struct Cli {
+    /// Data directory (default: $CHORUS_DATA, else ./chorus-data).
+    #[arg(long, global = true, value_name = "DIR")]
+    data: Option<PathBuf>,
+    /// Configuration file (default: ./chorus.toml if present).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the pipeline: ingest API, enrich stage, archive.
+    Run {
+        /// Listen address (default: [server] listen, 127.0.0.1:7700).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// `run` plus a built-in generator of realistic posts.
+    Demo {
+        /// Listen address (default: [server] listen, 127.0.0.1:7700).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Posts per second (default: [demo] rate).
+        #[arg(long)]
+        rate: Option<u32>,
+        /// Stop generating after this many posts (the server keeps running).
+        #[arg(long)]
+        count: Option<u64>,
+    },
+    /// Backfill from NDJSON / JSON files (also .gz, .zst, Pushshift dumps).
+    Ingest {
+        /// Files to read.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// What the lines are: auto, canonical, reddit or tweet.
+        #[arg(long, default_value = "auto")]
+        format: String,
+    },
+    /// SQL over `posts` (every post) and `posts_latest` (one row per post).
+    Sql {
+        /// One SELECT statement.
+        query: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = SqlFormat::Table)]
+        format: SqlFormat,
+    },
+    /// Print the records of a topic as NDJSON (a console consumer).
+    Tail {
+        /// Topic: raw, enriched or dead.
+        #[arg(long, default_value = "enriched")]
+        topic: String,
+        /// Start at the first record instead of the end.
+        #[arg(long)]
+        from_beginning: bool,
+        /// Exit once caught up instead of waiting for new records.
+        #[arg(long)]
+        no_follow: bool,
+        /// Exit after this many records.
+        #[arg(long)]
+        max: Option<u64>,
+    },
+    /// Per-stage offsets and lag.
+    Status,
+    /// Configuration helpers.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
     /// Sentiment (TextBlob polarity/subjectivity and VADER) of each TEXT, or
     /// of NDJSON {"id","body"} lines on stdin, scored exactly as given.
     Score {
@@ -29,14 +96,34 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print an annotated configuration with every default.
+    Example,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum ScoreFormat {
     Table,
     Ndjson,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum SqlFormat {
+    Table,
+    Csv,
+    Json,
+    Ndjson,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CHORUS_LOG").unwrap_or_else(|_| "chorus=info,warn".into()),
+        )
+        .with_writer(io::stderr)
+        .init();
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -47,8 +134,30 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    match cli.command {
-        Command::Score { texts, format } => {
+    let Cli { data, config, command } = cli;
+    match command {
+        Command::Config {
+            command: ConfigCommand::Example,
+        } => {
+            print!("{}", config::EXAMPLE);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Score { texts, format } => score_command(texts, format),
+        command => {
+            let config = Config::load(config.as_deref())?;
+            let data = topology::data_dir(data.as_deref());
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            runtime.block_on(commands::run(command, config, data))
+        }
+    }
+}
+
+fn score_command(texts: Vec<String>, format: ScoreFormat) -> anyhow::Result<ExitCode> {
+    {
+        {
             let format = match format {
                 ScoreFormat::Table => score::Format::Table,
                 ScoreFormat::Ndjson => score::Format::Ndjson,
@@ -74,5 +183,72 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// The commands that work on a data directory.
+mod commands {
+    use std::path::PathBuf;
+    use std::process::ExitCode;
+
+    use anyhow::Context;
+    use chorus::cli::{serve, sql, tail};
+    use chorus::config::Config;
+    use chorus::log::Topic;
+
+    use super::{Command, SqlFormat};
+
+    pub async fn run(command: Command, config: Config, data: PathBuf) -> anyhow::Result<ExitCode> {
+        let stdout = std::io::stdout();
+        let mut out = std::io::BufWriter::new(stdout.lock());
+        match command {
+            Command::Run { listen } => serve::run(config, &data, listen, None).await?,
+            Command::Demo { listen, rate, count } => {
+                let options = serve::DemoOptions {
+                    rate: rate.unwrap_or(config.demo.rate),
+                    count,
+                };
+                serve::run(config, &data, listen, Some(options)).await?;
+            }
+            Command::Ingest { files, format } => {
+                let summary = serve::ingest(config, &data, &files, &format).await?;
+                eprintln!(
+                    "chorus ingest: {} posts accepted, {} lines rejected",
+                    summary.accepted, summary.rejected
+                );
+                if summary.rejected > 0 {
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
+            Command::Sql { query, format } => {
+                let format = match format {
+                    SqlFormat::Table => sql::Format::Table,
+                    SqlFormat::Csv => sql::Format::Csv,
+                    SqlFormat::Json => sql::Format::Json,
+                    SqlFormat::Ndjson => sql::Format::Ndjson,
+                };
+                serve::sql(config, &data, &query, format, &mut out).await?;
+            }
+            Command::Tail {
+                topic,
+                from_beginning,
+                no_follow,
+                max,
+            } => {
+                let topic =
+                    Topic::from_name(&topic).with_context(|| format!("no topic {topic:?}: raw, enriched or dead"))?;
+                let options = tail::Options {
+                    topic,
+                    from_beginning,
+                    follow: !no_follow,
+                    max,
+                };
+                serve::tail(config, &data, &options, &mut out).await?;
+            }
+            Command::Status => serve::status(config, &data, &mut out).await?,
+            Command::Score { .. } | Command::Config { .. } => unreachable!("handled without a data directory"),
+        }
+        std::io::Write::flush(&mut out)?;
+        Ok(ExitCode::SUCCESS)
     }
 }

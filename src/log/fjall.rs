@@ -1,14 +1,15 @@
 //! The embedded log on fjall: one keyspace per topic partition (key: the
 //! offset, big-endian, so keys sort by offset), one keyspace of committed
-//! offsets. An append writes one atomic batch and syncs it to disk before
-//! it returns.
+//! offsets, one of stage state. A transaction writes one atomic batch and
+//! syncs it to disk before it returns.
 
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
+use std::time::Duration;
 
 use ::fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
-use super::{Entry, Log, LogError, Position, Topic, partition_of, valid_consumer};
+use super::{Entry, Log, LogError, Position, Topic, Transaction, partition_of, valid_consumer};
 
 /// The fjall-backed [`Log`].
 pub struct FjallLog {
@@ -17,6 +18,9 @@ pub struct FjallLog {
     /// Per topic (in `Topic::ALL` order), per partition: its keyspace.
     keyspaces: Vec<Vec<Keyspace>>,
     offsets: Keyspace,
+    state: Keyspace,
+    /// Bumped after every append, to wake idle consumers.
+    appended: (Mutex<u64>, Condvar),
     /// Per topic, per partition: the next offset. One lock for appends
     /// keeps offsets dense and batches atomic.
     next: Mutex<Vec<Vec<u64>>>,
@@ -47,6 +51,7 @@ impl FjallLog {
         let offsets = db
             .keyspace("consumer_offsets", KeyspaceCreateOptions::default)
             .map_err(storage)?;
+        let state = db.keyspace("state", KeyspaceCreateOptions::default).map_err(storage)?;
         let meta = db.keyspace("meta", KeyspaceCreateOptions::default).map_err(storage)?;
         match meta.get("partitions").map_err(storage)? {
             Some(v) => {
@@ -90,6 +95,8 @@ impl FjallLog {
             partitions,
             keyspaces,
             offsets,
+            state,
+            appended: (Mutex::new(0), Condvar::new()),
             next: Mutex::new(next),
         })
     }
@@ -123,24 +130,69 @@ impl Log for FjallLog {
         self.partitions
     }
 
-    fn append(&self, topic: Topic, records: &[(&[u8], &[u8])]) -> Result<Vec<Position>, LogError> {
-        let mut next = self.next.lock().map_err(|_| storage("a writer panicked"))?;
-        let ends = &mut next[topic_index(topic)];
-        let mut assigned = ends.clone();
+    fn write(&self, tx: &Transaction<'_>) -> Result<Vec<Position>, LogError> {
+        if tx.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut batch = self.db.batch().durability(Some(PersistMode::SyncAll));
-        let mut positions = Vec::with_capacity(records.len());
-        for (key, value) in records {
+        for &(consumer, topic, partition, next_offset) in &tx.commits {
+            self.keyspace(topic, partition)?;
+            batch.insert(
+                &self.offsets,
+                Self::offset_key(consumer, topic, partition)?,
+                next_offset.to_be_bytes(),
+            );
+        }
+        for &(key, value) in &tx.state {
+            batch.insert(&self.state, key, value);
+        }
+        let mut next = self.next.lock().map_err(|_| storage("a writer panicked"))?;
+        let mut assigned = next.clone();
+        let mut positions = Vec::with_capacity(tx.appends.len());
+        for &(topic, key, value) in &tx.appends {
             let partition = partition_of(key, self.partitions);
-            let offset = assigned[partition as usize];
-            assigned[partition as usize] += 1;
-            batch.insert(self.keyspace(topic, partition)?, offset.to_be_bytes(), *value);
-            positions.push(Position { partition, offset });
+            let offset = &mut assigned[topic_index(topic)][partition as usize];
+            batch.insert(self.keyspace(topic, partition)?, offset.to_be_bytes(), value);
+            positions.push(Position {
+                partition,
+                offset: *offset,
+            });
+            *offset += 1;
         }
         // The batch is written and synced before the offsets advance: a
-        // failed append leaves the log as it was.
+        // failed write leaves the log as it was.
         batch.commit().map_err(storage)?;
-        *ends = assigned;
+        let grew = *next != assigned;
+        *next = assigned;
+        drop(next);
+        if grew {
+            let mut generation = self.appended.0.lock().map_err(|_| storage("a writer panicked"))?;
+            *generation += 1;
+            self.appended.1.notify_all();
+        }
         Ok(positions)
+    }
+
+    fn wait_for_appends(&self, topic: Topic, seen: &[u64], timeout: Duration) {
+        let Ok(generation) = self.appended.0.lock() else {
+            return;
+        };
+        let has_more = || {
+            self.next
+                .lock()
+                .map(|next| next[topic_index(topic)].iter().zip(seen).any(|(end, seen)| end > seen))
+                .unwrap_or(true)
+        };
+        if has_more() {
+            return;
+        }
+        // Appends bump the generation under this lock, so none is missed
+        // between the check and the wait.
+        let _ = self.appended.1.wait_timeout(generation, timeout);
+    }
+
+    fn state(&self, key: &[u8]) -> Result<Option<Vec<u8>>, LogError> {
+        Ok(self.state.get(key).map_err(storage)?.map(|v| v.to_vec()))
     }
 
     fn read(&self, topic: Topic, partition: u32, offset: u64, max: usize) -> Result<Vec<Entry>, LogError> {
@@ -154,13 +206,6 @@ impl Log for FjallLog {
             });
         }
         Ok(out)
-    }
-
-    fn commit(&self, consumer: &str, topic: Topic, partition: u32, next_offset: u64) -> Result<(), LogError> {
-        self.keyspace(topic, partition)?;
-        let key = Self::offset_key(consumer, topic, partition)?;
-        self.offsets.insert(key, next_offset.to_be_bytes()).map_err(storage)?;
-        self.db.persist(PersistMode::SyncAll).map_err(storage)
     }
 
     fn committed(&self, consumer: &str, topic: Topic, partition: u32) -> Result<u64, LogError> {
@@ -289,6 +334,53 @@ mod tests {
         assert_eq!(log.lag("enrich", Topic::Raw).unwrap(), 800);
         log.commit("enrich", Topic::Raw, 0, ends[0]).unwrap();
         assert_eq!(log.lag("enrich", Topic::Raw).unwrap(), 800 - ends[0]);
+    }
+
+    #[test]
+    fn a_transaction_appends_commits_and_sets_state_together() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let log = FjallLog::open(dir.path(), 2).unwrap();
+            log.append(Topic::Raw, &[(b"k1", b"raw")]).unwrap();
+            let mut tx = Transaction::new();
+            tx.append(Topic::Enriched, b"k1", b"enriched")
+                .append(Topic::Dead, b"k2", b"dead")
+                .put_state(b"seen/k1", b"1")
+                .commit("enrich", Topic::Raw, partition_of(b"k1", 2), 1);
+            let positions = log.write(&tx).unwrap();
+            assert_eq!(positions.len(), 2);
+            assert_eq!(positions[0].partition, partition_of(b"k1", 2));
+        }
+        let log = FjallLog::open(dir.path(), 2).unwrap();
+        let p = partition_of(b"k1", 2);
+        assert_eq!(log.read(Topic::Enriched, p, 0, 9).unwrap()[0].value, b"enriched");
+        assert_eq!(log.end_offsets(Topic::Dead).unwrap().iter().sum::<u64>(), 1);
+        assert_eq!(log.committed("enrich", Topic::Raw, p).unwrap(), 1);
+        assert_eq!(log.state(b"seen/k1").unwrap().as_deref(), Some(&b"1"[..]));
+        assert_eq!(log.state(b"seen/k2").unwrap(), None);
+        assert_eq!(log.lag("enrich", Topic::Raw).unwrap(), 0);
+    }
+
+    #[test]
+    fn an_idle_consumer_wakes_up_on_append() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = std::sync::Arc::new(FjallLog::open(dir.path(), 1).unwrap());
+        let seen = log.end_offsets(Topic::Raw).unwrap();
+        let writer = {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(50));
+                log.append(Topic::Raw, &[(b"k", b"v")]).unwrap();
+            })
+        };
+        let start = std::time::Instant::now();
+        log.wait_for_appends(Topic::Raw, &seen, Duration::from_secs(30));
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "woken by the append, not the timeout"
+        );
+        writer.join().unwrap();
+        assert_eq!(log.end_offsets(Topic::Raw).unwrap(), vec![1]);
     }
 
     #[test]

@@ -3,12 +3,12 @@
 //! consumer name. [`Log`] is the seam a Kafka backend will implement;
 //! [`fjall::FjallLog`] is the embedded default.
 //!
-//! Not here yet (issue 3): retention by age and size, the stages that use
-//! the log.
+//! Not here yet: retention by age and size.
 
 pub mod fjall;
 
 use std::fmt;
+use std::time::Duration;
 
 /// The pipeline's topics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -24,6 +24,13 @@ pub enum Topic {
 impl Topic {
     /// Every topic.
     pub const ALL: [Topic; 3] = [Topic::Raw, Topic::Enriched, Topic::Dead];
+
+    /// The topic of a name (`posts.raw`), or its short form (`raw`).
+    pub fn from_name(name: &str) -> Option<Topic> {
+        Topic::ALL
+            .into_iter()
+            .find(|t| t.name() == name || t.name().strip_prefix("posts.") == Some(name))
+    }
 
     /// The topic's name, as in Kafka.
     pub fn name(self) -> &'static str {
@@ -80,26 +87,91 @@ pub enum LogError {
     BadConsumer(String),
 }
 
+/// Writes that land together or not at all: appends to any topics, state
+/// entries and consumer commits. A stage that appends its output and
+/// commits its input in one transaction never repeats output after a crash
+/// (with Kafka: a producer transaction with `sendOffsetsToTransaction`).
+#[derive(Debug, Default)]
+pub struct Transaction<'a> {
+    appends: Vec<(Topic, &'a [u8], &'a [u8])>,
+    state: Vec<(&'a [u8], &'a [u8])>,
+    commits: Vec<(&'a str, Topic, u32, u64)>,
+}
+
+impl<'a> Transaction<'a> {
+    /// An empty transaction.
+    pub fn new() -> Transaction<'a> {
+        Transaction::default()
+    }
+
+    /// Appends `(key, value)` to `topic`, in the partition of `key`.
+    pub fn append(&mut self, topic: Topic, key: &'a [u8], value: &'a [u8]) -> &mut Self {
+        self.appends.push((topic, key, value));
+        self
+    }
+
+    /// Sets a state entry (a small key-value store stages keep beside the
+    /// log, e.g. which posts were already seen).
+    pub fn put_state(&mut self, key: &'a [u8], value: &'a [u8]) -> &mut Self {
+        self.state.push((key, value));
+        self
+    }
+
+    /// Commits `consumer`'s position in a topic partition.
+    pub fn commit(&mut self, consumer: &'a str, topic: Topic, partition: u32, next_offset: u64) -> &mut Self {
+        self.commits.push((consumer, topic, partition, next_offset));
+        self
+    }
+
+    /// Whether there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.appends.is_empty() && self.state.is_empty() && self.commits.is_empty()
+    }
+}
+
 /// A partitioned, durable, replayable log (the embedded engine or Kafka).
 pub trait Log: Send + Sync {
     /// Partitions per topic.
     fn partitions(&self) -> u32;
 
+    /// Writes a transaction atomically; returns only once it is durable.
+    /// The positions are those of its appends, in order.
+    fn write(&self, tx: &Transaction<'_>) -> Result<Vec<Position>, LogError>;
+
     /// Appends `(key, value)` records; each goes to the partition of its
     /// key ([`partition_of`]). Returns only once every record is durable.
-    fn append(&self, topic: Topic, records: &[(&[u8], &[u8])]) -> Result<Vec<Position>, LogError>;
+    fn append(&self, topic: Topic, records: &[(&[u8], &[u8])]) -> Result<Vec<Position>, LogError> {
+        let mut tx = Transaction::new();
+        for (key, value) in records {
+            tx.append(topic, key, value);
+        }
+        self.write(&tx)
+    }
 
     /// Up to `max` records of a partition from `offset` on, in order.
     fn read(&self, topic: Topic, partition: u32, offset: u64, max: usize) -> Result<Vec<Entry>, LogError>;
 
     /// Records that `consumer` has processed everything before `next_offset`.
-    fn commit(&self, consumer: &str, topic: Topic, partition: u32, next_offset: u64) -> Result<(), LogError>;
+    fn commit(&self, consumer: &str, topic: Topic, partition: u32, next_offset: u64) -> Result<(), LogError> {
+        self.write(Transaction::new().commit(consumer, topic, partition, next_offset))
+            .map(drop)
+    }
 
     /// The offset `consumer` resumes from (0 if it never committed).
     fn committed(&self, consumer: &str, topic: Topic, partition: u32) -> Result<u64, LogError>;
 
+    /// A state entry written by [`Transaction::put_state`].
+    fn state(&self, key: &[u8]) -> Result<Option<Vec<u8>>, LogError>;
+
     /// The offset the next append to each partition will get.
     fn end_offsets(&self, topic: Topic) -> Result<Vec<u64>, LogError>;
+
+    /// Blocks until `topic` has records beyond `seen` (end offsets the
+    /// caller knows), or `timeout` passes. Consumers call it when idle.
+    fn wait_for_appends(&self, topic: Topic, seen: &[u64], timeout: Duration) {
+        let _ = (topic, seen);
+        std::thread::sleep(timeout);
+    }
 
     /// How many records `consumer` has not committed yet, summed over the
     /// topic's partitions.
@@ -111,6 +183,15 @@ pub trait Log: Send + Sync {
         }
         Ok(lag)
     }
+}
+
+/// The partition key of a post: its platform and id.
+pub fn post_key(platform: &str, id: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(platform.len() + 1 + id.len());
+    key.extend_from_slice(platform.as_bytes());
+    key.push(0);
+    key.extend_from_slice(id.as_bytes());
+    key
 }
 
 /// The partition of a key: FNV-1a, stable across versions and platforms, so

@@ -3,7 +3,10 @@
 //! and the API), and the validation of what clients send.
 //!
 //! [`IncomingPost`] is what ingest accepts (canonical fields, before
-//! enrichment); [`Post`] is the enriched record every sink stores.
+//! enrichment); [`Post`] is the enriched record every sink stores;
+//! [`batch`] holds its Arrow schema.
+
+pub mod batch;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -154,7 +157,7 @@ pub enum RecordError {
 }
 
 /// A post as a client submits it: the canonical fields before enrichment.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct IncomingPost {
     /// `reddit`, `twitter`, … or a name the client chooses.
     pub platform: String,
@@ -201,6 +204,16 @@ pub struct Post {
     /// The sentiment of `text`.
     #[serde(flatten)]
     pub scores: Scores,
+}
+
+/// A post as it travels on `posts.raw`: accepted, not yet enriched.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RawPost {
+    /// The fields the client sent.
+    #[serde(flatten)]
+    pub incoming: IncomingPost,
+    /// When chorus accepted it, µs since the Unix epoch, UTC.
+    pub ingested_at: i64,
 }
 
 impl IncomingPost {
@@ -254,16 +267,22 @@ impl IncomingPost {
             }
             Ok(value)
         };
+        // Checked in column order, so the first problem is reported.
+        let platform = key(column::PLATFORM)?;
+        let id = key(column::ID)?;
+        let community = string(column::COMMUNITY)?;
+        let author = string(column::AUTHOR)?;
+        let body = string(column::BODY)?.ok_or(RecordError::Missing(column::BODY))?;
         let created_at = parse_timestamp(
             get(column::CREATED_AT).ok_or(RecordError::Missing(column::CREATED_AT))?,
             column::CREATED_AT,
         )?;
         Ok(IncomingPost {
-            platform: key(column::PLATFORM)?,
-            id: key(column::ID)?,
-            community: string(column::COMMUNITY)?,
-            author: string(column::AUTHOR)?,
-            body: string(column::BODY)?.ok_or(RecordError::Missing(column::BODY))?,
+            platform,
+            id,
+            community,
+            author,
+            body,
             created_at,
             parent_id: string(column::PARENT_ID)?,
             thread_id: string(column::THREAD_ID)?,

@@ -1,0 +1,237 @@
+//! `chorus ingest FILE…`: backfill from NDJSON or JSON files, plain, `.gz`
+//! or `.zst` (Pushshift / Arctic Shift dumps need zstd's 2^31 window), to
+//! the running server if there is one, else straight into the log.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::log::{Log, Topic, post_key};
+use crate::mapping::{self, Format, Parsed, Rejection};
+use crate::record::{RawPost, now_micros};
+
+/// Lines per batch sent or appended.
+pub const BATCH_LINES: usize = 1000;
+/// zstd's largest window (2^31), which the Pushshift dumps use.
+const ZSTD_WINDOW_LOG_MAX: u32 = 31;
+
+/// Where ingested posts go.
+pub enum Destination<'a> {
+    /// The log of a data directory opened by this process.
+    Log(&'a dyn Log),
+    /// A running server's `POST /v1/posts`.
+    Remote {
+        /// Base URL, e.g. `http://127.0.0.1:7700`.
+        base: String,
+        /// Bearer token, if the server needs one.
+        token: Option<String>,
+    },
+}
+
+/// Totals of an ingest run.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Summary {
+    /// Posts accepted.
+    pub accepted: u64,
+    /// Lines refused.
+    pub rejected: u64,
+}
+
+/// Opens a file, decompressing by its extension.
+pub fn open(path: &Path) -> anyhow::Result<(Box<dyn Read + Send>, u64, ProgressBar)> {
+    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let bar = progress_bar(size, path);
+    let counted = bar.wrap_read(file);
+    let name = path.to_string_lossy();
+    let reader: Box<dyn Read + Send> = if name.ends_with(".gz") {
+        Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(counted)))
+    } else if name.ends_with(".zst") || name.ends_with(".zstd") {
+        let mut decoder = zstd::stream::read::Decoder::new(counted)
+            .with_context(|| format!("{}: not a zstd stream", path.display()))?;
+        decoder
+            .window_log_max(ZSTD_WINDOW_LOG_MAX)
+            .with_context(|| format!("{}: zstd window", path.display()))?;
+        Box::new(decoder)
+    } else {
+        Box::new(counted)
+    };
+    Ok((reader, size, bar))
+}
+
+fn progress_bar(size: u64, path: &Path) -> ProgressBar {
+    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(size);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix} [{bar:30}] {bytes}/{total_bytes} {msg} (eta {eta})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(
+        path.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    );
+    bar
+}
+
+/// Ingests every file; rejected lines are reported on `errors`.
+pub async fn ingest_files(
+    files: &[PathBuf],
+    format: Format,
+    destination: &Destination<'_>,
+    errors: &mut dyn std::io::Write,
+) -> anyhow::Result<Summary> {
+    let mut total = Summary::default();
+    let client = reqwest::Client::new();
+    for path in files {
+        let start = Instant::now();
+        let (reader, _size, bar) = open(path)?;
+        let mut reader = BufReader::with_capacity(1 << 20, reader);
+        let mut summary = Summary::default();
+        let first = reader
+            .fill_buf()
+            .with_context(|| format!("cannot read {}", path.display()))?
+            .iter()
+            .find(|b| !b.is_ascii_whitespace())
+            .copied();
+        let mut report = |rejected: &[Rejection], first_line: usize, summary: &mut Summary| {
+            for r in rejected {
+                let _ = writeln!(errors, "{}:{}: {}", path.display(), first_line + r.line - 1, r.error);
+            }
+            summary.rejected += rejected.len() as u64;
+        };
+        if first == Some(b'[') {
+            // One JSON document (an array): read it whole.
+            let mut body = Vec::new();
+            reader
+                .read_to_end(&mut body)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            let lines = if body.is_empty() { Vec::new() } else { vec![body] };
+            let (accepted, rejected) = send(&lines, format, destination, &client, true).await?;
+            summary.accepted += accepted;
+            report(&rejected, 1, &mut summary);
+        } else {
+            let mut line_no = 0usize;
+            let mut lines: Vec<Vec<u8>> = Vec::with_capacity(BATCH_LINES);
+            loop {
+                let mut line = Vec::new();
+                let n = reader
+                    .read_until(b'\n', &mut line)
+                    .with_context(|| format!("cannot read {} after line {line_no}", path.display()))?;
+                if n > 0 {
+                    lines.push(line);
+                }
+                if lines.len() == BATCH_LINES || (n == 0 && !lines.is_empty()) {
+                    let (accepted, rejected) = send(&lines, format, destination, &client, false).await?;
+                    summary.accepted += accepted;
+                    report(&rejected, line_no + 1, &mut summary);
+                    line_no += lines.len();
+                    lines.clear();
+                    let rate = summary.accepted as f64 / start.elapsed().as_secs_f64().max(1e-9);
+                    bar.set_message(format!("{} posts, {rate:.0} posts/s", summary.accepted));
+                }
+                if n == 0 {
+                    break;
+                }
+            }
+        }
+        bar.finish_and_clear();
+        let secs = start.elapsed().as_secs_f64();
+        eprintln!(
+            "{}: {} posts accepted, {} lines rejected, {:.1} s ({:.0} posts/s)",
+            path.display(),
+            summary.accepted,
+            summary.rejected,
+            secs,
+            summary.accepted as f64 / secs.max(1e-9)
+        );
+        total.accepted += summary.accepted;
+        total.rejected += summary.rejected;
+    }
+    Ok(total)
+}
+
+/// Sends one batch of lines (or one whole document); returns what was
+/// accepted and the rejections, numbered from 1 within the batch.
+async fn send(
+    lines: &[Vec<u8>],
+    format: Format,
+    destination: &Destination<'_>,
+    client: &reqwest::Client,
+    document: bool,
+) -> anyhow::Result<(u64, Vec<Rejection>)> {
+    match destination {
+        Destination::Log(log) => {
+            let mut parsed = Parsed::default();
+            if document {
+                parsed = mapping::parse_document(&lines[0], format);
+            } else {
+                for (i, line) in lines.iter().enumerate() {
+                    parsed.take_line(i + 1, line, format);
+                }
+            }
+            let ingested_at = now_micros();
+            let records: Vec<(Vec<u8>, Vec<u8>)> = parsed
+                .posts
+                .into_iter()
+                .map(|incoming| {
+                    let key = post_key(&incoming.platform, &incoming.id);
+                    (
+                        key,
+                        serde_json::to_vec(&RawPost { incoming, ingested_at }).unwrap_or_default(),
+                    )
+                })
+                .collect();
+            let refs: Vec<(&[u8], &[u8])> = records.iter().map(|(k, v)| (k.as_slice(), v.as_slice())).collect();
+            if !refs.is_empty() {
+                log.append(Topic::Raw, &refs).context("appending to the log")?;
+            }
+            Ok((refs.len() as u64, parsed.rejected))
+        }
+        Destination::Remote { base, token } => {
+            let body: Vec<u8> = lines.concat();
+            let format_name = match format {
+                Format::Auto => "auto",
+                Format::Canonical => "canonical",
+                Format::Reddit => "reddit",
+                Format::Tweet => "tweet",
+            };
+            let url = format!("{base}/v1/posts?format={format_name}");
+            let mut delay = std::time::Duration::from_millis(200);
+            loop {
+                let mut request = client.post(&url).body(body.clone());
+                if let Some(token) = token {
+                    request = request.bearer_auth(token);
+                }
+                let response = request.send().await.with_context(|| format!("POST {url}"))?;
+                let status = response.status();
+                if status.as_u16() == 429 || status.as_u16() == 503 {
+                    // The server is saturated: wait as it asks, then resend.
+                    let wait = response
+                        .headers()
+                        .get("retry-after")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .map_or(delay, std::time::Duration::from_secs);
+                    tokio::time::sleep(wait).await;
+                    delay = (delay * 2).min(std::time::Duration::from_secs(5));
+                    continue;
+                }
+                let text = response.text().await.unwrap_or_default();
+                if !(status.is_success() || status.as_u16() == 400 || status.as_u16() == 422) {
+                    bail!("{url} answered {status}: {text}");
+                }
+                let answer: crate::http::IngestResponse =
+                    serde_json::from_str(&text).with_context(|| format!("{url} answered {status}: {text}"))?;
+                return Ok((answer.accepted as u64, answer.rejected));
+            }
+        }
+    }
+}

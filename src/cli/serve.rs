@@ -1,0 +1,238 @@
+//! `chorus run`, `chorus demo`, and the commands that work on a data
+//! directory: through the running server when `server.json` names one,
+//! else by opening the directory themselves.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{ingest, sql, status, tail};
+use crate::config::{Config, TOKENS_ENV};
+use crate::log::Topic;
+use crate::mapping::Format;
+use crate::sources::demo;
+use crate::topology::{self, Pipeline, ServerInfo};
+
+/// The demo generator's settings.
+#[derive(Debug, Clone, Copy)]
+pub struct DemoOptions {
+    /// Posts per second.
+    pub rate: u32,
+    /// Stop generating after this many.
+    pub count: Option<u64>,
+}
+
+/// Cancels `token` on Ctrl-C or SIGTERM.
+pub fn cancel_on_signals(token: CancellationToken) {
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    token.cancel();
+                    return;
+                }
+            };
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        tracing::info!("Shutting down: flushing the archive.");
+        token.cancel();
+    });
+}
+
+/// `chorus run` / `chorus demo`: serves until Ctrl-C or SIGTERM.
+pub async fn run(
+    config: Config,
+    data: &Path,
+    listen: Option<SocketAddr>,
+    demo: Option<DemoOptions>,
+) -> anyhow::Result<()> {
+    let address = listen.unwrap_or(config.server.listen);
+    topology::check_listen(address, &config.tokens())?;
+    if let Some(info) = topology::running_server(data) {
+        bail!(
+            "{} is already served by process {} at http://{}",
+            data.display(),
+            info.pid,
+            info.address
+        );
+    }
+    let pipeline = Pipeline::open(data, config).with_context(|| format!("opening {}", data.display()))?;
+    let listener = TcpListener::bind(address)
+        .await
+        .with_context(|| format!("cannot listen on {address}"))?;
+    let bound = listener.local_addr()?;
+    let shutdown = CancellationToken::new();
+    cancel_on_signals(shutdown.clone());
+    eprintln!("chorus: serving {} at http://{bound}", data.display());
+    let generator = demo.map(|options| {
+        eprintln!(
+            "chorus: demo generating {} posts/s; try:\n  chorus sql \"SELECT community, sentiment, count(*) AS posts FROM posts GROUP BY 1, 2 ORDER BY 3 DESC LIMIT 10\"",
+            options.rate
+        );
+        let (log, shutdown) = (pipeline.log(), shutdown.clone());
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64);
+        std::thread::spawn(move || {
+            let result = demo::run(log, options.rate, options.count, seed, &shutdown);
+            if let Err(e) = &result {
+                tracing::error!(error = %e, "Demo generator stopped.");
+                shutdown.cancel();
+            }
+            result
+        })
+    });
+    let result = pipeline.run(Some(listener), shutdown.clone()).await;
+    shutdown.cancel();
+    if let Some(g) = generator {
+        let _ = tokio::task::spawn_blocking(move || g.join()).await;
+    }
+    result.context("pipeline")?;
+    eprintln!("chorus: stopped; everything accepted is in {}", data.display());
+    Ok(())
+}
+
+fn token() -> Option<String> {
+    std::env::var(TOKENS_ENV)
+        .ok()
+        .and_then(|v| v.split(',').map(str::trim).find(|t| !t.is_empty()).map(String::from))
+}
+
+fn base(info: &ServerInfo) -> String {
+    format!("http://{}", info.address)
+}
+
+/// Opens a data directory that no server is serving, with the archive
+/// recovered.
+fn open_offline(data: &Path, config: Config) -> anyhow::Result<Pipeline> {
+    let pipeline = Pipeline::open(data, config).with_context(|| format!("opening {}", data.display()))?;
+    pipeline.recover_archive()?;
+    Ok(pipeline)
+}
+
+/// `chorus sql`.
+pub async fn sql(
+    config: Config,
+    data: &Path,
+    query: &str,
+    format: sql::Format,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    if let Some(info) = topology::running_server(data) {
+        let name = match format {
+            sql::Format::Table => "table",
+            sql::Format::Csv => "csv",
+            sql::Format::Json => "json",
+            sql::Format::Ndjson => "ndjson",
+        };
+        let url = format!("{}/v1/sql?format={name}", base(&info));
+        let mut request = reqwest::Client::new()
+            .post(&url)
+            .json(&serde_json::json!({"sql": query}));
+        if let Some(token) = token() {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.with_context(|| format!("POST {url}"))?;
+        let status = response.status();
+        let body = response.bytes().await?;
+        if !status.is_success() {
+            let message = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v["error"].as_str().map(String::from))
+                .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+            bail!("{message}");
+        }
+        out.write_all(&body)?;
+        return Ok(());
+    }
+    let pipeline = open_offline(data, config)?;
+    let result = pipeline.query_engine().sql(query).await?;
+    sql::write(&result, format, out)?;
+    Ok(())
+}
+
+/// `chorus ingest`.
+pub async fn ingest(config: Config, data: &Path, files: &[PathBuf], format: &str) -> anyhow::Result<ingest::Summary> {
+    let format = Format::parse(format)
+        .with_context(|| format!("unknown format {format:?}: use auto, canonical, reddit or tweet"))?;
+    let mut stderr = std::io::stderr();
+    if let Some(info) = topology::running_server(data) {
+        eprintln!("chorus: sending to the server at http://{}", info.address);
+        let destination = ingest::Destination::Remote {
+            base: base(&info),
+            token: token(),
+        };
+        return ingest::ingest_files(files, format, &destination, &mut stderr).await;
+    }
+    // No server: append to the log, and run the stages until everything
+    // read is enriched and archived.
+    let pipeline = Arc::new(open_offline(data, config)?);
+    let shutdown = CancellationToken::new();
+    let runner = {
+        let (pipeline, shutdown) = (pipeline.clone(), shutdown.clone());
+        tokio::spawn(async move { pipeline.run(None, shutdown).await })
+    };
+    let log = pipeline.log();
+    let summary = ingest::ingest_files(files, format, &ingest::Destination::Log(&*log), &mut stderr).await;
+    while !runner.is_finished() && log.lag(crate::transforms::enrich::CONSUMER, Topic::Raw)? > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    shutdown.cancel();
+    runner.await.context("pipeline")??;
+    summary
+}
+
+/// `chorus status`.
+pub async fn status(config: Config, data: &Path, out: &mut dyn Write) -> anyhow::Result<()> {
+    let status = if let Some(info) = topology::running_server(data) {
+        let url = format!("{}/v1/status", base(&info));
+        let mut request = reqwest::Client::new().get(&url);
+        if let Some(token) = token() {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.with_context(|| format!("GET {url}"))?;
+        if !response.status().is_success() {
+            bail!("{url} answered {}", response.status());
+        }
+        writeln!(out, "server: http://{} (pid {})", info.address, info.pid)?;
+        response.json().await?
+    } else {
+        writeln!(out, "server: not running")?;
+        status::collect(&*Pipeline::open(data, config)?.log())?
+    };
+    status::print(&status, out)?;
+    Ok(())
+}
+
+/// `chorus tail`.
+pub async fn tail(config: Config, data: &Path, options: &tail::Options, out: &mut dyn Write) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    cancel_on_signals(shutdown.clone());
+    if let Some(info) = topology::running_server(data) {
+        let source = tail::Source::Remote {
+            base: base(&info),
+            token: token(),
+            partitions: config.log.partitions,
+        };
+        tail::tail(&source, options, out, &shutdown).await?;
+    } else {
+        let pipeline = Pipeline::open(data, config)?;
+        let log = pipeline.log();
+        tail::tail(&tail::Source::Log(&*log), options, out, &shutdown).await?;
+    }
+    Ok(())
+}

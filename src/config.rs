@@ -1,0 +1,227 @@
+//! The TOML configuration: plain data with documented defaults. Every
+//! section refuses unknown keys, naming the file and line.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::sinks::archive::ArchiveConfig;
+use crate::transforms::enrich::EnrichConfig;
+
+/// File read when `--config` is not given, if it exists.
+pub const DEFAULT_FILE: &str = "chorus.toml";
+/// Environment variable with bearer tokens, comma-separated.
+pub const TOKENS_ENV: &str = "CHORUS_TOKENS";
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The HTTP listener and ingest API.
+    pub server: ServerConfig,
+    /// The embedded log.
+    pub log: LogConfig,
+    /// The enrich stage.
+    pub enrich: EnrichConfig,
+    /// The archive sink.
+    pub archive: ArchiveConfig,
+    /// The demo generator (`chorus demo`).
+    pub demo: DemoConfig,
+}
+
+/// The HTTP listener.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Bearer tokens accepted by the API; also `CHORUS_TOKENS`. None: no
+    /// authentication, allowed only on a loopback address.
+    pub tokens: Vec<String>,
+    /// Largest request body, bytes (larger: 413).
+    pub max_body_bytes: usize,
+    /// Ingest answers 429 with `Retry-After` while more raw posts than this
+    /// wait for the enrich stage.
+    pub max_enrich_lag: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7700)),
+            tokens: Vec::new(),
+            max_body_bytes: 16 * 1024 * 1024,
+            max_enrich_lag: 2_000_000,
+        }
+    }
+}
+
+/// The embedded log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// Partitions per topic (fixed when the data directory is created).
+    pub partitions: u32,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { partitions: 4 }
+    }
+}
+
+/// The demo generator.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DemoConfig {
+    /// Posts per second.
+    pub rate: u32,
+}
+
+impl Default for DemoConfig {
+    fn default() -> Self {
+        DemoConfig { rate: 50 }
+    }
+}
+
+/// Configuration failures.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The file is not valid configuration.
+    #[error("{path}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with its line.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Parses TOML text; `path` names it in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+            let message = e.message().trim().to_string();
+            ConfigError::Invalid {
+                path: path.to_path_buf(),
+                message: match line {
+                    Some(line) => format!("line {line}: {message}"),
+                    None => message,
+                },
+            }
+        })
+    }
+
+    /// `--config FILE` if given, else `chorus.toml` if present, else defaults.
+    pub fn load(explicit: Option<&Path>) -> Result<Config, ConfigError> {
+        let path = match explicit {
+            Some(p) => p.to_path_buf(),
+            None if Path::new(DEFAULT_FILE).exists() => PathBuf::from(DEFAULT_FILE),
+            None => return Ok(Config::default()),
+        };
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        Config::parse(&text, &path)
+    }
+
+    /// Tokens from the config and from `CHORUS_TOKENS`.
+    pub fn tokens(&self) -> Vec<String> {
+        let mut tokens = self.server.tokens.clone();
+        if let Ok(env) = std::env::var(TOKENS_ENV) {
+            tokens.extend(
+                env.split(',')
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty())
+                    .map(String::from),
+            );
+        }
+        tokens
+    }
+}
+
+/// `chorus config example`: every key with its default and meaning.
+pub const EXAMPLE: &str = r#"# chorus configuration. Every key is optional; shown with its default.
+# Secrets (tokens, credentials) are better given in the environment.
+
+[server]
+# Address of the HTTP API (ingest, SQL, metrics).
+listen = "127.0.0.1:7700"
+# Bearer tokens accepted by the API, added to those in $CHORUS_TOKENS
+# (comma-separated). With none, the API is open: allowed on loopback only.
+tokens = []
+# Largest request body in bytes; larger requests get 413.
+max_body_bytes = 16777216
+# While more raw posts than this wait for the enrich stage, ingest answers
+# 429 with Retry-After instead of buffering.
+max_enrich_lag = 2000000
+
+[log]
+# Partitions per topic. Fixed when the data directory is created.
+partitions = 4
+
+[enrich]
+# Worker threads; 0 means one per core.
+workers = 0
+# Raw posts enriched and written per log transaction.
+batch = 2000
+
+[archive]
+# A Parquet file rolls at this size (bytes) or age (seconds), whichever
+# comes first: Firehose's buffering hints.
+max_file_bytes = 67108864
+max_file_age_secs = 60
+# Rows per Parquet row group, and the zstd level of its pages.
+row_group_rows = 131072
+zstd_level = 3
+
+[demo]
+# Posts per second generated by `chorus demo`.
+rate = 50
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_parses_to_the_defaults() {
+        let parsed = Config::parse(EXAMPLE, Path::new("example.toml")).unwrap();
+        assert_eq!(parsed, Config::default());
+    }
+
+    #[test]
+    fn an_unknown_key_names_the_file_and_line() {
+        let text = "[server]\nlisten = \"127.0.0.1:1\"\n\n[archive]\nmax_file_byte = 5\n";
+        let err = Config::parse(text, Path::new("/etc/chorus.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("/etc/chorus.toml: line 5: unknown field `max_file_byte`"),
+            "{err}"
+        );
+        let err = Config::parse("[sever]\n", Path::new("c.toml")).unwrap_err().to_string();
+        assert!(err.starts_with("c.toml: line 1: unknown field `sever`"), "{err}");
+    }
+
+    #[test]
+    fn a_wrong_type_is_an_error() {
+        let err = Config::parse("[log]\npartitions = \"four\"\n", Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("c.toml: line 2:"), "{err}");
+    }
+}

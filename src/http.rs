@@ -1,0 +1,349 @@
+//! The HTTP API (API Gateway): `POST /v1/posts`, `POST /v1/sql`,
+//! `GET /metrics`, `GET /healthz`. Ingest answers `202` only after the
+//! accepted posts are durable in `posts.raw`.
+
+use std::sync::Arc;
+
+use axum::body::{Body, to_bytes};
+use axum::extract::{Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::log::{Log, Topic, post_key};
+use crate::mapping::{self, Format, Rejection};
+use crate::metrics::{Gauges, Metrics};
+use crate::query::{QueryEngine, QueryError};
+use crate::record::{RawPost, now_micros};
+use crate::sinks::archive;
+use crate::transforms::enrich;
+
+/// What the handlers share.
+pub struct AppState {
+    /// The pipeline's log.
+    pub log: Arc<dyn Log>,
+    /// SQL over the data directory.
+    pub query: Arc<QueryEngine>,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// Accepted bearer tokens; empty: no authentication.
+    pub tokens: Vec<String>,
+    /// Largest request body, bytes.
+    pub max_body_bytes: usize,
+    /// Ingest throttles above this enrich lag.
+    pub max_enrich_lag: u64,
+}
+
+/// The `202` body of `POST /v1/posts`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct IngestResponse {
+    /// Posts durably accepted.
+    pub accepted: usize,
+    /// Lines refused, with reasons.
+    pub rejected: Vec<Rejection>,
+}
+
+/// The API's routes.
+pub fn router(state: Arc<AppState>) -> Router {
+    let api = Router::new()
+        .route("/v1/posts", post(ingest))
+        .route("/v1/sql", post(sql))
+        .route("/metrics", get(metrics))
+        .route("/v1/status", get(status))
+        .route("/v1/log/{topic}/{partition}", get(read_log))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    Router::new()
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .merge(api)
+        .with_state(state)
+}
+
+/// Serves until `shutdown`.
+pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: CancellationToken) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({"error": message.into()}))).into_response()
+}
+
+async fn authenticate(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    if state.tokens.is_empty() {
+        return next.run(request).await;
+    }
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(token)
+            if state
+                .tokens
+                .iter()
+                .any(|t| constant_time_eq(t.as_bytes(), token.as_bytes())) =>
+        {
+            next.run(request).await
+        }
+        Some(_) => unauthorized("invalid bearer token"),
+        None => unauthorized("missing bearer token (Authorization: Bearer …)"),
+    }
+}
+
+fn unauthorized(message: &str) -> Response {
+    let mut response = error(StatusCode::UNAUTHORIZED, message);
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"chorus\""),
+    );
+    response
+}
+
+/// Compares without an early exit, so timing does not reveal a prefix.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Reads the body, refusing it with 413 past the limit.
+async fn body_bytes(headers: &HeaderMap, body: Body, limit: usize) -> Result<axum::body::Bytes, Response> {
+    let too_large = || {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body larger than {limit} bytes; split it into smaller batches"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    to_bytes(body, limit).await.map_err(|_| too_large())
+}
+
+#[derive(Deserialize)]
+struct IngestParams {
+    format: Option<String>,
+}
+
+async fn ingest(
+    State(state): State<Arc<AppState>>,
+    Query(params): Query<IngestParams>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let format = match params.format.as_deref() {
+        None => Format::Auto,
+        Some(name) => match Format::parse(name) {
+            Some(f) => f,
+            None => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("unknown format {name:?}: use reddit, tweet, canonical or auto"),
+                );
+            }
+        },
+    };
+    // Saturated: tell the client to come back instead of buffering.
+    match state.log.lag(enrich::CONSUMER, Topic::Raw) {
+        Ok(lag) if lag > state.max_enrich_lag => {
+            state.metrics.ingest_throttled.add(1);
+            let mut r = error(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("{lag} posts wait for enrichment; retry later"),
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return r;
+        }
+        Ok(_) => {}
+        Err(e) => return unavailable(&e.to_string()),
+    }
+    let bytes = match body_bytes(&headers, body, state.max_body_bytes).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    if bytes.trim_ascii().is_empty() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "empty body: send a JSON object, a JSON array or NDJSON",
+        );
+    }
+    let log = state.log.clone();
+    let task = tokio::task::spawn_blocking(move || {
+        let parsed = mapping::parse_document(&bytes, format);
+        let ingested_at = now_micros();
+        let records: Vec<(Vec<u8>, Vec<u8>)> = parsed
+            .posts
+            .into_iter()
+            .map(|incoming| {
+                let key = post_key(&incoming.platform, &incoming.id);
+                // Invariant: a RawPost (strings and integers) serialises.
+                let value = serde_json::to_vec(&RawPost { incoming, ingested_at }).expect("a raw post serialises");
+                (key, value)
+            })
+            .collect();
+        let refs: Vec<(&[u8], &[u8])> = records.iter().map(|(k, v)| (k.as_slice(), v.as_slice())).collect();
+        let appended = if refs.is_empty() {
+            Ok(Vec::new())
+        } else {
+            log.append(Topic::Raw, &refs)
+        };
+        (appended.map(|p| p.len()), parsed.rejected)
+    });
+    let (appended, rejected) = match task.await {
+        Ok(result) => result,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, format!("ingest task failed: {e}")),
+    };
+    let accepted = match appended {
+        Ok(n) => n,
+        Err(e) => return unavailable(&e.to_string()),
+    };
+    state.metrics.ingest_accepted.add(accepted as u64);
+    state.metrics.ingest_rejected.add(rejected.len() as u64);
+    let status = if accepted > 0 {
+        StatusCode::ACCEPTED
+    } else if rejected.iter().all(|r| r.malformed) {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::UNPROCESSABLE_ENTITY
+    };
+    (status, Json(IngestResponse { accepted, rejected })).into_response()
+}
+
+fn unavailable(reason: &str) -> Response {
+    tracing::error!(%reason, "Ingest refused: the log is unavailable.");
+    let mut r = error(StatusCode::SERVICE_UNAVAILABLE, format!("log unavailable: {reason}"));
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    r
+}
+
+#[derive(Deserialize)]
+struct SqlRequest {
+    sql: String,
+}
+
+#[derive(Deserialize)]
+struct SqlParams {
+    format: Option<String>,
+}
+
+async fn sql(
+    State(state): State<Arc<AppState>>,
+    Query(params): Query<SqlParams>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let format = match params.format.as_deref() {
+        None => None,
+        Some("table") => Some(crate::cli::sql::Format::Table),
+        Some("csv") => Some(crate::cli::sql::Format::Csv),
+        Some("json") => Some(crate::cli::sql::Format::Json),
+        Some("ndjson") => Some(crate::cli::sql::Format::Ndjson),
+        Some(other) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("unknown format {other:?}: use table, csv, json or ndjson"),
+            );
+        }
+    };
+    let bytes = match body_bytes(&headers, body, state.max_body_bytes).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let request: SqlRequest = match serde_json::from_slice(&bytes) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("expected {{\"sql\": \"…\"}}: {e}")),
+    };
+    match state.query.sql(&request.sql).await {
+        Ok(result) => match format {
+            None => match crate::cli::sql::to_json(&result) {
+                Ok(value) => Json(value).into_response(),
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+            },
+            Some(format) => {
+                let mut text = Vec::new();
+                match crate::cli::sql::write(&result, format, &mut text) {
+                    Ok(()) => text.into_response(),
+                    Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+                }
+            }
+        },
+        Err(e @ (QueryError::Refused(_) | QueryError::Invalid(_))) => error(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let gauges = Gauges {
+        enrich_lag: state.log.lag(enrich::CONSUMER, Topic::Raw).unwrap_or(0),
+        archive_lag: state.log.lag(archive::CONSUMER, Topic::Enriched).unwrap_or(0),
+    };
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(&gauges),
+    )
+        .into_response()
+}
+
+async fn status(State(state): State<Arc<AppState>>) -> Response {
+    match crate::cli::status::collect(&*state.log) {
+        Ok(status) => Json(status).into_response(),
+        Err(e) => unavailable(&e.to_string()),
+    }
+}
+
+#[derive(Deserialize)]
+struct LogParams {
+    offset: Option<u64>,
+    max: Option<usize>,
+}
+
+/// Records of one topic partition, for `chorus tail` against a running
+/// server: `{"end": N, "records": [{"offset", "value"}…]}`.
+async fn read_log(
+    State(state): State<Arc<AppState>>,
+    axum::extract::Path((topic, partition)): axum::extract::Path<(String, u32)>,
+    Query(params): Query<LogParams>,
+) -> Response {
+    let Some(topic) = Topic::from_name(&topic) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("no topic {topic:?}: raw, enriched or dead"),
+        );
+    };
+    let log = state.log.clone();
+    let offset = params.offset.unwrap_or(0);
+    let max = params.max.unwrap_or(1000).min(10_000);
+    let read = tokio::task::spawn_blocking(move || {
+        let end = log.end_offsets(topic)?.get(partition as usize).copied().unwrap_or(0);
+        Ok::<_, crate::log::LogError>((end, log.read(topic, partition, offset, max)?))
+    })
+    .await;
+    match read {
+        Ok(Ok((end, entries))) => {
+            let records: Vec<Value> = entries
+                .into_iter()
+                .map(|e| {
+                    let value = serde_json::from_slice::<Value>(&e.value)
+                        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&e.value).into_owned()));
+                    json!({"offset": e.offset, "value": value})
+                })
+                .collect();
+            Json(json!({"end": end, "records": records})).into_response()
+        }
+        Ok(Err(e @ crate::log::LogError::NoSuchPartition { .. })) => error(StatusCode::NOT_FOUND, e.to_string()),
+        Ok(Err(e)) => unavailable(&e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}

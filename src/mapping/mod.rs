@@ -1,0 +1,225 @@
+//! Raw platform JSON onto the canonical record: what `POST /v1/posts`
+//! (`?format=`), `chorus ingest` and the collectors accept besides
+//! canonical posts.
+//!
+//! * [`reddit`]: a Reddit comment (the `data` of a listing child, or a
+//!   Pushshift / Arctic Shift dump line).
+//! * [`twitter`]: a tweet, API v1.1 or v2 (with `includes.users`).
+
+pub mod reddit;
+pub mod twitter;
+
+use serde_json::Value;
+
+use crate::record::{IncomingPost, RecordError, json_type};
+
+/// The shape of submitted JSON.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// Recognise each object by its fields.
+    Auto,
+    /// Canonical records (DESIGN.md's columns).
+    Canonical,
+    /// Reddit comments.
+    Reddit,
+    /// Tweets, v1.1 or v2.
+    Tweet,
+}
+
+impl Format {
+    /// The format named by `?format=` or `--format`.
+    pub fn parse(name: &str) -> Option<Format> {
+        Some(match name {
+            "auto" => Format::Auto,
+            "canonical" | "chorus" => Format::Canonical,
+            "reddit" | "pushshift" => Format::Reddit,
+            "tweet" | "twitter" => Format::Tweet,
+            _ => return None,
+        })
+    }
+}
+
+/// One submitted JSON value as posts: a v2 tweet response may hold several.
+pub fn to_posts(value: &Value, format: Format) -> Result<Vec<IncomingPost>, RecordError> {
+    let format = match format {
+        Format::Auto => detect(value),
+        f => f,
+    };
+    match format {
+        Format::Reddit => reddit::comment(value).map(|p| vec![p]),
+        Format::Tweet => twitter::tweets(value),
+        Format::Canonical | Format::Auto => IncomingPost::from_json(value).map(|p| vec![p]),
+    }
+}
+
+/// The format of one object, by its fields.
+pub fn detect(value: &Value) -> Format {
+    let Value::Object(map) = value else {
+        return Format::Canonical;
+    };
+    if map.contains_key("platform") {
+        Format::Canonical
+    } else if map.contains_key("subreddit") && map.contains_key("body") {
+        Format::Reddit
+    } else if map.contains_key("id_str")
+        || (map.contains_key("text") && map.contains_key("id"))
+        || map.get("data").is_some_and(|d| d.is_object() || d.is_array())
+    {
+        Format::Tweet
+    } else {
+        Format::Canonical
+    }
+}
+
+/// A string field, or null/absent.
+fn opt_str(v: &Value, field: &'static str) -> Result<Option<String>, RecordError> {
+    match v.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(other) => Err(RecordError::WrongType {
+            field,
+            expected: "a string",
+            got: json_type(other),
+        }),
+    }
+}
+
+/// An integer field, or null/absent.
+fn opt_int(v: &Value, field: &'static str) -> Result<Option<i64>, RecordError> {
+    match v.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => Ok(n.as_i64().or_else(|| n.as_f64().map(|f| f as i64))),
+        Some(other) => Err(RecordError::WrongType {
+            field,
+            expected: "an integer",
+            got: json_type(other),
+        }),
+    }
+}
+
+/// A required string field.
+fn req_str(v: &Value, field: &'static str) -> Result<String, RecordError> {
+    opt_str(v, field)?.ok_or(RecordError::Missing(field))
+}
+
+/// A line (or array element) that was refused, with the reason.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Rejection {
+    /// 1-based line of NDJSON, or element of a JSON array.
+    pub line: usize,
+    /// Why.
+    pub error: String,
+    /// Whether the line was not JSON at all (rather than a bad record).
+    #[serde(skip)]
+    pub malformed: bool,
+}
+
+/// What a request body or file holds: the posts and the refused lines.
+#[derive(Debug, Default)]
+pub struct Parsed {
+    /// Valid posts, in order.
+    pub posts: Vec<IncomingPost>,
+    /// Refused lines.
+    pub rejected: Vec<Rejection>,
+}
+
+impl Parsed {
+    fn take(&mut self, line: usize, value: &Value, format: Format) {
+        match to_posts(value, format) {
+            Ok(posts) => self.posts.extend(posts),
+            Err(e) => self.rejected.push(Rejection {
+                line,
+                error: e.to_string(),
+                malformed: false,
+            }),
+        }
+    }
+
+    /// Parses one NDJSON line (blank lines are skipped).
+    pub fn take_line(&mut self, line: usize, text: &[u8], format: Format) {
+        let text = text.trim_ascii();
+        if text.is_empty() {
+            return;
+        }
+        match serde_json::from_slice::<Value>(text) {
+            Ok(value) => self.take(line, &value, format),
+            Err(e) => self.rejected.push(Rejection {
+                line,
+                error: format!("malformed JSON: {e}"),
+                malformed: true,
+            }),
+        }
+    }
+}
+
+/// Parses a document: one JSON object, a JSON array of them, or NDJSON.
+pub fn parse_document(body: &[u8], format: Format) -> Parsed {
+    let mut parsed = Parsed::default();
+    let trimmed = body.trim_ascii_start();
+    if trimmed.starts_with(b"[") {
+        match serde_json::from_slice::<Vec<Value>>(body) {
+            Ok(values) => {
+                for (i, value) in values.iter().enumerate() {
+                    parsed.take(i + 1, value, format);
+                }
+            }
+            Err(e) => parsed.rejected.push(Rejection {
+                line: e.line(),
+                error: format!("malformed JSON array: {e}"),
+                malformed: true,
+            }),
+        }
+        return parsed;
+    }
+    // A single (possibly pretty-printed) object, else NDJSON.
+    if let Ok(value) = serde_json::from_slice::<Value>(body) {
+        parsed.take(1, &value, format);
+        return parsed;
+    }
+    for (i, line) in body.split(|&b| b == b'\n').enumerate() {
+        parsed.take_line(i + 1, line, format);
+    }
+    parsed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POST: &str = r#"{"platform":"reddit","id":"t1_a","body":"hi","created_at":1546344000}"#;
+
+    #[test]
+    fn reads_an_object_an_array_and_ndjson_with_line_numbers() {
+        assert_eq!(parse_document(POST.as_bytes(), Format::Auto).posts.len(), 1);
+        let pretty = serde_json::to_string_pretty(&serde_json::from_str::<Value>(POST).unwrap()).unwrap();
+        assert_eq!(parse_document(pretty.as_bytes(), Format::Auto).posts.len(), 1);
+        let array = format!("[{POST}, {{\"platform\":\"x\"}}, {POST}]");
+        let parsed = parse_document(array.as_bytes(), Format::Auto);
+        assert_eq!(parsed.posts.len(), 2);
+        assert_eq!(parsed.rejected[0].line, 2);
+        assert_eq!(parsed.rejected[0].error, "missing \"id\"");
+        let ndjson = format!("{POST}\n\n{{oops\n{POST}\n[1]\n");
+        let parsed = parse_document(ndjson.as_bytes(), Format::Auto);
+        assert_eq!(parsed.posts.len(), 2);
+        let lines: Vec<(usize, bool)> = parsed.rejected.iter().map(|r| (r.line, r.malformed)).collect();
+        assert_eq!(lines, [(3, true), (5, false)]);
+        assert!(parsed.rejected[0].error.starts_with("malformed JSON"));
+        assert_eq!(parsed.rejected[1].error, "expected a JSON object, got an array");
+    }
+
+    #[test]
+    fn detects_reddit_comments_and_tweets() {
+        let comment = r#"{"id":"e6xucdd","subreddit":"Unexpected","body":"x","created_utc":1538352000}"#;
+        let tweet = r#"{"id_str":"1","text":"x","created_at":"Thu Jun 27 00:25:31 +0000 2019"}"#;
+        let parsed = parse_document(format!("{comment}\n{tweet}\n").as_bytes(), Format::Auto);
+        let ids: Vec<(&str, &str)> = parsed
+            .posts
+            .iter()
+            .map(|p| (p.platform.as_str(), p.id.as_str()))
+            .collect();
+        assert_eq!(ids, [("reddit", "t1_e6xucdd"), ("twitter", "1")]);
+        // Forcing a format applies it to every line.
+        let parsed = parse_document(comment.as_bytes(), Format::Tweet);
+        assert_eq!(parsed.rejected.len(), 1);
+    }
+}

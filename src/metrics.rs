@@ -1,0 +1,161 @@
+//! Pipeline counters, their names (one place), and the Prometheus text
+//! format `GET /metrics` serves.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// One monotonically increasing counter.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    /// Adds `n`.
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The current value.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Every counter of a running pipeline.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Posts accepted by `POST /v1/posts` (durable in `posts.raw`).
+    pub ingest_accepted: Counter,
+    /// Lines refused by `POST /v1/posts`.
+    pub ingest_rejected: Counter,
+    /// Requests refused because the pipeline was saturated.
+    pub ingest_throttled: Counter,
+    /// Raw records the enrich stage read.
+    pub enrich_in: Counter,
+    /// Enriched posts it appended.
+    pub enrich_out: Counter,
+    /// Exact re-submissions it dropped.
+    pub enrich_duplicates: Counter,
+    /// Records it sent to `posts.dead`.
+    pub dead_letters: Counter,
+    /// Posts written to archive files.
+    pub archive_rows: Counter,
+    /// Archive files committed.
+    pub archive_files: Counter,
+    /// Dead letters written to `archive/errors`.
+    pub archive_errors: Counter,
+}
+
+/// Gauges read at scrape time (they live in the log).
+#[derive(Debug, Default)]
+pub struct Gauges {
+    /// Records of `posts.raw` the enrich stage has not committed.
+    pub enrich_lag: u64,
+    /// Records of `posts.enriched` the archive has not committed.
+    pub archive_lag: u64,
+}
+
+impl Metrics {
+    /// The Prometheus text exposition of the counters and `gauges`.
+    pub fn render(&self, gauges: &Gauges) -> String {
+        let counters: [(&str, &str, &Counter); 10] = [
+            (
+                "chorus_ingest_posts_accepted_total",
+                "Posts accepted by the ingest API.",
+                &self.ingest_accepted,
+            ),
+            (
+                "chorus_ingest_posts_rejected_total",
+                "Lines refused by the ingest API.",
+                &self.ingest_rejected,
+            ),
+            (
+                "chorus_ingest_requests_throttled_total",
+                "Ingest requests refused with 429/503 while the pipeline was saturated.",
+                &self.ingest_throttled,
+            ),
+            (
+                "chorus_enrich_posts_read_total",
+                "Raw records read by the enrich stage.",
+                &self.enrich_in,
+            ),
+            (
+                "chorus_enrich_posts_written_total",
+                "Enriched posts appended to posts.enriched.",
+                &self.enrich_out,
+            ),
+            (
+                "chorus_enrich_duplicates_dropped_total",
+                "Exact re-submissions dropped by the enrich stage.",
+                &self.enrich_duplicates,
+            ),
+            (
+                "chorus_dead_letters_written_total",
+                "Records sent to posts.dead.",
+                &self.dead_letters,
+            ),
+            (
+                "chorus_archive_posts_written_total",
+                "Posts written to archive Parquet files.",
+                &self.archive_rows,
+            ),
+            (
+                "chorus_archive_files_committed_total",
+                "Archive files committed.",
+                &self.archive_files,
+            ),
+            (
+                "chorus_archive_errors_written_total",
+                "Dead letters written to archive/errors.",
+                &self.archive_errors,
+            ),
+        ];
+        let mut out = String::new();
+        for (name, help, counter) in counters {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                counter.get()
+            );
+        }
+        let gauges = [
+            (
+                "chorus_enrich_lag_records",
+                "Records of posts.raw not yet enriched.",
+                gauges.enrich_lag,
+            ),
+            (
+                "chorus_archive_lag_records",
+                "Records of posts.enriched not yet archived.",
+                gauges.archive_lag,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prometheus_text() {
+        let m = Metrics::default();
+        m.ingest_accepted.add(3);
+        let text = m.render(&Gauges {
+            enrich_lag: 7,
+            archive_lag: 0,
+        });
+        assert!(
+            text.contains("# TYPE chorus_ingest_posts_accepted_total counter\nchorus_ingest_posts_accepted_total 3\n")
+        );
+        assert!(text.contains("chorus_enrich_lag_records 7\n"));
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let (name, value) = line.split_once(' ').unwrap();
+            assert!(name.starts_with("chorus_"), "{line}");
+            value.parse::<u64>().unwrap();
+        }
+    }
+}

@@ -1,0 +1,220 @@
+//! SQL over every post (Glue + Athena): DataFusion reads the archive's
+//! Parquet files and the enriched posts not archived yet, as one table.
+//!
+//! * `posts`: every enriched post. Archived files are read with their Hive
+//!   partition columns `dt` (date) and `hour` (0–23), which prune files;
+//!   the log's tail past the archive's committed offsets is added to it. Both
+//!   are taken under the archive's gate, so a post is never counted twice.
+//! * `posts_latest`: one row per (`platform`, `id`), the newest `ingested_at`.
+//!
+//! Queries are read-only: one statement, no DDL, DML, COPY or `SET`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::sync::RwLock;
+
+use arrow::array::{ArrayRef, Date32Array, Int32Array, RecordBatch};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use chrono::NaiveDate;
+use datafusion::datasource::MemTable;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::error::DataFusionError;
+use datafusion::execution::context::{SQLOptions, SessionContext};
+use datafusion::physical_plan::{ExecutionPlan, collect};
+use datafusion::sql::parser::DFParser;
+
+use crate::log::{Log, LogError, Topic};
+use crate::record::batch::{schema as post_schema, to_record_batch};
+use crate::record::{Post, column};
+use crate::sinks::archive::{self, partition_of_time};
+
+/// Name of the table of every post.
+pub const POSTS: &str = "posts";
+/// Name of the view of the newest version of each post.
+pub const POSTS_LATEST: &str = "posts_latest";
+/// The Hive partition columns of `posts`.
+pub const DT: &str = "dt";
+/// See [`DT`].
+pub const HOUR: &str = "hour";
+
+/// Why a query did not run.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// The statement is not allowed (writes, several statements…): a client error.
+    #[error("{0}")]
+    Refused(String),
+    /// The SQL does not parse or plan: a client error.
+    #[error("{0}")]
+    Invalid(String),
+    /// Reading the data failed.
+    #[error("query failed: {0}")]
+    Failed(String),
+}
+
+impl From<LogError> for QueryError {
+    fn from(e: LogError) -> Self {
+        QueryError::Failed(e.to_string())
+    }
+}
+
+impl From<archive::ArchiveError> for QueryError {
+    fn from(e: archive::ArchiveError) -> Self {
+        QueryError::Failed(e.to_string())
+    }
+}
+
+/// A query's result: its schema and batches.
+#[derive(Debug)]
+pub struct QueryResult {
+    /// Output columns.
+    pub schema: SchemaRef,
+    /// Output rows.
+    pub batches: Vec<RecordBatch>,
+}
+
+/// Runs SQL over a data directory's archive and log.
+pub struct QueryEngine {
+    archive_root: PathBuf,
+    log: Arc<dyn Log>,
+    gate: Arc<RwLock<()>>,
+}
+
+/// The schema of `posts`: the record's columns, then `dt` and `hour`.
+pub fn posts_schema() -> SchemaRef {
+    let mut fields: Vec<Field> = post_schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(Field::new(DT, DataType::Date32, false));
+    fields.push(Field::new(HOUR, DataType::Int32, false));
+    Arc::new(Schema::new(fields))
+}
+
+impl QueryEngine {
+    /// An engine over `archive_root` and `log`; `gate` is the archive's.
+    pub fn new(archive_root: &Path, log: Arc<dyn Log>, gate: Arc<RwLock<()>>) -> QueryEngine {
+        QueryEngine {
+            archive_root: archive_root.to_path_buf(),
+            log,
+            gate,
+        }
+    }
+
+    /// Runs one read-only statement.
+    pub async fn sql(&self, sql: &str) -> Result<QueryResult, QueryError> {
+        let statements = DFParser::parse_sql(sql).map_err(|e| QueryError::Invalid(e.to_string()))?;
+        match statements.len() {
+            1 => {}
+            0 => return Err(QueryError::Invalid("no SQL statement given".into())),
+            n => {
+                return Err(QueryError::Refused(format!("one statement per query, got {n}")));
+            }
+        }
+        let ctx = SessionContext::new();
+        let plan = {
+            // Files and offsets are read under the gate, and the physical
+            // plan (which lists the files) is made before it is released.
+            let _gate = self.gate.read().await;
+            self.register_tables(&ctx).await?;
+            let options = SQLOptions::new()
+                .with_allow_ddl(false)
+                .with_allow_dml(false)
+                .with_allow_statements(false);
+            let df = ctx.sql_with_options(sql, options).await.map_err(refusal)?;
+            df.create_physical_plan().await.map_err(refusal)?
+        };
+        let schema = plan.schema();
+        let batches = collect(plan as Arc<dyn ExecutionPlan>, ctx.task_ctx())
+            .await
+            .map_err(|e| QueryError::Failed(e.to_string()))?;
+        Ok(QueryResult { schema, batches })
+    }
+
+    async fn register_tables(&self, ctx: &SessionContext) -> Result<(), QueryError> {
+        let failed = |e: DataFusionError| QueryError::Failed(e.to_string());
+        let dir = self.archive_root.join(archive::POSTS_DIR);
+        std::fs::create_dir_all(&dir).map_err(|e| QueryError::Failed(format!("{}: {e}", dir.display())))?;
+        let url = ListingTableUrl::parse(format!("{}/", dir.display())).map_err(failed)?;
+        let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
+            .with_file_extension(".parquet")
+            .with_table_partition_cols(vec![(DT.into(), DataType::Date32), (HOUR.into(), DataType::Int32)]);
+        let config = ListingTableConfig::new(url)
+            .with_listing_options(options)
+            .with_schema(post_schema());
+        let archived = ListingTable::try_new(config).map_err(failed)?;
+        let recent = MemTable::try_new(posts_schema(), vec![self.recent_batches()?]).map_err(failed)?;
+        let df = ctx
+            .read_table(Arc::new(archived))
+            .and_then(|a| a.union(ctx.read_table(Arc::new(recent))?))
+            .map_err(failed)?;
+        ctx.register_table(POSTS, df.into_view()).map_err(failed)?;
+        let columns = column::ALL
+            .iter()
+            .chain(&[DT, HOUR])
+            .map(|c| format!("\"{c}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let view = format!(
+            "CREATE VIEW {POSTS_LATEST} AS SELECT {columns} FROM (SELECT *, row_number() OVER \
+             (PARTITION BY platform, id ORDER BY ingested_at DESC) AS chorus_rank FROM {POSTS}) \
+             WHERE chorus_rank = 1"
+        );
+        ctx.sql(&view).await.map_err(failed)?;
+        Ok(())
+    }
+
+    /// The enriched posts past the archive's committed offsets.
+    fn recent_batches(&self) -> Result<Vec<RecordBatch>, QueryError> {
+        let mut out = Vec::new();
+        for p in 0..self.log.partitions() {
+            let mut next = self.log.committed(archive::CONSUMER, Topic::Enriched, p)?;
+            loop {
+                let entries = self.log.read(Topic::Enriched, p, next, 8192)?;
+                let Some(last) = entries.last() else {
+                    break;
+                };
+                next = last.offset + 1;
+                let posts = entries
+                    .iter()
+                    .map(|e| serde_json::from_slice::<Post>(&e.value))
+                    .collect::<Result<Vec<Post>, _>>()
+                    .map_err(|e| QueryError::Failed(format!("posts.enriched partition {p}: {e}")))?;
+                out.push(with_partition_columns(&posts)?);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A batch of posts with their `dt` and `hour`.
+fn with_partition_columns(posts: &[Post]) -> Result<RecordBatch, QueryError> {
+    let failed = |e: arrow::error::ArrowError| QueryError::Failed(e.to_string());
+    let batch = to_record_batch(posts).map_err(failed)?;
+    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default();
+    let (dts, hours): (Vec<i32>, Vec<i32>) = posts
+        .iter()
+        .map(|p| {
+            let (dt, hour) = partition_of_time(p.incoming.created_at);
+            ((dt - epoch).num_days() as i32, hour as i32)
+        })
+        .unzip();
+    let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+    columns.push(Arc::new(Date32Array::from(dts)));
+    columns.push(Arc::new(Int32Array::from(hours)));
+    RecordBatch::try_new(posts_schema(), columns).map_err(failed)
+}
+
+/// Turns a planning error into the client's error.
+fn refusal(e: DataFusionError) -> QueryError {
+    let message = e.to_string();
+    let lower = message.to_lowercase();
+    let is_write = ["ddl not supported", "dml not supported", "statement not supported"]
+        .iter()
+        .any(|m| lower.contains(m));
+    if is_write {
+        QueryError::Refused(format!(
+            "queries are read-only: only SELECT (and WITH, EXPLAIN, SHOW) may run ({message})"
+        ))
+    } else {
+        QueryError::Invalid(message)
+    }
+}

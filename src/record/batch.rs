@@ -1,0 +1,182 @@
+//! The record's Arrow schema, defined once, and the conversion of enriched
+//! posts into Arrow record batches (what the archive writes and SQL reads).
+
+use std::sync::{Arc, LazyLock};
+
+use arrow::array::{ArrayRef, Float64Builder, Int64Builder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::error::ArrowError;
+
+use super::{Post, column};
+
+/// The time zone of both timestamp columns.
+pub const TIME_ZONE: &str = "UTC";
+
+/// The Arrow type of `created_at` and `ingested_at`: µs, UTC.
+pub fn timestamp_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some(TIME_ZONE.into()))
+}
+
+/// The Arrow schema of [`Post`], in [`column::ALL`] order.
+pub fn schema() -> SchemaRef {
+    static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+        use DataType::{Float64, Int64, Utf8};
+        let f = |name: &str, data_type: DataType, nullable: bool| Field::new(name, data_type, nullable);
+        Arc::new(Schema::new(vec![
+            f(column::PLATFORM, Utf8, false),
+            f(column::ID, Utf8, false),
+            f(column::COMMUNITY, Utf8, true),
+            f(column::AUTHOR, Utf8, true),
+            f(column::BODY, Utf8, false),
+            f(column::TEXT, Utf8, false),
+            f(column::CREATED_AT, timestamp_type(), false),
+            f(column::INGESTED_AT, timestamp_type(), false),
+            f(column::PARENT_ID, Utf8, true),
+            f(column::THREAD_ID, Utf8, true),
+            f(column::URL, Utf8, true),
+            f(column::SCORE, Int64, true),
+            f(column::REPOSTS, Int64, true),
+            f(column::AUTHOR_FOLLOWERS, Int64, true),
+            f(column::LOCATION, Utf8, true),
+            f(column::LANG, Utf8, true),
+            f(column::POLARITY, Float64, false),
+            f(column::SUBJECTIVITY, Float64, false),
+            f(column::VADER_NEG, Float64, false),
+            f(column::VADER_NEU, Float64, false),
+            f(column::VADER_POS, Float64, false),
+            f(column::VADER_COMPOUND, Float64, false),
+            f(column::SENTIMENT, Utf8, false),
+        ]))
+    });
+    SCHEMA.clone()
+}
+
+/// Builds one record batch of posts, in the order given.
+pub fn to_record_batch<'a>(posts: impl IntoIterator<Item = &'a Post>) -> Result<RecordBatch, ArrowError> {
+    let posts: Vec<&Post> = posts.into_iter().collect();
+    let n = posts.len();
+    let strings = |get: &dyn Fn(&Post) -> Option<&str>| -> ArrayRef {
+        let bytes = posts.iter().map(|p| get(p).map_or(0, str::len)).sum();
+        let mut b = StringBuilder::with_capacity(n, bytes);
+        for p in &posts {
+            b.append_option(get(p));
+        }
+        Arc::new(b.finish())
+    };
+    let ints = |get: &dyn Fn(&Post) -> Option<i64>| -> ArrayRef {
+        let mut b = Int64Builder::with_capacity(n);
+        for p in &posts {
+            b.append_option(get(p));
+        }
+        Arc::new(b.finish())
+    };
+    let floats = |get: &dyn Fn(&Post) -> f64| -> ArrayRef {
+        let mut b = Float64Builder::with_capacity(n);
+        for p in &posts {
+            b.append_value(get(p));
+        }
+        Arc::new(b.finish())
+    };
+    let times = |get: &dyn Fn(&Post) -> i64| -> ArrayRef {
+        let mut b = TimestampMicrosecondBuilder::with_capacity(n).with_timezone(TIME_ZONE);
+        for p in &posts {
+            b.append_value(get(p));
+        }
+        Arc::new(b.finish())
+    };
+    let columns = vec![
+        strings(&|p| Some(&p.incoming.platform)),
+        strings(&|p| Some(&p.incoming.id)),
+        strings(&|p| p.incoming.community.as_deref()),
+        strings(&|p| p.incoming.author.as_deref()),
+        strings(&|p| Some(&p.incoming.body)),
+        strings(&|p| Some(&p.text)),
+        times(&|p| p.incoming.created_at),
+        times(&|p| p.ingested_at),
+        strings(&|p| p.incoming.parent_id.as_deref()),
+        strings(&|p| p.incoming.thread_id.as_deref()),
+        strings(&|p| p.incoming.url.as_deref()),
+        ints(&|p| p.incoming.score),
+        ints(&|p| p.incoming.reposts),
+        ints(&|p| p.incoming.author_followers),
+        strings(&|p| p.incoming.location.as_deref()),
+        strings(&|p| p.incoming.lang.as_deref()),
+        floats(&|p| p.scores.polarity),
+        floats(&|p| p.scores.subjectivity),
+        floats(&|p| p.scores.vader_neg),
+        floats(&|p| p.scores.vader_neu),
+        floats(&|p| p.scores.vader_pos),
+        floats(&|p| p.scores.vader_compound),
+        strings(&|p| Some(p.scores.sentiment.as_str())),
+    ];
+    RecordBatch::try_new(schema(), columns)
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::{Float64Type, TimestampMicrosecondType};
+
+    use super::*;
+    use crate::record::{IncomingPost, Scores, Sentiment};
+
+    fn post(id: &str, community: Option<&str>) -> Post {
+        IncomingPost {
+            platform: "reddit".into(),
+            id: id.into(),
+            community: community.map(String::from),
+            author: None,
+            body: "**Great**".into(),
+            created_at: 1_546_344_000_000_000,
+            parent_id: None,
+            thread_id: None,
+            url: None,
+            score: Some(3),
+            reposts: None,
+            author_followers: None,
+            location: None,
+            lang: Some("en".into()),
+        }
+        .into_post(
+            "Great".into(),
+            Scores {
+                polarity: 0.8,
+                subjectivity: 0.75,
+                vader_neg: 0.0,
+                vader_neu: 0.0,
+                vader_pos: 1.0,
+                vader_compound: 0.6249,
+                sentiment: Sentiment::Positive,
+            },
+            1_700_000_000_000_000,
+        )
+    }
+
+    #[test]
+    fn schema_has_every_column_in_contract_order() {
+        let schema = schema();
+        let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        assert_eq!(names, column::ALL);
+    }
+
+    #[test]
+    fn batch_holds_the_values_and_nulls() {
+        let posts = [post("t1_a", Some("politics")), post("t1_b", None)];
+        let batch = to_record_batch(&posts).unwrap();
+        assert_eq!(batch.num_rows(), 2);
+        let id = batch.column_by_name(column::ID).unwrap().as_string::<i32>();
+        assert_eq!(id.value(1), "t1_b");
+        let community = batch.column_by_name(column::COMMUNITY).unwrap().as_string::<i32>();
+        assert_eq!(community.value(0), "politics");
+        assert!(community.is_null(1));
+        let created = batch.column_by_name(column::CREATED_AT).unwrap();
+        assert_eq!(
+            created.as_primitive::<TimestampMicrosecondType>().value(0),
+            1_546_344_000_000_000
+        );
+        let polarity = batch.column_by_name(column::POLARITY).unwrap();
+        assert_eq!(polarity.as_primitive::<Float64Type>().value(1), 0.8);
+        let sentiment = batch.column_by_name(column::SENTIMENT).unwrap().as_string::<i32>();
+        assert_eq!(sentiment.value(0), "positive");
+    }
+}

@@ -1,0 +1,476 @@
+//! The archive sink (Firehose → S3): reads `posts.enriched` and writes
+//! zstd Parquet files, Hive-partitioned by creation time,
+//! `archive/posts/dt=YYYY-MM-DD/hour=HH/p<partition>-<first>-<last>.parquet`;
+//! and reads `posts.dead` into `archive/errors/dt=YYYY-MM-DD/…ndjson`.
+//!
+//! A file rolls when it reaches a size or an age bound (the Firehose
+//! buffering hints). It is written under `archive/.tmp`, synced, renamed
+//! into place, and only then is the log offset committed. The name derives
+//! from the log partition and the offsets it covers, and leftovers of a
+//! crash between rename and commit are removed at start, so a replay
+//! rewrites the same file and never adds a duplicate.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use std::time::{Duration, Instant};
+use tokio::sync::RwLock;
+
+use chrono::{DateTime, Datelike, NaiveDate, Timelike};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::log::{Log, LogError, Topic};
+use crate::metrics::Metrics;
+use crate::record::Post;
+use crate::record::batch::{schema, to_record_batch};
+use crate::transforms::enrich::DeadLetter;
+
+/// The archive's consumer name on `posts.enriched`.
+pub const CONSUMER: &str = "archive";
+/// Its consumer name on `posts.dead`.
+pub const ERRORS_CONSUMER: &str = "archive-errors";
+/// Directory of the post files, under the archive root.
+pub const POSTS_DIR: &str = "posts";
+/// Directory of the dead letters, under the archive root.
+pub const ERRORS_DIR: &str = "errors";
+const TMP_DIR: &str = ".tmp";
+
+/// Settings of the archive sink.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ArchiveConfig {
+    /// A file rolls once it holds this many bytes (Firehose: buffer size).
+    pub max_file_bytes: u64,
+    /// A file rolls once its first post is this many seconds old (Firehose:
+    /// buffer interval).
+    pub max_file_age_secs: u64,
+    /// Rows per Parquet row group.
+    pub row_group_rows: usize,
+    /// zstd level of the Parquet pages.
+    pub zstd_level: i32,
+}
+
+impl Default for ArchiveConfig {
+    fn default() -> Self {
+        ArchiveConfig {
+            max_file_bytes: 64 * 1024 * 1024,
+            max_file_age_secs: 60,
+            row_group_rows: 128 * 1024,
+            zstd_level: 3,
+        }
+    }
+}
+
+/// Failures of the archive sink.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    /// Reading or committing the log failed.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// A file could not be written.
+    #[error("archive {path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Parquet encoding failed.
+    #[error("archive parquet: {0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
+    /// Arrow conversion failed.
+    #[error("archive arrow: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+    /// A record of `posts.enriched` does not parse.
+    #[error("posts.enriched partition {partition} offset {offset} is damaged: {reason}")]
+    Damaged {
+        /// Partition.
+        partition: u32,
+        /// Offset.
+        offset: u64,
+        /// Parse error.
+        reason: String,
+    },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ArchiveError + '_ {
+    move |source| ArchiveError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The Hive partition of a creation time: `(dt, hour)`.
+pub fn partition_of_time(micros: i64) -> (NaiveDate, u32) {
+    let t = DateTime::from_timestamp_micros(micros).unwrap_or_default();
+    (t.date_naive(), t.hour())
+}
+
+/// The directory of one Hive partition, relative to the archive root.
+fn partition_dir(dt: NaiveDate, hour: u32) -> PathBuf {
+    Path::new(POSTS_DIR)
+        .join(format!("dt={:04}-{:02}-{:02}", dt.year(), dt.month(), dt.day()))
+        .join(format!("hour={hour:02}"))
+}
+
+/// The file name for log `partition`, offsets `first..=last`.
+fn file_name(partition: u32, first: u64, last: u64, extension: &str) -> String {
+    format!("p{partition}-{first:012}-{last:012}.{extension}")
+}
+
+/// `(partition, first, last)` of an archive file name.
+pub fn parse_file_name(name: &str) -> Option<(u32, u64, u64)> {
+    let stem = name.strip_suffix(".parquet").or_else(|| name.strip_suffix(".ndjson"))?;
+    let mut parts = stem.strip_prefix('p')?.split('-');
+    let partition = parts.next()?.parse().ok()?;
+    let first = parts.next()?.parse().ok()?;
+    let last = parts.next()?.parse().ok()?;
+    parts.next().is_none().then_some((partition, first, last))
+}
+
+/// Every file under `dir`, recursively (missing directory: none).
+pub fn files_under(dir: &Path) -> Result<Vec<PathBuf>, ArchiveError> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let entries = match fs::read_dir(&d) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io(&d)(e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(io(&d))?;
+            let path = entry.path();
+            if entry.file_type().map_err(io(&path))?.is_dir() {
+                stack.push(path);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Syncs a directory so that a rename in it is durable.
+fn sync_dir(dir: &Path) -> Result<(), ArchiveError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
+}
+
+/// The archive sink, ready to run.
+pub struct Archive {
+    root: PathBuf,
+    log: Arc<dyn Log>,
+    config: ArchiveConfig,
+    metrics: Arc<Metrics>,
+    /// Held for writing while files are renamed and offsets committed;
+    /// queries hold it for reading while they list files and read offsets,
+    /// so that no post is seen both in a file and in the log.
+    gate: Arc<RwLock<()>>,
+}
+
+impl Archive {
+    /// An archive under `root` (created), after removing what a crash
+    /// left uncommitted.
+    pub fn open(
+        root: &Path,
+        log: Arc<dyn Log>,
+        config: ArchiveConfig,
+        metrics: Arc<Metrics>,
+        gate: Arc<RwLock<()>>,
+    ) -> Result<Archive, ArchiveError> {
+        fs::create_dir_all(root.join(POSTS_DIR)).map_err(io(root))?;
+        let tmp = root.join(TMP_DIR);
+        if tmp.exists() {
+            fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
+        }
+        fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+        for (dir, consumer, topic) in [
+            (POSTS_DIR, CONSUMER, Topic::Enriched),
+            (ERRORS_DIR, ERRORS_CONSUMER, Topic::Dead),
+        ] {
+            for path in files_under(&root.join(dir))? {
+                let Some((p, first, _)) = path.file_name().and_then(|n| n.to_str()).and_then(parse_file_name) else {
+                    continue;
+                };
+                if p < log.partitions() && first >= log.committed(consumer, topic, p)? {
+                    // Renamed but never committed: the replay rewrites it.
+                    fs::remove_file(&path).map_err(io(&path))?;
+                }
+            }
+        }
+        Ok(Archive {
+            root: root.to_path_buf(),
+            log,
+            config,
+            metrics,
+            gate,
+        })
+    }
+
+    /// Runs until `shutdown`, then flushes and commits what it holds.
+    pub fn run(self, shutdown: CancellationToken) -> Result<(), ArchiveError> {
+        let partitions = self.log.partitions();
+        let mut posts: Vec<PostFiles> = (0..partitions)
+            .map(|p| PostFiles::new(p, self.log.committed(CONSUMER, Topic::Enriched, p)))
+            .collect::<Result<_, _>>()?;
+        let mut errors: Vec<ErrorFile> = (0..partitions)
+            .map(|p| ErrorFile::new(p, self.log.committed(ERRORS_CONSUMER, Topic::Dead, p)))
+            .collect::<Result<_, _>>()?;
+        let max_age = Duration::from_secs(self.config.max_file_age_secs);
+        let result = (|| {
+            while !shutdown.is_cancelled() {
+                let mut busy = false;
+                for files in &mut posts {
+                    busy |= self.read_posts(files)?;
+                    if files.should_roll(&self.config, max_age) {
+                        self.roll_posts(files)?;
+                    }
+                }
+                for file in &mut errors {
+                    busy |= self.read_errors(file)?;
+                    if file.first.is_some_and(|_| file.opened.elapsed() >= max_age) {
+                        self.roll_errors(file)?;
+                    }
+                }
+                if !busy {
+                    let seen: Vec<u64> = posts.iter().map(|f| f.next).collect();
+                    self.log
+                        .wait_for_appends(Topic::Enriched, &seen, Duration::from_millis(100));
+                }
+            }
+            Ok(())
+        })();
+        // Shutting down (or failing): what is complete is committed.
+        for files in &mut posts {
+            self.roll_posts(files)?;
+        }
+        for file in &mut errors {
+            self.roll_errors(file)?;
+        }
+        result
+    }
+
+    fn read_posts(&self, files: &mut PostFiles) -> Result<bool, ArchiveError> {
+        let entries = self.log.read(Topic::Enriched, files.partition, files.next, 4096)?;
+        if entries.is_empty() {
+            return Ok(false);
+        }
+        let mut groups: BTreeMap<(NaiveDate, u32), Vec<Post>> = BTreeMap::new();
+        for entry in &entries {
+            let post: Post = serde_json::from_slice(&entry.value).map_err(|e| ArchiveError::Damaged {
+                partition: files.partition,
+                offset: entry.offset,
+                reason: e.to_string(),
+            })?;
+            groups
+                .entry(partition_of_time(post.incoming.created_at))
+                .or_default()
+                .push(post);
+        }
+        if files.first.is_none() {
+            files.first = Some(entries[0].offset);
+            files.opened = Instant::now();
+        }
+        for (group, posts) in groups {
+            let open = match files.open.entry(group) {
+                std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
+                std::collections::btree_map::Entry::Vacant(v) => {
+                    let tmp = self.root.join(TMP_DIR).join(format!(
+                        "p{}-{}-{}-{:02}.parquet.tmp",
+                        files.partition,
+                        files.first.unwrap_or(0),
+                        group.0,
+                        group.1
+                    ));
+                    let file = File::create(&tmp).map_err(io(&tmp))?;
+                    let handle = file.try_clone().map_err(io(&tmp))?;
+                    let props = WriterProperties::builder()
+                        .set_compression(Compression::ZSTD(ZstdLevel::try_new(self.config.zstd_level)?))
+                        .set_max_row_group_row_count(Some(self.config.row_group_rows.max(1)))
+                        .build();
+                    let writer = ArrowWriter::try_new(file, schema(), Some(props))?;
+                    v.insert(OpenFile { tmp, handle, writer })
+                }
+            };
+            open.writer.write(&to_record_batch(&posts)?)?;
+            files.rows += posts.len() as u64;
+        }
+        files.next = entries[entries.len() - 1].offset + 1;
+        Ok(true)
+    }
+
+    /// Closes, syncs and renames the open files of a partition, then
+    /// commits its offset.
+    fn roll_posts(&self, files: &mut PostFiles) -> Result<(), ArchiveError> {
+        let Some(first) = files.first.take() else {
+            return Ok(());
+        };
+        let last = files.next - 1;
+        let mut done = Vec::new();
+        for ((dt, hour), open) in std::mem::take(&mut files.open) {
+            open.writer.close()?;
+            open.handle.sync_all().map_err(io(&open.tmp))?;
+            let dir = self.root.join(partition_dir(dt, hour));
+            fs::create_dir_all(&dir).map_err(io(&dir))?;
+            done.push((open.tmp, dir));
+        }
+        let name = file_name(files.partition, first, last, "parquet");
+        {
+            let _gate = self.gate.blocking_write();
+            for (tmp, dir) in &done {
+                let target = dir.join(&name);
+                fs::rename(tmp, &target).map_err(io(&target))?;
+                sync_dir(dir)?;
+            }
+            self.log
+                .commit(CONSUMER, Topic::Enriched, files.partition, files.next)?;
+        }
+        self.metrics.archive_rows.add(files.rows);
+        self.metrics.archive_files.add(done.len() as u64);
+        tracing::debug!(
+            partition = files.partition,
+            first,
+            last,
+            files = done.len(),
+            "Archive files committed."
+        );
+        files.rows = 0;
+        Ok(())
+    }
+
+    fn read_errors(&self, file: &mut ErrorFile) -> Result<bool, ArchiveError> {
+        let entries = self.log.read(Topic::Dead, file.partition, file.next, 4096)?;
+        if entries.is_empty() {
+            return Ok(false);
+        }
+        if file.first.is_none() {
+            file.first = Some(entries[0].offset);
+            file.opened = Instant::now();
+        }
+        for entry in &entries {
+            let failed_at = serde_json::from_slice::<DeadLetter>(&entry.value).map_or(0, |d| d.failed_at);
+            let lines = file.lines.entry(partition_of_time(failed_at).0).or_default();
+            lines.extend_from_slice(&entry.value);
+            lines.push(b'\n');
+        }
+        file.next = entries[entries.len() - 1].offset + 1;
+        Ok(true)
+    }
+
+    fn roll_errors(&self, file: &mut ErrorFile) -> Result<(), ArchiveError> {
+        let Some(first) = file.first.take() else {
+            return Ok(());
+        };
+        let name = file_name(file.partition, first, file.next - 1, "ndjson");
+        let mut count = 0;
+        for (dt, lines) in std::mem::take(&mut file.lines) {
+            let dir = self.root.join(ERRORS_DIR).join(format!("dt={dt}"));
+            fs::create_dir_all(&dir).map_err(io(&dir))?;
+            let tmp = self.root.join(TMP_DIR).join(format!("{name}.{dt}.tmp"));
+            let mut f = File::create(&tmp).map_err(io(&tmp))?;
+            f.write_all(&lines).and_then(|()| f.sync_all()).map_err(io(&tmp))?;
+            let target = dir.join(&name);
+            fs::rename(&tmp, &target).map_err(io(&target))?;
+            sync_dir(&dir)?;
+            count += lines.iter().filter(|&&b| b == b'\n').count() as u64;
+        }
+        self.log
+            .commit(ERRORS_CONSUMER, Topic::Dead, file.partition, file.next)?;
+        self.metrics.archive_errors.add(count);
+        Ok(())
+    }
+}
+
+struct OpenFile {
+    tmp: PathBuf,
+    /// A second handle on the file, to sync it after the writer closes.
+    handle: File,
+    writer: ArrowWriter<File>,
+}
+
+/// The files being written for one log partition.
+struct PostFiles {
+    partition: u32,
+    /// Offset of the first post in the open files.
+    first: Option<u64>,
+    /// Next offset to read.
+    next: u64,
+    opened: Instant,
+    rows: u64,
+    open: BTreeMap<(NaiveDate, u32), OpenFile>,
+}
+
+impl PostFiles {
+    fn new(partition: u32, committed: Result<u64, LogError>) -> Result<PostFiles, ArchiveError> {
+        Ok(PostFiles {
+            partition,
+            first: None,
+            next: committed?,
+            opened: Instant::now(),
+            rows: 0,
+            open: BTreeMap::new(),
+        })
+    }
+
+    fn should_roll(&self, config: &ArchiveConfig, max_age: Duration) -> bool {
+        if self.first.is_none() {
+            return false;
+        }
+        let bytes: u64 = self
+            .open
+            .values()
+            .map(|f| (f.writer.bytes_written() + f.writer.in_progress_size()) as u64)
+            .sum();
+        bytes >= config.max_file_bytes || self.opened.elapsed() >= max_age
+    }
+}
+
+/// The dead letters being collected for one log partition.
+struct ErrorFile {
+    partition: u32,
+    first: Option<u64>,
+    next: u64,
+    opened: Instant,
+    lines: BTreeMap<NaiveDate, Vec<u8>>,
+}
+
+impl ErrorFile {
+    fn new(partition: u32, committed: Result<u64, LogError>) -> Result<ErrorFile, ArchiveError> {
+        Ok(ErrorFile {
+            partition,
+            first: None,
+            next: committed?,
+            opened: Instant::now(),
+            lines: BTreeMap::new(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_round_trip_and_sort_by_offset() {
+        let name = file_name(3, 17, 4095, "parquet");
+        assert_eq!(name, "p3-000000000017-000000004095.parquet");
+        assert_eq!(parse_file_name(&name), Some((3, 17, 4095)));
+        assert!(file_name(0, 9, 9, "parquet") < file_name(0, 10, 10, "parquet"));
+        assert_eq!(parse_file_name("p3-1-2.parquet.tmp"), None);
+        assert_eq!(parse_file_name("part-0.parquet"), None);
+    }
+
+    #[test]
+    fn hive_partition_of_a_time() {
+        // 2019-01-01T12:34:56Z
+        let (dt, hour) = partition_of_time(1_546_346_096_000_000);
+        assert_eq!(partition_dir(dt, hour), Path::new("posts/dt=2019-01-01/hour=12"));
+    }
+}

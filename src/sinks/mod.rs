@@ -1,0 +1,3 @@
+//! Where enriched posts go.
+
+pub mod archive;

@@ -1,0 +1,3 @@
+//! Where posts come from besides the HTTP API.
+
+pub mod demo;

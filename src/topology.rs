@@ -1,0 +1,247 @@
+//! The one place that wires components together: a data directory's log,
+//! the enrich stage, the archive sink, the HTTP API and the sources, run
+//! under one shutdown token.
+//!
+//! Layout of a data directory:
+//! `log/` (fjall), `archive/posts/…` and `archive/errors/…` (Parquet and
+//! NDJSON), `server.json` (address of the running server, for other
+//! commands).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::sync::RwLock;
+
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::http::{self, AppState};
+use crate::log::fjall::FjallLog;
+use crate::log::{Log, LogError};
+use crate::metrics::Metrics;
+use crate::query::QueryEngine;
+use crate::sinks::archive::{Archive, ArchiveError};
+use crate::transforms::enrich;
+
+/// Environment variable naming the data directory.
+pub const DATA_ENV: &str = "CHORUS_DATA";
+/// Data directory used when neither `--data` nor `CHORUS_DATA` is given.
+pub const DEFAULT_DATA_DIR: &str = "chorus-data";
+/// File in the data directory that tells other commands where the
+/// running server listens.
+pub const SERVER_FILE: &str = "server.json";
+
+/// Pipeline failures.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// The log failed.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// The archive failed.
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
+    /// Anything else, with context.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// What `server.json` holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServerInfo {
+    /// Where the API listens.
+    pub address: SocketAddr,
+    /// The server's process id.
+    pub pid: u32,
+}
+
+/// The data directory: `--data`, else `$CHORUS_DATA`, else `./chorus-data`.
+pub fn data_dir(explicit: Option<&Path>) -> PathBuf {
+    match explicit {
+        Some(p) => p.to_path_buf(),
+        None => std::env::var_os(DATA_ENV).map_or_else(|| PathBuf::from(DEFAULT_DATA_DIR), PathBuf::from),
+    }
+}
+
+/// The running server of a data directory, if `server.json` names one
+/// that answers.
+pub fn running_server(data: &Path) -> Option<ServerInfo> {
+    let text = std::fs::read_to_string(data.join(SERVER_FILE)).ok()?;
+    let info: ServerInfo = serde_json::from_str(&text).ok()?;
+    std::net::TcpStream::connect_timeout(&info.address, std::time::Duration::from_millis(500))
+        .ok()
+        .map(|_| info)
+}
+
+/// An opened data directory and the shared parts of its pipeline.
+pub struct Pipeline {
+    data: PathBuf,
+    config: Config,
+    log: Arc<FjallLog>,
+    metrics: Arc<Metrics>,
+    gate: Arc<RwLock<()>>,
+}
+
+impl Pipeline {
+    /// Opens (creating) the data directory. Fails if another process has it.
+    pub fn open(data: &Path, config: Config) -> Result<Pipeline, PipelineError> {
+        let log = FjallLog::open(&data.join("log"), config.log.partitions).map_err(|e| match e {
+            LogError::Storage(msg) if msg.to_lowercase().contains("lock") => PipelineError::Other(format!(
+                "{} is in use by another chorus process ({msg})",
+                data.display()
+            )),
+            e => e.into(),
+        })?;
+        Ok(Pipeline {
+            data: data.to_path_buf(),
+            config,
+            log: Arc::new(log),
+            metrics: Arc::new(Metrics::default()),
+            gate: Arc::new(RwLock::new(())),
+        })
+    }
+
+    /// The log.
+    pub fn log(&self) -> Arc<dyn Log> {
+        self.log.clone()
+    }
+
+    /// The counters.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
+    /// The archive's root directory.
+    pub fn archive_root(&self) -> PathBuf {
+        self.data.join("archive")
+    }
+
+    /// A query engine over this directory.
+    pub fn query_engine(&self) -> QueryEngine {
+        QueryEngine::new(&self.archive_root(), self.log(), self.gate.clone())
+    }
+
+    /// Removes what a crash left uncommitted in the archive (done by
+    /// [`Pipeline::run`] too); call before querying a directory that is not
+    /// running.
+    pub fn recover_archive(&self) -> Result<(), PipelineError> {
+        self.archive()?;
+        Ok(())
+    }
+
+    fn archive(&self) -> Result<Archive, ArchiveError> {
+        Archive::open(
+            &self.archive_root(),
+            self.log(),
+            self.config.archive.clone(),
+            self.metrics.clone(),
+            self.gate.clone(),
+        )
+    }
+
+    /// Runs the enrich stage and the archive (and the HTTP API when a
+    /// listener is given) until `shutdown`, then stops them in order: the
+    /// API first, then the stages, which flush and commit what they hold.
+    pub async fn run(&self, listener: Option<TcpListener>, shutdown: CancellationToken) -> Result<(), PipelineError> {
+        let archive = self.archive()?;
+        // A failing component cancels `stop`, which stops the others.
+        let stop = shutdown.child_token();
+        let enrich_task = {
+            let (log, metrics, stop, config) = (
+                self.log(),
+                self.metrics.clone(),
+                stop.clone(),
+                self.config.enrich.clone(),
+            );
+            spawn_thread("enrich", move || {
+                let result = enrich::run(log, &config, metrics, stop.clone()).map_err(PipelineError::from);
+                stop.cancel();
+                result
+            })?
+        };
+        let archive_task = {
+            let stop = stop.clone();
+            spawn_thread("archive", move || {
+                let result = archive.run(stop.clone()).map_err(PipelineError::from);
+                stop.cancel();
+                result
+            })?
+        };
+        let mut server_file = None;
+        let server = match listener {
+            Some(listener) => {
+                let address = listener
+                    .local_addr()
+                    .map_err(|e| PipelineError::Other(format!("listener: {e}")))?;
+                let path = self.data.join(SERVER_FILE);
+                let info = ServerInfo {
+                    address,
+                    pid: std::process::id(),
+                };
+                std::fs::write(&path, serde_json::to_vec_pretty(&info).unwrap_or_default())
+                    .map_err(|e| PipelineError::Other(format!("{}: {e}", path.display())))?;
+                server_file = Some(path);
+                let state = Arc::new(AppState {
+                    log: self.log(),
+                    query: Arc::new(self.query_engine()),
+                    metrics: self.metrics.clone(),
+                    tokens: self.config.tokens(),
+                    max_body_bytes: self.config.server.max_body_bytes,
+                    max_enrich_lag: self.config.server.max_enrich_lag,
+                });
+                let stop = stop.clone();
+                Some(tokio::spawn(async move {
+                    let result = http::serve(listener, state, stop.clone()).await;
+                    stop.cancel();
+                    result.map_err(|e| PipelineError::Other(format!("HTTP server: {e}")))
+                }))
+            }
+            None => None,
+        };
+        stop.cancelled().await;
+        let mut result = Ok(());
+        if let Some(server) = server {
+            result = server
+                .await
+                .unwrap_or_else(|e| Err(PipelineError::Other(format!("HTTP server: {e}"))));
+        }
+        if let Some(path) = server_file {
+            let _ = std::fs::remove_file(path);
+        }
+        for task in [enrich_task, archive_task] {
+            let joined = tokio::task::spawn_blocking(move || {
+                task.join()
+                    .unwrap_or_else(|_| Err(PipelineError::Other("a pipeline thread panicked".into())))
+            })
+            .await
+            .unwrap_or_else(|e| Err(PipelineError::Other(e.to_string())));
+            if result.is_ok() {
+                result = joined;
+            }
+        }
+        result
+    }
+}
+
+fn spawn_thread(
+    name: &str,
+    f: impl FnOnce() -> Result<(), PipelineError> + Send + 'static,
+) -> Result<std::thread::JoinHandle<Result<(), PipelineError>>, PipelineError> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .map_err(|e| PipelineError::Other(format!("cannot start the {name} thread: {e}")))
+}
+
+/// Refuses an address that is not loopback when no token is configured.
+pub fn check_listen(address: SocketAddr, tokens: &[String]) -> Result<(), PipelineError> {
+    if tokens.is_empty() && !address.ip().is_loopback() {
+        return Err(PipelineError::Other(format!(
+            "refusing to listen on {address} without tokens: set [server] tokens or CHORUS_TOKENS, \
+             or listen on 127.0.0.1"
+        )));
+    }
+    Ok(())
+}

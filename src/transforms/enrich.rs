@@ -1,0 +1,360 @@
+//! The enrich stage: reads `posts.raw`, drops exact re-submissions, cleans
+//! and scores each post, appends it to `posts.enriched` (or a dead letter
+//! with the reason to `posts.dead`), and commits its input offset in the
+//! same log transaction as its output, so a crash never repeats output.
+//!
+//! Each worker thread owns the partitions `p` with `p % workers == w`, so
+//! the stage uses every core it is given and keeps per-partition order.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::enrich;
+use crate::log::{Entry, Log, LogError, Topic, Transaction, post_key};
+use crate::metrics::Metrics;
+use crate::record::{Post, RawPost, now_micros};
+
+/// The enrich stage's consumer name on `posts.raw`.
+pub const CONSUMER: &str = "enrich";
+
+/// Prefix of the state entries that remember which posts were seen.
+const SEEN_PREFIX: &[u8] = b"enrich.seen/";
+
+/// Settings of the enrich stage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EnrichConfig {
+    /// Worker threads (0: one per core).
+    pub workers: usize,
+    /// Raw records read and written per transaction.
+    pub batch: usize,
+}
+
+impl Default for EnrichConfig {
+    fn default() -> Self {
+        EnrichConfig {
+            workers: 0,
+            batch: 2000,
+        }
+    }
+}
+
+impl EnrichConfig {
+    /// Worker threads actually used for a log with `partitions`.
+    pub fn worker_count(&self, partitions: u32) -> usize {
+        let wanted = if self.workers == 0 {
+            std::thread::available_parallelism().map_or(2, usize::from)
+        } else {
+            self.workers
+        };
+        wanted.clamp(1, partitions.max(1) as usize)
+    }
+}
+
+/// A record the pipeline could not use, as stored on `posts.dead` and in
+/// `archive/errors`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// Topic the record came from.
+    pub topic: String,
+    /// Its partition there.
+    pub partition: u32,
+    /// Its offset there.
+    pub offset: u64,
+    /// Why it was refused.
+    pub error: String,
+    /// The record as it was (lossy UTF-8).
+    pub value: String,
+    /// When it was refused, µs since the epoch.
+    pub failed_at: i64,
+}
+
+/// Runs the stage until `shutdown`; returns the first log failure.
+pub fn run(
+    log: Arc<dyn Log>,
+    config: &EnrichConfig,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) -> Result<(), LogError> {
+    let workers = config.worker_count(log.partitions());
+    let batch = config.batch.max(1);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|w| {
+                let (log, metrics, shutdown) = (log.clone(), metrics.clone(), shutdown.clone());
+                std::thread::Builder::new()
+                    .name(format!("enrich-{w}"))
+                    .spawn_scoped(scope, move || {
+                        let result = worker(&*log, w, workers, batch, &metrics, &shutdown);
+                        if result.is_err() {
+                            // One broken worker stops the others cleanly.
+                            shutdown.cancel();
+                        }
+                        result
+                    })
+                    .map_err(|e| LogError::Storage(format!("cannot start an enrich thread: {e}")))
+            })
+            .collect();
+        let mut first_error = Ok(());
+        for handle in handles {
+            let result = match handle {
+                Ok(h) => h
+                    .join()
+                    .unwrap_or_else(|_| Err(LogError::Storage("an enrich thread panicked".into()))),
+                Err(e) => Err(e),
+            };
+            if first_error.is_ok() {
+                first_error = result;
+            }
+        }
+        first_error
+    })
+}
+
+fn worker(
+    log: &dyn Log,
+    w: usize,
+    workers: usize,
+    batch: usize,
+    metrics: &Metrics,
+    shutdown: &CancellationToken,
+) -> Result<(), LogError> {
+    let partitions = log.partitions();
+    let mine: Vec<u32> = (0..partitions).filter(|p| *p as usize % workers == w).collect();
+    // Next offset per partition; partitions of other workers never count
+    // as news.
+    let mut next = vec![u64::MAX; partitions as usize];
+    for &p in &mine {
+        next[p as usize] = log.committed(CONSUMER, Topic::Raw, p)?;
+    }
+    while !shutdown.is_cancelled() {
+        let mut busy = false;
+        for &p in &mine {
+            let entries = log.read(Topic::Raw, p, next[p as usize], batch)?;
+            if let Some(last) = entries.last() {
+                let next_offset = last.offset + 1;
+                process(log, p, &entries, next_offset, metrics)?;
+                next[p as usize] = next_offset;
+                busy = true;
+            }
+        }
+        if !busy {
+            log.wait_for_appends(Topic::Raw, &next, Duration::from_millis(200));
+        }
+    }
+    Ok(())
+}
+
+/// A stable 64-bit FNV-1a hasher: the content hash stored to recognise
+/// re-submissions must not change between runs.
+struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 ^= u64::from(b);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+}
+
+/// Enriches one batch of a partition and writes the result in one
+/// transaction with the commit of `next_offset`.
+fn process(
+    log: &dyn Log,
+    partition: u32,
+    entries: &[Entry],
+    next_offset: u64,
+    metrics: &Metrics,
+) -> Result<(), LogError> {
+    metrics.enrich_in.add(entries.len() as u64);
+    let mut dead: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    let mut kept: Vec<(RawPost, Vec<u8>, [u8; 8])> = Vec::with_capacity(entries.len());
+    // Within the batch: state key → hash of its latest content.
+    let mut in_batch: HashMap<Vec<u8>, [u8; 8]> = HashMap::new();
+    let mut duplicates = 0;
+    for entry in entries {
+        let raw: RawPost = match serde_json::from_slice(&entry.value) {
+            Ok(raw) => raw,
+            Err(e) => {
+                dead.push(dead_letter(
+                    Topic::Raw,
+                    partition,
+                    entry,
+                    &format!("not a raw post: {e}"),
+                ));
+                continue;
+            }
+        };
+        let key = post_key(&raw.incoming.platform, &raw.incoming.id);
+        let mut h = Fnv(0xcbf2_9ce4_8422_2325);
+        raw.incoming.hash(&mut h);
+        let hash = h.finish().to_be_bytes();
+        let mut state_key = SEEN_PREFIX.to_vec();
+        state_key.extend_from_slice(&key);
+        let seen = match in_batch.get(&state_key) {
+            Some(h) => Some(*h),
+            None => log.state(&state_key)?.and_then(|v| v.try_into().ok()),
+        };
+        if seen == Some(hash) {
+            duplicates += 1;
+            continue;
+        }
+        in_batch.insert(state_key.clone(), hash);
+        kept.push((raw, state_key, hash));
+    }
+    let bodies: Vec<&str> = kept.iter().map(|(raw, ..)| raw.incoming.body.as_str()).collect();
+    let cleaned = enrich::clean_and_score_batch(&bodies);
+    let mut enriched: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(kept.len());
+    for ((raw, ..), (text, scores)) in kept.iter().zip(cleaned) {
+        let key = post_key(&raw.incoming.platform, &raw.incoming.id);
+        let post: Post = raw.incoming.clone().into_post(text, scores, raw.ingested_at);
+        // Invariant: a Post is strings, integers and finite floats, which
+        // always serialise.
+        let json = serde_json::to_vec(&post).expect("a post serialises");
+        enriched.push((key, json));
+    }
+    let mut tx = Transaction::new();
+    for (key, value) in &enriched {
+        tx.append(Topic::Enriched, key, value);
+    }
+    for (key, value) in &dead {
+        tx.append(Topic::Dead, key, value);
+    }
+    for (_, state_key, hash) in &kept {
+        tx.put_state(state_key, hash);
+    }
+    tx.commit(CONSUMER, Topic::Raw, partition, next_offset);
+    log.write(&tx)?;
+    metrics.enrich_out.add(enriched.len() as u64);
+    metrics.dead_letters.add(dead.len() as u64);
+    metrics.enrich_duplicates.add(duplicates);
+    Ok(())
+}
+
+/// A dead letter for `entry`, keyed by where it came from.
+fn dead_letter(topic: Topic, partition: u32, entry: &Entry, error: &str) -> (Vec<u8>, Vec<u8>) {
+    let letter = DeadLetter {
+        topic: topic.name().to_string(),
+        partition,
+        offset: entry.offset,
+        error: error.to_string(),
+        value: String::from_utf8_lossy(&entry.value).into_owned(),
+        failed_at: now_micros(),
+    };
+    let key = format!("{}/{partition}/{}", topic.name(), entry.offset).into_bytes();
+    // Invariant: strings and integers always serialise.
+    let value = serde_json::to_vec(&letter).expect("a dead letter serialises");
+    (key, value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::fjall::FjallLog;
+    use crate::record::IncomingPost;
+
+    fn raw(id: &str, body: &str) -> Vec<u8> {
+        let incoming = IncomingPost {
+            platform: "reddit".into(),
+            id: id.into(),
+            community: Some("politics".into()),
+            author: None,
+            body: body.into(),
+            created_at: 1_546_344_000_000_000,
+            parent_id: None,
+            thread_id: None,
+            url: None,
+            score: None,
+            reposts: None,
+            author_followers: None,
+            location: None,
+            lang: None,
+        };
+        serde_json::to_vec(&RawPost {
+            incoming,
+            ingested_at: now_micros(),
+        })
+        .unwrap()
+    }
+
+    fn run_until_drained(log: &Arc<FjallLog>, metrics: &Arc<Metrics>) {
+        let shutdown = CancellationToken::new();
+        let handle = {
+            let (log, metrics, shutdown) = (log.clone() as Arc<dyn Log>, metrics.clone(), shutdown.clone());
+            std::thread::spawn(move || run(log, &EnrichConfig::default(), metrics, shutdown))
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while log.lag(CONSUMER, Topic::Raw).unwrap() > 0 {
+            assert!(std::time::Instant::now() < deadline, "enrich did not drain posts.raw");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        shutdown.cancel();
+        handle.join().unwrap().unwrap();
+    }
+
+    fn enriched(log: &FjallLog) -> Vec<Post> {
+        (0..log.partitions())
+            .flat_map(|p| log.read(Topic::Enriched, p, 0, usize::MAX).unwrap())
+            .map(|e| serde_json::from_slice(&e.value).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn enriches_drops_resubmissions_and_dead_letters_garbage() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Arc::new(FjallLog::open(dir.path(), 4).unwrap());
+        let metrics = Arc::new(Metrics::default());
+        let a = raw("t1_a", "I **love** it https://x.org");
+        let a_again = raw("t1_a", "I **love** it https://x.org");
+        let a_edited = raw("t1_a", "I hate it now");
+        let b = raw("t1_b", "meh");
+        log.append(
+            Topic::Raw,
+            &[
+                (b"reddit\0t1_a", &a),
+                (b"reddit\0t1_b", &b),
+                (b"reddit\0t1_a", &a_again),
+            ],
+        )
+        .unwrap();
+        log.append(Topic::Raw, &[(b"junk", b"{not json")]).unwrap();
+        run_until_drained(&log, &metrics);
+        // A re-submission in a later batch is dropped too; an edit is kept.
+        log.append(Topic::Raw, &[(b"reddit\0t1_a", &a_again), (b"reddit\0t1_a", &a_edited)])
+            .unwrap();
+        run_until_drained(&log, &metrics);
+
+        let mut posts = enriched(&log);
+        posts.sort_by_key(|p| (p.incoming.id.clone(), p.ingested_at));
+        let texts: Vec<(&str, &str)> = posts
+            .iter()
+            .map(|p| (p.incoming.id.as_str(), p.text.as_str()))
+            .collect();
+        assert_eq!(
+            texts,
+            [("t1_a", "I love it"), ("t1_a", "I hate it now"), ("t1_b", "meh")]
+        );
+        assert_eq!(posts[0].scores, enrich::score("I love it"));
+        assert_eq!(posts[0].incoming.body, "I **love** it https://x.org");
+        assert_eq!(metrics.enrich_duplicates.get(), 2);
+
+        let dead: Vec<DeadLetter> = (0..4)
+            .flat_map(|p| log.read(Topic::Dead, p, 0, 9).unwrap())
+            .map(|e| serde_json::from_slice(&e.value).unwrap())
+            .collect();
+        assert_eq!(dead.len(), 1);
+        assert_eq!(dead[0].value, "{not json");
+        assert!(dead[0].error.starts_with("not a raw post"), "{}", dead[0].error);
+        assert_eq!(log.lag(CONSUMER, Topic::Raw).unwrap(), 0);
+    }
+}

@@ -1,0 +1,3 @@
+//! Stages that read one topic and write another.
+
+pub mod enrich;
