@@ -1,7 +1,9 @@
 //! chorus's one integration-test binary; a module per area.
 
+mod pipeline;
 mod score_cli;
 mod sentiment_golden;
+mod server;
 
 use std::path::PathBuf;
 

@@ -1,0 +1,441 @@
+//! The pipeline end to end through the real binary: HTTP ingest → log →
+//! enrich → archive → SQL, crash recovery, an independent Parquet reader,
+//! and the documented errors for bad input.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::server::{Server, chorus, corpus_bodies, ndjson, post, sql};
+
+/// Files roll every second, so queries cross the archive boundary.
+const FAST_ROLL: &str = "[archive]\nmax_file_age_secs = 1\n";
+
+async fn wait_for_count(client: &reqwest::Client, server: &Server, expected: u64, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let rows = sql(client, server, "SELECT count(*) AS n FROM posts").await;
+        let n = rows[0]["n"].as_u64().unwrap();
+        assert!(n <= expected, "more posts than sent: {n}");
+        if n == expected {
+            return;
+        }
+        assert!(Instant::now() < deadline, "only {n} of {expected} posts visible");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The independent reader: DuckDB from PyPI, installed by scripts/test.sh.
+fn duckdb(query: &str) -> Value {
+    let python = std::env::var("CHORUS_TEST_PYTHON")
+        .expect("CHORUS_TEST_PYTHON is not set: run the suite with scripts/test.sh, which installs DuckDB");
+    let script = format!(
+        "import duckdb, json, sys\nrow = duckdb.sql({query:?}).fetchone()\nprint(json.dumps([float(v) if v is not None else None for v in row]))\n"
+    );
+    let out = std::process::Command::new(python)
+        .arg("-c")
+        .arg(script)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "duckdb: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundred_thousand_posts_over_http_are_counted_once_and_read_by_duckdb() {
+    const N: usize = 100_000;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, FAST_ROLL, &[]);
+    let bodies = corpus_bodies();
+    let client = reqwest::Client::new();
+    let mut senders = Vec::new();
+    for part in 0..4 {
+        let (client, url, bodies) = (client.clone(), server.url("/v1/posts"), bodies.clone());
+        senders.push(tokio::spawn(async move {
+            for batch in (part..N / 1000).step_by(4) {
+                let body = ndjson(batch * 1000..(batch + 1) * 1000, &bodies);
+                loop {
+                    let response = client.post(&url).body(body.clone()).send().await.unwrap();
+                    if response.status() == 429 {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                    assert_eq!(response.status(), 202);
+                    let answer: Value = response.json().await.unwrap();
+                    assert_eq!(answer, json!({"accepted": 1000, "rejected": []}));
+                    break;
+                }
+            }
+        }));
+    }
+    for s in senders {
+        s.await.unwrap();
+    }
+    wait_for_count(&client, &server, N as u64, Duration::from_secs(600)).await;
+
+    // Every post once, scored as the library scores its cleaned body.
+    let rows = sql(
+        &client,
+        &server,
+        "SELECT count(DISTINCT (platform, id)) AS ids, sum(polarity) AS p, sum(vader_compound) AS c, \
+         count(DISTINCT dt) AS days FROM posts",
+    )
+    .await;
+    assert_eq!(rows[0]["ids"], N);
+    assert_eq!(rows[0]["days"], 3);
+    let (mut polarity, mut compound) = (0.0, 0.0);
+    for i in 0..N {
+        let body = post(i, &bodies)["body"].as_str().unwrap().to_string();
+        let scores = chorus::enrich::score(&chorus::enrich::clean::clean(&body));
+        polarity += scores.polarity;
+        compound += scores.vader_compound;
+    }
+    assert!(
+        (rows[0]["p"].as_f64().unwrap() - polarity).abs() < 1e-6,
+        "{} vs {polarity}",
+        rows[0]["p"]
+    );
+    assert!((rows[0]["c"].as_f64().unwrap() - compound).abs() < 1e-6);
+    let one = sql(
+        &client,
+        &server,
+        "SELECT body, text, community FROM posts WHERE id = 't1_7'",
+    )
+    .await;
+    assert_eq!(one[0]["body"], post(7, &bodies)["body"]);
+    assert_eq!(one[0]["community"], "worldnews");
+
+    let metrics = client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(&format!("chorus_ingest_posts_accepted_total {N}\n")),
+        "{metrics}"
+    );
+    assert!(metrics.contains(&format!("chorus_enrich_posts_written_total {N}\n")));
+
+    // SIGTERM flushes the open files: then the archive alone holds
+    // everything, and DuckDB reads it as Athena would.
+    server.stop();
+    let status = chorus().arg("--data").arg(&data).arg("status").output().unwrap();
+    let status = String::from_utf8(status.stdout).unwrap();
+    assert!(
+        status.contains("posts.enriched   archive                100000       100000          0"),
+        "{status}"
+    );
+    let glob = format!("{}/archive/posts/**/*.parquet", data.display());
+    let read = duckdb(&format!(
+        "SELECT count(*), sum(polarity), count(DISTINCT dt), min(hour), max(hour) FROM read_parquet('{glob}', hive_partitioning = true)"
+    ));
+    assert_eq!(read[0], N as f64);
+    assert!((read[1].as_f64().unwrap() - polarity).abs() < 1e-6);
+    assert_eq!(read[2], 3.0);
+    assert_eq!((read[3].as_f64(), read[4].as_f64()), (Some(0.0), Some(23.0)));
+    let out = chorus()
+        .arg("--data")
+        .arg(&data)
+        .args([
+            "sql",
+            "--format",
+            "csv",
+            "SELECT count(*) AS n, sum(polarity) AS p FROM posts",
+        ])
+        .output()
+        .unwrap();
+    let csv = String::from_utf8(out.stdout).unwrap();
+    let line = csv.lines().nth(1).unwrap();
+    let (n, p) = line.split_once(',').unwrap();
+    assert_eq!(n, N.to_string());
+    assert!((p.parse::<f64>().unwrap() - polarity).abs() < 1e-6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_ingest_loses_no_acknowledged_post_and_adds_no_duplicate() {
+    const BATCH: usize = 500;
+    const ROUNDS: usize = 10;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let bodies = corpus_bodies();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let mut acknowledged: HashSet<usize> = HashSet::new();
+    // Batches sent without a 202 (the server died first) are sent again
+    // after the restart, as a client that retries until it gets one would.
+    let mut retry: Vec<usize> = Vec::new();
+    let mut next_batch = 0usize;
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    for _ in 0..=ROUNDS {
+        let server = Server::start(&data, FAST_ROLL, &[]);
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let kill_after = Duration::from_millis(100 + seed % 900);
+        let url = server.url("/v1/posts");
+        let sender = {
+            let (client, bodies) = (client.clone(), bodies.clone());
+            let mut queue = std::mem::take(&mut retry);
+            let first_new = next_batch;
+            tokio::spawn(async move {
+                let mut acked = Vec::new();
+                let mut fresh = first_new;
+                loop {
+                    let batch = queue.pop().unwrap_or_else(|| {
+                        fresh += 1;
+                        fresh - 1
+                    });
+                    let body = ndjson(batch * BATCH..(batch + 1) * BATCH, &bodies);
+                    match client.post(&url).body(body).send().await {
+                        Ok(r) if r.status() == 202 => acked.push(batch),
+                        _ => return (acked, batch, fresh),
+                    }
+                }
+            })
+        };
+        // Kill at a moment that varies, mostly with a request in flight.
+        tokio::time::sleep(kill_after).await;
+        server.kill9();
+        let (acked, failed, fresh) = sender.await.unwrap();
+        for batch in acked {
+            acknowledged.extend(batch * BATCH..(batch + 1) * BATCH);
+        }
+        retry.push(failed);
+        next_batch = fresh;
+    }
+    let server = Server::start(&data, FAST_ROLL, &[]);
+    for batch in retry {
+        let body = ndjson(batch * BATCH..(batch + 1) * BATCH, &bodies);
+        let r = client.post(server.url("/v1/posts")).body(body).send().await.unwrap();
+        assert_eq!(r.status(), 202);
+        acknowledged.extend(batch * BATCH..(batch + 1) * BATCH);
+    }
+    assert!(acknowledged.len() >= BATCH, "the test acknowledged nothing");
+    // Wait until the stages have caught up, then compare.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let status: Value = client
+            .get(server.url("/v1/status"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if status["stages"][0]["lag"] == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "enrich did not catch up: {status}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let rows = sql(
+        &client,
+        &server,
+        "SELECT count(*) AS n, count(DISTINCT (platform, id)) AS ids FROM posts",
+    )
+    .await;
+    assert_eq!(rows[0]["n"], rows[0]["ids"], "a replay added rows");
+    let ids = sql(&client, &server, "SELECT id FROM posts").await;
+    let stored: HashSet<usize> = ids
+        .iter()
+        .map(|r| r["id"].as_str().unwrap()[3..].parse().unwrap())
+        .collect();
+    let lost: Vec<&usize> = acknowledged.iter().filter(|i| !stored.contains(i)).take(5).collect();
+    assert!(lost.is_empty(), "acknowledged posts lost, e.g. {lost:?}");
+    // Files written before a kill and never committed were replaced, not added.
+    server.stop();
+    let out = chorus()
+        .arg("--data")
+        .arg(&data)
+        .args([
+            "sql",
+            "--format",
+            "csv",
+            "SELECT count(*) - count(DISTINCT (platform, id)) FROM posts",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8(out.stdout).unwrap().lines().nth(1), Some("0"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_the_documented_status_and_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = "[server]\nmax_body_bytes = 100000\n";
+    let server = Server::start(&data, config, &[("CHORUS_TOKENS", "s3cret,other")]);
+    let client = reqwest::Client::new();
+    let bodies = corpus_bodies();
+    let posts = |body: String| client.post(server.url("/v1/posts")).bearer_auth("s3cret").body(body);
+
+    // No token, a wrong token.
+    let r = client.post(server.url("/v1/posts")).body("{}").send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.headers()["www-authenticate"], "Bearer realm=\"chorus\"");
+    assert!(r.text().await.unwrap().contains("missing bearer token"));
+    let r = client
+        .post(server.url("/v1/sql"))
+        .bearer_auth("nope")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(client.get(server.url("/healthz")).send().await.unwrap().status(), 200);
+
+    // Malformed JSON: 400; wrong types: 422 with the reason per line.
+    let r = posts("{\"platform\": ".into()).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let answer: Value = r.json().await.unwrap();
+    assert_eq!(answer["accepted"], 0);
+    assert!(
+        answer["rejected"][0]["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("malformed JSON")
+    );
+    let wrong = json!({"platform": "reddit", "id": 5, "body": "x", "created_at": 1}).to_string();
+    let r = posts(wrong).send().await.unwrap();
+    assert_eq!(r.status(), 422);
+    let answer: Value = r.json().await.unwrap();
+    assert_eq!(
+        answer["rejected"][0],
+        json!({"line": 1, "error": "\"id\" must be a string, got a number"})
+    );
+    let ms = json!({"platform": "reddit", "id": "a", "body": "x", "created_at": 1_546_300_800_000u64}).to_string();
+    let answer: Value = posts(ms).send().await.unwrap().json().await.unwrap();
+    assert!(
+        answer["rejected"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("is it in ms?")
+    );
+
+    // Valid lines are accepted beside the bad ones, and numbered.
+    let mixed = format!("{}\nnot json\n{}\n", post(1, &bodies), json!({"platform": "x"}));
+    let r = posts(mixed).send().await.unwrap();
+    assert_eq!(r.status(), 202);
+    let answer: Value = r.json().await.unwrap();
+    assert_eq!(answer["accepted"], 1);
+    let lines: Vec<u64> = answer["rejected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["line"].as_u64().unwrap())
+        .collect();
+    assert_eq!(lines, [2, 3]);
+
+    // Too large: 413, nothing stored.
+    let big = ndjson(0..400, &bodies);
+    assert!(big.len() > 100_000);
+    let r = posts(big).send().await.unwrap();
+    assert_eq!(r.status(), 413);
+    assert!(r.text().await.unwrap().contains("larger than 100000 bytes"));
+
+    // SQL: writes, DDL, file access and a second statement are refused.
+    for (query, message) in [
+        ("DROP TABLE posts", "read-only"),
+        ("INSERT INTO posts SELECT * FROM posts", "read-only"),
+        ("COPY (SELECT 1) TO '/tmp/chorus-copy.csv'", "read-only"),
+        (
+            "CREATE EXTERNAL TABLE t STORED AS CSV LOCATION '/etc/passwd'",
+            "read-only",
+        ),
+        ("SELECT 1; SELECT 2", "one statement per query, got 2"),
+        ("SELEC 1", "SQL error"),
+        ("SELECT nope FROM posts", "nope"),
+    ] {
+        let r = client
+            .post(server.url("/v1/sql"))
+            .bearer_auth("other")
+            .json(&json!({ "sql": query }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{query}");
+        let body: Value = r.json().await.unwrap();
+        assert!(body["error"].as_str().unwrap().contains(message), "{query}: {body}");
+    }
+    assert!(!std::path::Path::new("/tmp/chorus-copy.csv").exists());
+    let r = client
+        .post(server.url("/v1/sql"))
+        .bearer_auth("other")
+        .body("SELECT 1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+
+    // The accepted post is there; the refused ones are not.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r: Value = client
+            .post(server.url("/v1/sql"))
+            .bearer_auth("s3cret")
+            .json(&json!({"sql": "SELECT id FROM posts"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if r["rows"].as_array().unwrap().len() == 1 {
+            assert_eq!(r["rows"][0]["id"], "t1_1");
+            assert_eq!(r["columns"][0], json!({"name": "id", "type": "Utf8"}));
+            break;
+        }
+        assert!(Instant::now() < deadline, "{r}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(server);
+
+    // Listening beyond loopback without a token is refused at start.
+    let out = chorus()
+        .arg("--data")
+        .arg(dir.path().join("other"))
+        .args(["run", "--listen", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("refusing to listen on 0.0.0.0:0 without tokens"));
+}
+
+#[test]
+fn config_example_parses_and_an_unknown_key_is_refused_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = chorus().args(["config", "example"]).output().unwrap();
+    assert!(out.status.success());
+    let path = dir.path().join("chorus.toml");
+    std::fs::write(&path, &out.stdout).unwrap();
+    let status = chorus()
+        .arg("--config")
+        .arg(&path)
+        .arg("--data")
+        .arg(dir.path().join("d"))
+        .arg("status")
+        .output()
+        .unwrap();
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    std::fs::write(&path, "[archive]\nmax_file_age = 5\n").unwrap();
+    let out = chorus()
+        .arg("--config")
+        .arg(&path)
+        .arg("--data")
+        .arg(dir.path().join("d"))
+        .arg("status")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("chorus.toml: line 2: unknown field `max_file_age`"),
+        "{err}"
+    );
+}

@@ -1,0 +1,141 @@
+//! Helpers that run the real `chorus` binary on a temporary data directory.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+/// The `chorus` binary under test.
+pub fn chorus() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_chorus"));
+    c.env_remove("CHORUS_TOKENS").env_remove("CHORUS_DATA");
+    c
+}
+
+/// A running `chorus run`, killed when dropped.
+pub struct Server {
+    pub child: Child,
+    pub address: SocketAddr,
+}
+
+impl Server {
+    /// Starts `chorus run` on `data` with `config` (TOML) and extra env.
+    pub fn start(data: &Path, config: &str, env: &[(&str, &str)]) -> Server {
+        let config_path = data.with_extension("toml");
+        std::fs::write(&config_path, config).unwrap();
+        let _ = std::fs::remove_file(data.join("server.json"));
+        let mut cmd = chorus();
+        cmd.arg("--data")
+            .arg(data)
+            .arg("--config")
+            .arg(&config_path)
+            .args(["run", "--listen", "127.0.0.1:0"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(text) = std::fs::read_to_string(data.join("server.json"))
+                && let Ok(info) = serde_json::from_str::<Value>(&text)
+                && info["pid"].as_u64() == Some(u64::from(child.id()))
+            {
+                let address: SocketAddr = info["address"].as_str().unwrap().parse().unwrap();
+                if std::net::TcpStream::connect(address).is_ok() {
+                    return Server { child, address };
+                }
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("chorus run exited early: {status}");
+            }
+            assert!(Instant::now() < deadline, "chorus run did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    /// Stops with SIGTERM (archive flushed) and waits.
+    pub fn stop(mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "chorus run did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills with SIGKILL, no chance to flush.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A SQL answer's rows through `POST /v1/sql`.
+pub async fn sql(client: &reqwest::Client, server: &Server, query: &str) -> Vec<Value> {
+    let response = client
+        .post(server.url("/v1/sql"))
+        .json(&json!({ "sql": query }))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let body: Value = response.json().await.unwrap();
+    assert!(status.is_success(), "{query}: {status} {body}");
+    body["rows"].as_array().unwrap().clone()
+}
+
+/// Texts of the Reddit corpus, for realistic bodies.
+pub fn corpus_bodies() -> Vec<String> {
+    std::fs::read_to_string(crate::fixture("sentiment/reddit_comments.ndjson"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["body"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect()
+}
+
+/// Canonical post `i` over the corpus, created across three days.
+pub fn post(i: usize, bodies: &[String]) -> Value {
+    const COMMUNITIES: [&str; 5] = ["politics", "news", "worldnews", "science", "AskReddit"];
+    json!({
+        "platform": "reddit",
+        "id": format!("t1_{i}"),
+        "community": COMMUNITIES[i % COMMUNITIES.len()],
+        "author": format!("user{}", i % 997),
+        "body": bodies[i % bodies.len()],
+        "created_at": 1_546_300_800 + (i as i64 * 2_591) % 259_200,
+        "score": (i % 100) as i64,
+    })
+}
+
+/// NDJSON of posts `range`.
+pub fn ndjson(range: std::ops::Range<usize>, bodies: &[String]) -> String {
+    let mut out = String::new();
+    for i in range {
+        out.push_str(&post(i, bodies).to_string());
+        out.push('\n');
+    }
+    out
+}
