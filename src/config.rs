@@ -63,11 +63,31 @@ impl Default for ServerConfig {
 pub struct LogConfig {
     /// Partitions per topic (fixed when the data directory is created).
     pub partitions: u32,
+    /// Records every consumer has processed are removed after this many
+    /// hours (0: kept forever).
+    pub retention_hours: u64,
+    /// ...or while a topic partition is larger than this many bytes (0: no
+    /// size bound).
+    pub retention_bytes: u64,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { partitions: 4 }
+        LogConfig {
+            partitions: 4,
+            retention_hours: 168,
+            retention_bytes: 0,
+        }
+    }
+}
+
+impl LogConfig {
+    /// The retention policy these settings describe.
+    pub fn retention(&self) -> crate::log::Retention {
+        crate::log::Retention {
+            max_age: (self.retention_hours > 0).then(|| std::time::Duration::from_secs(self.retention_hours * 3600)),
+            max_bytes: (self.retention_bytes > 0).then_some(self.retention_bytes),
+        }
     }
 }
 
@@ -172,6 +192,12 @@ max_enrich_lag = 2000000
 [log]
 # Partitions per topic. Fixed when the data directory is created.
 partitions = 4
+# Records that every stage has processed are removed, a segment (about a
+# million records) at a time, once older than this many hours (0: never)...
+retention_hours = 168
+# ...or while a topic partition holds more than this many bytes (0: no bound).
+# Records a stage has not processed yet are never removed.
+retention_bytes = 0
 
 [enrich]
 # Worker threads; 0 means one per core.

@@ -79,6 +79,8 @@ pub struct QueryEngine {
     archive_root: PathBuf,
     log: Arc<dyn Log>,
     gate: Arc<RwLock<()>>,
+    /// Per partition: the log's tail past the archive, as Arrow.
+    tail: std::sync::Mutex<Vec<Vec<TailBatch>>>,
 }
 
 /// The schema of `posts`: the record's columns, then `dt` and `hour`.
@@ -96,6 +98,7 @@ impl QueryEngine {
             archive_root: archive_root.to_path_buf(),
             log,
             gate,
+            tail: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -162,27 +165,55 @@ impl QueryEngine {
         Ok(())
     }
 
-    /// The enriched posts past the archive's committed offsets.
+    /// The enriched posts past the archive's committed offsets. Batches
+    /// already converted are kept between queries, so a query converts
+    /// only the posts enriched since the previous one.
     fn recent_batches(&self) -> Result<Vec<RecordBatch>, QueryError> {
+        let mut cache = self.tail.lock().unwrap_or_else(|e| e.into_inner());
+        let partitions = self.log.partitions() as usize;
+        cache.resize_with(partitions, Vec::new);
         let mut out = Vec::new();
-        for p in 0..self.log.partitions() {
-            let mut next = self.log.committed(archive::CONSUMER, Topic::Enriched, p)?;
+        for (p, cached) in cache.iter_mut().enumerate() {
+            let committed = self.log.committed(archive::CONSUMER, Topic::Enriched, p as u32)?;
+            // Drop what the archive now holds; cut a batch it holds in part.
+            cached.retain(|b| b.first + b.batch.num_rows() as u64 > committed);
+            if let Some(b) = cached.first_mut()
+                && b.first < committed
+            {
+                let skip = (committed - b.first) as usize;
+                b.batch = b.batch.slice(skip, b.batch.num_rows() - skip);
+                b.first = committed;
+            }
+            let mut next = cached.last().map_or(committed, |b| b.first + b.batch.num_rows() as u64);
             loop {
-                let entries = self.log.read(Topic::Enriched, p, next, 8192)?;
+                let entries = self.log.read(Topic::Enriched, p as u32, next, 8192)?;
                 let Some(last) = entries.last() else {
                     break;
                 };
+                let first = entries[0].offset;
+                // Offsets are dense, so row i has offset first + i.
+                debug_assert_eq!(last.offset + 1 - first, entries.len() as u64);
                 next = last.offset + 1;
                 let posts = entries
                     .iter()
                     .map(|e| serde_json::from_slice::<Post>(&e.value))
                     .collect::<Result<Vec<Post>, _>>()
                     .map_err(|e| QueryError::Failed(format!("posts.enriched partition {p}: {e}")))?;
-                out.push(with_partition_columns(&posts)?);
+                cached.push(TailBatch {
+                    first,
+                    batch: with_partition_columns(&posts)?,
+                });
             }
+            out.extend(cached.iter().map(|b| b.batch.clone()));
         }
         Ok(out)
     }
+}
+
+/// Enriched posts of one partition converted to Arrow, from offset `first`.
+struct TailBatch {
+    first: u64,
+    batch: RecordBatch,
 }
 
 /// A batch of posts with their `dt` and `hour`.

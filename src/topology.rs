@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::http::{self, AppState};
 use crate::log::fjall::FjallLog;
-use crate::log::{Log, LogError};
+use crate::log::{Log, LogError, Retention, Topic};
 use crate::metrics::Metrics;
 use crate::query::QueryEngine;
 use crate::sinks::archive::{Archive, ArchiveError};
@@ -169,6 +169,24 @@ impl Pipeline {
                 result
             })?
         };
+        let retention_task = {
+            let (log, stop, retention) = (self.log(), stop.clone(), self.config.log.retention());
+            spawn_thread("retention", move || {
+                while !stop.is_cancelled() {
+                    if let Err(e) = enforce_retention(&*log, &retention) {
+                        tracing::warn!(error = %e, "Log retention failed; will retry.");
+                    }
+                    // Check twice a minute, waking at once on shutdown.
+                    for _ in 0..300 {
+                        if stop.is_cancelled() {
+                            break;
+                        }
+                        std::thread::sleep(std::time::Duration::from_millis(100));
+                    }
+                }
+                Ok(())
+            })?
+        };
         let mut server_file = None;
         let server = match listener {
             Some(listener) => {
@@ -210,7 +228,7 @@ impl Pipeline {
         if let Some(path) = server_file {
             let _ = std::fs::remove_file(path);
         }
-        for task in [enrich_task, archive_task] {
+        for task in [enrich_task, archive_task, retention_task] {
             let joined = tokio::task::spawn_blocking(move || {
                 task.join()
                     .unwrap_or_else(|_| Err(PipelineError::Other("a pipeline thread panicked".into())))
@@ -223,6 +241,26 @@ impl Pipeline {
         }
         result
     }
+}
+
+/// Applies `retention` to every topic, behind the stage that reads it.
+pub fn enforce_retention(log: &dyn Log, retention: &Retention) -> Result<u64, LogError> {
+    let mut removed = 0;
+    for (topic, consumer) in [
+        (Topic::Raw, enrich::CONSUMER),
+        (Topic::Enriched, crate::sinks::archive::CONSUMER),
+        (Topic::Dead, crate::sinks::archive::ERRORS_CONSUMER),
+    ] {
+        let safe = (0..log.partitions())
+            .map(|p| log.committed(consumer, topic, p))
+            .collect::<Result<Vec<u64>, _>>()?;
+        let n = log.enforce_retention(topic, retention, &safe)?;
+        if n > 0 {
+            tracing::info!(%topic, records = n, "Log retention removed old records.");
+        }
+        removed += n;
+    }
+    Ok(removed)
 }
 
 fn spawn_thread(

@@ -1,23 +1,37 @@
-//! The embedded log on fjall: one keyspace per topic partition (key: the
-//! offset, big-endian, so keys sort by offset), one keyspace of committed
-//! offsets, one of stage state. A transaction writes one atomic batch and
-//! syncs it to disk before it returns.
+//! The embedded log on fjall. Each topic partition is a run of segments,
+//! one keyspace each (key: the offset, big-endian, so keys sort by offset),
+//! as Kafka's are files: retention drops whole segments. One keyspace holds
+//! committed offsets, one stage state, one metadata. A transaction writes
+//! one atomic batch and syncs it to disk before it returns.
 
 use std::path::Path;
-use std::sync::{Condvar, Mutex};
+use std::sync::{Condvar, Mutex, RwLock};
 use std::time::Duration;
 
 use ::fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
-use super::{Entry, Log, LogError, Position, Topic, Transaction, partition_of, valid_consumer};
+use super::{Entry, Log, LogError, Position, Retention, Topic, Transaction, partition_of, valid_consumer};
+
+/// Records per segment: retention drops at most this many at a time.
+pub const SEGMENT_RECORDS: u64 = 1 << 20;
+
+/// One segment: the records of a partition from offset `base` on.
+#[derive(Clone)]
+struct Segment {
+    base: u64,
+    keyspace: Keyspace,
+}
 
 /// The fjall-backed [`Log`].
 pub struct FjallLog {
     db: Database,
     partitions: u32,
-    /// Per topic (in `Topic::ALL` order), per partition: its keyspace.
-    keyspaces: Vec<Vec<Keyspace>>,
+    /// Per topic (in `Topic::ALL` order), per partition: its segments,
+    /// oldest first (never empty).
+    segments: RwLock<Vec<Vec<Vec<Segment>>>>,
+    segment_records: u64,
     offsets: Keyspace,
+    meta: Keyspace,
     state: Keyspace,
     /// Bumped after every append, to wake idle consumers.
     appended: (Mutex<u64>, Condvar),
@@ -43,6 +57,11 @@ impl FjallLog {
     /// topic. Reopening with another partition count is refused, since keys
     /// would land elsewhere.
     pub fn open(dir: &Path, partitions: u32) -> Result<FjallLog, LogError> {
+        FjallLog::open_with_segments(dir, partitions, SEGMENT_RECORDS)
+    }
+
+    /// [`FjallLog::open`] with `segment_records` records per new segment.
+    pub fn open_with_segments(dir: &Path, partitions: u32, segment_records: u64) -> Result<FjallLog, LogError> {
         if partitions == 0 {
             return Err(LogError::Storage("a log needs at least one partition".into()));
         }
@@ -68,47 +87,116 @@ impl FjallLog {
                 db.persist(PersistMode::SyncAll).map_err(storage)?;
             }
         }
-        let mut keyspaces = Vec::new();
+        // Segment keyspaces are "<topic>.<partition>" (base 0) and
+        // "<topic>.<partition>.<base>".
+        let names: Vec<String> = db
+            .list_keyspace_names()
+            .iter()
+            .map(|n| n.as_ref().to_string())
+            .collect();
+        let mut segments = Vec::new();
         let mut next = Vec::new();
         for topic in Topic::ALL {
             let mut parts = Vec::new();
             let mut ends = Vec::new();
             for p in 0..partitions {
-                let ks = db
-                    .keyspace(&format!("{}.{p}", topic.name()), KeyspaceCreateOptions::default)
-                    .map_err(storage)?;
-                let end = match ks.last_key_value() {
-                    Some(guard) => {
+                let prefix = format!("{}.{p}", topic.name());
+                let mut bases: Vec<u64> = names
+                    .iter()
+                    .filter_map(|n| n.strip_prefix(&prefix)?.strip_prefix('.')?.parse().ok())
+                    .collect();
+                if bases.is_empty() || names.contains(&prefix) {
+                    bases.push(0);
+                }
+                bases.sort_unstable();
+                let mut segs = Vec::new();
+                for base in bases {
+                    segs.push(Segment {
+                        base,
+                        keyspace: db
+                            .keyspace(&segment_name(topic, p, base), KeyspaceCreateOptions::default)
+                            .map_err(storage)?,
+                    });
+                }
+                // The end: after the last record of the newest segment that
+                // has one (a crash may leave the newest one empty).
+                let mut end = segs.last().map_or(0, |s| s.base);
+                for seg in segs.iter().rev() {
+                    if let Some(guard) = seg.keyspace.last_key_value() {
                         let (key, _) = guard.into_inner().map_err(storage)?;
-                        decode_offset(&key)? + 1
+                        end = end.max(decode_offset(&key)? + 1);
+                        break;
                     }
-                    None => 0,
-                };
-                parts.push(ks);
+                }
+                parts.push(segs);
                 ends.push(end);
             }
-            keyspaces.push(parts);
+            segments.push(parts);
             next.push(ends);
         }
         Ok(FjallLog {
             db,
             partitions,
-            keyspaces,
+            segments: RwLock::new(segments),
+            segment_records: segment_records.max(1),
             offsets,
+            meta,
             state,
             appended: (Mutex::new(0), Condvar::new()),
             next: Mutex::new(next),
         })
     }
 
-    fn keyspace(&self, topic: Topic, partition: u32) -> Result<&Keyspace, LogError> {
-        self.keyspaces[topic_index(topic)]
-            .get(partition as usize)
-            .ok_or(LogError::NoSuchPartition {
+    fn check_partition(&self, topic: Topic, partition: u32) -> Result<(), LogError> {
+        if partition < self.partitions {
+            Ok(())
+        } else {
+            Err(LogError::NoSuchPartition {
                 topic,
                 partitions: self.partitions,
                 partition,
             })
+        }
+    }
+
+    /// The segments of a partition (cheap handles).
+    fn segments_of(&self, topic: Topic, partition: u32) -> Result<Vec<Segment>, LogError> {
+        self.check_partition(topic, partition)?;
+        let segments = self.segments.read().map_err(|_| storage("a writer panicked"))?;
+        Ok(segments[topic_index(topic)][partition as usize].clone())
+    }
+
+    /// The keyspace an append at `offset` goes to, starting a new segment
+    /// when the newest is full.
+    fn segment_for_append(&self, topic: Topic, partition: u32, offset: u64) -> Result<Keyspace, LogError> {
+        self.check_partition(topic, partition)?;
+        {
+            let segments = self.segments.read().map_err(|_| storage("a writer panicked"))?;
+            let newest = segments[topic_index(topic)][partition as usize]
+                .last()
+                .ok_or_else(|| storage("a partition without segments"))?;
+            if offset < newest.base + self.segment_records {
+                return Ok(newest.keyspace.clone());
+            }
+        }
+        let keyspace = self
+            .db
+            .keyspace(&segment_name(topic, partition, offset), KeyspaceCreateOptions::default)
+            .map_err(storage)?;
+        let mut segments = self.segments.write().map_err(|_| storage("a writer panicked"))?;
+        let segs = &mut segments[topic_index(topic)][partition as usize];
+        if let Some(previous) = segs.last() {
+            // Retention measures a segment's age from when it was sealed.
+            let key = format!("sealed/{}", segment_name(topic, partition, previous.base));
+            self.meta
+                .insert(key, super::super::record::now_micros().to_be_bytes())
+                .map_err(storage)?;
+        }
+        segs.push(Segment {
+            base: offset,
+            keyspace: keyspace.clone(),
+        });
+        Ok(keyspace)
     }
 
     fn offset_key(consumer: &str, topic: Topic, partition: u32) -> Result<Vec<u8>, LogError> {
@@ -116,6 +204,15 @@ impl FjallLog {
             return Err(LogError::BadConsumer(consumer.to_string()));
         }
         Ok(format!("{consumer}/{}/{partition}", topic.name()).into_bytes())
+    }
+}
+
+/// The keyspace name of the segment of `topic`/`partition` from `base`.
+fn segment_name(topic: Topic, partition: u32, base: u64) -> String {
+    if base == 0 {
+        format!("{}.{partition}", topic.name())
+    } else {
+        format!("{}.{partition}.{base}", topic.name())
     }
 }
 
@@ -136,7 +233,7 @@ impl Log for FjallLog {
         }
         let mut batch = self.db.batch().durability(Some(PersistMode::SyncAll));
         for &(consumer, topic, partition, next_offset) in &tx.commits {
-            self.keyspace(topic, partition)?;
+            self.check_partition(topic, partition)?;
             batch.insert(
                 &self.offsets,
                 Self::offset_key(consumer, topic, partition)?,
@@ -152,7 +249,8 @@ impl Log for FjallLog {
         for &(topic, key, value) in &tx.appends {
             let partition = partition_of(key, self.partitions);
             let offset = &mut assigned[topic_index(topic)][partition as usize];
-            batch.insert(self.keyspace(topic, partition)?, offset.to_be_bytes(), value);
+            let keyspace = self.segment_for_append(topic, partition, *offset)?;
+            batch.insert(&keyspace, offset.to_be_bytes(), value);
             positions.push(Position {
                 partition,
                 offset: *offset,
@@ -196,20 +294,68 @@ impl Log for FjallLog {
     }
 
     fn read(&self, topic: Topic, partition: u32, offset: u64, max: usize) -> Result<Vec<Entry>, LogError> {
-        let ks = self.keyspace(topic, partition)?;
+        let segments = self.segments_of(topic, partition)?;
+        // The segment holding `offset` (or the oldest kept, if retention
+        // removed it: reading resumes at the earliest record, as Kafka's
+        // `auto.offset.reset=earliest`).
+        let first = segments.partition_point(|s| s.base <= offset).saturating_sub(1);
         let mut out = Vec::new();
-        for guard in ks.range(offset.to_be_bytes()..).take(max) {
-            let (key, value) = guard.into_inner().map_err(storage)?;
-            out.push(Entry {
-                offset: decode_offset(&key)?,
-                value: value.to_vec(),
-            });
+        for segment in &segments[first..] {
+            if out.len() >= max {
+                break;
+            }
+            for guard in segment.keyspace.range(offset.to_be_bytes()..).take(max - out.len()) {
+                let (key, value) = guard.into_inner().map_err(storage)?;
+                out.push(Entry {
+                    offset: decode_offset(&key)?,
+                    value: value.to_vec(),
+                });
+            }
         }
         Ok(out)
     }
 
+    fn enforce_retention(&self, topic: Topic, retention: &Retention, safe: &[u64]) -> Result<u64, LogError> {
+        let now = super::super::record::now_micros();
+        let mut removed = 0;
+        for partition in 0..self.partitions {
+            let segments = self.segments_of(topic, partition)?;
+            let safe_offset = safe.get(partition as usize).copied().unwrap_or(0);
+            let mut bytes: u64 = segments.iter().map(|s| s.keyspace.disk_space()).sum();
+            // Oldest first; the newest segment always stays.
+            for pair in segments.windows(2) {
+                let (segment, next_base) = (&pair[0], pair[1].base);
+                if next_base > safe_offset {
+                    // Not every consumer is past it: keep (never lose data).
+                    break;
+                }
+                let sealed_key = format!("sealed/{}", segment_name(topic, partition, segment.base));
+                let sealed_at = match self.meta.get(&sealed_key).map_err(storage)? {
+                    Some(v) => i64::from_be_bytes(v.as_ref().try_into().map_err(|_| storage("damaged meta"))?),
+                    None => now,
+                };
+                let too_old = retention
+                    .max_age
+                    .is_some_and(|age| now - sealed_at >= age.as_micros() as i64);
+                let too_big = retention.max_bytes.is_some_and(|max| bytes > max);
+                if !(too_old || too_big) {
+                    break;
+                }
+                bytes = bytes.saturating_sub(segment.keyspace.disk_space());
+                {
+                    let mut all = self.segments.write().map_err(|_| storage("a writer panicked"))?;
+                    all[topic_index(topic)][partition as usize].retain(|s| s.base != segment.base);
+                }
+                self.meta.remove(sealed_key).map_err(storage)?;
+                self.db.delete_keyspace(segment.keyspace.clone()).map_err(storage)?;
+                removed += next_base - segment.base;
+            }
+        }
+        Ok(removed)
+    }
+
     fn committed(&self, consumer: &str, topic: Topic, partition: u32) -> Result<u64, LogError> {
-        self.keyspace(topic, partition)?;
+        self.check_partition(topic, partition)?;
         let key = Self::offset_key(consumer, topic, partition)?;
         match self.offsets.get(key).map_err(storage)? {
             Some(v) => decode_offset(&v),
@@ -226,6 +372,7 @@ impl Log for FjallLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::log::Retention;
 
     fn records(n: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
         (0..n)
@@ -381,6 +528,53 @@ mod tests {
         );
         writer.join().unwrap();
         assert_eq!(log.end_offsets(Topic::Raw).unwrap(), vec![1]);
+    }
+
+    #[test]
+    fn retention_drops_old_segments_only_behind_every_consumer() {
+        let dir = tempfile::tempdir().unwrap();
+        let recs = records(25);
+        {
+            let log = FjallLog::open_with_segments(dir.path(), 1, 10).unwrap();
+            log.append(Topic::Raw, &as_refs(&recs)).unwrap();
+            let keep_all = Retention {
+                max_age: Some(Duration::from_secs(3600)),
+                max_bytes: None,
+            };
+            assert_eq!(log.enforce_retention(Topic::Raw, &keep_all, &[25]).unwrap(), 0);
+            let drop_old = Retention {
+                max_age: Some(Duration::ZERO),
+                max_bytes: None,
+            };
+            // The consumer is at 15: only the segment 0..10 is behind it.
+            assert_eq!(log.enforce_retention(Topic::Raw, &drop_old, &[15]).unwrap(), 10);
+            assert_eq!(log.read(Topic::Raw, 0, 0, 100).unwrap()[0].offset, 10);
+            // Everything consumed: all but the newest segment goes.
+            assert_eq!(log.enforce_retention(Topic::Raw, &drop_old, &[25]).unwrap(), 10);
+            assert_eq!(log.read(Topic::Raw, 0, 3, 100).unwrap().len(), 5);
+        }
+        // After a reopen the offsets continue where they were.
+        let log = FjallLog::open_with_segments(dir.path(), 1, 10).unwrap();
+        assert_eq!(log.end_offsets(Topic::Raw).unwrap(), vec![25]);
+        let positions = log.append(Topic::Raw, &as_refs(&records(1))).unwrap();
+        assert_eq!(positions[0].offset, 25);
+        let all = log.read(Topic::Raw, 0, 0, 100).unwrap();
+        assert_eq!(
+            all.iter().map(|e| e.offset).collect::<Vec<_>>(),
+            (20..26).collect::<Vec<_>>()
+        );
+        // A size bound alone removes the oldest segments too (sizes are
+        // measured on disk: flush the memtables first).
+        log.append(Topic::Raw, &as_refs(&records(30))).unwrap();
+        for segment in log.segments_of(Topic::Raw, 0).unwrap() {
+            segment.keyspace.rotate_memtable_and_wait().unwrap();
+        }
+        let small = Retention {
+            max_age: None,
+            max_bytes: Some(1),
+        };
+        assert!(log.enforce_retention(Topic::Raw, &small, &[56]).unwrap() >= 30);
+        assert_eq!(log.end_offsets(Topic::Raw).unwrap(), vec![56]);
     }
 
     #[test]

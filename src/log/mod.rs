@@ -3,7 +3,6 @@
 //! consumer name. [`Log`] is the seam a Kafka backend will implement;
 //! [`fjall::FjallLog`] is the embedded default.
 //!
-//! Not here yet: retention by age and size.
 
 pub mod fjall;
 
@@ -173,6 +172,15 @@ pub trait Log: Send + Sync {
         std::thread::sleep(timeout);
     }
 
+    /// Removes old records of `topic` by `retention`, but never a record at
+    /// or past `safe[partition]` (what every consumer has committed).
+    /// Returns how many records it removed. (Kafka applies its own
+    /// retention: the default does nothing.)
+    fn enforce_retention(&self, topic: Topic, retention: &Retention, safe: &[u64]) -> Result<u64, LogError> {
+        let _ = (topic, retention, safe);
+        Ok(0)
+    }
+
     /// How many records `consumer` has not committed yet, summed over the
     /// topic's partitions.
     fn lag(&self, consumer: &str, topic: Topic) -> Result<u64, LogError> {
@@ -183,6 +191,15 @@ pub trait Log: Send + Sync {
         }
         Ok(lag)
     }
+}
+
+/// How long the log keeps records that every consumer has processed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Retention {
+    /// Remove records older than this.
+    pub max_age: Option<Duration>,
+    /// Remove the oldest records while a topic partition is larger.
+    pub max_bytes: Option<u64>,
 }
 
 /// The partition key of a post: its platform and id.

@@ -439,3 +439,194 @@ fn config_example_parses_and_an_unknown_key_is_refused_with_its_line() {
         "{err}"
     );
 }
+
+#[test]
+fn ingest_reads_plain_gzip_and_zstd_files_offline_and_through_the_server() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let bodies = corpus_bodies();
+    // A Pushshift-style dump line, compressed with a long window as the
+    // real dumps are.
+    let pushshift = std::fs::read_to_string(crate::fixture("pushshift/RC_2018-10_first2lines_raw.ndjson")).unwrap();
+    let mut encoder = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+    encoder.long_distance_matching(true).unwrap();
+    encoder.window_log(31).unwrap();
+    encoder.write_all(pushshift.as_bytes()).unwrap();
+    let zst = dir.path().join("RC_2018-10.zst");
+    std::fs::write(&zst, encoder.finish().unwrap()).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(ndjson(0..2500, &bodies).as_bytes()).unwrap();
+    let gz_path = dir.path().join("posts.ndjson.gz");
+    std::fs::write(&gz_path, gz.finish().unwrap()).unwrap();
+    let array = dir.path().join("posts.json");
+    let items: Vec<serde_json::Value> = (2500..2510).map(|i| post(i, &bodies)).collect();
+    std::fs::write(&array, serde_json::to_string_pretty(&items).unwrap()).unwrap();
+    let bad = dir.path().join("bad.ndjson");
+    std::fs::write(&bad, format!("{}\n{{broken\n", post(2600, &bodies))).unwrap();
+
+    let out = chorus()
+        .arg("--data")
+        .arg(&data)
+        .arg("ingest")
+        .args([&zst, &gz_path, &array])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("2512 posts accepted, 0 lines rejected"), "{stderr}");
+    let count = |query: &str| {
+        let out = chorus()
+            .arg("--data")
+            .arg(&data)
+            .args(["sql", "--format", "csv", query])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .nth(1)
+            .unwrap()
+            .to_string()
+    };
+    // Offline ingest enriched and archived everything before it returned.
+    assert_eq!(count("SELECT count(*) FROM posts"), "2512");
+    assert_eq!(
+        count(
+            "SELECT id || ' ' || community FROM posts WHERE platform = 'reddit' AND id LIKE 't1_e6%' ORDER BY id LIMIT 1"
+        ),
+        "t1_e6xucdd Unexpected"
+    );
+
+    // With a server running, ingest goes through its API; a bad line is
+    // reported with its file and line, and the exit status says so.
+    let server = Server::start(&data, "", &[]);
+    let out = chorus()
+        .arg("--data")
+        .arg(&data)
+        .arg("ingest")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("sending to the server"), "{stderr}");
+    assert!(stderr.contains("bad.ndjson:2: malformed JSON"), "{stderr}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = chorus()
+            .arg("--data")
+            .arg(&data)
+            .args(["sql", "--format", "csv", "SELECT count(*) FROM posts"])
+            .output()
+            .unwrap();
+        if String::from_utf8_lossy(&out.stdout).lines().nth(1) == Some("2513") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{}", String::from_utf8_lossy(&out.stdout));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // tail prints the enriched records as NDJSON.
+    let out = chorus()
+        .arg("--data")
+        .arg(&data)
+        .args(["tail", "--from-beginning", "--max", "3"])
+        .output()
+        .unwrap();
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    assert!(lines[0]["vader_compound"].is_f64() && lines[0]["text"].is_string());
+    server.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_reddit_comments_and_tweets_are_mapped_and_posts_latest_keeps_the_newest() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), "", &[]);
+    let client = reqwest::Client::new();
+    let read =
+        |rel: &str| -> Value { serde_json::from_str(&std::fs::read_to_string(crate::fixture(rel)).unwrap()).unwrap() };
+    let send = |query: &'static str, body: String| {
+        let (client, url) = (client.clone(), server.url(&format!("/v1/posts{query}")));
+        async move {
+            let r = client.post(url).body(body).send().await.unwrap();
+            assert_eq!(r.status(), 202);
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    // A real listing's children, as a JSON array, by ?format=reddit.
+    let listing = read("reddit/r_askreddit_comments_2021-11-06_first_page.body.json");
+    let children = listing["data"]["children"].as_array().unwrap();
+    let answer = send("?format=reddit", Value::Array(children.clone()).to_string()).await;
+    assert_eq!(answer["accepted"].as_u64().unwrap() as usize, children.len());
+    // Pushshift lines and tweets (v1.1 objects, a v2 response), detected.
+    let pushshift = std::fs::read_to_string(crate::fixture("pushshift/RC_2018-10_first2lines_raw.ndjson")).unwrap();
+    assert_eq!(send("", pushshift).await["accepted"], 2);
+    let v1: Vec<String> = read("twitter/v1.1_tweet_objects_samples.json")
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["tweet"].to_string())
+        .collect();
+    assert_eq!(
+        send("?format=tweet", v1.join("\n")).await["accepted"].as_u64().unwrap() as usize,
+        v1.len()
+    );
+    let v2 = read("twitter/v2_get_tweets_2022-10-07.body.json");
+    assert_eq!(send("", v2.to_string()).await["accepted"], 2);
+
+    let total = children.len() + 2 + v1.len() + 2;
+    wait_for_count(&client, &server, total as u64, Duration::from_secs(60)).await;
+    let first = &children[0]["data"];
+    let rows = sql(
+        &client,
+        &server,
+        &format!(
+            "SELECT platform, community, author, body, score, thread_id, created_at FROM posts WHERE id = '{}'",
+            first["name"].as_str().unwrap()
+        ),
+    )
+    .await;
+    assert_eq!(rows[0]["platform"], "reddit");
+    assert_eq!(rows[0]["community"], first["subreddit"]);
+    assert_eq!(rows[0]["author"], first["author"]);
+    assert_eq!(rows[0]["body"], first["body"]);
+    assert_eq!(rows[0]["thread_id"], first["link_id"]);
+    let tweets = sql(
+        &client,
+        &server,
+        "SELECT count(*) AS n, count(author_followers) AS with_followers, min(created_at) AS first FROM posts WHERE platform = 'twitter'",
+    )
+    .await;
+    assert_eq!(tweets[0]["n"].as_u64().unwrap() as usize, v1.len() + 2);
+    assert_eq!(tweets[0]["with_followers"].as_u64().unwrap() as usize, v1.len());
+
+    // The same comment again with a new score: posts has both versions,
+    // posts_latest the newer one only.
+    let mut edited = children[0].clone();
+    edited["data"]["score"] = json!(999);
+    send("?format=reddit", edited.to_string()).await;
+    wait_for_count(&client, &server, total as u64 + 1, Duration::from_secs(60)).await;
+    let id = first["name"].as_str().unwrap();
+    let versions = sql(
+        &client,
+        &server,
+        &format!("SELECT count(*) AS n FROM posts WHERE id = '{id}'"),
+    )
+    .await;
+    assert_eq!(versions[0]["n"], 2);
+    let latest = sql(
+        &client,
+        &server,
+        &format!("SELECT score FROM posts_latest WHERE id = '{id}'"),
+    )
+    .await;
+    assert_eq!(latest, [json!({"score": 999})]);
+    let n = sql(&client, &server, "SELECT count(*) AS n FROM posts_latest").await;
+    assert_eq!(n[0]["n"].as_u64().unwrap() as usize, total);
+}

@@ -1,0 +1,190 @@
+//! Load generator for `scripts/bench_pipeline.sh`: sends N posts (corpus
+//! texts, replicated, unique ids) as NDJSON batches over HTTP to a running
+//! `chorus run`, and reports posts/s until every post is visible in
+//! `SELECT count(*) FROM posts`, and the latency from `202` to visible in
+//! SQL (p50, p99), measured with one probe post per batch.
+//!
+//! Usage: bench_ingest URL POSTS [BATCH] [CONCURRENCY] [CORPUS]
+//! (CORPUS: NDJSON with a "body" field; default the Reddit corpus.)
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const PROBE_COMMUNITY: &str = "bench-probe";
+
+fn batch_body(batch: usize, size: usize, bodies: &[String], now_secs: i64) -> String {
+    let mut out = String::with_capacity(size * 700);
+    for k in 0..size {
+        let i = batch * size + k;
+        let line = if k == 0 {
+            // The probe: created now, so it is found by partition pruning.
+            json!({"platform": "bench", "id": format!("probe-{batch}"), "community": PROBE_COMMUNITY,
+                "body": bodies[i % bodies.len()], "created_at": now_secs})
+        } else {
+            json!({"platform": "bench", "id": format!("p{i}"), "community": format!("c{}", i % 50),
+                "author": format!("u{}", i % 9973), "body": bodies[i % bodies.len()],
+                "created_at": 1_546_300_800 + (i as i64 * 2_591) % 259_200, "score": (i % 100) as i64})
+        };
+        out.push_str(&line.to_string());
+        out.push('\n');
+    }
+    out
+}
+
+async fn sql(client: &reqwest::Client, base: &str, query: &str) -> Vec<Value> {
+    loop {
+        match client
+            .post(format!("{base}/v1/sql"))
+            .json(&json!({"sql": query}))
+            .send()
+            .await
+        {
+            Ok(r) if r.status().is_success() => {
+                let v: Value = r.json().await.unwrap_or_default();
+                return v["rows"].as_array().cloned().unwrap_or_default();
+            }
+            Ok(r) => eprintln!("sql: {}", r.status()),
+            Err(e) => eprintln!("sql: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let base = args.get(1).cloned().unwrap_or_else(|| "http://127.0.0.1:7700".into());
+    let posts: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(100_000);
+    let batch_size: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(1000);
+    let concurrency: usize = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(4);
+    let corpus = args.get(5).cloned().unwrap_or_else(|| {
+        format!(
+            "{}/tests/fixtures/sentiment/reddit_comments.ndjson",
+            env!("CARGO_MANIFEST_DIR")
+        )
+    });
+    let bodies: Arc<Vec<String>> = Arc::new(
+        std::fs::read_to_string(&corpus)
+            .expect("corpus")
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter_map(|v| v["body"].as_str().map(String::from))
+            .collect(),
+    );
+    let batches = posts / batch_size;
+    let total = batches * batch_size;
+    let client = reqwest::Client::new();
+    let now_secs = chrono::Utc::now().timestamp();
+    let today = chrono::Utc::now().date_naive();
+    let acked: Arc<Mutex<HashMap<usize, Instant>>> = Arc::default();
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let throttled = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let start = Instant::now();
+    let mut senders = Vec::new();
+    for _ in 0..concurrency {
+        let (client, base, bodies, acked, next, throttled) = (
+            client.clone(),
+            base.clone(),
+            bodies.clone(),
+            acked.clone(),
+            next.clone(),
+            throttled.clone(),
+        );
+        senders.push(tokio::spawn(async move {
+            loop {
+                let batch = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if batch >= batches {
+                    return;
+                }
+                let body = batch_body(batch, batch_size, &bodies, now_secs);
+                loop {
+                    match client.post(format!("{base}/v1/posts")).body(body.clone()).send().await {
+                        Ok(r) if r.status() == 202 => {
+                            acked.lock().unwrap().insert(batch, Instant::now());
+                            break;
+                        }
+                        Ok(r) if r.status() == 429 || r.status() == 503 => {
+                            throttled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                        Ok(r) => panic!("ingest answered {}", r.status()),
+                        Err(e) => panic!("ingest: {e}"),
+                    }
+                }
+            }
+        }));
+    }
+    // Probe poller: when does each acknowledged batch become visible?
+    let mut latencies: Vec<f64> = Vec::new();
+    let mut seen = vec![false; batches];
+    let probe_query = format!("SELECT id FROM posts WHERE dt >= DATE '{today}' AND community = '{PROBE_COMMUNITY}'");
+    let mut last_report = Instant::now();
+    while latencies.len() < batches {
+        let rows = sql(&client, &base, &probe_query).await;
+        let polled = Instant::now();
+        let acked_now = acked.lock().unwrap().clone();
+        for row in rows {
+            let Some(batch) = row["id"]
+                .as_str()
+                .and_then(|id| id.strip_prefix("probe-"))
+                .and_then(|n| n.parse::<usize>().ok())
+            else {
+                continue;
+            };
+            if batch < batches && !seen[batch] {
+                if let Some(at) = acked_now.get(&batch) {
+                    seen[batch] = true;
+                    latencies.push(polled.duration_since(*at).as_secs_f64());
+                }
+            }
+        }
+        if last_report.elapsed() > Duration::from_secs(5) {
+            eprintln!(
+                "{:>6.1} s: {} of {batches} batches acknowledged, {} visible",
+                start.elapsed().as_secs_f64(),
+                acked_now.len(),
+                latencies.len()
+            );
+            last_report = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for s in senders {
+        s.await.unwrap();
+    }
+    let sent_secs = start.elapsed().as_secs_f64();
+    // Everything visible: count(*) reaches the total.
+    loop {
+        let rows = sql(
+            &client,
+            &base,
+            "SELECT count(*) AS n FROM posts WHERE platform = 'bench'",
+        )
+        .await;
+        if rows.first().and_then(|r| r["n"].as_u64()) == Some(total as u64) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    latencies.sort_by(f64::total_cmp);
+    println!(
+        "{{\"posts\": {total}, \"seconds\": {secs:.2}, \"posts_per_second\": {:.0}, \"acknowledged_seconds\": {sent_secs:.2}, \
+         \"visible_p50_ms\": {:.0}, \"visible_p99_ms\": {:.0}, \"visible_max_ms\": {:.0}, \"throttled_requests\": {}}}",
+        total as f64 / secs,
+        percentile(&latencies, 0.5) * 1000.0,
+        percentile(&latencies, 0.99) * 1000.0,
+        percentile(&latencies, 1.0) * 1000.0,
+        throttled.load(std::sync::atomic::Ordering::Relaxed)
+    );
+}

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Pipeline benchmark: starts `chorus run` (release) on a fresh data
+# directory, sends POSTS posts (corpus texts, replicated) in NDJSON batches
+# of 1,000 over HTTP from another process (examples/bench_ingest.rs), and
+# reports posts/s until all are in `posts`, p50/p99 from 202 to visible in
+# SQL, and the server's peak RSS.
+#
+# Usage: scripts/bench_pipeline.sh [POSTS] [CONCURRENCY]   (default 1000000, 4)
+# Extra TOML for the server can be given in $CHORUS_BENCH_CONFIG.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/chorus/target}"
+POSTS="${1:-1000000}"
+CONCURRENCY="${2:-4}"
+cargo build --release --quiet --bin chorus --example bench_ingest
+BIN="$CARGO_TARGET_DIR/release/chorus"
+DIR="$(mktemp -d)"
+trap 'kill "$PID" 2>/dev/null || true; rm -rf "$DIR"' EXIT
+printf '%s\n' "${CHORUS_BENCH_CONFIG:-}" > "$DIR/chorus.toml"
+"$BIN" --data "$DIR/data" --config "$DIR/chorus.toml" run --listen 127.0.0.1:0 2> "$DIR/server.log" &
+PID=$!
+for _ in $(seq 100); do
+    [ -f "$DIR/data/server.json" ] && break
+    sleep 0.1
+done
+ADDR="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["address"])' "$DIR/data/server.json")"
+echo "bench: $POSTS posts to http://$ADDR, concurrency $CONCURRENCY" >&2
+"$CARGO_TARGET_DIR/release/examples/bench_ingest" "http://$ADDR" "$POSTS" 1000 "$CONCURRENCY"
+echo "server peak RSS: $(grep VmHWM /proc/$PID/status | awk '{print $2/1024 " MiB"}')"
+echo "data directory: $(du -sh "$DIR/data/log" | cut -f1) log, $(du -sh "$DIR/data/archive" | cut -f1) archive"
+kill -TERM "$PID"
+wait "$PID" || true
