@@ -20,13 +20,14 @@ fn batch_body(batch: usize, size: usize, bodies: &[String], now_secs: i64) -> St
     for k in 0..size {
         let i = batch * size + k;
         let line = if k == 0 {
-            // The probe: created now, so it is found by partition pruning.
+            // The probe: its community finds it; the others are created in
+            // the last ten minutes, as in a live stream.
             json!({"platform": "bench", "id": format!("probe-{batch}"), "community": PROBE_COMMUNITY,
                 "body": bodies[i % bodies.len()], "created_at": now_secs})
         } else {
             json!({"platform": "bench", "id": format!("p{i}"), "community": format!("c{}", i % 50),
                 "author": format!("u{}", i % 9973), "body": bodies[i % bodies.len()],
-                "created_at": 1_546_300_800 + (i as i64 * 2_591) % 259_200, "score": (i % 100) as i64})
+                "created_at": now_secs - (i as i64 * 7) % 600, "score": (i % 100) as i64})
         };
         out.push_str(&line.to_string());
         out.push('\n');
@@ -141,11 +142,12 @@ async fn main() {
             else {
                 continue;
             };
-            if batch < batches && !seen[batch] {
-                if let Some(at) = acked_now.get(&batch) {
-                    seen[batch] = true;
-                    latencies.push(polled.duration_since(*at).as_secs_f64());
-                }
+            if batch < batches
+                && !seen[batch]
+                && let Some(at) = acked_now.get(&batch)
+            {
+                seen[batch] = true;
+                latencies.push(polled.duration_since(*at).as_secs_f64());
             }
         }
         if last_report.elapsed() > Duration::from_secs(5) {

@@ -12,6 +12,11 @@ use chorus::cli::score;
 use chorus::config::{self, Config};
 use chorus::topology;
 
+// glibc's malloc spent ~15% of the pipeline's CPU under load (measured with
+// perf); mimalloc's thread-local heaps do not contend.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Collect social-media comments, score their sentiment, keep and query them.
 #[derive(Parser)]
 #[command(name = "chorus", version, about)]

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use tokio::sync::RwLock;
 
 use arrow::array::{ArrayRef, Date32Array, Int32Array, RecordBatch};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::datatypes::{DataType, SchemaRef};
 use chrono::NaiveDate;
 use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
@@ -26,18 +26,14 @@ use datafusion::physical_plan::{ExecutionPlan, collect};
 use datafusion::sql::parser::DFParser;
 
 use crate::log::{Log, LogError, Topic};
-use crate::record::batch::{schema as post_schema, to_record_batch};
+use crate::record::batch::{DT, HOUR, partition_of_time, posts_schema, schema as post_schema, to_record_batch};
 use crate::record::{Post, column};
-use crate::sinks::archive::{self, partition_of_time};
+use crate::sinks::archive::{self, ArchiveTail};
 
 /// Name of the table of every post.
 pub const POSTS: &str = "posts";
 /// Name of the view of the newest version of each post.
 pub const POSTS_LATEST: &str = "posts_latest";
-/// The Hive partition columns of `posts`.
-pub const DT: &str = "dt";
-/// See [`DT`].
-pub const HOUR: &str = "hour";
 
 /// Why a query did not run.
 #[derive(Debug, thiserror::Error)]
@@ -79,25 +75,25 @@ pub struct QueryEngine {
     archive_root: PathBuf,
     log: Arc<dyn Log>,
     gate: Arc<RwLock<()>>,
-    /// Per partition: the log's tail past the archive, as Arrow.
+    /// What the running archive has read and not committed, as Arrow.
+    archive_tail: Arc<ArchiveTail>,
+    /// Per partition: the log's tail past that, as Arrow.
     tail: std::sync::Mutex<Vec<Vec<TailBatch>>>,
-}
-
-/// The schema of `posts`: the record's columns, then `dt` and `hour`.
-pub fn posts_schema() -> SchemaRef {
-    let mut fields: Vec<Field> = post_schema().fields().iter().map(|f| f.as_ref().clone()).collect();
-    fields.push(Field::new(DT, DataType::Date32, false));
-    fields.push(Field::new(HOUR, DataType::Int32, false));
-    Arc::new(Schema::new(fields))
 }
 
 impl QueryEngine {
     /// An engine over `archive_root` and `log`; `gate` is the archive's.
-    pub fn new(archive_root: &Path, log: Arc<dyn Log>, gate: Arc<RwLock<()>>) -> QueryEngine {
+    pub fn new(
+        archive_root: &Path,
+        log: Arc<dyn Log>,
+        gate: Arc<RwLock<()>>,
+        archive_tail: Arc<ArchiveTail>,
+    ) -> QueryEngine {
         QueryEngine {
             archive_root: archive_root.to_path_buf(),
             log,
             gate,
+            archive_tail,
             tail: std::sync::Mutex::new(Vec::new()),
         }
     }
@@ -174,17 +170,25 @@ impl QueryEngine {
         cache.resize_with(partitions, Vec::new);
         let mut out = Vec::new();
         for (p, cached) in cache.iter_mut().enumerate() {
-            let committed = self.log.committed(archive::CONSUMER, Topic::Enriched, p as u32)?;
+            // Posts the running archive holds (committed or buffered), then
+            // the log past them.
+            let start = match self.archive_tail.get(p as u32) {
+                Some(tail) => {
+                    out.extend(tail.batches);
+                    tail.next
+                }
+                None => self.log.committed(archive::CONSUMER, Topic::Enriched, p as u32)?,
+            };
             // Drop what the archive now holds; cut a batch it holds in part.
-            cached.retain(|b| b.first + b.batch.num_rows() as u64 > committed);
+            cached.retain(|b| b.first + b.batch.num_rows() as u64 > start);
             if let Some(b) = cached.first_mut()
-                && b.first < committed
+                && b.first < start
             {
-                let skip = (committed - b.first) as usize;
+                let skip = (start - b.first) as usize;
                 b.batch = b.batch.slice(skip, b.batch.num_rows() - skip);
-                b.first = committed;
+                b.first = start;
             }
-            let mut next = cached.last().map_or(committed, |b| b.first + b.batch.num_rows() as u64);
+            let mut next = cached.last().map_or(start, |b| b.first + b.batch.num_rows() as u64);
             loop {
                 let entries = self.log.read(Topic::Enriched, p as u32, next, 8192)?;
                 let Some(last) = entries.last() else {
@@ -216,16 +220,15 @@ struct TailBatch {
     batch: RecordBatch,
 }
 
-/// A batch of posts with their `dt` and `hour`.
+/// A batch of posts in log order, with each row's `dt` and `hour`.
 fn with_partition_columns(posts: &[Post]) -> Result<RecordBatch, QueryError> {
     let failed = |e: arrow::error::ArrowError| QueryError::Failed(e.to_string());
     let batch = to_record_batch(posts).map_err(failed)?;
-    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default();
     let (dts, hours): (Vec<i32>, Vec<i32>) = posts
         .iter()
         .map(|p| {
             let (dt, hour) = partition_of_time(p.incoming.created_at);
-            ((dt - epoch).num_days() as i32, hour as i32)
+            ((dt - NaiveDate::default()).num_days() as i32, hour as i32)
         })
         .unzip();
     let mut columns: Vec<ArrayRef> = batch.columns().to_vec();

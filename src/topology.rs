@@ -23,7 +23,7 @@ use crate::log::fjall::FjallLog;
 use crate::log::{Log, LogError, Retention, Topic};
 use crate::metrics::Metrics;
 use crate::query::QueryEngine;
-use crate::sinks::archive::{Archive, ArchiveError};
+use crate::sinks::archive::{Archive, ArchiveError, ArchiveTail};
 use crate::transforms::enrich;
 
 /// Environment variable naming the data directory.
@@ -82,6 +82,7 @@ pub struct Pipeline {
     log: Arc<FjallLog>,
     metrics: Arc<Metrics>,
     gate: Arc<RwLock<()>>,
+    archive_tail: Arc<ArchiveTail>,
 }
 
 impl Pipeline {
@@ -100,6 +101,7 @@ impl Pipeline {
             log: Arc::new(log),
             metrics: Arc::new(Metrics::default()),
             gate: Arc::new(RwLock::new(())),
+            archive_tail: Arc::new(ArchiveTail::default()),
         })
     }
 
@@ -120,7 +122,12 @@ impl Pipeline {
 
     /// A query engine over this directory.
     pub fn query_engine(&self) -> QueryEngine {
-        QueryEngine::new(&self.archive_root(), self.log(), self.gate.clone())
+        QueryEngine::new(
+            &self.archive_root(),
+            self.log(),
+            self.gate.clone(),
+            self.archive_tail.clone(),
+        )
     }
 
     /// Removes what a crash left uncommitted in the archive (done by
@@ -138,6 +145,7 @@ impl Pipeline {
             self.config.archive.clone(),
             self.metrics.clone(),
             self.gate.clone(),
+            self.archive_tail.clone(),
         )
     }
 

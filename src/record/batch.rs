@@ -3,9 +3,13 @@
 
 use std::sync::{Arc, LazyLock};
 
-use arrow::array::{ArrayRef, Float64Builder, Int64Builder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder};
+use arrow::array::{
+    ArrayRef, Date32Array, Float64Builder, Int32Array, Int64Builder, RecordBatch, StringBuilder,
+    TimestampMicrosecondBuilder,
+};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
+use chrono::{DateTime, NaiveDate, Timelike};
 
 use super::{Post, column};
 
@@ -49,6 +53,40 @@ pub fn schema() -> SchemaRef {
         ]))
     });
     SCHEMA.clone()
+}
+
+/// Name of the Hive partition column of the creation date (`posts`, archive).
+pub const DT: &str = "dt";
+/// Name of the Hive partition column of the creation hour, 0–23.
+pub const HOUR: &str = "hour";
+
+/// The Hive partition of a creation time (µs): its UTC date and hour.
+pub fn partition_of_time(micros: i64) -> (NaiveDate, u32) {
+    let t = DateTime::from_timestamp_micros(micros).unwrap_or_default();
+    (t.date_naive(), t.hour())
+}
+
+/// The schema of the `posts` table: the record's columns, then `dt` (a
+/// date) and `hour` (an integer), as the archive's directories give them.
+pub fn posts_schema() -> SchemaRef {
+    static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+        let mut fields: Vec<Field> = schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+        fields.push(Field::new(DT, DataType::Date32, false));
+        fields.push(Field::new(HOUR, DataType::Int32, false));
+        Arc::new(Schema::new(fields))
+    });
+    SCHEMA.clone()
+}
+
+/// `batch` (of [`schema`]) with the constant `dt` and `hour` of its rows
+/// added: a batch of [`posts_schema`].
+pub fn with_partition_columns(batch: &RecordBatch, dt: NaiveDate, hour: u32) -> Result<RecordBatch, ArrowError> {
+    let n = batch.num_rows();
+    let days = (dt - NaiveDate::default()).num_days() as i32;
+    let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+    columns.push(Arc::new(Date32Array::from(vec![days; n])));
+    columns.push(Arc::new(Int32Array::from(vec![hour as i32; n])));
+    RecordBatch::try_new(posts_schema(), columns)
 }
 
 /// Builds one record batch of posts, in the order given.

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::RwLock;
 
-use chrono::{DateTime, Datelike, NaiveDate, Timelike};
+use chrono::{Datelike, NaiveDate};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
@@ -28,8 +28,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::log::{Log, LogError, Topic};
 use crate::metrics::Metrics;
-use crate::record::Post;
-use crate::record::batch::{schema, to_record_batch};
+use crate::record::batch::{partition_of_time, schema, to_record_batch, with_partition_columns};
+use crate::record::{Post, column};
 use crate::transforms::enrich::DeadLetter;
 
 /// The archive's consumer name on `posts.enriched`.
@@ -41,12 +41,33 @@ pub const POSTS_DIR: &str = "posts";
 /// Directory of the dead letters, under the archive root.
 pub const ERRORS_DIR: &str = "errors";
 const TMP_DIR: &str = ".tmp";
+/// Files open at once per log partition (one per Hive partition its posts
+/// fall in); more, as in a backfill of unsorted posts, rolls them early.
+const MAX_OPEN_FILES: usize = 24;
+/// Columns written without dictionary encoding.
+const UNIQUE_COLUMNS: &[&str] = &[
+    column::ID,
+    column::BODY,
+    column::TEXT,
+    column::URL,
+    column::PARENT_ID,
+    column::CREATED_AT,
+    column::INGESTED_AT,
+    column::POLARITY,
+    column::SUBJECTIVITY,
+    column::VADER_NEG,
+    column::VADER_NEU,
+    column::VADER_POS,
+    column::VADER_COMPOUND,
+];
 
 /// Settings of the archive sink.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ArchiveConfig {
-    /// A file rolls once it holds this many bytes (Firehose: buffer size).
+    /// Files roll once the posts buffered for them reach this many bytes
+    /// as received (Firehose's buffer size, measured before compression:
+    /// it also bounds the memory the buffered posts take).
     pub max_file_bytes: u64,
     /// A file rolls once its first post is this many seconds old (Firehose:
     /// buffer interval).
@@ -107,12 +128,6 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ArchiveError + '_ {
     }
 }
 
-/// The Hive partition of a creation time: `(dt, hour)`.
-pub fn partition_of_time(micros: i64) -> (NaiveDate, u32) {
-    let t = DateTime::from_timestamp_micros(micros).unwrap_or_default();
-    (t.date_naive(), t.hour())
-}
-
 /// The directory of one Hive partition, relative to the archive root.
 fn partition_dir(dt: NaiveDate, hour: u32) -> PathBuf {
     Path::new(POSTS_DIR)
@@ -163,6 +178,39 @@ fn sync_dir(dir: &Path) -> Result<(), ArchiveError> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
 }
 
+/// What the archive has read but not committed yet, per log partition, as
+/// Arrow batches of `posts` (with `dt` and `hour`): queries use them
+/// instead of decoding the same posts again.
+#[derive(Debug, Default)]
+pub struct ArchiveTail {
+    parts: std::sync::Mutex<Vec<Option<PartitionTail>>>,
+}
+
+/// One partition's part of [`ArchiveTail`].
+#[derive(Debug, Clone, Default)]
+pub struct PartitionTail {
+    /// The batches hold the offsets from the committed one up to this.
+    pub next: u64,
+    /// Posts read since the last commit.
+    pub batches: Vec<arrow::array::RecordBatch>,
+}
+
+impl ArchiveTail {
+    /// A partition's buffered posts, if the archive is running.
+    pub fn get(&self, partition: u32) -> Option<PartitionTail> {
+        let parts = self.parts.lock().unwrap_or_else(|e| e.into_inner());
+        parts.get(partition as usize).cloned().flatten()
+    }
+
+    fn update(&self, partition: u32, f: impl FnOnce(&mut PartitionTail)) {
+        let mut parts = self.parts.lock().unwrap_or_else(|e| e.into_inner());
+        if parts.len() <= partition as usize {
+            parts.resize(partition as usize + 1, None);
+        }
+        f(parts[partition as usize].get_or_insert_with(PartitionTail::default));
+    }
+}
+
 /// The archive sink, ready to run.
 pub struct Archive {
     root: PathBuf,
@@ -173,6 +221,7 @@ pub struct Archive {
     /// queries hold it for reading while they list files and read offsets,
     /// so that no post is seen both in a file and in the log.
     gate: Arc<RwLock<()>>,
+    tail: Arc<ArchiveTail>,
 }
 
 impl Archive {
@@ -184,6 +233,7 @@ impl Archive {
         config: ArchiveConfig,
         metrics: Arc<Metrics>,
         gate: Arc<RwLock<()>>,
+        tail: Arc<ArchiveTail>,
     ) -> Result<Archive, ArchiveError> {
         fs::create_dir_all(root.join(POSTS_DIR)).map_err(io(root))?;
         let tmp = root.join(TMP_DIR);
@@ -211,6 +261,7 @@ impl Archive {
             config,
             metrics,
             gate,
+            tail,
         })
     }
 
@@ -220,6 +271,12 @@ impl Archive {
         let mut posts: Vec<PostFiles> = (0..partitions)
             .map(|p| PostFiles::new(p, self.log.committed(CONSUMER, Topic::Enriched, p)))
             .collect::<Result<_, _>>()?;
+        for files in &posts {
+            self.tail.update(files.partition, |t| {
+                t.next = files.next;
+                t.batches.clear();
+            });
+        }
         let mut errors: Vec<ErrorFile> = (0..partitions)
             .map(|p| ErrorFile::new(p, self.log.committed(ERRORS_CONSUMER, Topic::Dead, p)))
             .collect::<Result<_, _>>()?;
@@ -264,6 +321,7 @@ impl Archive {
         }
         let mut groups: BTreeMap<(NaiveDate, u32), Vec<Post>> = BTreeMap::new();
         for entry in &entries {
+            files.buffered_bytes += entry.value.len() as u64;
             let post: Post = serde_json::from_slice(&entry.value).map_err(|e| ArchiveError::Damaged {
                 partition: files.partition,
                 offset: entry.offset,
@@ -278,6 +336,7 @@ impl Archive {
             files.first = Some(entries[0].offset);
             files.opened = Instant::now();
         }
+        let mut tail_batches = Vec::with_capacity(groups.len());
         for (group, posts) in groups {
             let open = match files.open.entry(group) {
                 std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
@@ -291,18 +350,29 @@ impl Archive {
                     ));
                     let file = File::create(&tmp).map_err(io(&tmp))?;
                     let handle = file.try_clone().map_err(io(&tmp))?;
-                    let props = WriterProperties::builder()
+                    let mut props = WriterProperties::builder()
                         .set_compression(Compression::ZSTD(ZstdLevel::try_new(self.config.zstd_level)?))
-                        .set_max_row_group_row_count(Some(self.config.row_group_rows.max(1)))
-                        .build();
+                        .set_max_row_group_row_count(Some(self.config.row_group_rows.max(1)));
+                    // Mostly distinct values: a dictionary costs time and
+                    // memory and saves nothing.
+                    for column in UNIQUE_COLUMNS {
+                        props = props.set_column_dictionary_enabled((*column).into(), false);
+                    }
+                    let props = props.build();
                     let writer = ArrowWriter::try_new(file, schema(), Some(props))?;
                     v.insert(OpenFile { tmp, handle, writer })
                 }
             };
-            open.writer.write(&to_record_batch(&posts)?)?;
+            let batch = to_record_batch(&posts)?;
+            open.writer.write(&batch)?;
             files.rows += posts.len() as u64;
+            tail_batches.push(with_partition_columns(&batch, group.0, group.1)?);
         }
         files.next = entries[entries.len() - 1].offset + 1;
+        self.tail.update(files.partition, |t| {
+            t.batches.extend(tail_batches);
+            t.next = files.next;
+        });
         Ok(true)
     }
 
@@ -331,7 +401,10 @@ impl Archive {
             }
             self.log
                 .commit(CONSUMER, Topic::Enriched, files.partition, files.next)?;
+            // Still under the gate: queries now find these posts in files.
+            self.tail.update(files.partition, |t| t.batches.clear());
         }
+        files.buffered_bytes = 0;
         self.metrics.archive_rows.add(files.rows);
         self.metrics.archive_files.add(done.len() as u64);
         tracing::debug!(
@@ -404,6 +477,8 @@ struct PostFiles {
     next: u64,
     opened: Instant,
     rows: u64,
+    /// Bytes of the posts read into the open files, as on the log.
+    buffered_bytes: u64,
     open: BTreeMap<(NaiveDate, u32), OpenFile>,
 }
 
@@ -415,6 +490,7 @@ impl PostFiles {
             next: committed?,
             opened: Instant::now(),
             rows: 0,
+            buffered_bytes: 0,
             open: BTreeMap::new(),
         })
     }
@@ -423,12 +499,9 @@ impl PostFiles {
         if self.first.is_none() {
             return false;
         }
-        let bytes: u64 = self
-            .open
-            .values()
-            .map(|f| (f.writer.bytes_written() + f.writer.in_progress_size()) as u64)
-            .sum();
-        bytes >= config.max_file_bytes || self.opened.elapsed() >= max_age
+        self.buffered_bytes >= config.max_file_bytes
+            || self.opened.elapsed() >= max_age
+            || self.open.len() > MAX_OPEN_FILES
     }
 }
 
@@ -517,6 +590,7 @@ mod tests {
                 ArchiveConfig::default(),
                 Arc::new(Metrics::default()),
                 gate,
+                Arc::new(ArchiveTail::default()),
             )
             .unwrap()
         };
