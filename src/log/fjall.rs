@@ -40,6 +40,16 @@ pub struct FjallLog {
     next: Mutex<Vec<Vec<u64>>>,
 }
 
+/// Memtable size of a segment: fjall's default (64 MiB) times a dozen
+/// segments would hold most of a GiB in memory.
+const SEGMENT_MEMTABLE_BYTES: u64 = 16 * 1024 * 1024;
+/// Block cache shared by every keyspace.
+const CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
+fn segment_options() -> KeyspaceCreateOptions {
+    KeyspaceCreateOptions::default().max_memtable_size(SEGMENT_MEMTABLE_BYTES)
+}
+
 fn storage(e: impl std::fmt::Display) -> LogError {
     LogError::Storage(e.to_string())
 }
@@ -66,7 +76,7 @@ impl FjallLog {
             return Err(LogError::Storage("a log needs at least one partition".into()));
         }
         std::fs::create_dir_all(dir).map_err(storage)?;
-        let db = Database::builder(dir).open().map_err(storage)?;
+        let db = Database::builder(dir).cache_size(CACHE_BYTES).open().map_err(storage)?;
         let offsets = db
             .keyspace("consumer_offsets", KeyspaceCreateOptions::default)
             .map_err(storage)?;
@@ -114,7 +124,7 @@ impl FjallLog {
                     segs.push(Segment {
                         base,
                         keyspace: db
-                            .keyspace(&segment_name(topic, p, base), KeyspaceCreateOptions::default)
+                            .keyspace(&segment_name(topic, p, base), segment_options)
                             .map_err(storage)?,
                     });
                 }
@@ -181,7 +191,7 @@ impl FjallLog {
         }
         let keyspace = self
             .db
-            .keyspace(&segment_name(topic, partition, offset), KeyspaceCreateOptions::default)
+            .keyspace(&segment_name(topic, partition, offset), segment_options)
             .map_err(storage)?;
         let mut segments = self.segments.write().map_err(|_| storage("a writer panicked"))?;
         let segs = &mut segments[topic_index(topic)][partition as usize];

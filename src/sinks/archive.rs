@@ -84,7 +84,7 @@ impl Default for ArchiveConfig {
             max_file_bytes: 64 * 1024 * 1024,
             max_file_age_secs: 60,
             row_group_rows: 128 * 1024,
-            zstd_level: 3,
+            zstd_level: 1,
         }
     }
 }
