@@ -347,3 +347,69 @@ async fn read_log(
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::sync::RwLock;
+
+    use super::*;
+    use crate::log::fjall::FjallLog;
+    use crate::sinks::archive::ArchiveTail;
+
+    /// The API over a log that nothing enriches, so the lag only grows.
+    async fn serve_without_enrich(dir: &std::path::Path, max_enrich_lag: u64) -> (String, CancellationToken) {
+        let log: Arc<dyn Log> = Arc::new(FjallLog::open(&dir.join("log"), 2).unwrap());
+        let query = QueryEngine::new(
+            &dir.join("archive"),
+            log.clone(),
+            Arc::new(RwLock::new(())),
+            Arc::new(ArchiveTail::default()),
+        );
+        let state = Arc::new(AppState {
+            log,
+            query: Arc::new(query),
+            metrics: Arc::new(Metrics::default()),
+            tokens: Vec::new(),
+            max_body_bytes: 1 << 20,
+            max_enrich_lag,
+        });
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let shutdown = CancellationToken::new();
+        tokio::spawn(serve(listener, state, shutdown.clone()));
+        (base, shutdown)
+    }
+
+    #[tokio::test]
+    async fn a_saturated_pipeline_answers_429_with_retry_after_and_keeps_what_it_accepted() {
+        let dir = tempfile::tempdir().unwrap();
+        let (base, shutdown) = serve_without_enrich(dir.path(), 2).await;
+        let client = reqwest::Client::new();
+        let post = |i: usize| format!(r#"{{"platform":"x","id":"{i}","body":"ok","created_at":1}}"#);
+        let body = (0..3).map(post).collect::<Vec<_>>().join("\n");
+        let r = client.post(format!("{base}/v1/posts")).body(body).send().await.unwrap();
+        assert_eq!(r.status(), 202);
+        // 3 posts wait for enrichment, more than the bound of 2.
+        let r = client
+            .post(format!("{base}/v1/posts"))
+            .body(post(9))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 429);
+        assert_eq!(r.headers()["retry-after"], "1");
+        assert!(r.text().await.unwrap().contains("3 posts wait for enrichment"));
+        let metrics = client
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(metrics.contains("chorus_ingest_posts_accepted_total 3\n"), "{metrics}");
+        assert!(metrics.contains("chorus_ingest_requests_throttled_total 1\n"));
+        assert!(metrics.contains("chorus_enrich_lag_records 3\n"));
+        shutdown.cancel();
+    }
+}
