@@ -47,7 +47,9 @@ const SEGMENT_MEMTABLE_BYTES: u64 = 16 * 1024 * 1024;
 const CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
 fn segment_options() -> KeyspaceCreateOptions {
-    KeyspaceCreateOptions::default().max_memtable_size(SEGMENT_MEMTABLE_BYTES)
+    KeyspaceCreateOptions::default()
+        .max_memtable_size(SEGMENT_MEMTABLE_BYTES)
+        .with_kv_separation(Some(::fjall::KvSeparationOptions::default().separation_threshold(256)))
 }
 
 fn storage(e: impl std::fmt::Display) -> LogError {

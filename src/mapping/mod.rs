@@ -141,6 +141,12 @@ impl Parsed {
         if text.is_empty() {
             return;
         }
+        if matches!(format, Format::Auto | Format::Canonical)
+            && let Some(post) = IncomingPost::from_json_text(text)
+        {
+            self.posts.push(post);
+            return;
+        }
         match serde_json::from_slice::<Value>(text) {
             Ok(value) => self.take(line, &value, format),
             Err(e) => self.rejected.push(Rejection {

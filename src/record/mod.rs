@@ -403,40 +403,151 @@ const MAX_SECONDS: f64 = 7_258_118_400.0; // 2200-01-01T00:00:00Z
 /// A timestamp as RFC 3339 text, or Unix seconds as a number or numeric
 /// string (Reddit's `created_utc` is a float), in µs since the epoch.
 pub fn parse_timestamp(value: &Value, field: &'static str) -> Result<i64, RecordError> {
-    let invalid = |reason: String| RecordError::Invalid { field, reason };
-    let seconds = match value {
-        Value::Number(n) => n
-            .as_f64()
-            .ok_or_else(|| invalid(format!("{n} is not a number of seconds")))?,
-        Value::String(s) => {
-            let s = s.trim();
-            if let Ok(seconds) = s.parse::<f64>() {
-                seconds
-            } else {
-                let t = DateTime::parse_from_rfc3339(s)
-                    .map_err(|e| invalid(format!("{s:?} is neither RFC 3339 nor Unix seconds ({e})")))?;
-                let micros = t.with_timezone(&Utc).timestamp_micros();
-                let secs = micros as f64 / 1e6;
-                if !(MIN_SECONDS..MAX_SECONDS).contains(&secs) {
-                    return Err(invalid(format!("{s} is outside 1970..2200")));
-                }
-                return Ok(micros);
-            }
-        }
-        other => {
-            return Err(RecordError::WrongType {
+    match value {
+        Value::Number(n) => match n.as_f64() {
+            Some(seconds) => timestamp_of_seconds(seconds, field),
+            None => Err(RecordError::Invalid {
                 field,
-                expected: "RFC 3339 text or Unix seconds",
-                got: json_type(other),
-            });
-        }
-    };
+                reason: format!("{n} is not a number of seconds"),
+            }),
+        },
+        Value::String(s) => timestamp_of_text(s, field),
+        other => Err(RecordError::WrongType {
+            field,
+            expected: "RFC 3339 text or Unix seconds",
+            got: json_type(other),
+        }),
+    }
+}
+
+/// A timestamp given as Unix seconds, in µs.
+fn timestamp_of_seconds(seconds: f64, field: &'static str) -> Result<i64, RecordError> {
     if !seconds.is_finite() || !(MIN_SECONDS..MAX_SECONDS).contains(&seconds) {
-        return Err(invalid(format!(
-            "{seconds} seconds is outside 1970..2200 (is it in ms?)"
-        )));
+        return Err(RecordError::Invalid {
+            field,
+            reason: format!("{seconds} seconds is outside 1970..2200 (is it in ms?)"),
+        });
     }
     Ok((seconds * 1e6).round() as i64)
+}
+
+/// A timestamp given as text (RFC 3339 or Unix seconds), in µs.
+fn timestamp_of_text(s: &str, field: &'static str) -> Result<i64, RecordError> {
+    let s = s.trim();
+    if let Ok(seconds) = s.parse::<f64>() {
+        return timestamp_of_seconds(seconds, field);
+    }
+    let invalid = |reason: String| RecordError::Invalid { field, reason };
+    let t = DateTime::parse_from_rfc3339(s)
+        .map_err(|e| invalid(format!("{s:?} is neither RFC 3339 nor Unix seconds ({e})")))?;
+    let micros = t.with_timezone(&Utc).timestamp_micros();
+    let secs = micros as f64 / 1e6;
+    if !(MIN_SECONDS..MAX_SECONDS).contains(&secs) {
+        return Err(invalid(format!("{s} is outside 1970..2200")));
+    }
+    Ok(micros)
+}
+
+/// A timestamp as sent: Unix seconds or text.
+enum TimeWire<'a> {
+    Seconds(f64),
+    Text(std::borrow::Cow<'a, str>),
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for TimeWire<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = TimeWire<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("RFC 3339 text or Unix seconds")
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+                Ok(TimeWire::Seconds(v))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(TimeWire::Seconds(v as f64))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(TimeWire::Seconds(v as f64))
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(TimeWire::Text(v.into()))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(TimeWire::Text(v.to_string().into()))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+/// A canonical post read straight from its JSON text (the fast path of
+/// ingest); anything unusual is left to [`IncomingPost::from_json`], which
+/// also gives the reasons.
+#[derive(Deserialize)]
+struct CanonicalWire<'a> {
+    #[serde(borrow)]
+    platform: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    id: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    community: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    author: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    body: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    created_at: TimeWire<'a>,
+    #[serde(borrow)]
+    parent_id: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    thread_id: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    url: Option<std::borrow::Cow<'a, str>>,
+    score: Option<i64>,
+    reposts: Option<i64>,
+    author_followers: Option<i64>,
+    #[serde(borrow)]
+    location: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    lang: Option<std::borrow::Cow<'a, str>>,
+}
+
+impl IncomingPost {
+    /// Reads one valid canonical post straight from JSON text: the fast
+    /// path of ingest. `None` for anything else; the caller then parses the
+    /// value and uses [`IncomingPost::from_json`] (same rules, with reasons)
+    /// or another format.
+    pub fn from_json_text(text: &[u8]) -> Option<IncomingPost> {
+        let wire: CanonicalWire = serde_json::from_slice(text).ok()?;
+        let valid_key = |k: &str| !k.is_empty() && k.len() <= MAX_KEY_LEN;
+        if !valid_key(&wire.platform) || !valid_key(&wire.id) {
+            return None;
+        }
+        let created_at = match wire.created_at {
+            TimeWire::Seconds(s) => timestamp_of_seconds(s, column::CREATED_AT),
+            TimeWire::Text(t) => timestamp_of_text(&t, column::CREATED_AT),
+        }
+        .ok()?;
+        let own = |s: Option<std::borrow::Cow<str>>| s.map(std::borrow::Cow::into_owned);
+        Some(IncomingPost {
+            platform: wire.platform.into_owned(),
+            id: wire.id.into_owned(),
+            community: own(wire.community),
+            author: own(wire.author),
+            body: wire.body.into_owned(),
+            created_at,
+            parent_id: own(wire.parent_id),
+            thread_id: own(wire.thread_id),
+            url: own(wire.url),
+            score: wire.score,
+            reposts: wire.reposts,
+            author_followers: wire.author_followers,
+            location: own(wire.location),
+            lang: own(wire.lang),
+        })
+    }
 }
 
 /// The current time in µs since the epoch (for `ingested_at`).
@@ -516,6 +627,43 @@ mod tests {
                 .contains("is it in ms?")
         );
         assert!(err(json!({"platform": "r", "id": "1", "body": "x", "created_at": -5})).contains("outside 1970..2200"));
+    }
+
+    #[test]
+    fn the_fast_path_reads_exactly_what_from_json_reads() {
+        let cases = [
+            r#"{"platform":"reddit","id":"t1_a","body":"hi","created_at":1546300800}"#,
+            r#"{"platform":"reddit","id":"t1_a","body":"h\u00e9 \"q\" \n","created_at":1546300800.25,"extra":[1,{"x":2}]}"#,
+            r#"{"platform":"x","id":"1","body":"","created_at":" 1546300800 ","community":null,"score":-3}"#,
+            r#"{"platform":"x","id":"1","body":"b","created_at":"2019-01-01T12:00:00+02:00","lang":"en","reposts":7,"author_followers":0,"location":"Oslo","url":"u","parent_id":"p","thread_id":"t","author":"a"}"#,
+            r#"{"id":"1","platform":"x","created_at":1,"body":"order does not matter"}"#,
+            // Each of these is left to the slow path (which refuses or maps it).
+            r#"{"platform":"","id":"1","body":"b","created_at":1}"#,
+            r#"{"platform":"x","id":"1","body":"b","created_at":1546300800000}"#,
+            r#"{"platform":"x","id":"1","body":"b","created_at":"yesterday"}"#,
+            r#"{"platform":"x","id":1,"body":"b","created_at":1}"#,
+            r#"{"platform":"x","id":"1","body":null,"created_at":1}"#,
+            r#"{"platform":"x","id":"1","body":"b","created_at":1,"score":1.5}"#,
+            r#"{"id":"e6xucdd","subreddit":"a","body":"b","created_utc":1}"#,
+            r#"[1]"#,
+        ];
+        let mut fast = 0;
+        for text in cases {
+            let slow = serde_json::from_str::<Value>(text)
+                .ok()
+                .map(|v| IncomingPost::from_json(&v));
+            match IncomingPost::from_json_text(text.as_bytes()) {
+                Some(post) => {
+                    fast += 1;
+                    assert_eq!(slow, Some(Ok(post)), "{text}");
+                }
+                None => assert!(
+                    !matches!(slow, Some(Ok(_))),
+                    "the fast path missed a valid post: {text}"
+                ),
+            }
+        }
+        assert_eq!(fast, 5);
     }
 
     #[test]
