@@ -16,12 +16,13 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::log::{Log, Topic, post_key};
+use crate::log::{Log, Topic};
 use crate::mapping::{self, Format, Rejection};
 use crate::metrics::{Gauges, Metrics};
 use crate::query::{QueryEngine, QueryError};
-use crate::record::{RawPost, now_micros};
+use crate::record::now_micros;
 use crate::sinks::archive;
+use crate::sources;
 use crate::transforms::enrich;
 
 /// What the handlers share.
@@ -115,10 +116,14 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// Reads the body, refusing it with 413 past the limit.
 async fn body_bytes(headers: &HeaderMap, body: Body, limit: usize) -> Result<axum::body::Bytes, Response> {
     let too_large = || {
-        error(
+        let mut r = error(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("request body larger than {limit} bytes; split it into smaller batches"),
-        )
+        );
+        // The rest of the body is not read: the connection cannot be reused.
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        r
     };
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -181,24 +186,8 @@ async fn ingest(
     let log = state.log.clone();
     let task = tokio::task::spawn_blocking(move || {
         let parsed = mapping::parse_document(&bytes, format);
-        let ingested_at = now_micros();
-        let records: Vec<(Vec<u8>, Vec<u8>)> = parsed
-            .posts
-            .into_iter()
-            .map(|incoming| {
-                let key = post_key(&incoming.platform, &incoming.id);
-                // Invariant: a RawPost (strings and integers) serialises.
-                let value = serde_json::to_vec(&RawPost { incoming, ingested_at }).expect("a raw post serialises");
-                (key, value)
-            })
-            .collect();
-        let refs: Vec<(&[u8], &[u8])> = records.iter().map(|(k, v)| (k.as_slice(), v.as_slice())).collect();
-        let appended = if refs.is_empty() {
-            Ok(Vec::new())
-        } else {
-            log.append(Topic::Raw, &refs)
-        };
-        (appended.map(|p| p.len()), parsed.rejected)
+        let appended = sources::append_posts(&*log, parsed.posts, now_micros());
+        (appended, parsed.rejected)
     });
     let (appended, rejected) = match task.await {
         Ok(result) => result,

@@ -10,9 +10,10 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::log::{Log, Topic, post_key};
+use crate::log::Log;
 use crate::mapping::{self, Format, Parsed, Rejection};
-use crate::record::{RawPost, now_micros};
+use crate::record::now_micros;
+use crate::sources;
 
 /// Lines per batch sent or appended.
 pub const BATCH_LINES: usize = 1000;
@@ -177,23 +178,8 @@ async fn send(
                     parsed.take_line(i + 1, line, format);
                 }
             }
-            let ingested_at = now_micros();
-            let records: Vec<(Vec<u8>, Vec<u8>)> = parsed
-                .posts
-                .into_iter()
-                .map(|incoming| {
-                    let key = post_key(&incoming.platform, &incoming.id);
-                    (
-                        key,
-                        serde_json::to_vec(&RawPost { incoming, ingested_at }).unwrap_or_default(),
-                    )
-                })
-                .collect();
-            let refs: Vec<(&[u8], &[u8])> = records.iter().map(|(k, v)| (k.as_slice(), v.as_slice())).collect();
-            if !refs.is_empty() {
-                log.append(Topic::Raw, &refs).context("appending to the log")?;
-            }
-            Ok((refs.len() as u64, parsed.rejected))
+            let appended = sources::append_posts(*log, parsed.posts, now_micros()).context("appending to the log")?;
+            Ok((appended as u64, parsed.rejected))
         }
         Destination::Remote { base, token } => {
             let body: Vec<u8> = lines.concat();

@@ -160,20 +160,10 @@ mod tests {
 
     fn post(id: &str, community: Option<&str>) -> Post {
         IncomingPost {
-            platform: "reddit".into(),
-            id: id.into(),
             community: community.map(String::from),
-            author: None,
-            body: "**Great**".into(),
-            created_at: 1_546_344_000_000_000,
-            parent_id: None,
-            thread_id: None,
-            url: None,
             score: Some(3),
-            reposts: None,
-            author_followers: None,
-            location: None,
             lang: Some("en".into()),
+            ..IncomingPost::new("reddit", id, "**Great**", 1_546_344_000_000_000)
         }
         .into_post(
             "Great".into(),

@@ -305,6 +305,26 @@ impl From<PostFields> for RawPost {
 }
 
 impl IncomingPost {
+    /// A post with only the required fields set.
+    pub fn new(platform: &str, id: &str, body: &str, created_at: i64) -> IncomingPost {
+        IncomingPost {
+            platform: platform.into(),
+            id: id.into(),
+            community: None,
+            author: None,
+            body: body.into(),
+            created_at,
+            parent_id: None,
+            thread_id: None,
+            url: None,
+            score: None,
+            reposts: None,
+            author_followers: None,
+            location: None,
+            lang: None,
+        }
+    }
+
     /// Reads and validates one canonical post from a JSON value:
     /// `platform`, `id`, `body` and `created_at` (RFC 3339, or Unix seconds
     /// as a number or a numeric string) are required; the other columns

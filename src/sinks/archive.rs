@@ -542,22 +542,7 @@ mod tests {
     }
 
     fn post(id: &str, created_at: i64) -> Vec<u8> {
-        let incoming = crate::record::IncomingPost {
-            platform: "reddit".into(),
-            id: id.into(),
-            community: None,
-            author: None,
-            body: "good".into(),
-            created_at,
-            parent_id: None,
-            thread_id: None,
-            url: None,
-            score: None,
-            reposts: None,
-            author_followers: None,
-            location: None,
-            lang: None,
-        };
+        let incoming = crate::record::IncomingPost::new("reddit", id, "good", created_at);
         let scores = crate::enrich::score("good");
         serde_json::to_vec(&incoming.into_post("good".into(), scores, 0)).unwrap()
     }

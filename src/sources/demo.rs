@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::log::{Log, LogError, Topic, post_key};
-use crate::record::{IncomingPost, RawPost, now_micros};
+use crate::log::{Log, LogError};
+use crate::record::{IncomingPost, now_micros};
 
 /// The platform name of generated posts.
 pub const PLATFORM: &str = "demo";
@@ -191,21 +191,8 @@ pub fn run(
         }
         if n > 0 {
             let now = now_micros();
-            let records: Vec<(Vec<u8>, Vec<u8>)> = (0..n)
-                .map(|_| {
-                    let incoming = generator.post(now);
-                    let key = post_key(&incoming.platform, &incoming.id);
-                    // Invariant: strings and integers always serialise.
-                    let value = serde_json::to_vec(&RawPost {
-                        incoming,
-                        ingested_at: now,
-                    })
-                    .expect("a raw post serialises");
-                    (key, value)
-                })
-                .collect();
-            let refs: Vec<(&[u8], &[u8])> = records.iter().map(|(k, v)| (k.as_slice(), v.as_slice())).collect();
-            log.append(Topic::Raw, &refs)?;
+            let posts = (0..n).map(|_| generator.post(now)).collect();
+            super::append_posts(&*log, posts, now)?;
             sent += n;
         }
         std::thread::sleep(tick);

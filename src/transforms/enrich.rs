@@ -265,20 +265,8 @@ mod tests {
 
     fn raw(id: &str, body: &str) -> Vec<u8> {
         let incoming = IncomingPost {
-            platform: "reddit".into(),
-            id: id.into(),
             community: Some("politics".into()),
-            author: None,
-            body: body.into(),
-            created_at: 1_546_344_000_000_000,
-            parent_id: None,
-            thread_id: None,
-            url: None,
-            score: None,
-            reposts: None,
-            author_followers: None,
-            location: None,
-            lang: None,
+            ..IncomingPost::new("reddit", id, body, 1_546_344_000_000_000)
         };
         serde_json::to_vec(&RawPost {
             incoming,

@@ -337,6 +337,11 @@ async fn bad_input_gets_the_documented_status_and_message() {
     assert!(big.len() > 100_000);
     let r = posts(big).send().await.unwrap();
     assert_eq!(r.status(), 413);
+    assert_eq!(
+        r.headers()["connection"],
+        "close",
+        "the unread body makes the connection unusable"
+    );
     assert!(r.text().await.unwrap().contains("larger than 100000 bytes"));
 
     // SQL: writes, DDL, file access and a second statement are refused.
