@@ -199,17 +199,8 @@ pub async fn ingest(config: Config, data: &Path, files: &[PathBuf], format: &str
 /// `chorus status`.
 pub async fn status(config: Config, data: &Path, out: &mut dyn Write) -> anyhow::Result<()> {
     let status = if let Some(info) = topology::running_server(data) {
-        let url = format!("{}/v1/status", base(&info));
-        let mut request = reqwest::Client::new().get(&url);
-        if let Some(token) = token() {
-            request = request.bearer_auth(token);
-        }
-        let response = request.send().await.with_context(|| format!("GET {url}"))?;
-        if !response.status().is_success() {
-            bail!("{url} answered {}", response.status());
-        }
         writeln!(out, "server: http://{} (pid {})", info.address, info.pid)?;
-        response.json().await?
+        remote_status(&info).await?
     } else {
         writeln!(out, "server: not running")?;
         status::collect(&*Pipeline::open(data, config)?.log())?
@@ -218,15 +209,35 @@ pub async fn status(config: Config, data: &Path, out: &mut dyn Write) -> anyhow:
     Ok(())
 }
 
+/// `GET /v1/status` of a running server.
+async fn remote_status(info: &ServerInfo) -> anyhow::Result<status::Status> {
+    let url = format!("{}/v1/status", base(info));
+    let mut request = reqwest::Client::new().get(&url);
+    if let Some(token) = token() {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.with_context(|| format!("GET {url}"))?;
+    if !response.status().is_success() {
+        bail!("{url} answered {}", response.status());
+    }
+    Ok(response.json().await?)
+}
+
 /// `chorus tail`.
 pub async fn tail(config: Config, data: &Path, options: &tail::Options, out: &mut dyn Write) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     cancel_on_signals(shutdown.clone());
     if let Some(info) = topology::running_server(data) {
+        // The server's partition count, which the data directory fixed.
+        let status = remote_status(&info).await?;
+        let partitions = status
+            .stages
+            .first()
+            .map_or(config.log.partitions, |s| s.partitions.len() as u32);
         let source = tail::Source::Remote {
             base: base(&info),
             token: token(),
-            partitions: config.log.partitions,
+            partitions,
         };
         tail::tail(&source, options, out, &shutdown).await?;
     } else {
