@@ -214,12 +214,41 @@ pub fn post_key(platform: &str, id: &str) -> Vec<u8> {
 /// The partition of a key: FNV-1a, stable across versions and platforms, so
 /// that a post always lands in the same partition.
 pub fn partition_of(key: &[u8], partitions: u32) -> u32 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in key {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    use std::hash::Hasher;
+    let mut h = Fnv1a::new();
+    h.write(key);
+    (h.finish() % u64::from(partitions.max(1))) as u32
+}
+
+/// 64-bit FNV-1a: a hash that never changes between runs or versions, for
+/// what is stored (partitions, the enrich stage's content hashes).
+#[derive(Debug, Clone, Copy)]
+pub struct Fnv1a(u64);
+
+impl Fnv1a {
+    /// The hasher before any byte.
+    pub fn new() -> Fnv1a {
+        Fnv1a(0xcbf2_9ce4_8422_2325)
     }
-    (h % u64::from(partitions.max(1))) as u32
+}
+
+impl Default for Fnv1a {
+    fn default() -> Self {
+        Fnv1a::new()
+    }
+}
+
+impl std::hash::Hasher for Fnv1a {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 ^= u64::from(b);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
 }
 
 /// Whether `name` may be used as a consumer name.

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::enrich;
-use crate::log::{Entry, Log, LogError, Topic, Transaction, post_key};
+use crate::log::{Entry, Fnv1a, Log, LogError, Topic, Transaction, post_key};
 use crate::metrics::Metrics;
 use crate::record::{Post, RawPost, now_micros};
 
@@ -150,23 +150,6 @@ fn worker(
     Ok(())
 }
 
-/// A stable 64-bit FNV-1a hasher: the content hash stored to recognise
-/// re-submissions must not change between runs.
-struct Fnv(u64);
-
-impl Hasher for Fnv {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 ^= u64::from(b);
-            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
-}
-
 /// Enriches one batch of a partition and writes the result in one
 /// transaction with the commit of `next_offset`.
 fn process(
@@ -178,7 +161,9 @@ fn process(
 ) -> Result<(), LogError> {
     metrics.enrich_in.add(entries.len() as u64);
     let mut dead: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-    let mut kept: Vec<(RawPost, Vec<u8>, [u8; 8])> = Vec::with_capacity(entries.len());
+    let mut raws: Vec<RawPost> = Vec::with_capacity(entries.len());
+    // Per kept post: its state key (prefix + post key) and content hash.
+    let mut seen: Vec<(Vec<u8>, [u8; 8])> = Vec::with_capacity(entries.len());
     // Within the batch: state key → hash of its latest content.
     let mut in_batch: HashMap<Vec<u8>, [u8; 8]> = HashMap::new();
     let mut duplicates = 0;
@@ -195,33 +180,34 @@ fn process(
                 continue;
             }
         };
-        let key = post_key(&raw.incoming.platform, &raw.incoming.id);
-        let mut h = Fnv(0xcbf2_9ce4_8422_2325);
+        let mut h = Fnv1a::new();
         raw.incoming.hash(&mut h);
         let hash = h.finish().to_be_bytes();
         let mut state_key = SEEN_PREFIX.to_vec();
-        state_key.extend_from_slice(&key);
-        let seen = match in_batch.get(&state_key) {
+        state_key.extend_from_slice(&post_key(&raw.incoming.platform, &raw.incoming.id));
+        let previous = match in_batch.get(&state_key) {
             Some(h) => Some(*h),
             None => log.state(&state_key)?.and_then(|v| v.try_into().ok()),
         };
-        if seen == Some(hash) {
+        if previous == Some(hash) {
             duplicates += 1;
             continue;
         }
         in_batch.insert(state_key.clone(), hash);
-        kept.push((raw, state_key, hash));
+        raws.push(raw);
+        seen.push((state_key, hash));
     }
-    let bodies: Vec<&str> = kept.iter().map(|(raw, ..)| raw.incoming.body.as_str()).collect();
+    let bodies: Vec<&str> = raws.iter().map(|raw| raw.incoming.body.as_str()).collect();
     let cleaned = enrich::clean_and_score_batch(&bodies);
-    let mut enriched: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(kept.len());
-    for ((raw, ..), (text, scores)) in kept.iter().zip(cleaned) {
-        let key = post_key(&raw.incoming.platform, &raw.incoming.id);
-        let post: Post = raw.incoming.clone().into_post(text, scores, raw.ingested_at);
+    drop(bodies);
+    let mut enriched: Vec<(&[u8], Vec<u8>)> = Vec::with_capacity(raws.len());
+    for ((raw, (state_key, _)), (text, scores)) in raws.into_iter().zip(&seen).zip(cleaned) {
+        let post: Post = raw.incoming.into_post(text, scores, raw.ingested_at);
         // Invariant: a Post is strings, integers and finite floats, which
         // always serialise.
         let json = serde_json::to_vec(&post).expect("a post serialises");
-        enriched.push((key, json));
+        // The post key is the state key without its prefix.
+        enriched.push((&state_key[SEEN_PREFIX.len()..], json));
     }
     let mut tx = Transaction::new();
     for (key, value) in &enriched {
@@ -230,7 +216,7 @@ fn process(
     for (key, value) in &dead {
         tx.append(Topic::Dead, key, value);
     }
-    for (_, state_key, hash) in &kept {
+    for (state_key, hash) in &seen {
         tx.put_state(state_key, hash);
     }
     tx.commit(CONSUMER, Topic::Raw, partition, next_offset);
