@@ -14,9 +14,8 @@ use std::sync::Arc;
 
 use tokio::sync::RwLock;
 
-use arrow::array::{ArrayRef, Date32Array, Int32Array, RecordBatch};
+use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, SchemaRef};
-use chrono::NaiveDate;
 use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
@@ -26,7 +25,9 @@ use datafusion::physical_plan::{ExecutionPlan, collect};
 use datafusion::sql::parser::DFParser;
 
 use crate::log::{Log, LogError, Topic};
-use crate::record::batch::{DT, HOUR, partition_of_time, posts_schema, schema as post_schema, to_record_batch};
+use crate::record::batch::{
+    DT, HOUR, partition_of_time, posts_schema, schema as post_schema, to_record_batch, with_partition_columns,
+};
 use crate::record::{Post, column};
 use crate::sinks::archive::{self, ArchiveTail};
 
@@ -203,9 +204,12 @@ impl QueryEngine {
                     .map(|e| serde_json::from_slice::<Post>(&e.value))
                     .collect::<Result<Vec<Post>, _>>()
                     .map_err(|e| QueryError::Failed(format!("posts.enriched partition {p}: {e}")))?;
+                let failed = |e: arrow::error::ArrowError| QueryError::Failed(e.to_string());
+                let batch = to_record_batch(&posts).map_err(failed)?;
+                let partitions = posts.iter().map(|p| partition_of_time(p.incoming.created_at));
                 cached.push(TailBatch {
                     first,
-                    batch: with_partition_columns(&posts)?,
+                    batch: with_partition_columns(&batch, partitions).map_err(failed)?,
                 });
             }
             out.extend(cached.iter().map(|b| b.batch.clone()));
@@ -218,23 +222,6 @@ impl QueryEngine {
 struct TailBatch {
     first: u64,
     batch: RecordBatch,
-}
-
-/// A batch of posts in log order, with each row's `dt` and `hour`.
-fn with_partition_columns(posts: &[Post]) -> Result<RecordBatch, QueryError> {
-    let failed = |e: arrow::error::ArrowError| QueryError::Failed(e.to_string());
-    let batch = to_record_batch(posts).map_err(failed)?;
-    let (dts, hours): (Vec<i32>, Vec<i32>) = posts
-        .iter()
-        .map(|p| {
-            let (dt, hour) = partition_of_time(p.incoming.created_at);
-            ((dt - NaiveDate::default()).num_days() as i32, hour as i32)
-        })
-        .unzip();
-    let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
-    columns.push(Arc::new(Date32Array::from(dts)));
-    columns.push(Arc::new(Int32Array::from(hours)));
-    RecordBatch::try_new(posts_schema(), columns).map_err(failed)
 }
 
 /// Turns a planning error into the client's error.

@@ -43,7 +43,7 @@ pub struct Summary {
 }
 
 /// Opens a file, decompressing by its extension.
-pub fn open(path: &Path) -> anyhow::Result<(Box<dyn Read + Send>, u64, ProgressBar)> {
+pub fn open(path: &Path) -> anyhow::Result<(Box<dyn Read + Send>, ProgressBar)> {
     let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
     let bar = progress_bar(size, path);
@@ -61,7 +61,7 @@ pub fn open(path: &Path) -> anyhow::Result<(Box<dyn Read + Send>, u64, ProgressB
     } else {
         Box::new(counted)
     };
-    Ok((reader, size, bar))
+    Ok((reader, bar))
 }
 
 fn progress_bar(size: u64, path: &Path) -> ProgressBar {
@@ -93,7 +93,7 @@ pub async fn ingest_files(
     let client = reqwest::Client::new();
     for path in files {
         let start = Instant::now();
-        let (reader, _size, bar) = open(path)?;
+        let (reader, bar) = open(path)?;
         let mut reader = BufReader::with_capacity(1 << 20, reader);
         let mut summary = Summary::default();
         let first = reader

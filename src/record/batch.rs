@@ -78,14 +78,19 @@ pub fn posts_schema() -> SchemaRef {
     SCHEMA.clone()
 }
 
-/// `batch` (of [`schema`]) with the constant `dt` and `hour` of its rows
-/// added: a batch of [`posts_schema`].
-pub fn with_partition_columns(batch: &RecordBatch, dt: NaiveDate, hour: u32) -> Result<RecordBatch, ArrowError> {
-    let n = batch.num_rows();
-    let days = (dt - NaiveDate::default()).num_days() as i32;
+/// `batch` (of [`schema`]) with each row's `dt` and `hour` added, from
+/// `partitions` (one per row): a batch of [`posts_schema`].
+pub fn with_partition_columns(
+    batch: &RecordBatch,
+    partitions: impl IntoIterator<Item = (NaiveDate, u32)>,
+) -> Result<RecordBatch, ArrowError> {
+    let (dts, hours): (Vec<i32>, Vec<i32>) = partitions
+        .into_iter()
+        .map(|(dt, hour)| ((dt - NaiveDate::default()).num_days() as i32, hour as i32))
+        .unzip();
     let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
-    columns.push(Arc::new(Date32Array::from(vec![days; n])));
-    columns.push(Arc::new(Int32Array::from(vec![hour as i32; n])));
+    columns.push(Arc::new(Date32Array::from(dts)));
+    columns.push(Arc::new(Int32Array::from(hours)));
     RecordBatch::try_new(posts_schema(), columns)
 }
 

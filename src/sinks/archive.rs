@@ -366,7 +366,7 @@ impl Archive {
             let batch = to_record_batch(&posts)?;
             open.writer.write(&batch)?;
             files.rows += posts.len() as u64;
-            tail_batches.push(with_partition_columns(&batch, group.0, group.1)?);
+            tail_batches.push(with_partition_columns(&batch, std::iter::repeat_n(group, posts.len()))?);
         }
         files.next = entries[entries.len() - 1].offset + 1;
         self.tail.update(files.partition, |t| {
