@@ -151,28 +151,34 @@ impl Pipeline {
 
     /// Runs the enrich stage and the archive (and the HTTP API when a
     /// listener is given) until `shutdown`, then stops them in order: the
-    /// API first, then the stages, which flush and commit what they hold.
+    /// API first, then enrich, then the archive; each stage first drains
+    /// what its input holds (at most [`crate::transforms::DRAIN_GRACE`]),
+    /// so a clean stop leaves every accepted post in the archive.
     pub async fn run(&self, listener: Option<TcpListener>, shutdown: CancellationToken) -> Result<(), PipelineError> {
         let archive = self.archive()?;
         // A failing component cancels `stop`, which stops the others.
         let stop = shutdown.child_token();
+        // The stages stop one after the other, each draining what the one
+        // before it wrote: see the end of this function.
+        let (enrich_stop, archive_stop) = (CancellationToken::new(), CancellationToken::new());
         let enrich_task = {
-            let (log, metrics, stop, config) = (
+            let (log, metrics, stop, own, config) = (
                 self.log(),
                 self.metrics.clone(),
                 stop.clone(),
+                enrich_stop.clone(),
                 self.config.enrich.clone(),
             );
             spawn_thread("enrich", move || {
-                let result = enrich::run(log, &config, metrics, stop.clone()).map_err(PipelineError::from);
+                let result = enrich::run(log, &config, metrics, own).map_err(PipelineError::from);
                 stop.cancel();
                 result
             })?
         };
         let archive_task = {
-            let stop = stop.clone();
+            let (stop, own) = (stop.clone(), archive_stop.clone());
             spawn_thread("archive", move || {
-                let result = archive.run(stop.clone()).map_err(PipelineError::from);
+                let result = archive.run(own).map_err(PipelineError::from);
                 stop.cancel();
                 result
             })?
@@ -236,7 +242,16 @@ impl Pipeline {
         if let Some(path) = server_file {
             let _ = std::fs::remove_file(path);
         }
-        for task in [enrich_task, archive_task, retention_task] {
+        // The API has stopped, so `posts.raw` no longer grows: enrich drains
+        // it, then the archive drains `posts.enriched` and flushes.
+        for (token, task) in [
+            (Some(enrich_stop), enrich_task),
+            (Some(archive_stop), archive_task),
+            (None, retention_task),
+        ] {
+            if let Some(token) = token {
+                token.cancel();
+            }
             let joined = tokio::task::spawn_blocking(move || {
                 task.join()
                     .unwrap_or_else(|_| Err(PipelineError::Other("a pipeline thread panicked".into())))

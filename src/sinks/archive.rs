@@ -30,6 +30,7 @@ use crate::log::{Log, LogError, Topic};
 use crate::metrics::Metrics;
 use crate::record::batch::{partition_of_time, schema, to_record_batch, with_partition_columns};
 use crate::record::{Post, column};
+use crate::transforms::Drain;
 use crate::transforms::enrich::DeadLetter;
 
 /// The archive's consumer name on `posts.enriched`.
@@ -265,7 +266,8 @@ impl Archive {
         })
     }
 
-    /// Runs until `shutdown`, then flushes and commits what it holds.
+    /// Runs until `shutdown`, drains what the log still holds (see
+    /// [`Drain`]), then flushes and commits.
     pub fn run(self, shutdown: CancellationToken) -> Result<(), ArchiveError> {
         let partitions = self.log.partitions();
         let mut posts: Vec<PostFiles> = (0..partitions)
@@ -281,8 +283,9 @@ impl Archive {
             .map(|p| ErrorFile::new(p, self.log.committed(ERRORS_CONSUMER, Topic::Dead, p)))
             .collect::<Result<_, _>>()?;
         let max_age = Duration::from_secs(self.config.max_file_age_secs);
+        let mut drain = Drain::new(shutdown);
         let result = (|| {
-            while !shutdown.is_cancelled() {
+            loop {
                 let mut busy = false;
                 for files in &mut posts {
                     busy |= self.read_posts(files)?;
@@ -296,13 +299,15 @@ impl Archive {
                         self.roll_errors(file)?;
                     }
                 }
+                if drain.should_stop(busy) {
+                    return Ok(());
+                }
                 if !busy {
                     let seen: Vec<u64> = posts.iter().map(|f| f.next).collect();
                     self.log
                         .wait_for_appends(Topic::Enriched, &seen, Duration::from_millis(100));
                 }
             }
-            Ok(())
         })();
         // Shutting down (or failing): what is complete is committed.
         for files in &mut posts {
@@ -620,6 +625,53 @@ mod tests {
         drop(open(&log));
         assert!(!leftover.exists());
         assert!(root.join(&names[0]).exists(), "committed files stay");
+    }
+
+    #[test]
+    fn a_stop_drains_what_the_log_holds_before_flushing() {
+        use crate::log::fjall::FjallLog;
+        let dir = tempfile::tempdir().unwrap();
+        let log: Arc<dyn Log> = Arc::new(FjallLog::open(&dir.path().join("log"), 2).unwrap());
+        // More than one read (4,096 records) per partition.
+        let keys: Vec<String> = (0..10_000).map(|i| format!("t1_{i}")).collect();
+        let values: Vec<Vec<u8>> = keys
+            .iter()
+            .zip(0..)
+            .map(|(id, i)| post(id, 1_546_300_800_000_000 + i))
+            .collect();
+        let records: Vec<(&[u8], &[u8])> = keys
+            .iter()
+            .zip(&values)
+            .map(|(k, v)| (k.as_bytes(), v.as_slice()))
+            .collect();
+        log.append(Topic::Enriched, &records).unwrap();
+        let archive = Archive::open(
+            &dir.path().join("archive"),
+            log.clone(),
+            ArchiveConfig::default(),
+            Arc::new(Metrics::default()),
+            Arc::new(RwLock::new(())),
+            Arc::new(ArchiveTail::default()),
+        )
+        .unwrap();
+        // Told to stop before it starts: it still archives everything.
+        let shutdown = CancellationToken::new();
+        shutdown.cancel();
+        archive.run(shutdown).unwrap();
+        let committed: u64 = (0..2)
+            .map(|p| log.committed(CONSUMER, Topic::Enriched, p).unwrap())
+            .sum();
+        assert_eq!(committed, 10_000);
+        let rows: i64 = files_under(&dir.path().join("archive").join(POSTS_DIR))
+            .unwrap()
+            .iter()
+            .map(|path| {
+                let file = File::open(path).unwrap();
+                let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
+                reader.metadata().file_metadata().num_rows()
+            })
+            .sum();
+        assert_eq!(rows, 10_000);
     }
 
     #[test]

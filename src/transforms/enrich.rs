@@ -132,7 +132,8 @@ fn worker(
     for &p in &mine {
         next[p as usize] = log.committed(CONSUMER, Topic::Raw, p)?;
     }
-    while !shutdown.is_cancelled() {
+    let mut drain = super::Drain::new(shutdown.clone());
+    loop {
         let mut busy = false;
         for &p in &mine {
             let entries = log.read(Topic::Raw, p, next[p as usize], batch)?;
@@ -143,11 +144,13 @@ fn worker(
                 busy = true;
             }
         }
+        if drain.should_stop(busy) {
+            return Ok(());
+        }
         if !busy {
             log.wait_for_appends(Topic::Raw, &next, Duration::from_millis(200));
         }
     }
-    Ok(())
 }
 
 /// Enriches one batch of a partition and writes the result in one
