@@ -60,6 +60,21 @@ enum Command {
         #[arg(long, default_value = "auto")]
         format: String,
     },
+    /// Collect posts from a platform into the log, or into a remote chorus.
+    Collect {
+        #[command(subcommand)]
+        source: CollectSource,
+        /// Send to this chorus (`http://host:7700`) through a durable local
+        /// spool, instead of the running server or the log.
+        #[arg(long, global = true)]
+        to: Option<String>,
+        /// Most posts per request to the remote.
+        #[arg(long, global = true)]
+        batch_posts: Option<usize>,
+        /// Longest a post waits for a fuller batch, milliseconds.
+        #[arg(long, global = true)]
+        batch_ms: Option<u64>,
+    },
     /// SQL over `posts` (every post) and `posts_latest` (one row per post).
     Sql {
         /// One SELECT statement.
@@ -98,6 +113,33 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = ScoreFormat::Table)]
         format: ScoreFormat,
+    },
+}
+
+#[derive(Subcommand)]
+enum CollectSource {
+    /// The comment stream of subreddits (credentials: REDDIT_CLIENT_ID,
+    /// REDDIT_CLIENT_SECRET, and REDDIT_USERNAME/REDDIT_PASSWORD for a
+    /// script app).
+    Reddit {
+        /// Subreddits, `+`-separated: politics+news.
+        #[arg(long)]
+        subreddit: String,
+        /// `<platform>:<app id>:<version> (by /u/<user>)`.
+        #[arg(long)]
+        user_agent: Option<String>,
+        /// Token endpoint base URL.
+        #[arg(long)]
+        auth_url: Option<String>,
+        /// API base URL.
+        #[arg(long)]
+        api_url: Option<String>,
+        /// Page back after a full page of unseen comments.
+        #[arg(long)]
+        fill_gaps: bool,
+        /// On a first start, skip the comments already there.
+        #[arg(long)]
+        skip_existing: bool,
     },
 }
 
@@ -201,7 +243,10 @@ mod commands {
     use chorus::config::Config;
     use chorus::log::Topic;
 
-    use super::{Command, SqlFormat};
+    use chorus::sources::SourceConfig;
+    use chorus::sources::reddit::RedditConfig;
+
+    use super::{CollectSource, Command, SqlFormat};
 
     pub async fn run(command: Command, config: Config, data: PathBuf) -> anyhow::Result<ExitCode> {
         let stdout = std::io::stdout();
@@ -251,6 +296,40 @@ mod commands {
                 serve::tail(config, &data, &options, &mut out).await?;
             }
             Command::Status => serve::status(config, &data, &mut out).await?,
+            Command::Collect {
+                source,
+                to,
+                batch_posts,
+                batch_ms,
+            } => {
+                let source = match source {
+                    CollectSource::Reddit {
+                        subreddit,
+                        user_agent,
+                        auth_url,
+                        api_url,
+                        fill_gaps,
+                        skip_existing,
+                    } => {
+                        let defaults = RedditConfig::default();
+                        SourceConfig::Reddit(RedditConfig {
+                            subreddits: subreddit,
+                            user_agent: user_agent.unwrap_or_default(),
+                            auth_url: auth_url.unwrap_or(defaults.auth_url.clone()),
+                            api_url: api_url.unwrap_or(defaults.api_url.clone()),
+                            fill_gaps,
+                            skip_existing,
+                            ..defaults
+                        })
+                    }
+                };
+                let options = serve::CollectOptions {
+                    to,
+                    batch_posts,
+                    batch_ms,
+                };
+                serve::collect(config, &data, source, options).await?;
+            }
             Command::Score { .. } | Command::Config { .. } => unreachable!("handled without a data directory"),
         }
         std::io::Write::flush(&mut out)?;

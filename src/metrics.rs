@@ -43,6 +43,22 @@ pub struct Metrics {
     pub archive_files: Counter,
     /// Dead letters written to `archive/errors`.
     pub archive_errors: Counter,
+    /// Posts collectors made durable (in the log or a spool).
+    pub collector_posts: Counter,
+    /// Requests collectors sent to platforms.
+    pub collector_requests: Counter,
+    /// Failed requests collectors will retry (5xx, timeouts, remote down).
+    pub collector_retries: Counter,
+    /// Times a platform said "too many requests".
+    pub collector_rate_limited: Counter,
+    /// Items a collector could not map onto the record (skipped, logged).
+    pub collector_invalid: Counter,
+    /// Reddit polls that came back as a full page of unseen comments.
+    pub reddit_possible_gaps: Counter,
+    /// Comments recovered by paging back after such a poll (`fill_gaps`).
+    pub reddit_gap_comments: Counter,
+    /// Spooled posts a remote chorus accepted.
+    pub spool_sent: Counter,
 }
 
 /// Gauges read at scrape time (they live in the log).
@@ -57,7 +73,7 @@ pub struct Gauges {
 impl Metrics {
     /// The Prometheus text exposition of the counters and `gauges`.
     pub fn render(&self, gauges: &Gauges) -> String {
-        let counters: [(&str, &str, &Counter); 10] = [
+        let counters: [(&str, &str, &Counter); 18] = [
             (
                 "chorus_ingest_posts_accepted_total",
                 "Posts accepted by the ingest API.",
@@ -107,6 +123,46 @@ impl Metrics {
                 "chorus_archive_errors_written_total",
                 "Dead letters written to archive/errors.",
                 &self.archive_errors,
+            ),
+            (
+                "chorus_collector_posts_total",
+                "Posts collectors made durable (log or spool).",
+                &self.collector_posts,
+            ),
+            (
+                "chorus_collector_requests_total",
+                "Requests collectors sent to platforms.",
+                &self.collector_requests,
+            ),
+            (
+                "chorus_collector_retries_total",
+                "Failed collector requests that are retried.",
+                &self.collector_retries,
+            ),
+            (
+                "chorus_collector_rate_limited_total",
+                "Times a platform answered too many requests.",
+                &self.collector_rate_limited,
+            ),
+            (
+                "chorus_collector_invalid_total",
+                "Collected items that could not be mapped onto the record.",
+                &self.collector_invalid,
+            ),
+            (
+                "chorus_reddit_possible_gaps_total",
+                "Reddit polls that returned a full page of unseen comments (some may have been missed).",
+                &self.reddit_possible_gaps,
+            ),
+            (
+                "chorus_reddit_gap_comments_total",
+                "Comments recovered by paging back after a full page (fill_gaps).",
+                &self.reddit_gap_comments,
+            ),
+            (
+                "chorus_spool_posts_sent_total",
+                "Spooled posts accepted by the remote chorus.",
+                &self.spool_sent,
             ),
         ];
         let mut out = String::new();

@@ -232,7 +232,27 @@ impl Pipeline {
             }
             None => None,
         };
+        // Collectors of `[[sources]]`: a failing one is logged and stops
+        // alone; the pipeline keeps serving.
+        let mut collectors = Vec::new();
+        for source in self.config.sources.clone() {
+            let (data, output, metrics, stop) = (
+                self.data.clone(),
+                crate::sources::output::Output::Log(self.log()),
+                self.metrics.clone(),
+                stop.clone(),
+            );
+            collectors.push(tokio::spawn(async move {
+                let name = source.name();
+                if let Err(e) = source.run(&data, output, metrics, stop).await {
+                    tracing::error!(source = %name, error = format!("{e:#}"), "A collector stopped.");
+                }
+            }));
+        }
         stop.cancelled().await;
+        for collector in collectors {
+            let _ = collector.await;
+        }
         let mut result = Ok(());
         if let Some(server) = server {
             result = server

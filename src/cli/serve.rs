@@ -62,6 +62,11 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let address = listen.unwrap_or(config.server.listen);
     topology::check_listen(address, &config.tokens())?;
+    for source in &config.sources {
+        source
+            .validate()
+            .with_context(|| format!("[[sources]] {}", source.name()))?;
+    }
     if let Some(info) = topology::running_server(data) {
         bail!(
             "{} is already served by process {} at http://{}",
@@ -194,6 +199,90 @@ pub async fn ingest(config: Config, data: &Path, files: &[PathBuf], format: &str
     shutdown.cancel();
     runner.await.context("pipeline")??;
     summary
+}
+
+/// Where `chorus collect` sends and how it batches.
+#[derive(Debug, Clone, Default)]
+pub struct CollectOptions {
+    /// A remote chorus (`--to`); else the running server, else the log.
+    pub to: Option<String>,
+    /// Most posts per request to the remote.
+    pub batch_posts: Option<usize>,
+    /// Longest a post waits for a fuller batch, ms.
+    pub batch_ms: Option<u64>,
+}
+
+/// `chorus collect …`: runs one collector until Ctrl-C/SIGTERM or a fatal
+/// error. To `--to URL` or the server running on `data`, through a durable
+/// spool in `data/spool/<source>/`; else into the log, with the enrich and
+/// archive stages running.
+pub async fn collect(
+    mut config: Config,
+    data: &Path,
+    source: crate::sources::SourceConfig,
+    options: CollectOptions,
+) -> anyhow::Result<()> {
+    use crate::sources::output::{Output, Remote, SPOOL_DIR, Spool};
+    source.validate()?;
+    let shutdown = CancellationToken::new();
+    cancel_on_signals(shutdown.clone());
+    let remote = match (&options.to, topology::running_server(data)) {
+        (Some(to), _) => Some(Remote::new(to, token())?),
+        (None, Some(info)) => Some(Remote::new(&base(&info), token())?),
+        (None, None) => None,
+    };
+    let name = source.name();
+    let Some(mut remote) = remote else {
+        // Only this collector: not the config's own [[sources]].
+        config.sources.clear();
+        let pipeline = Arc::new(open_offline(data, config)?);
+        eprintln!("chorus: collecting {name} into {}", data.display());
+        let runner = {
+            let (pipeline, shutdown) = (pipeline.clone(), shutdown.clone());
+            tokio::spawn(async move { pipeline.run(None, shutdown).await })
+        };
+        let result = source
+            .run(data, Output::Log(pipeline.log()), pipeline.metrics(), shutdown.clone())
+            .await;
+        shutdown.cancel();
+        runner.await.context("pipeline")??;
+        return result;
+    };
+    remote.batch_posts = options.batch_posts.unwrap_or(remote.batch_posts).max(1);
+    remote.batch_ms = options.batch_ms.unwrap_or(remote.batch_ms);
+    let spool_dir = data.join(SPOOL_DIR).join(&name);
+    let spool =
+        Arc::new(Spool::open(&spool_dir).with_context(|| format!("opening the spool {}", spool_dir.display()))?);
+    eprintln!(
+        "chorus: collecting {name} to {} (spool: {})",
+        remote.url,
+        spool_dir.display()
+    );
+    let metrics = Arc::new(crate::metrics::Metrics::default());
+    let sender_stop = CancellationToken::new();
+    let mut sender = {
+        let (spool, metrics, stop) = (spool.clone(), metrics.clone(), sender_stop.clone());
+        tokio::spawn(async move { spool.send(&remote, &metrics, &stop).await })
+    };
+    let collector = source.run(data, Output::Spool(spool.clone()), metrics.clone(), shutdown.clone());
+    let result = tokio::select! {
+        result = collector => result,
+        sent = &mut sender => {
+            // The sender only ends early on a refused token.
+            shutdown.cancel();
+            return sent.context("spool sender")?;
+        }
+    };
+    sender_stop.cancel();
+    sender.await.context("spool sender")??;
+    let left = spool.pending()?.len();
+    if left > 0 {
+        eprintln!(
+            "chorus: {left} batches wait in {} and are sent at the next start",
+            spool_dir.display()
+        );
+    }
+    result
 }
 
 /// `chorus status`.

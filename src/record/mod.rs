@@ -570,6 +570,21 @@ impl IncomingPost {
     }
 }
 
+impl IncomingPost {
+    /// The post as one canonical JSON line for `POST /v1/posts` (no
+    /// newline): `created_at` as RFC 3339 with microseconds, so it reads
+    /// back to the same instant.
+    pub fn to_canonical_json(&self) -> Vec<u8> {
+        let mut value = serde_json::to_value(self).expect("a post serialises");
+        let created = DateTime::from_timestamp_micros(self.created_at)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true));
+        if let (Some(created), Some(object)) = (created, value.as_object_mut()) {
+            object.insert(column::CREATED_AT.into(), Value::String(created));
+        }
+        serde_json::to_vec(&value).expect("a post serialises")
+    }
+}
+
 /// The current time in µs since the epoch (for `ingested_at`).
 pub fn now_micros() -> i64 {
     Utc::now().timestamp_micros()

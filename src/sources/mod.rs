@@ -1,7 +1,11 @@
 //! Where posts come from besides the HTTP API, and how any source hands
 //! accepted posts to the log.
 
+pub mod backoff;
+pub mod checkpoint;
 pub mod demo;
+pub mod output;
+pub mod reddit;
 
 use crate::log::{Log, LogError, Topic, post_key};
 use crate::record::{IncomingPost, RawPost};
@@ -24,4 +28,64 @@ pub fn append_posts(log: &dyn Log, posts: Vec<IncomingPost>, ingested_at: i64) -
     let refs: Vec<(&[u8], &[u8])> = records.iter().map(|(k, v)| (k.as_slice(), v.as_slice())).collect();
     log.append(Topic::Raw, &refs)?;
     Ok(records.len())
+}
+
+/// A `Retry-After` header in seconds (the HTTP-date form is read too).
+pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<std::time::Duration> {
+    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(seconds) = value.parse::<f64>() {
+        return (seconds.is_finite() && seconds >= 0.0).then(|| std::time::Duration::from_secs_f64(seconds));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    let wait = at.with_timezone(&chrono::Utc) - chrono::Utc::now();
+    Some(wait.to_std().unwrap_or_default())
+}
+
+/// One `[[sources]]` entry of the configuration: a collector that
+/// `chorus run` starts, writing into the local log.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum SourceConfig {
+    /// The Reddit comment stream of some subreddits.
+    Reddit(reddit::RedditConfig),
+}
+
+impl SourceConfig {
+    /// A short name for logs, the checkpoint and the spool directory.
+    pub fn name(&self) -> String {
+        match self {
+            SourceConfig::Reddit(c) => format!("reddit-{}", c.subreddits.to_ascii_lowercase()),
+        }
+    }
+
+    /// Checks the configuration and the credentials it needs from the
+    /// environment, before anything starts.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        match self {
+            SourceConfig::Reddit(c) => {
+                c.validate()?;
+                reddit::Credentials::from_env()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Collects into `output` until `shutdown` or a fatal error; the
+    /// checkpoint lives in `data`.
+    pub async fn run(
+        self,
+        data: &std::path::Path,
+        output: output::Output,
+        metrics: std::sync::Arc<crate::metrics::Metrics>,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> anyhow::Result<()> {
+        match self {
+            SourceConfig::Reddit(config) => {
+                let credentials = reddit::Credentials::from_env()?;
+                reddit::RedditCollector::new(config, credentials, data, metrics)?
+                    .run(output, shutdown)
+                    .await
+            }
+        }
+    }
 }

@@ -1,0 +1,314 @@
+//! Where a collector's posts go: the local log, or a remote chorus through a
+//! durable spool.
+//!
+//! The spool is a directory of NDJSON batch files (canonical records),
+//! each written temp → fsync → rename before [`Output::emit`] returns, so a
+//! collector may advance its checkpoint as soon as `emit` succeeds. A sender
+//! task posts the files in order to `POST /v1/posts` (merging them up to
+//! `batch_posts` posts, or sending what it has after `batch_ms`), deletes a
+//! file only after the server's `202`, and retries with backoff while the
+//! server is down or saturated. A resend after a crash between the `202` and
+//! the delete carries the same content, which the server's enrich stage
+//! drops as an exact re-submission: nothing lost, nothing doubled.
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::backoff::Backoff;
+use super::checkpoint::write_atomically;
+use crate::http::IngestResponse;
+use crate::log::Log;
+use crate::metrics::Metrics;
+use crate::record::{IncomingPost, now_micros};
+
+/// Directory of the spools inside a data directory.
+pub const SPOOL_DIR: &str = "spool";
+/// Sub-directory where batches the remote refused as invalid are kept.
+pub const REFUSED_DIR: &str = "refused";
+
+/// A collector's destination.
+#[derive(Clone)]
+pub enum Output {
+    /// `posts.raw` of a log this process holds.
+    Log(Arc<dyn Log>),
+    /// A remote `POST /v1/posts`, through a durable spool.
+    Spool(Arc<Spool>),
+}
+
+impl std::fmt::Debug for Output {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Output::Log(_) => f.write_str("Output::Log"),
+            Output::Spool(spool) => write!(f, "Output::Spool({})", spool.dir.display()),
+        }
+    }
+}
+
+impl Output {
+    /// Makes `posts` durable at the destination (the log, or the spool);
+    /// returns how many.
+    pub async fn emit(&self, posts: Vec<IncomingPost>, metrics: &Metrics) -> anyhow::Result<usize> {
+        if posts.is_empty() {
+            return Ok(0);
+        }
+        let n = posts.len();
+        match self {
+            Output::Log(log) => {
+                let log = log.clone();
+                tokio::task::spawn_blocking(move || super::append_posts(&*log, posts, now_micros()))
+                    .await
+                    .context("the append task failed")?
+                    .context("appending to the log")?;
+            }
+            Output::Spool(spool) => {
+                let spool = spool.clone();
+                tokio::task::spawn_blocking(move || spool.write(&posts))
+                    .await
+                    .context("the spool task failed")?
+                    .context("writing to the spool")?;
+            }
+        }
+        metrics.collector_posts.add(n as u64);
+        Ok(n)
+    }
+}
+
+/// Where and how the spool sends.
+#[derive(Debug, Clone)]
+pub struct Remote {
+    /// `POST /v1/posts` URL of the remote chorus.
+    pub url: String,
+    /// Bearer token, if the remote needs one.
+    pub token: Option<String>,
+    /// Most posts per request.
+    pub batch_posts: usize,
+    /// Longest a spooled post waits for a fuller batch.
+    pub batch_ms: u64,
+}
+
+impl Remote {
+    /// `to` is a server's base URL (`http://host:7700`) or its full
+    /// `…/v1/posts` URL.
+    pub fn new(to: &str, token: Option<String>) -> anyhow::Result<Remote> {
+        let parsed = reqwest::Url::parse(to).with_context(|| format!("--to {to:?} is not a URL"))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            bail!("--to {to:?}: only http and https URLs are supported");
+        }
+        let trimmed = to.trim_end_matches('/');
+        let url = if trimmed.ends_with("/v1/posts") {
+            trimmed.to_string()
+        } else {
+            format!("{trimmed}/v1/posts")
+        };
+        Ok(Remote {
+            url,
+            token,
+            batch_posts: 1000,
+            batch_ms: 1000,
+        })
+    }
+}
+
+/// The durable spool of one collector.
+#[derive(Debug)]
+pub struct Spool {
+    dir: PathBuf,
+    next: AtomicU64,
+    written: Notify,
+}
+
+impl Spool {
+    /// Opens (creating) the spool directory `dir`; leftover temp files of a
+    /// crash are removed, leftover batches are kept and sent first.
+    pub fn open(dir: &Path) -> std::io::Result<Spool> {
+        fs::create_dir_all(dir)?;
+        let mut next = 0;
+        for entry in fs::read_dir(dir)? {
+            let path = entry?.path();
+            match path.extension().and_then(|e| e.to_str()) {
+                Some("tmp") => fs::remove_file(&path)?,
+                Some("ndjson") => {
+                    if let Some(seq) = sequence(&path) {
+                        next = next.max(seq + 1);
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(Spool {
+            dir: dir.to_path_buf(),
+            next: AtomicU64::new(next),
+            written: Notify::new(),
+        })
+    }
+
+    /// Writes one batch durably.
+    pub fn write(&self, posts: &[IncomingPost]) -> std::io::Result<()> {
+        let mut body = Vec::with_capacity(posts.len() * 512);
+        for post in posts {
+            body.extend_from_slice(&post.to_canonical_json());
+            body.push(b'\n');
+        }
+        let seq = self.next.fetch_add(1, Ordering::SeqCst);
+        write_atomically(&self.dir.join(format!("{seq:016}.ndjson")), &body)?;
+        self.written.notify_one();
+        Ok(())
+    }
+
+    /// The batch files waiting to be sent, oldest first.
+    pub fn pending(&self) -> std::io::Result<Vec<PathBuf>> {
+        let mut files: Vec<(u64, PathBuf)> = fs::read_dir(&self.dir)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter_map(|p| sequence(&p).map(|s| (s, p)))
+            .collect();
+        files.sort();
+        Ok(files.into_iter().map(|(_, p)| p).collect())
+    }
+
+    /// Sends the spooled batches to `remote` until `shutdown`; then makes
+    /// one last attempt to send what is left (what still fails stays on
+    /// disk for the next start). Errors only when the remote refuses the
+    /// token (401/403): the batches stay spooled.
+    pub async fn send(&self, remote: &Remote, metrics: &Metrics, shutdown: &CancellationToken) -> anyhow::Result<()> {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .context("building the HTTP client")?;
+        let mut first_seen: HashMap<PathBuf, Instant> = HashMap::new();
+        let mut retry = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+        let mut single = false;
+        loop {
+            let files = self
+                .pending()
+                .with_context(|| format!("reading {}", self.dir.display()))?;
+            first_seen.retain(|p, _| files.contains(p));
+            if files.is_empty() {
+                if shutdown.is_cancelled() {
+                    return Ok(());
+                }
+                tokio::select! {
+                    () = self.written.notified() => {}
+                    () = shutdown.cancelled() => {}
+                }
+                continue;
+            }
+            let now = Instant::now();
+            for f in &files {
+                first_seen.entry(f.clone()).or_insert(now);
+            }
+            // A batch: whole files, oldest first, up to `batch_posts` posts.
+            let mut batch: Vec<(PathBuf, Vec<u8>)> = Vec::new();
+            let mut posts = 0;
+            for path in &files {
+                let bytes = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+                let lines = bytes.iter().filter(|b| **b == b'\n').count();
+                if !batch.is_empty() && (posts + lines > remote.batch_posts || single) {
+                    break;
+                }
+                posts += lines;
+                batch.push((path.clone(), bytes));
+            }
+            let oldest = first_seen[&files[0]];
+            let due = oldest + Duration::from_millis(remote.batch_ms);
+            if posts < remote.batch_posts && batch.len() == files.len() && now < due && !shutdown.is_cancelled() {
+                tokio::select! {
+                    () = self.written.notified() => {}
+                    () = tokio::time::sleep_until(due) => {}
+                    () = shutdown.cancelled() => {}
+                }
+                continue;
+            }
+            let body: Vec<u8> = batch.iter().flat_map(|(_, b)| b.iter().copied()).collect();
+            let mut request = client
+                .post(&remote.url)
+                .query(&[("format", "canonical")])
+                .header(reqwest::header::CONTENT_TYPE, "application/x-ndjson")
+                .body(body);
+            if let Some(token) = &remote.token {
+                request = request.bearer_auth(token);
+            }
+            let wait = match request.send().await {
+                Ok(response) => {
+                    let status = response.status().as_u16();
+                    let retry_after = super::retry_after(response.headers());
+                    let text = response.text().await.unwrap_or_default();
+                    match status {
+                        200..=299 => {
+                            if let Ok(answer) = serde_json::from_str::<IngestResponse>(&text) {
+                                for r in &answer.rejected {
+                                    tracing::warn!(line = r.line, error = %r.error, "The remote refused a spooled post.");
+                                }
+                                metrics.spool_sent.add(answer.accepted as u64);
+                            }
+                            for (path, _) in &batch {
+                                fs::remove_file(path).with_context(|| format!("removing {}", path.display()))?;
+                            }
+                            retry.reset();
+                            single = false;
+                            continue;
+                        }
+                        401 | 403 => {
+                            bail!(
+                                "{} refused the token ({status}): {}; {posts} posts stay in {}",
+                                remote.url,
+                                text.trim(),
+                                self.dir.display()
+                            )
+                        }
+                        413 if batch.len() > 1 => {
+                            single = true;
+                            continue;
+                        }
+                        400 | 413 | 422 => {
+                            // The request itself is refused: keep it aside,
+                            // never drop it.
+                            let refused = self.dir.join(REFUSED_DIR);
+                            fs::create_dir_all(&refused)?;
+                            for (path, _) in &batch {
+                                let name = path.file_name().expect("a spool file has a name");
+                                fs::rename(path, refused.join(name))?;
+                            }
+                            tracing::error!(%status, reason = %text.trim(), dir = %refused.display(),
+                                "The remote refused a spooled batch; it is kept aside.");
+                            continue;
+                        }
+                        _ => {
+                            tracing::warn!(%status, url = %remote.url, "The remote is unavailable; will retry.");
+                            retry_after.unwrap_or_else(|| retry.next_delay())
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, url = %remote.url, "Cannot reach the remote; will retry.");
+                    retry.next_delay()
+                }
+            };
+            metrics.collector_retries.add(1);
+            if shutdown.is_cancelled() {
+                // One attempt after the stop: what is left waits on disk.
+                return Ok(());
+            }
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = shutdown.cancelled() => {}
+            }
+        }
+    }
+}
+
+/// The sequence number of a spool batch file name.
+fn sequence(path: &Path) -> Option<u64> {
+    if path.extension()? != "ndjson" {
+        return None;
+    }
+    path.file_stem()?.to_str()?.parse().ok()
+}
