@@ -441,7 +441,9 @@ impl RedditCollector {
             self.newest.clone()
         };
         let children = self.listing(before.as_deref(), None).await?;
-        let newest = children.first().map(|(name, _)| name.clone());
+        // Without `before`, the newest comment listed is a live anchor even
+        // when seen already.
+        let listed_newest = before.is_none().then(|| children.first().map(|(n, _)| n.clone())).flatten();
         let full = children.len() >= self.config.limit as usize;
         let mut fresh: Vec<Child> = children.into_iter().filter(|(n, _)| !self.seen.contains(n)).collect();
         // A full page of unseen comments, after having seen some: there may
@@ -457,6 +459,7 @@ impl RedditCollector {
             }
         }
         self.empty_polls = if fresh.is_empty() { self.empty_polls + 1 } else { 0 };
+        let newest = fresh.first().map(|(n, _)| n.clone()).or(listed_newest);
         Ok(Page { fresh, newest })
     }
 

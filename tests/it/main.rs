@@ -1,6 +1,8 @@
 //! chorus's one integration-test binary; a module per area.
 
 mod pipeline;
+mod reddit;
+mod replay;
 mod score_cli;
 mod sentiment_golden;
 mod server;

@@ -565,7 +565,7 @@ async fn raw_reddit_comments_and_tweets_are_mapped_and_posts_latest_keeps_the_ne
         }
     };
     // A real listing's children, as a JSON array, by ?format=reddit.
-    let listing = read("reddit/r_askreddit_comments_2021-11-06_first_page.body.json");
+    let listing = read("reddit/listings/r_askreddit_comments_2021-11-06_first_page.body.json");
     let children = listing["data"]["children"].as_array().unwrap();
     let answer = send("?format=reddit", Value::Array(children.clone()).to_string()).await;
     assert_eq!(answer["accepted"].as_u64().unwrap() as usize, children.len());
