@@ -443,7 +443,10 @@ impl RedditCollector {
         let children = self.listing(before.as_deref(), None).await?;
         // Without `before`, the newest comment listed is a live anchor even
         // when seen already.
-        let listed_newest = before.is_none().then(|| children.first().map(|(n, _)| n.clone())).flatten();
+        let listed_newest = before
+            .is_none()
+            .then(|| children.first().map(|(n, _)| n.clone()))
+            .flatten();
         let full = children.len() >= self.config.limit as usize;
         let mut fresh: Vec<Child> = children.into_iter().filter(|(n, _)| !self.seen.contains(n)).collect();
         // A full page of unseen comments, after having seen some: there may

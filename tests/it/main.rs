@@ -1,5 +1,6 @@
 //! chorus's one integration-test binary; a module per area.
 
+mod collect;
 mod pipeline;
 mod reddit;
 mod replay;

@@ -7,24 +7,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::server::{Server, chorus, corpus_bodies, ndjson, post, sql};
+use crate::server::{Server, chorus, corpus_bodies, ndjson, post, sql, wait_for_count};
 
 /// Files roll every second, so queries cross the archive boundary.
 const FAST_ROLL: &str = "[archive]\nmax_file_age_secs = 1\n";
-
-async fn wait_for_count(client: &reqwest::Client, server: &Server, expected: u64, within: Duration) {
-    let deadline = Instant::now() + within;
-    loop {
-        let rows = sql(client, server, "SELECT count(*) AS n FROM posts").await;
-        let n = rows[0]["n"].as_u64().unwrap();
-        assert!(n <= expected, "more posts than sent: {n}");
-        if n == expected {
-            return;
-        }
-        assert!(Instant::now() < deadline, "only {n} of {expected} posts visible");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
 
 /// The independent reader: DuckDB from PyPI, installed by scripts/test.sh.
 fn duckdb(query: &str) -> Value {

@@ -121,14 +121,18 @@ impl Run {
 async fn streams_oldest_first_with_before_and_never_repeats() {
     let run = Run::new().await;
     run.script.answer(TOKEN, [app_token()]);
-    run.script.answer(COMMENTS, [first_page(), poll_before(), first_page(), empty()]);
+    run.script
+        .answer(COMMENTS, [first_page(), poll_before(), first_page(), empty()]);
     run.until(false, |n| n >= 5).await.unwrap();
 
     // The token request: HTTP Basic client auth, the app-only grant, the
     // configured User-Agent.
     let token = &run.script.requests_to(TOKEN)[0];
     assert_eq!(token.method, "POST");
-    assert_eq!(token.header("authorization").unwrap(), "Basic dGhlLWNsaWVudC1pZDp0aGUtc2VjcmV0");
+    assert_eq!(
+        token.header("authorization").unwrap(),
+        "Basic dGhlLWNsaWVudC1pZDp0aGUtc2VjcmV0"
+    );
     assert_eq!(token.form()["grant_type"], "client_credentials");
     assert_eq!(token.header("user-agent").unwrap(), AGENT);
 
@@ -151,7 +155,11 @@ async fn streams_oldest_first_with_before_and_never_repeats() {
     assert_eq!(emitted, expected);
     let posts = run.emitted();
     assert!(posts.windows(2).all(|w| w[0].created_at <= w[1].created_at));
-    assert!(posts.iter().all(|p| p.platform == "reddit" && p.community.as_deref() == Some("AskReddit")));
+    assert!(
+        posts
+            .iter()
+            .all(|p| p.platform == "reddit" && p.community.as_deref() == Some("AskReddit"))
+    );
     assert_eq!(run.metrics.reddit_possible_gaps.get(), 0);
 
     // A restart resumes from the checkpoint: before= the newest, nothing
@@ -278,7 +286,13 @@ async fn tokens_are_renewed_a_minute_before_they_expire() {
     // expires_in 86400: one day.
     run.script.answer(TOKEN, [app_token()]);
     run.script.answer(COMMENTS, [first_page(), empty()]);
-    let collector = RedditCollector::new(run.config.clone(), credentials(false), run.data.path(), run.metrics.clone()).unwrap();
+    let collector = RedditCollector::new(
+        run.config.clone(),
+        credentials(false),
+        run.data.path(),
+        run.metrics.clone(),
+    )
+    .unwrap();
     let spool = Arc::new(Spool::open(&run.data.path().join("spool")).unwrap());
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(collector.run(Output::Spool(spool), shutdown.clone()));
@@ -290,7 +304,10 @@ async fn tokens_are_renewed_a_minute_before_they_expire() {
     let renewed_after = (tokens[1].at - tokens[0].at).as_secs_f64();
     // Checked before each poll, and idle polls are at most 16 s apart:
     // renewed at the first poll within a minute of the expiry.
-    assert!((86_400.0 - 60.0..=86_400.0 - 60.0 + 17.0).contains(&renewed_after), "{renewed_after}");
+    assert!(
+        (86_400.0 - 60.0..=86_400.0 - 60.0 + 17.0).contains(&renewed_after),
+        "{renewed_after}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -309,8 +326,14 @@ async fn the_password_grant_sends_the_login_and_token_errors_stop_with_the_reaso
     for (fixture, reason) in [
         ("token_error_invalid_grant_http200_2016-02-14", "invalid_grant"),
         ("token_error_invalid_grant_otp_http200_2021-05-21", "invalid_grant"),
-        ("token_error_unauthorized_client_http200_2016-02-14", "unauthorized_client"),
-        ("token_error_invalid_request_bad_device_id_2016-08-06", "invalid_request"),
+        (
+            "token_error_unauthorized_client_http200_2016-02-14",
+            "unauthorized_client",
+        ),
+        (
+            "token_error_invalid_request_bad_device_id_2016-08-06",
+            "invalid_request",
+        ),
         ("token_error_http400_2016-02-07", "400"),
     ] {
         let run = Run::new().await;
@@ -345,7 +368,8 @@ async fn client_errors_stop_the_collector_with_the_reason() {
     ] {
         let run = Run::new().await;
         run.script.answer(TOKEN, [app_token()]);
-        run.script.answer(COMMENTS, [recorded(&format!("reddit/errors/{fixture}"))]);
+        run.script
+            .answer(COMMENTS, [recorded(&format!("reddit/errors/{fixture}"))]);
         let error = run.until(false, |_| false).await.unwrap_err().to_string();
         assert!(error.contains(words), "{fixture}: {error}");
         assert_eq!(run.script.requests_to(COMMENTS).len(), 1, "{fixture} is not retried");

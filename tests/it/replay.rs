@@ -44,11 +44,7 @@ pub fn recorded(rel: &str) -> Recorded {
         Some(file) => std::fs::read(path.parent().unwrap().join(file)).unwrap(),
         None => Vec::new(),
     };
-    Recorded {
-        status,
-        headers,
-        body,
-    }
+    Recorded { status, headers, body }
 }
 
 impl Recorded {
@@ -61,7 +57,8 @@ impl Recorded {
 
     /// The same response without any `x-ratelimit-*` header.
     pub fn without_rate_limits(mut self) -> Recorded {
-        self.headers.retain(|(n, _)| !n.to_ascii_lowercase().starts_with("x-ratelimit"));
+        self.headers
+            .retain(|(n, _)| !n.to_ascii_lowercase().starts_with("x-ratelimit"));
         self
     }
 }

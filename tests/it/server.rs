@@ -23,6 +23,11 @@ pub struct Server {
 impl Server {
     /// Starts `chorus run` on `data` with `config` (TOML) and extra env.
     pub fn start(data: &Path, config: &str, env: &[(&str, &str)]) -> Server {
+        Server::start_on(data, config, env, "127.0.0.1:0")
+    }
+
+    /// Starts `chorus run` listening on `listen`.
+    pub fn start_on(data: &Path, config: &str, env: &[(&str, &str)], listen: &str) -> Server {
         let config_path = data.with_extension("toml");
         std::fs::write(&config_path, config).unwrap();
         let _ = std::fs::remove_file(data.join("server.json"));
@@ -31,7 +36,7 @@ impl Server {
             .arg(data)
             .arg("--config")
             .arg(&config_path)
-            .args(["run", "--listen", "127.0.0.1:0"])
+            .args(["run", "--listen", listen])
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         for (k, v) in env {
@@ -138,4 +143,19 @@ pub fn ndjson(range: std::ops::Range<usize>, bodies: &[String]) -> String {
         out.push('\n');
     }
     out
+}
+
+/// Waits until `SELECT count(*) FROM posts` is `expected` (never more).
+pub async fn wait_for_count(client: &reqwest::Client, server: &Server, expected: u64, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let rows = sql(client, server, "SELECT count(*) AS n FROM posts").await;
+        let n = rows[0]["n"].as_u64().unwrap();
+        assert!(n <= expected, "more posts than sent: {n}");
+        if n == expected {
+            return;
+        }
+        assert!(Instant::now() < deadline, "only {n} of {expected} posts visible");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
