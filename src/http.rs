@@ -153,7 +153,9 @@ async fn ingest(
             None => {
                 return error(
                     StatusCode::BAD_REQUEST,
-                    format!("unknown format {name:?}: use reddit, tweet, canonical or auto"),
+                    format!(
+                        "unknown format {name:?}: use auto, canonical, reddit, tweet, bluesky, mastodon or hackernews"
+                    ),
                 );
             }
         },

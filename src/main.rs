@@ -56,7 +56,7 @@ enum Command {
         /// Files to read.
         #[arg(required = true)]
         files: Vec<PathBuf>,
-        /// What the lines are: auto, canonical, reddit or tweet.
+        /// What the lines are: auto, canonical, reddit, tweet, bluesky, mastodon or hackernews.
         #[arg(long, default_value = "auto")]
         format: String,
     },

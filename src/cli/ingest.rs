@@ -183,12 +183,7 @@ async fn send(
         }
         Destination::Remote { base, token } => {
             let body: Vec<u8> = lines.concat();
-            let format_name = match format {
-                Format::Auto => "auto",
-                Format::Canonical => "canonical",
-                Format::Reddit => "reddit",
-                Format::Tweet => "tweet",
-            };
+            let format_name = format.name();
             let url = format!("{base}/v1/posts?format={format_name}");
             let mut delay = std::time::Duration::from_millis(200);
             loop {

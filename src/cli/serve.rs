@@ -172,8 +172,9 @@ pub async fn sql(
 
 /// `chorus ingest`.
 pub async fn ingest(config: Config, data: &Path, files: &[PathBuf], format: &str) -> anyhow::Result<ingest::Summary> {
-    let format = Format::parse(format)
-        .with_context(|| format!("unknown format {format:?}: use auto, canonical, reddit or tweet"))?;
+    let format = Format::parse(format).with_context(|| {
+        format!("unknown format {format:?}: use auto, canonical, reddit, tweet, bluesky, mastodon or hackernews")
+    })?;
     let mut stderr = std::io::stderr();
     if let Some(info) = topology::running_server(data) {
         eprintln!("chorus: sending to the server at http://{}", info.address);

@@ -91,7 +91,7 @@ fn decode_entities_twice(s: &str) -> std::borrow::Cow<'_, str> {
 }
 
 /// Decodes the entities of `s`; also tells whether an `&amp;` was decoded.
-fn decode_entities(s: &str) -> (String, bool) {
+pub(crate) fn decode_entities(s: &str) -> (String, bool) {
     let mut out = String::with_capacity(s.len());
     let mut saw_amp = false;
     let mut rest = s;

@@ -5,7 +5,14 @@
 //! * [`reddit`]: a Reddit comment (the `data` of a listing child, or a
 //!   Pushshift / Arctic Shift dump line).
 //! * [`twitter`]: a tweet, API v1.1 or v2 (with `includes.users`).
+//! * [`bluesky`]: a post from a Jetstream event.
+//! * [`mastodon`]: a status (HTML content as text).
+//! * [`hackernews`]: an item of the Firebase API.
 
+pub mod bluesky;
+pub mod hackernews;
+pub mod html;
+pub mod mastodon;
 pub mod reddit;
 pub mod twitter;
 
@@ -24,6 +31,12 @@ pub enum Format {
     Reddit,
     /// Tweets, v1.1 or v2.
     Tweet,
+    /// Bluesky Jetstream events.
+    Bluesky,
+    /// Mastodon statuses.
+    Mastodon,
+    /// Hacker News items.
+    HackerNews,
 }
 
 impl Format {
@@ -34,8 +47,24 @@ impl Format {
             "canonical" | "chorus" => Format::Canonical,
             "reddit" | "pushshift" => Format::Reddit,
             "tweet" | "twitter" => Format::Tweet,
+            "bluesky" | "jetstream" => Format::Bluesky,
+            "mastodon" => Format::Mastodon,
+            "hackernews" | "hn" => Format::HackerNews,
             _ => return None,
         })
+    }
+
+    /// The name `?format=` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Auto => "auto",
+            Format::Canonical => "canonical",
+            Format::Reddit => "reddit",
+            Format::Tweet => "tweet",
+            Format::Bluesky => "bluesky",
+            Format::Mastodon => "mastodon",
+            Format::HackerNews => "hackernews",
+        }
     }
 }
 
@@ -48,6 +77,9 @@ pub fn to_posts(value: &Value, format: Format) -> Result<Vec<IncomingPost>, Reco
     match format {
         Format::Reddit => reddit::comment(value).map(|p| vec![p]),
         Format::Tweet => twitter::tweets(value),
+        Format::Bluesky => bluesky::post(value).map(|p| vec![p]),
+        Format::Mastodon => mastodon::status(value).map(|p| vec![p]),
+        Format::HackerNews => hackernews::item(value).map(|p| vec![p]),
         Format::Canonical | Format::Auto => IncomingPost::from_json(value).map(|p| vec![p]),
     }
 }
@@ -61,6 +93,12 @@ pub fn detect(value: &Value) -> Format {
         Format::Canonical
     } else if map.contains_key("subreddit") && map.contains_key("body") {
         Format::Reddit
+    } else if map.contains_key("did") && (map.contains_key("commit") || map.contains_key("time_us")) {
+        Format::Bluesky
+    } else if map.contains_key("account") && map.contains_key("content") {
+        Format::Mastodon
+    } else if map.contains_key("by") && map.contains_key("time") && map.get("id").is_some_and(Value::is_u64) {
+        Format::HackerNews
     } else if map.contains_key("id_str")
         || (map.contains_key("text") && map.contains_key("id"))
         || map.get("data").is_some_and(|d| d.is_object() || d.is_array())

@@ -38,6 +38,19 @@ pub fn comment(value: &Value) -> Result<IncomingPost, RecordError> {
         .filter(|v| !v.is_null())
         .ok_or(RecordError::Missing("created_utc"))?;
     let permalink = opt_str(value, "permalink")?;
+    let link_id = opt_str(value, "link_id")?;
+    let url = match permalink {
+        Some(p) if p.starts_with("http") => Some(p),
+        Some(p) => Some(format!("https://www.reddit.com{p}")),
+        // Older records have no permalink: the comment's short link.
+        None => link_id.as_deref().map(|link| {
+            format!(
+                "https://www.reddit.com/comments/{}/_/{}",
+                link.trim_start_matches("t3_"),
+                id.trim_start_matches("t1_")
+            )
+        }),
+    };
     Ok(IncomingPost {
         platform: PLATFORM.into(),
         id,
@@ -46,14 +59,8 @@ pub fn comment(value: &Value) -> Result<IncomingPost, RecordError> {
         body: req_str(value, "body")?,
         created_at: parse_timestamp(created, "created_utc")?,
         parent_id: opt_str(value, "parent_id")?,
-        thread_id: opt_str(value, "link_id")?,
-        url: permalink.map(|p| {
-            if p.starts_with("http") {
-                p
-            } else {
-                format!("https://www.reddit.com{p}")
-            }
-        }),
+        thread_id: link_id.clone(),
+        url,
         score: opt_int(value, "score")?,
         reposts: None,
         author_followers: None,

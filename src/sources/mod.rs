@@ -6,6 +6,7 @@ pub mod checkpoint;
 pub mod demo;
 pub mod output;
 pub mod reddit;
+pub mod sse;
 
 use crate::log::{Log, LogError, Topic, post_key};
 use crate::record::{IncomingPost, RawPost};
