@@ -59,6 +59,15 @@ enum Command {
         /// What the lines are: auto, canonical, reddit, tweet, bluesky, mastodon or hackernews.
         #[arg(long, default_value = "auto")]
         format: String,
+        /// Keep posts created at or after this time (RFC 3339, YYYY-MM-DD or Unix seconds).
+        #[arg(long)]
+        since: Option<String>,
+        /// Keep posts created before this time (RFC 3339, YYYY-MM-DD or Unix seconds).
+        #[arg(long)]
+        until: Option<String>,
+        /// Keep posts of these communities (subreddits…), repeated or comma-separated.
+        #[arg(long)]
+        community: Vec<String>,
     },
     /// Collect posts from a platform into the log, or into a remote chorus.
     Collect {
@@ -260,10 +269,22 @@ mod commands {
                 };
                 serve::run(config, &data, listen, Some(options)).await?;
             }
-            Command::Ingest { files, format } => {
-                let summary = serve::ingest(config, &data, &files, &format).await?;
+            Command::Ingest {
+                files,
+                format,
+                since,
+                until,
+                community,
+            } => {
+                let filter = chorus::cli::ingest::Filter::new(since.as_deref(), until.as_deref(), &community)?;
+                let summary = serve::ingest(config, &data, &files, &format, &filter).await?;
+                let filtered = if filter.is_active() {
+                    format!(", {} left out by the filters", summary.skipped)
+                } else {
+                    String::new()
+                };
                 eprintln!(
-                    "chorus ingest: {} posts accepted, {} lines rejected",
+                    "chorus ingest: {} posts accepted{filtered}, {} lines rejected",
                     summary.accepted, summary.rejected
                 );
                 if summary.rejected > 0 {

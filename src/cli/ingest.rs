@@ -40,6 +40,8 @@ pub struct Summary {
     pub accepted: u64,
     /// Lines refused.
     pub rejected: u64,
+    /// Posts left out by `--since`, `--until`, `--community`.
+    pub skipped: u64,
 }
 
 /// Opens a file, decompressing by its extension.
@@ -86,6 +88,7 @@ fn progress_bar(size: u64, path: &Path) -> ProgressBar {
 pub async fn ingest_files(
     files: &[PathBuf],
     format: Format,
+    filter: &Filter,
     destination: &Destination<'_>,
     errors: &mut dyn std::io::Write,
 ) -> anyhow::Result<Summary> {
@@ -115,9 +118,10 @@ pub async fn ingest_files(
                 .read_to_end(&mut body)
                 .with_context(|| format!("cannot read {}", path.display()))?;
             let lines = if body.is_empty() { Vec::new() } else { vec![body] };
-            let (accepted, rejected) = send(&lines, format, destination, &client, true).await?;
-            summary.accepted += accepted;
-            report(&rejected, 1, &mut summary);
+            let outcome = send(&lines, format, filter, destination, &client, true).await?;
+            summary.accepted += outcome.accepted;
+            summary.skipped += outcome.skipped;
+            report(&outcome.rejected, 1, &mut summary);
         } else {
             let mut line_no = 0usize;
             let mut lines: Vec<Vec<u8>> = Vec::with_capacity(BATCH_LINES);
@@ -130,13 +134,15 @@ pub async fn ingest_files(
                     lines.push(line);
                 }
                 if lines.len() == BATCH_LINES || (n == 0 && !lines.is_empty()) {
-                    let (accepted, rejected) = send(&lines, format, destination, &client, false).await?;
-                    summary.accepted += accepted;
-                    report(&rejected, line_no + 1, &mut summary);
+                    let outcome = send(&lines, format, filter, destination, &client, false).await?;
+                    summary.accepted += outcome.accepted;
+                    summary.skipped += outcome.skipped;
+                    report(&outcome.rejected, line_no + 1, &mut summary);
                     line_no += lines.len();
                     lines.clear();
-                    let rate = summary.accepted as f64 / start.elapsed().as_secs_f64().max(1e-9);
-                    bar.set_message(format!("{} posts, {rate:.0} posts/s", summary.accepted));
+                    let read = summary.accepted + summary.skipped;
+                    let rate = read as f64 / start.elapsed().as_secs_f64().max(1e-9);
+                    bar.set_message(format!("{read} posts, {rate:.0} posts/s"));
                 }
                 if n == 0 {
                     break;
@@ -145,74 +151,197 @@ pub async fn ingest_files(
         }
         bar.finish_and_clear();
         let secs = start.elapsed().as_secs_f64();
+        let filtered = if filter.is_active() {
+            format!(", {} left out by the filters", summary.skipped)
+        } else {
+            String::new()
+        };
         eprintln!(
-            "{}: {} posts accepted, {} lines rejected, {:.1} s ({:.0} posts/s)",
+            "{}: {} posts accepted{filtered}, {} lines rejected, {:.1} s ({:.0} posts/s read)",
             path.display(),
             summary.accepted,
             summary.rejected,
             secs,
-            summary.accepted as f64 / secs.max(1e-9)
+            (summary.accepted + summary.skipped) as f64 / secs.max(1e-9)
         );
         total.accepted += summary.accepted;
         total.rejected += summary.rejected;
+        total.skipped += summary.skipped;
     }
     Ok(total)
 }
 
+/// Which posts a backfill keeps: `--since`, `--until`, `--community`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filter {
+    /// Posts created at or after this instant (µs), if set.
+    pub since: Option<i64>,
+    /// Posts created before this instant (µs), if set.
+    pub until: Option<i64>,
+    /// Communities kept (compared case-insensitively, without `r/`); empty: all.
+    pub communities: Vec<String>,
+}
+
+impl Filter {
+    /// Parses `--since` / `--until` (RFC 3339, `YYYY-MM-DD` as midnight UTC,
+    /// or Unix seconds) and `--community` values (repeated or
+    /// comma-separated).
+    pub fn new(since: Option<&str>, until: Option<&str>, communities: &[String]) -> anyhow::Result<Filter> {
+        let instant = |flag: &str, text: &str| -> anyhow::Result<i64> {
+            if let Ok(date) = chrono::NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d") {
+                return Ok(date.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc().timestamp_micros());
+            }
+            crate::record::parse_timestamp(&serde_json::Value::String(text.to_string()), "time")
+                .map_err(|_| anyhow::anyhow!("{flag} {text:?}: give RFC 3339, YYYY-MM-DD or Unix seconds"))
+        };
+        let filter = Filter {
+            since: since.map(|t| instant("--since", t)).transpose()?,
+            until: until.map(|t| instant("--until", t)).transpose()?,
+            communities: communities
+                .iter()
+                .flat_map(|c| c.split(','))
+                .map(|c| c.trim().trim_start_matches("r/").to_lowercase())
+                .filter(|c| !c.is_empty())
+                .collect(),
+        };
+        if let (Some(since), Some(until)) = (filter.since, filter.until)
+            && since >= until
+        {
+            bail!("--since must be before --until");
+        }
+        Ok(filter)
+    }
+
+    /// Whether any bound is set.
+    pub fn is_active(&self) -> bool {
+        self.since.is_some() || self.until.is_some() || !self.communities.is_empty()
+    }
+
+    /// Whether `post` passes.
+    pub fn keeps(&self, post: &crate::record::IncomingPost) -> bool {
+        self.since.is_none_or(|s| post.created_at >= s)
+            && self.until.is_none_or(|u| post.created_at < u)
+            && (self.communities.is_empty()
+                || post
+                    .community
+                    .as_deref()
+                    .is_some_and(|c| self.communities.iter().any(|k| k.eq_ignore_ascii_case(c))))
+    }
+}
+
+/// What became of one batch.
+#[derive(Debug, Default)]
+struct Outcome {
+    accepted: u64,
+    skipped: u64,
+    rejected: Vec<Rejection>,
+}
+
 /// Sends one batch of lines (or one whole document); returns what was
-/// accepted and the rejections, numbered from 1 within the batch.
+/// accepted, skipped by the filter, and the rejections, numbered from 1
+/// within the batch.
 async fn send(
     lines: &[Vec<u8>],
     format: Format,
+    filter: &Filter,
     destination: &Destination<'_>,
     client: &reqwest::Client,
     document: bool,
-) -> anyhow::Result<(u64, Vec<Rejection>)> {
+) -> anyhow::Result<Outcome> {
+    let parse = || {
+        if document {
+            mapping::parse_document(&lines[0], format)
+        } else {
+            let mut parsed = Parsed::default();
+            for (i, line) in lines.iter().enumerate() {
+                parsed.take_line(i + 1, line, format);
+            }
+            parsed
+        }
+    };
+    // Keeps what passes the filter; how many did not.
+    let keep = |parsed: &mut Parsed| {
+        let before = parsed.posts.len();
+        parsed.posts.retain(|p| filter.keeps(p));
+        (before - parsed.posts.len()) as u64
+    };
     match destination {
         Destination::Log(log) => {
-            let mut parsed = Parsed::default();
-            if document {
-                parsed = mapping::parse_document(&lines[0], format);
-            } else {
-                for (i, line) in lines.iter().enumerate() {
-                    parsed.take_line(i + 1, line, format);
-                }
-            }
+            let mut parsed = parse();
+            let skipped = keep(&mut parsed);
             let appended = sources::append_posts(*log, parsed.posts, now_micros()).context("appending to the log")?;
-            Ok((appended as u64, parsed.rejected))
+            Ok(Outcome {
+                accepted: appended as u64,
+                skipped,
+                rejected: parsed.rejected,
+            })
+        }
+        Destination::Remote { base, token } if filter.is_active() => {
+            // Filtered here: what passes goes as canonical records.
+            let mut parsed = parse();
+            let skipped = keep(&mut parsed);
+            let body: Vec<u8> = parsed
+                .posts
+                .iter()
+                .flat_map(|p| {
+                    let mut line = p.to_canonical_json();
+                    line.push(b'\n');
+                    line
+                })
+                .collect();
+            let (accepted, mut rejected) = if body.is_empty() {
+                (0, Vec::new())
+            } else {
+                post_lines(client, base, token.as_deref(), Format::Canonical, body).await?
+            };
+            rejected.extend(parsed.rejected);
+            Ok(Outcome {
+                accepted,
+                skipped,
+                rejected,
+            })
         }
         Destination::Remote { base, token } => {
-            let body: Vec<u8> = lines.concat();
-            let format_name = format.name();
-            let url = format!("{base}/v1/posts?format={format_name}");
-            let mut delay = std::time::Duration::from_millis(200);
-            loop {
-                let mut request = client.post(&url).body(body.clone());
-                if let Some(token) = token {
-                    request = request.bearer_auth(token);
-                }
-                let response = request.send().await.with_context(|| format!("POST {url}"))?;
-                let status = response.status();
-                if status.as_u16() == 429 || status.as_u16() == 503 {
-                    // The server is saturated: wait as it asks, then resend.
-                    let wait = response
-                        .headers()
-                        .get("retry-after")
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.parse::<u64>().ok())
-                        .map_or(delay, std::time::Duration::from_secs);
-                    tokio::time::sleep(wait).await;
-                    delay = (delay * 2).min(std::time::Duration::from_secs(5));
-                    continue;
-                }
-                let text = response.text().await.unwrap_or_default();
-                if !(status.is_success() || status.as_u16() == 400 || status.as_u16() == 422) {
-                    bail!("{url} answered {status}: {text}");
-                }
-                let answer: crate::http::IngestResponse =
-                    serde_json::from_str(&text).with_context(|| format!("{url} answered {status}: {text}"))?;
-                return Ok((answer.accepted as u64, answer.rejected));
-            }
+            let (accepted, rejected) = post_lines(client, base, token.as_deref(), format, lines.concat()).await?;
+            Ok(Outcome {
+                accepted,
+                skipped: 0,
+                rejected,
+            })
         }
+    }
+}
+
+/// `POST /v1/posts` of `body`, resent while the server is saturated.
+async fn post_lines(
+    client: &reqwest::Client,
+    base: &str,
+    token: Option<&str>,
+    format: Format,
+    body: Vec<u8>,
+) -> anyhow::Result<(u64, Vec<Rejection>)> {
+    let url = format!("{base}/v1/posts?format={}", format.name());
+    let mut delay = std::time::Duration::from_millis(200);
+    loop {
+        let mut request = client.post(&url).body(body.clone());
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.with_context(|| format!("POST {url}"))?;
+        let status = response.status();
+        if status.as_u16() == 429 || status.as_u16() == 503 {
+            // The server is saturated: wait as it asks, then resend.
+            let wait = sources::retry_after(response.headers()).unwrap_or(delay);
+            tokio::time::sleep(wait).await;
+            delay = (delay * 2).min(std::time::Duration::from_secs(5));
+            continue;
+        }
+        let text = response.text().await.unwrap_or_default();
+        if !(status.is_success() || status.as_u16() == 400 || status.as_u16() == 422) {
+            bail!("{url} answered {status}: {text}");
+        }
+        let answer: crate::http::IngestResponse =
+            serde_json::from_str(&text).with_context(|| format!("{url} answered {status}: {text}"))?;
+        return Ok((answer.accepted as u64, answer.rejected));
     }
 }

@@ -171,7 +171,13 @@ pub async fn sql(
 }
 
 /// `chorus ingest`.
-pub async fn ingest(config: Config, data: &Path, files: &[PathBuf], format: &str) -> anyhow::Result<ingest::Summary> {
+pub async fn ingest(
+    config: Config,
+    data: &Path,
+    files: &[PathBuf],
+    format: &str,
+    filter: &ingest::Filter,
+) -> anyhow::Result<ingest::Summary> {
     let format = Format::parse(format).with_context(|| {
         format!("unknown format {format:?}: use auto, canonical, reddit, tweet, bluesky, mastodon or hackernews")
     })?;
@@ -182,7 +188,7 @@ pub async fn ingest(config: Config, data: &Path, files: &[PathBuf], format: &str
             base: base(&info),
             token: token(),
         };
-        return ingest::ingest_files(files, format, &destination, &mut stderr).await;
+        return ingest::ingest_files(files, format, filter, &destination, &mut stderr).await;
     }
     // No server: append to the log, and run the stages until everything
     // read is enriched and archived.
@@ -193,7 +199,7 @@ pub async fn ingest(config: Config, data: &Path, files: &[PathBuf], format: &str
         tokio::spawn(async move { pipeline.run(None, shutdown).await })
     };
     let log = pipeline.log();
-    let summary = ingest::ingest_files(files, format, &ingest::Destination::Log(&*log), &mut stderr).await;
+    let summary = ingest::ingest_files(files, format, filter, &ingest::Destination::Log(&*log), &mut stderr).await;
     while !runner.is_finished() && log.lag(crate::transforms::enrich::CONSUMER, Topic::Raw)? > 0 {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }

@@ -621,3 +621,90 @@ async fn raw_reddit_comments_and_tweets_are_mapped_and_posts_latest_keeps_the_ne
     let n = sql(&client, &server, "SELECT count(*) AS n FROM posts_latest").await;
     assert_eq!(n[0]["n"].as_u64().unwrap() as usize, total);
 }
+
+#[test]
+fn ingest_filters_by_time_and_community_offline_and_through_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let bodies = corpus_bodies();
+    // 2019-01-02 00:00 ≤ created_at < 2019-01-03 00:00, worldnews or
+    // politics (any case, with or without r/).
+    let (since, until) = (1_546_387_200i64, 1_546_473_600i64);
+    let expected = |range: std::ops::Range<usize>| {
+        range
+            .filter(|&i| {
+                let p = post(i, &bodies);
+                let t = p["created_at"].as_i64().unwrap();
+                let c = p["community"].as_str().unwrap();
+                (since..until).contains(&t) && (c == "worldnews" || c == "politics")
+            })
+            .count()
+    };
+    let file = dir.path().join("posts.ndjson");
+    std::fs::write(&file, ndjson(0..3000, &bodies)).unwrap();
+    let filters = [
+        "--since",
+        "2019-01-02",
+        "--until",
+        "2019-01-03T00:00:00Z",
+        "--community",
+        "WorldNews,r/politics",
+    ];
+    let out = chorus()
+        .arg("--data")
+        .arg(&data)
+        .arg("ingest")
+        .arg(&file)
+        .args(filters)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let kept = expected(0..3000);
+    assert!(kept > 100 && kept < 1000, "{kept}");
+    assert!(
+        stderr.contains(&format!("{kept} posts accepted, {} left out by the filters", 3000 - kept)),
+        "{stderr}"
+    );
+    let count = |data: &std::path::Path| {
+        let out = chorus()
+            .arg("--data")
+            .arg(data)
+            .args(["sql", "--format", "csv", "SELECT count(*) FROM posts"])
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap().lines().nth(1).unwrap().parse::<usize>().unwrap()
+    };
+    assert_eq!(count(&data), kept);
+
+    // Through a running server: filtered before sending.
+    let server = Server::start(&data, "", &[]);
+    std::fs::write(&file, ndjson(3000..6000, &bodies)).unwrap();
+    let out = chorus()
+        .arg("--data")
+        .arg(&data)
+        .arg("ingest")
+        .arg(&file)
+        .args(filters)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let total = kept + expected(3000..6000);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while count(&data) != total {
+        assert!(Instant::now() < deadline, "{} of {total}", count(&data));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    server.stop();
+
+    let out = chorus()
+        .arg("--data")
+        .arg(&data)
+        .arg("ingest")
+        .arg(&file)
+        .args(["--since", "yesterday"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--since \"yesterday\": give RFC 3339, YYYY-MM-DD or Unix seconds"));
+}
