@@ -238,6 +238,19 @@ rate = 50
 # max_idle_secs = 16          # longest wait between polls when nothing is new
 # seen_capacity = 10000       # recent fullnames remembered to drop repeats
 # request_timeout_secs = 30
+#
+# [[sources]]
+# kind = "hackernews"
+# api_url = "https://hacker-news.firebaseio.com/v0"
+# poll_secs = 5               # seconds between maxitem polls
+# concurrency = 8             # items fetched at once
+# backfill = 0                # first start: also fetch this many older items
+# request_timeout_secs = 30
+#
+# [[sources]]
+# kind = "mastodon"           # token in MASTODON_TOKEN
+# instance = "https://mastodon.social"
+# stream = "public"           # public, public/local, hashtag?tag=rust, user
 "#;
 
 #[cfg(test)]
@@ -254,7 +267,9 @@ mod tests {
     fn sources_parse_with_defaults_and_refuse_unknown_keys() {
         let text = "[[sources]]\nkind = \"reddit\"\nsubreddits = \"politics+news\"\nfill_gaps = true\n";
         let parsed = Config::parse(text, Path::new("c.toml")).unwrap();
-        let crate::sources::SourceConfig::Reddit(reddit) = &parsed.sources[0];
+        let crate::sources::SourceConfig::Reddit(reddit) = &parsed.sources[0] else {
+            panic!("not a reddit source: {:?}", parsed.sources[0]);
+        };
         assert_eq!(reddit.subreddits, "politics+news");
         assert!(reddit.fill_gaps);
         assert_eq!(reddit.limit, 100);

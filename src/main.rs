@@ -150,6 +150,24 @@ enum CollectSource {
         #[arg(long)]
         skip_existing: bool,
     },
+    /// Hacker News items, forward from the newest (no credentials).
+    Hackernews {
+        /// Firebase API base URL.
+        #[arg(long)]
+        api_url: Option<String>,
+        /// On a first start, also fetch this many items before the newest.
+        #[arg(long, default_value_t = 0)]
+        backfill: u64,
+    },
+    /// A Mastodon instance's streaming API (token: MASTODON_TOKEN).
+    Mastodon {
+        /// The instance: https://mastodon.social.
+        #[arg(long)]
+        instance: String,
+        /// public, public/local, hashtag?tag=…, user.
+        #[arg(long, default_value = "public")]
+        stream: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -253,6 +271,8 @@ mod commands {
     use chorus::log::Topic;
 
     use chorus::sources::SourceConfig;
+    use chorus::sources::hackernews::HackerNewsConfig;
+    use chorus::sources::mastodon::MastodonConfig;
     use chorus::sources::reddit::RedditConfig;
 
     use super::{CollectSource, Command, SqlFormat};
@@ -340,6 +360,17 @@ mod commands {
                             api_url: api_url.unwrap_or(defaults.api_url.clone()),
                             fill_gaps,
                             skip_existing,
+                            ..defaults
+                        })
+                    }
+                    CollectSource::Mastodon { instance, stream } => {
+                        SourceConfig::Mastodon(MastodonConfig { instance, stream })
+                    }
+                    CollectSource::Hackernews { api_url, backfill } => {
+                        let defaults = HackerNewsConfig::default();
+                        SourceConfig::Hackernews(HackerNewsConfig {
+                            api_url: api_url.unwrap_or(defaults.api_url.clone()),
+                            backfill,
                             ..defaults
                         })
                     }

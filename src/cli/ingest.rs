@@ -189,7 +189,11 @@ impl Filter {
     pub fn new(since: Option<&str>, until: Option<&str>, communities: &[String]) -> anyhow::Result<Filter> {
         let instant = |flag: &str, text: &str| -> anyhow::Result<i64> {
             if let Ok(date) = chrono::NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d") {
-                return Ok(date.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc().timestamp_micros());
+                return Ok(date
+                    .and_hms_opt(0, 0, 0)
+                    .expect("midnight exists")
+                    .and_utc()
+                    .timestamp_micros());
             }
             crate::record::parse_timestamp(&serde_json::Value::String(text.to_string()), "time")
                 .map_err(|_| anyhow::anyhow!("{flag} {text:?}: give RFC 3339, YYYY-MM-DD or Unix seconds"))

@@ -4,6 +4,8 @@
 pub mod backoff;
 pub mod checkpoint;
 pub mod demo;
+pub mod hackernews;
+pub mod mastodon;
 pub mod output;
 pub mod reddit;
 pub mod sse;
@@ -49,6 +51,10 @@ pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<std::time::Du
 pub enum SourceConfig {
     /// The Reddit comment stream of some subreddits.
     Reddit(reddit::RedditConfig),
+    /// Hacker News items, forward from `maxitem`.
+    Hackernews(hackernews::HackerNewsConfig),
+    /// A Mastodon instance's streaming API.
+    Mastodon(mastodon::MastodonConfig),
 }
 
 impl SourceConfig {
@@ -56,6 +62,14 @@ impl SourceConfig {
     pub fn name(&self) -> String {
         match self {
             SourceConfig::Reddit(c) => format!("reddit-{}", c.subreddits.to_ascii_lowercase()),
+            SourceConfig::Hackernews(_) => "hackernews".into(),
+            SourceConfig::Mastodon(c) => {
+                let host = reqwest::Url::parse(&c.instance)
+                    .ok()
+                    .and_then(|u| u.host_str().map(String::from))
+                    .unwrap_or_default();
+                format!("mastodon-{host}-{}", c.stream)
+            }
         }
     }
 
@@ -67,6 +81,8 @@ impl SourceConfig {
                 c.validate()?;
                 reddit::Credentials::from_env()?;
             }
+            SourceConfig::Hackernews(c) => c.validate()?,
+            SourceConfig::Mastodon(c) => c.validate()?,
         }
         Ok(())
     }
@@ -86,6 +102,11 @@ impl SourceConfig {
                 reddit::RedditCollector::new(config, credentials, data, metrics)?
                     .run(output, shutdown)
                     .await
+            }
+            SourceConfig::Hackernews(config) => hackernews::run(config, data, output, metrics, shutdown).await,
+            SourceConfig::Mastodon(config) => {
+                let token = std::env::var(mastodon::TOKEN_ENV).ok().filter(|t| !t.is_empty());
+                mastodon::run(config, token, output, metrics, shutdown).await
             }
         }
     }

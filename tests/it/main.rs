@@ -1,6 +1,7 @@
 //! chorus's one integration-test binary; a module per area.
 
 mod collect;
+mod collectors;
 mod mapping;
 mod pipeline;
 mod reddit;

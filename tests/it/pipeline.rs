@@ -663,7 +663,10 @@ fn ingest_filters_by_time_and_community_offline_and_through_the_server() {
     let kept = expected(0..3000);
     assert!(kept > 100 && kept < 1000, "{kept}");
     assert!(
-        stderr.contains(&format!("{kept} posts accepted, {} left out by the filters", 3000 - kept)),
+        stderr.contains(&format!(
+            "{kept} posts accepted, {} left out by the filters",
+            3000 - kept
+        )),
         "{stderr}"
     );
     let count = |data: &std::path::Path| {
@@ -673,7 +676,13 @@ fn ingest_filters_by_time_and_community_offline_and_through_the_server() {
             .args(["sql", "--format", "csv", "SELECT count(*) FROM posts"])
             .output()
             .unwrap();
-        String::from_utf8(out.stdout).unwrap().lines().nth(1).unwrap().parse::<usize>().unwrap()
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .nth(1)
+            .unwrap()
+            .parse::<usize>()
+            .unwrap()
     };
     assert_eq!(count(&data), kept);
 
@@ -706,5 +715,8 @@ fn ingest_filters_by_time_and_community_offline_and_through_the_server() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--since \"yesterday\": give RFC 3339, YYYY-MM-DD or Unix seconds"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("--since \"yesterday\": give RFC 3339, YYYY-MM-DD or Unix seconds")
+    );
 }

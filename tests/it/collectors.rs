@@ -1,0 +1,188 @@
+//! The Hacker News and Mastodon collectors against a local server replaying
+//! the recorded responses and events, under paused tokio time.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chorus::metrics::Metrics;
+use chorus::record::IncomingPost;
+use chorus::sources::hackernews::{self, HackerNewsConfig};
+use chorus::sources::mastodon::{self, MastodonConfig};
+use chorus::sources::output::{Output, Spool};
+use tokio_util::sync::CancellationToken;
+
+use crate::replay::{self, Recorded, Script};
+
+/// A 200 with a recorded body file (the README examples for HN, the SSE
+/// captures for Mastodon).
+fn body(rel: &str, content_type: &str) -> Recorded {
+    Recorded {
+        status: 200,
+        headers: vec![("content-type".into(), content_type.into())],
+        body: std::fs::read(crate::fixture(rel)).unwrap(),
+    }
+}
+
+fn text(body: &str) -> Recorded {
+    Recorded {
+        status: 200,
+        headers: vec![("content-type".into(), "application/json".into())],
+        body: body.as_bytes().to_vec(),
+    }
+}
+
+fn emitted(spool: &Spool) -> Vec<IncomingPost> {
+    spool
+        .pending()
+        .unwrap()
+        .iter()
+        .flat_map(|f| {
+            std::fs::read_to_string(f)
+                .unwrap()
+                .lines()
+                .map(|l| IncomingPost::from_json_text(l.as_bytes()).unwrap())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn hacker_news_walks_forward_from_the_checkpoint_and_waits_for_null_items() {
+    let script = Arc::new(Script::default());
+    let address = replay::serve(script.clone()).await;
+    let data = tempfile::tempdir().unwrap();
+    // Resume just before the recorded comment.
+    std::fs::create_dir_all(data.path().join("collect")).unwrap();
+    std::fs::write(data.path().join("collect/hackernews.json"), r#"{"last":2921982}"#).unwrap();
+    script.answer("/v0/maxitem.json", [text("2921984")]);
+    script.answer(
+        "/v0/item/2921983.json",
+        [body("hackernews/item_comment_2921983.json", "application/json")],
+    );
+    // Not served yet, twice, then there (the recorded Ask HN item stands
+    // in for it).
+    script.answer(
+        "/v0/item/2921984.json",
+        [
+            text("null"),
+            text("null"),
+            body("hackernews/item_story_121003.json", "application/json"),
+        ],
+    );
+    let config = HackerNewsConfig {
+        api_url: format!("http://{address}/v0"),
+        request_timeout_secs: 0,
+        ..HackerNewsConfig::default()
+    };
+    let spool = Arc::new(Spool::open(&data.path().join("spool")).unwrap());
+    let metrics = Arc::new(Metrics::default());
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn({
+        let (data, spool, metrics, shutdown) = (
+            data.path().to_path_buf(),
+            spool.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        );
+        async move { hackernews::run(config, &data, Output::Spool(spool), metrics, shutdown).await }
+    });
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+    let ids: Vec<String> = emitted(&spool).into_iter().map(|p| p.id).collect();
+    assert_eq!(ids, ["2921983", "121003"]);
+    assert_eq!(script.requests_to("/v0/item/2921984.json").len(), 3);
+    assert!(script.requests_to("/v0/item/2921985.json").is_empty());
+    let checkpoint = std::fs::read_to_string(data.path().join("collect/hackernews.json")).unwrap();
+    assert_eq!(checkpoint, r#"{"last":2921984}"#);
+    // Then maxitem every 5 s.
+    let polls = script.requests_to("/v0/maxitem.json");
+    let gaps: Vec<f64> = polls
+        .windows(2)
+        .skip(1)
+        .map(|w| (w[1].at - w[0].at).as_secs_f64())
+        .collect();
+    assert!(
+        !gaps.is_empty() && gaps.iter().all(|g| (g - 5.0).abs() < 0.01),
+        "{gaps:?}"
+    );
+
+    // A first start begins at the recorded maxitem: nothing older.
+    let script = Arc::new(Script::default());
+    let address = replay::serve(script.clone()).await;
+    let fresh = tempfile::tempdir().unwrap();
+    script.answer(
+        "/v0/maxitem.json",
+        [body("hackernews/maxitem.json", "application/json")],
+    );
+    let config = HackerNewsConfig {
+        api_url: format!("http://{address}/v0"),
+        request_timeout_secs: 0,
+        ..HackerNewsConfig::default()
+    };
+    let spool = Arc::new(Spool::open(&fresh.path().join("spool")).unwrap());
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn({
+        let (data, spool, shutdown) = (fresh.path().to_path_buf(), spool.clone(), shutdown.clone());
+        async move {
+            hackernews::run(
+                config,
+                &data,
+                Output::Spool(spool),
+                Arc::new(Metrics::default()),
+                shutdown,
+            )
+            .await
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+    assert!(emitted(&spool).is_empty());
+    let checkpoint = std::fs::read_to_string(fresh.path().join("collect/hackernews.json")).unwrap();
+    assert_eq!(checkpoint, r#"{"last":9130260}"#);
+}
+
+#[tokio::test(start_paused = true)]
+async fn mastodon_streams_statuses_and_reconnects_when_the_stream_ends() {
+    let script = Arc::new(Script::default());
+    let address = replay::serve(script.clone()).await;
+    let sse = "text/event-stream; charset=utf-8";
+    script.answer(
+        "/api/v1/streaming/user",
+        [
+            body("mastodon/streaming_user_sse_update_2026-08-02.body.sse", sse),
+            body("mastodon/streaming_user_sse_updates_2026-08-02.body.sse", sse),
+            replay::recorded("reddit/errors/http401_invalid_token_2016-08-08"),
+        ],
+    );
+    let config = MastodonConfig {
+        instance: format!("http://{address}"),
+        stream: "user".into(),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Arc::new(Spool::open(dir.path()).unwrap());
+    let metrics = Arc::new(Metrics::default());
+    let result = mastodon::run(
+        config,
+        Some("the-token".into()),
+        Output::Spool(spool.clone()),
+        metrics.clone(),
+        CancellationToken::new(),
+    )
+    .await;
+    // Each recorded stream ends; the collector reconnects until the
+    // instance refuses the token.
+    let error = result.unwrap_err().to_string();
+    assert!(error.contains("401") && error.contains("MASTODON_TOKEN"), "{error}");
+    let requests = script.requests_to("/api/v1/streaming/user");
+    assert_eq!(requests.len(), 3);
+    assert_eq!(requests[0].header("authorization").unwrap(), "Bearer the-token");
+    let posts = emitted(&spool);
+    // One update, then update, update and status.update (notifications,
+    // delete skipped).
+    assert_eq!(posts.len(), 4);
+    assert_eq!(posts[0].body, "it's cool guy");
+    assert!(posts.iter().all(|p| p.platform == "mastodon"));
+    assert_eq!(metrics.collector_retries.get(), 2);
+}
