@@ -251,6 +251,13 @@ rate = 50
 # kind = "mastodon"           # token in MASTODON_TOKEN
 # instance = "https://mastodon.social"
 # stream = "public"           # public, public/local, hashtag?tag=rust, user
+#
+# [[sources]]
+# kind = "bluesky"
+# url = "wss://jetstream2.us-east.bsky.network/subscribe"
+# langs = []                  # keep only these languages (e.g. ["en"])
+# keywords = []               # keep only posts containing one of these words
+# overlap_secs = 5            # seconds asked again on reconnect (duplicates dropped)
 "#;
 
 #[cfg(test)]

@@ -159,6 +159,18 @@ enum CollectSource {
         #[arg(long, default_value_t = 0)]
         backfill: u64,
     },
+    /// Bluesky posts from Jetstream.
+    Bluesky {
+        /// Jetstream's subscribe URL.
+        #[arg(long)]
+        url: Option<String>,
+        /// Keep posts in these languages (repeated or comma-separated).
+        #[arg(long)]
+        lang: Vec<String>,
+        /// Keep posts containing one of these words (repeated or comma-separated).
+        #[arg(long)]
+        keyword: Vec<String>,
+    },
     /// A Mastodon instance's streaming API (token: MASTODON_TOKEN).
     Mastodon {
         /// The instance: https://mastodon.social.
@@ -271,6 +283,7 @@ mod commands {
     use chorus::log::Topic;
 
     use chorus::sources::SourceConfig;
+    use chorus::sources::bluesky::BlueskyConfig;
     use chorus::sources::hackernews::HackerNewsConfig;
     use chorus::sources::mastodon::MastodonConfig;
     use chorus::sources::reddit::RedditConfig;
@@ -360,6 +373,22 @@ mod commands {
                             api_url: api_url.unwrap_or(defaults.api_url.clone()),
                             fill_gaps,
                             skip_existing,
+                            ..defaults
+                        })
+                    }
+                    CollectSource::Bluesky { url, lang, keyword } => {
+                        let split = |v: Vec<String>| -> Vec<String> {
+                            v.iter()
+                                .flat_map(|s| s.split(','))
+                                .map(|s| s.trim().to_string())
+                                .filter(|s| !s.is_empty())
+                                .collect()
+                        };
+                        let defaults = BlueskyConfig::default();
+                        SourceConfig::Bluesky(BlueskyConfig {
+                            url: url.unwrap_or(defaults.url.clone()),
+                            langs: split(lang),
+                            keywords: split(keyword),
                             ..defaults
                         })
                     }

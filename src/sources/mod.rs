@@ -2,6 +2,7 @@
 //! accepted posts to the log.
 
 pub mod backoff;
+pub mod bluesky;
 pub mod checkpoint;
 pub mod demo;
 pub mod hackernews;
@@ -55,6 +56,8 @@ pub enum SourceConfig {
     Hackernews(hackernews::HackerNewsConfig),
     /// A Mastodon instance's streaming API.
     Mastodon(mastodon::MastodonConfig),
+    /// Bluesky posts from Jetstream.
+    Bluesky(bluesky::BlueskyConfig),
 }
 
 impl SourceConfig {
@@ -63,6 +66,7 @@ impl SourceConfig {
         match self {
             SourceConfig::Reddit(c) => format!("reddit-{}", c.subreddits.to_ascii_lowercase()),
             SourceConfig::Hackernews(_) => "hackernews".into(),
+            SourceConfig::Bluesky(_) => "bluesky".into(),
             SourceConfig::Mastodon(c) => {
                 let host = reqwest::Url::parse(&c.instance)
                     .ok()
@@ -83,6 +87,7 @@ impl SourceConfig {
             }
             SourceConfig::Hackernews(c) => c.validate()?,
             SourceConfig::Mastodon(c) => c.validate()?,
+            SourceConfig::Bluesky(c) => c.validate()?,
         }
         Ok(())
     }
@@ -104,6 +109,7 @@ impl SourceConfig {
                     .await
             }
             SourceConfig::Hackernews(config) => hackernews::run(config, data, output, metrics, shutdown).await,
+            SourceConfig::Bluesky(config) => bluesky::run(config, data, output, metrics, shutdown).await,
             SourceConfig::Mastodon(config) => {
                 let token = std::env::var(mastodon::TOKEN_ENV).ok().filter(|t| !t.is_empty());
                 mastodon::run(config, token, output, metrics, shutdown).await

@@ -186,3 +186,187 @@ async fn mastodon_streams_statuses_and_reconnects_when_the_stream_ends() {
     assert!(posts.iter().all(|p| p.platform == "mastodon"));
     assert_eq!(metrics.collector_retries.get(), 2);
 }
+
+/// A Jetstream stand-in replaying the recorded window: each connection's
+/// URI is recorded; the events from its `cursor` on (as Jetstream replays)
+/// are sent, at most `plan[i]` on connection `i` before it is closed (all,
+/// then kept open, past the plan).
+#[allow(clippy::result_large_err)] // tungstenite's handshake callback type
+async fn jetstream(plan: Vec<usize>) -> (std::net::SocketAddr, Arc<std::sync::Mutex<Vec<String>>>) {
+    use futures::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::Message;
+    let events: Vec<String> = std::fs::read_to_string(crate::fixture(
+        "bluesky/jetstream_v1_window_152_events_2026-07-04.jsonl",
+    ))
+    .unwrap()
+    .lines()
+    .map(String::from)
+    .collect();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let uris = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = uris.clone();
+    tokio::spawn(async move {
+        for connection in 0.. {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let uri = Arc::new(std::sync::Mutex::new(String::new()));
+            let capture = uri.clone();
+            let mut socket = tokio_tungstenite::accept_hdr_async(
+                tcp,
+                move |request: &tokio_tungstenite::tungstenite::handshake::server::Request, response| {
+                    *capture.lock().unwrap() = request.uri().to_string();
+                    Ok(response)
+                },
+            )
+            .await
+            .unwrap();
+            let uri = uri.lock().unwrap().clone();
+            seen.lock().unwrap().push(uri.clone());
+            let cursor: Option<i64> = uri
+                .split(['?', '&'])
+                .find_map(|kv| kv.strip_prefix("cursor="))
+                .map(|c| c.parse().unwrap());
+            let replay: Vec<&String> = events
+                .iter()
+                .filter(|e| {
+                    let t = serde_json::from_str::<serde_json::Value>(e).unwrap()["time_us"]
+                        .as_i64()
+                        .unwrap();
+                    cursor.is_none_or(|c| t >= c)
+                })
+                .collect();
+            let limit = plan.get(connection).copied();
+            for event in replay.iter().take(limit.unwrap_or(usize::MAX)) {
+                socket.send(Message::text(event.as_str())).await.unwrap();
+            }
+            if limit.is_some() {
+                socket.close(None).await.unwrap();
+            } else {
+                // Stay open, as a live stream does.
+                tokio::spawn(async move { while socket.next().await.is_some() {} });
+            }
+        }
+    });
+    (address, uris)
+}
+
+fn recorded_posts() -> Vec<IncomingPost> {
+    std::fs::read_to_string(crate::fixture(
+        "bluesky/jetstream_v1_window_152_events_2026-07-04.jsonl",
+    ))
+    .unwrap()
+    .lines()
+    .filter_map(
+        |l| match chorus::mapping::bluesky::event(&serde_json::from_str(l).unwrap()).unwrap() {
+            chorus::mapping::bluesky::Event::Post(p) => Some(*p),
+            chorus::mapping::bluesky::Event::Other(_) => None,
+        },
+    )
+    .collect()
+}
+
+async fn run_bluesky(config: chorus::sources::bluesky::BlueskyConfig, data: &std::path::Path) -> Vec<IncomingPost> {
+    let spool = Arc::new(Spool::open(&data.join("spool")).unwrap());
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn({
+        let (data, spool, shutdown) = (data.to_path_buf(), spool.clone(), shutdown.clone());
+        async move {
+            chorus::sources::bluesky::run(
+                config,
+                &data,
+                Output::Spool(spool),
+                Arc::new(Metrics::default()),
+                shutdown,
+            )
+            .await
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+    emitted(&spool)
+}
+
+#[tokio::test(start_paused = true)]
+async fn bluesky_reconnects_from_the_cursor_with_overlap_and_drops_replays() {
+    let (address, uris) = jetstream(vec![80]).await;
+    let data = tempfile::tempdir().unwrap();
+    let config = chorus::sources::bluesky::BlueskyConfig {
+        url: format!("ws://{address}/subscribe"),
+        ..Default::default()
+    };
+    let posts = run_bluesky(config, data.path()).await;
+    let expected = recorded_posts();
+    assert_eq!(expected.len(), 17);
+    let ids: Vec<&str> = posts.iter().map(|p| p.id.as_str()).collect();
+    let expected_ids: Vec<&str> = expected.iter().map(|p| p.id.as_str()).collect();
+    assert_eq!(ids, expected_ids, "every post once, in stream order");
+
+    let times: Vec<i64> = std::fs::read_to_string(crate::fixture(
+        "bluesky/jetstream_v1_window_152_events_2026-07-04.jsonl",
+    ))
+    .unwrap()
+    .lines()
+    .map(|l| {
+        serde_json::from_str::<serde_json::Value>(l).unwrap()["time_us"]
+            .as_i64()
+            .unwrap()
+    })
+    .collect();
+    let uris = uris.lock().unwrap().clone();
+    assert_eq!(uris.len(), 2);
+    assert_eq!(uris[0], "/subscribe?wantedCollections=app.bsky.feed.post");
+    let resume = times[..80].iter().max().unwrap() - 5_000_000;
+    assert_eq!(
+        uris[1],
+        format!("/subscribe?wantedCollections=app.bsky.feed.post&cursor={resume}")
+    );
+    let checkpoint: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(data.path().join("collect/bluesky.json")).unwrap()).unwrap();
+    assert_eq!(checkpoint["cursor"], *times.iter().max().unwrap());
+
+    // A restart resumes from the checkpoint and emits nothing twice.
+    let (address, uris) = jetstream(vec![]).await;
+    let config = chorus::sources::bluesky::BlueskyConfig {
+        url: format!("ws://{address}/subscribe"),
+        ..Default::default()
+    };
+    let again = run_bluesky(config, data.path()).await;
+    assert_eq!(
+        again.len(),
+        17,
+        "the spool still holds the first run's posts, and no more"
+    );
+    assert!(uris.lock().unwrap()[0].contains(&format!("cursor={}", times.iter().max().unwrap() - 5_000_000)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn bluesky_keeps_only_the_asked_languages_and_keywords() {
+    let (address, _) = jetstream(vec![]).await;
+    let data = tempfile::tempdir().unwrap();
+    let config = chorus::sources::bluesky::BlueskyConfig {
+        url: format!("ws://{address}/subscribe"),
+        langs: vec!["en".into()],
+        ..Default::default()
+    };
+    let posts = run_bluesky(config, data.path()).await;
+    let english: Vec<String> = recorded_posts()
+        .into_iter()
+        // "en", or a regional variant such as "en-US".
+        .filter(|p| p.lang.as_deref().is_some_and(|l| l == "en" || l.starts_with("en-")))
+        .map(|p| p.id)
+        .collect();
+    assert!(!english.is_empty() && english.len() < 17);
+    assert_eq!(posts.into_iter().map(|p| p.id).collect::<Vec<_>>(), english);
+
+    let (address, _) = jetstream(vec![]).await;
+    let data = tempfile::tempdir().unwrap();
+    let config = chorus::sources::bluesky::BlueskyConfig {
+        url: format!("ws://{address}/subscribe"),
+        keywords: vec!["YOUTUBE".into()],
+        ..Default::default()
+    };
+    let posts = run_bluesky(config, data.path()).await;
+    assert!(!posts.is_empty());
+    assert!(posts.iter().all(|p| p.body.to_lowercase().contains("youtube")));
+}

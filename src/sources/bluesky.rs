@@ -1,0 +1,288 @@
+//! Bluesky through Jetstream: a WebSocket
+//! `{url}?wantedCollections=app.bsky.feed.post[&cursor=<time_us>]` of JSON
+//! events. Post creations are mapped (optionally kept only for some
+//! languages or keywords) and emitted in batches; everything else is
+//! skipped. The checkpoint holds the cursor (the newest `time_us` handled)
+//! and the recently emitted post ids: a reconnect or restart asks for the
+//! events from a few seconds before the cursor (`overlap_secs`; Jetstream's
+//! `time_us` is not strictly increasing) and drops the posts already
+//! emitted. Disconnections reconnect with backoff (1 s doubling to 60 s).
+
+use std::collections::{HashSet, VecDeque};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use futures::StreamExt as _;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+
+use super::backoff::Backoff;
+use super::checkpoint::Checkpoint;
+use super::output::Output;
+use crate::mapping::bluesky::{self, Event, POST_COLLECTION};
+use crate::metrics::Metrics;
+use crate::record::IncomingPost;
+
+/// Post ids remembered (and checkpointed) to drop replays.
+const SEEN: usize = 5000;
+/// Most posts per emitted batch.
+const BATCH: usize = 500;
+/// Longest a post waits for a fuller batch.
+const BATCH_WAIT: Duration = Duration::from_millis(500);
+
+/// The Jetstream collector (`[[sources]] kind = "bluesky"`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BlueskyConfig {
+    /// Jetstream's subscribe endpoint.
+    pub url: String,
+    /// Keep posts whose (first) language is one of these, or a regional
+    /// variant of one (`en` keeps `en-US`); empty: all.
+    pub langs: Vec<String>,
+    /// Keep posts containing one of these words (case-insensitive); empty: all.
+    pub keywords: Vec<String>,
+    /// Seconds of events asked again on reconnect.
+    pub overlap_secs: u64,
+}
+
+impl Default for BlueskyConfig {
+    fn default() -> Self {
+        BlueskyConfig {
+            url: "wss://jetstream2.us-east.bsky.network/subscribe".into(),
+            langs: Vec::new(),
+            keywords: Vec::new(),
+            overlap_secs: 5,
+        }
+    }
+}
+
+impl BlueskyConfig {
+    /// Refuses an unusable configuration.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let url = reqwest::Url::parse(&self.url).with_context(|| format!("url {:?} is not a URL", self.url))?;
+        if !matches!(url.scheme(), "ws" | "wss") {
+            bail!("url {:?}: Jetstream is a WebSocket (ws:// or wss://)", self.url);
+        }
+        Ok(())
+    }
+
+    fn keeps(&self, post: &IncomingPost) -> bool {
+        let lang_ok = self.langs.is_empty()
+            || post.lang.as_deref().is_some_and(|l| {
+                self.langs
+                    .iter()
+                    .any(|k| l.eq_ignore_ascii_case(k) || l.starts_with(&format!("{k}-")))
+            });
+        let text = post.body.to_lowercase();
+        let word_ok = self.keywords.is_empty() || self.keywords.iter().any(|k| text.contains(&k.to_lowercase()));
+        lang_ok && word_ok
+    }
+
+    fn subscribe_url(&self, cursor: Option<i64>) -> String {
+        let mut url = format!(
+            "{}{}wantedCollections={POST_COLLECTION}",
+            self.url,
+            if self.url.contains('?') { "&" } else { "?" }
+        );
+        if let Some(cursor) = cursor {
+            let from = cursor - self.overlap_secs as i64 * 1_000_000;
+            url.push_str(&format!("&cursor={from}"));
+        }
+        url
+    }
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct State {
+    cursor: Option<i64>,
+    recent: Vec<String>,
+}
+
+/// What the collector remembers between connections.
+struct Stream {
+    cursor: Option<i64>,
+    order: VecDeque<String>,
+    seen: HashSet<String>,
+}
+
+impl Stream {
+    fn remember(&mut self, id: &str) -> bool {
+        if !self.seen.insert(id.to_string()) {
+            return false;
+        }
+        self.order.push_back(id.to_string());
+        if self.order.len() > SEEN
+            && let Some(old) = self.order.pop_front()
+        {
+            self.seen.remove(&old);
+        }
+        true
+    }
+}
+
+/// Runs until `shutdown` or a fatal error.
+pub async fn run(
+    config: BlueskyConfig,
+    data: &Path,
+    output: Output,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    config.validate()?;
+    let checkpoint = Checkpoint::new(data, "bluesky");
+    let state: State = checkpoint
+        .load()
+        .with_context(|| format!("reading {}", checkpoint.path().display()))?
+        .unwrap_or_default();
+    let mut stream = Stream {
+        cursor: state.cursor,
+        order: VecDeque::new(),
+        seen: HashSet::new(),
+    };
+    for id in &state.recent {
+        stream.remember(id);
+    }
+    let mut reconnect = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
+    tracing::info!(url = %config.url, cursor = ?stream.cursor, "Collecting Bluesky posts.");
+    loop {
+        let url = config.subscribe_url(stream.cursor);
+        metrics.collector_requests.add(1);
+        let result = tokio::select! {
+            r = session(&config, &url, &mut stream, &checkpoint, &output, &metrics, &mut reconnect) => r,
+            () = shutdown.cancelled() => return Ok(()),
+        };
+        match result {
+            Ok(()) => tracing::info!(%url, "Jetstream closed the connection; reconnecting."),
+            Err(e) => {
+                if e.downcast_ref::<Fatal>().is_some() {
+                    return Err(e);
+                }
+                tracing::warn!(%url, error = format!("{e:#}"), "Jetstream failed; reconnecting.");
+            }
+        }
+        metrics.collector_retries.add(1);
+        tokio::select! {
+            () = tokio::time::sleep(reconnect.next_delay()) => {}
+            () = shutdown.cancelled() => return Ok(()),
+        }
+    }
+}
+
+/// An error that must stop the collector (the output failed).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Fatal(String);
+
+/// One connection: events until it closes or fails.
+async fn session(
+    config: &BlueskyConfig,
+    url: &str,
+    stream: &mut Stream,
+    checkpoint: &Checkpoint,
+    output: &Output,
+    metrics: &Metrics,
+    reconnect: &mut Backoff,
+) -> anyhow::Result<()> {
+    let (mut socket, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .with_context(|| format!("connecting to {url}"))?;
+    let mut batch: Vec<IncomingPost> = Vec::new();
+    let mut cursor = stream.cursor;
+    loop {
+        let next = if batch.is_empty() {
+            socket.next().await.map(Some)
+        } else {
+            match tokio::time::timeout(BATCH_WAIT, socket.next()).await {
+                Ok(message) => message.map(Some),
+                Err(_) => Some(None),
+            }
+        };
+        // A failed read ends the session too, after the batch is emitted:
+        // its posts are remembered as seen.
+        let timed_out = matches!(next, Some(None));
+        let (ended, failure) = match next {
+            None => (true, None),
+            Some(None) => (false, None),
+            Some(Some(Err(e))) => (true, Some(e)),
+            Some(Some(Ok(message))) => match message {
+                Message::Text(text) => {
+                    handle(config, text.as_str(), stream, &mut cursor, &mut batch, metrics);
+                    reconnect.reset();
+                    (false, None)
+                }
+                Message::Binary(bytes) => {
+                    handle(
+                        config,
+                        &String::from_utf8_lossy(&bytes),
+                        stream,
+                        &mut cursor,
+                        &mut batch,
+                        metrics,
+                    );
+                    (false, None)
+                }
+                Message::Close(_) => (true, None),
+                _ => (false, None),
+            },
+        };
+        let due = batch.len() >= BATCH || ended || timed_out;
+        if due && (cursor != stream.cursor || !batch.is_empty()) {
+            output
+                .emit(std::mem::take(&mut batch), metrics)
+                .await
+                .map_err(|e| anyhow::Error::new(Fatal(format!("{e:#}"))))?;
+            stream.cursor = cursor;
+            let state = State {
+                cursor,
+                recent: stream.order.iter().cloned().collect(),
+            };
+            checkpoint
+                .save(&state)
+                .map_err(|e| anyhow::Error::new(Fatal(format!("saving {}: {e}", checkpoint.path().display()))))?;
+        }
+        if let Some(e) = failure {
+            return Err(e).with_context(|| format!("reading {url}"));
+        }
+        if ended {
+            return Ok(());
+        }
+    }
+}
+
+/// One event: advances the cursor, adds a kept, unseen post to `batch`.
+fn handle(
+    config: &BlueskyConfig,
+    text: &str,
+    stream: &mut Stream,
+    cursor: &mut Option<i64>,
+    batch: &mut Vec<IncomingPost>,
+    metrics: &Metrics,
+) {
+    let value: Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(e) => {
+            metrics.collector_invalid.add(1);
+            tracing::warn!(error = %e, "Skipping a Jetstream message that is not JSON.");
+            return;
+        }
+    };
+    if let Some(t) = value.get("time_us").and_then(Value::as_i64) {
+        *cursor = Some(cursor.map_or(t, |c| c.max(t)));
+    }
+    match bluesky::event(&value) {
+        Ok(Event::Post(post)) => {
+            if config.keeps(&post) && stream.remember(&post.id) {
+                batch.push(*post);
+            }
+        }
+        Ok(Event::Other(_)) => {}
+        Err(e) => {
+            metrics.collector_invalid.add(1);
+            tracing::warn!(reason = %e, "Skipping a post that does not map onto the record.");
+        }
+    }
+}
