@@ -213,3 +213,53 @@ async fn chorus_collect_reddit_streams_into_a_remote_chorus_and_keeps_secrets_ou
     assert!(String::from_utf8_lossy(&out.stderr).contains("REDDIT_CLIENT_ID is not set"));
     server.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chorus_run_starts_the_configured_sources() {
+    let script = Arc::new(Script::default());
+    script.answer(
+        "/api/v1/access_token",
+        [recorded("reddit/oauth/token_client_credentials_2016-12-22")],
+    );
+    script.answer(
+        "/r/all/comments",
+        [
+            recorded("reddit/listings/r_all_comments_2016-12-22"),
+            recorded("reddit/listings/r_all_comments_2016-12-22_poll_before_empty"),
+        ],
+    );
+    let reddit = replay::serve(script.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[[sources]]\nkind = \"reddit\"\nsubreddits = \"all\"\nuser_agent = \"test:chorus-tests:0.1 (by /u/chorus_test)\"\n\
+         auth_url = \"http://{reddit}\"\napi_url = \"http://{reddit}\"\n"
+    );
+    let env = [("REDDIT_CLIENT_ID", "id"), ("REDDIT_CLIENT_SECRET", "secret")];
+    let server = Server::start(&dir.path().join("data"), &config, &env);
+    let client = reqwest::Client::new();
+    wait_for_count(&client, &server, 100, Duration::from_secs(60)).await;
+    let metrics = client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("chorus_collector_posts_total 100\n"), "{metrics}");
+    server.stop();
+
+    // A source that cannot start (no credentials) stops `chorus run` at
+    // once with the reason.
+    let out = chorus()
+        .arg("--data")
+        .arg(dir.path().join("other"))
+        .arg("--config")
+        .arg(dir.path().join("data.toml"))
+        .args(["run", "--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("[[sources]] reddit-all") && stderr.contains("REDDIT_CLIENT_ID"), "{stderr}");
+}
