@@ -261,5 +261,8 @@ async fn chorus_run_starts_the_configured_sources() {
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("[[sources]] reddit-all") && stderr.contains("REDDIT_CLIENT_ID"), "{stderr}");
+    assert!(
+        stderr.contains("[[sources]] reddit-all") && stderr.contains("REDDIT_CLIENT_ID"),
+        "{stderr}"
+    );
 }
