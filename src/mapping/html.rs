@@ -8,6 +8,16 @@ pub fn to_text(html: &str) -> String {
     let mut rest = html;
     while let Some(at) = rest.find('<') {
         out.push_str(&rest[..at]);
+        // `<` not followed by a tag name, `/` or `!` is text.
+        let starts_tag = rest[at + 1..]
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '/' || c == '!');
+        if !starts_tag {
+            out.push('<');
+            rest = &rest[at + 1..];
+            continue;
+        }
         let Some(end) = rest[at..].find('>') else {
             // A lone '<' is text.
             out.push_str(&rest[at..]);
