@@ -287,7 +287,13 @@ impl RateLimit {
                 .and_then(|v| v.trim().parse::<f64>().ok())
                 .filter(|v| v.is_finite() && *v >= 0.0)
         };
-        self.next_request = match (number("x-ratelimit-remaining"), number("x-ratelimit-reset")) {
+        let (remaining, used, reset) = (
+            number("x-ratelimit-remaining"),
+            number("x-ratelimit-used"),
+            number("x-ratelimit-reset"),
+        );
+        tracing::debug!(?remaining, ?used, ?reset, "Reddit rate limit.");
+        self.next_request = match (remaining, reset) {
             // Used up: nothing until the window resets.
             (Some(remaining), Some(reset)) if remaining < 1.0 => now + Duration::from_secs_f64(reset),
             // Spread what is left evenly over the rest of the window.

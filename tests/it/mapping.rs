@@ -166,26 +166,160 @@ fn hacker_news_items_map_and_users_are_refused() {
     assert!(hackernews::item(&dead).unwrap_err().to_string().contains("dead"));
 }
 
+/// Every comment (`t1`) in a Reddit answer: listings, comment trees
+/// (nested `replies`), `morechildren` envelopes.
+fn comments(value: &Value, out: &mut Vec<Value>) {
+    match value {
+        Value::Object(map) => {
+            if map.get("kind").and_then(Value::as_str) == Some("t1") {
+                out.push(value.clone());
+            }
+            for v in map.values() {
+                comments(v, out);
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| comments(v, out)),
+        _ => {}
+    }
+}
+
 #[test]
 fn every_recorded_reddit_comment_maps() {
-    for rel in [
-        "reddit/listings/r_askreddit_comments_2021-11-06_first_page.body.json",
-        "reddit/listings/r_askreddit_comments_2021-11-06_poll_before.body.json",
-        "reddit/listings/r_askreddit_comments_2020-07-10.body.json",
-        "reddit/listings/r_all_comments_2016-12-22.body.json",
-        "reddit/listings/r_all_comments_2020-07-15.body.json",
-    ] {
-        let listing = json(rel);
-        let children = listing["data"]["children"].as_array().unwrap();
-        assert!(!children.is_empty());
-        for child in children {
-            let post = mapping::reddit::comment(child).unwrap();
+    let dir = fixture("reddit/listings");
+    let mut total = 0;
+    let mut files = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if !path.to_string_lossy().ends_with(".body.json") {
+            continue;
+        }
+        files += 1;
+        let mut found = Vec::new();
+        comments(
+            &serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap(),
+            &mut found,
+        );
+        // Only the recorded empty poll has no comment.
+        assert_eq!(
+            found.is_empty(),
+            path.to_string_lossy().contains("empty"),
+            "{}",
+            path.display()
+        );
+        for child in &found {
+            let post = mapping::reddit::comment(child).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let data = &child["data"];
+            assert_eq!(post.id, data["name"].as_str().unwrap());
             assert!(post.id.starts_with("t1_"));
-            assert_eq!(post.community.as_deref(), child["data"]["subreddit"].as_str());
-            assert_eq!(post.body, child["data"]["body"].as_str().unwrap());
+            assert_eq!(post.community.as_deref(), data["subreddit"].as_str());
+            assert_eq!(post.body, data["body"].as_str().unwrap());
+            assert_eq!(post.author.as_deref(), data["author"].as_str());
+            assert_eq!(post.created_at, (data["created_utc"].as_f64().unwrap() * 1e6) as i64);
             let url = post.url.as_deref().unwrap();
             assert!(url.starts_with("https://www.reddit.com/"), "{url}");
             assert!(url.contains(post.id.trim_start_matches("t1_")), "{url}");
         }
+        total += found.len();
+    }
+    assert_eq!(files, 12);
+    assert!(total > 2_000, "{total}");
+}
+
+fn tweets_of(rel: &str) -> Vec<Value> {
+    let value = json(rel);
+    match value {
+        Value::Array(items) => items
+            .into_iter()
+            .map(|i| {
+                if i.get("tweet").is_some() {
+                    i["tweet"].clone()
+                } else {
+                    i
+                }
+            })
+            .collect(),
+        v if v.get("statuses").is_some() => v["statuses"].as_array().unwrap().clone(),
+        v => vec![v],
+    }
+}
+
+#[test]
+fn every_recorded_v1_1_tweet_maps_with_its_user_fields() {
+    let mut n = 0;
+    for rel in [
+        "twitter/v1.1/home_timeline_2019-07-13.body.json",
+        "twitter/v1.1/search_tweets_2019-07-13.body.json",
+        "twitter/v1.1/status_show_2019-07-13.body.json",
+        "twitter/v1.1/user_timeline_2020-12-29.body.json",
+        "twitter/v1.1/tweet_objects_samples.json",
+    ] {
+        for tweet in tweets_of(rel) {
+            assert_eq!(mapping::detect(&tweet), Format::Tweet, "{rel}");
+            let post = &mapping::to_posts(&tweet, Format::Auto).unwrap()[0];
+            assert_eq!(post.platform, "twitter");
+            assert_eq!(post.id, tweet["id_str"].as_str().unwrap());
+            assert_eq!(post.body, tweet["text"].as_str().unwrap());
+            assert_eq!(post.author.as_deref(), tweet["user"]["screen_name"].as_str());
+            assert_eq!(post.author_followers, tweet["user"]["followers_count"].as_i64());
+            assert_eq!(post.score, tweet["favorite_count"].as_i64());
+            assert_eq!(post.reposts, tweet["retweet_count"].as_i64());
+            let location = tweet["user"]["location"].as_str().filter(|l| !l.is_empty());
+            assert_eq!(post.location.as_deref(), location);
+            n += 1;
+        }
+    }
+    assert!(n > 40, "{n}");
+}
+
+#[test]
+fn every_recorded_v2_response_maps_and_errors_are_refused() {
+    for (rel, expected) in [
+        ("twitter/v2/get_tweet_2022-10-07.body.json", 1),
+        ("twitter/v2/get_tweets_2022-10-07.body.json", 2),
+        ("twitter/v2/search_recent_2022-10-07.body.json", 10),
+        (
+            "twitter/v2/home_timeline_reverse_chronological_2022-10-07.body.json",
+            98,
+        ),
+        ("twitter/v2/users_tweets_2022-10-07.body.json", 2),
+        ("twitter/v2/create_tweet_201_2021-11-03.body.json", 1),
+        ("twitter/v2_postman_examples/single_tweet_tweet_fields.body.json", 1),
+        ("twitter/v2_postman_examples/multiple_tweets_tweet_fields.body.json", 58),
+        (
+            "twitter/v2_postman_examples/multiple_tweets_1_deleted_1_valid.body.json",
+            1,
+        ),
+        ("twitter/v2_postman_examples/recent_search_tweet_fields.body.json", 10),
+        ("twitter/v2_postman_examples/recent_search_expanded_users.body.json", 4),
+    ] {
+        let value = json(rel);
+        let posts = mapping::to_posts(&value, Format::Tweet).unwrap_or_else(|e| panic!("{rel}: {e}"));
+        let data: Vec<Value> = match &value["data"] {
+            Value::Array(items) => items.clone(),
+            one => vec![one.clone()],
+        };
+        assert_eq!(posts.len(), data.len(), "{rel}");
+        assert_eq!(posts.len(), expected, "{rel}");
+        for (post, tweet) in posts.iter().zip(&data) {
+            assert_eq!(post.id, tweet["id"].as_str().unwrap());
+            assert_eq!(post.body, tweet["text"].as_str().unwrap());
+            if let Some(metrics) = tweet.get("public_metrics") {
+                assert_eq!(post.score, metrics["like_count"].as_i64(), "{rel}");
+                assert_eq!(post.reposts, metrics["retweet_count"].as_i64(), "{rel}");
+            }
+            // With includes.users, the author is the username.
+            if let (Some(author), Some(users)) = (tweet["author_id"].as_str(), value["includes"]["users"].as_array()) {
+                let user = users.iter().find(|u| u["id"] == author).unwrap();
+                assert_eq!(post.author.as_deref(), user["username"].as_str());
+            }
+        }
+    }
+    // Only errors (a deleted tweet), a 401 problem: refused, not mapped.
+    for rel in [
+        "twitter/v2_postman_examples/single_tweet_deleted.body.json",
+        "twitter/v2_postman_examples/stream_rules_401.body.json",
+        "twitter/v2_postman_examples/filtered_stream_429.body.json",
+    ] {
+        assert!(mapping::to_posts(&json(rel), Format::Tweet).is_err(), "{rel}");
     }
 }

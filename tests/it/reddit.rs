@@ -418,3 +418,55 @@ async fn skip_existing_emits_only_what_comes_after_the_first_poll() {
     let expected: Vec<String> = fullnames(&poll_before()).into_iter().rev().collect();
     assert_eq!(ids, expected);
 }
+
+#[tokio::test(start_paused = true)]
+async fn every_recorded_token_answer_gives_the_bearer_and_its_lifetime() {
+    for name in [
+        "token_authorization_code_2020-07-04",
+        "token_client_credentials_2016-12-22",
+        "token_client_credentials_2026-06-08",
+        "token_installed_client_device_id_2016-11-26",
+        "token_password_grant_2026-06-10",
+        "token_refresh_grant_2026-06-13",
+        "token_script_with_ratelimit_headers_2021-05-21",
+        "token_temporary_grant_2016-02-14",
+    ] {
+        let answer = recorded(&format!("reddit/oauth/{name}"));
+        let body: serde_json::Value = serde_json::from_slice(&answer.body).unwrap();
+        let (token, lifetime) = (
+            body["access_token"].as_str().unwrap().to_string(),
+            body["expires_in"].as_u64().unwrap(),
+        );
+        let run = Run::new().await;
+        run.script.answer(TOKEN, [answer]);
+        run.script.answer(COMMENTS, [first_page(), empty()]);
+        // Runs past the token's lifetime: one renewal, a minute early.
+        let collector = RedditCollector::new(
+            run.config.clone(),
+            credentials(false),
+            run.data.path(),
+            run.metrics.clone(),
+        )
+        .unwrap();
+        let spool = Arc::new(Spool::open(&run.data.path().join("spool")).unwrap());
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(collector.run(Output::Spool(spool), shutdown.clone()));
+        tokio::time::sleep(Duration::from_secs(lifetime + 30)).await;
+        shutdown.cancel();
+        task.await.unwrap().unwrap();
+        let polls = run.script.requests_to(COMMENTS);
+        assert_eq!(
+            polls[0].header("authorization").unwrap(),
+            format!("Bearer {token}"),
+            "{name}"
+        );
+        let tokens = run.script.requests_to(TOKEN);
+        assert_eq!(tokens.len(), 2, "{name}");
+        let renewed = (tokens[1].at - tokens[0].at).as_secs_f64();
+        assert!(
+            (lifetime as f64 - 60.0..=lifetime as f64 - 43.0).contains(&renewed),
+            "{name}: {renewed}"
+        );
+        assert_eq!(run.emitted().len(), 100, "{name}");
+    }
+}
