@@ -255,7 +255,7 @@ rate = 50
 # [[sources]]
 # kind = "bluesky"
 # url = "wss://jetstream2.us-east.bsky.network/subscribe"
-# langs = []                  # keep only these languages (e.g. ["en"])
+# langs = []                  # keep posts with one of these languages (e.g. ["en"])
 # keywords = []               # keep only posts containing one of these words
 # overlap_secs = 5            # seconds asked again on reconnect (duplicates dropped)
 "#;

@@ -40,7 +40,7 @@ const BATCH_WAIT: Duration = Duration::from_millis(500);
 pub struct BlueskyConfig {
     /// Jetstream's subscribe endpoint.
     pub url: String,
-    /// Keep posts whose (first) language is one of these, or a regional
+    /// Keep posts with one of these among their languages, or a regional
     /// variant of one (`en` keeps `en-US`); empty: all.
     pub langs: Vec<String>,
     /// Keep posts containing one of these words (case-insensitive); empty: all.
@@ -70,12 +70,14 @@ impl BlueskyConfig {
         Ok(())
     }
 
-    fn keeps(&self, post: &IncomingPost) -> bool {
+    /// Whether a post with these `langs` (all of the record's) passes.
+    fn keeps(&self, post: &IncomingPost, langs: &[&str]) -> bool {
         let lang_ok = self.langs.is_empty()
-            || post.lang.as_deref().is_some_and(|l| {
-                self.langs
-                    .iter()
-                    .any(|k| l.eq_ignore_ascii_case(k) || l.starts_with(&format!("{k}-")))
+            || langs.iter().any(|l| {
+                self.langs.iter().any(|k| {
+                    l.eq_ignore_ascii_case(k)
+                        || (l.len() > k.len() && l.as_bytes()[k.len()] == b'-' && l[..k.len()].eq_ignore_ascii_case(k))
+                })
             });
         let text = post.body.to_lowercase();
         let word_ok = self.keywords.is_empty() || self.keywords.iter().any(|k| text.contains(&k.to_lowercase()));
@@ -275,7 +277,12 @@ fn handle(
     }
     match bluesky::event(&value) {
         Ok(Event::Post(post)) => {
-            if config.keeps(&post) && stream.remember(&post.id) {
+            let langs: Vec<&str> = value
+                .pointer("/commit/record/langs")
+                .and_then(Value::as_array)
+                .map(|l| l.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            if config.keeps(&post, &langs) && stream.remember(&post.id) {
                 batch.push(*post);
             }
         }
