@@ -248,9 +248,11 @@ pub async fn collect(
             let (pipeline, shutdown) = (pipeline.clone(), shutdown.clone());
             tokio::spawn(async move { pipeline.run(None, shutdown).await })
         };
+        let progress = report_progress(name.clone(), pipeline.metrics(), shutdown.clone());
         let result = source
             .run(data, Output::Log(pipeline.log()), pipeline.metrics(), shutdown.clone())
             .await;
+        progress.abort();
         shutdown.cancel();
         runner.await.context("pipeline")??;
         return result;
@@ -271,6 +273,7 @@ pub async fn collect(
         let (spool, metrics, stop) = (spool.clone(), metrics.clone(), sender_stop.clone());
         tokio::spawn(async move { spool.send(&remote, &metrics, &stop).await })
     };
+    let progress = report_progress(name.clone(), metrics.clone(), shutdown.clone());
     let collector = source.run(data, Output::Spool(spool.clone()), metrics.clone(), shutdown.clone());
     let result = tokio::select! {
         result = collector => result,
@@ -280,6 +283,7 @@ pub async fn collect(
             return sent.context("spool sender")?;
         }
     };
+    progress.abort();
     sender_stop.cancel();
     sender.await.context("spool sender")??;
     let left = spool.pending()?.len();
@@ -290,6 +294,31 @@ pub async fn collect(
         );
     }
     result
+}
+
+/// Prints a line a minute while a collector makes progress.
+fn report_progress(
+    name: String,
+    metrics: Arc<crate::metrics::Metrics>,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut last = 0;
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(std::time::Duration::from_secs(60)) => {}
+                () = shutdown.cancelled() => return,
+            }
+            let (posts, retries) = (metrics.collector_posts.get(), metrics.collector_retries.get());
+            if posts != last {
+                eprintln!(
+                    "chorus: {name}: {posts} posts collected ({} in the last minute), {retries} retries",
+                    posts - last
+                );
+                last = posts;
+            }
+        }
+    })
 }
 
 /// `chorus status`.
