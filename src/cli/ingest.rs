@@ -324,24 +324,20 @@ async fn post_lines(
     format: Format,
     body: Vec<u8>,
 ) -> anyhow::Result<(u64, Vec<Rejection>)> {
-    let url = format!("{base}/v1/posts?format={}", format.name());
+    let url = format!("{base}/v1/posts");
     let mut delay = std::time::Duration::from_millis(200);
     loop {
-        let mut request = client.post(&url).body(body.clone());
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        let response = request.send().await.with_context(|| format!("POST {url}"))?;
-        let status = response.status();
-        if status.as_u16() == 429 || status.as_u16() == 503 {
+        let answer = sources::output::post_posts(client, &url, token, format, body.clone())
+            .await
+            .with_context(|| format!("POST {url}"))?;
+        let (status, text) = (answer.status, answer.text);
+        if status == 429 || status == 503 {
             // The server is saturated: wait as it asks, then resend.
-            let wait = sources::retry_after(response.headers()).unwrap_or(delay);
-            tokio::time::sleep(wait).await;
+            tokio::time::sleep(answer.retry_after.unwrap_or(delay)).await;
             delay = (delay * 2).min(std::time::Duration::from_secs(5));
             continue;
         }
-        let text = response.text().await.unwrap_or_default();
-        if !(status.is_success() || status.as_u16() == 400 || status.as_u16() == 422) {
+        if !((200..300).contains(&status) || status == 400 || status == 422) {
             bail!("{url} answered {status}: {text}");
         }
         let answer: crate::http::IngestResponse =

@@ -8,7 +8,6 @@
 //! `time_us` is not strictly increasing) and drops the posts already
 //! emitted. Disconnections reconnect with backoff (1 s doubling to 60 s).
 
-use std::collections::{HashSet, VecDeque};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use super::backoff::Backoff;
 use super::checkpoint::Checkpoint;
 use super::output::Output;
+use super::seen::Seen;
 use crate::mapping::bluesky::{self, Event, POST_COLLECTION};
 use crate::metrics::Metrics;
 use crate::record::IncomingPost;
@@ -79,9 +79,12 @@ impl BlueskyConfig {
                         || (l.len() > k.len() && l.as_bytes()[k.len()] == b'-' && l[..k.len()].eq_ignore_ascii_case(k))
                 })
             });
-        let text = post.body.to_lowercase();
-        let word_ok = self.keywords.is_empty() || self.keywords.iter().any(|k| text.contains(&k.to_lowercase()));
-        lang_ok && word_ok
+        // `keywords` are lowercased once, in `run`.
+        lang_ok
+            && (self.keywords.is_empty() || {
+                let text = post.body.to_lowercase();
+                self.keywords.iter().any(|k| text.contains(k.as_str()))
+            })
     }
 
     fn subscribe_url(&self, cursor: Option<i64>) -> String {
@@ -107,23 +110,7 @@ struct State {
 /// What the collector remembers between connections.
 struct Stream {
     cursor: Option<i64>,
-    order: VecDeque<String>,
-    seen: HashSet<String>,
-}
-
-impl Stream {
-    fn remember(&mut self, id: &str) -> bool {
-        if !self.seen.insert(id.to_string()) {
-            return false;
-        }
-        self.order.push_back(id.to_string());
-        if self.order.len() > SEEN
-            && let Some(old) = self.order.pop_front()
-        {
-            self.seen.remove(&old);
-        }
-        true
-    }
+    seen: Seen,
 }
 
 /// Runs until `shutdown` or a fatal error.
@@ -135,18 +122,18 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     config.validate()?;
+    let config = BlueskyConfig {
+        keywords: config.keywords.iter().map(|k| k.to_lowercase()).collect(),
+        ..config
+    };
     let checkpoint = Checkpoint::new(data, "bluesky");
-    let state: State = checkpoint
-        .load()
-        .with_context(|| format!("reading {}", checkpoint.path().display()))?
-        .unwrap_or_default();
+    let state: State = checkpoint.load()?;
     let mut stream = Stream {
         cursor: state.cursor,
-        order: VecDeque::new(),
-        seen: HashSet::new(),
+        seen: Seen::new(SEEN),
     };
     for id in &state.recent {
-        stream.remember(id);
+        stream.seen.insert(id);
     }
     let mut reconnect = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
     tracing::info!(url = %config.url, cursor = ?stream.cursor, "Collecting Bluesky posts.");
@@ -240,11 +227,11 @@ async fn session(
             stream.cursor = cursor;
             let state = State {
                 cursor,
-                recent: stream.order.iter().cloned().collect(),
+                recent: stream.seen.newest(SEEN),
             };
             checkpoint
                 .save(&state)
-                .map_err(|e| anyhow::Error::new(Fatal(format!("saving {}: {e}", checkpoint.path().display()))))?;
+                .map_err(|e| anyhow::Error::new(Fatal(format!("{e:#}"))))?;
         }
         if let Some(e) = failure {
             return Err(e).with_context(|| format!("reading {url}"));
@@ -282,7 +269,7 @@ fn handle(
                 .and_then(Value::as_array)
                 .map(|l| l.iter().filter_map(Value::as_str).collect())
                 .unwrap_or_default();
-            if config.keeps(&post, &langs) && stream.remember(&post.id) {
+            if config.keeps(&post, &langs) && stream.seen.insert(&post.id) {
                 batch.push(*post);
             }
         }

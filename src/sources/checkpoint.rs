@@ -6,6 +6,7 @@ use std::fs::{self, File};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
+use anyhow::Context as _;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -42,23 +43,24 @@ impl Checkpoint {
         &self.path
     }
 
-    /// The saved state, or `None` when there is none yet.
-    pub fn load<T: DeserializeOwned>(&self) -> std::io::Result<Option<T>> {
+    /// The saved state, or the default when there is none yet; errors
+    /// name the file.
+    pub fn load<T: DeserializeOwned + Default>(&self) -> anyhow::Result<T> {
+        let path = self.path.display();
         match fs::read(&self.path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-                std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: {e}", self.path.display()))
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
+            Ok(bytes) => serde_json::from_slice(&bytes).with_context(|| format!("reading the checkpoint {path}")),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(T::default()),
+            Err(e) => Err(e).with_context(|| format!("reading the checkpoint {path}")),
         }
     }
 
-    /// Replaces the saved state, durably.
-    pub fn save<T: Serialize>(&self, state: &T) -> std::io::Result<()> {
+    /// Replaces the saved state, durably; errors name the file.
+    pub fn save<T: Serialize>(&self, state: &T) -> anyhow::Result<()> {
         let dir = self.path.parent().expect("a checkpoint has a directory");
-        fs::create_dir_all(dir)?;
-        let bytes = serde_json::to_vec(state).map_err(std::io::Error::other)?;
-        write_atomically(&self.path, &bytes)
+        let bytes = serde_json::to_vec(state).expect("a checkpoint serialises");
+        fs::create_dir_all(dir)
+            .and_then(|()| write_atomically(&self.path, &bytes))
+            .with_context(|| format!("saving the checkpoint {}", self.path.display()))
     }
 }
 
@@ -83,14 +85,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let checkpoint = Checkpoint::new(dir.path(), "reddit-politics+news");
         assert!(checkpoint.path().ends_with("collect/reddit-politics_news.json"));
-        assert_eq!(checkpoint.load::<Vec<String>>().unwrap(), None);
+        assert_eq!(checkpoint.load::<Vec<String>>().unwrap(), Vec::<String>::new());
         checkpoint.save(&vec!["t1_a".to_string()]).unwrap();
-        assert_eq!(
-            checkpoint.load::<Vec<String>>().unwrap(),
-            Some(vec!["t1_a".to_string()])
-        );
+        assert_eq!(checkpoint.load::<Vec<String>>().unwrap(), vec!["t1_a".to_string()]);
         std::fs::write(checkpoint.path(), b"{").unwrap();
         let error = checkpoint.load::<Vec<String>>().unwrap_err();
-        assert!(error.to_string().contains("reddit-politics_news.json"), "{error}");
+        assert!(format!("{error:#}").contains("reddit-politics_news.json"), "{error:#}");
     }
 }

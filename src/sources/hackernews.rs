@@ -79,11 +79,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     config.validate()?;
     let checkpoint = Checkpoint::new(data, "hackernews");
-    let mut last = checkpoint
-        .load::<State>()
-        .with_context(|| format!("reading {}", checkpoint.path().display()))?
-        .unwrap_or_default()
-        .last;
+    let mut last = checkpoint.load::<State>()?.last;
     let mut builder = reqwest::Client::builder().user_agent(concat!("chorus/", env!("CARGO_PKG_VERSION")));
     if config.request_timeout_secs > 0 {
         builder = builder.timeout(Duration::from_secs(config.request_timeout_secs));

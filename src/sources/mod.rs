@@ -9,6 +9,7 @@ pub mod hackernews;
 pub mod mastodon;
 pub mod output;
 pub mod reddit;
+pub mod seen;
 pub mod sse;
 
 use crate::log::{Log, LogError, Topic, post_key};
@@ -64,7 +65,7 @@ impl SourceConfig {
     /// A short name for logs, the checkpoint and the spool directory.
     pub fn name(&self) -> String {
         match self {
-            SourceConfig::Reddit(c) => format!("reddit-{}", c.subreddits.to_ascii_lowercase()),
+            SourceConfig::Reddit(c) => c.name(),
             SourceConfig::Hackernews(_) => "hackernews".into(),
             SourceConfig::Bluesky(_) => "bluesky".into(),
             SourceConfig::Mastodon(c) => {

@@ -27,6 +27,7 @@ use super::backoff::Backoff;
 use super::checkpoint::write_atomically;
 use crate::http::IngestResponse;
 use crate::log::Log;
+use crate::mapping::Format;
 use crate::metrics::Metrics;
 use crate::record::{IncomingPost, now_micros};
 
@@ -183,14 +184,15 @@ impl Spool {
             .timeout(Duration::from_secs(60))
             .build()
             .context("building the HTTP client")?;
-        let mut first_seen: HashMap<PathBuf, Instant> = HashMap::new();
+        // Per pending file: when it was first seen, and its posts.
+        let mut known: HashMap<PathBuf, (Instant, usize)> = HashMap::new();
         let mut retry = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
         let mut single = false;
         loop {
             let files = self
                 .pending()
                 .with_context(|| format!("reading {}", self.dir.display()))?;
-            first_seen.retain(|p, _| files.contains(p));
+            known.retain(|p, _| files.contains(p));
             if files.is_empty() {
                 if shutdown.is_cancelled() {
                     return Ok(());
@@ -203,21 +205,24 @@ impl Spool {
             }
             let now = Instant::now();
             for f in &files {
-                first_seen.entry(f.clone()).or_insert(now);
+                if !known.contains_key(f) {
+                    let bytes = fs::read(f).with_context(|| format!("reading {}", f.display()))?;
+                    let lines = bytes.iter().filter(|b| **b == b'\n').count();
+                    known.insert(f.clone(), (now, lines));
+                }
             }
             // A batch: whole files, oldest first, up to `batch_posts` posts.
-            let mut batch: Vec<(PathBuf, Vec<u8>)> = Vec::new();
+            let mut batch: Vec<PathBuf> = Vec::new();
             let mut posts = 0;
             for path in &files {
-                let bytes = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-                let lines = bytes.iter().filter(|b| **b == b'\n').count();
+                let lines = known[path].1;
                 if !batch.is_empty() && (posts + lines > remote.batch_posts || single) {
                     break;
                 }
                 posts += lines;
-                batch.push((path.clone(), bytes));
+                batch.push(path.clone());
             }
-            let oldest = first_seen[&files[0]];
+            let oldest = known[&files[0]].0;
             let due = oldest + Duration::from_millis(remote.batch_ms);
             if posts < remote.batch_posts && batch.len() == files.len() && now < due && !shutdown.is_cancelled() {
                 tokio::select! {
@@ -227,66 +232,61 @@ impl Spool {
                 }
                 continue;
             }
-            let body: Vec<u8> = batch.iter().flat_map(|(_, b)| b.iter().copied()).collect();
-            let mut request = client
-                .post(&remote.url)
-                .query(&[("format", "canonical")])
-                .header(reqwest::header::CONTENT_TYPE, "application/x-ndjson")
-                .body(body);
-            if let Some(token) = &remote.token {
-                request = request.bearer_auth(token);
+            let mut body = Vec::new();
+            for path in &batch {
+                body.extend(fs::read(path).with_context(|| format!("reading {}", path.display()))?);
             }
-            let wait = match request.send().await {
-                Ok(response) => {
-                    let status = response.status().as_u16();
-                    let retry_after = super::retry_after(response.headers());
-                    let text = response.text().await.unwrap_or_default();
-                    match status {
-                        200..=299 => {
-                            if let Ok(answer) = serde_json::from_str::<IngestResponse>(&text) {
-                                for r in &answer.rejected {
-                                    tracing::warn!(line = r.line, error = %r.error, "The remote refused a spooled post.");
-                                }
-                                metrics.spool_sent.add(answer.accepted as u64);
+            let sent = post_posts(&client, &remote.url, remote.token.as_deref(), Format::Canonical, body).await;
+            let wait = match sent {
+                Ok(Answer {
+                    status,
+                    retry_after,
+                    text,
+                }) => match status {
+                    200..=299 => {
+                        if let Ok(answer) = serde_json::from_str::<IngestResponse>(&text) {
+                            for r in &answer.rejected {
+                                tracing::warn!(line = r.line, error = %r.error, "The remote refused a spooled post.");
                             }
-                            for (path, _) in &batch {
-                                fs::remove_file(path).with_context(|| format!("removing {}", path.display()))?;
-                            }
-                            retry.reset();
-                            single = false;
-                            continue;
+                            metrics.spool_sent.add(answer.accepted as u64);
                         }
-                        401 | 403 => {
-                            bail!(
-                                "{} refused the token ({status}): {}; {posts} posts stay in {}",
-                                remote.url,
-                                text.trim(),
-                                self.dir.display()
-                            )
+                        for path in &batch {
+                            fs::remove_file(path).with_context(|| format!("removing {}", path.display()))?;
                         }
-                        413 if batch.len() > 1 => {
-                            single = true;
-                            continue;
-                        }
-                        400 | 413 | 422 => {
-                            // The request itself is refused: keep it aside,
-                            // never drop it.
-                            let refused = self.dir.join(REFUSED_DIR);
-                            fs::create_dir_all(&refused)?;
-                            for (path, _) in &batch {
-                                let name = path.file_name().expect("a spool file has a name");
-                                fs::rename(path, refused.join(name))?;
-                            }
-                            tracing::error!(%status, reason = %text.trim(), dir = %refused.display(),
-                                "The remote refused a spooled batch; it is kept aside.");
-                            continue;
-                        }
-                        _ => {
-                            tracing::warn!(%status, url = %remote.url, "The remote is unavailable; will retry.");
-                            retry_after.unwrap_or_else(|| retry.next_delay())
-                        }
+                        retry.reset();
+                        single = false;
+                        continue;
                     }
-                }
+                    401 | 403 => {
+                        bail!(
+                            "{} refused the token ({status}): {}; {posts} posts stay in {}",
+                            remote.url,
+                            text.trim(),
+                            self.dir.display()
+                        )
+                    }
+                    413 if batch.len() > 1 => {
+                        single = true;
+                        continue;
+                    }
+                    400 | 413 | 422 => {
+                        // The request itself is refused: keep it aside,
+                        // never drop it.
+                        let refused = self.dir.join(REFUSED_DIR);
+                        fs::create_dir_all(&refused)?;
+                        for path in &batch {
+                            let name = path.file_name().expect("a spool file has a name");
+                            fs::rename(path, refused.join(name))?;
+                        }
+                        tracing::error!(%status, reason = %text.trim(), dir = %refused.display(),
+                                "The remote refused a spooled batch; it is kept aside.");
+                        continue;
+                    }
+                    _ => {
+                        tracing::warn!(%status, url = %remote.url, "The remote is unavailable; will retry.");
+                        retry_after.unwrap_or_else(|| retry.next_delay())
+                    }
+                },
                 Err(e) => {
                     tracing::warn!(error = %e, url = %remote.url, "Cannot reach the remote; will retry.");
                     retry.next_delay()
@@ -303,6 +303,41 @@ impl Spool {
             }
         }
     }
+}
+
+/// The answer to one `POST /v1/posts`.
+#[derive(Debug)]
+pub struct Answer {
+    /// HTTP status.
+    pub status: u16,
+    /// Its `Retry-After`, if any.
+    pub retry_after: Option<Duration>,
+    /// The body.
+    pub text: String,
+}
+
+/// Sends `body` (NDJSON, or one JSON document) of `format` to a chorus's `POST /v1/posts` `url`;
+/// what the server answered (the caller decides what a status means).
+pub async fn post_posts(
+    client: &reqwest::Client,
+    url: &str,
+    token: Option<&str>,
+    format: Format,
+    body: Vec<u8>,
+) -> reqwest::Result<Answer> {
+    let mut request = client.post(url).query(&[("format", format.name())]).body(body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await?;
+    let status = response.status().as_u16();
+    let retry_after = super::retry_after(response.headers());
+    let text = response.text().await.unwrap_or_default();
+    Ok(Answer {
+        status,
+        retry_after,
+        text,
+    })
 }
 
 /// The sequence number of a spool batch file name.

@@ -28,7 +28,6 @@
 //!   seen fullnames) is saved after each batch is durable, so a restart
 //!   resumes without re-emitting or skipping.
 
-use std::collections::{HashSet, VecDeque};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,6 +43,7 @@ use tokio_util::sync::CancellationToken;
 use super::backoff::Backoff;
 use super::checkpoint::Checkpoint;
 use super::output::Output;
+use super::seen::Seen;
 use crate::mapping;
 use crate::metrics::Metrics;
 use crate::record::IncomingPost;
@@ -139,7 +139,8 @@ impl RedditConfig {
         Ok(())
     }
 
-    fn checkpoint_name(&self) -> String {
+    /// The stream's name: its checkpoint's, its spool's, in logs.
+    pub fn name(&self) -> String {
         format!("reddit-{}", self.subreddits.to_ascii_lowercase())
     }
 }
@@ -226,47 +227,6 @@ struct State {
     seen: Vec<String>,
 }
 
-/// A bounded set of fullnames, forgetting the oldest first.
-#[derive(Debug)]
-struct Seen {
-    order: VecDeque<String>,
-    set: HashSet<String>,
-    capacity: usize,
-}
-
-impl Seen {
-    fn new(capacity: usize) -> Seen {
-        Seen {
-            order: VecDeque::new(),
-            set: HashSet::new(),
-            capacity: capacity.max(1),
-        }
-    }
-
-    fn contains(&self, name: &str) -> bool {
-        self.set.contains(name)
-    }
-
-    fn insert(&mut self, name: &str) {
-        if self.set.insert(name.to_string()) {
-            self.order.push_back(name.to_string());
-            while self.order.len() > self.capacity {
-                if let Some(old) = self.order.pop_front() {
-                    self.set.remove(&old);
-                }
-            }
-        }
-    }
-
-    fn newest(&self, n: usize) -> Vec<String> {
-        self.order
-            .iter()
-            .skip(self.order.len().saturating_sub(n))
-            .cloned()
-            .collect()
-    }
-}
-
 /// Request pacing from Reddit's rate-limit headers.
 #[derive(Debug)]
 struct RateLimit {
@@ -348,11 +308,8 @@ impl RedditCollector {
         if config.request_timeout_secs > 0 {
             builder = builder.timeout(Duration::from_secs(config.request_timeout_secs));
         }
-        let checkpoint = Checkpoint::new(data, &config.checkpoint_name());
-        let state: State = checkpoint
-            .load()
-            .with_context(|| format!("reading the checkpoint {}", checkpoint.path().display()))?
-            .unwrap_or_default();
+        let checkpoint = Checkpoint::new(data, &config.name());
+        let state: State = checkpoint.load()?;
         let mut seen = Seen::new(config.seen_capacity);
         for name in &state.seen {
             seen.insert(name);
@@ -390,22 +347,23 @@ impl RedditCollector {
             let skip = first_poll && first_start && self.config.skip_existing;
             first_poll = false;
             let news = !page.fresh.is_empty();
+            // Oldest first.
+            let mut names = Vec::with_capacity(page.fresh.len());
             let mut posts = Vec::with_capacity(page.fresh.len());
-            for (name, post) in &page.fresh {
+            for (name, post) in page.fresh.into_iter().rev() {
                 match post {
-                    Ok(post) => posts.push(post.clone()),
+                    Ok(post) => posts.push(post),
                     Err(reason) => {
                         self.metrics.collector_invalid.add(1);
                         tracing::warn!(fullname = %name, %reason, "Skipping a comment that does not map onto the record.");
                     }
                 }
+                names.push(name);
             }
             if !skip {
-                // Oldest first.
-                posts.reverse();
                 output.emit(posts, &self.metrics).await?;
             }
-            for (name, _) in page.fresh.iter().rev() {
+            for name in &names {
                 self.seen.insert(name);
             }
             if page.newest.is_some() {
@@ -432,9 +390,7 @@ impl RedditCollector {
             newest: self.newest.clone(),
             seen: self.seen.newest(CHECKPOINT_SEEN),
         };
-        self.checkpoint
-            .save(&state)
-            .with_context(|| format!("saving the checkpoint {}", self.checkpoint.path().display()))
+        self.checkpoint.save(&state)
     }
 
     /// One poll (and the pages back when it filled a gap): the unseen
@@ -453,11 +409,10 @@ impl RedditCollector {
             .is_none()
             .then(|| children.first().map(|(n, _)| n.clone()))
             .flatten();
-        let full = children.len() >= self.config.limit as usize;
         let mut fresh: Vec<Child> = children.into_iter().filter(|(n, _)| !self.seen.contains(n)).collect();
         // A full page of unseen comments, after having seen some: there may
         // be more between this page and what was seen.
-        if full && fresh.len() == self.config.limit as usize && (self.newest.is_some() || !self.seen.set.is_empty()) {
+        if fresh.len() >= self.config.limit as usize && (self.newest.is_some() || !self.seen.is_empty()) {
             self.metrics.reddit_possible_gaps.add(1);
             if self.config.fill_gaps {
                 let recovered = self.fill_gap(&mut fresh).await?;
@@ -702,18 +657,17 @@ fn snippet(body: &str) -> String {
     }
 }
 
-/// Checks a header map from a response; exported for tests of the pacing.
-#[doc(hidden)]
-pub fn pacing_after(headers: &HeaderMap) -> Duration {
-    let now = Instant::now();
-    let mut limits = RateLimit { next_request: now };
-    limits.update(headers, now);
-    limits.next_request - now
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The wait before the next request after a response with `headers`.
+    fn pacing_after(headers: &HeaderMap) -> Duration {
+        let now = Instant::now();
+        let mut limits = RateLimit { next_request: now };
+        limits.update(headers, now);
+        limits.next_request - now
+    }
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
         let mut map = HeaderMap::new();
@@ -783,15 +737,5 @@ mod tests {
         assert!(half.unwrap_err().to_string().contains(PASSWORD_ENV));
         let none = Credentials::from_lookup(env(&[]));
         assert!(none.unwrap_err().to_string().contains(CLIENT_ID_ENV));
-    }
-
-    #[test]
-    fn the_seen_set_is_bounded() {
-        let mut seen = Seen::new(3);
-        for name in ["a", "b", "c", "d"] {
-            seen.insert(name);
-        }
-        assert!(!seen.contains("a") && seen.contains("d"));
-        assert_eq!(seen.newest(2), ["c", "d"]);
     }
 }

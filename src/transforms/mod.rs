@@ -34,9 +34,4 @@ impl Drain {
         let deadline = *self.deadline.get_or_insert_with(|| Instant::now() + DRAIN_GRACE);
         !busy || Instant::now() >= deadline
     }
-
-    /// Whether stopping was asked (the loop should not sleep waiting for input).
-    pub fn stopping(&self) -> bool {
-        self.token.is_cancelled()
-    }
 }
