@@ -12,7 +12,7 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::replay::{self, Script, recorded};
-use crate::server::{Server, chorus, sql, wait_for_count};
+use crate::server::{Server, chorus, metrics, sql, wait_for_count};
 
 fn askreddit_posts() -> Vec<IncomingPost> {
     let listing = recorded("reddit/listings/r_askreddit_comments_2021-11-06_first_page");
@@ -238,14 +238,7 @@ async fn chorus_run_starts_the_configured_sources() {
     let server = Server::start(&dir.path().join("data"), &config, &env);
     let client = reqwest::Client::new();
     wait_for_count(&client, &server, 100, Duration::from_secs(60)).await;
-    let metrics = client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics(&client, &server).await;
     assert!(metrics.contains("chorus_collector_posts_total 100\n"), "{metrics}");
     server.stop();
 

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use chorus::metrics::Metrics;
 use chorus::record::IncomingPost;
-use chorus::sources::hackernews::{self, HackerNewsConfig};
+use chorus::sources::SourceConfig;
+use chorus::sources::hackernews::HackerNewsConfig;
 use chorus::sources::mastodon::{self, MastodonConfig};
 use chorus::sources::output::{Output, Spool};
 use tokio_util::sync::CancellationToken;
@@ -46,6 +47,25 @@ fn emitted(spool: &Spool) -> Vec<IncomingPost> {
         .collect()
 }
 
+/// Runs `source` for `duration` of (paused) time, a spool under `data` as
+/// its output; what it emitted, in order.
+async fn collect_for(source: SourceConfig, data: &std::path::Path, duration: Duration) -> Vec<IncomingPost> {
+    let spool = Arc::new(Spool::open(&data.join("spool")).unwrap());
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn({
+        let (data, spool, shutdown) = (data.to_path_buf(), spool.clone(), shutdown.clone());
+        async move {
+            source
+                .run(&data, Output::Spool(spool), Arc::new(Metrics::default()), shutdown)
+                .await
+        }
+    });
+    tokio::time::sleep(duration).await;
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+    emitted(&spool)
+}
+
 #[tokio::test(start_paused = true)]
 async fn hacker_news_walks_forward_from_the_checkpoint_and_waits_for_null_items() {
     let script = Arc::new(Script::default());
@@ -74,22 +94,8 @@ async fn hacker_news_walks_forward_from_the_checkpoint_and_waits_for_null_items(
         request_timeout_secs: 0,
         ..HackerNewsConfig::default()
     };
-    let spool = Arc::new(Spool::open(&data.path().join("spool")).unwrap());
-    let metrics = Arc::new(Metrics::default());
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn({
-        let (data, spool, metrics, shutdown) = (
-            data.path().to_path_buf(),
-            spool.clone(),
-            metrics.clone(),
-            shutdown.clone(),
-        );
-        async move { hackernews::run(config, &data, Output::Spool(spool), metrics, shutdown).await }
-    });
-    tokio::time::sleep(Duration::from_secs(30)).await;
-    shutdown.cancel();
-    task.await.unwrap().unwrap();
-    let ids: Vec<String> = emitted(&spool).into_iter().map(|p| p.id).collect();
+    let posts = collect_for(SourceConfig::Hackernews(config), data.path(), Duration::from_secs(30)).await;
+    let ids: Vec<String> = posts.into_iter().map(|p| p.id).collect();
     assert_eq!(ids, ["2921983", "121003"]);
     assert_eq!(script.requests_to("/v0/item/2921984.json").len(), 3);
     assert!(script.requests_to("/v0/item/2921985.json").is_empty());
@@ -120,25 +126,8 @@ async fn hacker_news_walks_forward_from_the_checkpoint_and_waits_for_null_items(
         request_timeout_secs: 0,
         ..HackerNewsConfig::default()
     };
-    let spool = Arc::new(Spool::open(&fresh.path().join("spool")).unwrap());
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn({
-        let (data, spool, shutdown) = (fresh.path().to_path_buf(), spool.clone(), shutdown.clone());
-        async move {
-            hackernews::run(
-                config,
-                &data,
-                Output::Spool(spool),
-                Arc::new(Metrics::default()),
-                shutdown,
-            )
-            .await
-        }
-    });
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    shutdown.cancel();
-    task.await.unwrap().unwrap();
-    assert!(emitted(&spool).is_empty());
+    let posts = collect_for(SourceConfig::Hackernews(config), fresh.path(), Duration::from_secs(1)).await;
+    assert!(posts.is_empty());
     let checkpoint = std::fs::read_to_string(fresh.path().join("collect/hackernews.json")).unwrap();
     assert_eq!(checkpoint, r#"{"last":9130260}"#);
 }
@@ -266,25 +255,7 @@ fn recorded_posts() -> Vec<IncomingPost> {
 }
 
 async fn run_bluesky(config: chorus::sources::bluesky::BlueskyConfig, data: &std::path::Path) -> Vec<IncomingPost> {
-    let spool = Arc::new(Spool::open(&data.join("spool")).unwrap());
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn({
-        let (data, spool, shutdown) = (data.to_path_buf(), spool.clone(), shutdown.clone());
-        async move {
-            chorus::sources::bluesky::run(
-                config,
-                &data,
-                Output::Spool(spool),
-                Arc::new(Metrics::default()),
-                shutdown,
-            )
-            .await
-        }
-    });
-    tokio::time::sleep(Duration::from_secs(20)).await;
-    shutdown.cancel();
-    task.await.unwrap().unwrap();
-    emitted(&spool)
+    collect_for(SourceConfig::Bluesky(config), data, Duration::from_secs(20)).await
 }
 
 #[tokio::test(start_paused = true)]

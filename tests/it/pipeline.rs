@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::server::{Server, chorus, corpus_bodies, ndjson, post, sql, wait_for_count};
+use crate::server::{Server, chorus, corpus_bodies, metrics, ndjson, post, sql, sql_first_row, wait_for_count};
 
 /// Files roll every second, so queries cross the archive boundary.
 const FAST_ROLL: &str = "[archive]\nmax_file_age_secs = 1\n";
@@ -93,14 +93,7 @@ async fn hundred_thousand_posts_over_http_are_counted_once_and_read_by_duckdb() 
     assert_eq!(one[0]["body"], post(7, &bodies)["body"]);
     assert_eq!(one[0]["community"], "worldnews");
 
-    let metrics = client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics(&client, &server).await;
     assert!(
         metrics.contains(&format!("chorus_ingest_posts_accepted_total {N}\n")),
         "{metrics}"
@@ -466,21 +459,7 @@ fn ingest_reads_plain_gzip_and_zstd_files_offline_and_through_the_server() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("2512 posts accepted, 0 lines rejected"), "{stderr}");
-    let count = |query: &str| {
-        let out = chorus()
-            .arg("--data")
-            .arg(&data)
-            .args(["sql", "--format", "csv", query])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .nth(1)
-            .unwrap()
-            .to_string()
-    };
+    let count = |query: &str| sql_first_row(&data, query);
     // Offline ingest enriched and archived everything before it returned.
     assert_eq!(count("SELECT count(*) FROM posts"), "2512");
     assert_eq!(
@@ -506,16 +485,11 @@ fn ingest_reads_plain_gzip_and_zstd_files_offline_and_through_the_server() {
     assert!(stderr.contains("bad.ndjson:2: malformed JSON"), "{stderr}");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let out = chorus()
-            .arg("--data")
-            .arg(&data)
-            .args(["sql", "--format", "csv", "SELECT count(*) FROM posts"])
-            .output()
-            .unwrap();
-        if String::from_utf8_lossy(&out.stdout).lines().nth(1) == Some("2513") {
+        let n = sql_first_row(&data, "SELECT count(*) FROM posts");
+        if n == "2513" {
             break;
         }
-        assert!(Instant::now() < deadline, "{}", String::from_utf8_lossy(&out.stdout));
+        assert!(Instant::now() < deadline, "{n}");
         std::thread::sleep(Duration::from_millis(100));
     }
     // tail prints the enriched records as NDJSON.
@@ -650,14 +624,17 @@ fn ingest_filters_by_time_and_community_offline_and_through_the_server() {
         "--community",
         "WorldNews,r/politics",
     ];
-    let out = chorus()
-        .arg("--data")
-        .arg(&data)
-        .arg("ingest")
-        .arg(&file)
-        .args(filters)
-        .output()
-        .unwrap();
+    let ingest = |args: &[&str]| {
+        chorus()
+            .arg("--data")
+            .arg(&data)
+            .arg("ingest")
+            .arg(&file)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = ingest(&filters);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     let kept = expected(0..3000);
@@ -670,17 +647,7 @@ fn ingest_filters_by_time_and_community_offline_and_through_the_server() {
         "{stderr}"
     );
     let count = |data: &std::path::Path| {
-        let out = chorus()
-            .arg("--data")
-            .arg(data)
-            .args(["sql", "--format", "csv", "SELECT count(*) FROM posts"])
-            .output()
-            .unwrap();
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .nth(1)
-            .unwrap()
+        sql_first_row(data, "SELECT count(*) FROM posts")
             .parse::<usize>()
             .unwrap()
     };
@@ -689,14 +656,7 @@ fn ingest_filters_by_time_and_community_offline_and_through_the_server() {
     // Through a running server: filtered before sending.
     let server = Server::start(&data, "", &[]);
     std::fs::write(&file, ndjson(3000..6000, &bodies)).unwrap();
-    let out = chorus()
-        .arg("--data")
-        .arg(&data)
-        .arg("ingest")
-        .arg(&file)
-        .args(filters)
-        .output()
-        .unwrap();
+    let out = ingest(&filters);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let total = kept + expected(3000..6000);
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -706,14 +666,7 @@ fn ingest_filters_by_time_and_community_offline_and_through_the_server() {
     }
     server.stop();
 
-    let out = chorus()
-        .arg("--data")
-        .arg(&data)
-        .arg("ingest")
-        .arg(&file)
-        .args(["--since", "yesterday"])
-        .output()
-        .unwrap();
+    let out = ingest(&["--since", "yesterday"]);
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr)

@@ -281,36 +281,6 @@ async fn a_401_renews_the_token_and_retries() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn tokens_are_renewed_a_minute_before_they_expire() {
-    let run = Run::new().await;
-    // expires_in 86400: one day.
-    run.script.answer(TOKEN, [app_token()]);
-    run.script.answer(COMMENTS, [first_page(), empty()]);
-    let collector = RedditCollector::new(
-        run.config.clone(),
-        credentials(false),
-        run.data.path(),
-        run.metrics.clone(),
-    )
-    .unwrap();
-    let spool = Arc::new(Spool::open(&run.data.path().join("spool")).unwrap());
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(collector.run(Output::Spool(spool), shutdown.clone()));
-    tokio::time::sleep(Duration::from_secs(86_400)).await;
-    shutdown.cancel();
-    task.await.unwrap().unwrap();
-    let tokens = run.script.requests_to(TOKEN);
-    assert_eq!(tokens.len(), 2, "one at the start, one just before a day has passed");
-    let renewed_after = (tokens[1].at - tokens[0].at).as_secs_f64();
-    // Checked before each poll, and idle polls are at most 16 s apart:
-    // renewed at the first poll within a minute of the expiry.
-    assert!(
-        (86_400.0 - 60.0..=86_400.0 - 60.0 + 17.0).contains(&renewed_after),
-        "{renewed_after}"
-    );
-}
-
-#[tokio::test(start_paused = true)]
 async fn the_password_grant_sends_the_login_and_token_errors_stop_with_the_reason() {
     let run = Run::new().await;
     run.script

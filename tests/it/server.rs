@@ -159,3 +159,33 @@ pub async fn wait_for_count(client: &reqwest::Client, server: &Server, expected:
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// The first row of `chorus sql --format csv QUERY` on `data` (through the
+/// running server if there is one, else offline).
+pub fn sql_first_row(data: &Path, query: &str) -> String {
+    let out = chorus()
+        .arg("--data")
+        .arg(data)
+        .args(["sql", "--format", "csv", query])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .nth(1)
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// `GET /metrics` of a running server.
+pub async fn metrics(client: &reqwest::Client, server: &Server) -> String {
+    client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
