@@ -9,6 +9,11 @@ use std::hint::black_box;
 use chorus::enrich::{self, TextBlob, Vader, clean};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
+// The allocator of the `chorus` binary, so that cleanup's allocations cost
+// what they cost in the enrich stage.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn bodies() -> Vec<String> {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),

@@ -16,6 +16,11 @@ use std::time::{Duration, Instant};
 
 use chorus::enrich::{self, TextBlob, Vader, clean};
 
+// The allocator of the `chorus` binary, so that cleanup's allocations cost
+// what they cost in the enrich stage.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let mode = args.get(1).map_or("all", String::as_str);
