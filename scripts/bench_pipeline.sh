@@ -27,6 +27,10 @@ ADDR="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["address
 echo "bench: $POSTS posts to http://$ADDR, concurrency $CONCURRENCY" >&2
 "$CARGO_TARGET_DIR/release/examples/bench_ingest" "http://$ADDR" "$POSTS" 1000 "$CONCURRENCY"
 echo "server peak RSS: $(grep VmHWM /proc/$PID/status | awk '{print $2/1024 " MiB"}')"
+# CPU the server used (user + system), less sensitive than wall time to
+# what else the shared machine runs.
+TICKS="$(getconf CLK_TCK)"
+awk -v t="$TICKS" -v n="$POSTS" '{cpu = ($14 + $15) / t; printf "server CPU: %.1f s, %.1f us per post\n", cpu, cpu * 1e6 / n}' "/proc/$PID/stat"
 echo "data directory: $(du -sh "$DIR/data/log" | cut -f1) log, $(du -sh "$DIR/data/archive" | cut -f1) archive"
 kill -TERM "$PID"
 wait "$PID" || true

@@ -326,9 +326,7 @@ async fn read_log(
             let records: Vec<Value> = entries
                 .into_iter()
                 .map(|e| {
-                    let value = serde_json::from_slice::<Value>(&e.value)
-                        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&e.value).into_owned()));
-                    json!({"offset": e.offset, "value": value})
+                    json!({"offset": e.offset, "value": crate::log::record_json(topic, &e.value)})
                 })
                 .collect();
             Json(json!({"end": end, "records": records})).into_response()

@@ -201,7 +201,7 @@ impl QueryEngine {
                 next = last.offset + 1;
                 let posts = entries
                     .iter()
-                    .map(|e| serde_json::from_slice::<Post>(&e.value))
+                    .map(|e| Post::from_log_bytes(&e.value))
                     .collect::<Result<Vec<Post>, _>>()
                     .map_err(|e| QueryError::Failed(format!("posts.enriched partition {p}: {e}")))?;
                 let failed = |e: arrow::error::ArrowError| QueryError::Failed(e.to_string());

@@ -102,7 +102,7 @@ async fn read(
             let records = log
                 .read(topic, partition, offset, max)?
                 .into_iter()
-                .map(|e| (e.offset, String::from_utf8_lossy(&e.value).into_owned()))
+                .map(|e| (e.offset, crate::log::record_json(topic, &e.value).to_string()))
                 .collect();
             Ok((end, records))
         }

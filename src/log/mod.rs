@@ -202,6 +202,21 @@ pub struct Retention {
     pub max_bytes: Option<u64>,
 }
 
+/// A record of `topic` as JSON for people (`chorus tail`, `GET /v1/log`):
+/// posts decoded from their log encoding, dead letters as stored; a record
+/// that does not decode shows as its bytes in a string (lossy UTF-8).
+pub fn record_json(topic: Topic, value: &[u8]) -> serde_json::Value {
+    use crate::record::{Post, RawPost};
+    let decoded = match topic {
+        Topic::Raw => RawPost::from_log_bytes(value)
+            .ok()
+            .and_then(|p| serde_json::to_value(p).ok()),
+        Topic::Enriched => Post::from_log_bytes(value).ok().and_then(|p| serde_json::to_value(p).ok()),
+        Topic::Dead => serde_json::from_slice(value).ok(),
+    };
+    decoded.unwrap_or_else(|| serde_json::Value::String(String::from_utf8_lossy(value).into_owned()))
+}
+
 /// The partition key of a post: its platform and id.
 pub fn post_key(platform: &str, id: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(platform.len() + 1 + id.len());

@@ -7,6 +7,8 @@
 //! [`batch`] holds its Arrow schema.
 
 pub mod batch;
+mod codec;
+pub use codec::DecodeError;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

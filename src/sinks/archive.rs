@@ -327,7 +327,7 @@ impl Archive {
         let mut groups: BTreeMap<(NaiveDate, u32), Vec<Post>> = BTreeMap::new();
         for entry in &entries {
             files.buffered_bytes += entry.value.len() as u64;
-            let post: Post = serde_json::from_slice(&entry.value).map_err(|e| ArchiveError::Damaged {
+            let post = Post::from_log_bytes(&entry.value).map_err(|e| ArchiveError::Damaged {
                 partition: files.partition,
                 offset: entry.offset,
                 reason: e.to_string(),
@@ -549,7 +549,7 @@ mod tests {
     fn post(id: &str, created_at: i64) -> Vec<u8> {
         let incoming = crate::record::IncomingPost::new("reddit", id, "good", created_at);
         let scores = crate::enrich::score("good");
-        serde_json::to_vec(&incoming.into_post("good".into(), scores, 0)).unwrap()
+        incoming.into_post("good".into(), scores, 0).to_log_bytes()
     }
 
     #[test]

@@ -22,8 +22,7 @@ pub fn append_posts(log: &dyn Log, posts: Vec<IncomingPost>, ingested_at: i64) -
         .into_iter()
         .map(|incoming| {
             let key = post_key(&incoming.platform, &incoming.id);
-            // Invariant: strings and integers always serialise.
-            let value = serde_json::to_vec(&RawPost { incoming, ingested_at }).expect("a raw post serialises");
+            let value = RawPost { incoming, ingested_at }.to_log_bytes();
             (key, value)
         })
         .collect();

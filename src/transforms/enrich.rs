@@ -171,7 +171,7 @@ fn process(
     let mut in_batch: HashMap<Vec<u8>, [u8; 8]> = HashMap::new();
     let mut duplicates = 0;
     for entry in entries {
-        let raw: RawPost = match serde_json::from_slice(&entry.value) {
+        let raw = match RawPost::from_log_bytes(&entry.value) {
             Ok(raw) => raw,
             Err(e) => {
                 dead.push(dead_letter(
@@ -206,11 +206,8 @@ fn process(
     let mut enriched: Vec<(&[u8], Vec<u8>)> = Vec::with_capacity(raws.len());
     for ((raw, (state_key, _)), (text, scores)) in raws.into_iter().zip(&seen).zip(cleaned) {
         let post: Post = raw.incoming.into_post(text, scores, raw.ingested_at);
-        // Invariant: a Post is strings, integers and finite floats, which
-        // always serialise.
-        let json = serde_json::to_vec(&post).expect("a post serialises");
         // The post key is the state key without its prefix.
-        enriched.push((&state_key[SEEN_PREFIX.len()..], json));
+        enriched.push((&state_key[SEEN_PREFIX.len()..], post.to_log_bytes()));
     }
     let mut tx = Transaction::new();
     for (key, value) in &enriched {
@@ -257,11 +254,11 @@ mod tests {
             community: Some("politics".into()),
             ..IncomingPost::new("reddit", id, body, 1_546_344_000_000_000)
         };
-        serde_json::to_vec(&RawPost {
+        RawPost {
             incoming,
             ingested_at: now_micros(),
-        })
-        .unwrap()
+        }
+        .to_log_bytes()
     }
 
     fn run_until_drained(log: &Arc<FjallLog>, metrics: &Arc<Metrics>) {
@@ -282,7 +279,7 @@ mod tests {
     fn enriched(log: &FjallLog) -> Vec<Post> {
         (0..log.partitions())
             .flat_map(|p| log.read(Topic::Enriched, p, 0, usize::MAX).unwrap())
-            .map(|e| serde_json::from_slice(&e.value).unwrap())
+            .map(|e| Post::from_log_bytes(&e.value).unwrap())
             .collect()
     }
 
