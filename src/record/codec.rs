@@ -6,7 +6,8 @@
 //! fifth of the pipeline's CPU. The encoding is a tag byte, then the fields
 //! in a fixed order: strings as a LEB128 length and UTF-8 bytes, optional
 //! strings as length + 1 (0 for none), integers and floats as 8 bytes
-//! little-endian, optional integers after a presence byte.
+//! little-endian, optional integers after a presence byte. A post's `text`
+//! is stored like an optional string, 0 meaning "the body unchanged".
 //!
 //! The tag bytes 0xC0 and 0xC1 never start UTF-8 text, so records written
 //! as JSON by earlier versions (they start with `{`) are still read.
@@ -67,7 +68,12 @@ impl Post {
         let mut w = Writer(Vec::with_capacity(128 + self.incoming.body.len() + self.text.len()));
         w.0.push(POST_V1);
         w.incoming(&self.incoming);
-        w.str(&self.text);
+        // Most texts are their body unchanged by cleanup: 0 says so.
+        if self.text == self.incoming.body {
+            w.0.push(0);
+        } else {
+            w.opt_str(Some(&self.text));
+        }
         w.i64(self.ingested_at);
         let s = &self.scores;
         for x in [
@@ -96,7 +102,10 @@ impl Post {
         }
         let mut r = Reader::new(bytes, POST_V1, "posts.enriched")?;
         let incoming = r.incoming()?;
-        let text = r.string()?;
+        let text = match r.opt_string()? {
+            Some(text) => text,
+            None => incoming.body.clone(),
+        };
         let ingested_at = r.i64()?;
         let mut f = || r.i64().map(|v| f64::from_bits(v as u64));
         let (polarity, subjectivity, vader_neg, vader_neu, vader_pos, vader_compound) = (f()?, f()?, f()?, f()?, f()?, f()?);
@@ -328,6 +337,16 @@ mod tests {
         let post = post();
         let back = Post::from_log_bytes(&post.to_log_bytes()).unwrap();
         assert_eq!(back, post);
+        // A text equal to its body is stored once; an empty text is not
+        // mistaken for it.
+        let mut same = post.clone();
+        same.text = same.incoming.body.clone();
+        let bytes = same.to_log_bytes();
+        assert!(bytes.len() < post.to_log_bytes().len());
+        assert_eq!(Post::from_log_bytes(&bytes), Ok(same));
+        let mut empty = post.clone();
+        empty.text = String::new();
+        assert_eq!(Post::from_log_bytes(&empty.to_log_bytes()), Ok(empty));
         // Bit for bit, the sign of zero included.
         assert_eq!(back.scores.subjectivity.to_bits(), (-0.0f64).to_bits());
     }
