@@ -325,9 +325,7 @@ async fn read_log(
         Ok(Ok((end, entries))) => {
             let records: Vec<Value> = entries
                 .into_iter()
-                .map(|e| {
-                    json!({"offset": e.offset, "value": crate::log::record_json(topic, &e.value)})
-                })
+                .map(|e| json!({"offset": e.offset, "value": crate::log::record_json(topic, &e.value)}))
                 .collect();
             Json(json!({"end": end, "records": records})).into_response()
         }

@@ -19,9 +19,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Turns transparent huge pages off for this process. With the kernel's
 /// `always` setting, every time the allocator reuses memory it had given
-/// back, the kernel zeroes a whole 2 MiB page: 12% of the pipeline's CPU in
-/// perf, and 41 → 23 µs of server CPU per post once off in
-/// `scripts/bench_pipeline.sh` (databases give the same advice).
+/// back, the kernel zeroes a whole 2 MiB page: 12% of the pipeline's samples
+/// in perf; server CPU per post in `scripts/bench_pipeline.sh` went from
+/// about 29 to 21–26 µs once off (databases give the same advice).
 fn disable_transparent_huge_pages() {
     #[cfg(target_os = "linux")]
     // SAFETY: PR_SET_THP_DISABLE takes integer arguments only and changes

@@ -211,7 +211,9 @@ pub fn record_json(topic: Topic, value: &[u8]) -> serde_json::Value {
         Topic::Raw => RawPost::from_log_bytes(value)
             .ok()
             .and_then(|p| serde_json::to_value(p).ok()),
-        Topic::Enriched => Post::from_log_bytes(value).ok().and_then(|p| serde_json::to_value(p).ok()),
+        Topic::Enriched => Post::from_log_bytes(value)
+            .ok()
+            .and_then(|p| serde_json::to_value(p).ok()),
         Topic::Dead => serde_json::from_slice(value).ok(),
     };
     decoded.unwrap_or_else(|| serde_json::Value::String(String::from_utf8_lossy(value).into_owned()))

@@ -108,7 +108,8 @@ impl Post {
         };
         let ingested_at = r.i64()?;
         let mut f = || r.i64().map(|v| f64::from_bits(v as u64));
-        let (polarity, subjectivity, vader_neg, vader_neu, vader_pos, vader_compound) = (f()?, f()?, f()?, f()?, f()?, f()?);
+        let (polarity, subjectivity, vader_neg, vader_neu, vader_pos, vader_compound) =
+            (f()?, f()?, f()?, f()?, f()?, f()?);
         let sentiment = match r.byte()? {
             0 => Sentiment::Negative,
             1 => Sentiment::Neutral,
@@ -200,7 +201,9 @@ impl<'a> Reader<'a> {
     fn new(bytes: &'a [u8], tag: u8, topic: &str) -> Result<Reader<'a>, DecodeError> {
         match bytes.first() {
             Some(&t) if t == tag => Ok(Reader { bytes, at: 1 }),
-            Some(t) => Err(DecodeError::Invalid(format!("tag byte {t:#04x} is not a record of {topic}"))),
+            Some(t) => Err(DecodeError::Invalid(format!(
+                "tag byte {t:#04x} is not a record of {topic}"
+            ))),
             None => Err(DecodeError::Truncated),
         }
     }
@@ -250,7 +253,9 @@ impl<'a> Reader<'a> {
 
     fn i64(&mut self) -> Result<i64, DecodeError> {
         let bytes = self.take(8)?;
-        Ok(i64::from_le_bytes(bytes.try_into().map_err(|_| DecodeError::Truncated)?))
+        Ok(i64::from_le_bytes(
+            bytes.try_into().map_err(|_| DecodeError::Truncated)?,
+        ))
     }
 
     fn opt_i64(&mut self) -> Result<Option<i64>, DecodeError> {
@@ -380,7 +385,10 @@ mod tests {
             incoming: full(),
             ingested_at: 1,
         };
-        assert!(matches!(Post::from_log_bytes(&raw.to_log_bytes()), Err(DecodeError::Invalid(_))));
+        assert!(matches!(
+            Post::from_log_bytes(&raw.to_log_bytes()),
+            Err(DecodeError::Invalid(_))
+        ));
         assert!(matches!(Post::from_log_bytes(b"{not json"), Err(DecodeError::Json(_))));
         // Invalid UTF-8 in the platform.
         let mut bad = raw.to_log_bytes();
