@@ -209,8 +209,9 @@ workers = 0
 batch = 2000
 
 [archive]
-# A Parquet file rolls at this size (bytes) or age (seconds), whichever
-# comes first: Firehose's buffering hints.
+# Parquet files roll when the posts buffered for them reach this size
+# (bytes, all log partitions together, as one Firehose stream's buffer) or
+# age (seconds), whichever comes first: Firehose's buffering hints.
 max_file_bytes = 67108864
 max_file_age_secs = 60
 # Rows per Parquet row group, and the zstd level of its pages.

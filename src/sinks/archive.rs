@@ -66,9 +66,10 @@ const UNIQUE_COLUMNS: &[&str] = &[
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ArchiveConfig {
-    /// Files roll once the posts buffered for them reach this many bytes
-    /// as received (Firehose's buffer size, measured before compression:
-    /// it also bounds the memory the buffered posts take).
+    /// Files roll once the posts buffered for them, all log partitions
+    /// together, reach this many bytes as on the log (Firehose's buffer
+    /// size, one buffer per stream, measured before compression): it also
+    /// bounds the memory the buffered posts take.
     pub max_file_bytes: u64,
     /// A file rolls once its first post is this many seconds old (Firehose:
     /// buffer interval).
@@ -287,10 +288,17 @@ impl Archive {
         let result = (|| {
             loop {
                 let mut busy = false;
-                for files in &mut posts {
-                    busy |= self.read_posts(files)?;
-                    if files.should_roll(&self.config, max_age) {
-                        self.roll_posts(files)?;
+                for i in 0..posts.len() {
+                    busy |= self.read_posts(&mut posts[i])?;
+                    if posts[i].should_roll(max_age) {
+                        self.roll_posts(&mut posts[i])?;
+                    }
+                    // One buffer for all partitions, as a Firehose stream
+                    // has: once it is full, every partition's files roll.
+                    if posts.iter().map(|f| f.buffered_bytes).sum::<u64>() >= self.config.max_file_bytes {
+                        for files in &mut posts {
+                            self.roll_posts(files)?;
+                        }
                     }
                 }
                 for file in &mut errors {
@@ -500,13 +508,10 @@ impl PostFiles {
         })
     }
 
-    fn should_roll(&self, config: &ArchiveConfig, max_age: Duration) -> bool {
-        if self.first.is_none() {
-            return false;
-        }
-        self.buffered_bytes >= config.max_file_bytes
-            || self.opened.elapsed() >= max_age
-            || self.open.len() > MAX_OPEN_FILES
+    /// Whether the files must roll on their own (the size bound is the
+    /// stream's, checked by the caller).
+    fn should_roll(&self, max_age: Duration) -> bool {
+        self.first.is_some() && (self.opened.elapsed() >= max_age || self.open.len() > MAX_OPEN_FILES)
     }
 }
 
@@ -672,6 +677,62 @@ mod tests {
             })
             .sum();
         assert_eq!(rows, 10_000);
+    }
+
+    #[test]
+    fn the_size_bound_is_one_buffer_for_all_partitions() {
+        use crate::log::fjall::FjallLog;
+        let dir = tempfile::tempdir().unwrap();
+        let log: Arc<dyn Log> = Arc::new(FjallLog::open(&dir.path().join("log"), 2).unwrap());
+        // 9,000 posts on partition 0, 1,000 on partition 1.
+        let keys: Vec<String> = (0..)
+            .map(|i| format!("t1_{i}"))
+            .filter(|k| crate::log::partition_of(k.as_bytes(), 2) == 0)
+            .take(9_000)
+            .chain(
+                (0..)
+                    .map(|i| format!("t1_{i}"))
+                    .filter(|k| crate::log::partition_of(k.as_bytes(), 2) == 1)
+                    .take(1_000),
+            )
+            .collect();
+        let values: Vec<Vec<u8>> = keys.iter().map(|id| post(id, 1_546_300_800_000_000)).collect();
+        let records: Vec<(&[u8], &[u8])> = keys
+            .iter()
+            .zip(&values)
+            .map(|(k, v)| (k.as_bytes(), v.as_slice()))
+            .collect();
+        log.append(Topic::Enriched, &records).unwrap();
+        // The bound holds 3,000 posts: partition 1 alone never reaches it.
+        let config = ArchiveConfig {
+            max_file_bytes: values[..3_000].iter().map(|v| v.len() as u64).sum(),
+            max_file_age_secs: 3_600,
+            ..ArchiveConfig::default()
+        };
+        let archive = Archive::open(
+            &dir.path().join("archive"),
+            log.clone(),
+            config,
+            Arc::new(Metrics::default()),
+            Arc::new(RwLock::new(())),
+            Arc::new(ArchiveTail::default()),
+        )
+        .unwrap();
+        let shutdown = CancellationToken::new();
+        let runner = {
+            let shutdown = shutdown.clone();
+            std::thread::spawn(move || archive.run(shutdown))
+        };
+        // Rolled by size, long before the age bound or a stop.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while log.committed(CONSUMER, Topic::Enriched, 1).unwrap() < 1_000
+            || log.committed(CONSUMER, Topic::Enriched, 0).unwrap() == 0
+        {
+            assert!(Instant::now() < deadline, "the full buffer did not roll every partition");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        shutdown.cancel();
+        runner.join().unwrap().unwrap();
     }
 
     #[test]
