@@ -20,7 +20,9 @@ use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::error::DataFusionError;
-use datafusion::execution::context::{SQLOptions, SessionContext};
+use datafusion::execution::cache::cache_manager::CacheManagerConfig;
+use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::physical_plan::{ExecutionPlan, collect};
 use datafusion::sql::parser::DFParser;
 
@@ -80,6 +82,11 @@ pub struct QueryEngine {
     archive_tail: Arc<ArchiveTail>,
     /// Per partition: the log's tail past that, as Arrow.
     tail: std::sync::Mutex<Vec<Vec<TailBatch>>>,
+    /// Shared by every query: its cache of Parquet footers (keyed by path,
+    /// size and modification time, bounded) saves reading every file's
+    /// footer again on each query. Its cache of directory listings is off,
+    /// since the archive adds files all the time.
+    runtime: Arc<RuntimeEnv>,
 }
 
 impl QueryEngine {
@@ -90,12 +97,20 @@ impl QueryEngine {
         gate: Arc<RwLock<()>>,
         archive_tail: Arc<ArchiveTail>,
     ) -> QueryEngine {
+        let caches = CacheManagerConfig::default().with_list_files_cache_limit(0);
+        // Invariant: building the default runtime with a cache setting
+        // allocates nothing fallible.
+        let runtime = RuntimeEnvBuilder::new()
+            .with_cache_manager(caches)
+            .build_arc()
+            .expect("the query runtime builds");
         QueryEngine {
             archive_root: archive_root.to_path_buf(),
             log,
             gate,
             archive_tail,
             tail: std::sync::Mutex::new(Vec::new()),
+            runtime,
         }
     }
 
@@ -109,7 +124,7 @@ impl QueryEngine {
                 return Err(QueryError::Refused(format!("one statement per query, got {n}")));
             }
         }
-        let ctx = SessionContext::new();
+        let ctx = SessionContext::new_with_config_rt(SessionConfig::new(), self.runtime.clone());
         let plan = {
             // Files and offsets are read under the gate, and the physical
             // plan (which lists the files) is made before it is released.
