@@ -54,7 +54,7 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 7700)),
             tokens: Vec::new(),
             max_body_bytes: 16 * 1024 * 1024,
-            max_enrich_lag: 40_000,
+            max_enrich_lag: 30_000,
         }
     }
 }
@@ -190,7 +190,7 @@ max_body_bytes = 16777216
 # While more raw posts than this wait for the enrich stage, ingest answers
 # 429 with Retry-After instead of buffering (under a second of work on two
 # cores: it bounds the delay from 202 to visible in SQL).
-max_enrich_lag = 40000
+max_enrich_lag = 30000
 
 [log]
 # Partitions per topic. Fixed when the data directory is created.

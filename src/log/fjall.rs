@@ -325,7 +325,7 @@ impl Log for FjallLog {
                 let (key, value) = guard.into_inner().map_err(storage)?;
                 out.push(Entry {
                     offset: decode_offset(&key)?,
-                    value: value.to_vec(),
+                    value: value.into(),
                 });
             }
         }
@@ -417,7 +417,7 @@ mod tests {
                 got,
                 vec![Entry {
                     offset: pos.offset,
-                    value: recs[i].1.clone()
+                    value: recs[i].1.clone().into()
                 }]
             );
         }
@@ -490,7 +490,7 @@ mod tests {
                 entries.iter().map(|e| e.offset).collect::<Vec<_>>(),
                 (0..ends[p as usize]).collect::<Vec<_>>()
             );
-            values.extend(entries.into_iter().map(|e| e.value));
+            values.extend(entries.into_iter().map(|e| e.value.to_vec()));
         }
         values.sort();
         values.dedup();
@@ -517,7 +517,10 @@ mod tests {
         }
         let log = FjallLog::open(dir.path(), 2).unwrap();
         let p = partition_of(b"k1", 2);
-        assert_eq!(log.read(Topic::Enriched, p, 0, 9).unwrap()[0].value, b"enriched");
+        assert_eq!(
+            log.read(Topic::Enriched, p, 0, 9).unwrap()[0].value[..],
+            b"enriched"[..]
+        );
         assert_eq!(log.end_offsets(Topic::Dead).unwrap().iter().sum::<u64>(), 1);
         assert_eq!(log.committed("enrich", Topic::Raw, p).unwrap(), 1);
         assert_eq!(log.state(b"seen/k1").unwrap().as_deref(), Some(&b"1"[..]));

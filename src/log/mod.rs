@@ -62,7 +62,38 @@ pub struct Entry {
     /// Its offset in the partition.
     pub offset: u64,
     /// The bytes appended.
-    pub value: Vec<u8>,
+    pub value: Value,
+}
+
+/// The bytes of a record read back: shared with the storage engine where it
+/// can (reading a record does not copy it), and seen as a `&[u8]`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Value(::fjall::Slice);
+
+impl std::ops::Deref for Value {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl From<::fjall::Slice> for Value {
+    fn from(slice: ::fjall::Slice) -> Self {
+        Value(slice)
+    }
+}
+
+impl From<Vec<u8>> for Value {
+    fn from(bytes: Vec<u8>) -> Self {
+        Value(bytes.into())
+    }
+}
+
+impl fmt::Debug for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", String::from_utf8_lossy(self))
+    }
 }
 
 /// Log failures. Appends either fully succeed (durably) or report one of these.

@@ -728,7 +728,10 @@ mod tests {
         while log.committed(CONSUMER, Topic::Enriched, 1).unwrap() < 1_000
             || log.committed(CONSUMER, Topic::Enriched, 0).unwrap() == 0
         {
-            assert!(Instant::now() < deadline, "the full buffer did not roll every partition");
+            assert!(
+                Instant::now() < deadline,
+                "the full buffer did not roll every partition"
+            );
             std::thread::sleep(Duration::from_millis(5));
         }
         shutdown.cancel();
