@@ -386,6 +386,19 @@ mod tests {
         assert_eq!(r.status(), 429);
         assert_eq!(r.headers()["retry-after"], "1");
         assert!(r.text().await.unwrap().contains("3 posts wait for enrichment"));
+        // A large batch gets its 429 too, not a connection cut while it is
+        // still being sent (the body is read before the answer).
+        let large = (100..10_000).map(post).collect::<Vec<_>>().join("\n");
+        assert!(large.len() > 500_000 && large.len() < 1 << 20);
+        for _ in 0..5 {
+            let r = client
+                .post(format!("{base}/v1/posts"))
+                .body(large.clone())
+                .send()
+                .await
+                .expect("a throttled client gets an answer");
+            assert_eq!(r.status(), 429);
+        }
         let metrics = client
             .get(format!("{base}/metrics"))
             .send()
@@ -395,7 +408,7 @@ mod tests {
             .await
             .unwrap();
         assert!(metrics.contains("chorus_ingest_posts_accepted_total 3\n"), "{metrics}");
-        assert!(metrics.contains("chorus_ingest_requests_throttled_total 1\n"));
+        assert!(metrics.contains("chorus_ingest_requests_throttled_total 6\n"));
         assert!(metrics.contains("chorus_enrich_lag_records 3\n"));
         shutdown.cancel();
     }
