@@ -30,7 +30,7 @@ use crate::log::{Log, LogError, Topic};
 use crate::record::batch::{
     DT, HOUR, partition_of_time, posts_schema, schema as post_schema, to_record_batch, with_partition_columns,
 };
-use crate::record::{Post, column};
+use crate::record::{PostView, column};
 use crate::sinks::archive::{self, ArchiveTail};
 
 /// Name of the table of every post.
@@ -216,12 +216,12 @@ impl QueryEngine {
                 next = last.offset + 1;
                 let posts = entries
                     .iter()
-                    .map(|e| Post::from_log_bytes(&e.value))
-                    .collect::<Result<Vec<Post>, _>>()
+                    .map(|e| PostView::from_log_bytes(&e.value))
+                    .collect::<Result<Vec<PostView<'_>>, _>>()
                     .map_err(|e| QueryError::Failed(format!("posts.enriched partition {p}: {e}")))?;
                 let failed = |e: arrow::error::ArrowError| QueryError::Failed(e.to_string());
                 let batch = to_record_batch(&posts).map_err(failed)?;
-                let partitions = posts.iter().map(|p| partition_of_time(p.incoming.created_at));
+                let partitions = posts.iter().map(|p| partition_of_time(p.created_at));
                 cached.push(TailBatch {
                     first,
                     batch: with_partition_columns(&batch, partitions).map_err(failed)?,

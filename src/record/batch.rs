@@ -11,7 +11,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
 use chrono::{DateTime, NaiveDate, Timelike};
 
-use super::{Post, column};
+use super::{PostView, column};
 
 /// The time zone of both timestamp columns.
 pub const TIME_ZONE: &str = "UTC";
@@ -95,55 +95,54 @@ pub fn with_partition_columns(
 }
 
 /// Builds one record batch of posts, in the order given.
-pub fn to_record_batch<'a>(posts: impl IntoIterator<Item = &'a Post>) -> Result<RecordBatch, ArrowError> {
-    let posts: Vec<&Post> = posts.into_iter().collect();
+pub fn to_record_batch(posts: &[PostView<'_>]) -> Result<RecordBatch, ArrowError> {
     let n = posts.len();
-    let strings = |get: &dyn Fn(&Post) -> Option<&str>| -> ArrayRef {
+    let strings = |get: &dyn for<'p> Fn(&'p PostView<'p>) -> Option<&'p str>| -> ArrayRef {
         let bytes = posts.iter().map(|p| get(p).map_or(0, str::len)).sum();
         let mut b = StringBuilder::with_capacity(n, bytes);
-        for p in &posts {
+        for p in posts {
             b.append_option(get(p));
         }
         Arc::new(b.finish())
     };
-    let ints = |get: &dyn Fn(&Post) -> Option<i64>| -> ArrayRef {
+    let ints = |get: &dyn Fn(&PostView<'_>) -> Option<i64>| -> ArrayRef {
         let mut b = Int64Builder::with_capacity(n);
-        for p in &posts {
+        for p in posts {
             b.append_option(get(p));
         }
         Arc::new(b.finish())
     };
-    let floats = |get: &dyn Fn(&Post) -> f64| -> ArrayRef {
+    let floats = |get: &dyn Fn(&PostView<'_>) -> f64| -> ArrayRef {
         let mut b = Float64Builder::with_capacity(n);
-        for p in &posts {
+        for p in posts {
             b.append_value(get(p));
         }
         Arc::new(b.finish())
     };
-    let times = |get: &dyn Fn(&Post) -> i64| -> ArrayRef {
+    let times = |get: &dyn Fn(&PostView<'_>) -> i64| -> ArrayRef {
         let mut b = TimestampMicrosecondBuilder::with_capacity(n).with_timezone(TIME_ZONE);
-        for p in &posts {
+        for p in posts {
             b.append_value(get(p));
         }
         Arc::new(b.finish())
     };
     let columns = vec![
-        strings(&|p| Some(&p.incoming.platform)),
-        strings(&|p| Some(&p.incoming.id)),
-        strings(&|p| p.incoming.community.as_deref()),
-        strings(&|p| p.incoming.author.as_deref()),
-        strings(&|p| Some(&p.incoming.body)),
+        strings(&|p| Some(&p.platform)),
+        strings(&|p| Some(&p.id)),
+        strings(&|p| p.community.as_deref()),
+        strings(&|p| p.author.as_deref()),
+        strings(&|p| Some(&p.body)),
         strings(&|p| Some(&p.text)),
-        times(&|p| p.incoming.created_at),
+        times(&|p| p.created_at),
         times(&|p| p.ingested_at),
-        strings(&|p| p.incoming.parent_id.as_deref()),
-        strings(&|p| p.incoming.thread_id.as_deref()),
-        strings(&|p| p.incoming.url.as_deref()),
-        ints(&|p| p.incoming.score),
-        ints(&|p| p.incoming.reposts),
-        ints(&|p| p.incoming.author_followers),
-        strings(&|p| p.incoming.location.as_deref()),
-        strings(&|p| p.incoming.lang.as_deref()),
+        strings(&|p| p.parent_id.as_deref()),
+        strings(&|p| p.thread_id.as_deref()),
+        strings(&|p| p.url.as_deref()),
+        ints(&|p| p.score),
+        ints(&|p| p.reposts),
+        ints(&|p| p.author_followers),
+        strings(&|p| p.location.as_deref()),
+        strings(&|p| p.lang.as_deref()),
         floats(&|p| p.scores.polarity),
         floats(&|p| p.scores.subjectivity),
         floats(&|p| p.scores.vader_neg),
@@ -161,7 +160,7 @@ mod tests {
     use arrow::datatypes::{Float64Type, TimestampMicrosecondType};
 
     use super::*;
-    use crate::record::{IncomingPost, Scores, Sentiment};
+    use crate::record::{IncomingPost, Post, Scores, Sentiment};
 
     fn post(id: &str, community: Option<&str>) -> Post {
         IncomingPost {
@@ -195,7 +194,8 @@ mod tests {
     #[test]
     fn batch_holds_the_values_and_nulls() {
         let posts = [post("t1_a", Some("politics")), post("t1_b", None)];
-        let batch = to_record_batch(&posts).unwrap();
+        let views: Vec<PostView<'_>> = posts.iter().map(Post::view).collect();
+        let batch = to_record_batch(&views).unwrap();
         assert_eq!(batch.num_rows(), 2);
         let id = batch.column_by_name(column::ID).unwrap().as_string::<i32>();
         assert_eq!(id.value(1), "t1_b");

@@ -12,6 +12,8 @@
 //! The tag bytes 0xC0 and 0xC1 never start UTF-8 text, so records written
 //! as JSON by earlier versions (they start with `{`) are still read.
 
+use std::borrow::Cow;
+
 use super::{IncomingPost, Post, RawPost, Scores, Sentiment};
 
 /// First byte of a [`RawPost`] record.
@@ -97,15 +99,86 @@ impl Post {
     /// Reads a record of `posts.enriched` (binary, or JSON from earlier
     /// versions).
     pub fn from_log_bytes(bytes: &[u8]) -> Result<Post, DecodeError> {
+        PostView::from_log_bytes(bytes).map(PostView::into_post)
+    }
+
+    /// The post as a [`PostView`] borrowing its strings.
+    pub fn view(&self) -> PostView<'_> {
+        let p = &self.incoming;
+        fn opt(s: &Option<String>) -> Option<Cow<'_, str>> {
+            s.as_deref().map(Cow::Borrowed)
+        }
+        PostView {
+            platform: Cow::Borrowed(&p.platform),
+            id: Cow::Borrowed(&p.id),
+            community: opt(&p.community),
+            author: opt(&p.author),
+            body: Cow::Borrowed(&p.body),
+            text: Cow::Borrowed(&self.text),
+            created_at: p.created_at,
+            ingested_at: self.ingested_at,
+            parent_id: opt(&p.parent_id),
+            thread_id: opt(&p.thread_id),
+            url: opt(&p.url),
+            score: p.score,
+            reposts: p.reposts,
+            author_followers: p.author_followers,
+            location: opt(&p.location),
+            lang: opt(&p.lang),
+            scores: self.scores,
+        }
+    }
+}
+
+/// A post of `posts.enriched` read in place: its strings borrow the
+/// record's bytes (JSON records of earlier versions own theirs), so the
+/// archive and queries turn records into Arrow columns without allocating
+/// a string per field.
+#[derive(Debug, Clone, PartialEq)]
+#[allow(missing_docs)] // The fields are those of `Post`.
+pub struct PostView<'a> {
+    pub platform: Cow<'a, str>,
+    pub id: Cow<'a, str>,
+    pub community: Option<Cow<'a, str>>,
+    pub author: Option<Cow<'a, str>>,
+    pub body: Cow<'a, str>,
+    pub text: Cow<'a, str>,
+    pub created_at: i64,
+    pub ingested_at: i64,
+    pub parent_id: Option<Cow<'a, str>>,
+    pub thread_id: Option<Cow<'a, str>>,
+    pub url: Option<Cow<'a, str>>,
+    pub score: Option<i64>,
+    pub reposts: Option<i64>,
+    pub author_followers: Option<i64>,
+    pub location: Option<Cow<'a, str>>,
+    pub lang: Option<Cow<'a, str>>,
+    pub scores: Scores,
+}
+
+impl<'a> PostView<'a> {
+    /// Reads a record of `posts.enriched` in place.
+    pub fn from_log_bytes(bytes: &'a [u8]) -> Result<PostView<'a>, DecodeError> {
         if bytes.first() == Some(&b'{') {
-            return serde_json::from_slice(bytes).map_err(|e| DecodeError::Json(e.to_string()));
+            let post: Post = serde_json::from_slice(bytes).map_err(|e| DecodeError::Json(e.to_string()))?;
+            return Ok(PostView::owning(post));
         }
         let mut r = Reader::new(bytes, POST_V1, "posts.enriched")?;
-        let incoming = r.incoming()?;
-        let text = match r.opt_string()? {
-            Some(text) => text,
-            None => incoming.body.clone(),
-        };
+        let platform = r.str()?;
+        let id = r.str()?;
+        let community = r.opt_str()?;
+        let author = r.opt_str()?;
+        let body = r.str()?;
+        let created_at = r.i64()?;
+        let parent_id = r.opt_str()?;
+        let thread_id = r.opt_str()?;
+        let url = r.opt_str()?;
+        let score = r.opt_i64()?;
+        let reposts = r.opt_i64()?;
+        let author_followers = r.opt_i64()?;
+        let location = r.opt_str()?;
+        let lang = r.opt_str()?;
+        let text = r.opt_str()?.unwrap_or(body);
         let ingested_at = r.i64()?;
         let mut f = || r.i64().map(|v| f64::from_bits(v as u64));
         let (polarity, subjectivity, vader_neg, vader_neu, vader_pos, vader_compound) =
@@ -117,10 +190,24 @@ impl Post {
             b => return Err(DecodeError::Invalid(format!("sentiment {b} is not 0, 1 or 2"))),
         };
         r.end()?;
-        Ok(Post {
-            incoming,
-            text,
+        let b = Cow::Borrowed;
+        Ok(PostView {
+            platform: b(platform),
+            id: b(id),
+            community: community.map(b),
+            author: author.map(b),
+            body: b(body),
+            text: b(text),
+            created_at,
             ingested_at,
+            parent_id: parent_id.map(b),
+            thread_id: thread_id.map(b),
+            url: url.map(b),
+            score,
+            reposts,
+            author_followers,
+            location: location.map(b),
+            lang: lang.map(b),
             scores: Scores {
                 polarity,
                 subjectivity,
@@ -131,6 +218,57 @@ impl Post {
                 sentiment,
             },
         })
+    }
+
+    /// A view that owns the strings of `post`.
+    fn owning(post: Post) -> PostView<'static> {
+        let p = post.incoming;
+        let o = |s: Option<String>| s.map(Cow::Owned);
+        PostView {
+            platform: Cow::Owned(p.platform),
+            id: Cow::Owned(p.id),
+            community: o(p.community),
+            author: o(p.author),
+            body: Cow::Owned(p.body),
+            text: Cow::Owned(post.text),
+            created_at: p.created_at,
+            ingested_at: post.ingested_at,
+            parent_id: o(p.parent_id),
+            thread_id: o(p.thread_id),
+            url: o(p.url),
+            score: p.score,
+            reposts: p.reposts,
+            author_followers: p.author_followers,
+            location: o(p.location),
+            lang: o(p.lang),
+            scores: post.scores,
+        }
+    }
+
+    /// The post, with owned strings.
+    pub fn into_post(self) -> Post {
+        let o = |s: Option<Cow<'_, str>>| s.map(Cow::into_owned);
+        Post {
+            incoming: IncomingPost {
+                platform: self.platform.into_owned(),
+                id: self.id.into_owned(),
+                community: o(self.community),
+                author: o(self.author),
+                body: self.body.into_owned(),
+                created_at: self.created_at,
+                parent_id: o(self.parent_id),
+                thread_id: o(self.thread_id),
+                url: o(self.url),
+                score: self.score,
+                reposts: self.reposts,
+                author_followers: self.author_followers,
+                location: o(self.location),
+                lang: o(self.lang),
+            },
+            text: self.text.into_owned(),
+            ingested_at: self.ingested_at,
+            scores: self.scores,
+        }
     }
 }
 
@@ -232,23 +370,26 @@ impl<'a> Reader<'a> {
         Err(DecodeError::Invalid("a length of more than 64 bits".into()))
     }
 
-    fn text(&mut self, len: usize) -> Result<String, DecodeError> {
-        let bytes = self.take(len)?;
-        std::str::from_utf8(bytes)
-            .map(str::to_owned)
-            .map_err(|_| DecodeError::NotUtf8)
+    fn str(&mut self) -> Result<&'a str, DecodeError> {
+        let len = self.len()?;
+        std::str::from_utf8(self.take(len)?).map_err(|_| DecodeError::NotUtf8)
+    }
+
+    fn opt_str(&mut self) -> Result<Option<&'a str>, DecodeError> {
+        match self.len()? {
+            0 => Ok(None),
+            n => std::str::from_utf8(self.take(n - 1)?)
+                .map(Some)
+                .map_err(|_| DecodeError::NotUtf8),
+        }
     }
 
     fn string(&mut self) -> Result<String, DecodeError> {
-        let len = self.len()?;
-        self.text(len)
+        self.str().map(str::to_owned)
     }
 
     fn opt_string(&mut self) -> Result<Option<String>, DecodeError> {
-        match self.len()? {
-            0 => Ok(None),
-            n => self.text(n - 1).map(Some),
-        }
+        Ok(self.opt_str()?.map(str::to_owned))
     }
 
     fn i64(&mut self) -> Result<i64, DecodeError> {
@@ -354,6 +495,19 @@ mod tests {
         assert_eq!(Post::from_log_bytes(&empty.to_log_bytes()), Ok(empty));
         // Bit for bit, the sign of zero included.
         assert_eq!(back.scores.subjectivity.to_bits(), (-0.0f64).to_bits());
+    }
+
+    #[test]
+    fn views_borrow_the_record_and_equal_the_post() {
+        let post = post();
+        let bytes = post.to_log_bytes();
+        let view = PostView::from_log_bytes(&bytes).unwrap();
+        assert_eq!(view, post.view());
+        assert!(matches!(view.body, Cow::Borrowed(_)) && matches!(view.community, Some(Cow::Borrowed(_))));
+        assert_eq!(view.into_post(), post);
+        // JSON records of earlier versions give the same view.
+        let json = serde_json::to_vec(&post).unwrap();
+        assert_eq!(PostView::from_log_bytes(&json).unwrap(), post.view());
     }
 
     #[test]

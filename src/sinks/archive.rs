@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use crate::log::{Log, LogError, Topic};
 use crate::metrics::Metrics;
 use crate::record::batch::{partition_of_time, schema, to_record_batch, with_partition_columns};
-use crate::record::{Post, column};
+use crate::record::{PostView, column};
 use crate::transforms::Drain;
 use crate::transforms::enrich::DeadLetter;
 
@@ -332,18 +332,15 @@ impl Archive {
         if entries.is_empty() {
             return Ok(false);
         }
-        let mut groups: BTreeMap<(NaiveDate, u32), Vec<Post>> = BTreeMap::new();
+        let mut groups: BTreeMap<(NaiveDate, u32), Vec<PostView<'_>>> = BTreeMap::new();
         for entry in &entries {
             files.buffered_bytes += entry.value.len() as u64;
-            let post = Post::from_log_bytes(&entry.value).map_err(|e| ArchiveError::Damaged {
+            let post = PostView::from_log_bytes(&entry.value).map_err(|e| ArchiveError::Damaged {
                 partition: files.partition,
                 offset: entry.offset,
                 reason: e.to_string(),
             })?;
-            groups
-                .entry(partition_of_time(post.incoming.created_at))
-                .or_default()
-                .push(post);
+            groups.entry(partition_of_time(post.created_at)).or_default().push(post);
         }
         if files.first.is_none() {
             files.first = Some(entries[0].offset);
