@@ -21,7 +21,7 @@ pub fn timestamp_type() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, Some(TIME_ZONE.into()))
 }
 
-/// The Arrow schema of [`Post`], in [`column::ALL`] order.
+/// The Arrow schema of [`Post`](super::Post), in [`column::ALL`] order.
 pub fn schema() -> SchemaRef {
     static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         use DataType::{Float64, Int64, Utf8};
