@@ -221,7 +221,7 @@ impl QueryEngine {
                     .map_err(|e| QueryError::Failed(format!("posts.enriched partition {p}: {e}")))?;
                 let failed = |e: arrow::error::ArrowError| QueryError::Failed(e.to_string());
                 let batch = to_record_batch(&posts).map_err(failed)?;
-                let partitions = posts.iter().map(|p| partition_of_time(p.created_at));
+                let partitions = posts.iter().map(|p| partition_of_time(p.incoming.created_at));
                 cached.push(TailBatch {
                     first,
                     batch: with_partition_columns(&batch, partitions).map_err(failed)?,

@@ -57,7 +57,7 @@ impl RawPost {
             return serde_json::from_slice(bytes).map_err(|e| DecodeError::Json(e.to_string()));
         }
         let mut r = Reader::new(bytes, RAW_V1, "posts.raw")?;
-        let incoming = r.incoming()?;
+        let incoming = r.incoming()?.into_owned();
         let ingested_at = r.i64()?;
         r.end()?;
         Ok(RawPost { incoming, ingested_at })
@@ -104,47 +104,51 @@ impl Post {
 
     /// The post as a [`PostView`] borrowing its strings.
     pub fn view(&self) -> PostView<'_> {
-        let p = &self.incoming;
-        fn opt(s: &Option<String>) -> Option<Cow<'_, str>> {
-            s.as_deref().map(Cow::Borrowed)
-        }
         PostView {
-            platform: Cow::Borrowed(&p.platform),
-            id: Cow::Borrowed(&p.id),
-            community: opt(&p.community),
-            author: opt(&p.author),
-            body: Cow::Borrowed(&p.body),
+            incoming: self.incoming.view(),
             text: Cow::Borrowed(&self.text),
-            created_at: p.created_at,
             ingested_at: self.ingested_at,
-            parent_id: opt(&p.parent_id),
-            thread_id: opt(&p.thread_id),
-            url: opt(&p.url),
-            score: p.score,
-            reposts: p.reposts,
-            author_followers: p.author_followers,
-            location: opt(&p.location),
-            lang: opt(&p.lang),
             scores: self.scores,
         }
     }
 }
 
-/// A post of `posts.enriched` read in place: its strings borrow the
-/// record's bytes (JSON records of earlier versions own theirs), so the
-/// archive and queries turn records into Arrow columns without allocating
-/// a string per field.
+impl IncomingPost {
+    /// The fields as an [`IncomingView`] borrowing its strings.
+    pub fn view(&self) -> IncomingView<'_> {
+        fn opt(s: &Option<String>) -> Option<Cow<'_, str>> {
+            s.as_deref().map(Cow::Borrowed)
+        }
+        IncomingView {
+            platform: Cow::Borrowed(&self.platform),
+            id: Cow::Borrowed(&self.id),
+            community: opt(&self.community),
+            author: opt(&self.author),
+            body: Cow::Borrowed(&self.body),
+            created_at: self.created_at,
+            parent_id: opt(&self.parent_id),
+            thread_id: opt(&self.thread_id),
+            url: opt(&self.url),
+            score: self.score,
+            reposts: self.reposts,
+            author_followers: self.author_followers,
+            location: opt(&self.location),
+            lang: opt(&self.lang),
+        }
+    }
+}
+
+/// The fields of an [`IncomingPost`] read in place: the strings borrow the
+/// record's bytes (JSON records of earlier versions own theirs).
 #[derive(Debug, Clone, PartialEq)]
-#[allow(missing_docs)] // The fields are those of `Post`.
-pub struct PostView<'a> {
+#[allow(missing_docs)] // The fields are those of `IncomingPost`.
+pub struct IncomingView<'a> {
     pub platform: Cow<'a, str>,
     pub id: Cow<'a, str>,
     pub community: Option<Cow<'a, str>>,
     pub author: Option<Cow<'a, str>>,
     pub body: Cow<'a, str>,
-    pub text: Cow<'a, str>,
     pub created_at: i64,
-    pub ingested_at: i64,
     pub parent_id: Option<Cow<'a, str>>,
     pub thread_id: Option<Cow<'a, str>>,
     pub url: Option<Cow<'a, str>>,
@@ -153,6 +157,64 @@ pub struct PostView<'a> {
     pub author_followers: Option<i64>,
     pub location: Option<Cow<'a, str>>,
     pub lang: Option<Cow<'a, str>>,
+}
+
+impl IncomingView<'_> {
+    /// The fields, with owned strings.
+    pub fn into_owned(self) -> IncomingPost {
+        let o = |s: Option<Cow<'_, str>>| s.map(Cow::into_owned);
+        IncomingPost {
+            platform: self.platform.into_owned(),
+            id: self.id.into_owned(),
+            community: o(self.community),
+            author: o(self.author),
+            body: self.body.into_owned(),
+            created_at: self.created_at,
+            parent_id: o(self.parent_id),
+            thread_id: o(self.thread_id),
+            url: o(self.url),
+            score: self.score,
+            reposts: self.reposts,
+            author_followers: self.author_followers,
+            location: o(self.location),
+            lang: o(self.lang),
+        }
+    }
+}
+
+impl From<IncomingPost> for IncomingView<'static> {
+    fn from(p: IncomingPost) -> Self {
+        let o = |s: Option<String>| s.map(Cow::Owned);
+        IncomingView {
+            platform: Cow::Owned(p.platform),
+            id: Cow::Owned(p.id),
+            community: o(p.community),
+            author: o(p.author),
+            body: Cow::Owned(p.body),
+            created_at: p.created_at,
+            parent_id: o(p.parent_id),
+            thread_id: o(p.thread_id),
+            url: o(p.url),
+            score: p.score,
+            reposts: p.reposts,
+            author_followers: p.author_followers,
+            location: o(p.location),
+            lang: o(p.lang),
+        }
+    }
+}
+
+/// A post of `posts.enriched` read in place, so the archive and queries
+/// turn records into Arrow columns without allocating a string per field.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PostView<'a> {
+    /// The fields the client sent.
+    pub incoming: IncomingView<'a>,
+    /// `body` after cleanup.
+    pub text: Cow<'a, str>,
+    /// When chorus accepted the post, µs since the Unix epoch, UTC.
+    pub ingested_at: i64,
+    /// The sentiment of `text`.
     pub scores: Scores,
 }
 
@@ -161,24 +223,19 @@ impl<'a> PostView<'a> {
     pub fn from_log_bytes(bytes: &'a [u8]) -> Result<PostView<'a>, DecodeError> {
         if bytes.first() == Some(&b'{') {
             let post: Post = serde_json::from_slice(bytes).map_err(|e| DecodeError::Json(e.to_string()))?;
-            return Ok(PostView::owning(post));
+            return Ok(PostView {
+                incoming: post.incoming.into(),
+                text: Cow::Owned(post.text),
+                ingested_at: post.ingested_at,
+                scores: post.scores,
+            });
         }
         let mut r = Reader::new(bytes, POST_V1, "posts.enriched")?;
-        let platform = r.str()?;
-        let id = r.str()?;
-        let community = r.opt_str()?;
-        let author = r.opt_str()?;
-        let body = r.str()?;
-        let created_at = r.i64()?;
-        let parent_id = r.opt_str()?;
-        let thread_id = r.opt_str()?;
-        let url = r.opt_str()?;
-        let score = r.opt_i64()?;
-        let reposts = r.opt_i64()?;
-        let author_followers = r.opt_i64()?;
-        let location = r.opt_str()?;
-        let lang = r.opt_str()?;
-        let text = r.opt_str()?.unwrap_or(body);
+        let incoming = r.incoming()?;
+        let text = match r.opt_str()? {
+            Some(text) => Cow::Borrowed(text),
+            None => incoming.body.clone(),
+        };
         let ingested_at = r.i64()?;
         let mut f = || r.i64().map(|v| f64::from_bits(v as u64));
         let (polarity, subjectivity, vader_neg, vader_neu, vader_pos, vader_compound) =
@@ -190,24 +247,10 @@ impl<'a> PostView<'a> {
             b => return Err(DecodeError::Invalid(format!("sentiment {b} is not 0, 1 or 2"))),
         };
         r.end()?;
-        let b = Cow::Borrowed;
         Ok(PostView {
-            platform: b(platform),
-            id: b(id),
-            community: community.map(b),
-            author: author.map(b),
-            body: b(body),
-            text: b(text),
-            created_at,
+            incoming,
+            text,
             ingested_at,
-            parent_id: parent_id.map(b),
-            thread_id: thread_id.map(b),
-            url: url.map(b),
-            score,
-            reposts,
-            author_followers,
-            location: location.map(b),
-            lang: lang.map(b),
             scores: Scores {
                 polarity,
                 subjectivity,
@@ -220,51 +263,10 @@ impl<'a> PostView<'a> {
         })
     }
 
-    /// A view that owns the strings of `post`.
-    fn owning(post: Post) -> PostView<'static> {
-        let p = post.incoming;
-        let o = |s: Option<String>| s.map(Cow::Owned);
-        PostView {
-            platform: Cow::Owned(p.platform),
-            id: Cow::Owned(p.id),
-            community: o(p.community),
-            author: o(p.author),
-            body: Cow::Owned(p.body),
-            text: Cow::Owned(post.text),
-            created_at: p.created_at,
-            ingested_at: post.ingested_at,
-            parent_id: o(p.parent_id),
-            thread_id: o(p.thread_id),
-            url: o(p.url),
-            score: p.score,
-            reposts: p.reposts,
-            author_followers: p.author_followers,
-            location: o(p.location),
-            lang: o(p.lang),
-            scores: post.scores,
-        }
-    }
-
     /// The post, with owned strings.
     pub fn into_post(self) -> Post {
-        let o = |s: Option<Cow<'_, str>>| s.map(Cow::into_owned);
         Post {
-            incoming: IncomingPost {
-                platform: self.platform.into_owned(),
-                id: self.id.into_owned(),
-                community: o(self.community),
-                author: o(self.author),
-                body: self.body.into_owned(),
-                created_at: self.created_at,
-                parent_id: o(self.parent_id),
-                thread_id: o(self.thread_id),
-                url: o(self.url),
-                score: self.score,
-                reposts: self.reposts,
-                author_followers: self.author_followers,
-                location: o(self.location),
-                lang: o(self.lang),
-            },
+            incoming: self.incoming.into_owned(),
             text: self.text.into_owned(),
             ingested_at: self.ingested_at,
             scores: self.scores,
@@ -384,14 +386,6 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn string(&mut self) -> Result<String, DecodeError> {
-        self.str().map(str::to_owned)
-    }
-
-    fn opt_string(&mut self) -> Result<Option<String>, DecodeError> {
-        Ok(self.opt_str()?.map(str::to_owned))
-    }
-
     fn i64(&mut self) -> Result<i64, DecodeError> {
         let bytes = self.take(8)?;
         Ok(i64::from_le_bytes(
@@ -407,22 +401,24 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn incoming(&mut self) -> Result<IncomingPost, DecodeError> {
-        Ok(IncomingPost {
-            platform: self.string()?,
-            id: self.string()?,
-            community: self.opt_string()?,
-            author: self.opt_string()?,
-            body: self.string()?,
+    /// The fields of an [`IncomingPost`], in [`Writer::incoming`]'s order.
+    fn incoming(&mut self) -> Result<IncomingView<'a>, DecodeError> {
+        let b = Cow::Borrowed;
+        Ok(IncomingView {
+            platform: b(self.str()?),
+            id: b(self.str()?),
+            community: self.opt_str()?.map(b),
+            author: self.opt_str()?.map(b),
+            body: b(self.str()?),
             created_at: self.i64()?,
-            parent_id: self.opt_string()?,
-            thread_id: self.opt_string()?,
-            url: self.opt_string()?,
+            parent_id: self.opt_str()?.map(b),
+            thread_id: self.opt_str()?.map(b),
+            url: self.opt_str()?.map(b),
             score: self.opt_i64()?,
             reposts: self.opt_i64()?,
             author_followers: self.opt_i64()?,
-            location: self.opt_string()?,
-            lang: self.opt_string()?,
+            location: self.opt_str()?.map(b),
+            lang: self.opt_str()?.map(b),
         })
     }
 
@@ -503,7 +499,9 @@ mod tests {
         let bytes = post.to_log_bytes();
         let view = PostView::from_log_bytes(&bytes).unwrap();
         assert_eq!(view, post.view());
-        assert!(matches!(view.body, Cow::Borrowed(_)) && matches!(view.community, Some(Cow::Borrowed(_))));
+        assert!(
+            matches!(view.incoming.body, Cow::Borrowed(_)) && matches!(view.incoming.community, Some(Cow::Borrowed(_)))
+        );
         assert_eq!(view.into_post(), post);
         // JSON records of earlier versions give the same view.
         let json = serde_json::to_vec(&post).unwrap();

@@ -340,7 +340,10 @@ impl Archive {
                 offset: entry.offset,
                 reason: e.to_string(),
             })?;
-            groups.entry(partition_of_time(post.created_at)).or_default().push(post);
+            groups
+                .entry(partition_of_time(post.incoming.created_at))
+                .or_default()
+                .push(post);
         }
         if files.first.is_none() {
             files.first = Some(entries[0].offset);
