@@ -557,6 +557,31 @@ mod tests {
         incoming.into_post("good".into(), scores, 0).to_log_bytes()
     }
 
+    /// Appends a post per (id, created_at) to `posts.enriched`, keyed by
+    /// id; returns the records.
+    fn append_posts(log: &Arc<dyn Log>, posts: &[(String, i64)]) -> Vec<Vec<u8>> {
+        let values: Vec<Vec<u8>> = posts.iter().map(|(id, t)| post(id, *t)).collect();
+        let records: Vec<(&[u8], &[u8])> = posts
+            .iter()
+            .zip(&values)
+            .map(|((id, _), v)| (id.as_bytes(), v.as_slice()))
+            .collect();
+        log.append(Topic::Enriched, &records).unwrap();
+        values
+    }
+
+    fn open_archive(root: &Path, log: &Arc<dyn Log>, config: ArchiveConfig) -> Archive {
+        Archive::open(
+            root,
+            log.clone(),
+            config,
+            Arc::new(Metrics::default()),
+            Arc::new(RwLock::new(())),
+            Arc::new(ArchiveTail::default()),
+        )
+        .unwrap()
+    }
+
     #[test]
     fn writes_hive_files_commits_them_and_removes_uncommitted_leftovers() {
         use crate::log::fjall::FjallLog;
@@ -570,25 +595,9 @@ mod tests {
             1_546_300_800_000_000 + hour,
             1_546_300_800_000_000 + 24 * hour,
         ];
-        let values: Vec<Vec<u8>> = times
-            .iter()
-            .enumerate()
-            .map(|(i, t)| post(&format!("t1_{i}"), *t))
-            .collect();
-        let records: Vec<(&[u8], &[u8])> = values.iter().map(|v| (&b"k"[..], v.as_slice())).collect();
-        log.append(Topic::Enriched, &records).unwrap();
-        let open = |log: &Arc<dyn Log>| {
-            let gate = Arc::new(RwLock::new(()));
-            Archive::open(
-                &root,
-                log.clone(),
-                ArchiveConfig::default(),
-                Arc::new(Metrics::default()),
-                gate,
-                Arc::new(ArchiveTail::default()),
-            )
-            .unwrap()
-        };
+        let posts: Vec<(String, i64)> = times.iter().enumerate().map(|(i, t)| (format!("t1_{i}"), *t)).collect();
+        append_posts(&log, &posts);
+        let open = |log: &Arc<dyn Log>| open_archive(&root, log, ArchiveConfig::default());
         // Shut down at once: what was read is flushed and committed.
         let shutdown = CancellationToken::new();
         let archive = open(&log);
@@ -638,27 +647,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log: Arc<dyn Log> = Arc::new(FjallLog::open(&dir.path().join("log"), 2).unwrap());
         // More than one read (4,096 records) per partition.
-        let keys: Vec<String> = (0..10_000).map(|i| format!("t1_{i}")).collect();
-        let values: Vec<Vec<u8>> = keys
-            .iter()
-            .zip(0..)
-            .map(|(id, i)| post(id, 1_546_300_800_000_000 + i))
+        let posts: Vec<(String, i64)> = (0..10_000)
+            .map(|i| (format!("t1_{i}"), 1_546_300_800_000_000 + i))
             .collect();
-        let records: Vec<(&[u8], &[u8])> = keys
-            .iter()
-            .zip(&values)
-            .map(|(k, v)| (k.as_bytes(), v.as_slice()))
-            .collect();
-        log.append(Topic::Enriched, &records).unwrap();
-        let archive = Archive::open(
-            &dir.path().join("archive"),
-            log.clone(),
-            ArchiveConfig::default(),
-            Arc::new(Metrics::default()),
-            Arc::new(RwLock::new(())),
-            Arc::new(ArchiveTail::default()),
-        )
-        .unwrap();
+        append_posts(&log, &posts);
+        let archive = open_archive(&dir.path().join("archive"), &log, ArchiveConfig::default());
         // Told to stop before it starts: it still archives everything.
         let shutdown = CancellationToken::new();
         shutdown.cancel();
@@ -685,39 +678,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log: Arc<dyn Log> = Arc::new(FjallLog::open(&dir.path().join("log"), 2).unwrap());
         // 9,000 posts on partition 0, 1,000 on partition 1.
-        let keys: Vec<String> = (0..)
-            .map(|i| format!("t1_{i}"))
-            .filter(|k| crate::log::partition_of(k.as_bytes(), 2) == 0)
-            .take(9_000)
-            .chain(
-                (0..)
-                    .map(|i| format!("t1_{i}"))
-                    .filter(|k| crate::log::partition_of(k.as_bytes(), 2) == 1)
-                    .take(1_000),
-            )
-            .collect();
-        let values: Vec<Vec<u8>> = keys.iter().map(|id| post(id, 1_546_300_800_000_000)).collect();
-        let records: Vec<(&[u8], &[u8])> = keys
-            .iter()
-            .zip(&values)
-            .map(|(k, v)| (k.as_bytes(), v.as_slice()))
-            .collect();
-        log.append(Topic::Enriched, &records).unwrap();
+        let on = |partition| {
+            (0..)
+                .map(|i| (format!("t1_{i}"), 1_546_300_800_000_000))
+                .filter(move |(id, _)| crate::log::partition_of(id.as_bytes(), 2) == partition)
+        };
+        let posts: Vec<(String, i64)> = on(0).take(9_000).chain(on(1).take(1_000)).collect();
+        let values = append_posts(&log, &posts);
         // The bound holds 3,000 posts: partition 1 alone never reaches it.
         let config = ArchiveConfig {
             max_file_bytes: values[..3_000].iter().map(|v| v.len() as u64).sum(),
             max_file_age_secs: 3_600,
             ..ArchiveConfig::default()
         };
-        let archive = Archive::open(
-            &dir.path().join("archive"),
-            log.clone(),
-            config,
-            Arc::new(Metrics::default()),
-            Arc::new(RwLock::new(())),
-            Arc::new(ArchiveTail::default()),
-        )
-        .unwrap();
+        let archive = open_archive(&dir.path().join("archive"), &log, config);
         let shutdown = CancellationToken::new();
         let runner = {
             let shutdown = shutdown.clone();
