@@ -386,8 +386,8 @@ mod tests {
         assert_eq!(r.status(), 429);
         assert_eq!(r.headers()["retry-after"], "1");
         assert!(r.text().await.unwrap().contains("3 posts wait for enrichment"));
-        // A large batch gets its 429 too, not a connection cut while it is
-        // still being sent (the body is read before the answer).
+        // A large batch gets its 429 too, not a transport error while it is
+        // still being sent (the throttle answers before reading the body).
         let large = (100..10_000).map(post).collect::<Vec<_>>().join("\n");
         assert!(large.len() > 500_000 && large.len() < 1 << 20);
         for _ in 0..5 {

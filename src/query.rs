@@ -98,8 +98,8 @@ impl QueryEngine {
         archive_tail: Arc<ArchiveTail>,
     ) -> QueryEngine {
         let caches = CacheManagerConfig::default().with_list_files_cache_limit(0);
-        // Invariant: building the default runtime with a cache setting
-        // allocates nothing fallible.
+        // Invariant: the runtime fails to build only on settings given to
+        // it; these are the defaults and a cache limit.
         let runtime = RuntimeEnvBuilder::new()
             .with_cache_manager(caches)
             .build_arc()
