@@ -52,9 +52,15 @@ fn segment_options() -> KeyspaceCreateOptions {
     // compressed. Measured with scripts/bench_pipeline.sh over 1M posts:
     // server CPU 41 µs per post with separated, LZ4-compressed values; 37
     // with LZ4 blocks; 34-35 with neither, for 20% more disk.
+    // Segments are only ever scanned by offset, never probed for a key, so
+    // they build no bloom filters, and their blocks are 32 KiB (fewer index
+    // entries); 2M posts: 15.7-16.3 µs per post with filters and 4 KiB
+    // blocks, 14.6-15.2 without.
     KeyspaceCreateOptions::default()
         .max_memtable_size(SEGMENT_MEMTABLE_BYTES)
         .data_block_compression_policy(::fjall::config::CompressionPolicy::disabled())
+        .filter_policy(::fjall::config::FilterPolicy::disabled())
+        .data_block_size_policy(::fjall::config::BlockSizePolicy::all(32 * 1024))
 }
 
 fn storage(e: impl std::fmt::Display) -> LogError {
