@@ -6,14 +6,15 @@
 # SQL, and the server's peak RSS.
 #
 # Usage: scripts/bench_pipeline.sh [POSTS] [CONCURRENCY]   (default 1000000, 4)
-# Extra TOML for the server can be given in $CHORUS_BENCH_CONFIG.
+# Extra TOML for the server can be given in $CHORUS_BENCH_CONFIG; another
+# server binary (to compare two builds) in $CHORUS_BIN.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/chorus/target}"
 POSTS="${1:-1000000}"
 CONCURRENCY="${2:-4}"
 cargo build --release --quiet --bin chorus --example bench_ingest
-BIN="$CARGO_TARGET_DIR/release/chorus"
+BIN="${CHORUS_BIN:-$CARGO_TARGET_DIR/release/chorus}"
 DIR="$(mktemp -d)"
 trap 'kill "$PID" 2>/dev/null || true; rm -rf "$DIR"' EXIT
 printf '%s\n' "${CHORUS_BENCH_CONFIG:-}" > "$DIR/chorus.toml"

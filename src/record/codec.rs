@@ -53,14 +53,73 @@ impl RawPost {
 
     /// Reads a record of `posts.raw` (binary, or JSON from earlier versions).
     pub fn from_log_bytes(bytes: &[u8]) -> Result<RawPost, DecodeError> {
+        RawView::from_log_bytes(bytes).map(RawView::into_raw_post)
+    }
+}
+
+/// A record of `posts.raw` read in place: what the enrich stage needs to
+/// recognise a re-submission and write the enriched record without
+/// allocating a string per field.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawView<'a> {
+    /// The fields the client sent.
+    pub incoming: IncomingView<'a>,
+    /// When chorus accepted the post, µs since the Unix epoch, UTC.
+    pub ingested_at: i64,
+    /// The incoming fields in the log encoding: as stored, or encoded from
+    /// a JSON record of an earlier version.
+    fields: Cow<'a, [u8]>,
+}
+
+impl<'a> RawView<'a> {
+    /// Reads a record of `posts.raw` in place.
+    pub fn from_log_bytes(bytes: &'a [u8]) -> Result<RawView<'a>, DecodeError> {
         if bytes.first() == Some(&b'{') {
-            return serde_json::from_slice(bytes).map_err(|e| DecodeError::Json(e.to_string()));
+            let raw: RawPost = serde_json::from_slice(bytes).map_err(|e| DecodeError::Json(e.to_string()))?;
+            let mut w = Writer(Vec::with_capacity(64 + raw.incoming.body.len()));
+            w.incoming(&raw.incoming);
+            return Ok(RawView {
+                incoming: raw.incoming.into(),
+                ingested_at: raw.ingested_at,
+                fields: Cow::Owned(w.0),
+            });
         }
         let mut r = Reader::new(bytes, RAW_V1, "posts.raw")?;
-        let incoming = r.incoming()?.into_owned();
+        let incoming = r.incoming()?;
+        let fields = Cow::Borrowed(&bytes[1..r.at]);
         let ingested_at = r.i64()?;
         r.end()?;
-        Ok(RawPost { incoming, ingested_at })
+        Ok(RawView {
+            incoming,
+            ingested_at,
+            fields,
+        })
+    }
+
+    /// A 64-bit hash of the incoming fields (XXH3 of their encoding, which
+    /// is one byte string per post): equal posts hash equal, whenever and
+    /// however they were sent.
+    pub fn content_hash(&self) -> u64 {
+        xxhash_rust::xxh3::xxh3_64(&self.fields)
+    }
+
+    /// The record of `posts.enriched` for this post, cleaned to `text` and
+    /// scored `scores`: [`Post::to_log_bytes`] of the same post, with the
+    /// incoming fields copied as they are encoded.
+    pub fn to_post_log_bytes(&self, text: &str, scores: &Scores) -> Vec<u8> {
+        let mut w = Writer(Vec::with_capacity(64 + self.fields.len() + text.len()));
+        w.0.push(POST_V1);
+        w.0.extend_from_slice(&self.fields);
+        w.enrichment(&self.incoming.body, text, self.ingested_at, scores);
+        w.0
+    }
+
+    /// The post, with owned strings.
+    pub fn into_raw_post(self) -> RawPost {
+        RawPost {
+            incoming: self.incoming.into_owned(),
+            ingested_at: self.ingested_at,
+        }
     }
 }
 
@@ -70,29 +129,7 @@ impl Post {
         let mut w = Writer(Vec::with_capacity(128 + self.incoming.body.len() + self.text.len()));
         w.0.push(POST_V1);
         w.incoming(&self.incoming);
-        // Most texts are their body unchanged by cleanup: 0 says so.
-        if self.text == self.incoming.body {
-            w.0.push(0);
-        } else {
-            w.opt_str(Some(&self.text));
-        }
-        w.i64(self.ingested_at);
-        let s = &self.scores;
-        for x in [
-            s.polarity,
-            s.subjectivity,
-            s.vader_neg,
-            s.vader_neu,
-            s.vader_pos,
-            s.vader_compound,
-        ] {
-            w.0.extend_from_slice(&x.to_le_bytes());
-        }
-        w.0.push(match s.sentiment {
-            Sentiment::Negative => 0,
-            Sentiment::Neutral => 1,
-            Sentiment::Positive => 2,
-        });
+        w.enrichment(&self.incoming.body, &self.text, self.ingested_at, &self.scores);
         w.0
     }
 
@@ -290,7 +327,7 @@ impl Writer {
         self.0.extend_from_slice(s.as_bytes());
     }
 
-    fn opt_str(&mut self, s: Option<&String>) {
+    fn opt_str(&mut self, s: Option<&str>) {
         match s {
             None => self.0.push(0),
             Some(s) => {
@@ -314,21 +351,47 @@ impl Writer {
         }
     }
 
+    /// What enrich adds after the incoming fields of a post with `body`.
+    fn enrichment(&mut self, body: &str, text: &str, ingested_at: i64, s: &Scores) {
+        // Most texts are their body unchanged by cleanup: 0 says so.
+        if text == body {
+            self.0.push(0);
+        } else {
+            self.opt_str(Some(text));
+        }
+        self.i64(ingested_at);
+        for x in [
+            s.polarity,
+            s.subjectivity,
+            s.vader_neg,
+            s.vader_neu,
+            s.vader_pos,
+            s.vader_compound,
+        ] {
+            self.0.extend_from_slice(&x.to_le_bytes());
+        }
+        self.0.push(match s.sentiment {
+            Sentiment::Negative => 0,
+            Sentiment::Neutral => 1,
+            Sentiment::Positive => 2,
+        });
+    }
+
     fn incoming(&mut self, p: &IncomingPost) {
         self.str(&p.platform);
         self.str(&p.id);
-        self.opt_str(p.community.as_ref());
-        self.opt_str(p.author.as_ref());
+        self.opt_str(p.community.as_deref());
+        self.opt_str(p.author.as_deref());
         self.str(&p.body);
         self.i64(p.created_at);
-        self.opt_str(p.parent_id.as_ref());
-        self.opt_str(p.thread_id.as_ref());
-        self.opt_str(p.url.as_ref());
+        self.opt_str(p.parent_id.as_deref());
+        self.opt_str(p.thread_id.as_deref());
+        self.opt_str(p.url.as_deref());
         self.opt_i64(p.score);
         self.opt_i64(p.reposts);
         self.opt_i64(p.author_followers);
-        self.opt_str(p.location.as_ref());
-        self.opt_str(p.lang.as_ref());
+        self.opt_str(p.location.as_deref());
+        self.opt_str(p.lang.as_deref());
     }
 }
 
@@ -506,6 +569,48 @@ mod tests {
         // JSON records of earlier versions give the same view.
         let json = serde_json::to_vec(&post).unwrap();
         assert_eq!(PostView::from_log_bytes(&json).unwrap(), post.view());
+    }
+
+    #[test]
+    fn a_raw_view_writes_the_enriched_record_and_hashes_the_content() {
+        let post = post();
+        let raw = RawPost {
+            incoming: post.incoming.clone(),
+            ingested_at: post.ingested_at,
+        };
+        let bytes = raw.to_log_bytes();
+        let view = RawView::from_log_bytes(&bytes).unwrap();
+        assert!(matches!(view.incoming.body, Cow::Borrowed(_)));
+        assert_eq!(view.to_post_log_bytes(&post.text, &post.scores), post.to_log_bytes());
+        let mut same = post.clone();
+        same.text = same.incoming.body.clone();
+        assert_eq!(view.to_post_log_bytes(&same.text, &same.scores), same.to_log_bytes());
+        // The hash is the content's: another ingest time, or the JSON form
+        // of an earlier version, hash the same; any changed field does not.
+        let later = RawPost {
+            ingested_at: 99,
+            ..raw.clone()
+        };
+        let json = serde_json::to_vec(&raw).unwrap();
+        let hash = view.content_hash();
+        assert_eq!(
+            RawView::from_log_bytes(&later.to_log_bytes()).unwrap().content_hash(),
+            hash
+        );
+        assert_eq!(RawView::from_log_bytes(&json).unwrap().content_hash(), hash);
+        let changes: [fn(&mut IncomingPost); 4] = [
+            |p| p.body.push('!'),
+            |p| p.score = None,
+            |p| p.lang = None,
+            |p| p.thread_id = Some(String::new()),
+        ];
+        for change in changes {
+            let mut edited = raw.clone();
+            change(&mut edited.incoming);
+            let bytes = edited.to_log_bytes();
+            assert_ne!(RawView::from_log_bytes(&bytes).unwrap().content_hash(), hash);
+        }
+        assert_eq!(view.into_raw_post(), raw);
     }
 
     #[test]

@@ -8,7 +8,7 @@
 
 pub mod batch;
 mod codec;
-pub use codec::{DecodeError, IncomingView, PostView};
+pub use codec::{DecodeError, IncomingView, PostView, RawView};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

@@ -6,18 +6,18 @@
 //! Each worker thread owns the partitions `p` with `p % workers == w`, so
 //! the stage uses every core it is given and keeps per-partition order.
 
-use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::enrich;
 use crate::log::{Entry, Fnv1a, Log, LogError, Topic, Transaction, post_key};
 use crate::metrics::Metrics;
-use crate::record::{Post, RawPost, now_micros};
+use crate::record::{IncomingPost, RawView, now_micros};
 
 /// The enrich stage's consumer name on `posts.raw`.
 pub const CONSUMER: &str = "enrich";
@@ -164,14 +164,14 @@ fn process(
 ) -> Result<(), LogError> {
     metrics.enrich_in.add(entries.len() as u64);
     let mut dead: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-    let mut raws: Vec<RawPost> = Vec::with_capacity(entries.len());
-    // Per kept post: its state key (prefix + post key) and content hash.
-    let mut seen: Vec<(Vec<u8>, [u8; 8])> = Vec::with_capacity(entries.len());
-    // Within the batch: state key → hash of its latest content.
-    let mut in_batch: HashMap<Vec<u8>, [u8; 8]> = HashMap::new();
+    let mut raws: Vec<RawView> = Vec::with_capacity(entries.len());
+    // Per kept post: its state key (prefix + post key) and seen-state value.
+    let mut seen: Vec<(Vec<u8>, SeenValue)> = Vec::with_capacity(entries.len());
+    // Within the batch: state key → the value of its latest content.
+    let mut in_batch: FxHashMap<Vec<u8>, SeenValue> = FxHashMap::default();
     let mut duplicates = 0;
     for entry in entries {
-        let raw = match RawPost::from_log_bytes(&entry.value) {
+        let raw = match RawView::from_log_bytes(&entry.value) {
             Ok(raw) => raw,
             Err(e) => {
                 dead.push(dead_letter(
@@ -183,31 +183,30 @@ fn process(
                 continue;
             }
         };
-        let mut h = Fnv1a::new();
-        raw.incoming.hash(&mut h);
-        let hash = h.finish().to_be_bytes();
+        let value = seen_value(&raw);
         let mut state_key = SEEN_PREFIX.to_vec();
         state_key.extend_from_slice(&post_key(&raw.incoming.platform, &raw.incoming.id));
-        let previous = match in_batch.get(&state_key) {
-            Some(h) => Some(*h),
-            None => log.state(&state_key)?.and_then(|v| v.try_into().ok()),
+        let again = match in_batch.get(&state_key) {
+            Some(previous) => *previous == value,
+            None => log
+                .state(&state_key)?
+                .is_some_and(|previous| same_content(&previous, &value, &raw)),
         };
-        if previous == Some(hash) {
+        if again {
             duplicates += 1;
             continue;
         }
-        in_batch.insert(state_key.clone(), hash);
+        in_batch.insert(state_key.clone(), value);
         raws.push(raw);
-        seen.push((state_key, hash));
+        seen.push((state_key, value));
     }
-    let bodies: Vec<&str> = raws.iter().map(|raw| raw.incoming.body.as_str()).collect();
+    let bodies: Vec<&str> = raws.iter().map(|raw| raw.incoming.body.as_ref()).collect();
     let cleaned = enrich::clean_and_score_batch(&bodies);
     drop(bodies);
     let mut enriched: Vec<(&[u8], Vec<u8>)> = Vec::with_capacity(raws.len());
-    for ((raw, (state_key, _)), (text, scores)) in raws.into_iter().zip(&seen).zip(cleaned) {
-        let post: Post = raw.incoming.into_post(text, scores, raw.ingested_at);
+    for ((raw, (state_key, _)), (text, scores)) in raws.iter().zip(&seen).zip(cleaned) {
         // The post key is the state key without its prefix.
-        enriched.push((&state_key[SEEN_PREFIX.len()..], post.to_log_bytes()));
+        enriched.push((&state_key[SEEN_PREFIX.len()..], raw.to_post_log_bytes(&text, &scores)));
     }
     let mut tx = Transaction::new();
     for (key, value) in &enriched {
@@ -216,8 +215,8 @@ fn process(
     for (key, value) in &dead {
         tx.append(Topic::Dead, key, value);
     }
-    for (state_key, hash) in &seen {
-        tx.put_state(state_key, hash);
+    for (state_key, value) in &seen {
+        tx.put_state(state_key, value);
     }
     tx.commit(CONSUMER, Topic::Raw, partition, next_offset);
     log.write(&tx)?;
@@ -225,6 +224,39 @@ fn process(
     metrics.dead_letters.add(dead.len() as u64);
     metrics.enrich_duplicates.add(duplicates);
     Ok(())
+}
+
+/// What the seen-state of a post holds: [`SEEN_V2`], then the XXH3
+/// content hash of [`RawView::content_hash`], big-endian.
+type SeenValue = [u8; 9];
+
+/// First byte of a [`SeenValue`]. Earlier versions stored 8 bytes: the
+/// FNV-1a of the incoming fields' `Hash` ([`legacy_hash`]).
+const SEEN_V2: u8 = 2;
+
+fn seen_value(raw: &RawView) -> SeenValue {
+    let mut value = [SEEN_V2; 9];
+    value[1..].copy_from_slice(&raw.content_hash().to_be_bytes());
+    value
+}
+
+/// Whether the stored seen-state `previous` is that of `raw`, whose value
+/// is `value`.
+fn same_content(previous: &[u8], value: &SeenValue, raw: &RawView) -> bool {
+    match previous.len() {
+        9 => previous == value,
+        // Written by an earlier version: compare the hash it used.
+        8 => previous == legacy_hash(&raw.incoming.clone().into_owned()),
+        _ => false,
+    }
+}
+
+/// The content hash earlier versions stored: FNV-1a over the `Hash` of
+/// the incoming fields.
+fn legacy_hash(incoming: &IncomingPost) -> [u8; 8] {
+    let mut h = Fnv1a::new();
+    incoming.hash(&mut h);
+    h.finish().to_be_bytes()
 }
 
 /// A dead letter for `entry`, keyed by where it came from.
@@ -247,7 +279,7 @@ fn dead_letter(topic: Topic, partition: u32, entry: &Entry, error: &str) -> (Vec
 mod tests {
     use super::*;
     use crate::log::fjall::FjallLog;
-    use crate::record::IncomingPost;
+    use crate::record::{Post, RawPost};
 
     fn raw(id: &str, body: &str) -> Vec<u8> {
         let incoming = IncomingPost {
@@ -330,5 +362,30 @@ mod tests {
         assert_eq!(dead[0].value, "{not json");
         assert!(dead[0].error.starts_with("not a raw post"), "{}", dead[0].error);
         assert_eq!(log.lag(CONSUMER, Topic::Raw).unwrap(), 0);
+    }
+
+    #[test]
+    fn a_resubmission_seen_by_an_earlier_version_is_still_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Arc::new(FjallLog::open(dir.path(), 4).unwrap());
+        let metrics = Arc::new(Metrics::default());
+        // The state an earlier version left for t1_a: an 8-byte FNV-1a.
+        let a = raw("t1_a", "seen before the upgrade");
+        let incoming = RawPost::from_log_bytes(&a).unwrap().incoming;
+        let mut state_key = SEEN_PREFIX.to_vec();
+        state_key.extend_from_slice(b"reddit\0t1_a");
+        let mut tx = Transaction::new();
+        let old = legacy_hash(&incoming);
+        tx.put_state(&state_key, &old);
+        log.write(&tx).unwrap();
+        let a_edited = raw("t1_a", "edited after the upgrade");
+        log.append(Topic::Raw, &[(b"reddit\0t1_a", &a), (b"reddit\0t1_a", &a_edited)])
+            .unwrap();
+        run_until_drained(&log, &metrics);
+        let texts: Vec<String> = enriched(&log).into_iter().map(|p| p.text).collect();
+        assert_eq!(texts, ["edited after the upgrade"]);
+        assert_eq!(metrics.enrich_duplicates.get(), 1);
+        // The state now holds the new form.
+        assert_eq!(log.state(&state_key).unwrap().map(|v| v.len()), Some(9));
     }
 }
