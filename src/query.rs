@@ -82,9 +82,9 @@ pub struct QueryEngine {
     archive_tail: Arc<ArchiveTail>,
     /// Per partition: the log's tail past that, as Arrow.
     tail: std::sync::Mutex<Vec<Vec<TailBatch>>>,
-    /// Shared by every query: its cache of Parquet footers (keyed by path,
-    /// size and modification time, bounded) saves reading every file's
-    /// footer again on each query. Its cache of directory listings is off,
+    /// Shared by every query: its caches of Parquet footers and of file
+    /// statistics (keyed by path, size and modification time, bounded) save
+    /// reading every file's footer again on each query. Its cache of directory listings is off,
     /// since the archive adds files all the time.
     runtime: Arc<RuntimeEnv>,
 }
@@ -155,7 +155,13 @@ impl QueryEngine {
         let config = ListingTableConfig::new(url)
             .with_listing_options(options)
             .with_schema(post_schema());
-        let archived = ListingTable::try_new(config).map_err(failed)?;
+        // Per-file statistics are kept between queries (the runtime's
+        // cache, checked against each file's size and modification time):
+        // computing them from the footers of every file in range was a
+        // cost that grew with the archive, paid by each query.
+        let archived = ListingTable::try_new(config)
+            .map_err(failed)?
+            .with_cache(self.runtime.cache_manager.get_file_statistic_cache());
         let recent = MemTable::try_new(posts_schema(), vec![self.recent_batches()?]).map_err(failed)?;
         let df = ctx
             .read_table(Arc::new(archived))
