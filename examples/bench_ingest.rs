@@ -20,7 +20,7 @@ const PROBE_COMMUNITY: &str = "bench-probe";
 /// load generator spends little of the machine's CPU, which it shares with
 /// the server. The lines are what `serde_json::json!` would write: the same
 /// fields, keys in sorted order.
-fn batch_body(batch: usize, size: usize, bodies: &[String], now_secs: i64) -> String {
+fn batch_body(batch: usize, size: usize, bodies: &[String], now_secs: i64, probe_secs: i64) -> String {
     use std::fmt::Write;
     let bulk_secs = (now_secs / 3600 - 24) * 3600;
     let mut out = String::with_capacity(size * 700);
@@ -31,10 +31,11 @@ fn batch_body(batch: usize, size: usize, bodies: &[String], now_secs: i64) -> St
         if k == 0 {
             // The probe, created now; the others within one hour of
             // yesterday (one Hive partition), so the probe query prunes
-            // their files and stays cheap.
+            // their files and stays cheap. (Its creation time also lets the
+            // poller skip the files of probes already seen.)
             writeln!(
                 out,
-                r#"{{"body":{body},"community":"{PROBE_COMMUNITY}","created_at":{now_secs},"id":"probe-{batch}","platform":"bench"}}"#
+                r#"{{"body":{body},"community":"{PROBE_COMMUNITY}","created_at":{probe_secs},"id":"probe-{batch}","platform":"bench"}}"#
             )
         } else {
             writeln!(
@@ -107,10 +108,13 @@ async fn main() {
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let throttled = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let transport_errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    // When each batch's probe was created (Unix seconds; 0: not yet).
+    let built: Arc<Vec<std::sync::atomic::AtomicI64>> =
+        Arc::new((0..batches).map(|_| std::sync::atomic::AtomicI64::new(0)).collect());
     let start = Instant::now();
     let mut senders = Vec::new();
     for _ in 0..concurrency {
-        let (client, base, bodies, acked, next, throttled, transport_errors) = (
+        let (client, base, bodies, acked, next, throttled, transport_errors, built) = (
             client.clone(),
             base.clone(),
             bodies.clone(),
@@ -118,6 +122,7 @@ async fn main() {
             next.clone(),
             throttled.clone(),
             transport_errors.clone(),
+            built.clone(),
         );
         senders.push(tokio::spawn(async move {
             loop {
@@ -125,7 +130,9 @@ async fn main() {
                 if batch >= batches {
                     return;
                 }
-                let body = batch_body(batch, batch_size, &bodies, now_secs);
+                let probe_secs = chrono::Utc::now().timestamp();
+                built[batch].store(probe_secs, std::sync::atomic::Ordering::Relaxed);
+                let body = batch_body(batch, batch_size, &bodies, now_secs, probe_secs);
                 loop {
                     match client.post(format!("{base}/v1/posts")).body(body.clone()).send().await {
                         Ok(r) if r.status() == 202 => {
@@ -153,10 +160,25 @@ async fn main() {
     // Probe poller: when does each acknowledged batch become visible?
     let mut latencies: Vec<f64> = Vec::new();
     let mut seen = vec![false; batches];
-    let probe_query = format!("SELECT id FROM posts WHERE dt >= DATE '{today}' AND community = '{PROBE_COMMUNITY}'");
-    // (Bulk posts are dated yesterday: this prunes their files.)
+    // The oldest batch whose probe was not seen yet.
+    let mut oldest_unseen = 0;
     let mut last_report = Instant::now();
     while latencies.len() < batches {
+        while seen.get(oldest_unseen) == Some(&true) {
+            oldest_unseen += 1;
+        }
+        // Probes created since the oldest unseen one (batches are built in
+        // order; a second of margin), so the files of probes already seen
+        // are pruned by their statistics, and bulk posts (dated yesterday)
+        // by their partition.
+        let since = match built[oldest_unseen].load(std::sync::atomic::Ordering::Relaxed) {
+            0 => chrono::Utc::now().timestamp(),
+            secs => secs,
+        } - 1;
+        let probe_query = format!(
+            "SELECT id FROM posts WHERE dt >= DATE '{today}' AND community = '{PROBE_COMMUNITY}' \
+             AND created_at >= to_timestamp_seconds({since})"
+        );
         let rows = sql(&client, &base, &probe_query).await;
         let polled = Instant::now();
         let acked_now = acked.lock().unwrap().clone();
