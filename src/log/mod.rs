@@ -269,7 +269,8 @@ pub fn partition_of(key: &[u8], partitions: u32) -> u32 {
 }
 
 /// 64-bit FNV-1a: a hash that never changes between runs or versions, for
-/// what is stored (partitions, the enrich stage's content hashes).
+/// what is stored (partitions; the content hashes of earlier versions of
+/// the enrich stage).
 #[derive(Debug, Clone, Copy)]
 pub struct Fnv1a(u64);
 
