@@ -252,7 +252,14 @@ pub fn record_json(topic: Topic, value: &[u8]) -> serde_json::Value {
 
 /// The partition key of a post: its platform and id.
 pub fn post_key(platform: &str, id: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(platform.len() + 1 + id.len());
+    prefixed_post_key(b"", platform, id)
+}
+
+/// [`post_key`] after `prefix`, in one allocation (state keys are a stage's
+/// prefix and the post key).
+pub fn prefixed_post_key(prefix: &[u8], platform: &str, id: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(prefix.len() + platform.len() + 1 + id.len());
+    key.extend_from_slice(prefix);
     key.extend_from_slice(platform.as_bytes());
     key.push(0);
     key.extend_from_slice(id.as_bytes());

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::enrich;
-use crate::log::{Entry, Fnv1a, Log, LogError, Topic, Transaction, post_key};
+use crate::log::{Entry, Fnv1a, Log, LogError, Topic, Transaction, prefixed_post_key};
 use crate::metrics::Metrics;
 use crate::record::{IncomingPost, RawView, now_micros};
 
@@ -184,8 +184,7 @@ fn process(
             }
         };
         let value = seen_value(&raw);
-        let mut state_key = SEEN_PREFIX.to_vec();
-        state_key.extend_from_slice(&post_key(&raw.incoming.platform, &raw.incoming.id));
+        let state_key = prefixed_post_key(SEEN_PREFIX, &raw.incoming.platform, &raw.incoming.id);
         let again = match in_batch.get(&state_key) {
             Some(previous) => *previous == value,
             None => log
