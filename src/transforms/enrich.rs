@@ -292,6 +292,17 @@ mod tests {
         .to_log_bytes()
     }
 
+    /// What the enrich stage of 54ddb92 stored as the content hash of
+    /// `raw("t1_a", "seen before the upgrade")` (computed with that commit).
+    const LEGACY_HASH_OF_T1_A: [u8; 8] = [99, 228, 2, 16, 127, 23, 183, 98];
+
+    /// A fresh 4-partition log (kept in the returned directory) and metrics.
+    fn open_log() -> (tempfile::TempDir, Arc<FjallLog>, Arc<Metrics>) {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Arc::new(FjallLog::open(dir.path(), 4).unwrap());
+        (dir, log, Arc::new(Metrics::default()))
+    }
+
     fn run_until_drained(log: &Arc<FjallLog>, metrics: &Arc<Metrics>) {
         let shutdown = CancellationToken::new();
         let handle = {
@@ -316,9 +327,7 @@ mod tests {
 
     #[test]
     fn enriches_drops_resubmissions_and_dead_letters_garbage() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = Arc::new(FjallLog::open(dir.path(), 4).unwrap());
-        let metrics = Arc::new(Metrics::default());
+        let (_dir, log, metrics) = open_log();
         let a = raw("t1_a", "I **love** it https://x.org");
         let a_again = raw("t1_a", "I **love** it https://x.org");
         let a_edited = raw("t1_a", "I hate it now");
@@ -365,16 +374,16 @@ mod tests {
 
     #[test]
     fn a_resubmission_seen_by_an_earlier_version_is_still_dropped() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = Arc::new(FjallLog::open(dir.path(), 4).unwrap());
-        let metrics = Arc::new(Metrics::default());
+        let (_dir, log, metrics) = open_log();
         // The state an earlier version left for t1_a: an 8-byte FNV-1a.
         let a = raw("t1_a", "seen before the upgrade");
         let incoming = RawPost::from_log_bytes(&a).unwrap().incoming;
-        let mut state_key = SEEN_PREFIX.to_vec();
-        state_key.extend_from_slice(b"reddit\0t1_a");
-        let mut tx = Transaction::new();
+        let state_key = prefixed_post_key(SEEN_PREFIX, "reddit", "t1_a");
         let old = legacy_hash(&incoming);
+        // A change to `IncomingPost`'s fields or to its `Hash` would break
+        // the comparison with state written by earlier versions.
+        assert_eq!(old, LEGACY_HASH_OF_T1_A);
+        let mut tx = Transaction::new();
         tx.put_state(&state_key, &old);
         log.write(&tx).unwrap();
         let a_edited = raw("t1_a", "edited after the upgrade");
