@@ -84,8 +84,8 @@ pub struct QueryEngine {
     tail: std::sync::Mutex<Vec<Vec<TailBatch>>>,
     /// Shared by every query: its caches of Parquet footers and of file
     /// statistics (keyed by path, size and modification time, bounded) save
-    /// reading every file's footer again on each query. Its cache of directory listings is off,
-    /// since the archive adds files all the time.
+    /// reading every file's footer again on each query. Its cache of
+    /// directory listings is off, since the archive adds files all the time.
     runtime: Arc<RuntimeEnv>,
 }
 
