@@ -43,6 +43,9 @@ pub struct ServerConfig {
     pub tokens: Vec<String>,
     /// Largest request body, bytes (larger: 413).
     pub max_body_bytes: usize,
+    /// Largest body of one post, bytes: a larger post is a rejected line
+    /// (its batch is still taken).
+    pub max_post_bytes: usize,
     /// Ingest answers 429 with `Retry-After` while more raw posts than this
     /// wait for the enrich stage.
     pub max_enrich_lag: u64,
@@ -54,7 +57,17 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 7700)),
             tokens: Vec::new(),
             max_body_bytes: 16 * 1024 * 1024,
+            max_post_bytes: crate::record::DEFAULT_MAX_POST_BYTES,
             max_enrich_lag: 30_000,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The bounds of an accepted post.
+    pub fn limits(&self) -> crate::record::Limits {
+        crate::record::Limits {
+            max_post_bytes: self.max_post_bytes,
         }
     }
 }
@@ -187,6 +200,10 @@ listen = "127.0.0.1:7700"
 tokens = []
 # Largest request body in bytes; larger requests get 413.
 max_body_bytes = 16777216
+# Largest body of one post in bytes (on every path: API, chorus ingest,
+# collectors); a larger post is a rejected line, the rest of its batch is
+# still accepted.
+max_post_bytes = 1048576
 # While more raw posts than this wait for the enrich stage, ingest answers
 # 429 with Retry-After instead of buffering (under a second of work on two
 # cores: it bounds the delay from 202 to visible in SQL).

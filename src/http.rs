@@ -37,6 +37,8 @@ pub struct AppState {
     pub tokens: Vec<String>,
     /// Largest request body, bytes.
     pub max_body_bytes: usize,
+    /// The bounds of an accepted post.
+    pub limits: crate::record::Limits,
     /// Ingest throttles above this enrich lag.
     pub max_enrich_lag: u64,
 }
@@ -185,9 +187,9 @@ async fn ingest(
             "empty body: send a JSON object, a JSON array or NDJSON",
         );
     }
-    let log = state.log.clone();
+    let (log, limits) = (state.log.clone(), state.limits);
     let task = tokio::task::spawn_blocking(move || {
-        let parsed = mapping::parse_document(&bytes, format);
+        let parsed = mapping::parse_document(&bytes, format, &limits);
         let appended = sources::append_posts(&*log, parsed.posts, now_micros());
         (appended, parsed.rejected)
     });
@@ -358,6 +360,7 @@ mod tests {
             metrics: Arc::new(Metrics::default()),
             tokens: Vec::new(),
             max_body_bytes: 1 << 20,
+            limits: Default::default(),
             max_enrich_lag,
         });
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

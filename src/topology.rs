@@ -221,6 +221,7 @@ impl Pipeline {
                     metrics: self.metrics.clone(),
                     tokens: self.config.tokens(),
                     max_body_bytes: self.config.server.max_body_bytes,
+                    limits: self.config.server.limits(),
                     max_enrich_lag: self.config.server.max_enrich_lag,
                 });
                 let stop = stop.clone();
@@ -238,7 +239,7 @@ impl Pipeline {
         for source in self.config.sources.clone() {
             let (data, output, metrics, stop) = (
                 self.data.clone(),
-                crate::sources::output::Output::Log(self.log()),
+                crate::sources::output::Output::Log(self.log(), self.config.server.limits()),
                 self.metrics.clone(),
                 stop.clone(),
             );

@@ -12,7 +12,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::log::Log;
 use crate::mapping::{self, Format, Parsed, Rejection};
-use crate::record::now_micros;
+use crate::record::{Limits, now_micros};
 use crate::sources;
 
 /// Lines per batch sent or appended.
@@ -90,6 +90,7 @@ pub async fn ingest_files(
     format: Format,
     filter: &Filter,
     destination: &Destination<'_>,
+    limits: &Limits,
     errors: &mut dyn std::io::Write,
 ) -> anyhow::Result<Summary> {
     let mut total = Summary::default();
@@ -118,7 +119,7 @@ pub async fn ingest_files(
                 .read_to_end(&mut body)
                 .with_context(|| format!("cannot read {}", path.display()))?;
             let lines = if body.is_empty() { Vec::new() } else { vec![body] };
-            let outcome = send(&lines, format, filter, destination, &client, true).await?;
+            let outcome = send(&lines, format, filter, destination, limits, &client, true).await?;
             summary.accepted += outcome.accepted;
             summary.skipped += outcome.skipped;
             report(&outcome.rejected, 1, &mut summary);
@@ -134,7 +135,7 @@ pub async fn ingest_files(
                     lines.push(line);
                 }
                 if lines.len() == BATCH_LINES || (n == 0 && !lines.is_empty()) {
-                    let outcome = send(&lines, format, filter, destination, &client, false).await?;
+                    let outcome = send(&lines, format, filter, destination, limits, &client, false).await?;
                     summary.accepted += outcome.accepted;
                     summary.skipped += outcome.skipped;
                     report(&outcome.rejected, line_no + 1, &mut summary);
@@ -249,14 +250,15 @@ async fn send(
     format: Format,
     filter: &Filter,
     destination: &Destination<'_>,
+    limits: &Limits,
     client: &reqwest::Client,
     document: bool,
 ) -> anyhow::Result<Outcome> {
     let parse = || {
         if document {
-            mapping::parse_document(&lines[0], format)
+            mapping::parse_document(&lines[0], format, limits)
         } else {
-            let mut parsed = Parsed::default();
+            let mut parsed = Parsed::new(*limits);
             for (i, line) in lines.iter().enumerate() {
                 parsed.take_line(i + 1, line, format);
             }

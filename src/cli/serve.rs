@@ -182,13 +182,14 @@ pub async fn ingest(
         format!("unknown format {format:?}: use auto, canonical, reddit, tweet, bluesky, mastodon or hackernews")
     })?;
     let mut stderr = std::io::stderr();
+    let limits = config.server.limits();
     if let Some(info) = topology::running_server(data) {
         eprintln!("chorus: sending to the server at http://{}", info.address);
         let destination = ingest::Destination::Remote {
             base: base(&info),
             token: token(),
         };
-        return ingest::ingest_files(files, format, filter, &destination, &mut stderr).await;
+        return ingest::ingest_files(files, format, filter, &destination, &limits, &mut stderr).await;
     }
     // No server: append to the log, and run the stages until everything
     // read is enriched and archived.
@@ -199,7 +200,15 @@ pub async fn ingest(
         tokio::spawn(async move { pipeline.run(None, shutdown).await })
     };
     let log = pipeline.log();
-    let summary = ingest::ingest_files(files, format, filter, &ingest::Destination::Log(&*log), &mut stderr).await;
+    let summary = ingest::ingest_files(
+        files,
+        format,
+        filter,
+        &ingest::Destination::Log(&*log),
+        &limits,
+        &mut stderr,
+    )
+    .await;
     while !runner.is_finished() && log.lag(crate::transforms::enrich::CONSUMER, Topic::Raw)? > 0 {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
@@ -242,6 +251,7 @@ pub async fn collect(
     let Some(mut remote) = remote else {
         // Only this collector: not the config's own [[sources]].
         config.sources.clear();
+        let limits = config.server.limits();
         let pipeline = Arc::new(open_offline(data, config)?);
         eprintln!("chorus: collecting {name} into {}", data.display());
         let runner = {
@@ -250,7 +260,12 @@ pub async fn collect(
         };
         let progress = report_progress(name.clone(), pipeline.metrics(), shutdown.clone());
         let result = source
-            .run(data, Output::Log(pipeline.log()), pipeline.metrics(), shutdown.clone())
+            .run(
+                data,
+                Output::Log(pipeline.log(), limits),
+                pipeline.metrics(),
+                shutdown.clone(),
+            )
             .await;
         progress.abort();
         shutdown.cancel();

@@ -18,7 +18,7 @@ pub mod twitter;
 
 use serde_json::Value;
 
-use crate::record::{IncomingPost, RecordError, json_type};
+use crate::record::{IncomingPost, Limits, RecordError, json_type};
 
 /// The shape of submitted JSON.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -159,11 +159,30 @@ pub struct Parsed {
     pub posts: Vec<IncomingPost>,
     /// Refused lines.
     pub rejected: Vec<Rejection>,
+    /// The bounds each post must keep.
+    pub limits: Limits,
 }
 
 impl Parsed {
-    fn take(&mut self, line: usize, value: &Value, format: Format) {
-        match to_posts(value, format) {
+    /// Nothing parsed yet; posts must keep `limits`.
+    pub fn new(limits: Limits) -> Parsed {
+        Parsed {
+            limits,
+            ..Parsed::default()
+        }
+    }
+
+    /// Keeps the posts of one line if every one of them is within bounds
+    /// (a v2 tweet response holding one bad tweet is refused whole, so a
+    /// line is either accepted or rejected).
+    fn keep(&mut self, line: usize, posts: Result<Vec<IncomingPost>, RecordError>) {
+        let checked = posts.and_then(|posts| {
+            for post in &posts {
+                post.check(&self.limits)?;
+            }
+            Ok(posts)
+        });
+        match checked {
             Ok(posts) => self.posts.extend(posts),
             Err(e) => self.rejected.push(Rejection {
                 line,
@@ -171,6 +190,10 @@ impl Parsed {
                 malformed: false,
             }),
         }
+    }
+
+    fn take(&mut self, line: usize, value: &Value, format: Format) {
+        self.keep(line, to_posts(value, format));
     }
 
     /// Parses one NDJSON line (blank lines are skipped).
@@ -182,7 +205,7 @@ impl Parsed {
         if matches!(format, Format::Auto | Format::Canonical)
             && let Some(post) = IncomingPost::from_json_text(text)
         {
-            self.posts.push(post);
+            self.keep(line, Ok(vec![post]));
             return;
         }
         match serde_json::from_slice::<Value>(text) {
@@ -197,8 +220,9 @@ impl Parsed {
 }
 
 /// Parses a document: one JSON object, a JSON array of them, or NDJSON.
-pub fn parse_document(body: &[u8], format: Format) -> Parsed {
-    let mut parsed = Parsed::default();
+/// Each post must keep `limits`; one that does not is a rejected line.
+pub fn parse_document(body: &[u8], format: Format, limits: &Limits) -> Parsed {
+    let mut parsed = Parsed::new(*limits);
     let trimmed = body.trim_ascii_start();
     if trimmed.starts_with(b"[") {
         match serde_json::from_slice::<Vec<Value>>(body) {
@@ -234,16 +258,26 @@ mod tests {
 
     #[test]
     fn reads_an_object_an_array_and_ndjson_with_line_numbers() {
-        assert_eq!(parse_document(POST.as_bytes(), Format::Auto).posts.len(), 1);
+        assert_eq!(
+            parse_document(POST.as_bytes(), Format::Auto, &Limits::default())
+                .posts
+                .len(),
+            1
+        );
         let pretty = serde_json::to_string_pretty(&serde_json::from_str::<Value>(POST).unwrap()).unwrap();
-        assert_eq!(parse_document(pretty.as_bytes(), Format::Auto).posts.len(), 1);
+        assert_eq!(
+            parse_document(pretty.as_bytes(), Format::Auto, &Limits::default())
+                .posts
+                .len(),
+            1
+        );
         let array = format!("[{POST}, {{\"platform\":\"x\"}}, {POST}]");
-        let parsed = parse_document(array.as_bytes(), Format::Auto);
+        let parsed = parse_document(array.as_bytes(), Format::Auto, &Limits::default());
         assert_eq!(parsed.posts.len(), 2);
         assert_eq!(parsed.rejected[0].line, 2);
         assert_eq!(parsed.rejected[0].error, "missing \"id\"");
         let ndjson = format!("{POST}\n\n{{oops\n{POST}\n[1]\n");
-        let parsed = parse_document(ndjson.as_bytes(), Format::Auto);
+        let parsed = parse_document(ndjson.as_bytes(), Format::Auto, &Limits::default());
         assert_eq!(parsed.posts.len(), 2);
         let lines: Vec<(usize, bool)> = parsed.rejected.iter().map(|r| (r.line, r.malformed)).collect();
         assert_eq!(lines, [(3, true), (5, false)]);
@@ -255,7 +289,11 @@ mod tests {
     fn detects_reddit_comments_and_tweets() {
         let comment = r#"{"id":"e6xucdd","subreddit":"Unexpected","body":"x","created_utc":1538352000}"#;
         let tweet = r#"{"id_str":"1","text":"x","created_at":"Thu Jun 27 00:25:31 +0000 2019"}"#;
-        let parsed = parse_document(format!("{comment}\n{tweet}\n").as_bytes(), Format::Auto);
+        let parsed = parse_document(
+            format!("{comment}\n{tweet}\n").as_bytes(),
+            Format::Auto,
+            &Limits::default(),
+        );
         let ids: Vec<(&str, &str)> = parsed
             .posts
             .iter()
@@ -263,7 +301,7 @@ mod tests {
             .collect();
         assert_eq!(ids, [("reddit", "t1_e6xucdd"), ("twitter", "1")]);
         // Forcing a format applies it to every line.
-        let parsed = parse_document(comment.as_bytes(), Format::Tweet);
+        let parsed = parse_document(comment.as_bytes(), Format::Tweet, &Limits::default());
         assert_eq!(parsed.rejected.len(), 1);
     }
 }

@@ -126,8 +126,157 @@ pub struct Scores {
     pub sentiment: Sentiment,
 }
 
-/// Longest accepted `platform` and `id`, in bytes.
+/// Longest accepted `id`, in bytes.
 pub const MAX_KEY_LEN: usize = 512;
+/// Longest accepted `platform`, in bytes.
+pub const MAX_PLATFORM_LEN: usize = 64;
+/// Longest accepted `community` and `author`, in bytes.
+pub const MAX_NAME_LEN: usize = 256;
+/// Longest accepted `url`, in bytes.
+pub const MAX_URL_LEN: usize = 4096;
+/// Longest accepted `location`, in bytes.
+pub const MAX_LOCATION_LEN: usize = 512;
+/// Longest accepted `lang`, in bytes (a BCP 47 tag is at most 35).
+pub const MAX_LANG_LEN: usize = 64;
+/// Default largest `body` of one post, in bytes (`[server] max_post_bytes`).
+pub const DEFAULT_MAX_POST_BYTES: usize = 1024 * 1024;
+/// Earliest accepted `created_at`, µs: 1970-01-01T00:00:00Z.
+pub const MIN_CREATED_AT: i64 = 0;
+/// First rejected `created_at`, µs: 2200-01-01T00:00:00Z. Every accepted
+/// time has a four-digit year, so its Hive directory `dt=YYYY-MM-DD` is
+/// one every reader of the archive parses.
+pub const END_CREATED_AT: i64 = 7_258_118_400_000_000;
+
+/// The bounds every accepted post keeps, whatever its format: see
+/// [`IncomingPost::check`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest `body`, bytes.
+    pub max_post_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_post_bytes: DEFAULT_MAX_POST_BYTES,
+        }
+    }
+}
+
+impl Limits {
+    /// No bound on the body (the fields' bounds still hold): for records
+    /// already in the log, accepted under whatever body limit was set then.
+    pub const ANY_BODY: Limits = Limits {
+        max_post_bytes: usize::MAX,
+    };
+}
+
+/// Checks one post's fields against the bounds of [`IncomingPost::check`].
+#[allow(clippy::too_many_arguments)]
+fn check_fields(
+    platform: &str,
+    id: &str,
+    short: [(&'static str, Option<&str>, usize); 6],
+    location: Option<&str>,
+    body: &str,
+    created_at: i64,
+    limits: &Limits,
+) -> Result<(), RecordError> {
+    let invalid = |field: &'static str, reason: String| Err(RecordError::Invalid { field, reason });
+    let bounded = |field: &'static str, value: &str, max: usize, controls: bool| {
+        if value.len() > max {
+            return invalid(field, format!("{} bytes, longer than {max}", value.len()));
+        }
+        if !controls && let Some(c) = value.chars().find(|c| c.is_control()) {
+            return invalid(field, format!("contains the control character {:?}", c));
+        }
+        Ok(())
+    };
+    for (field, value, max) in [
+        (column::PLATFORM, platform, MAX_PLATFORM_LEN),
+        (column::ID, id, MAX_KEY_LEN),
+    ] {
+        if value.is_empty() {
+            return invalid(field, "must not be empty".into());
+        }
+        bounded(field, value, max, false)?;
+    }
+    for (field, value, max) in short {
+        if let Some(value) = value {
+            bounded(field, value, max, false)?;
+        }
+    }
+    if let Some(location) = location {
+        // Free text: line breaks and tabs happen in real profiles.
+        bounded(column::LOCATION, location, MAX_LOCATION_LEN, true)?;
+    }
+    if body.len() > limits.max_post_bytes {
+        return invalid(
+            column::BODY,
+            format!(
+                "{} bytes, more than max_post_bytes ({})",
+                body.len(),
+                limits.max_post_bytes
+            ),
+        );
+    }
+    if !(MIN_CREATED_AT..END_CREATED_AT).contains(&created_at) {
+        return invalid(
+            column::CREATED_AT,
+            format!("{created_at} µs since the epoch is outside 1970..2200"),
+        );
+    }
+    Ok(())
+}
+
+impl IncomingPost {
+    /// Whether the post keeps the bounds every accepted post keeps, in
+    /// every format: `platform` (≤ 64 bytes) and `id` (≤ 512) not empty,
+    /// `community` and `author` ≤ 256, `parent_id` and `thread_id` ≤ 512,
+    /// `url` ≤ 4096, `location` ≤ 512, `lang` ≤ 64; none of them with a
+    /// control character (NUL included; `location` may hold line breaks);
+    /// `body` at most `limits.max_post_bytes`; `created_at` in 1970..2200.
+    pub fn check(&self, limits: &Limits) -> Result<(), RecordError> {
+        check_fields(
+            &self.platform,
+            &self.id,
+            [
+                (column::COMMUNITY, self.community.as_deref(), MAX_NAME_LEN),
+                (column::AUTHOR, self.author.as_deref(), MAX_NAME_LEN),
+                (column::PARENT_ID, self.parent_id.as_deref(), MAX_KEY_LEN),
+                (column::THREAD_ID, self.thread_id.as_deref(), MAX_KEY_LEN),
+                (column::URL, self.url.as_deref(), MAX_URL_LEN),
+                (column::LANG, self.lang.as_deref(), MAX_LANG_LEN),
+            ],
+            self.location.as_deref(),
+            &self.body,
+            self.created_at,
+            limits,
+        )
+    }
+}
+
+impl IncomingView<'_> {
+    /// [`IncomingPost::check`] of the fields in place.
+    pub fn check(&self, limits: &Limits) -> Result<(), RecordError> {
+        check_fields(
+            &self.platform,
+            &self.id,
+            [
+                (column::COMMUNITY, self.community.as_deref(), MAX_NAME_LEN),
+                (column::AUTHOR, self.author.as_deref(), MAX_NAME_LEN),
+                (column::PARENT_ID, self.parent_id.as_deref(), MAX_KEY_LEN),
+                (column::THREAD_ID, self.thread_id.as_deref(), MAX_KEY_LEN),
+                (column::URL, self.url.as_deref(), MAX_URL_LEN),
+                (column::LANG, self.lang.as_deref(), MAX_LANG_LEN),
+            ],
+            self.location.as_deref(),
+            &self.body,
+            self.created_at,
+            limits,
+        )
+    }
+}
 
 /// Why a submitted post was refused (the message goes back to the client).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

@@ -29,9 +29,9 @@ use tokio_util::sync::CancellationToken;
 use crate::log::{Log, LogError, Topic};
 use crate::metrics::Metrics;
 use crate::record::batch::{partition_of_time, schema, to_record_batch, with_partition_columns};
-use crate::record::{PostView, column};
+use crate::record::{Limits, PostView, column};
 use crate::transforms::Drain;
-use crate::transforms::enrich::DeadLetter;
+use crate::transforms::enrich::{DeadLetter, dead_letter};
 
 /// The archive's consumer name on `posts.enriched`.
 pub const CONSUMER: &str = "archive";
@@ -111,16 +111,6 @@ pub enum ArchiveError {
     /// Arrow conversion failed.
     #[error("archive arrow: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
-    /// A record of `posts.enriched` does not parse.
-    #[error("posts.enriched partition {partition} offset {offset} is damaged: {reason}")]
-    Damaged {
-        /// Partition.
-        partition: u32,
-        /// Offset.
-        offset: u64,
-        /// Parse error.
-        reason: String,
-    },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ArchiveError + '_ {
@@ -333,17 +323,44 @@ impl Archive {
             return Ok(false);
         }
         let mut groups: BTreeMap<(NaiveDate, u32), Vec<PostView<'_>>> = BTreeMap::new();
+        let mut dead = Vec::new();
         for entry in &entries {
             files.buffered_bytes += entry.value.len() as u64;
-            let post = PostView::from_log_bytes(&entry.value).map_err(|e| ArchiveError::Damaged {
-                partition: files.partition,
-                offset: entry.offset,
-                reason: e.to_string(),
-            })?;
+            // A record this stage cannot store goes to the dead letters
+            // (before its offset commits), never into a file or directory
+            // that SQL could not read.
+            let post = match PostView::from_log_bytes(&entry.value) {
+                Ok(post) => match post.incoming.check(&Limits::ANY_BODY) {
+                    Ok(()) => post,
+                    Err(e) => {
+                        dead.push(dead_letter(
+                            Topic::Enriched,
+                            files.partition,
+                            entry,
+                            &format!("out of bounds: {e}"),
+                        ));
+                        continue;
+                    }
+                },
+                Err(e) => {
+                    dead.push(dead_letter(
+                        Topic::Enriched,
+                        files.partition,
+                        entry,
+                        &format!("not an enriched post: {e}"),
+                    ));
+                    continue;
+                }
+            };
             groups
                 .entry(partition_of_time(post.incoming.created_at))
                 .or_default()
                 .push(post);
+        }
+        if !dead.is_empty() {
+            let refs: Vec<(&[u8], &[u8])> = dead.iter().map(|(k, v)| (k.as_slice(), v.as_slice())).collect();
+            self.log.append(Topic::Dead, &refs)?;
+            self.metrics.dead_letters.add(dead.len() as u64);
         }
         if files.first.is_none() {
             files.first = Some(entries[0].offset);

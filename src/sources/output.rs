@@ -29,7 +29,7 @@ use crate::http::IngestResponse;
 use crate::log::Log;
 use crate::mapping::Format;
 use crate::metrics::Metrics;
-use crate::record::{IncomingPost, now_micros};
+use crate::record::{IncomingPost, Limits, now_micros};
 
 /// Directory of the spools inside a data directory.
 pub const SPOOL_DIR: &str = "spool";
@@ -39,8 +39,9 @@ pub const REFUSED_DIR: &str = "refused";
 /// A collector's destination.
 #[derive(Clone)]
 pub enum Output {
-    /// `posts.raw` of a log this process holds.
-    Log(Arc<dyn Log>),
+    /// `posts.raw` of a log this process holds, taking posts within the
+    /// limits.
+    Log(Arc<dyn Log>, Limits),
     /// A remote `POST /v1/posts`, through a durable spool.
     Spool(Arc<Spool>),
 }
@@ -48,7 +49,7 @@ pub enum Output {
 impl std::fmt::Debug for Output {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Output::Log(_) => f.write_str("Output::Log"),
+            Output::Log(..) => f.write_str("Output::Log"),
             Output::Spool(spool) => write!(f, "Output::Spool({})", spool.dir.display()),
         }
     }
@@ -57,13 +58,28 @@ impl std::fmt::Debug for Output {
 impl Output {
     /// Makes `posts` durable at the destination (the log, or the spool);
     /// returns how many.
-    pub async fn emit(&self, posts: Vec<IncomingPost>, metrics: &Metrics) -> anyhow::Result<usize> {
+    /// A post out of bounds ([`IncomingPost::check`]; at a remote, its own
+    /// body limit applies) is logged, counted in `collector_invalid` and
+    /// left out: it never reaches the log.
+    pub async fn emit(&self, mut posts: Vec<IncomingPost>, metrics: &Metrics) -> anyhow::Result<usize> {
+        let limits = match self {
+            Output::Log(_, limits) => *limits,
+            Output::Spool(_) => Limits::ANY_BODY,
+        };
+        posts.retain(|post| match post.check(&limits) {
+            Ok(()) => true,
+            Err(e) => {
+                metrics.collector_invalid.add(1);
+                tracing::warn!(platform = %post.platform, error = %e, "A collected post is out of bounds; left out.");
+                false
+            }
+        });
         if posts.is_empty() {
             return Ok(0);
         }
         let n = posts.len();
         match self {
-            Output::Log(log) => {
+            Output::Log(log, _) => {
                 let log = log.clone();
                 tokio::task::spawn_blocking(move || super::append_posts(&*log, posts, now_micros()))
                     .await

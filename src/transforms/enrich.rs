@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::enrich;
 use crate::log::{Entry, Fnv1a, Log, LogError, Topic, Transaction, prefixed_post_key};
 use crate::metrics::Metrics;
-use crate::record::{IncomingPost, RawView, now_micros};
+use crate::record::{IncomingPost, Limits, RawView, now_micros};
 
 /// The enrich stage's consumer name on `posts.raw`.
 pub const CONSUMER: &str = "enrich";
@@ -90,7 +90,18 @@ pub fn run(
                 std::thread::Builder::new()
                     .name(format!("enrich-{w}"))
                     .spawn_scoped(scope, move || {
-                        let result = worker(&*log, w, workers, batch, &metrics, &shutdown);
+                        // A panic is a failure of the stage like any other:
+                        // it must stop the other workers, not leave them
+                        // running beside partitions nobody enriches.
+                        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            worker(&*log, w, workers, batch, &metrics, &shutdown)
+                        }))
+                        .unwrap_or_else(|panic| {
+                            Err(LogError::Storage(format!(
+                                "enrich worker {w} panicked: {}",
+                                panic_message(&*panic)
+                            )))
+                        });
                         if result.is_err() {
                             // One broken worker stops the others cleanly.
                             shutdown.cancel();
@@ -170,6 +181,8 @@ fn process(
     // Within the batch: state key → the value of its latest content.
     let mut in_batch: FxHashMap<Vec<u8>, SeenValue> = FxHashMap::default();
     let mut duplicates = 0;
+    // The log entry of each kept post, for its dead letter if scoring fails.
+    let mut kept_entries: Vec<&Entry> = Vec::with_capacity(entries.len());
     for entry in entries {
         let raw = match RawView::from_log_bytes(&entry.value) {
             Ok(raw) => raw,
@@ -183,6 +196,17 @@ fn process(
                 continue;
             }
         };
+        // Posts are checked at ingest; this keeps a record written by an
+        // earlier version (or another producer) from stopping the stage.
+        if let Err(e) = raw.incoming.check(&Limits::ANY_BODY) {
+            dead.push(dead_letter(
+                Topic::Raw,
+                partition,
+                entry,
+                &format!("out of bounds: {e}"),
+            ));
+            continue;
+        }
         let value = seen_value(&raw);
         let state_key = prefixed_post_key(SEEN_PREFIX, &raw.incoming.platform, &raw.incoming.id);
         let again = match in_batch.get(&state_key) {
@@ -197,15 +221,28 @@ fn process(
         }
         in_batch.insert(state_key.clone(), value);
         raws.push(raw);
+        kept_entries.push(entry);
         seen.push((state_key, value));
     }
     let bodies: Vec<&str> = raws.iter().map(|raw| raw.incoming.body.as_ref()).collect();
-    let cleaned = enrich::clean_and_score_batch(&bodies);
+    let cleaned = score_or_isolate(&bodies);
     drop(bodies);
     let mut enriched: Vec<(&[u8], Vec<u8>)> = Vec::with_capacity(raws.len());
-    for ((raw, (state_key, _)), (text, scores)) in raws.iter().zip(&seen).zip(cleaned) {
-        // The post key is the state key without its prefix.
-        enriched.push((&state_key[SEEN_PREFIX.len()..], raw.to_post_log_bytes(&text, &scores)));
+    let mut kept_seen: Vec<&(Vec<u8>, SeenValue)> = Vec::with_capacity(seen.len());
+    for (((raw, seen), entry), result) in raws.iter().zip(&seen).zip(&kept_entries).zip(cleaned) {
+        match result {
+            Ok((text, scores)) => {
+                // The post key is the state key without its prefix.
+                enriched.push((&seen.0[SEEN_PREFIX.len()..], raw.to_post_log_bytes(&text, &scores)));
+                kept_seen.push(seen);
+            }
+            Err(panic) => dead.push(dead_letter(
+                Topic::Raw,
+                partition,
+                entry,
+                &format!("cleanup or scoring failed: {panic}"),
+            )),
+        }
     }
     let mut tx = Transaction::new();
     for (key, value) in &enriched {
@@ -214,7 +251,7 @@ fn process(
     for (key, value) in &dead {
         tx.append(Topic::Dead, key, value);
     }
-    for (state_key, value) in &seen {
+    for (state_key, value) in kept_seen {
         tx.put_state(state_key, value);
     }
     tx.commit(CONSUMER, Topic::Raw, partition, next_offset);
@@ -258,8 +295,38 @@ fn legacy_hash(incoming: &IncomingPost) -> [u8; 8] {
     h.finish().to_be_bytes()
 }
 
+/// Cleans and scores `bodies` as one batch; should that panic (a bug, not
+/// data the analyzers refuse: they take any text), each body again on its
+/// own, so only the bodies that make it panic fail, with the panic's message.
+fn score_or_isolate(bodies: &[&str]) -> Vec<Result<(String, crate::record::Scores), String>> {
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    if let Ok(all) = catch_unwind(AssertUnwindSafe(|| enrich::clean_and_score_batch(bodies))) {
+        return all.into_iter().map(Ok).collect();
+    }
+    bodies
+        .iter()
+        .map(|body| {
+            catch_unwind(AssertUnwindSafe(|| {
+                let text = enrich::clean::clean(body);
+                let scores = enrich::score(&text);
+                (text, scores)
+            }))
+            .map_err(|panic| format!("panicked: {}", panic_message(&*panic)))
+        })
+        .collect()
+}
+
+/// The message of a caught panic.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
+}
+
 /// A dead letter for `entry`, keyed by where it came from.
-fn dead_letter(topic: Topic, partition: u32, entry: &Entry, error: &str) -> (Vec<u8>, Vec<u8>) {
+pub(crate) fn dead_letter(topic: Topic, partition: u32, entry: &Entry, error: &str) -> (Vec<u8>, Vec<u8>) {
     let letter = DeadLetter {
         topic: topic.name().to_string(),
         partition,

@@ -1,0 +1,236 @@
+//! Hostile input through the real binary: each test is a finding of the
+//! hardening issue, named after what a user would see, and failed on the
+//! code before the fix.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::server::{Server, chorus, sql, wait_for_count};
+
+/// Files roll every second, so the archive is written while tests run.
+const FAST_ROLL: &str = "[archive]\nmax_file_age_secs = 1\n";
+
+/// One canonical post.
+fn canonical(id: &str, created_at: i64) -> Value {
+    json!({"platform": "reddit", "id": id, "body": "I love this", "created_at": created_at})
+}
+
+/// NDJSON of `values`.
+fn lines(values: &[Value]) -> String {
+    values.iter().map(|v| format!("{v}\n")).collect()
+}
+
+async fn post(client: &reqwest::Client, server: &Server, query: &str, body: String) -> (u16, Value) {
+    let response = client
+        .post(server.url(&format!("/v1/posts{query}")))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+/// The dead letters of a stopped data directory, through `chorus tail`.
+fn dead_letters(data: &std::path::Path) -> Vec<Value> {
+    let out = chorus()
+        .arg("--data")
+        .arg(data)
+        .args(["tail", "--topic", "dead", "--from-beginning", "--no-follow"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reddit_comment_with_a_70000_character_id_is_a_rejected_line_and_every_partition_keeps_flowing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, FAST_ROLL, &[]);
+    let client = reqwest::Client::new();
+    let huge =
+        json!({"id": "x".repeat(70_000), "subreddit": "politics", "body": "hello", "created_utc": 1_546_300_800});
+    let fine = json!({"id": "abc", "subreddit": "politics", "body": "hello", "created_utc": 1_546_300_800});
+    let (status, answer) = post(&client, &server, "?format=reddit", lines(&[huge.clone(), fine])).await;
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(answer["accepted"], 1);
+    assert_eq!(answer["rejected"][0]["line"], 1);
+    let reason = answer["rejected"][0]["error"].as_str().unwrap();
+    assert!(
+        reason.contains("\"id\"") && reason.contains("longer than 512"),
+        "{reason}"
+    );
+    let (status, answer) = post(&client, &server, "?format=reddit", lines(&[huge])).await;
+    assert_eq!(status, 422, "{answer}");
+    // Posts on every log partition are still enriched and queryable.
+    let posts: Vec<Value> = (0..200).map(|i| canonical(&format!("t1_{i}"), 1_546_300_800)).collect();
+    let (status, _) = post(&client, &server, "", lines(&posts)).await;
+    assert_eq!(status, 202);
+    wait_for_count(&client, &server, 201, Duration::from_secs(60)).await;
+    server.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bluesky_event_from_the_year_10000_is_refused_and_sql_keeps_answering() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, FAST_ROLL, &[]);
+    let client = reqwest::Client::new();
+    // No createdAt: the mapping falls back to time_us, here in year 10000.
+    let event = |time_us: i64, rkey: &str| {
+        json!({"did": "did:plc:abc", "time_us": time_us, "kind": "commit", "commit": {
+            "operation": "create", "collection": "app.bsky.feed.post", "rkey": rkey,
+            "record": {"$type": "app.bsky.feed.post", "text": "far future"}}})
+    };
+    let (status, answer) = post(
+        &client,
+        &server,
+        "?format=bluesky",
+        lines(&[event(253_402_300_800_000_000, "a"), event(1_783_175_888_085_434, "b")]),
+    )
+    .await;
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(answer["accepted"], 1);
+    let reason = answer["rejected"][0]["error"].as_str().unwrap();
+    assert!(
+        reason.contains("created_at") && reason.contains("1970..2200"),
+        "{reason}"
+    );
+    // Canonical posts and v1.1-style dates are held to the same range.
+    let (status, answer) = post(
+        &client,
+        &server,
+        "",
+        lines(&[json!({"platform": "x", "id": "1", "body": "b", "created_at": "9999-12-31T23:00:00Z"})]),
+    )
+    .await;
+    assert_eq!(status, 422, "{answer}");
+    wait_for_count(&client, &server, 1, Duration::from_secs(60)).await;
+    // Once archived, SQL still reads every partition directory.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    server.stop();
+    let out = chorus()
+        .arg("--data")
+        .arg(&data)
+        .args([
+            "sql",
+            "--format",
+            "csv",
+            "SELECT count(*) AS n, max(dt) AS dt FROM posts",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), "n,dt\n1,2026-07-04\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_over_max_post_bytes_is_a_rejected_line_and_its_batch_is_taken() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, "[server]\nmax_post_bytes = 1000\n", &[]);
+    let client = reqwest::Client::new();
+    let mut big = canonical("t1_big", 1_546_300_800);
+    big["body"] = json!("a".repeat(1001));
+    let mut nul = canonical("t1_\u{0}nul", 1_546_300_800);
+    nul["author"] = json!("me");
+    let mut tab = canonical("t1_tab", 1_546_300_800);
+    tab["author"] = json!("a\tb");
+    let (status, answer) = post(
+        &client,
+        &server,
+        "",
+        lines(&[
+            canonical("t1_a", 1_546_300_800),
+            big,
+            nul,
+            tab,
+            canonical("t1_b", 1_546_300_800),
+        ]),
+    )
+    .await;
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(answer["accepted"], 2, "{answer}");
+    let errors: Vec<(u64, String)> = answer["rejected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["line"].as_u64().unwrap(), r["error"].as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(errors.len(), 3, "{errors:?}");
+    assert_eq!(errors[0].0, 2);
+    assert!(errors[0].1.contains("more than max_post_bytes (1000)"), "{errors:?}");
+    assert_eq!(errors[1].0, 3);
+    assert!(
+        errors[1].1.contains("\"id\": contains the control character"),
+        "{errors:?}"
+    );
+    assert_eq!(errors[2].0, 4);
+    assert!(
+        errors[2].1.contains("\"author\": contains the control character"),
+        "{errors:?}"
+    );
+    wait_for_count(&client, &server, 2, Duration::from_secs(60)).await;
+    server.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_in_the_log_that_break_the_bounds_go_to_the_dead_letters_and_the_rest_is_enriched() {
+    use chorus::log::{Log, Topic, fjall::FjallLog, post_key};
+    use chorus::record::{IncomingPost, RawPost};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // What an earlier version accepted: a 70,000-byte id (whose state key
+    // the storage engine refuses) and a post from the year 10000.
+    {
+        let log = FjallLog::open(&data.join("log"), 4).unwrap();
+        let long_id = "x".repeat(70_000);
+        let raws = [
+            IncomingPost::new("reddit", &long_id, "long id", 1_546_300_800_000_000),
+            IncomingPost::new("bluesky", "at://far", "far future", 253_402_300_800_000_000),
+            IncomingPost::new("reddit", "t1_ok", "I love this", 1_546_300_800_000_000),
+        ];
+        for incoming in raws {
+            let key = post_key(&incoming.platform, &incoming.id);
+            let value = RawPost {
+                incoming,
+                ingested_at: 1,
+            }
+            .to_log_bytes();
+            log.append(Topic::Raw, &[(&key, &value)]).unwrap();
+        }
+    }
+    let server = Server::start(&data, FAST_ROLL, &[]);
+    let client = reqwest::Client::new();
+    let posts: Vec<Value> = (0..100).map(|i| canonical(&format!("t1_{i}"), 1_546_300_800)).collect();
+    let (status, _) = post(&client, &server, "", lines(&posts)).await;
+    assert_eq!(status, 202);
+    wait_for_count(&client, &server, 101, Duration::from_secs(60)).await;
+    let rows = sql(&client, &server, "SELECT count(*) AS n FROM posts WHERE id = 't1_ok'").await;
+    assert_eq!(rows[0]["n"], 1);
+    server.stop();
+    let dead = dead_letters(&data);
+    let mut reasons: Vec<String> = dead.iter().map(|d| d["error"].as_str().unwrap().to_string()).collect();
+    reasons.sort();
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(
+        reasons[0].contains("\"created_at\"") && reasons[0].contains("outside 1970..2200"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[1].contains("\"id\"") && reasons[1].contains("longer than 512"),
+        "{reasons:?}"
+    );
+    // After a restart, nothing is stuck and SQL still answers.
+    let out = chorus().arg("--data").arg(&data).arg("status").output().unwrap();
+    let status = String::from_utf8(out.stdout).unwrap();
+    for line in status.lines().filter(|l| l.starts_with("posts.")) {
+        assert!(line.trim_end().ends_with(" 0"), "a stage lags: {status}");
+    }
+}
