@@ -1,7 +1,9 @@
 //! chorus's one integration-test binary; a module per area.
 
+mod adversarial_bodies;
 mod collect;
 mod collectors;
+mod hardening;
 mod mapping;
 mod pipeline;
 mod reddit;

@@ -114,3 +114,27 @@ fn text_arguments_print_a_table() {
         "{stdout}"
     );
 }
+
+#[test]
+fn a_hostile_one_mebibyte_body_of_any_pattern_is_scored_within_seconds() {
+    use crate::adversarial_bodies::{PATTERNS, body};
+    // Linear work takes well under a second per MiB even unoptimised; the
+    // quadratic `but` rule took 11 s for 200,000 words in a release build.
+    const BOUND: std::time::Duration = std::time::Duration::from_secs(15);
+    for pattern in PATTERNS {
+        let line = serde_json::json!({"id": pattern.0, "body": body(pattern, 1 << 20)}).to_string();
+        let start = std::time::Instant::now();
+        let out = chorus(&["score", "--format", "ndjson"], line.as_bytes());
+        let took = start.elapsed();
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            pattern.0,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let scored: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(scored["id"], pattern.0);
+        assert!(scored["vader_compound"].is_f64(), "{}: {scored}", pattern.0);
+        assert!(took < BOUND, "{}: {took:?} for 1 MiB", pattern.0);
+    }
+}
