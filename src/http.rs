@@ -43,6 +43,9 @@ pub struct AppState {
     pub max_enrich_lag: u64,
 }
 
+/// Header of a `POST /v1/sql` text answer that was cut at a bound: why.
+pub const TRUNCATED_HEADER: &str = "x-chorus-truncated";
+
 /// The `202` body of `POST /v1/posts`.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct IngestResponse {
@@ -259,20 +262,35 @@ async fn sql(
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("expected {{\"sql\": \"…\"}}: {e}")),
     };
     match state.query.sql(&request.sql).await {
-        Ok(result) => match format {
-            None => match crate::cli::sql::to_json(&result) {
-                Ok(value) => Json(value).into_response(),
-                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-            },
-            Some(format) => {
-                let mut text = Vec::new();
-                match crate::cli::sql::write(&result, format, &mut text) {
-                    Ok(()) => text.into_response(),
+        Ok(result) => {
+            let mut response = match format {
+                None => match crate::cli::sql::to_json(&result) {
+                    Ok(value) => Json(value).into_response(),
                     Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+                },
+                Some(format) => {
+                    let mut text = Vec::new();
+                    match crate::cli::sql::write(&result, format, &mut text) {
+                        Ok(()) => text.into_response(),
+                        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+                    }
                 }
+            };
+            if let Some(value) = result.truncated.and_then(|r| HeaderValue::from_str(&r).ok()) {
+                response.headers_mut().insert(TRUNCATED_HEADER, value);
             }
-        },
+            response
+        }
         Err(e @ (QueryError::Refused(_) | QueryError::Invalid(_))) => error(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e @ QueryError::TooLong(..)) => error(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()),
+        Err(e @ QueryError::Busy(_)) => {
+            let mut r = error(StatusCode::TOO_MANY_REQUESTS, e.to_string());
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            r
+        }
+        Err(e @ QueryError::Timeout(_)) => error(StatusCode::GATEWAY_TIMEOUT, e.to_string()),
+        Err(e @ QueryError::Memory(_)) => error(StatusCode::INSUFFICIENT_STORAGE, e.to_string()),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
@@ -353,7 +371,10 @@ mod tests {
             log.clone(),
             Arc::new(RwLock::new(())),
             Arc::new(ArchiveTail::default()),
-        );
+            Default::default(),
+            &dir.join("tmp"),
+        )
+        .unwrap();
         let state = Arc::new(AppState {
             log,
             query: Arc::new(query),

@@ -120,14 +120,18 @@ impl Pipeline {
         self.data.join("archive")
     }
 
-    /// A query engine over this directory.
-    pub fn query_engine(&self) -> QueryEngine {
+    /// A query engine over this directory, within `[query]`'s bounds;
+    /// queries spill to `tmp/query` in it.
+    pub fn query_engine(&self) -> Result<QueryEngine, PipelineError> {
         QueryEngine::new(
             &self.archive_root(),
             self.log(),
             self.gate.clone(),
             self.archive_tail.clone(),
+            self.config.query.clone(),
+            &self.data.join("tmp").join("query"),
         )
+        .map_err(|e| PipelineError::Other(e.to_string()))
     }
 
     /// Removes what a crash left uncommitted in the archive (done by
@@ -217,7 +221,7 @@ impl Pipeline {
                 server_file = Some(path);
                 let state = Arc::new(AppState {
                     log: self.log(),
-                    query: Arc::new(self.query_engine()),
+                    query: Arc::new(self.query_engine()?),
                     metrics: self.metrics.clone(),
                     tokens: self.config.tokens(),
                     max_body_bytes: self.config.server.max_body_bytes,

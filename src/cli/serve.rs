@@ -153,6 +153,11 @@ pub async fn sql(
         }
         let response = request.send().await.with_context(|| format!("POST {url}"))?;
         let status = response.status();
+        let truncated = response
+            .headers()
+            .get(crate::http::TRUNCATED_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(String::from);
         let body = response.bytes().await?;
         if !status.is_success() {
             let message = serde_json::from_slice::<serde_json::Value>(&body)
@@ -162,11 +167,17 @@ pub async fn sql(
             bail!("{message}");
         }
         out.write_all(&body)?;
+        if let Some(reason) = truncated {
+            eprintln!("chorus: {reason}");
+        }
         return Ok(());
     }
     let pipeline = open_offline(data, config)?;
-    let result = pipeline.query_engine().sql(query).await?;
+    let result = pipeline.query_engine()?.sql(query).await?;
     sql::write(&result, format, out)?;
+    if let Some(reason) = &result.truncated {
+        eprintln!("chorus: {reason}");
+    }
     Ok(())
 }
 

@@ -69,7 +69,8 @@ pub fn write(result: &QueryResult, format: Format, out: &mut dyn Write) -> Resul
 }
 
 /// The body of a `POST /v1/sql` answer:
-/// `{"columns":[{"name","type"}…],"rows":[{column: value…}…]}`.
+/// `{"columns":[{"name","type"}…],"rows":[{column: value…}…]}`, with
+/// `"truncated": "<why>"` when the result was cut at a bound.
 pub fn to_json(result: &QueryResult) -> Result<Value, ArrowError> {
     let columns: Vec<Value> = result
         .schema
@@ -85,5 +86,9 @@ pub fn to_json(result: &QueryResult) -> Result<Value, ArrowError> {
         .map(serde_json::from_slice::<Value>)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| ArrowError::JsonError(e.to_string()))?;
-    Ok(json!({"columns": columns, "rows": rows}))
+    let mut answer = json!({"columns": columns, "rows": rows});
+    if let Some(reason) = &result.truncated {
+        answer["truncated"] = Value::String(reason.clone());
+    }
+    Ok(answer)
 }

@@ -8,11 +8,25 @@
 //! * `posts_latest`: one row per (`platform`, `id`), the newest `ingested_at`.
 //!
 //! Queries are read-only: one statement, no DDL, DML, COPY or `SET`.
+//!
+//! A query is hostile until bounded ([`QueryConfig`]): its text length and
+//! expression depth are checked before planning; it runs on its own runtime
+//! (threads with large stacks, at a lower CPU priority than ingest), with
+//! its own memory pool (sorts, joins and aggregates spill to the data
+//! directory past it), a time limit, a cap on concurrent queries, amplifying
+//! functions bounded ([`bounded`]), and a result cut at `max_rows` rows or
+//! `max_result_bytes`, saying so.
 
+mod bounded;
+
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::sync::RwLock;
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{RwLock, Semaphore};
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, SchemaRef};
@@ -22,9 +36,12 @@ use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTable
 use datafusion::error::DataFusionError;
 use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::memory_pool::{GreedyMemoryPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
-use datafusion::physical_plan::{ExecutionPlan, collect};
-use datafusion::sql::parser::DFParser;
+use datafusion::physical_plan::{ExecutionPlan, execute_stream};
+use datafusion::sql::parser::{DFParser, Statement};
+use datafusion::sql::sqlparser::ast::{Expr as SqlExpr, Visit, Visitor};
 
 use crate::log::{Log, LogError, Topic};
 use crate::record::batch::{
@@ -38,6 +55,53 @@ pub const POSTS: &str = "posts";
 /// Name of the view of the newest version of each post.
 pub const POSTS_LATEST: &str = "posts_latest";
 
+/// The bounds of one query (`[query]` in the configuration).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueryConfig {
+    /// Memory of one query's sorts, joins and aggregates, bytes; past it
+    /// they spill to the data directory, or the query fails.
+    pub max_memory: usize,
+    /// A query running longer is cancelled with an error.
+    pub max_seconds: u64,
+    /// Rows of an answer; a longer result is cut, and the answer says so.
+    pub max_rows: usize,
+    /// Bytes of an answer (Arrow memory); a larger result is cut likewise.
+    pub max_result_bytes: usize,
+    /// Queries running at once; one more is answered 429.
+    pub max_concurrent: usize,
+    /// Longest SQL text, bytes.
+    pub max_sql_bytes: usize,
+    /// Deepest nesting of expressions (`1+1+…` nests one level per term).
+    pub max_expression_depth: usize,
+    /// Largest value a function such as `repeat` or `lpad` may build, bytes.
+    pub max_value_bytes: usize,
+    /// Disk a query may spill to, bytes.
+    pub max_spill_bytes: u64,
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        QueryConfig {
+            max_memory: 512 << 20,
+            max_seconds: 30,
+            max_rows: 100_000,
+            max_result_bytes: 256 << 20,
+            max_concurrent: 4,
+            max_sql_bytes: 64 << 10,
+            max_expression_depth: 256,
+            max_value_bytes: 16 << 20,
+            max_spill_bytes: 4 << 30,
+        }
+    }
+}
+
+/// Stack of the query threads: planning and the checks walk expression
+/// trees recursively, and dropping a deep tree recurses too.
+const QUERY_STACK_BYTES: usize = 256 << 20;
+/// Query threads run at this nice value, below ingest and the stages.
+const QUERY_NICE: i32 = 10;
+
 /// Why a query did not run.
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
@@ -47,6 +111,18 @@ pub enum QueryError {
     /// The SQL does not parse or plan: a client error.
     #[error("{0}")]
     Invalid(String),
+    /// The SQL text is longer than `max_sql_bytes`.
+    #[error("the SQL text is {0} bytes, more than [query] max_sql_bytes ({1})")]
+    TooLong(usize, usize),
+    /// `max_concurrent` queries are running.
+    #[error("{0} queries are running, the most [query] max_concurrent allows; retry later")]
+    Busy(usize),
+    /// The query ran past `max_seconds` and was cancelled.
+    #[error("the query ran longer than [query] max_seconds ({0} s) and was cancelled")]
+    Timeout(u64),
+    /// The query needed more memory or spill space than it may have.
+    #[error("the query needs more memory than [query] max_memory allows: {0}")]
+    Memory(String),
     /// Reading the data failed.
     #[error("query failed: {0}")]
     Failed(String),
@@ -71,10 +147,20 @@ pub struct QueryResult {
     pub schema: SchemaRef,
     /// Output rows.
     pub batches: Vec<RecordBatch>,
+    /// Why the result was cut short, if it was (`max_rows`, `max_result_bytes`).
+    pub truncated: Option<String>,
 }
 
-/// Runs SQL over a data directory's archive and log.
+/// Runs SQL over a data directory's archive and log, within [`QueryConfig`].
 pub struct QueryEngine {
+    tables: Arc<Tables>,
+    config: QueryConfig,
+    permits: Arc<Semaphore>,
+    runtime: QueryRuntime,
+}
+
+/// What every query reads: the archive's files and the log's tail.
+struct Tables {
     archive_root: PathBuf,
     log: Arc<dyn Log>,
     gate: Arc<RwLock<()>>,
@@ -86,36 +172,153 @@ pub struct QueryEngine {
     /// statistics (keyed by path, size and modification time, bounded) save
     /// reading every file's footer again on each query. Its cache of
     /// directory listings is off, since the archive adds files all the time.
+    /// Each query gets its own memory pool beside these.
     runtime: Arc<RuntimeEnv>,
 }
 
+/// The threads queries run on, apart from those that answer ingest.
+struct QueryRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for QueryRuntime {
+    fn drop(&mut self) {
+        // Dropped from async code too, where a blocking shutdown panics.
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
 impl QueryEngine {
-    /// An engine over `archive_root` and `log`; `gate` is the archive's.
+    /// An engine over `archive_root` and `log`; `gate` is the archive's;
+    /// queries spill to `spill_dir`.
     pub fn new(
         archive_root: &Path,
         log: Arc<dyn Log>,
         gate: Arc<RwLock<()>>,
         archive_tail: Arc<ArchiveTail>,
-    ) -> QueryEngine {
+        config: QueryConfig,
+        spill_dir: &Path,
+    ) -> Result<QueryEngine, QueryError> {
         let caches = CacheManagerConfig::default().with_list_files_cache_limit(0);
-        // Invariant: the runtime fails to build only on settings given to
-        // it; these are the defaults and a cache limit.
+        let spill = DiskManagerBuilder::default()
+            .with_mode(DiskManagerMode::Directories(vec![spill_dir.to_path_buf()]))
+            .with_max_temp_directory_size(config.max_spill_bytes);
+        std::fs::create_dir_all(spill_dir).map_err(|e| QueryError::Failed(format!("{}: {e}", spill_dir.display())))?;
         let runtime = RuntimeEnvBuilder::new()
             .with_cache_manager(caches)
+            .with_disk_manager_builder(spill)
             .build_arc()
-            .expect("the query runtime builds");
-        QueryEngine {
-            archive_root: archive_root.to_path_buf(),
-            log,
-            gate,
-            archive_tail,
-            tail: std::sync::Mutex::new(Vec::new()),
-            runtime,
+            .map_err(|e| QueryError::Failed(format!("the query runtime: {e}")))?;
+        let threads = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(std::thread::available_parallelism().map_or(2, usize::from))
+            .thread_name("query")
+            .thread_stack_size(QUERY_STACK_BYTES)
+            .on_thread_start(|| {
+                // SAFETY: setpriority only reads its integer arguments; on
+                // Linux `who = 0` with PRIO_PROCESS is the calling thread.
+                // A failure leaves the thread at normal priority.
+                #[cfg(target_os = "linux")]
+                unsafe {
+                    libc::setpriority(libc::PRIO_PROCESS, 0, QUERY_NICE);
+                }
+            })
+            .enable_all()
+            .build()
+            .map_err(|e| QueryError::Failed(format!("cannot start the query threads: {e}")))?;
+        Ok(QueryEngine {
+            tables: Arc::new(Tables {
+                archive_root: archive_root.to_path_buf(),
+                log,
+                gate,
+                archive_tail,
+                tail: std::sync::Mutex::new(Vec::new()),
+                runtime,
+            }),
+            permits: Arc::new(Semaphore::new(config.max_concurrent.max(1))),
+            config,
+            runtime: QueryRuntime(Some(threads)),
+        })
+    }
+
+    /// The bounds queries run within.
+    pub fn config(&self) -> &QueryConfig {
+        &self.config
+    }
+
+    /// Runs one read-only statement within the bounds.
+    pub async fn sql(&self, sql: &str) -> Result<QueryResult, QueryError> {
+        if sql.len() > self.config.max_sql_bytes {
+            return Err(QueryError::TooLong(sql.len(), self.config.max_sql_bytes));
+        }
+        let permit = self
+            .permits
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| QueryError::Busy(self.config.max_concurrent))?;
+        let Some(runtime) = self.runtime.0.as_ref() else {
+            return Err(QueryError::Failed("the query threads have stopped".into()));
+        };
+        let (tables, config, sql) = (self.tables.clone(), self.config.clone(), sql.to_string());
+        let mut task = runtime.spawn(async move {
+            let result = tables.run(&sql, &config).await;
+            drop(permit);
+            result
+        });
+        match tokio::time::timeout(Duration::from_secs(self.config.max_seconds), &mut task).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(e)) if e.is_panic() => Err(QueryError::Failed(format!(
+                "the query panicked: {}",
+                crate::transforms::enrich::panic_message(&*e.into_panic())
+            ))),
+            Ok(Err(e)) => Err(QueryError::Failed(e.to_string())),
+            Err(_) => {
+                // Dropping the query's future drops its streams, which stop
+                // the tasks DataFusion spawned for it.
+                task.abort();
+                Err(QueryError::Timeout(self.config.max_seconds))
+            }
+        }
+    }
+}
+
+/// Fails past `max` levels of nested expressions.
+struct DepthCheck {
+    depth: usize,
+    max: usize,
+}
+
+impl Visitor for DepthCheck {
+    type Break = ();
+
+    fn pre_visit_expr(&mut self, _: &SqlExpr) -> ControlFlow<()> {
+        self.depth += 1;
+        if self.depth > self.max {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
         }
     }
 
-    /// Runs one read-only statement.
-    pub async fn sql(&self, sql: &str) -> Result<QueryResult, QueryError> {
+    fn post_visit_expr(&mut self, _: &SqlExpr) -> ControlFlow<()> {
+        self.depth -= 1;
+        ControlFlow::Continue(())
+    }
+}
+
+/// Whether `statement` nests expressions deeper than `max`.
+fn too_deep(statement: &Statement, max: usize) -> bool {
+    let mut check = DepthCheck { depth: 0, max };
+    match statement {
+        Statement::Statement(s) => s.visit(&mut check).is_break(),
+        Statement::Explain(explain) => too_deep(&explain.statement, max),
+        // Refused when planned.
+        _ => false,
+    }
+}
+
+impl Tables {
+    /// One query, on the query threads.
+    async fn run(&self, sql: &str, config: &QueryConfig) -> Result<QueryResult, QueryError> {
         let statements = DFParser::parse_sql(sql).map_err(|e| QueryError::Invalid(e.to_string()))?;
         match statements.len() {
             1 => {}
@@ -124,7 +327,25 @@ impl QueryEngine {
                 return Err(QueryError::Refused(format!("one statement per query, got {n}")));
             }
         }
-        let ctx = SessionContext::new_with_config_rt(SessionConfig::new(), self.runtime.clone());
+        if statements.iter().any(|s| too_deep(s, config.max_expression_depth)) {
+            return Err(QueryError::Refused(format!(
+                "expressions nest deeper than [query] max_expression_depth ({}): simplify the query",
+                config.max_expression_depth
+            )));
+        }
+        drop(statements);
+        let pool = TrackConsumersPool::new(
+            GreedyMemoryPool::new(config.max_memory),
+            std::num::NonZeroUsize::new(3).expect("3 is not zero"),
+        );
+        let runtime = Arc::new(RuntimeEnv {
+            memory_pool: Arc::new(pool),
+            disk_manager: self.runtime.disk_manager.clone(),
+            cache_manager: self.runtime.cache_manager.clone(),
+            object_store_registry: self.runtime.object_store_registry.clone(),
+        });
+        let ctx = SessionContext::new_with_config_rt(SessionConfig::new(), runtime);
+        bounded::register(&ctx, config.max_value_bytes);
         let plan = {
             // Files and offsets are read under the gate, and the physical
             // plan (which lists the files) is made before it is released.
@@ -138,10 +359,40 @@ impl QueryEngine {
             df.create_physical_plan().await.map_err(refusal)?
         };
         let schema = plan.schema();
-        let batches = collect(plan as Arc<dyn ExecutionPlan>, ctx.task_ctx())
-            .await
-            .map_err(|e| QueryError::Failed(e.to_string()))?;
-        Ok(QueryResult { schema, batches })
+        let mut stream = execute_stream(plan as Arc<dyn ExecutionPlan>, ctx.task_ctx()).map_err(failure)?;
+        let (mut batches, mut rows, mut bytes, mut truncated) = (Vec::new(), 0usize, 0usize, None);
+        while let Some(batch) = stream.next().await {
+            let batch = batch.map_err(failure)?;
+            let room = config.max_rows - rows;
+            let batch = if batch.num_rows() > room {
+                truncated = Some(format!(
+                    "the result has more than [query] max_rows ({}) rows; the first {} are given (add LIMIT, \
+                     or aggregate)",
+                    config.max_rows, config.max_rows
+                ));
+                batch.slice(0, room)
+            } else {
+                batch
+            };
+            rows += batch.num_rows();
+            bytes += batch.get_array_memory_size();
+            if bytes > config.max_result_bytes {
+                truncated = Some(format!(
+                    "the result is larger than [query] max_result_bytes ({} bytes); the first {rows} rows are \
+                     given (select fewer columns, add LIMIT, or aggregate)",
+                    config.max_result_bytes
+                ));
+            }
+            batches.push(batch);
+            if truncated.is_some() {
+                break;
+            }
+        }
+        Ok(QueryResult {
+            schema,
+            batches,
+            truncated,
+        })
     }
 
     async fn register_tables(&self, ctx: &SessionContext) -> Result<(), QueryError> {
@@ -245,8 +496,23 @@ struct TailBatch {
     batch: RecordBatch,
 }
 
+/// An execution error as the client's error: a memory bound is named.
+fn failure(e: DataFusionError) -> QueryError {
+    let message = e.to_string();
+    if bounded::is_value_too_large(&e) {
+        QueryError::Refused(message)
+    } else if matches!(e.find_root(), DataFusionError::ResourcesExhausted(_)) {
+        QueryError::Memory(message)
+    } else {
+        QueryError::Failed(message)
+    }
+}
+
 /// Turns a planning error into the client's error.
 fn refusal(e: DataFusionError) -> QueryError {
+    if bounded::is_value_too_large(&e) || matches!(e.find_root(), DataFusionError::ResourcesExhausted(_)) {
+        return failure(e);
+    }
     let message = e.to_string();
     let lower = message.to_lowercase();
     let is_write = ["ddl not supported", "dml not supported", "statement not supported"]

@@ -234,3 +234,89 @@ async fn records_in_the_log_that_break_the_bounds_go_to_the_dead_letters_and_the
         assert!(line.trim_end().ends_with(" 0"), "a stage lags: {status}");
     }
 }
+
+/// Peak resident memory of a process, bytes (`VmHWM`).
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_sql_ends_with_a_clear_error_while_ingest_goes_on_and_memory_stays_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = "[archive]\nmax_file_age_secs = 1\n[query]\nmax_seconds = 4\nmax_memory = 67108864\nmax_rows = 1000\n";
+    let server = Server::start(&data, config, &[]);
+    let client = reqwest::Client::new();
+    // Posts stream in all along.
+    let sender = {
+        let (client, url) = (client.clone(), server.url("/v1/posts"));
+        tokio::spawn(async move {
+            let mut sent = 0u64;
+            for batch in 0..40 {
+                let posts: Vec<Value> = (0..100)
+                    .map(|i| canonical(&format!("t1_{batch}_{i}"), 1_546_300_800))
+                    .collect();
+                loop {
+                    let response = client.post(&url).body(lines(&posts)).send().await.unwrap();
+                    match response.status().as_u16() {
+                        202 => break,
+                        429 => tokio::time::sleep(Duration::from_millis(100)).await,
+                        other => panic!("ingest answered {other} during hostile queries"),
+                    }
+                }
+                sent += 100;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            sent
+        })
+    };
+    let ask = |query: String| {
+        let (client, url) = (client.clone(), server.url("/v1/sql"));
+        async move {
+            let response = client.post(url).json(&json!({ "sql": query })).send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.unwrap())
+        }
+    };
+    let error_of = |answer: &Value| answer["error"].as_str().unwrap_or_default().to_string();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let (status, answer) = ask("SELECT count(*) FROM range(1000000000000)".into()).await;
+    assert_eq!(status, 504, "{answer}");
+    assert!(error_of(&answer).contains("max_seconds (4 s)"), "{answer}");
+    let (status, answer) = ask("SELECT count(*) FROM posts a, posts b, posts c, range(1000000) d".into()).await;
+    assert!(status == 504 || status == 507, "{status} {answer}");
+    let (status, answer) =
+        ask("SELECT value % 50000000 AS k, count(*) FROM range(200000000) GROUP BY k ORDER BY 2 DESC".into()).await;
+    assert!(status == 504 || status == 507, "{status} {answer}");
+    let (status, answer) = ask("SELECT repeat('x', 2147483647)".into()).await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(error_of(&answer).contains("max_value_bytes"), "{answer}");
+    let (status, answer) = ask("SELECT lpad(body, length(body) * 100000000) FROM posts".into()).await;
+    assert_eq!(status, 400, "{}", error_of(&answer));
+    assert!(error_of(&answer).contains("max_value_bytes"), "{answer}");
+    // 100,000 terms: longer than the text bound; 20,000: deeper than the
+    // depth bound (each used to overflow the stack and abort the process).
+    let (status, answer) = ask(format!("SELECT 1{}", "+1".repeat(100_000))).await;
+    assert_eq!(status, 413, "{answer}");
+    assert!(error_of(&answer).contains("max_sql_bytes"), "{answer}");
+    let (status, answer) = ask(format!("SELECT 1{}", "+1".repeat(20_000))).await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(error_of(&answer).contains("max_expression_depth"), "{answer}");
+    // A large result is cut at max_rows, and the answer says so.
+    let (status, answer) = ask("SELECT * FROM range(1000000000)".into()).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["rows"].as_array().unwrap().len(), 1000);
+    assert!(
+        answer["truncated"].as_str().unwrap().contains("max_rows (1000)"),
+        "{answer}"
+    );
+    // Still up, and everything sent was taken.
+    let sent = sender.await.unwrap();
+    wait_for_count(&client, &server, sent, Duration::from_secs(60)).await;
+    let peak = peak_rss(server.child.id());
+    assert!(peak < 1 << 30, "peak RSS {} MiB", peak >> 20);
+    server.stop();
+}

@@ -1,0 +1,223 @@
+//! SQL functions whose result can be far larger than their arguments
+//! (`repeat('x', 2147483647)` is 2 GiB from 24 bytes of SQL), wrapped so
+//! that a call whose result could pass `max_value_bytes` fails with a clear
+//! error before anything is allocated. DataFusion's memory pool tracks the
+//! buffers of sorts, joins and aggregates, not what a scalar function
+//! builds, so these bounds are checked on the arguments, row by row.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::{DataType, FieldRef};
+use datafusion::common::{DataFusionError, Result, ScalarValue};
+use datafusion::execution::FunctionRegistry;
+use datafusion::execution::context::SessionContext;
+use datafusion::logical_expr::simplify::{ExprSimplifyResult, SimplifyContext};
+use datafusion::logical_expr::{
+    ColumnarValue, Documentation, Expr, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
+};
+
+/// How a function's result grows with its arguments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Growth {
+    /// `repeat(s, n)`: `len(s) × n` bytes.
+    Repeat,
+    /// `lpad(s, n [, fill])`, `rpad`: up to `n` characters of 4 bytes.
+    Pad,
+    /// `replace(s, from, to)`: every `from` (or every gap, when empty) as `to`.
+    Replace,
+    /// `regexp_replace(s, pattern, replacement [, flags])`: every match
+    /// (empty ones too) as the replacement, whose `$0` may copy the match.
+    RegexpReplace,
+    /// `array_repeat(v, n)`: `n` elements.
+    ArrayRepeat,
+}
+
+/// The functions wrapped, by name.
+const WRAPPED: [(&str, Growth); 6] = [
+    ("repeat", Growth::Repeat),
+    ("lpad", Growth::Pad),
+    ("rpad", Growth::Pad),
+    ("replace", Growth::Replace),
+    ("regexp_replace", Growth::RegexpReplace),
+    ("array_repeat", Growth::ArrayRepeat),
+];
+
+/// Replaces the built-in amplifying functions of `ctx` with bounded ones.
+pub fn register(ctx: &SessionContext, max_value_bytes: usize) {
+    for (name, growth) in WRAPPED {
+        if let Ok(inner) = ctx.udf(name) {
+            ctx.register_udf(ScalarUDF::new_from_impl(Bounded {
+                inner,
+                growth,
+                max: max_value_bytes as u64,
+            }));
+        }
+    }
+}
+
+/// A call refused because its result could pass `max_value_bytes`: the
+/// client's error.
+#[derive(Debug)]
+pub struct ValueTooLarge(String);
+
+impl std::fmt::Display for ValueTooLarge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ValueTooLarge {}
+
+/// Whether `e` is a refused call (see [`ValueTooLarge`]).
+pub fn is_value_too_large(e: &DataFusionError) -> bool {
+    matches!(e.find_root(), DataFusionError::External(inner) if inner.is::<ValueTooLarge>())
+}
+
+/// A built-in function with a bound on the size of its result.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Bounded {
+    inner: Arc<ScalarUDF>,
+    growth: Growth,
+    max: u64,
+}
+
+/// Per row: the byte length of a string argument (0 for null).
+fn lengths(arg: &ColumnarValue, rows: usize) -> Vec<u64> {
+    match arg {
+        ColumnarValue::Scalar(s) => vec![scalar_len(s); rows.max(1)],
+        ColumnarValue::Array(a) => {
+            let len = |i: usize| -> u64 {
+                if a.is_null(i) {
+                    return 0;
+                }
+                match a.data_type() {
+                    DataType::Utf8 => a.as_string::<i32>().value(i).len() as u64,
+                    DataType::LargeUtf8 => a.as_string::<i64>().value(i).len() as u64,
+                    DataType::Utf8View => a.as_string_view().value(i).len() as u64,
+                    // Not a string: as large as its type allows, per value.
+                    _ => a.get_array_memory_size() as u64,
+                }
+            };
+            (0..a.len()).map(len).collect()
+        }
+    }
+}
+
+fn scalar_len(s: &ScalarValue) -> u64 {
+    match s {
+        ScalarValue::Utf8(v) | ScalarValue::LargeUtf8(v) | ScalarValue::Utf8View(v) => {
+            v.as_ref().map_or(0, |v| v.len() as u64)
+        }
+        other => other.size() as u64,
+    }
+}
+
+/// Per row: an integer argument (0 for null or negative).
+fn counts(arg: &ColumnarValue, rows: usize) -> Vec<u64> {
+    let of = |v: Option<i64>| v.map_or(0, |v| v.max(0) as u64);
+    match arg {
+        ColumnarValue::Scalar(s) => {
+            let v = match s.cast_to(&DataType::Int64) {
+                Ok(ScalarValue::Int64(v)) => v,
+                _ => None,
+            };
+            vec![of(v); rows.max(1)]
+        }
+        ColumnarValue::Array(a) => match arrow::compute::cast(a, &DataType::Int64) {
+            Ok(ints) => {
+                let ints = ints.as_primitive::<arrow::datatypes::Int64Type>();
+                (0..ints.len())
+                    .map(|i| of((!ints.is_null(i)).then(|| ints.value(i))))
+                    .collect()
+            }
+            Err(_) => vec![u64::MAX; a.len()],
+        },
+    }
+}
+
+impl Bounded {
+    /// The largest result a row could have, bytes.
+    fn largest_result(&self, args: &[ColumnarValue], rows: usize) -> u64 {
+        let arg = |i: usize| args.get(i);
+        let zip_max = |a: Vec<u64>, b: Vec<u64>, f: &dyn Fn(u64, u64) -> u64| {
+            a.iter()
+                .zip(b.iter().cycle())
+                .map(|(x, y)| f(*x, *y))
+                .max()
+                .unwrap_or(0)
+        };
+        match (self.growth, arg(0), arg(1), arg(2)) {
+            (Growth::Repeat, Some(s), Some(n), _) => {
+                zip_max(lengths(s, rows), counts(n, rows), &|len, n| len.saturating_mul(n))
+            }
+            (Growth::Pad, Some(_), Some(n), _) => counts(n, rows).into_iter().max().unwrap_or(0).saturating_mul(4),
+            (Growth::ArrayRepeat, Some(v), Some(n), _) => zip_max(lengths(v, rows), counts(n, rows), &|len, n| {
+                len.max(8).saturating_mul(n)
+            }),
+            (Growth::Replace, Some(s), Some(from), Some(to)) => {
+                let s = lengths(s, rows);
+                let from = lengths(from, rows);
+                let to = lengths(to, rows);
+                s.iter()
+                    .zip(from.iter().cycle())
+                    .zip(to.iter().cycle())
+                    .map(|((s, from), to)| (s / (*from).max(1) + 1).saturating_mul(*to).saturating_add(*s))
+                    .max()
+                    .unwrap_or(0)
+            }
+            (Growth::RegexpReplace, Some(s), Some(_), Some(replacement)) => {
+                zip_max(lengths(s, rows), lengths(replacement, rows), &|s, r| {
+                    (s + 1).saturating_mul(r + 1).saturating_mul(2)
+                })
+            }
+            _ => 0,
+        }
+    }
+}
+
+impl ScalarUDFImpl for Bounded {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn aliases(&self) -> &[String] {
+        self.inner.aliases()
+    }
+
+    fn signature(&self) -> &Signature {
+        self.inner.signature()
+    }
+
+    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
+        self.inner.return_type(arg_types)
+    }
+
+    fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
+        self.inner.return_field_from_args(args)
+    }
+
+    fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
+        self.inner.coerce_types(arg_types)
+    }
+
+    fn simplify(&self, args: Vec<Expr>, info: &SimplifyContext) -> Result<ExprSimplifyResult> {
+        self.inner.simplify(args, info)
+    }
+
+    fn documentation(&self) -> Option<&Documentation> {
+        self.inner.documentation()
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let largest = self.largest_result(&args.args, args.number_rows);
+        if largest > self.max {
+            return Err(DataFusionError::External(Box::new(ValueTooLarge(format!(
+                "{}: a result could be {largest} bytes, more than the {} a value may hold ([query] max_value_bytes)",
+                self.inner.name(),
+                self.max
+            )))));
+        }
+        self.inner.invoke_with_args(args)
+    }
+}
