@@ -51,6 +51,19 @@ pub struct ServerConfig {
     /// Ingest answers 429 with `Retry-After` while more raw posts than this
     /// wait for the enrich stage.
     pub max_enrich_lag: u64,
+    /// Origins (`scheme://host[:port]`) whose web pages may call the API
+    /// besides the server's own; other `Origin`s get 403.
+    pub allowed_origins: Vec<String>,
+    /// Connections open at once.
+    pub max_connections: usize,
+    /// Seconds a client has to send a request's headers (and an idle
+    /// kept-alive connection to start its next request).
+    pub header_timeout_secs: u64,
+    /// Seconds a client has to send a request's body (else 408).
+    pub body_timeout_secs: u64,
+    /// Seconds requests in flight get on shutdown before their connections
+    /// are closed.
+    pub shutdown_grace_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -61,11 +74,27 @@ impl Default for ServerConfig {
             max_body_bytes: 16 * 1024 * 1024,
             max_post_bytes: crate::record::DEFAULT_MAX_POST_BYTES,
             max_enrich_lag: 30_000,
+            allowed_origins: Vec::new(),
+            max_connections: 1024,
+            header_timeout_secs: 10,
+            body_timeout_secs: 60,
+            shutdown_grace_secs: 10,
         }
     }
 }
 
 impl ServerConfig {
+    /// The bounds of the listener.
+    pub fn http_limits(&self) -> crate::http::HttpLimits {
+        let secs = std::time::Duration::from_secs;
+        crate::http::HttpLimits {
+            max_connections: self.max_connections,
+            header_timeout: secs(self.header_timeout_secs.max(1)),
+            body_timeout: secs(self.body_timeout_secs.max(1)),
+            shutdown_grace: secs(self.shutdown_grace_secs),
+        }
+    }
+
     /// The bounds of an accepted post.
     pub fn limits(&self) -> crate::record::Limits {
         crate::record::Limits {
@@ -172,7 +201,21 @@ impl Config {
             path: path.clone(),
             source,
         })?;
-        Config::parse(&text, &path)
+        let config = Config::parse(&text, &path)?;
+        config.check().map_err(|message| ConfigError::Invalid {
+            path: path.clone(),
+            message,
+        })?;
+        Ok(config)
+    }
+
+    /// Refuses settings that cannot be meant: an empty token (which would
+    /// make `Authorization: Bearer ` a valid credential).
+    pub fn check(&self) -> Result<(), String> {
+        if self.server.tokens.iter().any(|t| t.trim().is_empty()) {
+            return Err("[server] tokens holds an empty token: remove it, or give a real one".into());
+        }
+        Ok(())
     }
 
     /// Tokens from the config and from `CHORUS_TOKENS`.
@@ -210,6 +253,18 @@ max_post_bytes = 1048576
 # 429 with Retry-After instead of buffering (under a second of work on two
 # cores: it bounds the delay from 202 to visible in SQL).
 max_enrich_lag = 30000
+# Web pages of these origins (e.g. "https://dash.example.org") may call the
+# API besides the server's own; a request with any other Origin gets 403.
+# Without tokens, a Host that is not a loopback name or the listen address
+# gets 403 too (DNS rebinding).
+allowed_origins = []
+# Connections open at once; seconds a client has to send a request's
+# headers (also how long an idle kept-alive connection stays) and its body
+# (else 408); seconds requests in flight get on shutdown.
+max_connections = 1024
+header_timeout_secs = 10
+body_timeout_secs = 60
+shutdown_grace_secs = 10
 
 [log]
 # Partitions per topic. Fixed when the data directory is created.

@@ -3,6 +3,7 @@
 //! accepted posts are durable in `posts.raw`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::{Body, to_bytes};
 use axum::extract::{Query, Request, State};
@@ -41,6 +42,14 @@ pub struct AppState {
     pub limits: crate::record::Limits,
     /// Ingest throttles above this enrich lag.
     pub max_enrich_lag: u64,
+    /// Bounds of the listener.
+    pub http: HttpLimits,
+    /// Origins (`scheme://host[:port]`) whose pages may call the API besides
+    /// the server's own; any other `Origin` is refused with 403.
+    pub allowed_origins: Vec<String>,
+    /// The address the server listens on (its own origin, and a `Host`
+    /// always accepted).
+    pub listen: std::net::SocketAddr,
 }
 
 /// Header of a `POST /v1/sql` text answer that was cut at a bound: why.
@@ -51,8 +60,12 @@ pub const TRUNCATED_HEADER: &str = "x-chorus-truncated";
 pub struct IngestResponse {
     /// Posts durably accepted.
     pub accepted: usize,
-    /// Lines refused, with reasons.
+    /// Lines refused, with reasons: the first 100
+    /// ([`mapping::MAX_LISTED_REJECTIONS`]).
     pub rejected: Vec<Rejection>,
+    /// Lines refused in all, listed or not.
+    #[serde(default)]
+    pub rejected_total: usize,
 }
 
 /// The API's routes.
@@ -67,18 +80,159 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .merge(api)
+        .layer(middleware::from_fn_with_state(state.clone(), check_origin))
         .with_state(state)
 }
 
-/// Serves until `shutdown`.
+/// Bounds of the HTTP listener (`[server]`).
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    /// Connections open at once; more wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// A request's headers must arrive within this (also the idle time a
+    /// kept-alive connection may wait for its next request).
+    pub header_timeout: Duration,
+    /// A request's body must arrive within this.
+    pub body_timeout: Duration,
+    /// On shutdown, requests in flight get this long before their
+    /// connections are closed.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            max_connections: 1024,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(60),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Serves until `shutdown`: then stops accepting, lets requests in flight
+/// finish for at most `shutdown_grace`, and closes every connection.
 pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: CancellationToken) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    let limits = state.http;
+    let service = hyper_util::service::TowerToHyperService::new(router(state));
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(64 * 1024);
+    let connections = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    let tasks = tokio_util::task::TaskTracker::new();
+    let closing = CancellationToken::new();
+    loop {
+        let permit = tokio::select! {
+            permit = connections.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            () = shutdown.cancelled() => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait, go on.
+                    tracing::warn!(error = %e, "Accepting a connection failed.");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = shutdown.cancelled() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let connection = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service.clone());
+        let (closing, grace) = (closing.clone(), limits.shutdown_grace);
+        let stopping = shutdown.clone();
+        tasks.spawn(async move {
+            let _permit = permit;
+            let mut connection = std::pin::pin!(connection);
+            tokio::select! {
+                result = connection.as_mut() => {
+                    if let Err(e) = result {
+                        tracing::debug!(%peer, error = %e, "A connection ended with an error.");
+                    }
+                    return;
+                }
+                () = stopping.cancelled() => {}
+            }
+            // Shutting down: finish the request in flight, then close.
+            connection.as_mut().graceful_shutdown();
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                () = tokio::time::sleep(grace) => {}
+                () = closing.cancelled() => {}
+            }
+        });
+    }
+    drop(listener);
+    tasks.close();
+    if tokio::time::timeout(limits.shutdown_grace, tasks.wait()).await.is_err() {
+        tracing::warn!("Connections still open after the shutdown grace; closing them.");
+        closing.cancel();
+        tasks.wait().await;
+    }
+    Ok(())
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({"error": message.into()}))).into_response()
+}
+
+/// Refuses requests from web pages of other origins (a page the operator
+/// opens could otherwise POST to the loopback server) and, with no token
+/// set, requests whose `Host` is not this server's (DNS rebinding).
+async fn check_origin(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let headers = request.headers();
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or("(not text)");
+        if !own_origin(origin, state.listen) && !state.allowed_origins.iter().any(|o| o == origin) {
+            return error(
+                StatusCode::FORBIDDEN,
+                format!("requests from pages of {origin:?} are refused; list it in [server] allowed_origins"),
+            );
+        }
+    }
+    if state.tokens.is_empty() {
+        let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+        if !local_host(host, state.listen) {
+            return error(
+                StatusCode::FORBIDDEN,
+                format!("Host {host:?} is not this server's: without a token only loopback names are served"),
+            );
+        }
+    }
+    next.run(request).await
+}
+
+/// The host part of `host[:port]` (IPv6 in brackets kept).
+fn host_name(authority: &str) -> &str {
+    if authority.starts_with('[') {
+        return authority.split_inclusive(']').next().unwrap_or(authority);
+    }
+    authority.rsplit_once(':').map_or(authority, |(h, _)| h)
+}
+
+/// Whether `host` (a `Host` header) names this server: a loopback name or
+/// the listen address.
+fn local_host(host: &str, listen: std::net::SocketAddr) -> bool {
+    let name = host_name(host);
+    let listen_ip = match listen.ip() {
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        ip => ip.to_string(),
+    };
+    name.eq_ignore_ascii_case("localhost") || name == "127.0.0.1" || name == "[::1]" || name == listen_ip
+}
+
+/// Whether `origin` is the server's own (`http://` + a local host + its port).
+fn own_origin(origin: &str, listen: std::net::SocketAddr) -> bool {
+    let Some(authority) = origin.strip_prefix("http://") else {
+        return false;
+    };
+    let port = authority[host_name(authority).len()..].strip_prefix(':');
+    port == Some(&listen.port().to_string()) && local_host(authority, listen)
 }
 
 async fn authenticate(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
@@ -119,7 +273,12 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// Reads the body, refusing it with 413 past the limit.
-async fn body_bytes(headers: &HeaderMap, body: Body, limit: usize) -> Result<axum::body::Bytes, Response> {
+async fn body_bytes(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+    timeout: Duration,
+) -> Result<axum::body::Bytes, Response> {
     let too_large = || {
         let mut r = error(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -137,7 +296,18 @@ async fn body_bytes(headers: &HeaderMap, body: Body, limit: usize) -> Result<axu
     if declared.is_some_and(|n| n > limit) {
         return Err(too_large());
     }
-    to_bytes(body, limit).await.map_err(|_| too_large())
+    match tokio::time::timeout(timeout, to_bytes(body, limit)).await {
+        Ok(read) => read.map_err(|_| too_large()),
+        Err(_) => {
+            let mut r = error(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("the request body did not arrive within {} s", timeout.as_secs()),
+            );
+            r.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            Err(r)
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -180,7 +350,7 @@ async fn ingest(
         Ok(_) => {}
         Err(e) => return unavailable(&e.to_string()),
     }
-    let bytes = match body_bytes(&headers, body, state.max_body_bytes).await {
+    let bytes = match body_bytes(&headers, body, state.max_body_bytes, state.http.body_timeout).await {
         Ok(b) => b,
         Err(r) => return r,
     };
@@ -193,10 +363,11 @@ async fn ingest(
     let (log, limits) = (state.log.clone(), state.limits);
     let task = tokio::task::spawn_blocking(move || {
         let parsed = mapping::parse_document(&bytes, format, &limits);
+        let all_malformed = parsed.all_malformed();
         let appended = sources::append_posts(&*log, parsed.posts, now_micros());
-        (appended, parsed.rejected)
+        (appended, parsed.rejected, parsed.rejected_total, all_malformed)
     });
-    let (appended, rejected) = match task.await {
+    let (appended, rejected, rejected_total, all_malformed) = match task.await {
         Ok(result) => result,
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, format!("ingest task failed: {e}")),
     };
@@ -205,15 +376,20 @@ async fn ingest(
         Err(e) => return unavailable(&e.to_string()),
     };
     state.metrics.ingest_accepted.add(accepted as u64);
-    state.metrics.ingest_rejected.add(rejected.len() as u64);
+    state.metrics.ingest_rejected.add(rejected_total as u64);
     let status = if accepted > 0 {
         StatusCode::ACCEPTED
-    } else if rejected.iter().all(|r| r.malformed) {
+    } else if all_malformed {
         StatusCode::BAD_REQUEST
     } else {
         StatusCode::UNPROCESSABLE_ENTITY
     };
-    (status, Json(IngestResponse { accepted, rejected })).into_response()
+    let answer = IngestResponse {
+        accepted,
+        rejected,
+        rejected_total,
+    };
+    (status, Json(answer)).into_response()
 }
 
 fn unavailable(reason: &str) -> Response {
@@ -253,7 +429,7 @@ async fn sql(
             );
         }
     };
-    let bytes = match body_bytes(&headers, body, state.max_body_bytes).await {
+    let bytes = match body_bytes(&headers, body, state.max_body_bytes, state.http.body_timeout).await {
         Ok(b) => b,
         Err(r) => return r,
     };
@@ -383,6 +559,9 @@ mod tests {
             max_body_bytes: 1 << 20,
             limits: Default::default(),
             max_enrich_lag,
+            http: HttpLimits::default(),
+            allowed_origins: Vec::new(),
+            listen: "127.0.0.1:0".parse().unwrap(),
         });
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());

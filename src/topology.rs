@@ -227,6 +227,9 @@ impl Pipeline {
                     max_body_bytes: self.config.server.max_body_bytes,
                     limits: self.config.server.limits(),
                     max_enrich_lag: self.config.server.max_enrich_lag,
+                    http: self.config.server.http_limits(),
+                    allowed_origins: self.config.server.allowed_origins.clone(),
+                    listen: address,
                 });
                 let stop = stop.clone();
                 Some(tokio::spawn(async move {

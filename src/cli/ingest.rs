@@ -106,11 +106,19 @@ pub async fn ingest_files(
             .iter()
             .find(|b| !b.is_ascii_whitespace())
             .copied();
-        let mut report = |rejected: &[Rejection], first_line: usize, summary: &mut Summary| {
-            for r in rejected {
+        let mut report = |outcome: &Outcome, first_line: usize, summary: &mut Summary| {
+            for r in &outcome.rejected {
                 let _ = writeln!(errors, "{}:{}: {}", path.display(), first_line + r.line - 1, r.error);
             }
-            summary.rejected += rejected.len() as u64;
+            let unlisted = outcome.rejected_total.saturating_sub(outcome.rejected.len() as u64);
+            if unlisted > 0 {
+                let _ = writeln!(
+                    errors,
+                    "{}: {unlisted} more lines rejected near line {first_line}",
+                    path.display()
+                );
+            }
+            summary.rejected += outcome.rejected_total;
         };
         if first == Some(b'[') {
             // One JSON document (an array): read it whole.
@@ -122,7 +130,7 @@ pub async fn ingest_files(
             let outcome = send(&lines, format, filter, destination, limits, &client, true).await?;
             summary.accepted += outcome.accepted;
             summary.skipped += outcome.skipped;
-            report(&outcome.rejected, 1, &mut summary);
+            report(&outcome, 1, &mut summary);
         } else {
             let mut line_no = 0usize;
             let mut lines: Vec<Vec<u8>> = Vec::with_capacity(BATCH_LINES);
@@ -138,7 +146,7 @@ pub async fn ingest_files(
                     let outcome = send(&lines, format, filter, destination, limits, &client, false).await?;
                     summary.accepted += outcome.accepted;
                     summary.skipped += outcome.skipped;
-                    report(&outcome.rejected, line_no + 1, &mut summary);
+                    report(&outcome, line_no + 1, &mut summary);
                     line_no += lines.len();
                     lines.clear();
                     let read = summary.accepted + summary.skipped;
@@ -239,7 +247,10 @@ impl Filter {
 struct Outcome {
     accepted: u64,
     skipped: u64,
+    /// The first rejections, with reasons.
     rejected: Vec<Rejection>,
+    /// Rejections in all, listed or not.
+    rejected_total: u64,
 }
 
 /// Sends one batch of lines (or one whole document); returns what was
@@ -280,6 +291,7 @@ async fn send(
                 accepted: appended as u64,
                 skipped,
                 rejected: parsed.rejected,
+                rejected_total: parsed.rejected_total as u64,
             })
         }
         Destination::Remote { base, token } if filter.is_active() => {
@@ -295,8 +307,8 @@ async fn send(
                     line
                 })
                 .collect();
-            let (accepted, mut rejected) = if body.is_empty() {
-                (0, Vec::new())
+            let (accepted, mut rejected, total) = if body.is_empty() {
+                (0, Vec::new(), 0)
             } else {
                 post_lines(client, base, token.as_deref(), Format::Canonical, body).await?
             };
@@ -305,14 +317,17 @@ async fn send(
                 accepted,
                 skipped,
                 rejected,
+                rejected_total: total + parsed.rejected_total as u64,
             })
         }
         Destination::Remote { base, token } => {
-            let (accepted, rejected) = post_lines(client, base, token.as_deref(), format, lines.concat()).await?;
+            let (accepted, rejected, rejected_total) =
+                post_lines(client, base, token.as_deref(), format, lines.concat()).await?;
             Ok(Outcome {
                 accepted,
                 skipped: 0,
                 rejected,
+                rejected_total,
             })
         }
     }
@@ -325,7 +340,7 @@ async fn post_lines(
     token: Option<&str>,
     format: Format,
     body: Vec<u8>,
-) -> anyhow::Result<(u64, Vec<Rejection>)> {
+) -> anyhow::Result<(u64, Vec<Rejection>, u64)> {
     let url = format!("{base}/v1/posts");
     let mut delay = std::time::Duration::from_millis(200);
     loop {
@@ -344,6 +359,8 @@ async fn post_lines(
         }
         let answer: crate::http::IngestResponse =
             serde_json::from_str(&text).with_context(|| format!("{url} answered {status}: {text}"))?;
-        return Ok((answer.accepted as u64, answer.rejected));
+        // Servers of earlier versions list every rejection and no total.
+        let total = answer.rejected_total.max(answer.rejected.len()) as u64;
+        return Ok((answer.accepted as u64, answer.rejected, total));
     }
 }

@@ -157,11 +157,20 @@ pub struct Rejection {
 pub struct Parsed {
     /// Valid posts, in order.
     pub posts: Vec<IncomingPost>,
-    /// Refused lines.
+    /// Refused lines, the first [`MAX_LISTED_REJECTIONS`] of them.
     pub rejected: Vec<Rejection>,
+    /// Refused lines in all, listed or not.
+    pub rejected_total: usize,
+    /// Refused lines that were JSON (bad records rather than bad JSON).
+    pub rejected_records: usize,
     /// The bounds each post must keep.
     pub limits: Limits,
 }
+
+/// At most this many refused lines are listed with their reasons (a body
+/// of a million bad lines must not make a response of a million reasons);
+/// the rest are counted.
+pub const MAX_LISTED_REJECTIONS: usize = 100;
 
 impl Parsed {
     /// Nothing parsed yet; posts must keep `limits`.
@@ -175,6 +184,22 @@ impl Parsed {
     /// Keeps the posts of one line if every one of them is within bounds
     /// (a v2 tweet response holding one bad tweet is refused whole, so a
     /// line is either accepted or rejected).
+    /// Refuses one line.
+    fn reject(&mut self, line: usize, error: String, malformed: bool) {
+        self.rejected_total += 1;
+        if !malformed {
+            self.rejected_records += 1;
+        }
+        if self.rejected.len() < MAX_LISTED_REJECTIONS {
+            self.rejected.push(Rejection { line, error, malformed });
+        }
+    }
+
+    /// Whether every refused line was malformed JSON.
+    pub fn all_malformed(&self) -> bool {
+        self.rejected_records == 0
+    }
+
     fn keep(&mut self, line: usize, posts: Result<Vec<IncomingPost>, RecordError>) {
         let checked = posts.and_then(|posts| {
             for post in &posts {
@@ -184,11 +209,7 @@ impl Parsed {
         });
         match checked {
             Ok(posts) => self.posts.extend(posts),
-            Err(e) => self.rejected.push(Rejection {
-                line,
-                error: e.to_string(),
-                malformed: false,
-            }),
+            Err(e) => self.reject(line, e.to_string(), false),
         }
     }
 
@@ -210,11 +231,7 @@ impl Parsed {
         }
         match serde_json::from_slice::<Value>(text) {
             Ok(value) => self.take(line, &value, format),
-            Err(e) => self.rejected.push(Rejection {
-                line,
-                error: format!("malformed JSON: {e}"),
-                malformed: true,
-            }),
+            Err(e) => self.reject(line, format!("malformed JSON: {e}"), true),
         }
     }
 }
@@ -231,11 +248,7 @@ pub fn parse_document(body: &[u8], format: Format, limits: &Limits) -> Parsed {
                     parsed.take(i + 1, value, format);
                 }
             }
-            Err(e) => parsed.rejected.push(Rejection {
-                line: e.line(),
-                error: format!("malformed JSON array: {e}"),
-                malformed: true,
-            }),
+            Err(e) => parsed.reject(e.line(), format!("malformed JSON array: {e}"), true),
         }
         return parsed;
     }

@@ -320,3 +320,122 @@ async fn hostile_sql_ends_with_a_clear_error_while_ingest_goes_on_and_memory_sta
     assert!(peak < 1 << 30, "peak RSS {} MiB", peak >> 20);
     server.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_web_page_of_another_origin_or_a_rebound_host_gets_403_and_cannot_query_or_inject() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(
+        &data,
+        "[server]\nallowed_origins = [\"https://dash.example.org\"]\n",
+        &[],
+    );
+    let client = reqwest::Client::new();
+    let send = |path: &str, origin: Option<&str>, host: Option<&str>, body: String| {
+        let mut request = client
+            .post(server.url(path))
+            .header("content-type", "text/plain")
+            .body(body);
+        if let Some(origin) = origin {
+            request = request.header("origin", origin);
+        }
+        if let Some(host) = host {
+            request = request.header("host", host);
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.text().await.unwrap())
+        }
+    };
+    let post = lines(&[canonical("t1_evil", 1_546_300_800)]);
+    let query = json!({"sql": "SELECT count(*) AS n FROM posts"}).to_string();
+    for path in ["/v1/posts", "/v1/sql"] {
+        let body = if path == "/v1/sql" { query.clone() } else { post.clone() };
+        let (status, text) = send(path, Some("https://evil.example"), None, body.clone()).await;
+        assert_eq!(status, 403, "{path}: {text}");
+        assert!(text.contains("allowed_origins"), "{text}");
+        // DNS rebinding: the page's own origin, but the attacker's name.
+        let (status, text) = send(path, None, Some("evil.example:7700"), body.clone()).await;
+        assert_eq!(status, 403, "{path}: {text}");
+        let (status, _) = send(path, Some("https://dash.example.org"), None, body.clone()).await;
+        assert!(status == 200 || status == 202, "{path}: {status}");
+        let own = format!("http://localhost:{}", server.address.port());
+        let (status, _) = send(
+            path,
+            Some(&own),
+            Some(&format!("localhost:{}", server.address.port())),
+            body,
+        )
+        .await;
+        assert!(status == 200 || status == 202, "{path}: {status}");
+    }
+    // Two posts got in (one per allowed origin), the refused one did not.
+    wait_for_count(&client, &server, 1, Duration::from_secs(60)).await;
+    let rows = sql(&client, &server, "SELECT count(*) AS n FROM posts").await;
+    assert_eq!(rows[0]["n"], 1, "the post is one post, sent twice");
+    server.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixteen_megabytes_of_bad_lines_get_a_short_422_that_counts_them_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, "", &[]);
+    let client = reqwest::Client::new();
+    let body = "1\n".repeat(8_000_000);
+    let response = client.post(server.url("/v1/posts")).body(body).send().await.unwrap();
+    assert_eq!(response.status(), 422);
+    let text = response.text().await.unwrap();
+    assert!(text.len() < 64 * 1024, "a {} byte answer", text.len());
+    let answer: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(answer["rejected"].as_array().unwrap().len(), 100);
+    assert_eq!(answer["rejected_total"], 8_000_000);
+    assert_eq!(answer["rejected"][99]["line"], 100);
+    let peak = peak_rss(server.child.id());
+    assert!(peak < 512 << 20, "peak RSS {} MiB for one request", peak >> 20);
+    server.stop();
+}
+
+#[test]
+fn a_client_holding_half_a_request_does_not_keep_chorus_run_from_stopping() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, "[server]\nshutdown_grace_secs = 2\n", &[]);
+    // Half the headers, and half a body, then silence.
+    let mut headers = std::net::TcpStream::connect(server.address).unwrap();
+    headers
+        .write_all(b"POST /v1/posts HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        .unwrap();
+    let mut body = std::net::TcpStream::connect(server.address).unwrap();
+    body.write_all(b"POST /v1/posts HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000\r\n\r\n{\"plat")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let start = std::time::Instant::now();
+    server.stop();
+    assert!(
+        start.elapsed() < Duration::from_secs(15),
+        "stopped after {:?}",
+        start.elapsed()
+    );
+    drop((headers, body));
+}
+
+#[test]
+fn an_empty_token_in_the_configuration_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("chorus.toml");
+    std::fs::write(&config, "[server]\ntokens = [\"\"]\n").unwrap();
+    let out = chorus()
+        .arg("--data")
+        .arg(dir.path().join("data"))
+        .arg("--config")
+        .arg(&config)
+        .args(["run", "--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("empty token"), "{stderr}");
+}
