@@ -63,9 +63,9 @@ pub struct IngestResponse {
     /// Lines refused, with reasons: the first 100
     /// ([`mapping::MAX_LISTED_REJECTIONS`]).
     pub rejected: Vec<Rejection>,
-    /// Lines refused in all, listed or not.
-    #[serde(default)]
-    pub rejected_total: usize,
+    /// Lines refused in all, when more than are listed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejected_total: Option<usize>,
 }
 
 /// The API's routes.
@@ -117,8 +117,7 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: Cancel
     let service = hyper_util::service::TowerToHyperService::new(router(state));
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(limits.header_timeout)
-        .max_buf_size(64 * 1024);
+        .header_read_timeout(limits.header_timeout);
     let connections = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
     let tasks = tokio_util::task::TaskTracker::new();
     let closing = CancellationToken::new();
@@ -386,8 +385,8 @@ async fn ingest(
     };
     let answer = IngestResponse {
         accepted,
+        rejected_total: (rejected_total > rejected.len()).then_some(rejected_total),
         rejected,
-        rejected_total,
     };
     (status, Json(answer)).into_response()
 }

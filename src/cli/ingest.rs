@@ -360,7 +360,7 @@ async fn post_lines(
         let answer: crate::http::IngestResponse =
             serde_json::from_str(&text).with_context(|| format!("{url} answered {status}: {text}"))?;
         // Servers of earlier versions list every rejection and no total.
-        let total = answer.rejected_total.max(answer.rejected.len()) as u64;
+        let total = answer.rejected_total.unwrap_or(0).max(answer.rejected.len()) as u64;
         return Ok((answer.accepted as u64, answer.rejected, total));
     }
 }

@@ -65,7 +65,7 @@ async fn hundred_thousand_posts_over_http_are_counted_once_and_read_by_duckdb() 
     let rows = sql(
         &client,
         &server,
-        "SELECT count(DISTINCT (platform, id)) AS ids, sum(polarity) AS p, sum(vader_compound) AS c, \
+        "SELECT count(DISTINCT platform || '/' || id) AS ids, sum(polarity) AS p, sum(vader_compound) AS c, \
          count(DISTINCT dt) AS days FROM posts",
     )
     .await;
@@ -217,7 +217,7 @@ async fn kill_9_during_ingest_loses_no_acknowledged_post_and_adds_no_duplicate()
     let rows = sql(
         &client,
         &server,
-        "SELECT count(*) AS n, count(DISTINCT (platform, id)) AS ids FROM posts",
+        "SELECT count(*) AS n, count(DISTINCT platform || '/' || id) AS ids FROM posts",
     )
     .await;
     assert_eq!(rows[0]["n"], rows[0]["ids"], "a replay added rows");
@@ -237,7 +237,7 @@ async fn kill_9_during_ingest_loses_no_acknowledged_post_and_adds_no_duplicate()
             "sql",
             "--format",
             "csv",
-            "SELECT count(*) - count(DISTINCT (platform, id)) FROM posts",
+            "SELECT count(*) - count(DISTINCT platform || '/' || id) FROM posts",
         ])
         .output()
         .unwrap();
