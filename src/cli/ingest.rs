@@ -11,12 +11,23 @@ use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::log::Log;
-use crate::mapping::{self, Format, Parsed, Rejection};
+use crate::mapping::stream::{Item, Records};
+use crate::mapping::{Format, Parsed, Rejection};
 use crate::record::{Limits, now_micros};
 use crate::sources;
 
-/// Lines per batch sent or appended.
+/// Lines per batch sent or appended...
 pub const BATCH_LINES: usize = 1000;
+/// ...or bytes, whichever comes first (under the server's default body
+/// limit; a server with a smaller one answers 413 and the batch is split).
+pub const BATCH_BYTES: usize = 8 << 20;
+
+/// The longest record (line or array element) read: twice the body limit
+/// (JSON escapes) plus room for the other fields. Longer ones are rejected
+/// without being held in memory.
+fn record_bound(limits: &Limits) -> usize {
+    limits.max_post_bytes.saturating_mul(2).saturating_add(64 << 10)
+}
 /// zstd's largest window (2^31), which the Pushshift dumps use.
 const ZSTD_WINDOW_LOG_MAX: u32 = 31;
 
@@ -106,56 +117,59 @@ pub async fn ingest_files(
             .iter()
             .find(|b| !b.is_ascii_whitespace())
             .copied();
-        let mut report = |outcome: &Outcome, first_line: usize, summary: &mut Summary| {
-            for r in &outcome.rejected {
-                let _ = writeln!(errors, "{}:{}: {}", path.display(), first_line + r.line - 1, r.error);
+        // NDJSON lines, or the elements of one JSON array, read one at a
+        // time: memory stays bounded by the batch, whatever the file.
+        let mut records = Records::new(&mut reader, record_bound(limits), first == Some(b'['));
+        let mut lines: Vec<Vec<u8>> = Vec::with_capacity(BATCH_LINES);
+        let (mut batch_bytes, mut batch_first, mut buf) = (0usize, 1usize, Vec::new());
+        loop {
+            let item = records.next(&mut buf).with_context(|| {
+                format!(
+                    "cannot read {} after record {}",
+                    path.display(),
+                    batch_first + lines.len()
+                )
+            })?;
+            let end = match item {
+                Some(Item::Record { .. }) => {
+                    batch_bytes += buf.len();
+                    lines.push(std::mem::take(&mut buf));
+                    false
+                }
+                Some(Item::TooLong { number, bytes }) => {
+                    // Kept as a blank line so the batch's numbering holds.
+                    lines.push(Vec::new());
+                    let _ = writeln!(
+                        errors,
+                        "{}:{number}: a record of {bytes} bytes, more than the bound of {} (twice [server] \
+                         max_post_bytes, plus 64 KiB)",
+                        path.display(),
+                        record_bound(limits)
+                    );
+                    summary.rejected += 1;
+                    false
+                }
+                Some(Item::Broken { number, reason }) => {
+                    let _ = writeln!(errors, "{}:{number}: malformed JSON array: {reason}", path.display());
+                    summary.rejected += 1;
+                    true
+                }
+                None => true,
+            };
+            if lines.len() == BATCH_LINES || batch_bytes >= BATCH_BYTES || (end && !lines.is_empty()) {
+                let outcome = send(&lines, format, filter, destination, limits, &client).await?;
+                summary.accepted += outcome.accepted;
+                summary.skipped += outcome.skipped;
+                report(errors, path, &outcome, batch_first, &mut summary);
+                batch_first += lines.len();
+                lines.clear();
+                batch_bytes = 0;
+                let read = summary.accepted + summary.skipped;
+                let rate = read as f64 / start.elapsed().as_secs_f64().max(1e-9);
+                bar.set_message(format!("{read} posts, {rate:.0} posts/s"));
             }
-            let unlisted = outcome.rejected_total.saturating_sub(outcome.rejected.len() as u64);
-            if unlisted > 0 {
-                let _ = writeln!(
-                    errors,
-                    "{}: {unlisted} more lines rejected near line {first_line}",
-                    path.display()
-                );
-            }
-            summary.rejected += outcome.rejected_total;
-        };
-        if first == Some(b'[') {
-            // One JSON document (an array): read it whole.
-            let mut body = Vec::new();
-            reader
-                .read_to_end(&mut body)
-                .with_context(|| format!("cannot read {}", path.display()))?;
-            let lines = if body.is_empty() { Vec::new() } else { vec![body] };
-            let outcome = send(&lines, format, filter, destination, limits, &client, true).await?;
-            summary.accepted += outcome.accepted;
-            summary.skipped += outcome.skipped;
-            report(&outcome, 1, &mut summary);
-        } else {
-            let mut line_no = 0usize;
-            let mut lines: Vec<Vec<u8>> = Vec::with_capacity(BATCH_LINES);
-            loop {
-                let mut line = Vec::new();
-                let n = reader
-                    .read_until(b'\n', &mut line)
-                    .with_context(|| format!("cannot read {} after line {line_no}", path.display()))?;
-                if n > 0 {
-                    lines.push(line);
-                }
-                if lines.len() == BATCH_LINES || (n == 0 && !lines.is_empty()) {
-                    let outcome = send(&lines, format, filter, destination, limits, &client, false).await?;
-                    summary.accepted += outcome.accepted;
-                    summary.skipped += outcome.skipped;
-                    report(&outcome, line_no + 1, &mut summary);
-                    line_no += lines.len();
-                    lines.clear();
-                    let read = summary.accepted + summary.skipped;
-                    let rate = read as f64 / start.elapsed().as_secs_f64().max(1e-9);
-                    bar.set_message(format!("{read} posts, {rate:.0} posts/s"));
-                }
-                if n == 0 {
-                    break;
-                }
+            if end {
+                break;
             }
         }
         bar.finish_and_clear();
@@ -242,6 +256,22 @@ impl Filter {
     }
 }
 
+/// Reports a batch's rejections as `file:line: reason` on `errors`.
+fn report(errors: &mut dyn std::io::Write, path: &Path, outcome: &Outcome, first_line: usize, summary: &mut Summary) {
+    for r in &outcome.rejected {
+        let _ = writeln!(errors, "{}:{}: {}", path.display(), first_line + r.line - 1, r.error);
+    }
+    let unlisted = outcome.rejected_total.saturating_sub(outcome.rejected.len() as u64);
+    if unlisted > 0 {
+        let _ = writeln!(
+            errors,
+            "{}: {unlisted} more lines rejected near line {first_line}",
+            path.display()
+        );
+    }
+    summary.rejected += outcome.rejected_total;
+}
+
 /// What became of one batch.
 #[derive(Debug, Default)]
 struct Outcome {
@@ -263,18 +293,13 @@ async fn send(
     destination: &Destination<'_>,
     limits: &Limits,
     client: &reqwest::Client,
-    document: bool,
 ) -> anyhow::Result<Outcome> {
     let parse = || {
-        if document {
-            mapping::parse_document(&lines[0], format, limits)
-        } else {
-            let mut parsed = Parsed::new(*limits);
-            for (i, line) in lines.iter().enumerate() {
-                parsed.take_line(i + 1, line, format);
-            }
-            parsed
+        let mut parsed = Parsed::new(*limits);
+        for (i, line) in lines.iter().enumerate() {
+            parsed.take_line(i + 1, line, format);
         }
+        parsed
     };
     // Keeps what passes the filter; how many did not.
     let keep = |parsed: &mut Parsed| {
@@ -298,20 +323,9 @@ async fn send(
             // Filtered here: what passes goes as canonical records.
             let mut parsed = parse();
             let skipped = keep(&mut parsed);
-            let body: Vec<u8> = parsed
-                .posts
-                .iter()
-                .flat_map(|p| {
-                    let mut line = p.to_canonical_json();
-                    line.push(b'\n');
-                    line
-                })
-                .collect();
-            let (accepted, mut rejected, total) = if body.is_empty() {
-                (0, Vec::new(), 0)
-            } else {
-                post_lines(client, base, token.as_deref(), Format::Canonical, body).await?
-            };
+            let canonical: Vec<Vec<u8>> = parsed.posts.iter().map(|p| p.to_canonical_json()).collect();
+            let (accepted, mut rejected, total) =
+                post_split(client, base, token.as_deref(), Format::Canonical, &canonical).await?;
             rejected.extend(parsed.rejected);
             Ok(Outcome {
                 accepted,
@@ -322,7 +336,7 @@ async fn send(
         }
         Destination::Remote { base, token } => {
             let (accepted, rejected, rejected_total) =
-                post_lines(client, base, token.as_deref(), format, lines.concat()).await?;
+                post_split(client, base, token.as_deref(), format, lines).await?;
             Ok(Outcome {
                 accepted,
                 skipped: 0,
@@ -333,14 +347,65 @@ async fn send(
     }
 }
 
-/// `POST /v1/posts` of `body`, resent while the server is saturated.
+/// What the server made of some lines: accepted, the rejections listed
+/// (numbered from 1 within the lines), and the rejections in all.
+type Sent = (u64, Vec<Rejection>, u64);
+
+/// `POST /v1/posts` of `lines` as NDJSON; a batch the server finds too large
+/// (413) is sent again in halves, down to one line, which is then rejected.
+fn post_split<'a>(
+    client: &'a reqwest::Client,
+    base: &'a str,
+    token: Option<&'a str>,
+    format: Format,
+    lines: &'a [Vec<u8>],
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<Sent>> + Send + 'a>> {
+    Box::pin(async move {
+        if lines.iter().all(|l| l.trim_ascii().is_empty()) {
+            return Ok((0, Vec::new(), 0));
+        }
+        let mut body = Vec::with_capacity(lines.iter().map(|l| l.len() + 1).sum());
+        for line in lines {
+            body.extend_from_slice(line);
+            if line.last() != Some(&b'\n') {
+                body.push(b'\n');
+            }
+        }
+        if let Some(sent) = post_lines(client, base, token, format, body).await? {
+            return Ok(sent);
+        }
+        if lines.len() == 1 {
+            let error = "larger than the server's body limit (413)".to_string();
+            return Ok((
+                0,
+                vec![Rejection {
+                    line: 1,
+                    error,
+                    malformed: false,
+                }],
+                1,
+            ));
+        }
+        let mid = lines.len() / 2;
+        let (a, mut a_rejected, a_total) = post_split(client, base, token, format, &lines[..mid]).await?;
+        let (b, b_rejected, b_total) = post_split(client, base, token, format, &lines[mid..]).await?;
+        a_rejected.extend(b_rejected.into_iter().map(|r| Rejection {
+            line: r.line + mid,
+            ..r
+        }));
+        Ok((a + b, a_rejected, a_total + b_total))
+    })
+}
+
+/// `POST /v1/posts` of `body`, resent while the server is saturated;
+/// `None` when the server finds it too large (413).
 async fn post_lines(
     client: &reqwest::Client,
     base: &str,
     token: Option<&str>,
     format: Format,
     body: Vec<u8>,
-) -> anyhow::Result<(u64, Vec<Rejection>, u64)> {
+) -> anyhow::Result<Option<Sent>> {
     let url = format!("{base}/v1/posts");
     let mut delay = std::time::Duration::from_millis(200);
     loop {
@@ -354,6 +419,9 @@ async fn post_lines(
             delay = (delay * 2).min(std::time::Duration::from_secs(5));
             continue;
         }
+        if status == 413 {
+            return Ok(None);
+        }
         if !((200..300).contains(&status) || status == 400 || status == 422) {
             bail!("{url} answered {status}: {text}");
         }
@@ -361,6 +429,6 @@ async fn post_lines(
             serde_json::from_str(&text).with_context(|| format!("{url} answered {status}: {text}"))?;
         // Servers of earlier versions list every rejection and no total.
         let total = answer.rejected_total.unwrap_or(0).max(answer.rejected.len()) as u64;
-        return Ok((answer.accepted as u64, answer.rejected, total));
+        return Ok(Some((answer.accepted as u64, answer.rejected, total)));
     }
 }

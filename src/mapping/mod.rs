@@ -14,6 +14,7 @@ pub mod hackernews;
 pub mod html;
 pub mod mastodon;
 pub mod reddit;
+pub mod stream;
 pub mod twitter;
 
 use serde_json::Value;

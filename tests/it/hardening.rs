@@ -439,3 +439,71 @@ fn an_empty_token_in_the_configuration_is_refused_at_start() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("empty token"), "{stderr}");
 }
+
+#[test]
+fn chorus_ingest_rejects_an_oversized_line_streams_a_json_array_and_splits_batches_a_server_finds_too_large() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = dir.path().join("chorus.toml");
+    std::fs::write(&config, "[server]\nmax_post_bytes = 2000\n").unwrap();
+    let good = |i: usize| canonical(&format!("t1_{i}"), 1_546_300_800).to_string();
+    // A 100 MB line between good ones: rejected without being held whole.
+    let ndjson = dir.path().join("posts.ndjson");
+    let mut text = format!("{}\n{}\n", good(0), good(1));
+    text.push_str(&format!(
+        "{{\"platform\":\"x\",\"id\":\"1\",\"body\":\"{}\"}}\n",
+        "a".repeat(100_000_000)
+    ));
+    text.push_str(&format!("{}\n", good(2)));
+    std::fs::write(&ndjson, text).unwrap();
+    // A JSON array read element by element, one element too long.
+    let array = dir.path().join("posts.json");
+    let mut elements: Vec<String> = (3..500).map(good).collect();
+    elements.insert(10, format!("{{\"body\": \"{}\"}}", "b".repeat(100_000)));
+    std::fs::write(&array, format!("[\n{}\n]\n", elements.join(",\n"))).unwrap();
+    let out = chorus()
+        .arg("--data")
+        .arg(&data)
+        .arg("--config")
+        .arg(&config)
+        .arg("ingest")
+        .arg(&ndjson)
+        .arg(&array)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // Rejected lines make the exit status non-zero; the rest is taken.
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("posts.ndjson: 3 posts accepted, 1 lines rejected"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("posts.ndjson:3: a record of 100000035 bytes"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("posts.json: 497 posts accepted, 1 lines rejected"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("posts.json:11: a record of 100012 bytes"), "{stderr}");
+    assert_eq!(crate::server::sql_first_row(&data, "SELECT count(*) FROM posts"), "500");
+
+    // Through a server whose body limit is smaller than a batch: split.
+    let server = Server::start(&data, "[server]\nmax_body_bytes = 4096\n", &[]);
+    let more = dir.path().join("more.ndjson");
+    let lines: String = (1000..1300).map(|i| format!("{}\n", good(i))).collect();
+    std::fs::write(&more, lines).unwrap();
+    let out = chorus()
+        .arg("--data")
+        .arg(&data)
+        .arg("ingest")
+        .arg(&more)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("300 posts accepted, 0 lines rejected"), "{stderr}");
+    server.stop();
+    assert_eq!(crate::server::sql_first_row(&data, "SELECT count(*) FROM posts"), "800");
+}
