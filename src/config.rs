@@ -347,6 +347,7 @@ rate = 50
 # kind = "mastodon"           # token in MASTODON_TOKEN
 # instance = "https://mastodon.social"
 # stream = "public"           # public, public/local, hashtag?tag=rust, user
+# read_timeout_secs = 90      # a stream silent this long is dropped and resumed
 #
 # [[sources]]
 # kind = "bluesky"
@@ -354,6 +355,7 @@ rate = 50
 # langs = []                  # keep posts with one of these languages (e.g. ["en"])
 # keywords = []               # keep only posts containing one of these words
 # overlap_secs = 5            # seconds asked again on reconnect (duplicates dropped)
+# read_timeout_secs = 60      # a connection silent this long is dropped and resumed
 "#;
 
 #[cfg(test)]

@@ -407,9 +407,11 @@ mod commands {
                             ..defaults
                         })
                     }
-                    CollectSource::Mastodon { instance, stream } => {
-                        SourceConfig::Mastodon(MastodonConfig { instance, stream })
-                    }
+                    CollectSource::Mastodon { instance, stream } => SourceConfig::Mastodon(MastodonConfig {
+                        instance,
+                        stream,
+                        ..MastodonConfig::default()
+                    }),
                     CollectSource::Hackernews { api_url, backfill } => {
                         let defaults = HackerNewsConfig::default();
                         SourceConfig::Hackernews(HackerNewsConfig {

@@ -47,6 +47,8 @@ pub struct BlueskyConfig {
     pub keywords: Vec<String>,
     /// Seconds of events asked again on reconnect.
     pub overlap_secs: u64,
+    /// A connection silent for this many seconds is dropped and resumed.
+    pub read_timeout_secs: u64,
 }
 
 impl Default for BlueskyConfig {
@@ -56,6 +58,7 @@ impl Default for BlueskyConfig {
             langs: Vec::new(),
             keywords: Vec::new(),
             overlap_secs: 5,
+            read_timeout_secs: 60,
         }
     }
 }
@@ -183,7 +186,12 @@ async fn session(
     let mut cursor = stream.cursor;
     loop {
         let next = if batch.is_empty() {
-            socket.next().await.map(Some)
+            let silence = Duration::from_secs(config.read_timeout_secs.max(1));
+            match tokio::time::timeout(silence, socket.next()).await {
+                Ok(message) => message.map(Some),
+                // Nothing is pending: drop the connection and resume.
+                Err(_) => anyhow::bail!("{url} sent nothing for {} s", silence.as_secs()),
+            }
         } else {
             match tokio::time::timeout(BATCH_WAIT, socket.next()).await {
                 Ok(message) => message.map(Some),

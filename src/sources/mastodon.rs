@@ -30,6 +30,9 @@ pub struct MastodonConfig {
     pub instance: String,
     /// `public`, `public/local`, `hashtag?tag=rust`, `user`…
     pub stream: String,
+    /// A stream silent this many seconds (heartbeats count; instances send
+    /// one every 15 s or so) is dropped and resumed.
+    pub read_timeout_secs: u64,
 }
 
 impl Default for MastodonConfig {
@@ -37,6 +40,7 @@ impl Default for MastodonConfig {
         MastodonConfig {
             instance: String::new(),
             stream: "public".into(),
+            read_timeout_secs: 90,
         }
     }
 }
@@ -85,7 +89,16 @@ pub async fn run(
     let mut reconnect = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
     tracing::info!(%url, "Collecting Mastodon statuses.");
     loop {
-        let session = stream_once(&http, &url, token.as_deref(), &output, &metrics, &mut reconnect);
+        let silence = Duration::from_secs(config.read_timeout_secs.max(1));
+        let session = stream_once(
+            &http,
+            &url,
+            token.as_deref(),
+            &output,
+            &metrics,
+            &mut reconnect,
+            silence,
+        );
         let ended = tokio::select! {
             ended = session => ended,
             () = shutdown.cancelled() => return Ok(()),
@@ -117,6 +130,7 @@ async fn stream_once(
     output: &Output,
     metrics: &Metrics,
     reconnect: &mut Backoff,
+    silence: Duration,
 ) -> Result<(), Failure> {
     let mut request = http.get(url).header(reqwest::header::ACCEPT, "text/event-stream");
     if let Some(token) = token {
@@ -151,9 +165,9 @@ async fn stream_once(
     }
     let mut parser = sse::Parser::default();
     loop {
-        let chunk = response
-            .chunk()
+        let chunk = tokio::time::timeout(silence, response.chunk())
             .await
+            .map_err(|_| Transient(anyhow::anyhow!("{url} sent nothing for {} s", silence.as_secs())))?
             .map_err(|e| Transient(anyhow::anyhow!("reading {url}: {e}")))?;
         let Some(chunk) = chunk else { return Ok(()) };
         let mut posts = Vec::new();

@@ -34,15 +34,38 @@ pub fn append_posts(log: &dyn Log, posts: Vec<IncomingPost>, ingested_at: i64) -
     Ok(records.len())
 }
 
-/// A `Retry-After` header in seconds (the HTTP-date form is read too).
+/// The longest wait a remote's answer can ask for (`Retry-After`, a rate
+/// limit's reset); longer values are clamped to it, and logged.
+pub const MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// `seconds` a remote asked to wait, as a duration in 0..=`limit` (NaN and
+/// negatives are 0; a value past `limit`, `1e30` say, is `limit`, logged).
+pub fn clamped_secs(seconds: f64, limit: std::time::Duration, what: &str) -> std::time::Duration {
+    if seconds.is_nan() || seconds <= 0.0 {
+        return std::time::Duration::ZERO;
+    }
+    if seconds > limit.as_secs_f64() {
+        tracing::warn!(
+            seconds,
+            limit = limit.as_secs(),
+            what,
+            "A remote asked for a longer wait than allowed; clamped."
+        );
+        return limit;
+    }
+    std::time::Duration::from_secs_f64(seconds)
+}
+
+/// A `Retry-After` header in seconds (the HTTP-date form is read too),
+/// at most [`MAX_WAIT`].
 pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<std::time::Duration> {
     let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
     if let Ok(seconds) = value.parse::<f64>() {
-        return (seconds.is_finite() && seconds >= 0.0).then(|| std::time::Duration::from_secs_f64(seconds));
+        return (seconds.is_finite() && seconds >= 0.0).then(|| clamped_secs(seconds, MAX_WAIT, "Retry-After"));
     }
     let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
     let wait = at.with_timezone(&chrono::Utc) - chrono::Utc::now();
-    Some(wait.to_std().unwrap_or_default())
+    Some(wait.to_std().unwrap_or_default().min(MAX_WAIT))
 }
 
 /// One `[[sources]]` entry of the configuration: a collector that
@@ -115,5 +138,32 @@ impl SourceConfig {
                 mastodon::run(config, token, output, metrics, shutdown).await
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn waits_a_remote_asks_for_are_clamped_not_a_panic() {
+        let headers = |v: &str| {
+            let mut map = reqwest::header::HeaderMap::new();
+            map.insert(reqwest::header::RETRY_AFTER, v.parse().unwrap());
+            map
+        };
+        assert_eq!(retry_after(&headers("1e30")), Some(MAX_WAIT));
+        assert_eq!(retry_after(&headers("2.5")), Some(Duration::from_millis(2500)));
+        assert_eq!(retry_after(&headers("nan")), None);
+        assert_eq!(retry_after(&headers("-3")), None);
+        assert_eq!(retry_after(&headers("Fri, 31 Dec 9999 23:59:59 GMT")), Some(MAX_WAIT));
+        assert_eq!(
+            clamped_secs(1e19, Duration::from_secs(86_400), "expires_in"),
+            Duration::from_secs(86_400)
+        );
+        assert_eq!(clamped_secs(f64::NAN, MAX_WAIT, "x"), Duration::ZERO);
+        assert_eq!(clamped_secs(f64::INFINITY, MAX_WAIT, "x"), MAX_WAIT);
     }
 }

@@ -99,8 +99,47 @@ impl Output {
     }
 }
 
+impl Spool {
+    /// Keeps in `refused/` the posts a remote refused inside a `202` (each
+    /// line with the remote's reason), before their spool files are
+    /// deleted: nothing the collector took is dropped silently. When the
+    /// remote listed only some of the refused lines, the whole batch is kept.
+    fn keep_refused_lines(&self, batch: &[PathBuf], body: &[u8], answer: &IngestResponse) -> anyhow::Result<()> {
+        let refused = self.dir.join(REFUSED_DIR);
+        fs::create_dir_all(&refused).with_context(|| format!("creating {}", refused.display()))?;
+        let first = batch
+            .first()
+            .and_then(|p| p.file_name())
+            .map_or_else(|| "batch".into(), |n| n.to_string_lossy().into_owned());
+        let unlisted = answer.rejected_total.is_some_and(|total| total > answer.rejected.len());
+        let mut out = Vec::new();
+        if unlisted {
+            out.extend_from_slice(body);
+        } else {
+            let lines: Vec<&[u8]> = body.split(|&b| b == b'\n').collect();
+            for r in &answer.rejected {
+                let post = lines
+                    .get(r.line.wrapping_sub(1))
+                    .and_then(|l| serde_json::from_slice::<serde_json::Value>(l).ok())
+                    .unwrap_or(serde_json::Value::Null);
+                let line = serde_json::json!({"error": r.error, "post": post});
+                out.extend_from_slice(line.to_string().as_bytes());
+                out.push(b'\n');
+            }
+        }
+        let path = refused.join(format!("{first}.refused.ndjson"));
+        super::checkpoint::write_atomically(&path, &out).with_context(|| format!("writing {}", path.display()))?;
+        tracing::error!(
+            refused = answer.rejected_total.unwrap_or(answer.rejected.len()),
+            file = %path.display(),
+            "The remote refused spooled posts; they are kept aside with the reasons."
+        );
+        Ok(())
+    }
+}
+
 /// Where and how the spool sends.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Remote {
     /// `POST /v1/posts` URL of the remote chorus.
     pub url: String,
@@ -110,6 +149,17 @@ pub struct Remote {
     pub batch_posts: usize,
     /// Longest a spooled post waits for a fuller batch.
     pub batch_ms: u64,
+}
+
+impl std::fmt::Debug for Remote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Remote")
+            .field("url", &self.url)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("batch_posts", &self.batch_posts)
+            .field("batch_ms", &self.batch_ms)
+            .finish()
+    }
 }
 
 impl Remote {
@@ -252,7 +302,14 @@ impl Spool {
             for path in &batch {
                 body.extend(fs::read(path).with_context(|| format!("reading {}", path.display()))?);
             }
-            let sent = post_posts(&client, &remote.url, remote.token.as_deref(), Format::Canonical, body).await;
+            let sent = post_posts(
+                &client,
+                &remote.url,
+                remote.token.as_deref(),
+                Format::Canonical,
+                body.clone(),
+            )
+            .await;
             let wait = match sent {
                 Ok(Answer {
                     status,
@@ -261,10 +318,10 @@ impl Spool {
                 }) => match status {
                     200..=299 => {
                         if let Ok(answer) = serde_json::from_str::<IngestResponse>(&text) {
-                            for r in &answer.rejected {
-                                tracing::warn!(line = r.line, error = %r.error, "The remote refused a spooled post.");
-                            }
                             metrics.spool_sent.add(answer.accepted as u64);
+                            if !answer.rejected.is_empty() || answer.rejected_total.is_some() {
+                                self.keep_refused_lines(&batch, &body, &answer)?;
+                            }
                         }
                         for path in &batch {
                             fs::remove_file(path).with_context(|| format!("removing {}", path.display()))?;

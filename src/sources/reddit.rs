@@ -255,9 +255,13 @@ impl RateLimit {
         tracing::debug!(?remaining, ?used, ?reset, "Reddit rate limit.");
         self.next_request = match (remaining, reset) {
             // Used up: nothing until the window resets.
-            (Some(remaining), Some(reset)) if remaining < 1.0 => now + Duration::from_secs_f64(reset),
+            (Some(remaining), Some(reset)) if remaining < 1.0 => {
+                now + super::clamped_secs(reset, super::MAX_WAIT, "x-ratelimit-reset")
+            }
             // Spread what is left evenly over the rest of the window.
-            (Some(remaining), Some(reset)) => now + Duration::from_secs_f64(reset / remaining),
+            (Some(remaining), Some(reset)) => {
+                now + super::clamped_secs(reset / remaining, super::MAX_WAIT, "x-ratelimit-reset")
+            }
             _ => now + DEFAULT_SPACING,
         };
     }
@@ -268,11 +272,22 @@ impl RateLimit {
     }
 }
 
-#[derive(Debug)]
 struct Token {
     value: String,
     expires_at: Instant,
 }
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Token")
+            .field("value", &"<redacted>")
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
+/// A token is trusted for at most a day, whatever `expires_in` says.
+const MAX_TOKEN_LIFE: Duration = Duration::from_secs(24 * 3600);
 
 /// One comment of a listing: its fullname and the mapped post (or why it
 /// could not be mapped).
@@ -585,7 +600,8 @@ impl RedditCollector {
                     let value = answer
                         .access_token
                         .with_context(|| format!("POST {url}: no access_token in the answer"))?;
-                    let expires_in = Duration::from_secs(answer.expires_in.unwrap_or(3600.0).max(0.0) as u64);
+                    let expires_in =
+                        super::clamped_secs(answer.expires_in.unwrap_or(3600.0), MAX_TOKEN_LIFE, "expires_in");
                     self.token = Some(Token {
                         value: value.clone(),
                         expires_at: Instant::now() + expires_in,
@@ -621,12 +637,23 @@ struct Page {
     newest: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 struct TokenAnswer {
     access_token: Option<String>,
     expires_in: Option<f64>,
     error: Option<Value>,
     error_description: Option<String>,
+}
+
+impl std::fmt::Debug for TokenAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenAnswer")
+            .field("access_token", &self.access_token.as_ref().map(|_| "<redacted>"))
+            .field("expires_in", &self.expires_in)
+            .field("error", &self.error)
+            .field("error_description", &self.error_description)
+            .finish()
+    }
 }
 
 fn error_text(error: &Value) -> String {
@@ -677,6 +704,22 @@ mod tests {
         map
     }
 
+    #[test]
+    fn tokens_are_redacted_in_debug_output() {
+        let token = Token {
+            value: "secret-access-token".into(),
+            expires_at: Instant::now(),
+        };
+        let answer: TokenAnswer =
+            serde_json::from_str(r#"{"access_token": "secret-access-token", "expires_in": 3600}"#).unwrap();
+        let remote =
+            crate::sources::output::Remote::new("http://127.0.0.1:1", Some("secret-remote-token".into())).unwrap();
+        for text in [format!("{token:?}"), format!("{answer:?}"), format!("{remote:?}")] {
+            assert!(!text.contains("secret"), "{text}");
+            assert!(text.contains("redacted"), "{text}");
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn pacing_spreads_the_window_and_stops_when_it_is_used_up() {
         let spread = pacing_after(&headers(&[
@@ -691,6 +734,17 @@ mod tests {
         ]));
         assert_eq!(used_up, Duration::from_secs(42));
         assert_eq!(pacing_after(&HeaderMap::new()), DEFAULT_SPACING);
+        // Absurd values are clamped, not a panic.
+        let huge = pacing_after(&headers(&[
+            ("x-ratelimit-remaining", "0.0"),
+            ("x-ratelimit-reset", "1e30"),
+        ]));
+        assert_eq!(huge, crate::sources::MAX_WAIT);
+        let spread_huge = pacing_after(&headers(&[
+            ("x-ratelimit-remaining", "2.0"),
+            ("x-ratelimit-reset", "1e12"),
+        ]));
+        assert_eq!(spread_huge, crate::sources::MAX_WAIT);
     }
 
     #[test]

@@ -259,3 +259,53 @@ async fn chorus_run_starts_the_configured_sources() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn posts_a_remote_refuses_inside_a_202_are_kept_in_refused_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    // The remote takes bodies of at most 200 bytes; the collector had none.
+    let server = Server::start(&dir.path().join("remote"), "[server]\nmax_post_bytes = 200\n", &[]);
+    let spool_dir = dir.path().join("spool");
+    let spool = Arc::new(Spool::open(&spool_dir).unwrap());
+    let long = IncomingPost::new("reddit", "t1_long", &"x".repeat(500), 1_546_300_800_000_000);
+    let posts = vec![
+        IncomingPost::new("reddit", "t1_a", "short", 1_546_300_800_000_000),
+        long,
+        IncomingPost::new("reddit", "t1_b", "short too", 1_546_300_800_000_000),
+    ];
+    spool.write(&posts).unwrap();
+    let mut remote = Remote::new(&server.url(""), None).unwrap();
+    remote.batch_ms = 10;
+    let (metrics, stop) = (Arc::new(Metrics::default()), CancellationToken::new());
+    let sender = {
+        let (spool, metrics, stop) = (spool.clone(), metrics.clone(), stop.clone());
+        tokio::spawn(async move { spool.send(&remote, &metrics, &stop).await })
+    };
+    eventually("the spool drains", Duration::from_secs(30), || {
+        spool.pending().unwrap().is_empty()
+    })
+    .await;
+    stop.cancel();
+    sender.await.unwrap().unwrap();
+    let client = reqwest::Client::new();
+    wait_for_count(&client, &server, 2, Duration::from_secs(30)).await;
+    let refused: Vec<std::path::PathBuf> = std::fs::read_dir(spool_dir.join("refused"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    let kept: Vec<Value> = std::fs::read_to_string(&refused[0])
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0]["post"]["id"], "t1_long");
+    assert_eq!(kept[0]["post"]["body"], "x".repeat(500));
+    assert!(
+        kept[0]["error"].as_str().unwrap().contains("max_post_bytes (200)"),
+        "{}",
+        kept[0]
+    );
+    server.stop();
+}

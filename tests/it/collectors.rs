@@ -148,6 +148,7 @@ async fn mastodon_streams_statuses_and_reconnects_when_the_stream_ends() {
     let config = MastodonConfig {
         instance: format!("http://{address}"),
         stream: "user".into(),
+        ..MastodonConfig::default()
     };
     let dir = tempfile::tempdir().unwrap();
     let spool = Arc::new(Spool::open(dir.path()).unwrap());
@@ -179,9 +180,10 @@ async fn mastodon_streams_statuses_and_reconnects_when_the_stream_ends() {
 /// A Jetstream stand-in replaying the recorded window: each connection's
 /// URI is recorded; the events from its `cursor` on (as Jetstream replays)
 /// are sent, at most `plan[i]` on connection `i` before it is closed (all,
-/// then kept open, past the plan).
+/// then kept open, past the plan). With `hold`, a connection of the plan
+/// is not closed but kept open and silent, as a stalled stream is.
 #[allow(clippy::result_large_err)] // tungstenite's handshake callback type
-async fn jetstream(plan: Vec<usize>) -> (std::net::SocketAddr, Arc<std::sync::Mutex<Vec<String>>>) {
+async fn jetstream_with(plan: Vec<usize>, hold: bool) -> (std::net::SocketAddr, Arc<std::sync::Mutex<Vec<String>>>) {
     use futures::{SinkExt as _, StreamExt as _};
     use tokio_tungstenite::tungstenite::Message;
     let events: Vec<String> = std::fs::read_to_string(crate::fixture(
@@ -228,7 +230,7 @@ async fn jetstream(plan: Vec<usize>) -> (std::net::SocketAddr, Arc<std::sync::Mu
             for event in replay.iter().take(limit.unwrap_or(usize::MAX)) {
                 socket.send(Message::text(event.as_str())).await.unwrap();
             }
-            if limit.is_some() {
+            if limit.is_some() && !hold {
                 socket.close(None).await.unwrap();
             } else {
                 // Stay open, as a live stream does.
@@ -237,6 +239,10 @@ async fn jetstream(plan: Vec<usize>) -> (std::net::SocketAddr, Arc<std::sync::Mu
         }
     });
     (address, uris)
+}
+
+async fn jetstream(plan: Vec<usize>) -> (std::net::SocketAddr, Arc<std::sync::Mutex<Vec<String>>>) {
+    jetstream_with(plan, false).await
 }
 
 fn recorded_posts() -> Vec<IncomingPost> {
@@ -358,4 +364,26 @@ async fn bluesky_keeps_only_the_asked_languages_and_keywords() {
     let posts = run_bluesky(config, data.path()).await;
     assert!(!posts.is_empty());
     assert!(posts.iter().all(|p| p.body.to_lowercase().contains("youtube")));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_silent_jetstream_connection_is_dropped_after_the_read_timeout_and_resumed() {
+    // The first connection sends 80 events, then stays open and silent.
+    let (address, uris) = jetstream_with(vec![80], true).await;
+    let data = tempfile::tempdir().unwrap();
+    let config = chorus::sources::bluesky::BlueskyConfig {
+        url: format!("ws://{address}/subscribe"),
+        read_timeout_secs: 5,
+        ..Default::default()
+    };
+    let posts = run_bluesky(config, data.path()).await;
+    // Each connection that goes silent for 5 s is dropped and resumed
+    // from the cursor (the replay server's later ones go silent too, once
+    // everything is sent): 20 s of collecting make a few.
+    let uris = uris.lock().unwrap().clone();
+    assert!((2..=5).contains(&uris.len()), "{uris:?}");
+    assert!(uris[1..].iter().all(|u| u.contains("&cursor=")), "{uris:?}");
+    let ids: Vec<String> = posts.into_iter().map(|p| p.id).collect();
+    let expected: Vec<String> = recorded_posts().into_iter().map(|p| p.id).collect();
+    assert_eq!(ids, expected, "every post once, after the resume");
 }
