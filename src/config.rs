@@ -115,6 +115,9 @@ pub struct LogConfig {
     /// ...or while a topic partition is larger than this many bytes (0: no
     /// size bound).
     pub retention_bytes: u64,
+    /// Ingest answers 507 while the data directory's disk has fewer free
+    /// bytes than this: the stages keep the rest to finish what was taken.
+    pub min_free_bytes: u64,
 }
 
 impl Default for LogConfig {
@@ -123,6 +126,7 @@ impl Default for LogConfig {
             partitions: 4,
             retention_hours: 168,
             retention_bytes: 0,
+            min_free_bytes: 512 << 20,
         }
     }
 }
@@ -275,6 +279,10 @@ retention_hours = 168
 # ...or while a topic partition holds more than this many bytes (0: no bound).
 # Records a stage has not processed yet are never removed.
 retention_bytes = 0
+# Ingest answers 507 (Retry-After) while the data directory's disk has less
+# free space than this, so the log never runs into a full disk; it resumes
+# by itself once space is freed.
+min_free_bytes = 536870912
 
 [enrich]
 # Worker threads; 0 means one per core.

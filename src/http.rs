@@ -50,6 +50,29 @@ pub struct AppState {
     /// The address the server listens on (its own origin, and a `Host`
     /// always accepted).
     pub listen: std::net::SocketAddr,
+    /// The data directory, whose disk ingest watches.
+    pub data_dir: std::path::PathBuf,
+    /// Ingest answers 507 while the data directory's disk has less free.
+    pub min_free_bytes: u64,
+    /// Cancelled to stop the pipeline when the log fails for good.
+    pub stop: CancellationToken,
+    /// Why the API stopped the pipeline, if it did.
+    pub failure: std::sync::Mutex<Option<String>>,
+}
+
+/// Free bytes (for unprivileged users) on the disk holding `path`.
+pub fn free_bytes(path: &std::path::Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: `path` is a NUL-terminated string that outlives the call, and
+    // `stat` is a plain struct statvfs fills in; it is read only on success.
+    unsafe {
+        let mut stat: libc::statvfs = std::mem::zeroed();
+        if libc::statvfs(path.as_ptr(), &mut stat) != 0 {
+            return None;
+        }
+        Some((stat.f_bavail as u64).saturating_mul(stat.f_frsize as u64))
+    }
 }
 
 /// Header of a `POST /v1/sql` text answer that was cut at a bound: why.
@@ -114,7 +137,9 @@ impl Default for HttpLimits {
 /// finish for at most `shutdown_grace`, and closes every connection.
 pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: CancellationToken) -> std::io::Result<()> {
     let limits = state.http;
-    let service = hyper_util::service::TowerToHyperService::new(router(state));
+    let failure = state.clone();
+    let failure = &failure.failure;
+    let service = hyper_util::service::TowerToHyperService::new(router(state.clone()));
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(limits.header_timeout);
@@ -173,7 +198,10 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: Cancel
         closing.cancel();
         tasks.wait().await;
     }
-    Ok(())
+    match failure.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        Some(reason) => Err(std::io::Error::other(reason)),
+        None => Ok(()),
+    }
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -334,6 +362,30 @@ async fn ingest(
             }
         },
     };
+    // The disk almost full: refuse before the log hits the end of it
+    // (the storage engine cannot go on after a failed write); the stages
+    // keep the reserve to finish what was accepted.
+    if let Some(free) = free_bytes(&state.data_dir)
+        && free < state.min_free_bytes
+    {
+        tracing::warn!(
+            free,
+            reserve = state.min_free_bytes,
+            "Ingest refused: the disk is almost full."
+        );
+        let mut r = error(
+            StatusCode::INSUFFICIENT_STORAGE,
+            format!(
+                "the disk of {} has {free} bytes free, under [log] min_free_bytes ({}); free some space \
+                 (or lower retention) and retry",
+                state.data_dir.display(),
+                state.min_free_bytes
+            ),
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
+        return r;
+    }
     // Saturated: tell the client to come back instead of buffering.
     match state.log.lag(enrich::CONSUMER, Topic::Raw) {
         Ok(lag) if lag > state.max_enrich_lag => {
@@ -372,7 +424,16 @@ async fn ingest(
     };
     let accepted = match appended {
         Ok(n) => n,
-        Err(e) => return unavailable(&e.to_string()),
+        Err(e) => {
+            if e.is_fatal() {
+                // The log cannot take another write: stop the whole
+                // process loudly rather than answer 503 forever.
+                tracing::error!(error = %e, "The log failed for good; stopping.");
+                *state.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+                state.stop.cancel();
+            }
+            return unavailable(&e.to_string());
+        }
     };
     state.metrics.ingest_accepted.add(accepted as u64);
     state.metrics.ingest_rejected.add(rejected_total as u64);
@@ -561,6 +622,10 @@ mod tests {
             http: HttpLimits::default(),
             allowed_origins: Vec::new(),
             listen: "127.0.0.1:0".parse().unwrap(),
+            data_dir: dir.to_path_buf(),
+            min_free_bytes: 0,
+            stop: CancellationToken::new(),
+            failure: Default::default(),
         });
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());

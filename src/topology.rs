@@ -230,6 +230,10 @@ impl Pipeline {
                     http: self.config.server.http_limits(),
                     allowed_origins: self.config.server.allowed_origins.clone(),
                     listen: address,
+                    data_dir: self.data.clone(),
+                    min_free_bytes: self.config.log.min_free_bytes,
+                    stop: stop.clone(),
+                    failure: Default::default(),
                 });
                 let stop = stop.clone();
                 Some(tokio::spawn(async move {

@@ -117,6 +117,15 @@ pub enum LogError {
     BadConsumer(String),
 }
 
+impl LogError {
+    /// Whether the log can take no further write in this process (the
+    /// storage engine poisoned itself after a failed write, as on a full
+    /// disk): the pipeline must stop; a restart recovers from the journal.
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, LogError::Storage(message) if message.contains("Poisoned"))
+    }
+}
+
 /// Writes that land together or not at all: appends to any topics, state
 /// entries and consumer commits. A stage that appends its output and
 /// commits its input in one transaction never repeats output after a crash

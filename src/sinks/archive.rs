@@ -170,6 +170,27 @@ fn sync_dir(dir: &Path) -> Result<(), ArchiveError> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
 }
 
+/// Creates `dir` and whatever is missing of its parents, syncing each new
+/// directory's parent, so that after a power loss the directory (and the
+/// file renamed into it) is still reachable from the archive root.
+fn create_dir_synced(dir: &Path) -> Result<(), ArchiveError> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        create_dir_synced(parent)?;
+    }
+    match fs::create_dir(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
+        Err(e) => return Err(io(dir)(e)),
+    }
+    match dir.parent() {
+        Some(parent) => sync_dir(parent),
+        None => Ok(()),
+    }
+}
+
 /// What the archive has read but not committed yet, per log partition, as
 /// Arrow batches of `posts` (with `dt` and `hour`): queries use them
 /// instead of decoding the same posts again.
@@ -227,7 +248,7 @@ impl Archive {
         gate: Arc<RwLock<()>>,
         tail: Arc<ArchiveTail>,
     ) -> Result<Archive, ArchiveError> {
-        fs::create_dir_all(root.join(POSTS_DIR)).map_err(io(root))?;
+        create_dir_synced(&root.join(POSTS_DIR))?;
         let tmp = root.join(TMP_DIR);
         if tmp.exists() {
             fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
@@ -418,7 +439,7 @@ impl Archive {
             open.writer.close()?;
             open.handle.sync_all().map_err(io(&open.tmp))?;
             let dir = self.root.join(partition_dir(dt, hour));
-            fs::create_dir_all(&dir).map_err(io(&dir))?;
+            create_dir_synced(&dir)?;
             done.push((open.tmp, dir));
         }
         let name = file_name(files.partition, first, last, "parquet");
@@ -475,7 +496,7 @@ impl Archive {
         let mut count = 0;
         for (dt, lines) in std::mem::take(&mut file.lines) {
             let dir = self.root.join(ERRORS_DIR).join(format!("dt={dt}"));
-            fs::create_dir_all(&dir).map_err(io(&dir))?;
+            create_dir_synced(&dir)?;
             let tmp = self.root.join(TMP_DIR).join(format!("{name}.{dt}.tmp"));
             let mut f = File::create(&tmp).map_err(io(&tmp))?;
             f.write_all(&lines).and_then(|()| f.sync_all()).map_err(io(&tmp))?;

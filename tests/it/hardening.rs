@@ -507,3 +507,130 @@ fn chorus_ingest_rejects_an_oversized_line_streams_a_json_array_and_splits_batch
     server.stop();
     assert_eq!(crate::server::sql_first_row(&data, "SELECT count(*) FROM posts"), "800");
 }
+
+/// A tmpfs of `mib` MiB mounted on `dir`, unmounted when dropped.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &std::path::Path, mib: u64) -> Tmpfs {
+        std::fs::create_dir_all(dir).unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .expect("run mount");
+        assert!(
+            status.success(),
+            "mounting a tmpfs needs root (CAP_SYS_ADMIN): the disk-full test cannot run"
+        );
+        Tmpfs(dir.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_gets_507_loses_nothing_accepted_and_ingest_resumes_once_space_is_freed() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = Tmpfs::mount(&dir.path().join("disk"), 96);
+    let data = disk.0.join("data");
+    let config = "[archive]\nmax_file_age_secs = 1\n[log]\nmin_free_bytes = 25165824\n";
+    let server = Server::start(&data, config, &[]);
+    let client = reqwest::Client::new();
+    let batch = |n: usize| -> String {
+        lines(
+            &(0..100)
+                .map(|i| canonical(&format!("t1_{n}_{i}"), 1_546_300_800))
+                .collect::<Vec<_>>(),
+        )
+    };
+    let (status, _) = post(&client, &server, "", batch(0)).await;
+    assert_eq!(status, 202);
+    // Fill the disk to 16 MiB free, under the 24 MiB reserve.
+    let free = chorus::http::free_bytes(&data).unwrap();
+    let ballast = disk.0.join("ballast");
+    {
+        use std::io::Write;
+        let mut file = std::fs::File::create(&ballast).unwrap();
+        let chunk = vec![7u8; 1 << 20];
+        for _ in 0..(free.saturating_sub(16 << 20) >> 20) {
+            file.write_all(&chunk).unwrap();
+        }
+    }
+    let (status, answer) = post(&client, &server, "", batch(1)).await;
+    assert_eq!(status, 507, "{answer}");
+    assert!(answer["error"].as_str().unwrap().contains("min_free_bytes"), "{answer}");
+    // What was accepted is still enriched and queryable meanwhile.
+    wait_for_count(&client, &server, 100, Duration::from_secs(60)).await;
+    // Space is freed: ingest resumes by itself.
+    std::fs::remove_file(&ballast).unwrap();
+    let (status, answer) = post(&client, &server, "", batch(1)).await;
+    assert_eq!(status, 202, "{answer}");
+    wait_for_count(&client, &server, 200, Duration::from_secs(60)).await;
+    server.stop();
+    drop(disk);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_that_fails_for_good_stops_chorus_run_with_an_error_and_a_restart_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = Tmpfs::mount(&dir.path().join("disk"), 96);
+    let data = disk.0.join("data");
+    // No reserve: the log itself runs into the full disk.
+    let mut server = Server::start(&data, "[log]\nmin_free_bytes = 0\n", &[]);
+    let client = reqwest::Client::new();
+    let batch = |n: usize| -> String {
+        lines(
+            &(0..1000)
+                .map(|i| canonical(&format!("t1_{n}_{i}"), 1_546_300_800))
+                .collect::<Vec<_>>(),
+        )
+    };
+    let (status, _) = post(&client, &server, "", batch(0)).await;
+    assert_eq!(status, 202);
+    wait_for_count(&client, &server, 1000, Duration::from_secs(60)).await;
+    let ballast = disk.0.join("ballast");
+    {
+        use std::io::Write;
+        let mut file = std::fs::File::create(&ballast).unwrap();
+        let chunk = vec![7u8; 1 << 20];
+        while file.write_all(&chunk).is_ok() {}
+    }
+    let (mut refused, mut accepted) = (0, 1);
+    for n in 1..50 {
+        match client.post(server.url("/v1/posts")).body(batch(n)).send().await {
+            Ok(r) if r.status() == 202 => accepted += 1,
+            Ok(r) => {
+                assert_eq!(r.status(), 503);
+                refused += 1;
+            }
+            Err(_) => break,
+        }
+    }
+    assert!(refused > 0, "the full disk was never noticed");
+    // The process stops by itself, loudly.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "chorus run kept running on a failed log"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(!status.success(), "{status}");
+    // Space freed, a restart recovers every post that got a 202.
+    std::fs::remove_file(&ballast).unwrap();
+    let restarted = Server::start(&data, "[log]\nmin_free_bytes = 0\n", &[]);
+    // Every post that got a 202 (wait_for_count also fails on more).
+    wait_for_count(&client, &restarted, 1000 * accepted, Duration::from_secs(60)).await;
+    restarted.stop();
+    let _ = server.child.wait();
+    drop(disk);
+}
