@@ -126,7 +126,7 @@ impl Default for LogConfig {
             partitions: 4,
             retention_hours: 168,
             retention_bytes: 0,
-            min_free_bytes: 512 << 20,
+            min_free_bytes: 256 << 20,
         }
     }
 }
@@ -282,7 +282,7 @@ retention_bytes = 0
 # Ingest answers 507 (Retry-After) while the data directory's disk has less
 # free space than this, so the log never runs into a full disk; it resumes
 # by itself once space is freed.
-min_free_bytes = 536870912
+min_free_bytes = 268435456
 
 [enrich]
 # Worker threads; 0 means one per core.

@@ -574,7 +574,7 @@ async fn read_log(
     let max = params.max.unwrap_or(1000).min(10_000);
     let read = tokio::task::spawn_blocking(move || {
         let end = log.end_offsets(topic)?.get(partition as usize).copied().unwrap_or(0);
-        Ok::<_, crate::log::LogError>((end, log.read(topic, partition, offset, max)?))
+        Ok::<_, crate::log::LogError>((end, log.read(topic, partition, offset, max, crate::log::READ_BYTES)?))
     })
     .await;
     match read {

@@ -100,7 +100,7 @@ async fn read(
                 return Ok((end, Vec::new()));
             }
             let records = log
-                .read(topic, partition, offset, max)?
+                .read(topic, partition, offset, max, crate::log::READ_BYTES)?
                 .into_iter()
                 .map(|e| (e.offset, crate::log::record_json(topic, &e.value).to_string()))
                 .collect();

@@ -316,23 +316,34 @@ impl Log for FjallLog {
         Ok(self.state.get(key).map_err(storage)?.map(|v| v.to_vec()))
     }
 
-    fn read(&self, topic: Topic, partition: u32, offset: u64, max: usize) -> Result<Vec<Entry>, LogError> {
+    fn read(
+        &self,
+        topic: Topic,
+        partition: u32,
+        offset: u64,
+        max: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Entry>, LogError> {
         let segments = self.segments_of(topic, partition)?;
         // The segment holding `offset` (or the oldest kept, if retention
         // removed it: reading resumes at the earliest record, as Kafka's
         // `auto.offset.reset=earliest`).
         let first = segments.partition_point(|s| s.base <= offset).saturating_sub(1);
-        let mut out = Vec::new();
-        for segment in &segments[first..] {
-            if out.len() >= max {
+        let (mut out, mut bytes) = (Vec::new(), 0usize);
+        'segments: for segment in &segments[first..] {
+            if out.len() >= max || bytes >= max_bytes {
                 break;
             }
             for guard in segment.keyspace.range(offset.to_be_bytes()..).take(max - out.len()) {
                 let (key, value) = guard.into_inner().map_err(storage)?;
+                bytes += value.len();
                 out.push(Entry {
                     offset: decode_offset(&key)?,
                     value: value.into(),
                 });
+                if bytes >= max_bytes {
+                    break 'segments;
+                }
             }
         }
         Ok(out)
@@ -408,6 +419,26 @@ mod tests {
     }
 
     #[test]
+    fn reads_stop_at_the_byte_bound_after_at_least_one_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = FjallLog::open(dir.path(), 1).unwrap();
+        let value = [7u8; 100];
+        for _ in 0..10 {
+            log.append(Topic::Raw, &[(b"k", &value)]).unwrap();
+        }
+        let offsets = |max_bytes| -> Vec<u64> {
+            log.read(Topic::Raw, 0, 2, 100, max_bytes)
+                .unwrap()
+                .iter()
+                .map(|e| e.offset)
+                .collect()
+        };
+        assert_eq!(offsets(250), [2, 3, 4]);
+        assert_eq!(offsets(1), [2]);
+        assert_eq!(offsets(usize::MAX).len(), 8);
+    }
+
+    #[test]
     fn appended_records_read_back_in_order_per_partition() {
         let dir = tempfile::tempdir().unwrap();
         let log = FjallLog::open(dir.path(), 4).unwrap();
@@ -418,7 +449,7 @@ mod tests {
         assert_eq!(ends.iter().sum::<u64>(), 100);
         for (i, pos) in positions.iter().enumerate() {
             assert_eq!(pos.partition, partition_of(&recs[i].0, 4));
-            let got = log.read(Topic::Raw, pos.partition, pos.offset, 1).unwrap();
+            let got = log.read(Topic::Raw, pos.partition, pos.offset, 1, usize::MAX).unwrap();
             assert_eq!(
                 got,
                 vec![Entry {
@@ -429,13 +460,13 @@ mod tests {
         }
         // Offsets are dense from 0 in every partition.
         for p in 0..4 {
-            let all = log.read(Topic::Raw, p, 0, usize::MAX).unwrap();
+            let all = log.read(Topic::Raw, p, 0, usize::MAX, usize::MAX).unwrap();
             assert_eq!(
                 all.iter().map(|e| e.offset).collect::<Vec<_>>(),
                 (0..ends[p as usize]).collect::<Vec<_>>()
             );
         }
-        assert!(log.read(Topic::Enriched, 0, 0, 10).unwrap().is_empty());
+        assert!(log.read(Topic::Enriched, 0, 0, 10, usize::MAX).unwrap().is_empty());
     }
 
     #[test]
@@ -457,7 +488,7 @@ mod tests {
         let more = log.append(Topic::Enriched, &as_refs(&records(1))).unwrap();
         assert_eq!(more[0].offset, before[more[0].partition as usize]);
         let total: usize = (0..2)
-            .map(|p| log.read(Topic::Enriched, p, 0, usize::MAX).unwrap().len())
+            .map(|p| log.read(Topic::Enriched, p, 0, usize::MAX, usize::MAX).unwrap().len())
             .sum();
         assert_eq!(total, 11);
     }
@@ -491,7 +522,7 @@ mod tests {
         assert_eq!(ends.iter().sum::<u64>(), 4 * 25 * 8);
         let mut values = Vec::new();
         for p in 0..3 {
-            let entries = log.read(Topic::Raw, p, 0, usize::MAX).unwrap();
+            let entries = log.read(Topic::Raw, p, 0, usize::MAX, usize::MAX).unwrap();
             assert_eq!(
                 entries.iter().map(|e| e.offset).collect::<Vec<_>>(),
                 (0..ends[p as usize]).collect::<Vec<_>>()
@@ -524,7 +555,7 @@ mod tests {
         let log = FjallLog::open(dir.path(), 2).unwrap();
         let p = partition_of(b"k1", 2);
         assert_eq!(
-            log.read(Topic::Enriched, p, 0, 9).unwrap()[0].value[..],
+            log.read(Topic::Enriched, p, 0, 9, usize::MAX).unwrap()[0].value[..],
             b"enriched"[..]
         );
         assert_eq!(log.end_offsets(Topic::Dead).unwrap().iter().sum::<u64>(), 1);
@@ -574,17 +605,17 @@ mod tests {
             };
             // The consumer is at 15: only the segment 0..10 is behind it.
             assert_eq!(log.enforce_retention(Topic::Raw, &drop_old, &[15]).unwrap(), 10);
-            assert_eq!(log.read(Topic::Raw, 0, 0, 100).unwrap()[0].offset, 10);
+            assert_eq!(log.read(Topic::Raw, 0, 0, 100, usize::MAX).unwrap()[0].offset, 10);
             // Everything consumed: all but the newest segment goes.
             assert_eq!(log.enforce_retention(Topic::Raw, &drop_old, &[25]).unwrap(), 10);
-            assert_eq!(log.read(Topic::Raw, 0, 3, 100).unwrap().len(), 5);
+            assert_eq!(log.read(Topic::Raw, 0, 3, 100, usize::MAX).unwrap().len(), 5);
         }
         // After a reopen the offsets continue where they were.
         let log = FjallLog::open_with_segments(dir.path(), 1, 10).unwrap();
         assert_eq!(log.end_offsets(Topic::Raw).unwrap(), vec![25]);
         let positions = log.append(Topic::Raw, &as_refs(&records(1))).unwrap();
         assert_eq!(positions[0].offset, 25);
-        let all = log.read(Topic::Raw, 0, 0, 100).unwrap();
+        let all = log.read(Topic::Raw, 0, 0, 100, usize::MAX).unwrap();
         assert_eq!(
             all.iter().map(|e| e.offset).collect::<Vec<_>>(),
             (20..26).collect::<Vec<_>>()
@@ -608,7 +639,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = FjallLog::open(dir.path(), 2).unwrap();
         assert_eq!(
-            log.read(Topic::Raw, 5, 0, 1).unwrap_err().to_string(),
+            log.read(Topic::Raw, 5, 0, 1, usize::MAX).unwrap_err().to_string(),
             "posts.raw has 2 partitions, not partition 5"
         );
         assert!(

@@ -117,6 +117,10 @@ pub enum LogError {
     BadConsumer(String),
 }
 
+/// What a stage reads from the log at a time at most, bytes (with posts of
+/// up to 1 MiB, a batch of 2,000 records could otherwise be 2 GiB).
+pub const READ_BYTES: usize = 16 << 20;
+
 impl LogError {
     /// Whether the log can take no further write in this process (the
     /// storage engine poisoned itself after a failed write, as on a full
@@ -187,8 +191,17 @@ pub trait Log: Send + Sync {
         self.write(&tx)
     }
 
-    /// Up to `max` records of a partition from `offset` on, in order.
-    fn read(&self, topic: Topic, partition: u32, offset: u64, max: usize) -> Result<Vec<Entry>, LogError>;
+    /// Up to `max` records of a partition from `offset` on, in order, and no
+    /// more once they hold `max_bytes` (at least one record, whatever its
+    /// size, so a reader always makes progress).
+    fn read(
+        &self,
+        topic: Topic,
+        partition: u32,
+        offset: u64,
+        max: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Entry>, LogError>;
 
     /// Records that `consumer` has processed everything before `next_offset`.
     fn commit(&self, consumer: &str, topic: Topic, partition: u32, next_offset: u64) -> Result<(), LogError> {

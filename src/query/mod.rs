@@ -463,7 +463,9 @@ impl Tables {
             }
             let mut next = cached.last().map_or(start, |b| b.first + b.batch.num_rows() as u64);
             loop {
-                let entries = self.log.read(Topic::Enriched, p as u32, next, 8192)?;
+                let entries = self
+                    .log
+                    .read(Topic::Enriched, p as u32, next, 8192, crate::log::READ_BYTES)?;
                 let Some(last) = entries.last() else {
                     break;
                 };

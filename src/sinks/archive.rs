@@ -339,7 +339,13 @@ impl Archive {
     }
 
     fn read_posts(&self, files: &mut PostFiles) -> Result<bool, ArchiveError> {
-        let entries = self.log.read(Topic::Enriched, files.partition, files.next, 4096)?;
+        let entries = self.log.read(
+            Topic::Enriched,
+            files.partition,
+            files.next,
+            4096,
+            crate::log::READ_BYTES,
+        )?;
         if entries.is_empty() {
             return Ok(false);
         }
@@ -470,7 +476,9 @@ impl Archive {
     }
 
     fn read_errors(&self, file: &mut ErrorFile) -> Result<bool, ArchiveError> {
-        let entries = self.log.read(Topic::Dead, file.partition, file.next, 4096)?;
+        let entries = self
+            .log
+            .read(Topic::Dead, file.partition, file.next, 4096, crate::log::READ_BYTES)?;
         if entries.is_empty() {
             return Ok(false);
         }

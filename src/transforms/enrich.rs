@@ -147,7 +147,7 @@ fn worker(
     loop {
         let mut busy = false;
         for &p in &mine {
-            let entries = log.read(Topic::Raw, p, next[p as usize], batch)?;
+            let entries = log.read(Topic::Raw, p, next[p as usize], batch, crate::log::READ_BYTES)?;
             if let Some(last) = entries.last() {
                 let next_offset = last.offset + 1;
                 process(log, p, &entries, next_offset, metrics)?;
@@ -387,7 +387,7 @@ mod tests {
 
     fn enriched(log: &FjallLog) -> Vec<Post> {
         (0..log.partitions())
-            .flat_map(|p| log.read(Topic::Enriched, p, 0, usize::MAX).unwrap())
+            .flat_map(|p| log.read(Topic::Enriched, p, 0, usize::MAX, usize::MAX).unwrap())
             .map(|e| Post::from_log_bytes(&e.value).unwrap())
             .collect()
     }
@@ -430,7 +430,7 @@ mod tests {
         assert_eq!(metrics.enrich_duplicates.get(), 2);
 
         let dead: Vec<DeadLetter> = (0..4)
-            .flat_map(|p| log.read(Topic::Dead, p, 0, 9).unwrap())
+            .flat_map(|p| log.read(Topic::Dead, p, 0, 9, usize::MAX).unwrap())
             .map(|e| serde_json::from_slice(&e.value).unwrap())
             .collect();
         assert_eq!(dead.len(), 1);
