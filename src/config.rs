@@ -289,6 +289,10 @@ min_free_bytes = 268435456
 workers = 0
 # Raw posts enriched and written per log transaction.
 batch = 2000
+# Seconds a post is remembered so that its exact re-submission is dropped;
+# 0: as long as the log keeps records ([log] retention_hours). Older
+# entries are removed a step at a time.
+seen_retention_secs = 0
 
 [archive]
 # Parquet files roll when the posts buffered for them reach this size

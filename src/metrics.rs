@@ -35,6 +35,8 @@ pub struct Metrics {
     pub enrich_out: Counter,
     /// Exact re-submissions it dropped.
     pub enrich_duplicates: Counter,
+    /// Seen-state entries it removed once older than their retention.
+    pub enrich_seen_expired: Counter,
     /// Records it sent to `posts.dead`.
     pub dead_letters: Counter,
     /// Posts written to archive files.
@@ -73,7 +75,7 @@ pub struct Gauges {
 impl Metrics {
     /// The Prometheus text exposition of the counters and `gauges`.
     pub fn render(&self, gauges: &Gauges) -> String {
-        let counters: [(&str, &str, &Counter); 18] = [
+        let counters: [(&str, &str, &Counter); 19] = [
             (
                 "chorus_ingest_posts_accepted_total",
                 "Posts accepted by the ingest API.",
@@ -103,6 +105,11 @@ impl Metrics {
                 "chorus_enrich_duplicates_dropped_total",
                 "Exact re-submissions dropped by the enrich stage.",
                 &self.enrich_duplicates,
+            ),
+            (
+                "chorus_enrich_seen_expired_total",
+                "Seen-state entries removed once older than the log's retention.",
+                &self.enrich_seen_expired,
             ),
             (
                 "chorus_dead_letters_written_total",

@@ -166,13 +166,15 @@ impl Pipeline {
         // before it wrote: see the end of this function.
         let (enrich_stop, archive_stop) = (CancellationToken::new(), CancellationToken::new());
         let enrich_task = {
-            let (log, metrics, stop, own, config) = (
-                self.log(),
-                self.metrics.clone(),
-                stop.clone(),
-                enrich_stop.clone(),
-                self.config.enrich.clone(),
-            );
+            let (log, metrics, stop, own, config) =
+                (self.log(), self.metrics.clone(), stop.clone(), enrich_stop.clone(), {
+                    // The seen-state lives as long as the log keeps records.
+                    let mut enrich = self.config.enrich.clone();
+                    if enrich.seen_retention_secs == 0 {
+                        enrich.seen_retention_secs = self.config.log.retention_hours.saturating_mul(3600);
+                    }
+                    enrich
+                });
             spawn_thread("enrich", move || {
                 let result = enrich::run(log, &config, metrics, own).map_err(PipelineError::from);
                 stop.cancel();

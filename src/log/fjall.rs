@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use ::fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
-use super::{Entry, Log, LogError, Position, Retention, Topic, Transaction, partition_of, valid_consumer};
+use super::{Entry, Log, LogError, Position, Retention, StateEntry, Topic, Transaction, partition_of, valid_consumer};
 
 /// Records per segment: retention drops at most this many at a time.
 pub const SEGMENT_RECORDS: u64 = 1 << 20;
@@ -266,6 +266,9 @@ impl Log for FjallLog {
         for &(key, value) in &tx.state {
             batch.insert(&self.state, key, value);
         }
+        for &key in &tx.removed_state {
+            batch.remove(&self.state, key);
+        }
         let mut next = self.next.lock().map_err(|_| storage("a writer panicked"))?;
         let mut assigned = next.clone();
         let mut positions = Vec::with_capacity(tx.appends.len());
@@ -314,6 +317,24 @@ impl Log for FjallLog {
 
     fn state(&self, key: &[u8]) -> Result<Option<Vec<u8>>, LogError> {
         Ok(self.state.get(key).map_err(storage)?.map(|v| v.to_vec()))
+    }
+
+    fn scan_state(&self, prefix: &[u8], after: Option<&[u8]>, max: usize) -> Result<Vec<StateEntry>, LogError> {
+        let mut out = Vec::new();
+        let range = match after {
+            Some(after) => self
+                .state
+                .range::<&[u8], _>((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded)),
+            None => self.state.range::<&[u8], _>(prefix..),
+        };
+        for guard in range {
+            let (key, value) = guard.into_inner().map_err(storage)?;
+            if !key.starts_with(prefix) || out.len() >= max {
+                break;
+            }
+            out.push((key.to_vec(), value.to_vec()));
+        }
+        Ok(out)
     }
 
     fn read(

@@ -117,6 +117,9 @@ pub enum LogError {
     BadConsumer(String),
 }
 
+/// A state entry: its key and value.
+pub type StateEntry = (Vec<u8>, Vec<u8>);
+
 /// What a stage reads from the log at a time at most, bytes (with posts of
 /// up to 1 MiB, a batch of 2,000 records could otherwise be 2 GiB).
 pub const READ_BYTES: usize = 16 << 20;
@@ -138,6 +141,7 @@ impl LogError {
 pub struct Transaction<'a> {
     appends: Vec<(Topic, &'a [u8], &'a [u8])>,
     state: Vec<(&'a [u8], &'a [u8])>,
+    removed_state: Vec<&'a [u8]>,
     commits: Vec<(&'a str, Topic, u32, u64)>,
 }
 
@@ -160,6 +164,12 @@ impl<'a> Transaction<'a> {
         self
     }
 
+    /// Removes a state entry.
+    pub fn remove_state(&mut self, key: &'a [u8]) -> &mut Self {
+        self.removed_state.push(key);
+        self
+    }
+
     /// Commits `consumer`'s position in a topic partition.
     pub fn commit(&mut self, consumer: &'a str, topic: Topic, partition: u32, next_offset: u64) -> &mut Self {
         self.commits.push((consumer, topic, partition, next_offset));
@@ -168,7 +178,7 @@ impl<'a> Transaction<'a> {
 
     /// Whether there is nothing to write.
     pub fn is_empty(&self) -> bool {
-        self.appends.is_empty() && self.state.is_empty() && self.commits.is_empty()
+        self.appends.is_empty() && self.state.is_empty() && self.removed_state.is_empty() && self.commits.is_empty()
     }
 }
 
@@ -214,6 +224,11 @@ pub trait Log: Send + Sync {
 
     /// A state entry written by [`Transaction::put_state`].
     fn state(&self, key: &[u8]) -> Result<Option<Vec<u8>>, LogError>;
+
+    /// Up to `max` state entries whose keys start with `prefix`, in key
+    /// order, after the key `after` (from the first, without it): for
+    /// sweeping a stage's state in bounded steps.
+    fn scan_state(&self, prefix: &[u8], after: Option<&[u8]>, max: usize) -> Result<Vec<StateEntry>, LogError>;
 
     /// The offset the next append to each partition will get.
     fn end_offsets(&self, topic: Topic) -> Result<Vec<u64>, LogError>;

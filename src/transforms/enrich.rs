@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::enrich;
-use crate::log::{Entry, Fnv1a, Log, LogError, Topic, Transaction, prefixed_post_key};
+use crate::log::{Entry, Fnv1a, Log, LogError, Topic, Transaction, partition_of, prefixed_post_key};
 use crate::metrics::Metrics;
 use crate::record::{IncomingPost, Limits, RawView, now_micros};
 
@@ -33,6 +33,9 @@ pub struct EnrichConfig {
     pub workers: usize,
     /// Raw records read and written per transaction.
     pub batch: usize,
+    /// Seconds the stage remembers a post to drop its exact re-submissions
+    /// (0: as long as the log keeps records, `[log] retention_hours`).
+    pub seen_retention_secs: u64,
 }
 
 impl Default for EnrichConfig {
@@ -40,6 +43,7 @@ impl Default for EnrichConfig {
         EnrichConfig {
             workers: 0,
             batch: 2000,
+            seen_retention_secs: 0,
         }
     }
 }
@@ -83,6 +87,7 @@ pub fn run(
 ) -> Result<(), LogError> {
     let workers = config.worker_count(log.partitions());
     let batch = config.batch.max(1);
+    let seen_retention = config.seen_retention_secs;
     std::thread::scope(|scope| {
         let handles: Vec<_> = (0..workers)
             .map(|w| {
@@ -94,7 +99,7 @@ pub fn run(
                         // it must stop the other workers, not leave them
                         // running beside partitions nobody enriches.
                         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                            worker(&*log, w, workers, batch, &metrics, &shutdown)
+                            worker(&*log, w, workers, (batch, seen_retention), &metrics, &shutdown)
                         }))
                         .unwrap_or_else(|panic| {
                             Err(LogError::Storage(format!(
@@ -131,7 +136,7 @@ fn worker(
     log: &dyn Log,
     w: usize,
     workers: usize,
-    batch: usize,
+    (batch, seen_retention_secs): (usize, u64),
     metrics: &Metrics,
     shutdown: &CancellationToken,
 ) -> Result<(), LogError> {
@@ -144,8 +149,12 @@ fn worker(
         next[p as usize] = log.committed(CONSUMER, Topic::Raw, p)?;
     }
     let mut drain = super::Drain::new(shutdown.clone());
+    let mut sweeper = Sweeper::new(seen_retention_secs);
     loop {
         let mut busy = false;
+        if !shutdown.is_cancelled() {
+            sweeper.step(log, &mine, metrics)?;
+        }
         for &p in &mine {
             let entries = log.read(Topic::Raw, p, next[p as usize], batch, crate::log::READ_BYTES)?;
             if let Some(last) = entries.last() {
@@ -181,6 +190,7 @@ fn process(
     // Within the batch: state key → the value of its latest content.
     let mut in_batch: FxHashMap<Vec<u8>, SeenValue> = FxHashMap::default();
     let mut duplicates = 0;
+    let now = now_secs();
     // The log entry of each kept post, for its dead letter if scoring fails.
     let mut kept_entries: Vec<&Entry> = Vec::with_capacity(entries.len());
     for entry in entries {
@@ -207,10 +217,10 @@ fn process(
             ));
             continue;
         }
-        let value = seen_value(&raw);
+        let value = seen_value(&raw, now);
         let state_key = prefixed_post_key(SEEN_PREFIX, &raw.incoming.platform, &raw.incoming.id);
         let again = match in_batch.get(&state_key) {
-            Some(previous) => *previous == value,
+            Some(previous) => same_hash(previous, &value),
             None => log
                 .state(&state_key)?
                 .is_some_and(|previous| same_content(&previous, &value, &raw)),
@@ -262,28 +272,139 @@ fn process(
     Ok(())
 }
 
-/// What the seen-state of a post holds: [`SEEN_V2`], then the XXH3
-/// content hash of [`RawView::content_hash`], big-endian.
-type SeenValue = [u8; 9];
+/// What the seen-state of a post holds: [`SEEN_V3`], the XXH3 content hash
+/// of [`RawView::content_hash`] (big-endian), then when it was seen (Unix
+/// seconds, big-endian u32), by which the entry expires.
+type SeenValue = [u8; 13];
 
-/// First byte of a [`SeenValue`]. Earlier versions stored 8 bytes: the
-/// FNV-1a of the incoming fields' `Hash` ([`legacy_hash`]).
-const SEEN_V2: u8 = 2;
+/// First byte of a [`SeenValue`]. Earlier versions stored 9 bytes (version
+/// byte 2 and the same hash, no time) or 8 bytes (the FNV-1a of the
+/// incoming fields' `Hash`, [`legacy_hash`]).
+const SEEN_V3: u8 = 3;
+/// First byte of an entry of 8 legacy bytes given a time by the sweep.
+const SEEN_LEGACY_TIMED: u8 = 4;
 
-fn seen_value(raw: &RawView) -> SeenValue {
-    let mut value = [SEEN_V2; 9];
-    value[1..].copy_from_slice(&raw.content_hash().to_be_bytes());
+fn seen_value(raw: &RawView, now_secs: u32) -> SeenValue {
+    let mut value = [SEEN_V3; 13];
+    value[1..9].copy_from_slice(&raw.content_hash().to_be_bytes());
+    value[9..].copy_from_slice(&now_secs.to_be_bytes());
     value
+}
+
+/// Whether two seen values record the same content (times aside).
+fn same_hash(a: &SeenValue, b: &SeenValue) -> bool {
+    a[..9] == b[..9]
 }
 
 /// Whether the stored seen-state `previous` is that of `raw`, whose value
 /// is `value`.
 fn same_content(previous: &[u8], value: &SeenValue, raw: &RawView) -> bool {
-    match previous.len() {
-        9 => previous == value,
+    match (previous.len(), previous.first()) {
+        (13, Some(&SEEN_V3)) | (9, Some(2)) => previous[1..9] == value[1..9],
         // Written by an earlier version: compare the hash it used.
-        8 => previous == legacy_hash(&raw.incoming.clone().into_owned()),
+        (13, Some(&SEEN_LEGACY_TIMED)) => previous[1..9] == legacy_hash(&raw.incoming.clone().into_owned()),
+        (8, _) => previous == legacy_hash(&raw.incoming.clone().into_owned()),
         _ => false,
+    }
+}
+
+/// When a seen-state entry was seen, if it says (entries of earlier
+/// versions do not).
+fn seen_at(value: &[u8]) -> Option<u32> {
+    match value.first() {
+        Some(&SEEN_V3) | Some(&SEEN_LEGACY_TIMED) if value.len() == 13 => {
+            Some(u32::from_be_bytes(value[9..13].try_into().ok()?))
+        }
+        _ => None,
+    }
+}
+
+/// Seconds since the epoch, as the seen-state stores them.
+fn now_secs() -> u32 {
+    (now_micros() / 1_000_000).clamp(0, i64::from(u32::MAX)) as u32
+}
+
+/// Entries one sweep step looks at.
+const SWEEP_STEP: usize = 10_000;
+
+/// Removes a worker's seen-state entries older than `ttl`, a bounded step
+/// at a time between batches (the worker is the only writer of its
+/// partitions' entries, so a step never races with a fresh entry). An
+/// entry of an earlier version, which has no time, is given the sweep's.
+struct Sweeper {
+    ttl: Option<u32>,
+    cursor: Option<Vec<u8>>,
+    next_pass: std::time::Instant,
+}
+
+impl Sweeper {
+    fn new(ttl_secs: u64) -> Sweeper {
+        Sweeper {
+            ttl: (ttl_secs > 0).then(|| ttl_secs.min(u64::from(u32::MAX)) as u32),
+            cursor: None,
+            next_pass: std::time::Instant::now(),
+        }
+    }
+
+    /// One step, if a pass is due; whether it did any work.
+    fn step(&mut self, log: &dyn Log, mine: &[u32], metrics: &Metrics) -> Result<bool, LogError> {
+        let Some(ttl) = self.ttl else {
+            return Ok(false);
+        };
+        if std::time::Instant::now() < self.next_pass {
+            return Ok(false);
+        }
+        let entries = log.scan_state(SEEN_PREFIX, self.cursor.as_deref(), SWEEP_STEP)?;
+        let now = now_secs();
+        let partitions = log.partitions();
+        let (mut expired, mut timed) = (Vec::new(), Vec::new());
+        for (key, value) in &entries {
+            if !mine.contains(&partition_of(&key[SEEN_PREFIX.len()..], partitions)) {
+                continue;
+            }
+            match seen_at(value) {
+                Some(at) if now.saturating_sub(at) > ttl => expired.push(key.as_slice()),
+                Some(_) => {}
+                None => {
+                    let mut v = [0u8; 13];
+                    match value.len() {
+                        9 => {
+                            v[0] = SEEN_V3;
+                            v[1..9].copy_from_slice(&value[1..9]);
+                        }
+                        8 => {
+                            v[0] = SEEN_LEGACY_TIMED;
+                            v[1..9].copy_from_slice(value);
+                        }
+                        // Not an entry this stage wrote: let it expire.
+                        _ => {
+                            expired.push(key.as_slice());
+                            continue;
+                        }
+                    }
+                    v[9..].copy_from_slice(&now.to_be_bytes());
+                    timed.push((key.as_slice(), v));
+                }
+            }
+        }
+        let mut tx = Transaction::new();
+        for key in &expired {
+            tx.remove_state(key);
+        }
+        for (key, value) in &timed {
+            tx.put_state(key, value);
+        }
+        log.write(&tx)?;
+        metrics.enrich_seen_expired.add(expired.len() as u64);
+        if entries.len() < SWEEP_STEP {
+            // A pass is done: the next one after a tenth of the retention.
+            self.cursor = None;
+            let pause = Duration::from_secs(u64::from(ttl / 10).clamp(1, 3600));
+            self.next_pass = std::time::Instant::now() + pause;
+        } else {
+            self.cursor = entries.last().map(|(k, _)| k.clone());
+        }
+        Ok(!entries.is_empty())
     }
 }
 
@@ -460,7 +581,55 @@ mod tests {
         let texts: Vec<String> = enriched(&log).into_iter().map(|p| p.text).collect();
         assert_eq!(texts, ["edited after the upgrade"]);
         assert_eq!(metrics.enrich_duplicates.get(), 1);
-        // The state now holds the new form.
-        assert_eq!(log.state(&state_key).unwrap().map(|v| v.len()), Some(9));
+        // The state now holds the new form, with the time it was seen.
+        assert_eq!(log.state(&state_key).unwrap().map(|v| v.len()), Some(13));
+    }
+
+    #[test]
+    fn seen_state_expires_after_its_retention_and_a_late_resubmission_is_enriched_again() {
+        let (_dir, log, metrics) = open_log();
+        // An entry an earlier version left (9 bytes, no time) for t1_old.
+        let old_key = prefixed_post_key(SEEN_PREFIX, "reddit", "t1_old");
+        let mut tx = Transaction::new();
+        tx.put_state(&old_key, &[2, 1, 2, 3, 4, 5, 6, 7, 8]);
+        log.write(&tx).unwrap();
+        let a = raw("t1_a", "remember me");
+        log.append(Topic::Raw, &[(b"reddit\0t1_a", &a)]).unwrap();
+        let shutdown = CancellationToken::new();
+        let config = EnrichConfig {
+            seen_retention_secs: 1,
+            ..EnrichConfig::default()
+        };
+        let handle = {
+            let (log, metrics, shutdown) = (log.clone() as Arc<dyn Log>, metrics.clone(), shutdown.clone());
+            std::thread::spawn(move || run(log, &config, metrics, shutdown))
+        };
+        let key = prefixed_post_key(SEEN_PREFIX, "reddit", "t1_a");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        // Remembered at first (a re-submission now is dropped)...
+        while log.state(&key).unwrap().is_none() {
+            assert!(std::time::Instant::now() < deadline);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // ...then forgotten once older than a second, the old entry too
+        // (given a time by the first pass, expired by a later one).
+        while log.state(&key).unwrap().is_some() || log.state(&old_key).unwrap().is_some() {
+            assert!(std::time::Instant::now() < deadline, "the seen-state never expired");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(metrics.enrich_seen_expired.get(), 2);
+        log.append(Topic::Raw, &[(b"reddit\0t1_a", &a)]).unwrap();
+        while log.lag(CONSUMER, Topic::Raw).unwrap() > 0 {
+            assert!(std::time::Instant::now() < deadline);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        shutdown.cancel();
+        handle.join().unwrap().unwrap();
+        assert_eq!(
+            enriched(&log).len(),
+            2,
+            "past the retention, the re-submission is a new version"
+        );
+        assert_eq!(metrics.enrich_duplicates.get(), 0);
     }
 }
