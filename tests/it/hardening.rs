@@ -227,6 +227,28 @@ async fn records_in_the_log_that_break_the_bounds_go_to_the_dead_letters_and_the
         reasons[1].contains("\"id\"") && reasons[1].contains("longer than 512"),
         "{reasons:?}"
     );
+    // The archive keeps them in archive/errors/dt=…/ as NDJSON, with the
+    // reason (Firehose's S3 backup of failed records).
+    let mut archived: Vec<Value> = Vec::new();
+    for day in std::fs::read_dir(data.join("archive/errors")).unwrap() {
+        let day = day.unwrap().path();
+        assert!(day.file_name().unwrap().to_str().unwrap().starts_with("dt="), "{day:?}");
+        for file in std::fs::read_dir(&day).unwrap() {
+            let text = std::fs::read_to_string(file.unwrap().path()).unwrap();
+            archived.extend(text.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()));
+        }
+    }
+    assert_eq!(archived.len(), 2, "{archived:?}");
+    assert!(
+        archived
+            .iter()
+            .all(|d| d["topic"] == "posts.raw" && d["error"].as_str().unwrap().contains("out of bounds"))
+    );
+    assert!(
+        archived
+            .iter()
+            .any(|d| d["value"].as_str().unwrap().contains("far future"))
+    );
     // After a restart, nothing is stuck and SQL still answers.
     let out = chorus().arg("--data").arg(&data).arg("status").output().unwrap();
     let status = String::from_utf8(out.stdout).unwrap();
@@ -633,4 +655,109 @@ async fn a_log_that_fails_for_good_stops_chorus_run_with_an_error_and_a_restart_
     restarted.stop();
     let _ = server.child.wait();
     drop(disk);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_over_http_answers_in_every_format_it_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, "", &[]);
+    let client = reqwest::Client::new();
+    let posts: Vec<Value> = (0..3)
+        .map(|i| canonical(&format!("t1_{i}"), 1_546_300_800 + i))
+        .collect();
+    let (status, _) = post(&client, &server, "", lines(&posts)).await;
+    assert_eq!(status, 202);
+    wait_for_count(&client, &server, 3, Duration::from_secs(60)).await;
+    let query = json!({"sql": "SELECT id, sentiment FROM posts ORDER BY id"});
+    let answer = |format: &'static str| {
+        let (client, url, query) = (
+            client.clone(),
+            server.url(&format!("/v1/sql?format={format}")),
+            query.clone(),
+        );
+        async move {
+            let r = client.post(url).json(&query).send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    assert_eq!(
+        answer("csv").await,
+        (
+            200,
+            "id,sentiment\nt1_0,positive\nt1_1,positive\nt1_2,positive\n".into()
+        )
+    );
+    let (status, ndjson) = answer("ndjson").await;
+    assert_eq!(status, 200);
+    let rows: Vec<Value> = ndjson.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(rows[2], json!({"id": "t1_2", "sentiment": "positive"}));
+    let (status, table) = answer("table").await;
+    assert_eq!(status, 200);
+    assert!(table.contains("| t1_1 | positive  |"), "{table}");
+    let (status, json_rows) = answer("json").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        serde_json::from_str::<Value>(&json_rows)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    let (status, text) = answer("xml").await;
+    assert_eq!(status, 400);
+    assert!(text.contains("use table, csv, json or ndjson"), "{text}");
+    server.stop();
+}
+
+#[test]
+fn chorus_demo_generates_posts_serves_them_and_stops_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut child = chorus()
+        .arg("--data")
+        .arg(&data)
+        .args(["demo", "--listen", "127.0.0.1:0", "--rate", "200", "--count", "300"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the demo's posts never all showed up"
+        );
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("chorus demo exited: {status}");
+        }
+        if data.join("server.json").exists() {
+            let out = chorus()
+                .arg("--data")
+                .arg(&data)
+                .args([
+                    "sql",
+                    "--format",
+                    "csv",
+                    "SELECT count(*) AS n, count(DISTINCT community) AS c FROM posts",
+                ])
+                .output()
+                .unwrap();
+            if String::from_utf8_lossy(&out.stdout).lines().nth(1) == Some("300,8") {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("everything accepted is in"), "{stderr}");
+    // Offline now: the archive alone holds all 300.
+    assert_eq!(crate::server::sql_first_row(&data, "SELECT count(*) FROM posts"), "300");
 }
