@@ -291,7 +291,7 @@ const MAX_TOKEN_LIFE: Duration = Duration::from_secs(24 * 3600);
 
 /// One comment of a listing: its fullname and the mapped post (or why it
 /// could not be mapped).
-type Child = (String, Result<IncomingPost, String>);
+pub type Child = (String, Result<IncomingPost, String>);
 
 /// The collector of one stream.
 #[derive(Debug)]
@@ -481,19 +481,7 @@ impl RedditCollector {
             query.push(("after", after.to_string()));
         }
         let body = self.get(&url, &query).await?;
-        let listing: Value = serde_json::from_str(&body).with_context(|| format!("{url}: the answer is not JSON"))?;
-        let children = listing
-            .pointer("/data/children")
-            .and_then(Value::as_array)
-            .with_context(|| format!("{url}: the answer is not a Listing"))?;
-        Ok(children
-            .iter()
-            .filter(|c| c.get("kind").and_then(Value::as_str) == Some("t1"))
-            .filter_map(|c| {
-                let name = c.pointer("/data/name").and_then(Value::as_str)?.to_string();
-                Some((name, mapping::reddit::comment(c).map_err(|e| e.to_string())))
-            })
-            .collect())
+        read_listing(&body).map_err(|e| anyhow::anyhow!("{url}: {e:#}"))
     }
 
     /// A GET with the bearer token, within the rate limit, retried as
@@ -587,21 +575,8 @@ impl RedditCollector {
             let body = response.text().await.unwrap_or_default();
             match status.as_u16() {
                 200 => {
-                    let answer: TokenAnswer = serde_json::from_str(&body)
-                        .with_context(|| format!("POST {url}: the token answer is not JSON: {}", snippet(&body)))?;
-                    if let Some(error) = answer.error {
-                        bail!(
-                            "Reddit refused the {} grant: {}{}",
-                            self.credentials.grant(),
-                            error_text(&error),
-                            answer.error_description.map(|d| format!(" ({d})")).unwrap_or_default()
-                        );
-                    }
-                    let value = answer
-                        .access_token
-                        .with_context(|| format!("POST {url}: no access_token in the answer"))?;
-                    let expires_in =
-                        super::clamped_secs(answer.expires_in.unwrap_or(3600.0), MAX_TOKEN_LIFE, "expires_in");
+                    let (value, expires_in) = read_token(&body, self.credentials.grant())
+                        .map_err(|e| anyhow::anyhow!("POST {url}: {e:#}"))?;
                     self.token = Some(Token {
                         value: value.clone(),
                         expires_at: Instant::now() + expires_in,
@@ -654,6 +629,43 @@ impl std::fmt::Debug for TokenAnswer {
             .field("error_description", &self.error_description)
             .finish()
     }
+}
+
+/// The comments of a listing answer: each child's fullname and its
+/// mapped post (or why it could not be mapped); an answer that is not a
+/// Listing is an error.
+pub fn read_listing(body: &str) -> anyhow::Result<Vec<Child>> {
+    let listing: Value = serde_json::from_str(body).context("the answer is not JSON")?;
+    let children = listing
+        .pointer("/data/children")
+        .and_then(Value::as_array)
+        .context("the answer is not a Listing")?;
+    Ok(children
+        .iter()
+        .filter(|c| c.get("kind").and_then(Value::as_str) == Some("t1"))
+        .filter_map(|c| {
+            let name = c.pointer("/data/name").and_then(Value::as_str)?.to_string();
+            Some((name, mapping::reddit::comment(c).map_err(|e| e.to_string())))
+        })
+        .collect())
+}
+
+/// The access token of a 200 answer of the token endpoint and how long to
+/// trust it (`expires_in`, clamped to a day); Reddit's `{"error": …}`
+/// answers (HTTP 200 too) are errors naming `grant`.
+pub fn read_token(body: &str, grant: &str) -> anyhow::Result<(String, Duration)> {
+    let answer: TokenAnswer =
+        serde_json::from_str(body).with_context(|| format!("the token answer is not JSON: {}", snippet(body)))?;
+    if let Some(error) = answer.error {
+        bail!(
+            "Reddit refused the {grant} grant: {}{}",
+            error_text(&error),
+            answer.error_description.map(|d| format!(" ({d})")).unwrap_or_default()
+        );
+    }
+    let value = answer.access_token.context("no access_token in the answer")?;
+    let expires_in = super::clamped_secs(answer.expires_in.unwrap_or(3600.0), MAX_TOKEN_LIFE, "expires_in");
+    Ok((value, expires_in))
 }
 
 fn error_text(error: &Value) -> String {

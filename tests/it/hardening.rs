@@ -761,3 +761,33 @@ fn chorus_demo_generates_posts_serves_them_and_stops_cleanly_on_sigterm() {
     // Offline now: the archive alone holds all 300.
     assert_eq!(crate::server::sql_first_row(&data, "SELECT count(*) FROM posts"), "300");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_one_mebibyte_posts_are_cleaned_scored_and_visible_within_seconds() {
+    use crate::adversarial_bodies::{PATTERNS, body};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, FAST_ROLL, &[]);
+    let client = reqwest::Client::new();
+    let start = std::time::Instant::now();
+    for (i, pattern) in PATTERNS.iter().enumerate() {
+        let mut post_value = canonical(&format!("t1_hostile_{i}"), 1_546_300_800);
+        post_value["body"] = json!(body(pattern, (1 << 20) - 64));
+        let (status, answer) = post(&client, &server, "", lines(&[post_value])).await;
+        assert_eq!(status, 202, "{}: {answer}", pattern.0);
+    }
+    // Cleanup and both analyzers are linear: even unoptimised, 27 MiB of
+    // hostile text is through in well under a minute (a line of `[(`
+    // repeated took minutes per MiB when link ends were found by scanning).
+    wait_for_count(&client, &server, PATTERNS.len() as u64, Duration::from_secs(120)).await;
+    let took = start.elapsed();
+    assert!(took < Duration::from_secs(120), "{took:?}");
+    let rows = sql(
+        &client,
+        &server,
+        "SELECT count(*) AS n FROM posts WHERE octet_length(body) > 1000000 AND vader_compound BETWEEN -1 AND 1",
+    )
+    .await;
+    assert_eq!(rows[0]["n"], PATTERNS.len());
+    server.stop();
+}
