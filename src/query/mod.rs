@@ -30,7 +30,9 @@ use tokio::sync::{RwLock, Semaphore};
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, SchemaRef};
+use datafusion::catalog::{Session, TableProvider};
 use datafusion::datasource::MemTable;
+use datafusion::datasource::TableType;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::error::DataFusionError;
@@ -39,6 +41,7 @@ use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::{GreedyMemoryPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
 use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 use datafusion::sql::parser::{DFParser, Statement};
 use datafusion::sql::sqlparser::ast::{Expr as SqlExpr, Visit, Visitor};
@@ -413,6 +416,7 @@ impl Tables {
         let archived = ListingTable::try_new(config)
             .map_err(failed)?
             .with_cache(self.runtime.cache_manager.get_file_statistic_cache());
+        let archived = PaddedHours(Arc::new(archived));
         let recent = MemTable::try_new(posts_schema(), vec![self.recent_batches()?]).map_err(failed)?;
         let df = ctx
             .read_table(Arc::new(archived))
@@ -489,6 +493,62 @@ impl Tables {
             out.extend(cached.iter().map(|b| b.batch.clone()));
         }
         Ok(out)
+    }
+}
+
+/// The archive's files, with `hour = N` filters given to the listing as
+/// `hour >= N AND hour <= N`. The directories are `hour=HH`, zero-padded
+/// (the layout Athena and Hive expect), but DataFusion turns equalities on
+/// every partition column into a listing prefix written from the literal
+/// (`dt=2019-01-02/hour=1`), which matches no directory: `WHERE dt = … AND
+/// hour = 1` found nothing. The range still prunes by the parsed values.
+#[derive(Debug)]
+struct PaddedHours(Arc<ListingTable>);
+
+/// `hour = N` (either side) as `hour >= N AND hour <= N`, inside ANDs.
+fn hour_equality_as_range(filter: &Expr) -> Expr {
+    match filter {
+        Expr::BinaryExpr(BinaryExpr { left, op, right }) => match (op, left.as_ref(), right.as_ref()) {
+            (Operator::And, l, r) => hour_equality_as_range(l).and(hour_equality_as_range(r)),
+            (Operator::Eq, Expr::Column(c), lit @ Expr::Literal(..))
+            | (Operator::Eq, lit @ Expr::Literal(..), Expr::Column(c))
+                if c.name == HOUR =>
+            {
+                let column = Expr::Column(c.clone());
+                column.clone().gt_eq(lit.clone()).and(column.lt_eq(lit.clone()))
+            }
+            _ => filter.clone(),
+        },
+        _ => filter.clone(),
+    }
+}
+
+#[async_trait::async_trait]
+impl TableProvider for PaddedHours {
+    fn schema(&self) -> SchemaRef {
+        self.0.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        self.0.table_type()
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> datafusion::error::Result<Vec<TableProviderFilterPushDown>> {
+        self.0.supports_filters_pushdown(filters)
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        let filters: Vec<Expr> = filters.iter().map(hour_equality_as_range).collect();
+        self.0.scan(state, projection, &filters, limit).await
     }
 }
 

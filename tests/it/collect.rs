@@ -311,3 +311,30 @@ async fn posts_a_remote_refuses_inside_a_202_are_kept_in_refused_with_the_reason
     );
     server.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_that_fails_stops_alone_and_chorus_run_keeps_serving() {
+    // A Mastodon instance that refuses the token: that collector stops.
+    let script = Arc::new(Script::default());
+    script.answer(
+        "/api/v1/streaming/public",
+        [recorded("reddit/errors/http401_invalid_token_2016-08-08")],
+    );
+    let address = replay::serve(script.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!("[[sources]]\nkind = \"mastodon\"\ninstance = \"http://{address}\"\n");
+    let server = Server::start(&dir.path().join("data"), &config, &[("MASTODON_TOKEN", "refused")]);
+    eventually("the collector asked the instance", Duration::from_secs(30), || {
+        !script.requests_to("/api/v1/streaming/public").is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Only once: a refused token is not retried.
+    assert_eq!(script.requests_to("/api/v1/streaming/public").len(), 1);
+    let client = reqwest::Client::new();
+    let post = r#"{"platform":"x","id":"1","body":"still here","created_at":1546300800}"#;
+    let r = client.post(server.url("/v1/posts")).body(post).send().await.unwrap();
+    assert_eq!(r.status(), 202);
+    wait_for_count(&client, &server, 1, Duration::from_secs(30)).await;
+    server.stop();
+}

@@ -791,3 +791,43 @@ async fn hostile_one_mebibyte_posts_are_cleaned_scored_and_visible_within_second
     assert_eq!(rows[0]["n"], PATTERNS.len());
     server.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_on_one_hour_of_one_day_finds_its_posts_and_reads_only_their_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, FAST_ROLL, &[]);
+    let client = reqwest::Client::new();
+    // Three days, two hours each.
+    let posts: Vec<Value> = (0..60)
+        .map(|i| canonical(&format!("t1_{i}"), 1_546_300_800 + (i % 3) * 86_400 + (i % 2) * 3_600))
+        .collect();
+    let (status, _) = post(&client, &server, "", lines(&posts)).await;
+    assert_eq!(status, 202);
+    wait_for_count(&client, &server, 60, Duration::from_secs(60)).await;
+    server.stop();
+    let out = chorus()
+        .arg("--data")
+        .arg(&data)
+        .args([
+            "sql",
+            "--format",
+            "csv",
+            "EXPLAIN SELECT id FROM posts WHERE dt = DATE '2019-01-02' AND hour = 1",
+        ])
+        .output()
+        .unwrap();
+    let plan = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(plan.contains("dt=2019-01-02/hour=01"), "{plan}");
+    for other in ["dt=2019-01-01", "dt=2019-01-03", "dt=2019-01-02/hour=00"] {
+        assert!(!plan.contains(other), "{other} is read: {plan}");
+    }
+    assert_eq!(
+        crate::server::sql_first_row(
+            &data,
+            "SELECT count(*) FROM posts WHERE dt = DATE '2019-01-02' AND hour = 1"
+        ),
+        "10"
+    );
+}

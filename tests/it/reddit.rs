@@ -440,3 +440,52 @@ async fn every_recorded_token_answer_gives_the_bearer_and_its_lifetime() {
         assert_eq!(run.emitted().len(), 100, "{name}");
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_408_is_retried_and_a_refused_connection_is_retried_with_backoff() {
+    // No 408 was recorded from Reddit: this answer is made up for the test
+    // (a stand-in, not a recording).
+    let run = Run::new().await;
+    run.script.answer(TOKEN, [app_token()]);
+    let request_timeout = Recorded {
+        status: 408,
+        headers: vec![("content-type".into(), "text/plain".into())],
+        body: b"request timeout".to_vec(),
+    };
+    run.script.answer(COMMENTS, [request_timeout, first_page(), empty()]);
+    run.until(false, |n| n >= 3).await.unwrap();
+    assert_eq!(run.metrics.collector_retries.get(), 1);
+    assert_eq!(run.emitted().len(), 100);
+
+    // Nothing listens where the API should be: connection errors are
+    // retried with growing waits, the collector keeps going.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let mut run = Run::new().await;
+    run.script.answer(TOKEN, [app_token()]);
+    run.config.api_url = format!("http://127.0.0.1:{port}");
+    let collector = RedditCollector::new(
+        run.config.clone(),
+        credentials(false),
+        run.data.path(),
+        run.metrics.clone(),
+    )
+    .unwrap();
+    let spool = Arc::new(Spool::open(&run.data.path().join("spool")).unwrap());
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(collector.run(Output::Spool(spool), shutdown.clone()));
+    let started = tokio::time::Instant::now();
+    while run.metrics.collector_retries.get() < 4 {
+        assert!(!task.is_finished(), "the collector gave up on a refused connection");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // 1 + 2 + 4 s of backoff at least (jitter within [80 %, 100 %]).
+    assert!(
+        started.elapsed() >= Duration::from_secs_f64(0.8 * 7.0),
+        "{:?}",
+        started.elapsed()
+    );
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+}
