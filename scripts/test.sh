@@ -2,8 +2,11 @@
 # Runs chorus's whole test suite. Installs the test peers it needs when they
 # are missing, then runs every test:
 #   * DuckDB (PyPI), the independent reader of the Parquet archive, in a
-#     virtualenv under ~/.cache/chorus (needs python3 with venv and pip).
-# A missing peer fails the run; no test is skipped.
+#     virtualenv under ~/.cache/chorus (needs python3 with venv and pip);
+#   * cargo-fuzz (crates.io), for a short run of every fuzz target from its
+#     committed corpus (FUZZ_SECONDS each, default 20; 0 skips it on purpose).
+# The disk-full tests mount a tmpfs, which needs root. A missing peer fails
+# the run; no test is skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/chorus/target}"
@@ -17,3 +20,29 @@ fi
 export CHORUS_TEST_PYTHON="$VENV/bin/python"
 
 cargo test --all-targets
+
+FUZZ_SECONDS="${FUZZ_SECONDS:-20}"
+if [ "$FUZZ_SECONDS" != 0 ]; then
+    if ! command -v cargo-fuzz >/dev/null; then
+        echo "test.sh: installing cargo-fuzz" >&2
+        cargo install --quiet --locked cargo-fuzz --version 0.13.2
+    fi
+    # Instrumented builds in their own target directory, kept between runs.
+    FUZZ_TARGET_DIR="${CHORUS_FUZZ_TARGET_DIR:-$HOME/.cache/chorus/fuzz-target}"
+    NEW="$(mktemp -d)"
+    trap 'rm -rf "$NEW"' EXIT
+    for target in $(cargo fuzz list --fuzz-dir fuzz); do
+        mkdir -p "$NEW/$target"
+        # New inputs go to a scratch directory; the committed corpus is read
+        # only. A crash (or a failed build) is a non-zero exit: the run fails.
+        if ! CARGO_TARGET_DIR="$FUZZ_TARGET_DIR" cargo fuzz run --fuzz-dir fuzz --sanitizer none "$target" \
+            "$NEW/$target" "fuzz/corpus/$target" -- \
+            -max_total_time="$FUZZ_SECONDS" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+            > "$NEW/$target.log" 2>&1; then
+            tail -40 "$NEW/$target.log" >&2
+            echo "test.sh: fuzz target $target failed; see fuzz/artifacts/$target" >&2
+            exit 1
+        fi
+        echo "fuzz $target: $(grep -m1 '^stat::number_of_executed_units' "$NEW/$target.log" | awk '{print $2}') runs, no crash"
+    done
+fi

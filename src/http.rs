@@ -535,6 +535,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let gauges = Gauges {
         enrich_lag: state.log.lag(enrich::CONSUMER, Topic::Raw).unwrap_or(0),
         archive_lag: state.log.lag(archive::CONSUMER, Topic::Enriched).unwrap_or(0),
+        state_bytes: state.log.state_bytes(),
     };
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

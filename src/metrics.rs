@@ -70,6 +70,8 @@ pub struct Gauges {
     pub enrich_lag: u64,
     /// Records of `posts.enriched` the archive has not committed.
     pub archive_lag: u64,
+    /// Disk bytes of the stages' state (the enrich stage's seen posts).
+    pub state_bytes: u64,
 }
 
 impl Metrics {
@@ -191,6 +193,11 @@ impl Metrics {
                 "Records of posts.enriched not yet archived.",
                 gauges.archive_lag,
             ),
+            (
+                "chorus_state_bytes",
+                "Disk bytes of the stages' state (seen posts), flushed to disk.",
+                gauges.state_bytes,
+            ),
         ];
         for (name, help, value) in gauges {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
@@ -210,11 +217,13 @@ mod tests {
         let text = m.render(&Gauges {
             enrich_lag: 7,
             archive_lag: 0,
+            state_bytes: 4096,
         });
         assert!(
             text.contains("# TYPE chorus_ingest_posts_accepted_total counter\nchorus_ingest_posts_accepted_total 3\n")
         );
         assert!(text.contains("chorus_enrich_lag_records 7\n"));
+        assert!(text.contains("chorus_state_bytes 4096\n"));
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let (name, value) = line.split_once(' ').unwrap();
             assert!(name.starts_with("chorus_"), "{line}");

@@ -319,6 +319,10 @@ impl Log for FjallLog {
         Ok(self.state.get(key).map_err(storage)?.map(|v| v.to_vec()))
     }
 
+    fn state_bytes(&self) -> u64 {
+        self.state.disk_space()
+    }
+
     fn scan_state(&self, prefix: &[u8], after: Option<&[u8]>, max: usize) -> Result<Vec<StateEntry>, LogError> {
         let mut out = Vec::new();
         let range = match after {

@@ -230,6 +230,11 @@ pub trait Log: Send + Sync {
     /// sweeping a stage's state in bounded steps.
     fn scan_state(&self, prefix: &[u8], after: Option<&[u8]>, max: usize) -> Result<Vec<StateEntry>, LogError>;
 
+    /// Disk bytes the state takes (0 where the backend cannot tell).
+    fn state_bytes(&self) -> u64 {
+        0
+    }
+
     /// The offset the next append to each partition will get.
     fn end_offsets(&self, topic: Topic) -> Result<Vec<u64>, LogError>;
 

@@ -831,3 +831,33 @@ async fn a_query_on_one_hour_of_one_day_finds_its_posts_and_reads_only_their_fil
         "10"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_past_max_concurrent_gets_429_and_the_next_one_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, "[query]\nmax_concurrent = 1\nmax_seconds = 3\n", &[]);
+    let client = reqwest::Client::new();
+    let slow = {
+        let (client, url) = (client.clone(), server.url("/v1/sql"));
+        tokio::spawn(async move {
+            let body = json!({"sql": "SELECT count(*) FROM range(1000000000000)"});
+            client.post(url).json(&body).send().await.unwrap().status().as_u16()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let r = client
+        .post(server.url("/v1/sql"))
+        .json(&json!({"sql": "SELECT 1 AS one"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.headers()["retry-after"], "1");
+    assert!(r.text().await.unwrap().contains("max_concurrent"));
+    assert_eq!(slow.await.unwrap(), 504);
+    // The slot is free again.
+    let rows = sql(&client, &server, "SELECT 1 AS one").await;
+    assert_eq!(rows[0]["one"], 1);
+    server.stop();
+}
