@@ -750,9 +750,13 @@ fn least_check(valence: PyNum, t: &Tokens, i: usize) -> PyNum {
 /// value is looked up again with `list.index`, so the first equal value is
 /// the one rescaled, and a value at the position of `but` is left alone.
 ///
-/// Done literally, that is quadratic in the number of tokens; past a few
-/// dozen tokens the first position of each value comes from an index of
-/// the positions holding it, which gives the same result in O(n log n).
+/// Done literally, that is quadratic in the number of tokens. Two facts
+/// make it cheaper: the position a step rescales is never after the step's
+/// own (the first equal value is at or before it), and a zero stays zero
+/// (`0 × 0.5`), a non-zero value non-zero. So zeros always rescale the
+/// first zero, and only the non-zero values, usually few, are searched;
+/// with many of them, an index of the positions of each value does it in
+/// O(n log n). All three give the same result as the scan.
 fn but_check(t: &Tokens, sentiments: &mut [PyNum]) {
     let Some(bi) = (0..t.len()).position(|k| t.is(k, flag::BUT)) else {
         return;
@@ -760,13 +764,64 @@ fn but_check(t: &Tokens, sentiments: &mut [PyNum]) {
     if sentiments.len() <= BUT_SCAN_MAX {
         but_rescale_by_scanning(sentiments, bi);
     } else {
-        but_rescale_by_index(sentiments, bi);
+        but_rescale_sparse(sentiments, bi);
     }
 }
 
 /// Up to this many tokens, [`but_check`] scans for each value's first
-/// position as the reference does.
+/// position as the reference does; up to this many non-zero values,
+/// [`but_rescale_sparse`] searches only those.
 const BUT_SCAN_MAX: usize = 64;
+
+/// The rule with zeros handled at once and the non-zero values searched
+/// in a short list; past [`BUT_SCAN_MAX`] non-zero values (or should a
+/// rescaled value underflow to zero) the rest goes to the index.
+fn but_rescale_sparse(sentiments: &mut [PyNum], bi: usize) {
+    let nonzero = sentiments
+        .iter()
+        .filter(|s| {
+            let v = s.as_f64();
+            v != 0.0 && !v.is_nan()
+        })
+        .count();
+    if nonzero > BUT_SCAN_MAX {
+        return but_rescale_by_index(sentiments, bi, 0);
+    }
+    let scale = |si: usize, v: f64| if si < bi { v * 0.5 } else { v * 1.5 };
+    let first_zero = sentiments.iter().position(|s| s.as_f64() == 0.0);
+    // The non-zero values at the positions before the step, in order.
+    let mut held: Vec<(f64, usize)> = Vec::with_capacity(nonzero);
+    for k in 0..sentiments.len() {
+        let value = sentiments[k].as_f64();
+        if value.is_nan() {
+            continue;
+        }
+        if value == 0.0 {
+            // Invariant: position k holds a zero, so there is a first one.
+            if let Some(si) = first_zero
+                && si != bi
+            {
+                sentiments[si] = PyNum::Float(scale(si, value));
+            }
+            continue;
+        }
+        let found = held.iter().position(|(v, _)| *v == value);
+        let si = found.map_or(k, |h| held[h].1);
+        if si != bi {
+            let scaled = scale(si, value);
+            if scaled == 0.0 {
+                // A zero from a non-zero value: the invariant no longer
+                // holds, the index takes it from this step on.
+                return but_rescale_by_index(sentiments, bi, k);
+            }
+            sentiments[si] = PyNum::Float(scaled);
+            if let Some(h) = found {
+                held[h].0 = scaled;
+            }
+        }
+        held.push((sentiments[k].as_f64(), k));
+    }
+}
 
 /// `sentiments.index(value)` looked up by scanning, for each value in turn.
 fn but_rescale_by_scanning(sentiments: &mut [PyNum], bi: usize) {
@@ -783,9 +838,10 @@ fn but_rescale_by_scanning(sentiments: &mut [PyNum], bi: usize) {
     }
 }
 
-/// The same as [`but_rescale_by_scanning`], with the positions of each value
-/// (compared as Python compares them: `0 == 0.0 == -0.0`) kept in order.
-fn but_rescale_by_index(sentiments: &mut [PyNum], bi: usize) {
+/// The same as [`but_rescale_by_scanning`] from step `start` on, with the
+/// positions of each value (compared as Python compares them: `0 == 0.0 ==
+/// -0.0`) kept in order.
+fn but_rescale_by_index(sentiments: &mut [PyNum], bi: usize, start: usize) {
     use std::collections::BTreeSet;
     // Python's `==` on the values: ints and floats alike, -0.0 equal to 0.0.
     let key = |v: f64| if v == 0.0 { 0u64 } else { v.to_bits() };
@@ -796,7 +852,7 @@ fn but_rescale_by_index(sentiments: &mut [PyNum], bi: usize) {
             positions.entry(key(v)).or_default().insert(i);
         }
     }
-    for k in 0..sentiments.len() {
+    for k in start..sentiments.len() {
         let value = sentiments[k].as_f64();
         // NaN equals nothing: `position` finds no index for it either.
         if value.is_nan() {
@@ -890,16 +946,20 @@ fn normalize(score: f64) -> f64 {
 mod tests {
     #[test]
     fn the_indexed_but_rule_rescales_exactly_as_the_scanning_one() {
-        use super::{PyNum, but_rescale_by_index, but_rescale_by_scanning};
+        use super::{PyNum, but_rescale_by_index, but_rescale_by_scanning, but_rescale_sparse};
         let mut rng = fastrand::Rng::with_seed(7);
         // Few distinct values, ints and floats mixed, so equal values and
         // values that become equal after a rescale are common.
-        let palette = [0.0, -0.0, 1.5, 0.75, 2.25, -1.5, -0.75, 3.0, 1.125, 0.375];
+        // 5e-324 halves to zero: the sparse rule's hand-over to the index.
+        let palette = [0.0, -0.0, 1.5, 0.75, 2.25, -1.5, -0.75, 3.0, 1.125, 0.375, 5e-324];
         for round in 0..3000 {
             let n = rng.usize(1..if round % 10 == 0 { 400 } else { 40 });
+            let mostly_zeros = round % 3 == 0;
             let values: Vec<PyNum> = (0..n)
                 .map(|_| {
-                    if rng.bool() {
+                    if mostly_zeros && rng.u8(..10) != 0 {
+                        PyNum::Int(0)
+                    } else if rng.bool() {
                         PyNum::Int(rng.i64(-2..3))
                     } else {
                         PyNum::Float(palette[rng.usize(..palette.len())])
@@ -907,9 +967,10 @@ mod tests {
                 })
                 .collect();
             let bi = rng.usize(..n);
-            let (mut a, mut b) = (values.clone(), values);
+            let (mut a, mut b, mut c) = (values.clone(), values.clone(), values);
             but_rescale_by_scanning(&mut a, bi);
-            but_rescale_by_index(&mut b, bi);
+            but_rescale_by_index(&mut b, bi, 0);
+            but_rescale_sparse(&mut c, bi);
             let bits = |v: &[PyNum]| -> Vec<(bool, u64)> {
                 v.iter()
                     .map(|x| match *x {
@@ -918,7 +979,8 @@ mod tests {
                     })
                     .collect()
             };
-            assert_eq!(bits(&a), bits(&b), "n={n} bi={bi}");
+            assert_eq!(bits(&a), bits(&b), "index: n={n} bi={bi}");
+            assert_eq!(bits(&a), bits(&c), "sparse: n={n} bi={bi}");
         }
     }
 
