@@ -64,6 +64,9 @@ pub struct ServerConfig {
     /// Seconds requests in flight get on shutdown before their connections
     /// are closed.
     pub shutdown_grace_secs: u64,
+    /// Ingest bodies read and parsed at once (each up to `max_body_bytes`);
+    /// one more gets 429.
+    pub max_concurrent_ingest: usize,
 }
 
 impl Default for ServerConfig {
@@ -79,6 +82,7 @@ impl Default for ServerConfig {
             header_timeout_secs: 10,
             body_timeout_secs: 60,
             shutdown_grace_secs: 10,
+            max_concurrent_ingest: 16,
         }
     }
 }
@@ -92,6 +96,7 @@ impl ServerConfig {
             header_timeout: secs(self.header_timeout_secs.max(1)),
             body_timeout: secs(self.body_timeout_secs.max(1)),
             shutdown_grace: secs(self.shutdown_grace_secs),
+            max_concurrent_ingest: self.max_concurrent_ingest.max(1),
         }
     }
 
@@ -269,6 +274,9 @@ max_connections = 1024
 header_timeout_secs = 10
 body_timeout_secs = 60
 shutdown_grace_secs = 10
+# Ingest bodies read and parsed at once (memory: this times max_body_bytes
+# at most); one more gets 429 with Retry-After.
+max_concurrent_ingest = 16
 
 [log]
 # Partitions per topic. Fixed when the data directory is created.

@@ -58,6 +58,8 @@ pub struct AppState {
     pub stop: CancellationToken,
     /// Why the API stopped the pipeline, if it did.
     pub failure: std::sync::Mutex<Option<String>>,
+    /// Ingest bodies being read or parsed at once (`max_concurrent_ingest`).
+    pub ingest_permits: Arc<tokio::sync::Semaphore>,
 }
 
 /// Free bytes (for unprivileged users) on the disk holding `path`.
@@ -120,6 +122,8 @@ pub struct HttpLimits {
     /// On shutdown, requests in flight get this long before their
     /// connections are closed.
     pub shutdown_grace: Duration,
+    /// Ingest bodies read and parsed at once; one more gets 429.
+    pub max_concurrent_ingest: usize,
 }
 
 impl Default for HttpLimits {
@@ -129,6 +133,7 @@ impl Default for HttpLimits {
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(10),
+            max_concurrent_ingest: 16,
         }
     }
 }
@@ -401,6 +406,21 @@ async fn ingest(
         Ok(_) => {}
         Err(e) => return unavailable(&e.to_string()),
     }
+    // Bodies read and parsed at once are bounded (each may be
+    // max_body_bytes): one more waits its turn as a 429.
+    let Ok(_permit) = state.ingest_permits.clone().try_acquire_owned() else {
+        state.metrics.ingest_throttled.add(1);
+        let mut r = error(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "{} ingest requests are being read already ([server] max_concurrent_ingest); retry later",
+                state.http.max_concurrent_ingest
+            ),
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return r;
+    };
     let bytes = match body_bytes(&headers, body, state.max_body_bytes, state.http.body_timeout).await {
         Ok(b) => b,
         Err(r) => return r,
@@ -627,6 +647,7 @@ mod tests {
             min_free_bytes: 0,
             stop: CancellationToken::new(),
             failure: Default::default(),
+            ingest_permits: Arc::new(tokio::sync::Semaphore::new(16)),
         });
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());

@@ -236,6 +236,9 @@ impl Pipeline {
                     min_free_bytes: self.config.log.min_free_bytes,
                     stop: stop.clone(),
                     failure: Default::default(),
+                    ingest_permits: Arc::new(tokio::sync::Semaphore::new(
+                        self.config.server.max_concurrent_ingest.max(1),
+                    )),
                 });
                 let stop = stop.clone();
                 Some(tokio::spawn(async move {

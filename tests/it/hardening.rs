@@ -861,3 +861,48 @@ async fn a_query_past_max_concurrent_gets_429_and_the_next_one_runs() {
     assert_eq!(rows[0]["one"], 1);
     server.stop();
 }
+
+#[test]
+fn ingest_bodies_past_max_concurrent_ingest_get_429_while_the_first_is_still_arriving() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(
+        &data,
+        "[server]\nmax_concurrent_ingest = 1\nbody_timeout_secs = 30\n",
+        &[],
+    );
+    // One client sends half its body and waits: it holds the only slot.
+    let mut slow = std::net::TcpStream::connect(server.address).unwrap();
+    slow.write_all(b"POST /v1/posts HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000\r\n\r\n{\"platform\":")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = reqwest::Client::new();
+    let (status, text) = rt.block_on(async {
+        let r = client
+            .post(server.url("/v1/posts"))
+            .body(lines(&[canonical("t1_a", 1_546_300_800)]))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    });
+    assert_eq!(status, 429, "{text}");
+    assert!(text.contains("max_concurrent_ingest"), "{text}");
+    // The slow client gives up: the slot is free again.
+    drop(slow);
+    std::thread::sleep(Duration::from_millis(300));
+    let status = rt.block_on(async {
+        client
+            .post(server.url("/v1/posts"))
+            .body(lines(&[canonical("t1_a", 1_546_300_800)]))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    });
+    assert_eq!(status, 202);
+    server.stop();
+}
