@@ -14,7 +14,7 @@
 //! (threads with large stacks, at a lower CPU priority than ingest), with
 //! its own memory pool (sorts, joins and aggregates spill to the data
 //! directory past it), a time limit, a cap on concurrent queries, amplifying
-//! functions bounded ([`bounded`]), and a result cut at `max_rows` rows or
+//! functions bounded (`query::bounded`), and a result cut at `max_rows` rows or
 //! `max_result_bytes`, saying so.
 
 mod bounded;
