@@ -632,4 +632,65 @@ mod tests {
         );
         assert_eq!(metrics.enrich_duplicates.get(), 0);
     }
+
+    /// A stand-in for a broken storage engine (no real one panics on
+    /// demand): the real log, except that reading one partition panics.
+    struct PanicsOnPartition(Arc<FjallLog>, u32);
+
+    impl Log for PanicsOnPartition {
+        fn partitions(&self) -> u32 {
+            self.0.partitions()
+        }
+        fn write(&self, tx: &Transaction<'_>) -> Result<Vec<crate::log::Position>, LogError> {
+            self.0.write(tx)
+        }
+        fn read(&self, topic: Topic, p: u32, offset: u64, max: usize, bytes: usize) -> Result<Vec<Entry>, LogError> {
+            assert!(p != self.1 || topic != Topic::Raw, "the storage engine broke");
+            self.0.read(topic, p, offset, max, bytes)
+        }
+        fn committed(&self, consumer: &str, topic: Topic, p: u32) -> Result<u64, LogError> {
+            self.0.committed(consumer, topic, p)
+        }
+        fn state(&self, key: &[u8]) -> Result<Option<Vec<u8>>, LogError> {
+            self.0.state(key)
+        }
+        fn scan_state(
+            &self,
+            prefix: &[u8],
+            after: Option<&[u8]>,
+            max: usize,
+        ) -> Result<Vec<crate::log::StateEntry>, LogError> {
+            self.0.scan_state(prefix, after, max)
+        }
+        fn end_offsets(&self, topic: Topic) -> Result<Vec<u64>, LogError> {
+            self.0.end_offsets(topic)
+        }
+    }
+
+    #[test]
+    fn a_worker_that_panics_stops_the_whole_stage_with_the_panic_as_its_error() {
+        let (_dir, log, metrics) = open_log();
+        let broken: Arc<dyn Log> = Arc::new(PanicsOnPartition(log.clone(), 1));
+        let config = EnrichConfig {
+            workers: 2,
+            ..EnrichConfig::default()
+        };
+        let shutdown = CancellationToken::new();
+        let handle = {
+            let shutdown = shutdown.clone();
+            std::thread::spawn(move || run(broken, &config, metrics, shutdown))
+        };
+        // The other worker does not go on alone: the stage returns.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !handle.is_finished() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "a worker kept running beside a panicked one"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let error = handle.join().unwrap().unwrap_err().to_string();
+        assert!(error.contains("panicked: the storage engine broke"), "{error}");
+        assert!(shutdown.is_cancelled());
+    }
 }
