@@ -677,6 +677,64 @@ mod tests {
         let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
         assert_eq!(reader.metadata().file_metadata().num_rows(), 1);
         assert_eq!(reader.schema().fields().len(), crate::record::column::ALL.len());
+        // The values are the post's, as appended and scored.
+        let read_file = |name: &str| {
+            let file = File::open(root.join(name)).unwrap();
+            let batch = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+                .unwrap()
+                .build()
+                .unwrap()
+                .next()
+                .unwrap()
+                .unwrap();
+            let text = |c: &str| {
+                arrow::array::AsArray::as_string::<i32>(batch.column_by_name(c).unwrap())
+                    .value(0)
+                    .to_string()
+            };
+            let polarity = arrow::array::AsArray::as_primitive::<arrow::datatypes::Float64Type>(
+                batch.column_by_name(column::POLARITY).unwrap(),
+            )
+            .value(0);
+            (batch.num_rows(), text(column::ID), text(column::BODY), polarity)
+        };
+        let expected = |id: &str| {
+            (
+                1,
+                id.to_string(),
+                "good".to_string(),
+                crate::enrich::score("good").polarity,
+            )
+        };
+        let before: Vec<_> = names.iter().map(|n| read_file(n)).collect();
+        assert_eq!(before, [expected("t1_0"), expected("t1_1"), expected("t1_2")]);
+
+        // A crash after the renames and before the commit: the offset stays
+        // where it was, the files are removed at start and the replay
+        // writes the very same names and rows again — no row twice.
+        log.commit(CONSUMER, Topic::Enriched, 0, 0).unwrap();
+        let shutdown = CancellationToken::new();
+        let archive = open(&log);
+        let runner = {
+            let shutdown = shutdown.clone();
+            std::thread::spawn(move || archive.run(shutdown))
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while files_under(&root.join(TMP_DIR)).unwrap().len() < 3 {
+            assert!(Instant::now() < deadline, "the replay did not open its files");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        shutdown.cancel();
+        runner.join().unwrap().unwrap();
+        let mut again: Vec<String> = files_under(&root.join(POSTS_DIR))
+            .unwrap()
+            .iter()
+            .map(|p| p.strip_prefix(&root).unwrap().display().to_string())
+            .collect();
+        again.sort();
+        assert_eq!(again, names);
+        assert_eq!(again.iter().map(|n| read_file(n)).collect::<Vec<_>>(), before);
+        assert_eq!(log.committed(CONSUMER, Topic::Enriched, 0).unwrap(), 3);
 
         // A crash after a rename and before the commit leaves a file whose
         // first offset is not committed: it is removed at the next start.
