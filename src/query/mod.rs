@@ -276,8 +276,12 @@ impl QueryEngine {
             Ok(Err(e)) => Err(QueryError::Failed(e.to_string())),
             Err(_) => {
                 // Dropping the query's future drops its streams, which stop
-                // the tasks DataFusion spawned for it.
+                // the tasks DataFusion spawned for it; that happens at its
+                // next yield, so wait a moment for it (and its slot).
                 task.abort();
+                if tokio::time::timeout(Duration::from_secs(5), task).await.is_err() {
+                    tracing::warn!("A cancelled query has not stopped after 5 s; it keeps its slot until it does.");
+                }
                 Err(QueryError::Timeout(self.config.max_seconds))
             }
         }
