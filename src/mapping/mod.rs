@@ -227,7 +227,11 @@ impl Parsed {
         if matches!(format, Format::Auto | Format::Canonical)
             && let Some(post) = IncomingPost::from_json_text(text)
         {
-            self.keep(line, Ok(vec![post]));
+            // The fast path: one post, no list to build.
+            match post.check(&self.limits) {
+                Ok(()) => self.posts.push(post),
+                Err(e) => self.reject(line, e.to_string(), false),
+            }
             return;
         }
         match serde_json::from_slice::<Value>(text) {

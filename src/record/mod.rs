@@ -171,64 +171,6 @@ impl Limits {
     };
 }
 
-/// Checks one post's fields against the bounds of [`IncomingPost::check`].
-#[allow(clippy::too_many_arguments)]
-fn check_fields(
-    platform: &str,
-    id: &str,
-    short: [(&'static str, Option<&str>, usize); 6],
-    location: Option<&str>,
-    body: &str,
-    created_at: i64,
-    limits: &Limits,
-) -> Result<(), RecordError> {
-    let invalid = |field: &'static str, reason: String| Err(RecordError::Invalid { field, reason });
-    let bounded = |field: &'static str, value: &str, max: usize, controls: bool| {
-        if value.len() > max {
-            return invalid(field, format!("{} bytes, longer than {max}", value.len()));
-        }
-        if !controls && let Some(c) = value.chars().find(|c| c.is_control()) {
-            return invalid(field, format!("contains the control character {:?}", c));
-        }
-        Ok(())
-    };
-    for (field, value, max) in [
-        (column::PLATFORM, platform, MAX_PLATFORM_LEN),
-        (column::ID, id, MAX_KEY_LEN),
-    ] {
-        if value.is_empty() {
-            return invalid(field, "must not be empty".into());
-        }
-        bounded(field, value, max, false)?;
-    }
-    for (field, value, max) in short {
-        if let Some(value) = value {
-            bounded(field, value, max, false)?;
-        }
-    }
-    if let Some(location) = location {
-        // Free text: line breaks and tabs happen in real profiles.
-        bounded(column::LOCATION, location, MAX_LOCATION_LEN, true)?;
-    }
-    if body.len() > limits.max_post_bytes {
-        return invalid(
-            column::BODY,
-            format!(
-                "{} bytes, more than max_post_bytes ({})",
-                body.len(),
-                limits.max_post_bytes
-            ),
-        );
-    }
-    if !(MIN_CREATED_AT..END_CREATED_AT).contains(&created_at) {
-        return invalid(
-            column::CREATED_AT,
-            format!("{created_at} µs since the epoch is outside 1970..2200"),
-        );
-    }
-    Ok(())
-}
-
 impl IncomingPost {
     /// Whether the post keeps the bounds every accepted post keeps, in
     /// every format: `platform` (≤ 64 bytes) and `id` (≤ 512) not empty,
@@ -237,44 +179,68 @@ impl IncomingPost {
     /// control character (NUL included; `location` may hold line breaks);
     /// `body` at most `limits.max_post_bytes`; `created_at` in 1970..2200.
     pub fn check(&self, limits: &Limits) -> Result<(), RecordError> {
-        check_fields(
-            &self.platform,
-            &self.id,
-            [
-                (column::COMMUNITY, self.community.as_deref(), MAX_NAME_LEN),
-                (column::AUTHOR, self.author.as_deref(), MAX_NAME_LEN),
-                (column::PARENT_ID, self.parent_id.as_deref(), MAX_KEY_LEN),
-                (column::THREAD_ID, self.thread_id.as_deref(), MAX_KEY_LEN),
-                (column::URL, self.url.as_deref(), MAX_URL_LEN),
-                (column::LANG, self.lang.as_deref(), MAX_LANG_LEN),
-            ],
-            self.location.as_deref(),
-            &self.body,
-            self.created_at,
-            limits,
-        )
+        self.view().check(limits)
     }
 }
 
 impl IncomingView<'_> {
     /// [`IncomingPost::check`] of the fields in place.
     pub fn check(&self, limits: &Limits) -> Result<(), RecordError> {
-        check_fields(
-            &self.platform,
-            &self.id,
-            [
-                (column::COMMUNITY, self.community.as_deref(), MAX_NAME_LEN),
-                (column::AUTHOR, self.author.as_deref(), MAX_NAME_LEN),
-                (column::PARENT_ID, self.parent_id.as_deref(), MAX_KEY_LEN),
-                (column::THREAD_ID, self.thread_id.as_deref(), MAX_KEY_LEN),
-                (column::URL, self.url.as_deref(), MAX_URL_LEN),
-                (column::LANG, self.lang.as_deref(), MAX_LANG_LEN),
-            ],
-            self.location.as_deref(),
-            &self.body,
-            self.created_at,
-            limits,
-        )
+        let (platform, id, body, created_at) = (&*self.platform, &*self.id, &*self.body, self.created_at);
+        let short = [
+            (column::COMMUNITY, self.community.as_deref(), MAX_NAME_LEN),
+            (column::AUTHOR, self.author.as_deref(), MAX_NAME_LEN),
+            (column::PARENT_ID, self.parent_id.as_deref(), MAX_KEY_LEN),
+            (column::THREAD_ID, self.thread_id.as_deref(), MAX_KEY_LEN),
+            (column::URL, self.url.as_deref(), MAX_URL_LEN),
+            (column::LANG, self.lang.as_deref(), MAX_LANG_LEN),
+        ];
+        let location = self.location.as_deref();
+        let invalid = |field: &'static str, reason: String| Err(RecordError::Invalid { field, reason });
+        let bounded = |field: &'static str, value: &str, max: usize, controls: bool| {
+            if value.len() > max {
+                return invalid(field, format!("{} bytes, longer than {max}", value.len()));
+            }
+            if !controls && let Some(c) = value.chars().find(|c| c.is_control()) {
+                return invalid(field, format!("contains the control character {:?}", c));
+            }
+            Ok(())
+        };
+        for (field, value, max) in [
+            (column::PLATFORM, platform, MAX_PLATFORM_LEN),
+            (column::ID, id, MAX_KEY_LEN),
+        ] {
+            if value.is_empty() {
+                return invalid(field, "must not be empty".into());
+            }
+            bounded(field, value, max, false)?;
+        }
+        for (field, value, max) in short {
+            if let Some(value) = value {
+                bounded(field, value, max, false)?;
+            }
+        }
+        if let Some(location) = location {
+            // Free text: line breaks and tabs happen in real profiles.
+            bounded(column::LOCATION, location, MAX_LOCATION_LEN, true)?;
+        }
+        if body.len() > limits.max_post_bytes {
+            return invalid(
+                column::BODY,
+                format!(
+                    "{} bytes, more than max_post_bytes ({})",
+                    body.len(),
+                    limits.max_post_bytes
+                ),
+            );
+        }
+        if !(MIN_CREATED_AT..END_CREATED_AT).contains(&created_at) {
+            return invalid(
+                column::CREATED_AT,
+                format!("{created_at} µs since the epoch is outside 1970..2200"),
+            );
+        }
+        Ok(())
     }
 }
 
