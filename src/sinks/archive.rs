@@ -628,6 +628,30 @@ mod tests {
         .unwrap()
     }
 
+    /// Runs `archive` until it has `files` files open, then stops it (it
+    /// flushes and commits); the post files under `root`, sorted.
+    fn run_until_open_then_stop(archive: Archive, root: &Path, files: usize) -> Vec<String> {
+        let shutdown = CancellationToken::new();
+        let runner = {
+            let shutdown = shutdown.clone();
+            std::thread::spawn(move || archive.run(shutdown))
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while files_under(&root.join(TMP_DIR)).unwrap().len() < files {
+            assert!(Instant::now() < deadline, "the archive did not open its files");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        shutdown.cancel();
+        runner.join().unwrap().unwrap();
+        let mut names: Vec<String> = files_under(&root.join(POSTS_DIR))
+            .unwrap()
+            .iter()
+            .map(|p| p.strip_prefix(root).unwrap().display().to_string())
+            .collect();
+        names.sort();
+        names
+    }
+
     #[test]
     fn writes_hive_files_commits_them_and_removes_uncommitted_leftovers() {
         use crate::log::fjall::FjallLog;
@@ -645,25 +669,7 @@ mod tests {
         append_posts(&log, &posts);
         let open = |log: &Arc<dyn Log>| open_archive(&root, log, ArchiveConfig::default());
         // Shut down at once: what was read is flushed and committed.
-        let shutdown = CancellationToken::new();
-        let archive = open(&log);
-        let runner = {
-            let shutdown = shutdown.clone();
-            std::thread::spawn(move || archive.run(shutdown))
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while files_under(&root.join(TMP_DIR)).unwrap().len() < 3 {
-            assert!(Instant::now() < deadline, "the archive did not open its files");
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        shutdown.cancel();
-        runner.join().unwrap().unwrap();
-        let mut names: Vec<String> = files_under(&root.join(POSTS_DIR))
-            .unwrap()
-            .iter()
-            .map(|p| p.strip_prefix(&root).unwrap().display().to_string())
-            .collect();
-        names.sort();
+        let names = run_until_open_then_stop(open(&log), &root, 3);
         assert_eq!(
             names,
             [
@@ -713,25 +719,7 @@ mod tests {
         // where it was, the files are removed at start and the replay
         // writes the very same names and rows again — no row twice.
         log.commit(CONSUMER, Topic::Enriched, 0, 0).unwrap();
-        let shutdown = CancellationToken::new();
-        let archive = open(&log);
-        let runner = {
-            let shutdown = shutdown.clone();
-            std::thread::spawn(move || archive.run(shutdown))
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while files_under(&root.join(TMP_DIR)).unwrap().len() < 3 {
-            assert!(Instant::now() < deadline, "the replay did not open its files");
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        shutdown.cancel();
-        runner.join().unwrap().unwrap();
-        let mut again: Vec<String> = files_under(&root.join(POSTS_DIR))
-            .unwrap()
-            .iter()
-            .map(|p| p.strip_prefix(&root).unwrap().display().to_string())
-            .collect();
-        again.sort();
+        let again = run_until_open_then_stop(open(&log), &root, 3);
         assert_eq!(again, names);
         assert_eq!(again.iter().map(|n| read_file(n)).collect::<Vec<_>>(), before);
         assert_eq!(log.committed(CONSUMER, Topic::Enriched, 0).unwrap(), 3);

@@ -549,6 +549,28 @@ impl Tmpfs {
     }
 }
 
+impl Tmpfs {
+    /// Fills the disk with a ballast file until at most `leave` bytes are
+    /// free (0: until a write fails); its path, to free the space again.
+    fn fill(&self, leave: u64) -> std::path::PathBuf {
+        use std::io::Write;
+        let ballast = self.0.join("ballast");
+        let mut file = std::fs::File::create(&ballast).unwrap();
+        let chunk = vec![7u8; 1 << 20];
+        while chorus::http::free_bytes(&self.0).unwrap() > leave && file.write_all(&chunk).is_ok() {}
+        ballast
+    }
+}
+
+/// NDJSON of `n` canonical posts with ids `t1_<batch>_<i>`.
+fn numbered_batch(batch: usize, n: usize) -> String {
+    lines(
+        &(0..n)
+            .map(|i| canonical(&format!("t1_{batch}_{i}"), 1_546_300_800))
+            .collect::<Vec<_>>(),
+    )
+}
+
 impl Drop for Tmpfs {
     fn drop(&mut self) {
         let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
@@ -563,26 +585,11 @@ async fn a_full_disk_gets_507_loses_nothing_accepted_and_ingest_resumes_once_spa
     let config = "[archive]\nmax_file_age_secs = 1\n[log]\nmin_free_bytes = 25165824\n";
     let server = Server::start(&data, config, &[]);
     let client = reqwest::Client::new();
-    let batch = |n: usize| -> String {
-        lines(
-            &(0..100)
-                .map(|i| canonical(&format!("t1_{n}_{i}"), 1_546_300_800))
-                .collect::<Vec<_>>(),
-        )
-    };
+    let batch = |n: usize| numbered_batch(n, 100);
     let (status, _) = post(&client, &server, "", batch(0)).await;
     assert_eq!(status, 202);
     // Fill the disk to 16 MiB free, under the 24 MiB reserve.
-    let free = chorus::http::free_bytes(&data).unwrap();
-    let ballast = disk.0.join("ballast");
-    {
-        use std::io::Write;
-        let mut file = std::fs::File::create(&ballast).unwrap();
-        let chunk = vec![7u8; 1 << 20];
-        for _ in 0..(free.saturating_sub(16 << 20) >> 20) {
-            file.write_all(&chunk).unwrap();
-        }
-    }
+    let ballast = disk.fill(16 << 20);
     let (status, answer) = post(&client, &server, "", batch(1)).await;
     assert_eq!(status, 507, "{answer}");
     assert!(answer["error"].as_str().unwrap().contains("min_free_bytes"), "{answer}");
@@ -605,23 +612,11 @@ async fn a_log_that_fails_for_good_stops_chorus_run_with_an_error_and_a_restart_
     // No reserve: the log itself runs into the full disk.
     let mut server = Server::start(&data, "[log]\nmin_free_bytes = 0\n", &[]);
     let client = reqwest::Client::new();
-    let batch = |n: usize| -> String {
-        lines(
-            &(0..1000)
-                .map(|i| canonical(&format!("t1_{n}_{i}"), 1_546_300_800))
-                .collect::<Vec<_>>(),
-        )
-    };
+    let batch = |n: usize| numbered_batch(n, 1000);
     let (status, _) = post(&client, &server, "", batch(0)).await;
     assert_eq!(status, 202);
     wait_for_count(&client, &server, 1000, Duration::from_secs(60)).await;
-    let ballast = disk.0.join("ballast");
-    {
-        use std::io::Write;
-        let mut file = std::fs::File::create(&ballast).unwrap();
-        let chunk = vec![7u8; 1 << 20];
-        while file.write_all(&chunk).is_ok() {}
-    }
+    let ballast = disk.fill(0);
     let (mut refused, mut accepted) = (0, 1);
     for n in 1..50 {
         match client.post(server.url("/v1/posts")).body(batch(n)).send().await {
