@@ -95,8 +95,8 @@ fn lengths(arg: &ColumnarValue, rows: usize) -> Vec<u64> {
                     DataType::Utf8 => a.as_string::<i32>().value(i).len() as u64,
                     DataType::LargeUtf8 => a.as_string::<i64>().value(i).len() as u64,
                     DataType::Utf8View => a.as_string_view().value(i).len() as u64,
-                    // Not a string: as large as its type allows, per value.
-                    _ => a.get_array_memory_size() as u64,
+                    // Not a string: the array's memory per row.
+                    _ => (a.get_array_memory_size() / a.len().max(1)) as u64,
                 }
             };
             (0..a.len()).map(len).collect()
