@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::log::{Log, Topic};
+use crate::log::{Log, LogError, Topic};
 use crate::mapping::{self, Format, Rejection};
 use crate::metrics::{Gauges, Metrics};
 use crate::query::{QueryEngine, QueryError};
@@ -60,6 +60,44 @@ pub struct AppState {
     pub failure: std::sync::Mutex<Option<String>>,
     /// Ingest bodies being read or parsed at once (`max_concurrent_ingest`).
     pub ingest_permits: Arc<tokio::sync::Semaphore>,
+    /// Posts parsed and not yet in the log: the enrich lag bound counts
+    /// them, so concurrent bodies cannot all pass it at once.
+    pub ingest_pending: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// Posts counted against `max_enrich_lag` for the duration of an append.
+struct Pending<'a> {
+    counter: &'a std::sync::atomic::AtomicU64,
+    posts: u64,
+}
+
+impl<'a> Pending<'a> {
+    /// Counts `posts` as pending, then reads the lag: `Err` with the posts
+    /// waiting before them (the lag plus those pending elsewhere) when
+    /// adding these would pass `bound`. Counting before reading makes any
+    /// two bodies see each other, so the bound holds exactly; a body is
+    /// always let through when nothing else waits, however large it is.
+    fn reserve(
+        counter: &'a std::sync::atomic::AtomicU64,
+        posts: u64,
+        lag: impl FnOnce() -> Result<u64, LogError>,
+        bound: u64,
+    ) -> Result<Result<Self, u64>, LogError> {
+        use std::sync::atomic::Ordering;
+        let others = counter.fetch_add(posts, Ordering::AcqRel);
+        let pending = Self { counter, posts };
+        let waiting = lag()?.saturating_add(others);
+        if waiting > 0 && waiting.saturating_add(posts) > bound {
+            return Ok(Err(waiting));
+        }
+        Ok(Ok(pending))
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        self.counter.fetch_sub(self.posts, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 /// Free bytes (for unprivileged users) on the disk holding `path`.
@@ -391,17 +429,12 @@ async fn ingest(
             .insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
         return r;
     }
-    // Saturated: tell the client to come back instead of buffering.
+    // Saturated: tell the client to come back instead of buffering (the
+    // posts of bodies being appended count too).
+    let pending = state.ingest_pending.load(std::sync::atomic::Ordering::Acquire);
     match state.log.lag(enrich::CONSUMER, Topic::Raw) {
-        Ok(lag) if lag > state.max_enrich_lag => {
-            state.metrics.ingest_throttled.add(1);
-            let mut r = error(
-                StatusCode::TOO_MANY_REQUESTS,
-                format!("{lag} posts wait for enrichment; retry later"),
-            );
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            return r;
+        Ok(lag) if lag.saturating_add(pending) > state.max_enrich_lag => {
+            return saturated(&state, lag.saturating_add(pending));
         }
         Ok(_) => {}
         Err(e) => return unavailable(&e.to_string()),
@@ -431,15 +464,29 @@ async fn ingest(
             "empty body: send a JSON object, a JSON array or NDJSON",
         );
     }
-    let (log, limits) = (state.log.clone(), state.limits);
+    let task_state = state.clone();
     let task = tokio::task::spawn_blocking(move || {
-        let parsed = mapping::parse_document(&bytes, format, &limits);
+        let state = task_state;
+        let parsed = mapping::parse_document(&bytes, format, &state.limits);
         let all_malformed = parsed.all_malformed();
-        let appended = sources::append_posts(&*log, parsed.posts, now_micros());
-        (appended, parsed.rejected, parsed.rejected_total, all_malformed)
+        // Checked again now that the body's posts are counted, so bodies
+        // read side by side cannot all pass the bound.
+        let _pending = match Pending::reserve(
+            &state.ingest_pending,
+            parsed.posts.len() as u64,
+            || state.log.lag(enrich::CONSUMER, Topic::Raw),
+            state.max_enrich_lag,
+        )? {
+            Ok(p) => p,
+            Err(waiting) => return Ok::<_, LogError>(Err(waiting)),
+        };
+        let appended = sources::append_posts(&*state.log, parsed.posts, now_micros());
+        Ok(Ok((appended, parsed.rejected, parsed.rejected_total, all_malformed)))
     });
     let (appended, rejected, rejected_total, all_malformed) = match task.await {
-        Ok(result) => result,
+        Ok(Ok(Ok(result))) => result,
+        Ok(Ok(Err(waiting))) => return saturated(&state, waiting),
+        Ok(Err(e)) => return unavailable(&e.to_string()),
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, format!("ingest task failed: {e}")),
     };
     let accepted = match appended {
@@ -470,6 +517,21 @@ async fn ingest(
         rejected,
     };
     (status, Json(answer)).into_response()
+}
+
+/// The 429 of a pipeline with `waiting` posts not yet enriched.
+fn saturated(state: &AppState, waiting: u64) -> Response {
+    state.metrics.ingest_throttled.add(1);
+    let mut r = error(
+        StatusCode::TOO_MANY_REQUESTS,
+        format!(
+            "{waiting} posts wait for enrichment ([server] max_enrich_lag = {}); retry later",
+            state.max_enrich_lag
+        ),
+    );
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
 }
 
 fn unavailable(reason: &str) -> Response {
@@ -648,6 +710,7 @@ mod tests {
             stop: CancellationToken::new(),
             failure: Default::default(),
             ingest_permits: Arc::new(tokio::sync::Semaphore::new(16)),
+            ingest_pending: Default::default(),
         });
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -700,5 +763,72 @@ mod tests {
         assert!(metrics.contains("chorus_ingest_requests_throttled_total 6\n"));
         assert!(metrics.contains("chorus_enrich_lag_records 3\n"));
         shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn bodies_sent_side_by_side_cannot_all_pass_the_lag_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        // A bound of 10 posts; each body carries 6 of them.
+        let (base, shutdown) = serve_without_enrich(dir.path(), 10).await;
+        let client = reqwest::Client::new();
+        let body = |b: usize| {
+            (0..6)
+                .map(|i| format!(r#"{{"platform":"x","id":"{b}-{i}","body":"ok","created_at":1}}"#))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        // Each body alone finds the lag under the bound when it starts
+        // (0 or 6 posts wait); counted once parsed, the second one would
+        // pass it (12 > 10), so it is refused and nothing of it is kept.
+        let r = client
+            .post(format!("{base}/v1/posts"))
+            .body(body(0))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        let r = client
+            .post(format!("{base}/v1/posts"))
+            .body(body(1))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 429);
+        assert!(r.text().await.unwrap().contains("6 posts wait for enrichment"));
+        // Eight bodies at once over an empty log: one goes through whole,
+        // the others are refused whole.
+        let dir = tempfile::tempdir().unwrap();
+        let (base, shutdown2) = serve_without_enrich(dir.path(), 10).await;
+        let answers = futures::future::join_all((0..8).map(|b| {
+            let (client, base) = (client.clone(), base.clone());
+            async move {
+                client
+                    .post(format!("{base}/v1/posts"))
+                    .body(body(b))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            }
+        }))
+        .await;
+        let accepted = answers.iter().filter(|s| **s == 202).count();
+        assert!(answers.iter().all(|s| *s == 202 || *s == 429), "{answers:?}");
+        assert_eq!(accepted, 1, "{answers:?}");
+        let metrics = client
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            metrics.contains(&format!("chorus_enrich_lag_records {}\n", accepted * 6)),
+            "{metrics}"
+        );
+        shutdown.cancel();
+        shutdown2.cancel();
     }
 }

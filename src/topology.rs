@@ -239,6 +239,7 @@ impl Pipeline {
                     ingest_permits: Arc::new(tokio::sync::Semaphore::new(
                         self.config.server.max_concurrent_ingest.max(1),
                     )),
+                    ingest_pending: Default::default(),
                 });
                 let stop = stop.clone();
                 Some(tokio::spawn(async move {

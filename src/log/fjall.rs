@@ -590,6 +590,94 @@ mod tests {
         assert_eq!(log.lag("enrich", Topic::Raw).unwrap(), 0);
     }
 
+    /// Not a check of its own: the child process of the test below. With
+    /// `CHORUS_CRASH_LOG` set it writes transactions (an output record, its
+    /// state, the input offset) until it is killed, printing each one the
+    /// log acknowledged; without it, it returns at once.
+    #[test]
+    fn crash_child_writes_transactions_until_killed() {
+        use std::io::Write;
+        let Some(dir) = std::env::var_os("CHORUS_CRASH_LOG") else {
+            return;
+        };
+        let log = FjallLog::open(Path::new(&dir), 2).unwrap();
+        let body = vec![b'x'; 4096];
+        let mut out = std::io::stdout().lock();
+        // Goes on where the previous (killed) child stopped.
+        for i in log.committed("crash", Topic::Raw, 0).unwrap().. {
+            let (key, state_key) = (format!("k{i}"), format!("seen/k{i}"));
+            let mut tx = Transaction::new();
+            tx.append(Topic::Enriched, key.as_bytes(), &body)
+                .put_state(state_key.as_bytes(), key.as_bytes())
+                .commit("crash", Topic::Raw, 0, i + 1);
+            log.write(&tx).unwrap();
+            writeln!(out, "acked {i}").unwrap();
+            out.flush().unwrap();
+        }
+    }
+
+    #[test]
+    fn a_kill_during_transactions_keeps_each_one_whole_or_not_at_all() {
+        use std::io::BufRead;
+        let dir = tempfile::tempdir().unwrap();
+        for round in 0..8u64 {
+            let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "--exact",
+                    "log::fjall::tests::crash_child_writes_transactions_until_killed",
+                ])
+                .args(["--nocapture", "--test-threads=1"])
+                .env("CHORUS_CRASH_LOG", dir.path())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            // The child's output is drained all along, so the kill lands
+            // wherever its loop is (mostly inside a write), not while it
+            // waits on a full pipe.
+            let stdout = child.stdout.take().unwrap();
+            let (tx, rx) = std::sync::mpsc::channel();
+            let reader = std::thread::spawn(move || {
+                let mut acked = None;
+                for line in std::io::BufReader::new(stdout).lines() {
+                    if let Some(i) = line.unwrap().strip_prefix("acked ") {
+                        acked = Some(i.parse::<u64>().unwrap());
+                        let _ = tx.send(());
+                    }
+                }
+                acked
+            });
+            // A different point of a write each round.
+            for _ in 0..(round + 1) * 25 {
+                rx.recv().expect("the child writes transactions");
+            }
+            std::thread::sleep(Duration::from_micros(150 * round + 50));
+            child.kill().unwrap(); // SIGKILL
+            child.wait().unwrap();
+            let acked = reader.join().unwrap();
+            let acked = acked.expect("the child wrote transactions");
+
+            let log = FjallLog::open(dir.path(), 2).unwrap();
+            let committed = log.committed("crash", Topic::Raw, 0).unwrap();
+            // Every acknowledged transaction is there; at most the ones in
+            // flight when the kill landed are on top of them.
+            assert!(committed > acked, "round {round}: committed {committed}, acked {acked}");
+            // The output records, the state and the offset agree: no
+            // transaction is half there.
+            let outputs: u64 = log.end_offsets(Topic::Enriched).unwrap().iter().sum();
+            assert_eq!(outputs, committed, "round {round}");
+            for i in 0..committed {
+                let key = format!("k{i}");
+                assert_eq!(
+                    log.state(format!("seen/k{i}").as_bytes()).unwrap().as_deref(),
+                    Some(key.as_bytes()),
+                    "round {round}: transaction {i}"
+                );
+            }
+            assert_eq!(log.state(format!("seen/k{committed}").as_bytes()).unwrap(), None);
+            // The next child goes on from this recovered log.
+        }
+    }
+
     #[test]
     fn an_idle_consumer_wakes_up_on_append() {
         let dir = tempfile::tempdir().unwrap();
