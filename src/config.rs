@@ -120,6 +120,11 @@ pub struct LogConfig {
     /// ...or while a topic partition is larger than this many bytes (0: no
     /// size bound).
     pub retention_bytes: u64,
+    /// Records per log segment, the unit retention removes (a setting of
+    /// new segments; existing ones keep their size).
+    pub segment_records: u64,
+    /// Seconds between two retention passes.
+    pub retention_check_secs: u64,
     /// Ingest answers 507 while the data directory's disk has fewer free
     /// bytes than this: the stages keep the rest to finish what was taken.
     pub min_free_bytes: u64,
@@ -131,6 +136,8 @@ impl Default for LogConfig {
             partitions: 4,
             retention_hours: 168,
             retention_bytes: 0,
+            segment_records: crate::log::fjall::SEGMENT_RECORDS,
+            retention_check_secs: 30,
             min_free_bytes: 256 << 20,
         }
     }
@@ -224,6 +231,9 @@ impl Config {
         if self.server.tokens.iter().any(|t| t.trim().is_empty()) {
             return Err("[server] tokens holds an empty token: remove it, or give a real one".into());
         }
+        if self.log.segment_records == 0 {
+            return Err("[log] segment_records must be at least 1".into());
+        }
         Ok(())
     }
 
@@ -281,12 +291,16 @@ max_concurrent_ingest = 16
 [log]
 # Partitions per topic. Fixed when the data directory is created.
 partitions = 4
-# Records that every stage has processed are removed, a segment (about a
-# million records) at a time, once older than this many hours (0: never)...
+# Records that every stage has processed are removed, a segment at a time,
+# once older than this many hours (0: never)...
 retention_hours = 168
 # ...or while a topic partition holds more than this many bytes (0: no bound).
 # Records a stage has not processed yet are never removed.
 retention_bytes = 0
+# Records per log segment (new segments), the unit that retention removes.
+segment_records = 1048576
+# Seconds between two retention passes.
+retention_check_secs = 30
 # Ingest answers 507 (Retry-After) while the data directory's disk has less
 # free space than this, so the log never runs into a full disk; it resumes
 # by itself once space is freed.

@@ -88,13 +88,14 @@ pub struct Pipeline {
 impl Pipeline {
     /// Opens (creating) the data directory. Fails if another process has it.
     pub fn open(data: &Path, config: Config) -> Result<Pipeline, PipelineError> {
-        let log = FjallLog::open(&data.join("log"), config.log.partitions).map_err(|e| match e {
-            LogError::Storage(msg) if msg.to_lowercase().contains("lock") => PipelineError::Other(format!(
-                "{} is in use by another chorus process ({msg})",
-                data.display()
-            )),
-            e => e.into(),
-        })?;
+        let log = FjallLog::open_with_segments(&data.join("log"), config.log.partitions, config.log.segment_records)
+            .map_err(|e| match e {
+                LogError::Storage(msg) if msg.to_lowercase().contains("lock") => PipelineError::Other(format!(
+                    "{} is in use by another chorus process ({msg})",
+                    data.display()
+                )),
+                e => e.into(),
+            })?;
         Ok(Pipeline {
             data: data.to_path_buf(),
             config,
@@ -191,13 +192,14 @@ impl Pipeline {
         };
         let retention_task = {
             let (log, stop, retention) = (self.log(), stop.clone(), self.config.log.retention());
+            let pause = self.config.log.retention_check_secs.clamp(1, 86_400) * 10;
             spawn_thread("retention", move || {
                 while !stop.is_cancelled() {
                     if let Err(e) = enforce_retention(&*log, &retention) {
                         tracing::warn!(error = %e, "Log retention failed; will retry.");
                     }
-                    // Check twice a minute, waking at once on shutdown.
-                    for _ in 0..300 {
+                    // Every retention_check_secs, waking at once on shutdown.
+                    for _ in 0..pause {
                         if stop.is_cancelled() {
                             break;
                         }

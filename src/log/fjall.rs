@@ -190,8 +190,14 @@ impl FjallLog {
     }
 
     /// The keyspace an append at `offset` goes to, starting a new segment
-    /// when the newest is full.
-    fn segment_for_append(&self, topic: Topic, partition: u32, offset: u64) -> Result<Keyspace, LogError> {
+    /// when the newest is full (the full one is pushed to `sealed`).
+    fn segment_for_append(
+        &self,
+        topic: Topic,
+        partition: u32,
+        offset: u64,
+        sealed: &mut Vec<Keyspace>,
+    ) -> Result<Keyspace, LogError> {
         self.check_partition(topic, partition)?;
         {
             let segments = self.segments.read().map_err(|_| storage("a writer panicked"))?;
@@ -214,6 +220,7 @@ impl FjallLog {
             self.meta
                 .insert(key, super::super::record::now_micros().to_be_bytes())
                 .map_err(storage)?;
+            sealed.push(previous.keyspace.clone());
         }
         segs.push(Segment {
             base: offset,
@@ -272,10 +279,11 @@ impl Log for FjallLog {
         let mut next = self.next.lock().map_err(|_| storage("a writer panicked"))?;
         let mut assigned = next.clone();
         let mut positions = Vec::with_capacity(tx.appends.len());
+        let mut sealed = Vec::new();
         for &(topic, key, value) in &tx.appends {
             let partition = partition_of(key, self.partitions);
             let offset = &mut assigned[topic_index(topic)][partition as usize];
-            let keyspace = self.segment_for_append(topic, partition, *offset)?;
+            let keyspace = self.segment_for_append(topic, partition, *offset, &mut sealed)?;
             batch.insert(&keyspace, offset.to_be_bytes(), value);
             positions.push(Position {
                 partition,
@@ -286,6 +294,14 @@ impl Log for FjallLog {
         // The batch is written and synced before the offsets advance: a
         // failed write leaves the log as it was.
         batch.commit().map_err(storage)?;
+        // A sealed segment takes no more writes: its memtable is flushed
+        // now rather than held in memory, and retention's size bound (on
+        // disk) sees it.
+        for keyspace in sealed {
+            if let Err(e) = keyspace.rotate_memtable() {
+                tracing::warn!(error = %e, "Could not flush a sealed log segment; it stays in memory.");
+            }
+        }
         let grew = *next != assigned;
         *next = assigned;
         drop(next);

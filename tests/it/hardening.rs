@@ -920,3 +920,80 @@ fn ingest_bodies_past_max_concurrent_ingest_get_429_while_the_first_is_still_arr
     assert_eq!(status, 202);
     server.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_in_a_running_pipeline_removes_processed_log_segments_and_sql_still_counts_every_post() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // Segments of 500 records, a size bound every segment passes, a pass
+    // every second: everything processed but the newest segment goes.
+    let config = format!(
+        "{FAST_ROLL}[log]\npartitions = 1\nsegment_records = 500\nretention_hours = 0\n\
+         retention_bytes = 1\nretention_check_secs = 1\n"
+    );
+    let server = Server::start(&data, &config, &[]);
+    let client = reqwest::Client::new();
+    let first = |topic: &str, server: &Server| {
+        let (client, url) = (client.clone(), server.url(&format!("/v1/log/{topic}/0?offset=0&max=1")));
+        async move {
+            let answer: Value = client.get(url).send().await.unwrap().json().await.unwrap();
+            (answer["records"][0]["offset"].as_u64(), answer["end"].as_u64().unwrap())
+        }
+    };
+    let posts: Vec<Value> = (0..3_000)
+        .map(|i| canonical(&format!("t1_{i}"), 1_546_300_800 + i))
+        .collect();
+    for chunk in posts.chunks(1_000) {
+        let (status, answer) = post(&client, &server, "", lines(chunk)).await;
+        assert_eq!(status, 202, "{answer}");
+    }
+    wait_for_count(&client, &server, 3_000, Duration::from_secs(60)).await;
+    // Both topics lose their processed segments: their first record is
+    // now in the newest segment (2,500..3,000), their end unchanged.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (raw, enriched) = (first("raw", &server).await, first("enriched", &server).await);
+        if raw.0 == Some(2_500) && enriched.0 == Some(2_500) {
+            assert_eq!((raw.1, enriched.1), (3_000, 3_000));
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "raw {raw:?}, enriched {enriched:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // What the log no longer holds is in the archive: SQL counts each post
+    // once, and ingest goes on after a restart with offsets that continue.
+    let rows = sql(
+        &client,
+        &server,
+        "SELECT count(*) AS n, count(DISTINCT id) AS d FROM posts",
+    )
+    .await;
+    assert_eq!(
+        (rows[0]["n"].as_i64(), rows[0]["d"].as_i64()),
+        (Some(3_000), Some(3_000))
+    );
+    server.stop();
+    let server = Server::start(&data, &config, &[]);
+    let more: Vec<Value> = (3_000..3_600)
+        .map(|i| canonical(&format!("t1_{i}"), 1_546_300_800 + i))
+        .collect();
+    let (status, _) = post(&client, &server, "", lines(&more)).await;
+    assert_eq!(status, 202);
+    wait_for_count(&client, &server, 3_600, Duration::from_secs(60)).await;
+    // A new segment began at 3,000; the one before it goes once processed.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let raw = first("raw", &server).await;
+        if raw == (Some(3_000), 3_600) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "raw {raw:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let rows = sql(&client, &server, "SELECT count(*) AS n FROM posts").await;
+    assert_eq!(rows[0]["n"].as_i64(), Some(3_600));
+    server.stop();
+}
