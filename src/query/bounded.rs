@@ -31,16 +31,21 @@ enum Growth {
     RegexpReplace,
     /// `array_repeat(v, n)`: `n` elements.
     ArrayRepeat,
+    /// `range([start,] stop [, step])`, `generate_series`: a list of
+    /// `(stop - start) / step` numbers, dates or timestamps.
+    Series,
 }
 
 /// The functions wrapped, by name.
-const WRAPPED: [(&str, Growth); 6] = [
+const WRAPPED: [(&str, Growth); 8] = [
     ("repeat", Growth::Repeat),
     ("lpad", Growth::Pad),
     ("rpad", Growth::Pad),
     ("replace", Growth::Replace),
     ("regexp_replace", Growth::RegexpReplace),
     ("array_repeat", Growth::ArrayRepeat),
+    ("range", Growth::Series),
+    ("generate_series", Growth::Series),
 ];
 
 /// Replaces the built-in amplifying functions of `ctx` with bounded ones.
@@ -136,6 +141,90 @@ fn counts(arg: &ColumnarValue, rows: usize) -> Vec<u64> {
     }
 }
 
+/// The value of `arg` at `row`.
+fn scalar_at(arg: &ColumnarValue, row: usize) -> Option<ScalarValue> {
+    match arg {
+        ColumnarValue::Scalar(s) => Some(s.clone()),
+        ColumnarValue::Array(a) => ScalarValue::try_from_array(a, row).ok(),
+    }
+}
+
+const DAY_NANOS: i128 = 86_400_000_000_000;
+
+/// A bound of a series as a number: integers as they are, dates and
+/// timestamps in nanoseconds (None for null or another type).
+fn series_point(s: &ScalarValue) -> Option<i128> {
+    use ScalarValue as S;
+    Some(match s {
+        S::Int8(v) => (*v)? as i128,
+        S::Int16(v) => (*v)? as i128,
+        S::Int32(v) => (*v)? as i128,
+        S::Int64(v) => (*v)? as i128,
+        S::UInt8(v) => (*v)? as i128,
+        S::UInt16(v) => (*v)? as i128,
+        S::UInt32(v) => (*v)? as i128,
+        S::UInt64(v) => (*v)? as i128,
+        S::Date32(v) => (*v)? as i128 * DAY_NANOS,
+        S::Date64(v) => (*v)? as i128 * 1_000_000,
+        S::TimestampSecond(v, _) => (*v)? as i128 * 1_000_000_000,
+        S::TimestampMillisecond(v, _) => (*v)? as i128 * 1_000_000,
+        S::TimestampMicrosecond(v, _) => (*v)? as i128 * 1_000,
+        S::TimestampNanosecond(v, _) => (*v)? as i128,
+        _ => return None,
+    })
+}
+
+/// A step of a series in the unit of [`series_point`], at its shortest
+/// (a month as 28 days).
+fn series_step(s: &ScalarValue) -> Option<i128> {
+    use ScalarValue as S;
+    match s {
+        S::IntervalYearMonth(v) => Some((*v)? as i128 * 28 * DAY_NANOS),
+        S::IntervalDayTime(v) => {
+            let v = (*v)?;
+            Some(v.days as i128 * DAY_NANOS + v.milliseconds as i128 * 1_000_000)
+        }
+        S::IntervalMonthDayNano(v) => {
+            let v = (*v)?;
+            Some(v.months as i128 * 28 * DAY_NANOS + v.days as i128 * DAY_NANOS + v.nanoseconds as i128)
+        }
+        other => series_point(other),
+    }
+}
+
+/// The most elements a series call makes in one row.
+fn series_elements(args: &[ColumnarValue], rows: usize) -> u64 {
+    let rows = if args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_))) {
+        1
+    } else {
+        rows.max(1)
+    };
+    let mut most = 0u64;
+    for row in 0..rows {
+        let values: Vec<Option<ScalarValue>> = args.iter().map(|a| scalar_at(a, row)).collect();
+        let point = |i: usize| values.get(i).cloned().flatten().as_ref().and_then(series_point);
+        let (start, stop, step) = match values.len() {
+            1 => (Some(0), point(0), Some(1)),
+            2 => (point(0), point(1), Some(1)),
+            _ => (
+                point(0),
+                point(1),
+                values.get(2).cloned().flatten().as_ref().and_then(series_step),
+            ),
+        };
+        let (Some(start), Some(stop), Some(step)) = (start, stop, step) else {
+            continue;
+        };
+        // A step of 0 or away from `stop` makes no elements (or an error).
+        if step == 0 || (stop - start).signum() * step.signum() < 0 {
+            continue;
+        }
+        let n = (stop - start).unsigned_abs() / step.unsigned_abs() + 1;
+        most = most.max(u64::try_from(n).unwrap_or(u64::MAX));
+    }
+    most
+}
+
 impl Bounded {
     /// The largest result a row could have, bytes.
     fn largest_result(&self, args: &[ColumnarValue], rows: usize) -> u64 {
@@ -155,6 +244,7 @@ impl Bounded {
             (Growth::ArrayRepeat, Some(v), Some(n), _) => zip_max(lengths(v, rows), counts(n, rows), &|len, n| {
                 len.max(8).saturating_mul(n)
             }),
+            (Growth::Series, ..) => series_elements(args, rows).saturating_mul(8),
             (Growth::Replace, Some(s), Some(from), Some(to)) => {
                 let s = lengths(s, rows);
                 let from = lengths(from, rows);
@@ -219,5 +309,56 @@ impl ScalarUDFImpl for Bounded {
             )))));
         }
         self.inner.invoke_with_args(args)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The first value of `sql`, or the error.
+    async fn run(sql: &str) -> std::result::Result<String, DataFusionError> {
+        let ctx = SessionContext::new();
+        register(&ctx, 16 << 20);
+        let batches = ctx.sql(sql).await?.collect().await?;
+        Ok(arrow::util::display::array_value_to_string(batches[0].column(0), 0).unwrap())
+    }
+
+    #[tokio::test]
+    async fn series_past_max_value_bytes_are_refused_before_they_are_built() {
+        for sql in [
+            "SELECT cardinality(range(1, 300000000))",
+            "SELECT cardinality(generate_series(300000000))",
+            "SELECT cardinality(range(300000000, 0, -1))",
+            "SELECT cardinality(generate_series(TIMESTAMP '1970-01-01', TIMESTAMP '2200-01-01', INTERVAL '1 second'))",
+            "SELECT cardinality(range(DATE '1970-01-01', DATE '9999-01-01', INTERVAL '1 day'))",
+            // One row of a column asks for too much.
+            "SELECT sum(cardinality(range(0, x))) FROM (VALUES (10), (100000000)) t(x)",
+        ] {
+            let error = run(sql).await.expect_err(sql);
+            assert!(is_value_too_large(&error), "{sql}: {error}");
+            assert!(error.to_string().contains("max_value_bytes"), "{error}");
+        }
+        // What fits is answered as before.
+        for (sql, expected) in [
+            ("SELECT cardinality(range(1, 1000))", "999"),
+            ("SELECT cardinality(generate_series(1, 1000000))", "1000000"),
+            ("SELECT cardinality(range(10, 0))", "0"),
+            ("SELECT cardinality(range(0, 1000000000, 1000))", "1000000"),
+            (
+                "SELECT cardinality(range(DATE '2000-01-01', DATE '2010-01-01', INTERVAL '1 day'))",
+                "3653",
+            ),
+            (
+                "SELECT cardinality(generate_series(TIMESTAMP '2024-01-01', TIMESTAMP '2024-01-02', INTERVAL '1 minute'))",
+                "1441",
+            ),
+            (
+                "SELECT sum(cardinality(range(0, x))) FROM (VALUES (10), (1000)) t(x)",
+                "1010",
+            ),
+        ] {
+            assert_eq!(run(sql).await.unwrap(), expected, "{sql}");
+        }
     }
 }
