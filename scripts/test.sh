@@ -5,6 +5,8 @@
 #     virtualenv under ~/.cache/chorus (needs python3 with venv and pip);
 #   * cargo-fuzz (crates.io), for a short run of every fuzz target from its
 #     committed corpus (FUZZ_SECONDS each, default 20; 0 skips it on purpose).
+#   * strace (apt), with which a test watches the archive sync each directory
+#     it creates.
 # The disk-full tests mount a tmpfs, which needs root. A missing peer fails
 # the run; no test is skipped.
 set -euo pipefail
@@ -18,6 +20,10 @@ if ! "$VENV/bin/python" -c "import duckdb" 2>/dev/null; then
     "$VENV/bin/pip" install --quiet --disable-pip-version-check "duckdb==1.4.2"
 fi
 export CHORUS_TEST_PYTHON="$VENV/bin/python"
+if ! command -v strace >/dev/null; then
+    echo "test.sh: installing strace" >&2
+    apt-get install -y -qq strace >/dev/null
+fi
 
 cargo test --all-targets
 

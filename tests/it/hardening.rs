@@ -997,3 +997,94 @@ async fn retention_in_a_running_pipeline_removes_processed_log_segments_and_sql_
     assert_eq!(rows[0]["n"].as_i64(), Some(3_600));
     server.stop();
 }
+
+/// Under strace, every directory the archive creates is synced into its
+/// parent before a file is renamed into it, and the file's directory after
+/// the rename (else a power cut could lose a file whose offset committed).
+/// strace is a test peer (scripts/test.sh installs it); it is not optional.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_archive_syncs_every_directory_it_creates_and_every_rename_before_going_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, FAST_ROLL, &[]);
+    let trace = dir.path().join("trace");
+    let mut strace = std::process::Command::new("strace")
+        .args([
+            "-f",
+            "-y",
+            "-e",
+            "trace=mkdir,mkdirat,fsync,fdatasync,rename,renameat,renameat2",
+            "-o",
+        ])
+        .arg(&trace)
+        .args(["-p", &server.child.id().to_string()])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("strace is a test peer: scripts/test.sh installs it");
+    // strace says on stderr when it is attached (to each thread).
+    {
+        use std::io::BufRead;
+        let mut err = std::io::BufReader::new(strace.stderr.take().unwrap());
+        let mut line = String::new();
+        err.read_line(&mut line).unwrap();
+        assert!(line.contains("attached"), "strace: {line}");
+        std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+    }
+    let client = reqwest::Client::new();
+    // Three days: three new dt= and hour= directories.
+    let posts: Vec<Value> = (0..30)
+        .map(|i| canonical(&format!("t1_{i}"), 1_546_300_800 + (i % 3) * 86_400))
+        .collect();
+    let (status, _) = post(&client, &server, "", lines(&posts)).await;
+    assert_eq!(status, 202);
+    wait_for_count(&client, &server, 30, Duration::from_secs(60)).await;
+    server.stop();
+    strace.wait().unwrap();
+
+    let text = std::fs::read_to_string(&trace).unwrap();
+    let archive = data.join("archive").to_string_lossy().into_owned();
+    let quoted = |line: &str, n: usize| line.split('"').nth(2 * n + 1).map(str::to_string);
+    let synced = |line: &str| {
+        let start = line.find("sync(")?;
+        let path = &line[start..];
+        Some(path[path.find('<')? + 1..path.find('>')?].to_string())
+    };
+    let parent = |p: &str| std::path::Path::new(p).parent().unwrap().to_string_lossy().into_owned();
+    let lines: Vec<&str> = text.lines().collect();
+    let (mut dirs, mut renames) = (0, 0);
+    for (i, line) in lines.iter().enumerate() {
+        let later_sync_of = |path: &str, before: &dyn Fn(&str) -> bool| {
+            lines[i + 1..]
+                .iter()
+                .take_while(|l| !before(l))
+                .any(|l| synced(l).as_deref() == Some(path))
+        };
+        if line.contains("mkdir(") && line.trim_end().ends_with("= 0") {
+            let created = quoted(line, 0).unwrap();
+            if !created.starts_with(&archive) || created.starts_with(&format!("{archive}/.tmp")) {
+                continue;
+            }
+            dirs += 1;
+            // Synced into its parent before anything is renamed into it.
+            let into = |l: &str| l.contains("rename") && quoted(l, 1).is_some_and(|t| t.starts_with(&created));
+            assert!(
+                later_sync_of(&parent(&created), &into),
+                "{created} not synced into its parent:\n{text}"
+            );
+        }
+        if line.contains("rename(") && line.trim_end().ends_with("= 0") {
+            let target = quoted(line, 1).unwrap();
+            if !target.starts_with(&archive) {
+                continue;
+            }
+            renames += 1;
+            assert!(
+                later_sync_of(&parent(&target), &|_| false),
+                "{target}'s directory not synced:\n{text}"
+            );
+        }
+    }
+    // dt= and hour= of three days; at least a file per day.
+    assert!(dirs >= 6, "{dirs} directories:\n{text}");
+    assert!(renames >= 3, "{renames} renames:\n{text}");
+}
