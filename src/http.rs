@@ -22,9 +22,7 @@ use crate::mapping::{self, Format, Rejection};
 use crate::metrics::{Gauges, Metrics};
 use crate::query::{QueryEngine, QueryError};
 use crate::record::now_micros;
-use crate::sinks::archive;
 use crate::sources;
-use crate::transforms::enrich;
 
 /// What the handlers share.
 pub struct AppState {
@@ -42,6 +40,8 @@ pub struct AppState {
     pub limits: crate::record::Limits,
     /// Ingest throttles above this enrich lag.
     pub max_enrich_lag: u64,
+    /// The stages that read the log (lag, status, metrics).
+    pub consumers: crate::consumers::Consumers,
     /// Bounds of the listener.
     pub http: HttpLimits,
     /// Origins (`scheme://host[:port]`) whose pages may call the API besides
@@ -432,7 +432,7 @@ async fn ingest(
     // Saturated: tell the client to come back instead of buffering (the
     // posts of bodies being appended count too).
     let pending = state.ingest_pending.load(std::sync::atomic::Ordering::Acquire);
-    match state.log.lag(enrich::CONSUMER, Topic::Raw) {
+    match state.consumers.ingest_lag(&*state.log) {
         Ok(lag) if lag.saturating_add(pending) > state.max_enrich_lag => {
             return saturated(&state, lag.saturating_add(pending));
         }
@@ -474,7 +474,7 @@ async fn ingest(
         let _pending = match Pending::reserve(
             &state.ingest_pending,
             parsed.posts.len() as u64,
-            || state.log.lag(enrich::CONSUMER, Topic::Raw),
+            || state.consumers.ingest_lag(&*state.log),
             state.max_enrich_lag,
         )? {
             Ok(p) => p,
@@ -615,8 +615,11 @@ async fn sql(
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let gauges = Gauges {
-        enrich_lag: state.log.lag(enrich::CONSUMER, Topic::Raw).unwrap_or(0),
-        archive_lag: state.log.lag(archive::CONSUMER, Topic::Enriched).unwrap_or(0),
+        lags: state
+            .consumers
+            .positions(&*state.log)
+            .map(|positions| positions.iter().map(|p| (p.input, p.lag())).collect())
+            .unwrap_or_default(),
         state_bytes: state.log.state_bytes(),
     };
     (
@@ -627,7 +630,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
 }
 
 async fn status(State(state): State<Arc<AppState>>) -> Response {
-    match crate::cli::status::collect(&*state.log) {
+    match crate::cli::status::collect(&*state.log, &state.consumers) {
         Ok(status) => Json(status).into_response(),
         Err(e) => unavailable(&e.to_string()),
     }
@@ -702,6 +705,7 @@ mod tests {
             max_body_bytes: 1 << 20,
             limits: Default::default(),
             max_enrich_lag,
+            consumers: crate::consumers::Consumers::of(&Default::default()),
             http: HttpLimits::default(),
             allowed_origins: Vec::new(),
             listen: "127.0.0.1:0".parse().unwrap(),

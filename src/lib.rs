@@ -16,11 +16,13 @@
 //! * [`query`]: SQL over the archive and the log's tail (DataFusion).
 //! * [`http`]: the HTTP API.
 //! * [`config`], [`metrics`]: configuration and counters.
+//! * [`consumers`]: the registry of the stages that read the log.
 //! * [`topology`]: the one module that wires the components together.
 //! * [`cli`]: the command-line commands, each a function the thin binary calls.
 
 pub mod cli;
 pub mod config;
+pub mod consumers;
 pub mod enrich;
 pub mod http;
 pub mod log;

@@ -66,10 +66,8 @@ pub struct Metrics {
 /// Gauges read at scrape time (they live in the log).
 #[derive(Debug, Default)]
 pub struct Gauges {
-    /// Records of `posts.raw` the enrich stage has not committed.
-    pub enrich_lag: u64,
-    /// Records of `posts.enriched` the archive has not committed.
-    pub archive_lag: u64,
+    /// Each registered consumer's lag: records of its topic not committed.
+    pub lags: Vec<(crate::log::Input, u64)>,
     /// Disk bytes of the stages' state (the enrich stage's seen posts).
     pub state_bytes: u64,
 }
@@ -182,16 +180,23 @@ impl Metrics {
                 counter.get()
             );
         }
-        let gauges = [
+        let lag_of = |consumer: &str| {
+            gauges
+                .lags
+                .iter()
+                .find(|(input, _)| input.consumer == consumer)
+                .map_or(0, |(_, lag)| *lag)
+        };
+        let named = [
             (
                 "chorus_enrich_lag_records",
                 "Records of posts.raw not yet enriched.",
-                gauges.enrich_lag,
+                lag_of(crate::transforms::enrich::CONSUMER),
             ),
             (
                 "chorus_archive_lag_records",
                 "Records of posts.enriched not yet archived.",
-                gauges.archive_lag,
+                lag_of(crate::sinks::archive::CONSUMER),
             ),
             (
                 "chorus_state_bytes",
@@ -199,8 +204,21 @@ impl Metrics {
                 gauges.state_bytes,
             ),
         ];
-        for (name, help, value) in gauges {
+        for (name, help, value) in named {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+        }
+        let name = "chorus_consumer_lag_records";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Records of a topic its consumer has not committed.\n# TYPE {name} gauge"
+        );
+        for (input, lag) in &gauges.lags {
+            let _ = writeln!(
+                out,
+                "{name}{{consumer=\"{}\",topic=\"{}\"}} {lag}",
+                input.consumer,
+                input.topic.name()
+            );
         }
         out
     }
@@ -215,14 +233,15 @@ mod tests {
         let m = Metrics::default();
         m.ingest_accepted.add(3);
         let text = m.render(&Gauges {
-            enrich_lag: 7,
-            archive_lag: 0,
+            lags: vec![(crate::transforms::enrich::INPUT, 7), (crate::sinks::archive::INPUT, 0)],
             state_bytes: 4096,
         });
         assert!(
             text.contains("# TYPE chorus_ingest_posts_accepted_total counter\nchorus_ingest_posts_accepted_total 3\n")
         );
         assert!(text.contains("chorus_enrich_lag_records 7\n"));
+        assert!(text.contains("chorus_consumer_lag_records{consumer=\"enrich\",topic=\"posts.raw\"} 7\n"));
+        assert!(text.contains("chorus_consumer_lag_records{consumer=\"archive\",topic=\"posts.enriched\"} 0\n"));
         assert!(text.contains("chorus_state_bytes 4096\n"));
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let (name, value) = line.split_once(' ').unwrap();

@@ -18,6 +18,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::consumers::Consumers;
 use crate::http::{self, AppState};
 use crate::log::fjall::FjallLog;
 use crate::log::{Log, LogError, Retention, Topic};
@@ -111,6 +112,11 @@ impl Pipeline {
         self.log.clone()
     }
 
+    /// The stages that read the log, as configured.
+    pub fn consumers(&self) -> Consumers {
+        Consumers::of(&self.config)
+    }
+
     /// The counters.
     pub fn metrics(&self) -> Arc<Metrics> {
         self.metrics.clone()
@@ -192,10 +198,11 @@ impl Pipeline {
         };
         let retention_task = {
             let (log, stop, retention) = (self.log(), stop.clone(), self.config.log.retention());
+            let consumers = self.consumers();
             let pause = self.config.log.retention_check_secs.clamp(1, 86_400) * 10;
             spawn_thread("retention", move || {
                 while !stop.is_cancelled() {
-                    if let Err(e) = enforce_retention(&*log, &retention) {
+                    if let Err(e) = enforce_retention(&*log, &consumers, &retention) {
                         tracing::warn!(error = %e, "Log retention failed; will retry.");
                     }
                     // Every retention_check_secs, waking at once on shutdown.
@@ -231,6 +238,7 @@ impl Pipeline {
                     max_body_bytes: self.config.server.max_body_bytes,
                     limits: self.config.server.limits(),
                     max_enrich_lag: self.config.server.max_enrich_lag,
+                    consumers: self.consumers(),
                     http: self.config.server.http_limits(),
                     allowed_origins: self.config.server.allowed_origins.clone(),
                     listen: address,
@@ -306,17 +314,11 @@ impl Pipeline {
     }
 }
 
-/// Applies `retention` to every topic, behind the stage that reads it.
-pub fn enforce_retention(log: &dyn Log, retention: &Retention) -> Result<u64, LogError> {
+/// Applies `retention` to every topic, behind every consumer that reads it.
+pub fn enforce_retention(log: &dyn Log, consumers: &Consumers, retention: &Retention) -> Result<u64, LogError> {
     let mut removed = 0;
-    for (topic, consumer) in [
-        (Topic::Raw, enrich::CONSUMER),
-        (Topic::Enriched, crate::sinks::archive::CONSUMER),
-        (Topic::Dead, crate::sinks::archive::ERRORS_CONSUMER),
-    ] {
-        let safe = (0..log.partitions())
-            .map(|p| log.committed(consumer, topic, p))
-            .collect::<Result<Vec<u64>, _>>()?;
+    for topic in Topic::ALL {
+        let safe = consumers.safe_offsets(log, topic)?;
         let n = log.enforce_retention(topic, retention, &safe)?;
         if n > 0 {
             tracing::info!(%topic, records = n, "Log retention removed old records.");

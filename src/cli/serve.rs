@@ -354,7 +354,8 @@ pub async fn status(config: Config, data: &Path, out: &mut dyn Write) -> anyhow:
         remote_status(&info).await?
     } else {
         writeln!(out, "server: not running")?;
-        status::collect(&*Pipeline::open(data, config)?.log())?
+        let pipeline = Pipeline::open(data, config)?;
+        status::collect(&*pipeline.log(), &pipeline.consumers())?
     };
     status::print(&status, out)?;
     Ok(())

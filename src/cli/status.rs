@@ -5,16 +5,8 @@ use std::io::Write;
 
 use serde::{Deserialize, Serialize};
 
-use crate::log::{Log, LogError, Topic};
-use crate::sinks::archive;
-use crate::transforms::enrich;
-
-/// The consumers of each topic.
-const CONSUMERS: [(Topic, &str); 3] = [
-    (Topic::Raw, enrich::CONSUMER),
-    (Topic::Enriched, archive::CONSUMER),
-    (Topic::Dead, archive::ERRORS_CONSUMER),
-];
+use crate::consumers::Consumers;
+use crate::log::{Log, LogError};
 
 /// One stage's position in one topic.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -40,26 +32,20 @@ pub struct Status {
     pub stages: Vec<StageStatus>,
 }
 
-/// Reads the status from the log.
-pub fn collect(log: &dyn Log) -> Result<Status, LogError> {
-    let mut stages = Vec::new();
-    for (topic, consumer) in CONSUMERS {
-        let ends = log.end_offsets(topic)?;
-        let mut partitions = Vec::new();
-        for (p, end) in ends.iter().enumerate() {
-            partitions.push([*end, log.committed(consumer, topic, p as u32)?]);
-        }
-        let end: u64 = partitions.iter().map(|p| p[0]).sum();
-        let committed: u64 = partitions.iter().map(|p| p[1]).sum();
-        stages.push(StageStatus {
-            topic: topic.name().into(),
-            consumer: consumer.into(),
-            end,
-            committed,
-            lag: end.saturating_sub(committed),
-            partitions,
-        });
-    }
+/// Reads the status of every registered consumer from the log.
+pub fn collect(log: &dyn Log, consumers: &Consumers) -> Result<Status, LogError> {
+    let stages = consumers
+        .positions(log)?
+        .into_iter()
+        .map(|position| StageStatus {
+            topic: position.input.topic.name().into(),
+            consumer: position.input.consumer.into(),
+            end: position.partitions.iter().map(|p| p.0).sum(),
+            committed: position.partitions.iter().map(|p| p.1).sum(),
+            lag: position.lag(),
+            partitions: position.partitions.iter().map(|&(end, c)| [end, c]).collect(),
+        })
+        .collect();
     Ok(Status { stages })
 }
 

@@ -65,6 +65,16 @@ pub struct Entry {
     pub value: Value,
 }
 
+/// What a stage reads: its consumer name on a topic (offsets are
+/// committed per consumer, topic and partition).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Input {
+    /// The consumer name its offsets are committed under.
+    pub consumer: &'static str,
+    /// The topic read.
+    pub topic: Topic,
+}
+
 /// The bytes of a record read back: shared with the storage engine where it
 /// can (reading a record does not copy it), and seen as a `&[u8]`.
 #[derive(Clone, PartialEq, Eq)]

@@ -26,17 +26,27 @@ use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use crate::log::{Log, LogError, Topic};
+use crate::log::{Entry, Log, LogError, Topic};
 use crate::metrics::Metrics;
 use crate::record::batch::{partition_of_time, schema, to_record_batch, with_partition_columns};
 use crate::record::{Limits, PostView, column};
-use crate::transforms::Drain;
+use crate::sinks::consume::{self, Commit, Committed, Input, Sink};
 use crate::transforms::enrich::{DeadLetter, dead_letter};
 
 /// The archive's consumer name on `posts.enriched`.
 pub const CONSUMER: &str = "archive";
 /// Its consumer name on `posts.dead`.
 pub const ERRORS_CONSUMER: &str = "archive-errors";
+/// What the archive reads for its post files.
+pub const INPUT: Input = Input {
+    consumer: CONSUMER,
+    topic: Topic::Enriched,
+};
+/// What it reads for its dead-letter files.
+pub const ERRORS_INPUT: Input = Input {
+    consumer: ERRORS_CONSUMER,
+    topic: Topic::Dead,
+};
 /// Directory of the post files, under the archive root.
 pub const POSTS_DIR: &str = "posts";
 /// Directory of the dead letters, under the archive root.
@@ -278,80 +288,73 @@ impl Archive {
         })
     }
 
-    /// Runs until `shutdown`, drains what the log still holds (see
-    /// [`Drain`]), then flushes and commits.
+    /// A Parquet file being written at `tmp`.
+    fn create_file(&self, tmp: PathBuf) -> Result<OpenFile, ArchiveError> {
+        let file = File::create(&tmp).map_err(io(&tmp))?;
+        let handle = file.try_clone().map_err(io(&tmp))?;
+        let mut props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::try_new(self.config.zstd_level)?))
+            .set_max_row_group_row_count(Some(self.config.row_group_rows.max(1)));
+        // Mostly distinct values: a dictionary costs time and memory and
+        // saves nothing.
+        for column in UNIQUE_COLUMNS {
+            props = props.set_column_dictionary_enabled((*column).into(), false);
+        }
+        let writer = ArrowWriter::try_new(file, schema(), Some(props.build()))?;
+        Ok(OpenFile { tmp, handle, writer })
+    }
+
+    /// Runs until `shutdown`, drains what the log still holds, then
+    /// flushes and commits (the shared [`consume::run`] loop, feeding the
+    /// post files and the dead-letter files).
     pub fn run(self, shutdown: CancellationToken) -> Result<(), ArchiveError> {
-        let partitions = self.log.partitions();
-        let mut posts: Vec<PostFiles> = (0..partitions)
-            .map(|p| PostFiles::new(p, self.log.committed(CONSUMER, Topic::Enriched, p)))
-            .collect::<Result<_, _>>()?;
-        for files in &posts {
-            self.tail.update(files.partition, |t| {
+        let mut posts = PostsSink {
+            archive: &self,
+            files: Vec::new(),
+        };
+        let mut errors = ErrorsSink {
+            archive: &self,
+            files: Vec::new(),
+        };
+        consume::run(&*self.log, &mut [&mut posts, &mut errors], shutdown)
+    }
+}
+
+/// `posts.enriched` into Parquet files.
+struct PostsSink<'a> {
+    archive: &'a Archive,
+    /// Per log partition.
+    files: Vec<PostFiles>,
+}
+
+impl Sink for PostsSink<'_> {
+    type Error = ArchiveError;
+
+    fn input(&self) -> Input {
+        INPUT
+    }
+
+    fn start(&mut self, committed: &[u64]) -> Result<(), ArchiveError> {
+        self.files = committed
+            .iter()
+            .enumerate()
+            .map(|(p, next)| PostFiles::new(p as u32, *next))
+            .collect();
+        for files in &self.files {
+            self.archive.tail.update(files.partition, |t| {
                 t.next = files.next;
                 t.batches.clear();
             });
         }
-        let mut errors: Vec<ErrorFile> = (0..partitions)
-            .map(|p| ErrorFile::new(p, self.log.committed(ERRORS_CONSUMER, Topic::Dead, p)))
-            .collect::<Result<_, _>>()?;
-        let max_age = Duration::from_secs(self.config.max_file_age_secs);
-        let mut drain = Drain::new(shutdown);
-        let result = (|| {
-            loop {
-                let mut busy = false;
-                for i in 0..posts.len() {
-                    busy |= self.read_posts(&mut posts[i])?;
-                    if posts[i].should_roll(max_age) {
-                        self.roll_posts(&mut posts[i])?;
-                    }
-                    // One buffer for all partitions, as a Firehose stream
-                    // has: once it is full, every partition's files roll.
-                    if posts.iter().map(|f| f.buffered_bytes).sum::<u64>() >= self.config.max_file_bytes {
-                        for files in &mut posts {
-                            self.roll_posts(files)?;
-                        }
-                    }
-                }
-                for file in &mut errors {
-                    busy |= self.read_errors(file)?;
-                    if file.first.is_some_and(|_| file.opened.elapsed() >= max_age) {
-                        self.roll_errors(file)?;
-                    }
-                }
-                if drain.should_stop(busy) {
-                    return Ok(());
-                }
-                if !busy {
-                    let seen: Vec<u64> = posts.iter().map(|f| f.next).collect();
-                    self.log
-                        .wait_for_appends(Topic::Enriched, &seen, Duration::from_millis(100));
-                }
-            }
-        })();
-        // Shutting down (or failing): what is complete is committed.
-        for files in &mut posts {
-            self.roll_posts(files)?;
-        }
-        for file in &mut errors {
-            self.roll_errors(file)?;
-        }
-        result
+        Ok(())
     }
 
-    fn read_posts(&self, files: &mut PostFiles) -> Result<bool, ArchiveError> {
-        let entries = self.log.read(
-            Topic::Enriched,
-            files.partition,
-            files.next,
-            4096,
-            crate::log::READ_BYTES,
-        )?;
-        if entries.is_empty() {
-            return Ok(false);
-        }
+    fn write(&mut self, partition: u32, entries: &[Entry]) -> Result<(), ArchiveError> {
+        let archive = self.archive;
+        let files = &mut self.files[partition as usize];
         let mut groups: BTreeMap<(NaiveDate, u32), Vec<PostView<'_>>> = BTreeMap::new();
         let mut dead = Vec::new();
-        for entry in &entries {
+        for entry in entries {
             files.buffered_bytes += entry.value.len() as u64;
             // A record this stage cannot store goes to the dead letters
             // (before its offset commits), never into a file or directory
@@ -362,7 +365,7 @@ impl Archive {
                     Err(e) => {
                         dead.push(dead_letter(
                             Topic::Enriched,
-                            files.partition,
+                            partition,
                             entry,
                             &format!("out of bounds: {e}"),
                         ));
@@ -372,7 +375,7 @@ impl Archive {
                 Err(e) => {
                     dead.push(dead_letter(
                         Topic::Enriched,
-                        files.partition,
+                        partition,
                         entry,
                         &format!("not an enriched post: {e}"),
                     ));
@@ -386,8 +389,8 @@ impl Archive {
         }
         if !dead.is_empty() {
             let refs: Vec<(&[u8], &[u8])> = dead.iter().map(|(k, v)| (k.as_slice(), v.as_slice())).collect();
-            self.log.append(Topic::Dead, &refs)?;
-            self.metrics.dead_letters.add(dead.len() as u64);
+            archive.log.append(Topic::Dead, &refs)?;
+            archive.metrics.dead_letters.add(dead.len() as u64);
         }
         if files.first.is_none() {
             files.first = Some(entries[0].offset);
@@ -398,26 +401,14 @@ impl Archive {
             let open = match files.open.entry(group) {
                 std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
                 std::collections::btree_map::Entry::Vacant(v) => {
-                    let tmp = self.root.join(TMP_DIR).join(format!(
+                    let tmp = archive.root.join(TMP_DIR).join(format!(
                         "p{}-{}-{}-{:02}.parquet.tmp",
                         files.partition,
                         files.first.unwrap_or(0),
                         group.0,
                         group.1
                     ));
-                    let file = File::create(&tmp).map_err(io(&tmp))?;
-                    let handle = file.try_clone().map_err(io(&tmp))?;
-                    let mut props = WriterProperties::builder()
-                        .set_compression(Compression::ZSTD(ZstdLevel::try_new(self.config.zstd_level)?))
-                        .set_max_row_group_row_count(Some(self.config.row_group_rows.max(1)));
-                    // Mostly distinct values: a dictionary costs time and
-                    // memory and saves nothing.
-                    for column in UNIQUE_COLUMNS {
-                        props = props.set_column_dictionary_enabled((*column).into(), false);
-                    }
-                    let props = props.build();
-                    let writer = ArrowWriter::try_new(file, schema(), Some(props))?;
-                    v.insert(OpenFile { tmp, handle, writer })
+                    v.insert(archive.create_file(tmp)?)
                 }
             };
             let batch = to_record_batch(&posts)?;
@@ -426,97 +417,142 @@ impl Archive {
             tail_batches.push(with_partition_columns(&batch, std::iter::repeat_n(group, posts.len()))?);
         }
         files.next = entries[entries.len() - 1].offset + 1;
-        self.tail.update(files.partition, |t| {
+        archive.tail.update(files.partition, |t| {
             t.batches.extend(tail_batches);
             t.next = files.next;
         });
-        Ok(true)
-    }
-
-    /// Closes, syncs and renames the open files of a partition, then
-    /// commits its offset.
-    fn roll_posts(&self, files: &mut PostFiles) -> Result<(), ArchiveError> {
-        let Some(first) = files.first.take() else {
-            return Ok(());
-        };
-        let last = files.next - 1;
-        let mut done = Vec::new();
-        for ((dt, hour), open) in std::mem::take(&mut files.open) {
-            open.writer.close()?;
-            open.handle.sync_all().map_err(io(&open.tmp))?;
-            let dir = self.root.join(partition_dir(dt, hour));
-            create_dir_synced(&dir)?;
-            done.push((open.tmp, dir));
-        }
-        let name = file_name(files.partition, first, last, "parquet");
-        {
-            let _gate = self.gate.blocking_write();
-            for (tmp, dir) in &done {
-                let target = dir.join(&name);
-                fs::rename(tmp, &target).map_err(io(&target))?;
-                sync_dir(dir)?;
-            }
-            self.log
-                .commit(CONSUMER, Topic::Enriched, files.partition, files.next)?;
-            // Still under the gate: queries now find these posts in files.
-            self.tail.update(files.partition, |t| t.batches.clear());
-        }
-        files.buffered_bytes = 0;
-        self.metrics.archive_rows.add(files.rows);
-        self.metrics.archive_files.add(done.len() as u64);
-        tracing::debug!(
-            partition = files.partition,
-            first,
-            last,
-            files = done.len(),
-            "Archive files committed."
-        );
-        files.rows = 0;
         Ok(())
     }
 
-    fn read_errors(&self, file: &mut ErrorFile) -> Result<bool, ArchiveError> {
-        let entries = self
-            .log
-            .read(Topic::Dead, file.partition, file.next, 4096, crate::log::READ_BYTES)?;
-        if entries.is_empty() {
-            return Ok(false);
+    fn due(&self, pending: &[u32]) -> Vec<u32> {
+        // One buffer for all partitions, as a Firehose stream has: once it
+        // is full, every partition's files roll.
+        if self.files.iter().map(|f| f.buffered_bytes).sum::<u64>() >= self.archive.config.max_file_bytes {
+            return pending.to_vec();
         }
+        let max_age = Duration::from_secs(self.archive.config.max_file_age_secs);
+        pending
+            .iter()
+            .copied()
+            .filter(|p| self.files[*p as usize].should_roll(max_age))
+            .collect()
+    }
+
+    /// Closes and syncs the open files of each partition, then renames
+    /// them into place and commits the offsets, under the query gate.
+    fn flush(&mut self, commit: Commit<'_>) -> Result<Committed, ArchiveError> {
+        let archive = self.archive;
+        let mut rolled = Vec::new();
+        for &(partition, next) in commit.offsets() {
+            let files = &mut self.files[partition as usize];
+            debug_assert_eq!(files.next, next);
+            let Some(first) = files.first.take() else {
+                continue;
+            };
+            let name = file_name(partition, first, next - 1, "parquet");
+            let mut done = Vec::new();
+            for ((dt, hour), open) in std::mem::take(&mut files.open) {
+                open.writer.close()?;
+                open.handle.sync_all().map_err(io(&open.tmp))?;
+                let dir = archive.root.join(partition_dir(dt, hour));
+                create_dir_synced(&dir)?;
+                done.push((open.tmp, dir.join(&name)));
+            }
+            rolled.push((partition, first, std::mem::take(&mut files.rows), done));
+            files.buffered_bytes = 0;
+        }
+        let committed = {
+            let _gate = archive.gate.blocking_write();
+            for (_, _, _, done) in &rolled {
+                for (tmp, target) in done {
+                    fs::rename(tmp, target).map_err(io(target))?;
+                    if let Some(dir) = target.parent() {
+                        sync_dir(dir)?;
+                    }
+                }
+            }
+            let committed = commit.now()?;
+            // Still under the gate: queries now find these posts in files.
+            for (partition, ..) in &rolled {
+                archive.tail.update(*partition, |t| t.batches.clear());
+            }
+            committed
+        };
+        for (partition, first, rows, done) in rolled {
+            archive.metrics.archive_rows.add(rows);
+            archive.metrics.archive_files.add(done.len() as u64);
+            tracing::debug!(partition, first, files = done.len(), "Archive files committed.");
+        }
+        Ok(committed)
+    }
+}
+
+/// `posts.dead` into NDJSON files.
+struct ErrorsSink<'a> {
+    archive: &'a Archive,
+    files: Vec<ErrorFile>,
+}
+
+impl Sink for ErrorsSink<'_> {
+    type Error = ArchiveError;
+
+    fn input(&self) -> Input {
+        ERRORS_INPUT
+    }
+
+    fn start(&mut self, committed: &[u64]) -> Result<(), ArchiveError> {
+        self.files = committed.iter().map(|_| ErrorFile::new()).collect();
+        Ok(())
+    }
+
+    fn write(&mut self, partition: u32, entries: &[Entry]) -> Result<(), ArchiveError> {
+        let file = &mut self.files[partition as usize];
         if file.first.is_none() {
             file.first = Some(entries[0].offset);
             file.opened = Instant::now();
         }
-        for entry in &entries {
+        for entry in entries {
             let failed_at = serde_json::from_slice::<DeadLetter>(&entry.value).map_or(0, |d| d.failed_at);
             let lines = file.lines.entry(partition_of_time(failed_at).0).or_default();
             lines.extend_from_slice(&entry.value);
             lines.push(b'\n');
         }
-        file.next = entries[entries.len() - 1].offset + 1;
-        Ok(true)
+        Ok(())
     }
 
-    fn roll_errors(&self, file: &mut ErrorFile) -> Result<(), ArchiveError> {
-        let Some(first) = file.first.take() else {
-            return Ok(());
-        };
-        let name = file_name(file.partition, first, file.next - 1, "ndjson");
+    fn due(&self, pending: &[u32]) -> Vec<u32> {
+        let max_age = Duration::from_secs(self.archive.config.max_file_age_secs);
+        pending
+            .iter()
+            .copied()
+            .filter(|p| self.files[*p as usize].opened.elapsed() >= max_age)
+            .collect()
+    }
+
+    fn flush(&mut self, commit: Commit<'_>) -> Result<Committed, ArchiveError> {
+        let archive = self.archive;
         let mut count = 0;
-        for (dt, lines) in std::mem::take(&mut file.lines) {
-            let dir = self.root.join(ERRORS_DIR).join(format!("dt={dt}"));
-            create_dir_synced(&dir)?;
-            let tmp = self.root.join(TMP_DIR).join(format!("{name}.{dt}.tmp"));
-            let mut f = File::create(&tmp).map_err(io(&tmp))?;
-            f.write_all(&lines).and_then(|()| f.sync_all()).map_err(io(&tmp))?;
-            let target = dir.join(&name);
-            fs::rename(&tmp, &target).map_err(io(&target))?;
-            sync_dir(&dir)?;
-            count += lines.iter().filter(|&&b| b == b'\n').count() as u64;
+        for &(partition, next) in commit.offsets() {
+            let file = &mut self.files[partition as usize];
+            let Some(first) = file.first.take() else {
+                continue;
+            };
+            let name = file_name(partition, first, next - 1, "ndjson");
+            for (dt, lines) in std::mem::take(&mut file.lines) {
+                let dir = archive.root.join(ERRORS_DIR).join(format!("dt={dt}"));
+                create_dir_synced(&dir)?;
+                let tmp = archive.root.join(TMP_DIR).join(format!("{name}.{dt}.tmp"));
+                let mut f = File::create(&tmp).map_err(io(&tmp))?;
+                f.write_all(&lines).and_then(|()| f.sync_all()).map_err(io(&tmp))?;
+                let target = dir.join(&name);
+                fs::rename(&tmp, &target).map_err(io(&target))?;
+                sync_dir(&dir)?;
+                count += lines.iter().filter(|&&b| b == b'\n').count() as u64;
+            }
         }
-        self.log
-            .commit(ERRORS_CONSUMER, Topic::Dead, file.partition, file.next)?;
-        self.metrics.archive_errors.add(count);
-        Ok(())
+        let committed = commit.now()?;
+        archive.metrics.archive_errors.add(count);
+        Ok(committed)
     }
 }
 
@@ -542,16 +578,16 @@ struct PostFiles {
 }
 
 impl PostFiles {
-    fn new(partition: u32, committed: Result<u64, LogError>) -> Result<PostFiles, ArchiveError> {
-        Ok(PostFiles {
+    fn new(partition: u32, next: u64) -> PostFiles {
+        PostFiles {
             partition,
             first: None,
-            next: committed?,
+            next,
             opened: Instant::now(),
             rows: 0,
             buffered_bytes: 0,
             open: BTreeMap::new(),
-        })
+        }
     }
 
     /// Whether the files must roll on their own (the size bound is the
@@ -563,22 +599,18 @@ impl PostFiles {
 
 /// The dead letters being collected for one log partition.
 struct ErrorFile {
-    partition: u32,
     first: Option<u64>,
-    next: u64,
     opened: Instant,
     lines: BTreeMap<NaiveDate, Vec<u8>>,
 }
 
 impl ErrorFile {
-    fn new(partition: u32, committed: Result<u64, LogError>) -> Result<ErrorFile, ArchiveError> {
-        Ok(ErrorFile {
-            partition,
+    fn new() -> ErrorFile {
+        ErrorFile {
             first: None,
-            next: committed?,
             opened: Instant::now(),
             lines: BTreeMap::new(),
-        })
+        }
     }
 }
 

@@ -1,3 +1,4 @@
 //! Where enriched posts go.
 
 pub mod archive;
+pub mod consume;

@@ -21,6 +21,11 @@ use crate::record::{IncomingPost, Limits, RawView, now_micros};
 
 /// The enrich stage's consumer name on `posts.raw`.
 pub const CONSUMER: &str = "enrich";
+/// What the enrich stage reads.
+pub const INPUT: crate::log::Input = crate::log::Input {
+    consumer: CONSUMER,
+    topic: Topic::Raw,
+};
 
 /// Prefix of the state entries that remember which posts were seen.
 const SEEN_PREFIX: &[u8] = b"enrich.seen/";
