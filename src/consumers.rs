@@ -8,6 +8,7 @@ use crate::config::Config;
 use crate::log::{Input, Log, LogError, Topic};
 use crate::sinks::archive;
 use crate::transforms::enrich;
+use crate::wire::{StageStatus, Status};
 
 /// The consumers of a pipeline.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,6 +76,24 @@ impl Consumers {
             }
         }
         Ok(safe)
+    }
+
+    /// Every consumer's offsets and lag, as `chorus status` and
+    /// `GET /v1/status` show them.
+    pub fn status(&self, log: &dyn Log) -> Result<Status, LogError> {
+        let stages = self
+            .positions(log)?
+            .into_iter()
+            .map(|position| StageStatus {
+                topic: position.input.topic.name().into(),
+                consumer: position.input.consumer.into(),
+                end: position.partitions.iter().map(|p| p.0).sum(),
+                committed: position.partitions.iter().map(|p| p.1).sum(),
+                lag: position.lag(),
+                partitions: position.partitions.iter().map(|&(end, c)| [end, c]).collect(),
+            })
+            .collect();
+        Ok(Status { stages })
     }
 
     /// The lag ingest throttles on: the largest among the consumers of

@@ -12,17 +12,17 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::log::{Log, LogError, Topic};
-use crate::mapping::{self, Format, Rejection};
+use crate::mapping::{self, Format};
 use crate::metrics::{Gauges, Metrics};
 use crate::query::{QueryEngine, QueryError};
 use crate::record::now_micros;
-use crate::sources;
+use crate::wire::{IngestResponse, TRUNCATED_HEADER};
 
 /// What the handlers share.
 pub struct AppState {
@@ -113,22 +113,6 @@ pub fn free_bytes(path: &std::path::Path) -> Option<u64> {
         }
         Some((stat.f_bavail as u64).saturating_mul(stat.f_frsize as u64))
     }
-}
-
-/// Header of a `POST /v1/sql` text answer that was cut at a bound: why.
-pub const TRUNCATED_HEADER: &str = "x-chorus-truncated";
-
-/// The `202` body of `POST /v1/posts`.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct IngestResponse {
-    /// Posts durably accepted.
-    pub accepted: usize,
-    /// Lines refused, with reasons: the first 100
-    /// ([`mapping::MAX_LISTED_REJECTIONS`]).
-    pub rejected: Vec<Rejection>,
-    /// Lines refused in all, when more than are listed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rejected_total: Option<usize>,
 }
 
 /// The API's routes.
@@ -480,7 +464,7 @@ async fn ingest(
             Ok(p) => p,
             Err(waiting) => return Ok::<_, LogError>(Err(waiting)),
         };
-        let appended = sources::append_posts(&*state.log, parsed.posts, now_micros());
+        let appended = crate::log::append_posts(&*state.log, parsed.posts, now_micros());
         Ok(Ok((appended, parsed.rejected, parsed.rejected_total, all_malformed)))
     });
     let (appended, rejected, rejected_total, all_malformed) = match task.await {
@@ -560,10 +544,10 @@ async fn sql(
 ) -> Response {
     let format = match params.format.as_deref() {
         None => None,
-        Some("table") => Some(crate::cli::sql::Format::Table),
-        Some("csv") => Some(crate::cli::sql::Format::Csv),
-        Some("json") => Some(crate::cli::sql::Format::Json),
-        Some("ndjson") => Some(crate::cli::sql::Format::Ndjson),
+        Some("table") => Some(crate::wire::sql::Format::Table),
+        Some("csv") => Some(crate::wire::sql::Format::Csv),
+        Some("json") => Some(crate::wire::sql::Format::Json),
+        Some("ndjson") => Some(crate::wire::sql::Format::Ndjson),
         Some(other) => {
             return error(
                 StatusCode::BAD_REQUEST,
@@ -582,13 +566,13 @@ async fn sql(
     match state.query.sql(&request.sql).await {
         Ok(result) => {
             let mut response = match format {
-                None => match crate::cli::sql::to_json(&result) {
+                None => match crate::wire::sql::to_json(&result) {
                     Ok(value) => Json(value).into_response(),
                     Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
                 },
                 Some(format) => {
                     let mut text = Vec::new();
-                    match crate::cli::sql::write(&result, format, &mut text) {
+                    match crate::wire::sql::write(&result, format, &mut text) {
                         Ok(()) => text.into_response(),
                         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
                     }
@@ -630,7 +614,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
 }
 
 async fn status(State(state): State<Arc<AppState>>) -> Response {
-    match crate::cli::status::collect(&*state.log, &state.consumers) {
+    match state.consumers.status(&*state.log) {
         Ok(status) => Json(status).into_response(),
         Err(e) => unavailable(&e.to_string()),
     }

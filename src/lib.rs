@@ -14,6 +14,8 @@
 //! * [`sinks`]: the archive (Parquet, Hive partitions).
 //! * [`sources`]: where posts come from besides the HTTP API (the demo generator).
 //! * [`query`]: SQL over the archive and the log's tail (DataFusion).
+//! * [`wire`]: the bodies of HTTP answers and the stored dead letters,
+//!   shared by `http`, `cli` and `sources`.
 //! * [`http`]: the HTTP API.
 //! * [`config`], [`metrics`]: configuration and counters.
 //! * [`consumers`]: the registry of the stages that read the log.
@@ -34,3 +36,4 @@ pub mod sinks;
 pub mod sources;
 pub mod topology;
 pub mod transforms;
+pub mod wire;

@@ -293,9 +293,10 @@ mod commands {
     use std::process::ExitCode;
 
     use anyhow::Context;
-    use chorus::cli::{serve, sql, tail};
+    use chorus::cli::{serve, tail};
     use chorus::config::Config;
     use chorus::log::Topic;
+    use chorus::wire::sql;
 
     use chorus::sources::SourceConfig;
     use chorus::sources::bluesky::BlueskyConfig;

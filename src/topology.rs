@@ -160,12 +160,44 @@ impl Pipeline {
         )
     }
 
+    /// Runs the stages while `work` runs (an offline ingest, a collector
+    /// writing into the log); once it is done, waits until every consumer
+    /// of `posts.raw` has caught up (unless `shutdown` came first), then
+    /// stops them, which drain what is left. Returns what `work` returned.
+    pub async fn run_alongside<T>(
+        self: &Arc<Self>,
+        work: impl std::future::Future<Output = T>,
+        shutdown: CancellationToken,
+    ) -> Result<T, PipelineError> {
+        let runner = {
+            let (pipeline, shutdown) = (self.clone(), shutdown.clone());
+            tokio::spawn(async move { pipeline.run(Front::default(), shutdown).await })
+        };
+        let out = work.await;
+        let consumers = self.consumers();
+        while !runner.is_finished() && !shutdown.is_cancelled() && consumers.ingest_lag(&*self.log)? > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        shutdown.cancel();
+        runner
+            .await
+            .map_err(|e| PipelineError::Other(format!("pipeline: {e}")))??;
+        Ok(out)
+    }
+
+    /// An output into this pipeline's log, for a collector.
+    pub fn log_output(&self) -> crate::sources::output::Output {
+        crate::sources::output::Output::Log(self.log(), self.config.server.limits())
+    }
+
     /// Runs the enrich stage and the archive (and the HTTP API when a
-    /// listener is given) until `shutdown`, then stops them in order: the
-    /// API first, then enrich, then the archive; each stage first drains
-    /// what its input holds (at most [`crate::transforms::DRAIN_GRACE`]),
-    /// so a clean stop leaves every accepted post in the archive.
-    pub async fn run(&self, listener: Option<TcpListener>, shutdown: CancellationToken) -> Result<(), PipelineError> {
+    /// listener is given, the demo generator when asked) until `shutdown`,
+    /// then stops them in order: the API and the generator first, then
+    /// enrich, then the archive; each stage first drains what its input
+    /// holds (at most [`crate::transforms::DRAIN_GRACE`]), so a clean stop
+    /// leaves every accepted post in the archive.
+    pub async fn run(&self, front: Front, shutdown: CancellationToken) -> Result<(), PipelineError> {
+        let Front { listener, demo } = front;
         let archive = self.archive()?;
         // A failing component cancels `stop`, which stops the others.
         let stop = shutdown.child_token();
@@ -260,6 +292,20 @@ impl Pipeline {
             }
             None => None,
         };
+        // The demo generator: a failure stops the pipeline (it is the
+        // demo's only input).
+        let generator = demo.map(|options| {
+            let (log, stop) = (self.log(), stop.clone());
+            let seed = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64);
+            std::thread::spawn(move || {
+                if let Err(e) = crate::sources::demo::run(log, options.rate, options.count, seed, &stop) {
+                    tracing::error!(error = %e, "Demo generator stopped.");
+                    stop.cancel();
+                }
+            })
+        });
         // Collectors of `[[sources]]`: a failing one is logged and stops
         // alone; the pipeline keeps serving.
         let mut collectors = Vec::new();
@@ -280,6 +326,9 @@ impl Pipeline {
         stop.cancelled().await;
         for collector in collectors {
             let _ = collector.await;
+        }
+        if let Some(generator) = generator {
+            let _ = tokio::task::spawn_blocking(move || generator.join()).await;
         }
         let mut result = Ok(());
         if let Some(server) = server {
@@ -312,6 +361,61 @@ impl Pipeline {
         }
         result
     }
+}
+
+/// Runs one collector that sends to `remote` through a durable spool in
+/// `data/spool/<source>/`, with the spool's sender beside it, until
+/// `shutdown` (or until the remote refuses the token). Returns the
+/// collector's own result and the batches still waiting in the spool.
+pub async fn collect_to_remote(
+    data: &Path,
+    source: crate::sources::SourceConfig,
+    remote: crate::sources::output::Remote,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<(anyhow::Result<()>, usize)> {
+    use anyhow::Context as _;
+
+    use crate::sources::output::{Output, SPOOL_DIR, Spool};
+    let spool_dir = data.join(SPOOL_DIR).join(source.name());
+    let spool =
+        Arc::new(Spool::open(&spool_dir).with_context(|| format!("opening the spool {}", spool_dir.display()))?);
+    let sender_stop = CancellationToken::new();
+    let mut sender = {
+        let (spool, metrics, stop) = (spool.clone(), metrics.clone(), sender_stop.clone());
+        tokio::spawn(async move { spool.send(&remote, &metrics, &stop).await })
+    };
+    let collector = source.run(data, Output::Spool(spool.clone()), metrics, shutdown.clone());
+    let result = tokio::select! {
+        result = collector => result,
+        sent = &mut sender => {
+            // The sender only ends early on a refused token.
+            shutdown.cancel();
+            sent.context("spool sender")??;
+            return Ok((Ok(()), spool.pending()?.len()));
+        }
+    };
+    sender_stop.cancel();
+    sender.await.context("spool sender")??;
+    Ok((result, spool.pending()?.len()))
+}
+
+/// What feeds a running pipeline besides its `[[sources]]`.
+#[derive(Debug, Default)]
+pub struct Front {
+    /// The HTTP API's listener.
+    pub listener: Option<TcpListener>,
+    /// The demo generator.
+    pub demo: Option<DemoOptions>,
+}
+
+/// The demo generator's settings.
+#[derive(Debug, Clone, Copy)]
+pub struct DemoOptions {
+    /// Posts per second.
+    pub rate: u32,
+    /// Stop generating after this many.
+    pub count: Option<u64>,
 }
 
 /// Applies `retention` to every topic, behind every consumer that reads it.

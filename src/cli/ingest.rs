@@ -14,7 +14,6 @@ use crate::log::Log;
 use crate::mapping::stream::{Item, Records};
 use crate::mapping::{Format, Parsed, Rejection};
 use crate::record::{Limits, now_micros};
-use crate::sources;
 
 /// Lines per batch sent or appended...
 pub const BATCH_LINES: usize = 1000;
@@ -311,7 +310,8 @@ async fn send(
         Destination::Log(log) => {
             let mut parsed = parse();
             let skipped = keep(&mut parsed);
-            let appended = sources::append_posts(*log, parsed.posts, now_micros()).context("appending to the log")?;
+            let appended =
+                crate::log::append_posts(*log, parsed.posts, now_micros()).context("appending to the log")?;
             Ok(Outcome {
                 accepted: appended as u64,
                 skipped,
@@ -409,7 +409,7 @@ async fn post_lines(
     let url = format!("{base}/v1/posts");
     let mut delay = std::time::Duration::from_millis(200);
     loop {
-        let answer = sources::output::post_posts(client, &url, token, format, body.clone())
+        let answer = crate::wire::client::post_posts(client, &url, token, format, body.clone())
             .await
             .with_context(|| format!("POST {url}"))?;
         let (status, text) = (answer.status, answer.text);
@@ -425,7 +425,7 @@ async fn post_lines(
         if !((200..300).contains(&status) || status == 400 || status == 422) {
             bail!("{url} answered {status}: {text}");
         }
-        let answer: crate::http::IngestResponse =
+        let answer: crate::wire::IngestResponse =
             serde_json::from_str(&text).with_context(|| format!("{url} answered {status}: {text}"))?;
         // Servers of earlier versions list every rejection and no total.
         let total = answer.rejected_total.unwrap_or(0).max(answer.rejected.len()) as u64;

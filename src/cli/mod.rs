@@ -4,6 +4,5 @@
 pub mod ingest;
 pub mod score;
 pub mod serve;
-pub mod sql;
 pub mod status;
 pub mod tail;

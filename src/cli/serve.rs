@@ -11,21 +11,13 @@ use anyhow::{Context, bail};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{ingest, sql, status, tail};
+use crate::cli::{ingest, status, tail};
 use crate::config::{Config, TOKENS_ENV};
-use crate::log::Topic;
 use crate::mapping::Format;
-use crate::sources::demo;
-use crate::topology::{self, Pipeline, ServerInfo};
+use crate::topology::{self, Front, Pipeline, ServerInfo};
+use crate::wire::sql;
 
-/// The demo generator's settings.
-#[derive(Debug, Clone, Copy)]
-pub struct DemoOptions {
-    /// Posts per second.
-    pub rate: u32,
-    /// Stop generating after this many.
-    pub count: Option<u64>,
-}
+pub use crate::topology::DemoOptions;
 
 /// Cancels `token` on Ctrl-C or SIGTERM.
 pub fn cancel_on_signals(token: CancellationToken) {
@@ -83,29 +75,18 @@ pub async fn run(
     let shutdown = CancellationToken::new();
     cancel_on_signals(shutdown.clone());
     eprintln!("chorus: serving {} at http://{bound}", data.display());
-    let generator = demo.map(|options| {
+    if let Some(options) = demo {
         eprintln!(
             "chorus: demo generating {} posts/s; try:\n  chorus sql \"SELECT community, sentiment, count(*) AS posts FROM posts GROUP BY 1, 2 ORDER BY 3 DESC LIMIT 10\"",
             options.rate
         );
-        let (log, shutdown) = (pipeline.log(), shutdown.clone());
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |d| d.as_nanos() as u64);
-        std::thread::spawn(move || {
-            let result = demo::run(log, options.rate, options.count, seed, &shutdown);
-            if let Err(e) = &result {
-                tracing::error!(error = %e, "Demo generator stopped.");
-                shutdown.cancel();
-            }
-            result
-        })
-    });
-    let result = pipeline.run(Some(listener), shutdown.clone()).await;
-    shutdown.cancel();
-    if let Some(g) = generator {
-        let _ = tokio::task::spawn_blocking(move || g.join()).await;
     }
+    let front = Front {
+        listener: Some(listener),
+        demo,
+    };
+    let result = pipeline.run(front, shutdown.clone()).await;
+    shutdown.cancel();
     result.context("pipeline")?;
     eprintln!("chorus: stopped; everything accepted is in {}", data.display());
     Ok(())
@@ -155,7 +136,7 @@ pub async fn sql(
         let status = response.status();
         let truncated = response
             .headers()
-            .get(crate::http::TRUNCATED_HEADER)
+            .get(crate::wire::TRUNCATED_HEADER)
             .and_then(|v| v.to_str().ok())
             .map(String::from);
         let body = response.bytes().await?;
@@ -202,30 +183,13 @@ pub async fn ingest(
         };
         return ingest::ingest_files(files, format, filter, &destination, &limits, &mut stderr).await;
     }
-    // No server: append to the log, and run the stages until everything
-    // read is enriched and archived.
+    // No server: append to the log, with the stages running until
+    // everything read is enriched and archived.
     let pipeline = Arc::new(open_offline(data, config)?);
-    let shutdown = CancellationToken::new();
-    let runner = {
-        let (pipeline, shutdown) = (pipeline.clone(), shutdown.clone());
-        tokio::spawn(async move { pipeline.run(None, shutdown).await })
-    };
     let log = pipeline.log();
-    let summary = ingest::ingest_files(
-        files,
-        format,
-        filter,
-        &ingest::Destination::Log(&*log),
-        &limits,
-        &mut stderr,
-    )
-    .await;
-    while !runner.is_finished() && log.lag(crate::transforms::enrich::CONSUMER, Topic::Raw)? > 0 {
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    shutdown.cancel();
-    runner.await.context("pipeline")??;
-    summary
+    let destination = ingest::Destination::Log(&*log);
+    let work = ingest::ingest_files(files, format, filter, &destination, &limits, &mut stderr);
+    pipeline.run_alongside(work, CancellationToken::new()).await?
 }
 
 /// Where `chorus collect` sends and how it batches.
@@ -249,7 +213,7 @@ pub async fn collect(
     source: crate::sources::SourceConfig,
     options: CollectOptions,
 ) -> anyhow::Result<()> {
-    use crate::sources::output::{Output, Remote, SPOOL_DIR, Spool};
+    use crate::sources::output::{Remote, SPOOL_DIR};
     source.validate()?;
     let shutdown = CancellationToken::new();
     cancel_on_signals(shutdown.clone());
@@ -262,64 +226,34 @@ pub async fn collect(
     let Some(mut remote) = remote else {
         // Only this collector: not the config's own [[sources]].
         config.sources.clear();
-        let limits = config.server.limits();
         let pipeline = Arc::new(open_offline(data, config)?);
         eprintln!("chorus: collecting {name} into {}", data.display());
-        let runner = {
-            let (pipeline, shutdown) = (pipeline.clone(), shutdown.clone());
-            tokio::spawn(async move { pipeline.run(None, shutdown).await })
-        };
         let progress = report_progress(name.clone(), pipeline.metrics(), shutdown.clone());
-        let result = source
-            .run(
-                data,
-                Output::Log(pipeline.log(), limits),
-                pipeline.metrics(),
-                shutdown.clone(),
-            )
-            .await;
+        let work = source.run(data, pipeline.log_output(), pipeline.metrics(), shutdown.clone());
+        let result = pipeline.run_alongside(work, shutdown).await;
         progress.abort();
-        shutdown.cancel();
-        runner.await.context("pipeline")??;
-        return result;
+        return result?;
     };
     remote.batch_posts = options.batch_posts.unwrap_or(remote.batch_posts).max(1);
     remote.batch_ms = options.batch_ms.unwrap_or(remote.batch_ms);
     let spool_dir = data.join(SPOOL_DIR).join(&name);
-    let spool =
-        Arc::new(Spool::open(&spool_dir).with_context(|| format!("opening the spool {}", spool_dir.display()))?);
     eprintln!(
         "chorus: collecting {name} to {} (spool: {})",
         remote.url,
         spool_dir.display()
     );
     let metrics = Arc::new(crate::metrics::Metrics::default());
-    let sender_stop = CancellationToken::new();
-    let mut sender = {
-        let (spool, metrics, stop) = (spool.clone(), metrics.clone(), sender_stop.clone());
-        tokio::spawn(async move { spool.send(&remote, &metrics, &stop).await })
-    };
     let progress = report_progress(name.clone(), metrics.clone(), shutdown.clone());
-    let collector = source.run(data, Output::Spool(spool.clone()), metrics.clone(), shutdown.clone());
-    let result = tokio::select! {
-        result = collector => result,
-        sent = &mut sender => {
-            // The sender only ends early on a refused token.
-            shutdown.cancel();
-            return sent.context("spool sender")?;
-        }
-    };
+    let result = topology::collect_to_remote(data, source, remote, metrics, shutdown).await;
     progress.abort();
-    sender_stop.cancel();
-    sender.await.context("spool sender")??;
-    let left = spool.pending()?.len();
+    let (collected, left) = result?;
     if left > 0 {
         eprintln!(
             "chorus: {left} batches wait in {} and are sent at the next start",
             spool_dir.display()
         );
     }
-    result
+    collected
 }
 
 /// Prints a line a minute while a collector makes progress.
@@ -355,7 +289,7 @@ pub async fn status(config: Config, data: &Path, out: &mut dyn Write) -> anyhow:
     } else {
         writeln!(out, "server: not running")?;
         let pipeline = Pipeline::open(data, config)?;
-        status::collect(&*pipeline.log(), &pipeline.consumers())?
+        pipeline.consumers().status(&*pipeline.log())?
     };
     status::print(&status, out)?;
     Ok(())

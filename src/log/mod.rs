@@ -302,6 +302,29 @@ pub fn record_json(topic: Topic, value: &[u8]) -> serde_json::Value {
     decoded.unwrap_or_else(|| serde_json::Value::String(String::from_utf8_lossy(value).into_owned()))
 }
 
+/// Appends accepted posts to `posts.raw`, durably, each keyed by its
+/// platform and id; returns how many.
+pub fn append_posts(
+    log: &dyn Log,
+    posts: Vec<crate::record::IncomingPost>,
+    ingested_at: i64,
+) -> Result<usize, LogError> {
+    let records: Vec<(Vec<u8>, Vec<u8>)> = posts
+        .into_iter()
+        .map(|incoming| {
+            let key = post_key(&incoming.platform, &incoming.id);
+            let value = crate::record::RawPost { incoming, ingested_at }.to_log_bytes();
+            (key, value)
+        })
+        .collect();
+    if records.is_empty() {
+        return Ok(0);
+    }
+    let refs: Vec<(&[u8], &[u8])> = records.iter().map(|(k, v)| (k.as_slice(), v.as_slice())).collect();
+    log.append(Topic::Raw, &refs)?;
+    Ok(records.len())
+}
+
 /// The partition key of a post: its platform and id.
 pub fn post_key(platform: &str, id: &str) -> Vec<u8> {
     prefixed_post_key(b"", platform, id)

@@ -192,7 +192,7 @@ pub fn run(
         if n > 0 {
             let now = now_micros();
             let posts = (0..n).map(|_| generator.post(now)).collect();
-            super::append_posts(&*log, posts, now)?;
+            crate::log::append_posts(&*log, posts, now)?;
             sent += n;
         }
         std::thread::sleep(tick);

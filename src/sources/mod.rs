@@ -12,61 +12,7 @@ pub mod reddit;
 pub mod seen;
 pub mod sse;
 
-use crate::log::{Log, LogError, Topic, post_key};
-use crate::record::{IncomingPost, RawPost};
-
-/// Appends accepted posts to `posts.raw`, durably, each keyed by its
-/// platform and id; returns how many.
-pub fn append_posts(log: &dyn Log, posts: Vec<IncomingPost>, ingested_at: i64) -> Result<usize, LogError> {
-    let records: Vec<(Vec<u8>, Vec<u8>)> = posts
-        .into_iter()
-        .map(|incoming| {
-            let key = post_key(&incoming.platform, &incoming.id);
-            let value = RawPost { incoming, ingested_at }.to_log_bytes();
-            (key, value)
-        })
-        .collect();
-    if records.is_empty() {
-        return Ok(0);
-    }
-    let refs: Vec<(&[u8], &[u8])> = records.iter().map(|(k, v)| (k.as_slice(), v.as_slice())).collect();
-    log.append(Topic::Raw, &refs)?;
-    Ok(records.len())
-}
-
-/// The longest wait a remote's answer can ask for (`Retry-After`, a rate
-/// limit's reset); longer values are clamped to it, and logged.
-pub const MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(3600);
-
-/// `seconds` a remote asked to wait, as a duration in 0..=`limit` (NaN and
-/// negatives are 0; a value past `limit`, `1e30` say, is `limit`, logged).
-pub fn clamped_secs(seconds: f64, limit: std::time::Duration, what: &str) -> std::time::Duration {
-    if seconds.is_nan() || seconds <= 0.0 {
-        return std::time::Duration::ZERO;
-    }
-    if seconds > limit.as_secs_f64() {
-        tracing::warn!(
-            seconds,
-            limit = limit.as_secs(),
-            what,
-            "A remote asked for a longer wait than allowed; clamped."
-        );
-        return limit;
-    }
-    std::time::Duration::from_secs_f64(seconds)
-}
-
-/// A `Retry-After` header in seconds (the HTTP-date form is read too),
-/// at most [`MAX_WAIT`].
-pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<std::time::Duration> {
-    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(seconds) = value.parse::<f64>() {
-        return (seconds.is_finite() && seconds >= 0.0).then(|| clamped_secs(seconds, MAX_WAIT, "Retry-After"));
-    }
-    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
-    let wait = at.with_timezone(&chrono::Utc) - chrono::Utc::now();
-    Some(wait.to_std().unwrap_or_default().min(MAX_WAIT))
-}
+pub use crate::wire::client::{MAX_WAIT, clamped_secs, retry_after};
 
 /// One `[[sources]]` entry of the configuration: a collector that
 /// `chorus run` starts, writing into the local log.

@@ -25,11 +25,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::backoff::Backoff;
 use super::checkpoint::write_atomically;
-use crate::http::IngestResponse;
 use crate::log::Log;
 use crate::mapping::Format;
 use crate::metrics::Metrics;
 use crate::record::{IncomingPost, Limits, now_micros};
+use crate::wire::IngestResponse;
+use crate::wire::client::{Answer, post_posts};
 
 /// Directory of the spools inside a data directory.
 pub const SPOOL_DIR: &str = "spool";
@@ -81,7 +82,7 @@ impl Output {
         match self {
             Output::Log(log, _) => {
                 let log = log.clone();
-                tokio::task::spawn_blocking(move || super::append_posts(&*log, posts, now_micros()))
+                tokio::task::spawn_blocking(move || crate::log::append_posts(&*log, posts, now_micros()))
                     .await
                     .context("the append task failed")?
                     .context("appending to the log")?;
@@ -376,41 +377,6 @@ impl Spool {
             }
         }
     }
-}
-
-/// The answer to one `POST /v1/posts`.
-#[derive(Debug)]
-pub struct Answer {
-    /// HTTP status.
-    pub status: u16,
-    /// Its `Retry-After`, if any.
-    pub retry_after: Option<Duration>,
-    /// The body.
-    pub text: String,
-}
-
-/// Sends `body` (NDJSON, or one JSON document) of `format` to a chorus's `POST /v1/posts` `url`;
-/// what the server answered (the caller decides what a status means).
-pub async fn post_posts(
-    client: &reqwest::Client,
-    url: &str,
-    token: Option<&str>,
-    format: Format,
-    body: Vec<u8>,
-) -> reqwest::Result<Answer> {
-    let mut request = client.post(url).query(&[("format", format.name())]).body(body);
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    let response = request.send().await?;
-    let status = response.status().as_u16();
-    let retry_after = super::retry_after(response.headers());
-    let text = response.text().await.unwrap_or_default();
-    Ok(Answer {
-        status,
-        retry_after,
-        text,
-    })
 }
 
 /// The sequence number of a spool batch file name.

@@ -18,6 +18,7 @@ use crate::enrich;
 use crate::log::{Entry, Fnv1a, Log, LogError, Topic, Transaction, partition_of, prefixed_post_key};
 use crate::metrics::Metrics;
 use crate::record::{IncomingPost, Limits, RawView, now_micros};
+pub use crate::wire::DeadLetter;
 
 /// The enrich stage's consumer name on `posts.raw`.
 pub const CONSUMER: &str = "enrich";
@@ -63,24 +64,6 @@ impl EnrichConfig {
         };
         wanted.clamp(1, partitions.max(1) as usize)
     }
-}
-
-/// A record the pipeline could not use, as stored on `posts.dead` and in
-/// `archive/errors`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DeadLetter {
-    /// Topic the record came from.
-    pub topic: String,
-    /// Its partition there.
-    pub partition: u32,
-    /// Its offset there.
-    pub offset: u64,
-    /// Why it was refused.
-    pub error: String,
-    /// The record as it was (lossy UTF-8).
-    pub value: String,
-    /// When it was refused, µs since the epoch.
-    pub failed_at: i64,
 }
 
 /// Runs the stage until `shutdown`; returns the first log failure.

@@ -1,4 +1,4 @@
-//! `chorus sql`: output formats of a query result, shared with
+//! The formats of a query result, written by `chorus sql` and by
 //! `POST /v1/sql`.
 
 use std::io::Write;
