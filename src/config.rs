@@ -26,6 +26,8 @@ pub struct Config {
     pub enrich: EnrichConfig,
     /// The archive sink.
     pub archive: ArchiveConfig,
+    /// The search index sink.
+    pub index: crate::sinks::index::IndexConfig,
     /// The bounds of SQL queries.
     pub query: crate::query::QueryConfig,
     /// The demo generator (`chorus demo`).
@@ -325,6 +327,20 @@ max_file_age_secs = 60
 # Rows per Parquet row group, and the zstd level of its pages.
 row_group_rows = 131072
 zstd_level = 1
+
+[index]
+# The search index (GET /v1/search, chorus search, the dashboard), written
+# from posts.enriched; false: no index, no search.
+enabled = true
+# A post is searchable at most this long (ms) after it is enriched.
+commit_interval_ms = 1000
+# Documents are deleted this many days after they were ingested (0: never).
+retention_days = 30
+# Memory of the index writer (bytes, at least 15 MiB).
+writer_memory_bytes = 67108864
+# English stemming of the text (`running` finds `runs`). Changing it needs
+# the index rebuilt: remove DIR/index, and it is rebuilt from the log.
+stemming = false
 
 [query]
 # The bounds of one SQL query (`chorus sql`, POST /v1/sql). Memory of its

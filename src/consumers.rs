@@ -35,10 +35,11 @@ impl Position {
 impl Consumers {
     /// The consumers the stages of `config` register.
     pub fn of(config: &Config) -> Consumers {
-        let _ = config;
-        Consumers {
-            inputs: vec![enrich::INPUT, archive::INPUT, archive::ERRORS_INPUT],
+        let mut inputs = vec![enrich::INPUT, archive::INPUT, archive::ERRORS_INPUT];
+        if config.index.enabled {
+            inputs.push(crate::sinks::index::INPUT);
         }
+        Consumers { inputs }
     }
 
     /// Every consumer, in pipeline order.

@@ -63,6 +63,8 @@ pub struct AppState {
     /// Posts parsed and not yet in the log: the enrich lag bound counts
     /// them, so concurrent bodies cannot all pass it at once.
     pub ingest_pending: Arc<std::sync::atomic::AtomicU64>,
+    /// Search over the index, when there is one (`[index] enabled`).
+    pub searcher: Option<crate::sinks::index::Searcher>,
 }
 
 /// Posts counted against `max_enrich_lag` for the duration of an append.
@@ -120,6 +122,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     let api = Router::new()
         .route("/v1/posts", post(ingest))
         .route("/v1/sql", post(sql))
+        .route("/v1/search", get(search))
         .route("/metrics", get(metrics))
         .route("/v1/status", get(status))
         .route("/v1/log/{topic}/{partition}", get(read_log))
@@ -620,6 +623,35 @@ async fn status(State(state): State<Arc<AppState>>) -> Response {
     }
 }
 
+/// `GET /v1/search`.
+async fn search(
+    State(state): State<Arc<AppState>>,
+    Query(params): Query<crate::wire::search::SearchParams>,
+) -> Response {
+    use crate::sinks::index::search::SearchError;
+    let Some(searcher) = state.searcher.clone() else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "search is off: this server runs with [index] enabled = false",
+        );
+    };
+    let request = match params.request(now_micros()) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    match tokio::task::spawn_blocking(move || searcher.search(&request)).await {
+        Ok(Ok(answer)) => Json(answer).into_response(),
+        Ok(Err(SearchError::Query { message, position })) => (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": format!("q: {message}"), "position": position})),
+        )
+            .into_response(),
+        Ok(Err(e @ SearchError::Invalid(_))) => error(StatusCode::BAD_REQUEST, e.to_string()),
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("search task failed: {e}")),
+    }
+}
+
 #[derive(Deserialize)]
 struct LogParams {
     offset: Option<u64>,
@@ -699,6 +731,7 @@ mod tests {
             failure: Default::default(),
             ingest_permits: Arc::new(tokio::sync::Semaphore::new(16)),
             ingest_pending: Default::default(),
+            searcher: None,
         });
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());

@@ -45,6 +45,14 @@ pub struct Metrics {
     pub archive_files: Counter,
     /// Dead letters written to `archive/errors`.
     pub archive_errors: Counter,
+    /// Posts written to the search index (a re-sent post replaces its
+    /// document: the index holds one per post).
+    pub index_documents: Counter,
+    /// Records of `posts.enriched` the index could not read (the archive
+    /// sends them to the dead letters).
+    pub index_skipped: Counter,
+    /// Index commits (each makes what it covers searchable).
+    pub index_commits: Counter,
     /// Posts collectors made durable (in the log or a spool).
     pub collector_posts: Counter,
     /// Requests collectors sent to platforms.
@@ -75,7 +83,7 @@ pub struct Gauges {
 impl Metrics {
     /// The Prometheus text exposition of the counters and `gauges`.
     pub fn render(&self, gauges: &Gauges) -> String {
-        let counters: [(&str, &str, &Counter); 19] = [
+        let counters: [(&str, &str, &Counter); 22] = [
             (
                 "chorus_ingest_posts_accepted_total",
                 "Posts accepted by the ingest API.",
@@ -165,6 +173,21 @@ impl Metrics {
                 "chorus_reddit_gap_comments_total",
                 "Comments recovered by paging back after a full page (fill_gaps).",
                 &self.reddit_gap_comments,
+            ),
+            (
+                "chorus_index_documents_total",
+                "Posts written to the search index.",
+                &self.index_documents,
+            ),
+            (
+                "chorus_index_skipped_total",
+                "Enriched records the index could not read.",
+                &self.index_skipped,
+            ),
+            (
+                "chorus_index_commits_total",
+                "Index commits (each makes its posts searchable).",
+                &self.index_commits,
             ),
             (
                 "chorus_spool_posts_sent_total",

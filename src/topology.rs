@@ -25,6 +25,7 @@ use crate::log::{Log, LogError, Retention, Topic};
 use crate::metrics::Metrics;
 use crate::query::QueryEngine;
 use crate::sinks::archive::{Archive, ArchiveError, ArchiveTail};
+use crate::sinks::index::{IndexError, IndexSink, Searcher};
 use crate::transforms::enrich;
 
 /// Environment variable naming the data directory.
@@ -44,6 +45,9 @@ pub enum PipelineError {
     /// The archive failed.
     #[error(transparent)]
     Archive(#[from] ArchiveError),
+    /// The search index failed.
+    #[error(transparent)]
+    Index(#[from] IndexError),
     /// Anything else, with context.
     #[error("{0}")]
     Other(String),
@@ -141,6 +145,24 @@ impl Pipeline {
         .map_err(|e| PipelineError::Other(e.to_string()))
     }
 
+    /// The index sink and a searcher over it, when `[index]` is enabled.
+    fn index_sink(&self) -> Result<Option<(IndexSink, Searcher)>, IndexError> {
+        if !self.config.index.enabled {
+            return Ok(None);
+        }
+        IndexSink::open(&self.index_dir(), &self.config.index, self.metrics.clone()).map(Some)
+    }
+
+    /// The index's directory.
+    pub fn index_dir(&self) -> PathBuf {
+        self.data.join(crate::sinks::index::DIR)
+    }
+
+    /// A searcher over the index of a directory no server runs on.
+    pub fn searcher(&self) -> Result<Searcher, IndexError> {
+        Searcher::open(&self.index_dir(), self.config.index.stemming)
+    }
+
     /// Removes what a crash left uncommitted in the archive (done by
     /// [`Pipeline::run`] too); call before querying a directory that is not
     /// running.
@@ -228,6 +250,19 @@ impl Pipeline {
                 result
             })?
         };
+        // The index reads what the archive reads, and stops with it.
+        let (index_task, searcher) = match self.index_sink()? {
+            Some((sink, searcher)) => {
+                let (log, stop, own) = (self.log(), stop.clone(), archive_stop.clone());
+                let task = spawn_thread("index", move || {
+                    let result = sink.run(&*log, own).map_err(PipelineError::from);
+                    stop.cancel();
+                    result
+                })?;
+                (Some(task), Some(searcher))
+            }
+            None => (None, None),
+        };
         let retention_task = {
             let (log, stop, retention) = (self.log(), stop.clone(), self.config.log.retention());
             let consumers = self.consumers();
@@ -282,6 +317,7 @@ impl Pipeline {
                         self.config.server.max_concurrent_ingest.max(1),
                     )),
                     ingest_pending: Default::default(),
+                    searcher: searcher.clone(),
                 });
                 let stop = stop.clone();
                 Some(tokio::spawn(async move {
@@ -341,11 +377,10 @@ impl Pipeline {
         }
         // The API has stopped, so `posts.raw` no longer grows: enrich drains
         // it, then the archive drains `posts.enriched` and flushes.
-        for (token, task) in [
-            (Some(enrich_stop), enrich_task),
-            (Some(archive_stop), archive_task),
-            (None, retention_task),
-        ] {
+        let mut tasks = vec![(Some(enrich_stop), enrich_task), (Some(archive_stop), archive_task)];
+        tasks.extend(index_task.map(|task| (None, task)));
+        tasks.push((None, retention_task));
+        for (token, task) in tasks {
             if let Some(token) = token {
                 token.cancel();
             }

@@ -334,7 +334,7 @@ impl Sink for PostsSink<'_> {
         INPUT
     }
 
-    fn start(&mut self, committed: &[u64]) -> Result<(), ArchiveError> {
+    fn start(&mut self, committed: &[u64]) -> Result<Option<Vec<u64>>, ArchiveError> {
         self.files = committed
             .iter()
             .enumerate()
@@ -346,7 +346,7 @@ impl Sink for PostsSink<'_> {
                 t.batches.clear();
             });
         }
-        Ok(())
+        Ok(None)
     }
 
     fn write(&mut self, partition: u32, entries: &[Entry]) -> Result<(), ArchiveError> {
@@ -500,9 +500,9 @@ impl Sink for ErrorsSink<'_> {
         ERRORS_INPUT
     }
 
-    fn start(&mut self, committed: &[u64]) -> Result<(), ArchiveError> {
+    fn start(&mut self, committed: &[u64]) -> Result<Option<Vec<u64>>, ArchiveError> {
         self.files = committed.iter().map(|_| ErrorFile::new()).collect();
-        Ok(())
+        Ok(None)
     }
 
     fn write(&mut self, partition: u32, entries: &[Entry]) -> Result<(), ArchiveError> {

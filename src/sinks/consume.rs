@@ -33,10 +33,12 @@ pub trait Sink {
     fn input(&self) -> Input;
 
     /// Called once before anything is read, with the committed offset of
-    /// each partition (where reading starts).
-    fn start(&mut self, committed: &[u64]) -> Result<(), Self::Error> {
+    /// each partition. Reading starts there, or where the sink answers
+    /// (each at most the committed offset: a sink whose own store is
+    /// behind the log's offsets reads again what it lost).
+    fn start(&mut self, committed: &[u64]) -> Result<Option<Vec<u64>>, Self::Error> {
         let _ = committed;
-        Ok(())
+        Ok(None)
     }
 
     /// The next records of `partition`, in offset order, following those of
@@ -105,13 +107,13 @@ pub fn run<E: From<LogError>>(
         let committed = (0..partitions)
             .map(|p| log.committed(input.consumer, input.topic, p))
             .collect::<Result<Vec<u64>, LogError>>()?;
-        sink.start(&committed)?;
-        positions.push(
-            committed
-                .into_iter()
-                .map(|next| Position { next, pending: false })
-                .collect(),
-        );
+        let from = match sink.start(&committed)? {
+            Some(from) if from.len() == committed.len() => {
+                from.into_iter().zip(&committed).map(|(f, c)| f.min(*c)).collect()
+            }
+            _ => committed,
+        };
+        positions.push(from.into_iter().map(|next| Position { next, pending: false }).collect());
     }
     let mut drain = Drain::new(shutdown);
     loop {
@@ -213,9 +215,9 @@ mod tests {
             }
         }
 
-        fn start(&mut self, committed: &[u64]) -> Result<(), LogError> {
+        fn start(&mut self, committed: &[u64]) -> Result<Option<Vec<u64>>, LogError> {
             self.starts.push(committed.to_vec());
-            Ok(())
+            Ok(None)
         }
 
         fn write(&mut self, partition: u32, entries: &[Entry]) -> Result<(), LogError> {

@@ -4,6 +4,7 @@
 //! which use these types instead of importing each other.
 
 pub mod client;
+pub mod search;
 pub mod sql;
 
 use serde::{Deserialize, Serialize};

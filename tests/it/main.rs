@@ -9,6 +9,7 @@ mod pipeline;
 mod reddit;
 mod replay;
 mod score_cli;
+mod search;
 mod sentiment_golden;
 mod server;
 

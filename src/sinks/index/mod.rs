@@ -1,0 +1,384 @@
+//! The index sink (Firehose → OpenSearch): reads `posts.enriched` into a
+//! tantivy index under `DIR/index`, searchable within a commit interval
+//! (1 s by default) of the post's `202`.
+//!
+//! One document per (platform, id): a post is written as a delete of its
+//! key and an add, so a replay or a re-send replaces it instead of adding a
+//! second. A post's key always lands in the same log partition, read in
+//! offset order, so the last version written is the newest `ingested_at`,
+//! as in `posts_latest`. Each commit stores the log offsets it covers in
+//! its payload, and the log's offsets are committed only after it: after a
+//! crash the index is at or past the log's offsets, and the replay between
+//! the two rewrites the same documents. An index found behind the log's
+//! offsets (removed, restored from a backup) makes the sink read again from
+//! the index's own offsets, as far as the log still holds them.
+
+pub mod search;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tantivy::indexer::LogMergePolicy;
+use tantivy::schema::{
+    FAST, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing, TextOptions,
+};
+use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
+use tokio_util::sync::CancellationToken;
+
+use crate::log::{Entry, Input, Log, LogError, Topic};
+use crate::metrics::Metrics;
+use crate::record::PostView;
+use crate::sinks::consume::{self, Commit, Committed, Sink};
+
+/// The index's consumer name on `posts.enriched`.
+pub const CONSUMER: &str = "index";
+/// What the index reads.
+pub const INPUT: Input = Input {
+    consumer: CONSUMER,
+    topic: Topic::Enriched,
+};
+/// The index's directory, under the data directory.
+pub const DIR: &str = "index";
+/// Documents at most in a segment that merges take part in: merges stay
+/// bounded in time and memory however large the index grows.
+const MAX_DOCS_BEFORE_MERGE: usize = 5_000_000;
+
+/// Settings of the index sink (`[index]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IndexConfig {
+    /// Whether `chorus run` and `chorus demo` keep a search index.
+    pub enabled: bool,
+    /// Longest time, ms, from a post's arrival in `posts.enriched` to its
+    /// commit (when it becomes searchable).
+    pub commit_interval_ms: u64,
+    /// Documents are deleted this many days after they were ingested (0:
+    /// never).
+    pub retention_days: u64,
+    /// Memory of the index writer, bytes (at least 15 MiB).
+    pub writer_memory_bytes: usize,
+    /// English stemming of `text` (`running` finds `runs`).
+    pub stemming: bool,
+}
+
+impl Default for IndexConfig {
+    fn default() -> Self {
+        IndexConfig {
+            enabled: true,
+            commit_interval_ms: 1000,
+            retention_days: 30,
+            writer_memory_bytes: 64 << 20,
+            stemming: false,
+        }
+    }
+}
+
+/// Why the index failed.
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    /// The log failed.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// tantivy failed.
+    #[error("index: {0}")]
+    Tantivy(#[from] tantivy::TantivyError),
+    /// The index on disk is not one this build wrote.
+    #[error("index: {0}")]
+    Incompatible(String),
+}
+
+/// The index's fields.
+#[derive(Debug, Clone, Copy)]
+pub struct Fields {
+    /// `platform` and `id`, the one-document-per-post key (exact).
+    pub key: Field,
+    /// Exact, filterable, aggregated.
+    pub platform: Field,
+    /// The platform's id (exact).
+    pub id: Field,
+    /// Exact, filterable, aggregated.
+    pub community: Field,
+    /// Exact, filterable, aggregated.
+    pub author: Field,
+    /// The cleaned text, full text with positions.
+    pub text: Field,
+    /// µs since the epoch, indexed and fast.
+    pub created_at: Field,
+    /// µs since the epoch, indexed and fast.
+    pub ingested_at: Field,
+    /// Fast.
+    pub polarity: Field,
+    /// Fast.
+    pub vader_compound: Field,
+    /// Exact, aggregated.
+    pub sentiment: Field,
+    /// The enriched record as on the log, stored: what a hit returns.
+    pub record: Field,
+}
+
+/// Separates platform and id in the key (neither may hold control
+/// characters).
+const KEY_SEPARATOR: char = '\u{1f}';
+
+/// The key of a post.
+pub fn key(platform: &str, id: &str) -> String {
+    format!("{platform}{KEY_SEPARATOR}{id}")
+}
+
+/// The tokenizer of `text`.
+fn text_tokenizer(stemming: bool) -> &'static str {
+    if stemming { "en_stem" } else { "default" }
+}
+
+/// The schema, and its fields.
+pub fn schema(stemming: bool) -> (Schema, Fields) {
+    let mut b = Schema::builder();
+    let exact = STRING | FAST;
+    let text = TextOptions::default().set_indexing_options(
+        TextFieldIndexing::default()
+            .set_tokenizer(text_tokenizer(stemming))
+            .set_index_option(IndexRecordOption::WithFreqsAndPositions),
+    );
+    let fields = Fields {
+        key: b.add_text_field("key", STRING),
+        platform: b.add_text_field("platform", exact.clone()),
+        id: b.add_text_field("id", STRING),
+        community: b.add_text_field("community", exact.clone()),
+        author: b.add_text_field("author", exact.clone()),
+        text: b.add_text_field("text", text),
+        created_at: b.add_i64_field("created_at", INDEXED | FAST),
+        ingested_at: b.add_i64_field("ingested_at", INDEXED | FAST),
+        polarity: b.add_f64_field("polarity", FAST),
+        vader_compound: b.add_f64_field("vader_compound", FAST),
+        sentiment: b.add_text_field("sentiment", exact),
+        record: b.add_bytes_field("record", STORED),
+    };
+    (b.build(), fields)
+}
+
+/// Opens (creating) the index under `dir`.
+pub fn open(dir: &Path, stemming: bool) -> Result<(Index, Fields), IndexError> {
+    let (schema, fields) = schema(stemming);
+    std::fs::create_dir_all(dir).map_err(|e| IndexError::Incompatible(format!("{}: {e}", dir.display())))?;
+    let directory = tantivy::directory::MmapDirectory::open(dir)
+        .map_err(|e| IndexError::Incompatible(format!("{}: {e}", dir.display())))?;
+    let index = Index::open_or_create(directory, schema.clone())?;
+    if index.schema() != schema {
+        return Err(IndexError::Incompatible(format!(
+            "{} was written with other settings (stemming?) or by another version; remove it to rebuild the \
+             index from the log",
+            dir.display()
+        )));
+    }
+    Ok((index, fields))
+}
+
+/// The log offsets (per partition, the next to read) a commit covered.
+fn payload_offsets(index: &Index) -> Result<BTreeMap<u32, u64>, IndexError> {
+    let metas = index.load_metas()?;
+    match metas.payload {
+        None => Ok(BTreeMap::new()),
+        Some(text) => serde_json::from_str(&text)
+            .map_err(|e| IndexError::Incompatible(format!("the commit payload {text:?} is not offsets: {e}"))),
+    }
+}
+
+/// The running index sink.
+pub struct IndexSink {
+    writer: IndexWriter<TantivyDocument>,
+    index: Index,
+    fields: Fields,
+    reader: IndexReader,
+    metrics: Arc<Metrics>,
+    interval: Duration,
+    retention: Option<Duration>,
+    last_commit: Instant,
+    last_retention: Option<Instant>,
+    /// The offsets of the last commit.
+    offsets: BTreeMap<u32, u64>,
+}
+
+impl IndexSink {
+    /// The sink over the index under `dir`; `reader` is what searches use,
+    /// reloaded after each commit.
+    pub fn open(dir: &Path, config: &IndexConfig, metrics: Arc<Metrics>) -> Result<(IndexSink, Searcher), IndexError> {
+        let (index, fields) = open(dir, config.stemming)?;
+        let writer = index.writer_with_num_threads(1, config.writer_memory_bytes.max(15 << 20))?;
+        let mut policy = LogMergePolicy::default();
+        policy.set_max_docs_before_merge(MAX_DOCS_BEFORE_MERGE);
+        writer.set_merge_policy(Box::new(policy));
+        let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into()?;
+        let searcher = Searcher {
+            index: index.clone(),
+            fields,
+            reader: reader.clone(),
+        };
+        let sink = IndexSink {
+            writer,
+            index,
+            fields,
+            reader,
+            metrics,
+            interval: Duration::from_millis(config.commit_interval_ms.max(1)),
+            retention: (config.retention_days > 0).then(|| Duration::from_secs(config.retention_days * 86_400)),
+            last_commit: Instant::now(),
+            last_retention: None,
+            offsets: BTreeMap::new(),
+        };
+        Ok((sink, searcher))
+    }
+
+    /// Runs until `shutdown`, drains what the log still holds, then
+    /// commits (the shared [`consume::run`] loop).
+    pub fn run(mut self, log: &dyn Log, shutdown: CancellationToken) -> Result<(), IndexError> {
+        consume::run(log, &mut [&mut self], shutdown)
+    }
+
+    fn document(&self, post: &PostView<'_>, record: &[u8]) -> TantivyDocument {
+        let f = &self.fields;
+        let p = &post.incoming;
+        let mut doc = TantivyDocument::default();
+        doc.add_text(f.key, key(&p.platform, &p.id));
+        doc.add_text(f.platform, &p.platform);
+        doc.add_text(f.id, &p.id);
+        if let Some(community) = &p.community {
+            doc.add_text(f.community, community);
+        }
+        if let Some(author) = &p.author {
+            doc.add_text(f.author, author);
+        }
+        doc.add_text(f.text, &post.text);
+        doc.add_i64(f.created_at, p.created_at);
+        doc.add_i64(f.ingested_at, post.ingested_at);
+        doc.add_f64(f.polarity, post.scores.polarity);
+        doc.add_f64(f.vader_compound, post.scores.vader_compound);
+        doc.add_text(f.sentiment, post.scores.sentiment.as_str());
+        doc.add_bytes(f.record, record);
+        doc
+    }
+
+    /// Deletes documents ingested before the retention bound, at most once
+    /// a minute (in the next commit).
+    fn expire(&mut self) -> Result<(), IndexError> {
+        let Some(retention) = self.retention else {
+            return Ok(());
+        };
+        if self
+            .last_retention
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(60))
+        {
+            return Ok(());
+        }
+        self.last_retention = Some(Instant::now());
+        let cutoff = crate::record::now_micros().saturating_sub(retention.as_micros() as i64);
+        let query = tantivy::query::RangeQuery::new(
+            std::ops::Bound::Unbounded,
+            std::ops::Bound::Excluded(Term::from_field_i64(self.fields.ingested_at, cutoff)),
+        );
+        self.writer.delete_query(Box::new(query))?;
+        Ok(())
+    }
+}
+
+impl Sink for IndexSink {
+    type Error = IndexError;
+
+    fn input(&self) -> Input {
+        INPUT
+    }
+
+    fn start(&mut self, committed: &[u64]) -> Result<Option<Vec<u64>>, IndexError> {
+        self.offsets = payload_offsets(&self.index)?;
+        let from: Vec<u64> = committed
+            .iter()
+            .enumerate()
+            .map(|(p, c)| (*c).min(self.offsets.get(&(p as u32)).copied().unwrap_or(0)))
+            .collect();
+        if from.as_slice() == committed {
+            return Ok(None);
+        }
+        tracing::warn!(
+            ?committed,
+            index = ?from,
+            "The index is behind the log's offsets (removed or restored?): reading again from its own."
+        );
+        Ok(Some(from))
+    }
+
+    fn write(&mut self, _partition: u32, entries: &[Entry]) -> Result<(), IndexError> {
+        let mut skipped = 0;
+        for entry in entries {
+            // A record the archive cannot read either: it sends it to the
+            // dead letters; the index leaves it out.
+            let Ok(post) = PostView::from_log_bytes(&entry.value) else {
+                skipped += 1;
+                continue;
+            };
+            let document = self.document(&post, &entry.value);
+            let k = key(&post.incoming.platform, &post.incoming.id);
+            self.writer.delete_term(Term::from_field_text(self.fields.key, &k));
+            self.writer.add_document(document)?;
+        }
+        self.metrics.index_documents.add((entries.len() - skipped) as u64);
+        self.metrics.index_skipped.add(skipped as u64);
+        Ok(())
+    }
+
+    fn due(&self, pending: &[u32]) -> Vec<u32> {
+        if self.last_commit.elapsed() >= self.interval {
+            pending.to_vec()
+        } else {
+            Vec::new()
+        }
+    }
+
+    fn flush(&mut self, commit: Commit<'_>) -> Result<Committed, IndexError> {
+        self.expire()?;
+        let mut offsets = self.offsets.clone();
+        offsets.extend(commit.offsets().iter().copied());
+        let payload = serde_json::to_string(&offsets).map_err(|e| IndexError::Incompatible(e.to_string()))?;
+        let mut prepared = self.writer.prepare_commit()?;
+        prepared.set_payload(&payload);
+        prepared.commit()?;
+        self.offsets = offsets;
+        self.last_commit = Instant::now();
+        self.reader.reload()?;
+        self.metrics.index_commits.add(1);
+        Ok(commit.now()?)
+    }
+}
+
+/// Searches over the index, shared by the API and `chorus search`.
+#[derive(Clone)]
+pub struct Searcher {
+    index: Index,
+    fields: Fields,
+    reader: IndexReader,
+}
+
+impl Searcher {
+    /// A searcher over an index no sink is writing (`chorus search` on a
+    /// stopped directory).
+    pub fn open(dir: &Path, stemming: bool) -> Result<Searcher, IndexError> {
+        let (index, fields) = open(dir, stemming)?;
+        let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into()?;
+        Ok(Searcher { index, fields, reader })
+    }
+
+    /// Documents searchable now.
+    pub fn documents(&self) -> u64 {
+        self.reader.searcher().num_docs()
+    }
+
+    /// Bytes of the index on disk.
+    pub fn disk_bytes(&self) -> u64 {
+        self.reader
+            .searcher()
+            .space_usage()
+            .map(|u| u.total().get_bytes())
+            .unwrap_or(0)
+    }
+}

@@ -1,0 +1,555 @@
+//! Search over the index: a query (words, "phrases", AND/OR/NOT,
+//! `field:value`), filters, a sort, a page, and in the same answer the
+//! aggregations a dashboard draws (a date histogram with its mean
+//! sentiment, the sentiment split, top communities, authors and terms).
+
+use std::collections::HashMap;
+
+use serde_json::{Value, json};
+use tantivy::aggregation::AggregationCollector;
+use tantivy::aggregation::agg_req::Aggregations;
+use tantivy::collector::{Count, TopDocs};
+use tantivy::query::{AllQuery, BooleanQuery, Occur, Query, QueryParser, RangeQuery, TermQuery};
+use tantivy::schema::{IndexRecordOption, Value as _};
+use tantivy::snippet::SnippetGenerator;
+use tantivy::tokenizer::{Language, LowerCaser, SimpleTokenizer, StopWordFilter, TextAnalyzer};
+use tantivy::{DocAddress, Order, TantivyDocument, Term};
+
+use super::{IndexError, Searcher};
+use crate::record::Post;
+use crate::wire::search::{Bucket, Count as KeyCount, SearchRequest, SearchResponse, Sentiments, Sort};
+
+/// Hits per page at most.
+pub const MAX_LIMIT: usize = 1000;
+/// Deepest relevance page (offset + limit), as OpenSearch's
+/// `max_result_window`; `newest` pages go as deep as the index.
+pub const MAX_RELEVANCE_WINDOW: usize = 10_000;
+/// Matching posts, in sort order, whose words make the top terms.
+const TERMS_SAMPLE: usize = 500;
+/// Entries of each top list.
+const TOP: usize = 10;
+/// Characters of a hit's highlighted text at most.
+const HIGHLIGHT_CHARS: usize = 300;
+
+/// A search that cannot run: the client's fault, with where in `q`.
+#[derive(Debug, thiserror::Error)]
+pub enum SearchError {
+    /// `q` does not parse.
+    #[error("{message}")]
+    Query {
+        /// The parser's message.
+        message: String,
+        /// Byte offset in `q`, when the parser knows it.
+        position: Option<usize>,
+    },
+    /// A bad parameter (`after`, `limit`…).
+    #[error("{0}")]
+    Invalid(String),
+    /// The index failed.
+    #[error(transparent)]
+    Index(#[from] IndexError),
+}
+
+impl From<tantivy::TantivyError> for SearchError {
+    fn from(e: tantivy::TantivyError) -> Self {
+        SearchError::Index(IndexError::Tantivy(e))
+    }
+}
+
+impl Searcher {
+    /// Runs `request`.
+    pub fn search(&self, request: &SearchRequest) -> Result<SearchResponse, SearchError> {
+        let f = self.fields;
+        let limit = request.limit.clamp(1, MAX_LIMIT);
+        let searcher = self.reader.searcher();
+        let (text_query, query) = self.query(request)?;
+
+        // The page: newest first (a cursor of the last hit's created_at and
+        // how many hits with that time were shown), or by relevance (a
+        // cursor of the offset).
+        let (total, addresses, next) = match request.sort {
+            Sort::Newest => {
+                let (until, skip) = match &request.after {
+                    None => (None, 0),
+                    Some(cursor) => {
+                        let (t, n) = cursor
+                            .split_once(':')
+                            .and_then(|(t, n)| Some((t.parse::<i64>().ok()?, n.parse::<usize>().ok()?)))
+                            .ok_or_else(|| {
+                                SearchError::Invalid(format!("after {cursor:?} is not a cursor of this search"))
+                            })?;
+                        (Some(t), n)
+                    }
+                };
+                let paged: Box<dyn Query> = match until {
+                    None => query.box_clone(),
+                    Some(t) => Box::new(BooleanQuery::new(vec![
+                        (Occur::Must, query.box_clone()),
+                        (Occur::Must, Box::new(range(f.created_at, None, Some(t + 1)))),
+                    ])),
+                };
+                let top = TopDocs::with_limit(limit + skip + 1).order_by_fast_field::<i64>("created_at", Order::Desc);
+                let total = searcher.search(&*query, &Count)?;
+                let docs = searcher.search(&*paged, &top)?;
+                let page: Vec<(Option<i64>, DocAddress)> = docs.into_iter().skip(skip).collect();
+                let more = page.len() > limit;
+                let page: Vec<(Option<i64>, DocAddress)> = page.into_iter().take(limit).collect();
+                let next = more.then(|| {
+                    let last = page.last().and_then(|(t, _)| *t).unwrap_or(i64::MIN);
+                    let same = page.iter().rev().take_while(|(t, _)| *t == Some(last)).count();
+                    // Hits at `last` shown on earlier pages count too.
+                    let carried = if until == Some(last) { skip } else { 0 };
+                    format!("{last}:{}", same + carried)
+                });
+                (total, page.into_iter().map(|(_, a)| a).collect::<Vec<_>>(), next)
+            }
+            Sort::Relevance => {
+                let offset = match &request.after {
+                    None => 0,
+                    Some(cursor) => cursor.parse::<usize>().map_err(|_| {
+                        SearchError::Invalid(format!("after {cursor:?} is not a cursor of this search"))
+                    })?,
+                };
+                if offset + limit > MAX_RELEVANCE_WINDOW {
+                    return Err(SearchError::Invalid(format!(
+                        "relevance pages go {MAX_RELEVANCE_WINDOW} hits deep; sort by newest to go further"
+                    )));
+                }
+                let top = TopDocs::with_limit(limit + 1).and_offset(offset).order_by_score();
+                let (total, docs) = searcher.search(&*query, &(Count, top))?;
+                let more = docs.len() > limit;
+                let page: Vec<DocAddress> = docs.into_iter().take(limit).map(|(_, a)| a).collect();
+                (total, page, more.then(|| (offset + limit).to_string()))
+            }
+        };
+
+        let highlighter = match &text_query {
+            Some(q) => {
+                let mut g = SnippetGenerator::create(&searcher, &**q, f.text)?;
+                g.set_max_num_chars(HIGHLIGHT_CHARS);
+                Some(g)
+            }
+            None => None,
+        };
+        let mut hits = Vec::with_capacity(addresses.len());
+        for address in addresses {
+            let Some(post) = self.post(&searcher, address)? else {
+                continue;
+            };
+            let mut hit = serde_json::to_value(&post).unwrap_or(Value::Null);
+            // No words to mark (a filter-only search, a prefix): the text's
+            // beginning.
+            let highlight = match highlighter.as_ref().map(|g| g.snippet(&post.text)) {
+                Some(snippet) if !snippet.highlighted().is_empty() => mark(&snippet),
+                _ => escape(&truncate(&post.text, HIGHLIGHT_CHARS)),
+            };
+            hit["highlight"] = Value::String(highlight);
+            hits.push(hit);
+        }
+
+        let aggregations = self.aggregations(&searcher, &*query, request)?;
+        let terms = self.top_terms(&searcher, &*query, request.sort)?;
+        Ok(SearchResponse {
+            total: total as u64,
+            hits,
+            next,
+            histogram: aggregations.histogram,
+            sentiment: aggregations.sentiment,
+            communities: aggregations.communities,
+            authors: aggregations.authors,
+            terms,
+        })
+    }
+
+    /// The query of `request` (its text part alone too, for highlights).
+    #[allow(clippy::type_complexity)]
+    fn query(&self, request: &SearchRequest) -> Result<(Option<Box<dyn Query>>, Box<dyn Query>), SearchError> {
+        let f = self.fields;
+        let mut parts: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        let text_query = if request.q.trim().is_empty() {
+            None
+        } else {
+            // Words go to `text`; `field:value` reaches any field; `word*`
+            // is a prefix (as a regex the parser understands).
+            let mut parser = QueryParser::for_index(&self.index, vec![f.text]);
+            parser.set_conjunction_by_default();
+            parser.allow_regexes();
+            let q = parser.parse_query(&with_prefixes(&request.q)).map_err(|e| {
+                let position = match e {
+                    tantivy::query::QueryParserError::SyntaxError(_) => {
+                        tantivy::query_grammar::parse_query_lenient(&request.q)
+                            .1
+                            .first()
+                            .map(|l| l.pos)
+                    }
+                    _ => None,
+                };
+                SearchError::Query {
+                    message: e.to_string(),
+                    position,
+                }
+            })?;
+            Some(q)
+        };
+        if let Some(q) = &text_query {
+            parts.push((Occur::Must, q.box_clone()));
+        }
+        for (field, value) in [
+            (f.community, &request.community),
+            (f.platform, &request.platform),
+            (f.author, &request.author),
+            (f.sentiment, &request.sentiment),
+        ] {
+            if let Some(value) = value {
+                parts.push((
+                    Occur::Must,
+                    Box::new(TermQuery::new(
+                        Term::from_field_text(field, value),
+                        IndexRecordOption::Basic,
+                    )),
+                ));
+            }
+        }
+        if request.since.is_some() || request.until.is_some() {
+            parts.push((Occur::Must, Box::new(range(f.created_at, request.since, request.until))));
+        }
+        let query: Box<dyn Query> = match parts.len() {
+            0 => Box::new(AllQuery),
+            _ => Box::new(BooleanQuery::new(parts)),
+        };
+        Ok((text_query, query))
+    }
+
+    /// The stored post of a hit.
+    fn post(&self, searcher: &tantivy::Searcher, address: DocAddress) -> Result<Option<Post>, SearchError> {
+        let doc: TantivyDocument = searcher.doc(address)?;
+        let Some(bytes) = doc.get_first(self.fields.record).and_then(|v| v.as_bytes()) else {
+            return Ok(None);
+        };
+        Ok(Post::from_log_bytes(bytes).ok())
+    }
+
+    fn aggregations(
+        &self,
+        searcher: &tantivy::Searcher,
+        query: &dyn Query,
+        request: &SearchRequest,
+    ) -> Result<Aggs, SearchError> {
+        // The histogram's span: the filters', else the matches' own.
+        let bounds = json!({"first": {"min": {"field": "created_at"}}, "last": {"max": {"field": "created_at"}}});
+        let found = run_aggs(searcher, query, bounds)?;
+        let first = request
+            .since
+            .or_else(|| found["first"]["value"].as_f64().map(|v| v as i64));
+        let last = request
+            .until
+            .map(|u| u - 1)
+            .or_else(|| found["last"]["value"].as_f64().map(|v| v as i64));
+        let mut request_aggs = json!({
+            "sentiment": {"terms": {"field": "sentiment", "size": 3}},
+            "communities": {"terms": {"field": "community", "size": TOP}},
+            "authors": {"terms": {"field": "author", "size": TOP}},
+        });
+        let interval = match (first, last) {
+            (Some(first), Some(last)) if last >= first => {
+                let interval = auto_interval(last - first);
+                request_aggs["histogram"] = json!({
+                    "histogram": {
+                        "field": "created_at",
+                        "interval": interval as f64,
+                        "min_doc_count": 0,
+                        "extended_bounds": {"min": floor(first, interval) as f64, "max": floor(last, interval) as f64},
+                    },
+                    "aggs": {"mean": {"avg": {"field": "vader_compound"}}},
+                });
+                Some(interval)
+            }
+            _ => None,
+        };
+        let result = run_aggs(searcher, query, request_aggs)?;
+        let counts = |name: &str| -> Vec<KeyCount> {
+            result[name]["buckets"]
+                .as_array()
+                .map(|buckets| {
+                    buckets
+                        .iter()
+                        .filter_map(|b| {
+                            Some(KeyCount {
+                                key: b["key"].as_str()?.to_string(),
+                                count: b["doc_count"].as_u64()?,
+                            })
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let split: HashMap<String, u64> = counts("sentiment").into_iter().map(|c| (c.key, c.count)).collect();
+        let histogram = match interval {
+            None => Vec::new(),
+            Some(_) => result["histogram"]["buckets"]
+                .as_array()
+                .map(|buckets| {
+                    buckets
+                        .iter()
+                        .filter_map(|b| {
+                            Some(Bucket {
+                                start: micros_to_rfc3339(b["key"].as_f64()? as i64),
+                                count: b["doc_count"].as_u64()?,
+                                mean_compound: b["mean"]["value"].as_f64(),
+                            })
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+        };
+        Ok(Aggs {
+            histogram,
+            sentiment: Sentiments {
+                positive: split.get("positive").copied().unwrap_or(0),
+                neutral: split.get("neutral").copied().unwrap_or(0),
+                negative: split.get("negative").copied().unwrap_or(0),
+            },
+            communities: counts("communities"),
+            authors: counts("authors"),
+        })
+    }
+
+    /// The most frequent words (stop words and words under 3 letters left
+    /// out) of the first matching posts in sort order.
+    fn top_terms(
+        &self,
+        searcher: &tantivy::Searcher,
+        query: &dyn Query,
+        sort: Sort,
+    ) -> Result<Vec<KeyCount>, SearchError> {
+        let addresses: Vec<DocAddress> = match sort {
+            Sort::Newest => searcher
+                .search(
+                    query,
+                    &TopDocs::with_limit(TERMS_SAMPLE).order_by_fast_field::<i64>("created_at", Order::Desc),
+                )?
+                .into_iter()
+                .map(|(_, a)| a)
+                .collect(),
+            Sort::Relevance => searcher
+                .search(query, &TopDocs::with_limit(TERMS_SAMPLE).order_by_score())?
+                .into_iter()
+                .map(|(_, a)| a)
+                .collect(),
+        };
+        let mut analyzer = TextAnalyzer::builder(SimpleTokenizer::default())
+            .filter(LowerCaser)
+            .filter(StopWordFilter::new(Language::English).expect("tantivy ships English stop words"))
+            .build();
+        let mut counts: HashMap<String, u64> = HashMap::new();
+        for address in addresses {
+            let Some(post) = self.post(searcher, address)? else {
+                continue;
+            };
+            let mut seen = std::collections::HashSet::new();
+            let mut stream = analyzer.token_stream(&post.text);
+            while let Some(token) = stream.next() {
+                let word = &token.text;
+                if word.chars().count() >= 3 && !word.chars().all(|c| c.is_ascii_digit()) && seen.insert(word.clone()) {
+                    *counts.entry(word.clone()).or_default() += 1;
+                }
+            }
+        }
+        let mut top: Vec<KeyCount> = counts.into_iter().map(|(key, count)| KeyCount { key, count }).collect();
+        top.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.key.cmp(&b.key)));
+        top.truncate(TOP);
+        Ok(top)
+    }
+}
+
+/// The aggregations of a search.
+struct Aggs {
+    histogram: Vec<Bucket>,
+    sentiment: Sentiments,
+    communities: Vec<KeyCount>,
+    authors: Vec<KeyCount>,
+}
+
+fn run_aggs(searcher: &tantivy::Searcher, query: &dyn Query, request: Value) -> Result<Value, SearchError> {
+    let aggs: Aggregations =
+        serde_json::from_value(request).map_err(|e| SearchError::Invalid(format!("aggregation: {e}")))?;
+    let collector = AggregationCollector::from_aggs(aggs, Default::default());
+    let result = searcher.search(query, &collector)?;
+    Ok(serde_json::to_value(result).unwrap_or(Value::Null))
+}
+
+/// `q` in the parser's terms, outside quotes: each `word*` (or
+/// `field:word*`) as the regex `field:/word.*/` (the query language has no
+/// single-word prefix; words of `text` lower-cased, as the index holds
+/// them), and `NOT x` as `-x` (the parser matches nothing for `a AND NOT
+/// b`, though it does for `a AND -b`).
+pub fn with_prefixes(q: &str) -> String {
+    let mut out = String::with_capacity(q.len() + 16);
+    let mut in_quotes = false;
+    let mut negate_next = false;
+    let mut rest = q;
+    while let Some(c) = rest.chars().next() {
+        if c == '"' {
+            in_quotes = !in_quotes;
+        }
+        if negate_next && !in_quotes && c.is_whitespace() {
+            rest = &rest[c.len_utf8()..];
+            continue;
+        }
+        negate_next = false;
+        if in_quotes || !(c.is_alphanumeric() || c == '_') {
+            out.push(c);
+            rest = &rest[c.len_utf8()..];
+            continue;
+        }
+        // A token: [field:]word, up to a space, bracket or quote.
+        let end = rest
+            .find(|c: char| c.is_whitespace() || matches!(c, '(' | ')' | '"'))
+            .unwrap_or(rest.len());
+        let token = &rest[..end];
+        rest = &rest[end..];
+        if token == "NOT" && !rest.trim_start().is_empty() {
+            out.push('-');
+            negate_next = true;
+            continue;
+        }
+        let Some(stem) = token.strip_suffix('*').filter(|s| !s.is_empty() && !s.ends_with('*')) else {
+            out.push_str(token);
+            continue;
+        };
+        let (field, word) = match stem.split_once(':') {
+            Some((field, word)) => (Some(field), word),
+            None => (None, stem),
+        };
+        if word.is_empty() || !word.chars().all(|c| c.is_alphanumeric() || c == '_') {
+            out.push_str(token);
+            continue;
+        }
+        let word = if field.is_none_or(|f| f == "text") {
+            word.to_lowercase()
+        } else {
+            word.to_string()
+        };
+        out.push_str(field.unwrap_or("text"));
+        out.push_str(":/");
+        out.push_str(&word);
+        out.push_str(".*/");
+    }
+    out
+}
+
+/// `from <= created_at < to` (µs).
+fn range(field: tantivy::schema::Field, from: Option<i64>, to: Option<i64>) -> RangeQuery {
+    use std::ops::Bound;
+    let bound =
+        |v: Option<i64>, f: fn(Term) -> Bound<Term>| v.map_or(Bound::Unbounded, |v| f(Term::from_field_i64(field, v)));
+    RangeQuery::new(bound(from, Bound::Included), bound(to, Bound::Excluded))
+}
+
+/// A bucket width for `span` µs: a round duration giving at most ~60 bars.
+pub fn auto_interval(span: i64) -> i64 {
+    const S: i64 = 1_000_000;
+    const STEPS: [i64; 16] = [
+        S,
+        5 * S,
+        10 * S,
+        30 * S,
+        60 * S,
+        300 * S,
+        600 * S,
+        1800 * S,
+        3600 * S,
+        3 * 3600 * S,
+        6 * 3600 * S,
+        12 * 3600 * S,
+        86_400 * S,
+        7 * 86_400 * S,
+        30 * 86_400 * S,
+        365 * 86_400 * S,
+    ];
+    STEPS
+        .into_iter()
+        .find(|step| span / step < 60)
+        .unwrap_or(STEPS[STEPS.len() - 1])
+}
+
+fn floor(t: i64, interval: i64) -> i64 {
+    t.div_euclid(interval) * interval
+}
+
+/// `t` µs since the epoch as RFC 3339 (UTC, seconds).
+pub fn micros_to_rfc3339(t: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(t)
+        .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_default()
+}
+
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&quot;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn truncate(text: &str, chars: usize) -> String {
+    text.chars().take(chars).collect()
+}
+
+/// A snippet as HTML, escaped, its matched words in `<mark>`.
+fn mark(snippet: &tantivy::snippet::Snippet) -> String {
+    let fragment = snippet.fragment();
+    let mut out = String::with_capacity(fragment.len() + 32);
+    let mut at = 0;
+    for range in snippet.highlighted() {
+        if range.start < at || range.end > fragment.len() {
+            continue;
+        }
+        out.push_str(&escape(&fragment[at..range.start]));
+        out.push_str("<mark>");
+        out.push_str(&escape(&fragment[range.clone()]));
+        out.push_str("</mark>");
+        at = range.end;
+    }
+    out.push_str(&escape(&fragment[at..]));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_word_with_a_star_becomes_a_prefix_and_nothing_else_changes() {
+        assert_eq!(with_prefixes("comp*"), "text:/comp.*/");
+        assert_eq!(with_prefixes("Rust AND Comp*"), "Rust AND text:/comp.*/");
+        assert_eq!(with_prefixes("community:ru* -x"), "community:/ru.*/ -x");
+        assert_eq!(
+            with_prefixes(r#""big bad wo"* (a* OR b)"#),
+            r#""big bad wo"* (text:/a.*/ OR b)"#
+        );
+        assert_eq!(with_prefixes("* ** a** é*"), "* ** a** text:/é.*/");
+        assert_eq!(with_prefixes("plain words"), "plain words");
+        assert_eq!(with_prefixes("a AND NOT b"), "a AND -b");
+        assert_eq!(with_prefixes("a NOT  (b OR c*)"), "a -(b OR text:/c.*/)");
+        assert_eq!(with_prefixes(r#""NOT this" NOT"#), r#""NOT this" NOT"#);
+    }
+
+    #[test]
+    fn intervals_are_round_and_give_at_most_sixty_bars() {
+        for span in [0, 59_000_000, 3_600_000_000, 86_400_000_000, 400 * 86_400_000_000i64] {
+            let interval = auto_interval(span);
+            assert!(
+                span / interval < 60 || interval == 365 * 86_400_000_000,
+                "{span} {interval}"
+            );
+        }
+        assert_eq!(auto_interval(3_600_000_000), 300_000_000);
+    }
+}

@@ -1,0 +1,268 @@
+//! Search through the real binary: posts searchable within a second of
+//! their 202, totals that agree with SQL over the same posts, one document
+//! per post however often it is re-sent, pages that cover every hit once,
+//! and an index rebuilt from the log when it is lost.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::server::{Server, corpus_bodies, ndjson, sql, wait_for_count};
+
+async fn search(client: &reqwest::Client, server: &Server, params: &[(&str, &str)]) -> (u16, Value) {
+    let response = client.get(server.url("/v1/search")).query(params).send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+async fn total(client: &reqwest::Client, server: &Server, params: &[(&str, &str)]) -> u64 {
+    let (status, answer) = search(client, server, params).await;
+    assert_eq!(status, 200, "{params:?}: {answer}");
+    answer["total"].as_u64().unwrap()
+}
+
+async fn sql_count(client: &reqwest::Client, server: &Server, filter: &str) -> u64 {
+    let rows = sql(
+        client,
+        server,
+        &format!("SELECT count(*) AS n FROM posts_latest {filter}"),
+    )
+    .await;
+    rows[0]["n"].as_u64().unwrap()
+}
+
+async fn wait_for_documents(client: &reqwest::Client, server: &Server, expected: u64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let n = total(client, server, &[]).await;
+        assert!(n <= expected, "more documents than posts: {n} > {expected}");
+        if n == expected {
+            return;
+        }
+        assert!(Instant::now() < deadline, "only {n} of {expected} posts searchable");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn posts_are_searchable_within_a_second_and_search_agrees_with_sql() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, "", &[]);
+    let client = reqwest::Client::new();
+    let bodies = corpus_bodies();
+
+    // One post, then how long until a search finds it.
+    let marker = json!({"platform": "reddit", "id": "t1_marker", "community": "rust",
+        "body": "The zyzzyva borrow checker is wonderful", "created_at": 1_546_400_000});
+    let r = client
+        .post(server.url("/v1/posts"))
+        .body(marker.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let accepted = Instant::now();
+    loop {
+        if total(&client, &server, &[("q", "zyzzyva")]).await == 1 {
+            break;
+        }
+        assert!(
+            accepted.elapsed() < Duration::from_secs(2),
+            "not searchable 2 s after its 202"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (_, answer) = search(&client, &server, &[("q", "zyzzyva")]).await;
+    let hit = &answer["hits"][0];
+    assert_eq!(hit["id"], "t1_marker");
+    assert_eq!(hit["body"], "The zyzzyva borrow checker is wonderful");
+    assert_eq!(hit["highlight"], "The <mark>zyzzyva</mark> borrow checker is wonderful");
+    assert!(hit["vader_compound"].as_f64().unwrap() > 0.0);
+
+    // 3,000 corpus posts: the totals of search and of SQL over the same
+    // posts agree, filter by filter.
+    for chunk in (0..3_000).collect::<Vec<_>>().chunks(1_000) {
+        let r = client
+            .post(server.url("/v1/posts"))
+            .body(ndjson(chunk[0]..chunk[chunk.len() - 1] + 1, &bodies))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+    }
+    wait_for_count(&client, &server, 3_001, Duration::from_secs(60)).await;
+    wait_for_documents(&client, &server, 3_001).await;
+    for (params, filter) in [
+        (vec![("sentiment", "negative")], "WHERE sentiment = 'negative'"),
+        (vec![("community", "science")], "WHERE community = 'science'"),
+        (
+            vec![("community", "news"), ("sentiment", "positive")],
+            "WHERE community = 'news' AND sentiment = 'positive'",
+        ),
+        (
+            vec![("since", "2019-01-02"), ("until", "2019-01-03")],
+            "WHERE created_at >= TIMESTAMP '2019-01-02 00:00:00' AND created_at < TIMESTAMP '2019-01-03 00:00:00'",
+        ),
+        (vec![("q", "community:politics")], "WHERE community = 'politics'"),
+    ] {
+        let expected = sql_count(&client, &server, filter).await;
+        assert!(expected > 0, "{filter}");
+        assert_eq!(
+            total(&client, &server, &params).await,
+            expected,
+            "{params:?} vs {filter}"
+        );
+    }
+    // A word: every hit holds it, and the aggregations count the matches.
+    let (_, answer) = search(&client, &server, &[("q", "people"), ("limit", "50")]).await;
+    let n = answer["total"].as_u64().unwrap();
+    assert!(n > 20, "{answer}");
+    for hit in answer["hits"].as_array().unwrap() {
+        assert!(hit["text"].as_str().unwrap().to_lowercase().contains("people"), "{hit}");
+        assert!(
+            hit["highlight"]
+                .as_str()
+                .unwrap()
+                .to_lowercase()
+                .contains("<mark>people</mark>"),
+            "{hit}"
+        );
+    }
+    let split = &answer["sentiment"];
+    let sum =
+        split["positive"].as_u64().unwrap() + split["neutral"].as_u64().unwrap() + split["negative"].as_u64().unwrap();
+    assert_eq!(sum, n);
+    let histogram: u64 = answer["histogram"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(histogram, n);
+    assert!(answer["communities"].as_array().unwrap().len() <= 10);
+    assert!(
+        answer["terms"].as_array().unwrap().iter().any(|t| t["key"] == "people"),
+        "{answer}"
+    );
+    // A phrase, OR, NOT and a prefix.
+    let phrase = total(&client, &server, &[("q", "\"the people\"")]).await;
+    assert!(phrase > 0 && phrase < n);
+    let either = total(&client, &server, &[("q", "people OR government")]).await;
+    let government = total(&client, &server, &[("q", "government")]).await;
+    let both = total(&client, &server, &[("q", "people AND government")]).await;
+    assert_eq!(either, n + government - both);
+    assert_eq!(
+        total(&client, &server, &[("q", "people AND NOT government")]).await,
+        n - both
+    );
+    assert!(total(&client, &server, &[("q", "peop*")]).await >= n);
+    // A bad query is a 400 with the parser's message and position.
+    let (status, answer) = search(&client, &server, &[("q", "people AND (")]).await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer["error"].as_str().unwrap().contains("q:"), "{answer}");
+    assert!(answer["position"].as_u64().is_some(), "{answer}");
+    let (status, _) = search(&client, &server, &[("since", "yesterday")]).await;
+    assert_eq!(status, 400);
+
+    // Newest first, page by page: every post once, in order.
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let mut params = vec![("community", "science"), ("limit", "97")];
+        if let Some(a) = &after {
+            params.push(("after", a.as_str()));
+        }
+        let (status, answer) = search(&client, &server, &params).await;
+        assert_eq!(status, 200, "{answer}");
+        for hit in answer["hits"].as_array().unwrap() {
+            seen.push((
+                hit["created_at"].as_i64().unwrap(),
+                hit["id"].as_str().unwrap().to_string(),
+            ));
+        }
+        match answer["next"].as_str() {
+            Some(next) => after = Some(next.to_string()),
+            None => break,
+        }
+    }
+    let science = sql_count(&client, &server, "WHERE community = 'science'").await;
+    assert_eq!(seen.len() as u64, science);
+    let distinct: std::collections::HashSet<&String> = seen.iter().map(|(_, id)| id).collect();
+    assert_eq!(distinct.len(), seen.len(), "a post on two pages");
+    assert!(seen.windows(2).all(|w| w[0].0 >= w[1].0), "not newest first");
+    server.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resent_post_is_one_document_and_a_lost_index_is_rebuilt_from_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, "", &[]);
+    let client = reqwest::Client::new();
+    let bodies = corpus_bodies();
+    let r = client
+        .post(server.url("/v1/posts"))
+        .body(ndjson(0..500, &bodies))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    wait_for_documents(&client, &server, 500).await;
+    // The same post three times, edited: one document, the last body.
+    for body in ["first quokka version", "second quokka version", "third wombat version"] {
+        let post =
+            json!({"platform": "reddit", "id": "t1_7", "community": "news", "body": body, "created_at": 1_546_300_800});
+        let r = client
+            .post(server.url("/v1/posts"))
+            .body(post.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while total(&client, &server, &[("q", "wombat")]).await != 1 {
+        assert!(Instant::now() < deadline, "the last version never became searchable");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(total(&client, &server, &[("q", "quokka")]).await, 0);
+    assert_eq!(total(&client, &server, &[("q", "id:t1_7")]).await, 1);
+    assert_eq!(total(&client, &server, &[]).await, 500);
+    let metrics = crate::server::metrics(&client, &server).await;
+    assert!(
+        metrics.contains("chorus_consumer_lag_records{consumer=\"index\",topic=\"posts.enriched\"}"),
+        "{metrics}"
+    );
+    server.stop();
+
+    // The index lost while stopped: the next start reads the log again.
+    std::fs::remove_dir_all(data.join("index")).unwrap();
+    let server = Server::start(&data, "", &[]);
+    wait_for_documents(&client, &server, 500).await;
+    assert_eq!(total(&client, &server, &[("q", "wombat")]).await, 1);
+    assert_eq!(total(&client, &server, &[("q", "quokka")]).await, 0);
+    server.stop();
+
+    // With the index off: no search, and no index consumer holding the log.
+    let server = Server::start(&data, "[index]\nenabled = false\n", &[]);
+    let (status, answer) = search(&client, &server, &[("q", "wombat")]).await;
+    assert_eq!(status, 404, "{answer}");
+    let status: Value = client
+        .get(server.url("/v1/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        status["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["consumer"] != "index"),
+        "{status}"
+    );
+    server.stop();
+}
