@@ -106,6 +106,42 @@ enum Command {
         #[arg(long, value_enum, default_value_t = SqlFormat::Table)]
         format: SqlFormat,
     },
+    /// Full-text search over the index, with filters (as GET /v1/search).
+    Search {
+        /// Words, "phrases", AND/OR/NOT, field:value, prefix*; empty: all.
+        #[arg(default_value = "")]
+        query: String,
+        /// Posts created since: RFC 3339, a date, or a span back (15m, 24h, 7d).
+        #[arg(long)]
+        since: Option<String>,
+        /// Posts created before (same forms).
+        #[arg(long)]
+        until: Option<String>,
+        /// Only this community.
+        #[arg(long)]
+        community: Option<String>,
+        /// Only this platform.
+        #[arg(long)]
+        platform: Option<String>,
+        /// Only this author.
+        #[arg(long)]
+        author: Option<String>,
+        /// Only this sentiment: positive, neutral or negative.
+        #[arg(long)]
+        sentiment: Option<String>,
+        /// newest or relevance.
+        #[arg(long)]
+        sort: Option<String>,
+        /// Hits to show (1 to 1000).
+        #[arg(long)]
+        limit: Option<String>,
+        /// The cursor of the next page (printed with the hits).
+        #[arg(long)]
+        after: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = SearchFormat::Table)]
+        format: SearchFormat,
+    },
     /// Print the records of a topic as NDJSON (a console consumer).
     Tail {
         /// Topic: raw, enriched or dead.
@@ -206,6 +242,12 @@ enum ConfigCommand {
 enum ScoreFormat {
     Table,
     Ndjson,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SearchFormat {
+    Table,
+    Json,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -348,6 +390,34 @@ mod commands {
                     SqlFormat::Ndjson => sql::Format::Ndjson,
                 };
                 serve::sql(config, &data, &query, format, &mut out).await?;
+            }
+            Command::Search {
+                query,
+                since,
+                until,
+                community,
+                platform,
+                author,
+                sentiment,
+                sort,
+                limit,
+                after,
+                format,
+            } => {
+                let params = chorus::wire::search::SearchParams {
+                    q: Some(query),
+                    since,
+                    until,
+                    community,
+                    platform,
+                    author,
+                    sentiment,
+                    sort,
+                    limit,
+                    after,
+                };
+                let json = matches!(format, crate::SearchFormat::Json);
+                serve::search(config, &data, &params, json, &mut out).await?;
             }
             Command::Tail {
                 topic,

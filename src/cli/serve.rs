@@ -162,6 +162,114 @@ pub async fn sql(
     Ok(())
 }
 
+/// `chorus search`: through the running server, else over the index of a
+/// stopped directory.
+pub async fn search(
+    config: Config,
+    data: &Path,
+    params: &crate::wire::search::SearchParams,
+    json: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    use crate::wire::search::SearchResponse;
+    let answer: SearchResponse = if let Some(info) = topology::running_server(data) {
+        let url = format!("{}/v1/search", base(&info));
+        let mut request = reqwest::Client::new().get(&url).query(params);
+        if let Some(token) = token() {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.with_context(|| format!("GET {url}"))?;
+        let status = response.status();
+        let body = response.bytes().await?;
+        if !status.is_success() {
+            let message = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v["error"].as_str().map(String::from))
+                .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+            bail!("{message}");
+        }
+        serde_json::from_slice(&body).context("the server's search answer")?
+    } else {
+        if !config.index.enabled {
+            bail!("search is off: [index] enabled = false");
+        }
+        let pipeline = Pipeline::open(data, config)?;
+        let request = params
+            .request(crate::record::now_micros())
+            .map_err(|e| anyhow::anyhow!(e))?;
+        let searcher = pipeline.searcher()?;
+        searcher.search(&request).map_err(|e| match e {
+            crate::sinks::index::search::SearchError::Query {
+                message,
+                position: Some(p),
+            } => anyhow::anyhow!("q: {message} (at byte {p})"),
+            e => anyhow::anyhow!(e),
+        })?
+    };
+    if json {
+        serde_json::to_writer_pretty(&mut *out, &answer)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    print_search(&answer, out)?;
+    Ok(())
+}
+
+/// A search answer as text: a line per hit, then the top lists.
+fn print_search(answer: &crate::wire::search::SearchResponse, out: &mut dyn Write) -> std::io::Result<()> {
+    let plain = |html: &str| {
+        html.replace("<mark>", "[")
+            .replace("</mark>", "]")
+            .replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&quot;", "\"")
+            .replace("&amp;", "&")
+    };
+    writeln!(out, "{} posts", answer.total)?;
+    for hit in &answer.hits {
+        let created = hit["created_at"]
+            .as_i64()
+            .map(crate::sinks::index::search::micros_to_rfc3339)
+            .unwrap_or_default();
+        let text: String = plain(hit["highlight"].as_str().unwrap_or_default())
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
+        writeln!(
+            out,
+            "{created}  {:<9} {:>7}  {}/{}  {}",
+            hit["sentiment"].as_str().unwrap_or_default(),
+            hit["vader_compound"]
+                .as_f64()
+                .map(|v| format!("{v:+.3}"))
+                .unwrap_or_default(),
+            hit["community"].as_str().unwrap_or("-"),
+            hit["author"].as_str().unwrap_or("-"),
+            text
+        )?;
+    }
+    if let Some(next) = &answer.next {
+        writeln!(out, "more: --after {next}")?;
+    }
+    let s = answer.sentiment;
+    writeln!(
+        out,
+        "sentiment: {} positive, {} neutral, {} negative",
+        s.positive, s.neutral, s.negative
+    )?;
+    let list = |counts: &[crate::wire::search::Count]| {
+        counts
+            .iter()
+            .map(|c| format!("{} ({})", c.key, c.count))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    writeln!(out, "communities: {}", list(&answer.communities))?;
+    writeln!(out, "authors: {}", list(&answer.authors))?;
+    writeln!(out, "terms: {}", list(&answer.terms))?;
+    Ok(())
+}
+
 /// `chorus ingest`.
 pub async fn ingest(
     config: Config,

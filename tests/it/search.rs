@@ -229,12 +229,43 @@ async fn a_resent_post_is_one_document_and_a_lost_index_is_rebuilt_from_the_log(
     assert_eq!(total(&client, &server, &[("q", "quokka")]).await, 0);
     assert_eq!(total(&client, &server, &[("q", "id:t1_7")]).await, 1);
     assert_eq!(total(&client, &server, &[]).await, 500);
+    // `chorus search` goes through the running server...
+    let cli = |args: &[&str]| {
+        let out = crate::server::chorus()
+            .arg("--data")
+            .arg(&data)
+            .arg("search")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let answer: Value = serde_json::from_str(&cli(&["wombat", "--format", "json"])).unwrap();
+    assert_eq!(answer["total"], 1);
+    assert_eq!(answer["hits"][0]["id"], "t1_7");
     let metrics = crate::server::metrics(&client, &server).await;
     assert!(
         metrics.contains("chorus_consumer_lag_records{consumer=\"index\",topic=\"posts.enriched\"}"),
         "{metrics}"
     );
     server.stop();
+    // ... or reads the index of a stopped directory, with a table.
+    let table = cli(&["wombat"]);
+    assert!(table.starts_with("1 posts\n"), "{table}");
+    assert!(table.contains("[wombat]"), "{table}");
+    let bad = crate::server::chorus()
+        .arg("--data")
+        .arg(&data)
+        .args(["search", "a AND ("])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("Syntax Error"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
 
     // The index lost while stopped: the next start reads the log again.
     std::fs::remove_dir_all(data.join("index")).unwrap();
