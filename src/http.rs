@@ -65,7 +65,15 @@ pub struct AppState {
     pub ingest_pending: Arc<std::sync::atomic::AtomicU64>,
     /// Search over the index, when there is one (`[index] enabled`).
     pub searcher: Option<crate::sinks::index::Searcher>,
+    /// The live stream of enriched posts (`GET /v1/stream`).
+    pub live: Option<crate::sinks::index::live::Live>,
 }
+
+/// Listeners of `GET /v1/stream` at once; one more gets 429.
+pub const MAX_STREAM_LISTENERS: usize = 64;
+/// A comment line goes to an idle stream this often, so that proxies and
+/// clients see it alive.
+const STREAM_KEEPALIVE: Duration = Duration::from_secs(15);
 
 /// Posts counted against `max_enrich_lag` for the duration of an append.
 struct Pending<'a> {
@@ -123,6 +131,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/posts", post(ingest))
         .route("/v1/sql", post(sql))
         .route("/v1/search", get(search))
+        .route("/v1/stream", get(stream))
         .route("/metrics", get(metrics))
         .route("/v1/status", get(status))
         .route("/v1/log/{topic}/{partition}", get(read_log))
@@ -652,6 +661,90 @@ async fn search(
     }
 }
 
+/// `GET /v1/stream`: server-sent events, a `data:` line of JSON per
+/// enriched post matching `q` and the filters, from now on.
+async fn stream(
+    State(state): State<Arc<AppState>>,
+    Query(params): Query<crate::wire::search::SearchParams>,
+) -> Response {
+    use crate::sinks::index::live::Next;
+    let Some(live) = state.live.clone() else {
+        return error(StatusCode::NOT_FOUND, "the live stream is off on this server");
+    };
+    if live.listeners() >= MAX_STREAM_LISTENERS {
+        let mut r = error(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("{MAX_STREAM_LISTENERS} clients are listening already; retry later"),
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        return r;
+    }
+    let request = match params.request(now_micros()) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let listener = match live.listen(request) {
+        Ok(l) => l,
+        Err(crate::sinks::index::search::SearchError::Query { message, position }) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"error": format!("q: {message}"), "position": position})),
+            )
+                .into_response();
+        }
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let stop = state.stop.clone();
+    // (listener, done): the stream ends after a drop notice or at stop.
+    let events = futures::stream::unfold((listener, false), move |(mut listener, done)| {
+        let stop = stop.clone();
+        async move {
+            if done {
+                return None;
+            }
+            let next = tokio::select! {
+                _ = stop.cancelled() => return None,
+                next = tokio::time::timeout(STREAM_KEEPALIVE, listener.next()) => next,
+            };
+            let (chunk, done) = match next {
+                Err(_) => (": keepalive\n\n".to_string(), false),
+                Ok(Next::Posts(posts)) => {
+                    let mut chunk = String::new();
+                    for post in posts {
+                        chunk.push_str("data: ");
+                        chunk.push_str(&post);
+                        chunk.push_str("\n\n");
+                    }
+                    (chunk, false)
+                }
+                Ok(Next::Dropped(missed)) => (
+                    format!(
+                        "event: dropped\ndata: {}\n\n",
+                        json!({"reason": "this client read too slowly and was dropped", "missed_batches": missed})
+                    ),
+                    true,
+                ),
+                Ok(Next::Closed) => return None,
+            };
+            Some((
+                Ok::<_, std::convert::Infallible>(axum::body::Bytes::from(chunk)),
+                (listener, done),
+            ))
+        }
+    });
+    let opening = futures::stream::once(async { Ok(axum::body::Bytes::from_static(b": connected\n\n")) });
+    let body = Body::from_stream(futures::StreamExt::chain(opening, events));
+    (
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
 #[derive(Deserialize)]
 struct LogParams {
     offset: Option<u64>,
@@ -732,6 +825,7 @@ mod tests {
             ingest_permits: Arc::new(tokio::sync::Semaphore::new(16)),
             ingest_pending: Default::default(),
             searcher: None,
+            live: None,
         });
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());

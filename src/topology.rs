@@ -318,6 +318,15 @@ impl Pipeline {
                     )),
                     ingest_pending: Default::default(),
                     searcher: searcher.clone(),
+                    live: Some(
+                        crate::sinks::index::live::Live::start(
+                            self.log(),
+                            self.config.index.stemming,
+                            crate::sinks::index::live::BACKLOG,
+                            stop.clone(),
+                        )
+                        .map_err(|e| PipelineError::Other(format!("cannot start the live stream: {e}")))?,
+                    ),
                 });
                 let stop = stop.clone();
                 Some(tokio::spawn(async move {

@@ -297,3 +297,83 @@ async fn a_resent_post_is_one_document_and_a_lost_index_is_rebuilt_from_the_log(
     );
     server.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_sends_the_matching_posts_as_they_arrive() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, "", &[]);
+    let client = reqwest::Client::new();
+    let response = client
+        .get(server.url("/v1/stream"))
+        .query(&[("q", "rust OR ferris"), ("sentiment", "positive")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let mut body = response;
+    let mut text = String::new();
+    // The stream is open once its first comment arrives.
+    while !text.contains(": connected") {
+        text.push_str(&String::from_utf8_lossy(&body.chunk().await.unwrap().unwrap()));
+    }
+    let posts = [
+        ("1", "I love rust, it is wonderful"),
+        ("2", "rust is terrible and I hate it"),
+        ("3", "Ferris the crab is great"),
+        ("4", "a lovely day with no crab"),
+    ];
+    let lines: String = posts
+        .iter()
+        .map(|(id, body)| {
+            format!(
+                "{}\n",
+                json!({"platform": "reddit", "id": id, "body": body, "created_at": 1_546_300_800})
+            )
+        })
+        .collect();
+    let sent = Instant::now();
+    let r = client.post(server.url("/v1/posts")).body(lines).send().await.unwrap();
+    assert_eq!(r.status(), 202);
+    let mut ids = Vec::new();
+    while ids.len() < 2 {
+        let chunk = tokio::time::timeout(Duration::from_secs(5), body.chunk())
+            .await
+            .expect("no event within 5 s")
+            .unwrap()
+            .expect("the stream ended");
+        for line in String::from_utf8_lossy(&chunk).lines() {
+            if let Some(data) = line.strip_prefix("data: ") {
+                let post: Value = serde_json::from_str(data).unwrap();
+                ids.push(post["id"].as_str().unwrap().to_string());
+            }
+        }
+    }
+    assert!(
+        sent.elapsed() < Duration::from_secs(2),
+        "the stream took {:?}",
+        sent.elapsed()
+    );
+    // Positive posts with rust or ferris only, as a search would find them
+    // (in the order their log partitions delivered them).
+    ids.sort();
+    assert_eq!(ids, ["1", "3"]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while total(&client, &server, &[("q", "rust OR ferris"), ("sentiment", "positive")]).await != 2 {
+        assert!(Instant::now() < deadline, "search never agreed with the stream");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, answer) = {
+        let r = client
+            .get(server.url("/v1/stream"))
+            .query(&[("q", "a AND (")])
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json::<Value>().await.unwrap())
+    };
+    assert_eq!(status, 400, "{answer}");
+    drop(body);
+    server.stop();
+}

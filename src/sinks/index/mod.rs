@@ -13,6 +13,7 @@
 //! offsets (removed, restored from a backup) makes the sink read again from
 //! the index's own offsets, as far as the log still holds them.
 
+pub mod live;
 pub mod search;
 
 use std::collections::BTreeMap;
@@ -159,6 +160,29 @@ pub fn schema(stemming: bool) -> (Schema, Fields) {
     (b.build(), fields)
 }
 
+/// The document of `post`, whose log bytes are `record`.
+pub(crate) fn document(f: &Fields, post: &PostView<'_>, record: &[u8]) -> TantivyDocument {
+    let p = &post.incoming;
+    let mut doc = TantivyDocument::default();
+    doc.add_text(f.key, key(&p.platform, &p.id));
+    doc.add_text(f.platform, &p.platform);
+    doc.add_text(f.id, &p.id);
+    if let Some(community) = &p.community {
+        doc.add_text(f.community, community);
+    }
+    if let Some(author) = &p.author {
+        doc.add_text(f.author, author);
+    }
+    doc.add_text(f.text, &post.text);
+    doc.add_i64(f.created_at, p.created_at);
+    doc.add_i64(f.ingested_at, post.ingested_at);
+    doc.add_f64(f.polarity, post.scores.polarity);
+    doc.add_f64(f.vader_compound, post.scores.vader_compound);
+    doc.add_text(f.sentiment, post.scores.sentiment.as_str());
+    doc.add_bytes(f.record, record);
+    doc
+}
+
 /// Opens (creating) the index under `dir`.
 pub fn open(dir: &Path, stemming: bool) -> Result<(Index, Fields), IndexError> {
     let (schema, fields) = schema(stemming);
@@ -237,29 +261,6 @@ impl IndexSink {
         consume::run(log, &mut [&mut self], shutdown)
     }
 
-    fn document(&self, post: &PostView<'_>, record: &[u8]) -> TantivyDocument {
-        let f = &self.fields;
-        let p = &post.incoming;
-        let mut doc = TantivyDocument::default();
-        doc.add_text(f.key, key(&p.platform, &p.id));
-        doc.add_text(f.platform, &p.platform);
-        doc.add_text(f.id, &p.id);
-        if let Some(community) = &p.community {
-            doc.add_text(f.community, community);
-        }
-        if let Some(author) = &p.author {
-            doc.add_text(f.author, author);
-        }
-        doc.add_text(f.text, &post.text);
-        doc.add_i64(f.created_at, p.created_at);
-        doc.add_i64(f.ingested_at, post.ingested_at);
-        doc.add_f64(f.polarity, post.scores.polarity);
-        doc.add_f64(f.vader_compound, post.scores.vader_compound);
-        doc.add_text(f.sentiment, post.scores.sentiment.as_str());
-        doc.add_bytes(f.record, record);
-        doc
-    }
-
     /// Deletes documents ingested before the retention bound, at most once
     /// a minute (in the next commit).
     fn expire(&mut self) -> Result<(), IndexError> {
@@ -317,7 +318,7 @@ impl Sink for IndexSink {
                 skipped += 1;
                 continue;
             };
-            let document = self.document(&post, &entry.value);
+            let document = document(&self.fields, &post, &entry.value);
             let k = key(&post.incoming.platform, &post.incoming.id);
             self.writer.delete_term(Term::from_field_text(self.fields.key, &k));
             self.writer.add_document(document)?;

@@ -62,7 +62,7 @@ impl Searcher {
         let f = self.fields;
         let limit = request.limit.clamp(1, MAX_LIMIT);
         let searcher = self.reader.searcher();
-        let (text_query, query) = self.query(request)?;
+        let (text_query, query) = build_query(&self.index, f, request)?;
 
         // The page: newest first (a cursor of the last hit's created_at and
         // how many hits with that time were shown), or by relevance (a
@@ -159,65 +159,6 @@ impl Searcher {
             authors: aggregations.authors,
             terms,
         })
-    }
-
-    /// The query of `request` (its text part alone too, for highlights).
-    #[allow(clippy::type_complexity)]
-    fn query(&self, request: &SearchRequest) -> Result<(Option<Box<dyn Query>>, Box<dyn Query>), SearchError> {
-        let f = self.fields;
-        let mut parts: Vec<(Occur, Box<dyn Query>)> = Vec::new();
-        let text_query = if request.q.trim().is_empty() {
-            None
-        } else {
-            // Words go to `text`; `field:value` reaches any field; `word*`
-            // is a prefix (as a regex the parser understands).
-            let mut parser = QueryParser::for_index(&self.index, vec![f.text]);
-            parser.set_conjunction_by_default();
-            parser.allow_regexes();
-            let q = parser.parse_query(&with_prefixes(&request.q)).map_err(|e| {
-                let position = match e {
-                    tantivy::query::QueryParserError::SyntaxError(_) => {
-                        tantivy::query_grammar::parse_query_lenient(&request.q)
-                            .1
-                            .first()
-                            .map(|l| l.pos)
-                    }
-                    _ => None,
-                };
-                SearchError::Query {
-                    message: e.to_string(),
-                    position,
-                }
-            })?;
-            Some(q)
-        };
-        if let Some(q) = &text_query {
-            parts.push((Occur::Must, q.box_clone()));
-        }
-        for (field, value) in [
-            (f.community, &request.community),
-            (f.platform, &request.platform),
-            (f.author, &request.author),
-            (f.sentiment, &request.sentiment),
-        ] {
-            if let Some(value) = value {
-                parts.push((
-                    Occur::Must,
-                    Box::new(TermQuery::new(
-                        Term::from_field_text(field, value),
-                        IndexRecordOption::Basic,
-                    )),
-                ));
-            }
-        }
-        if request.since.is_some() || request.until.is_some() {
-            parts.push((Occur::Must, Box::new(range(f.created_at, request.since, request.until))));
-        }
-        let query: Box<dyn Query> = match parts.len() {
-            0 => Box::new(AllQuery),
-            _ => Box::new(BooleanQuery::new(parts)),
-        };
-        Ok((text_query, query))
     }
 
     /// The stored post of a hit.
@@ -360,6 +301,69 @@ impl Searcher {
         top.truncate(TOP);
         Ok(top)
     }
+}
+
+/// The query of `request` over an index of this schema (the search index,
+/// or a batch of the live stream), and its text part alone (for highlights).
+#[allow(clippy::type_complexity)]
+pub fn build_query(
+    index: &tantivy::Index,
+    f: super::Fields,
+    request: &SearchRequest,
+) -> Result<(Option<Box<dyn Query>>, Box<dyn Query>), SearchError> {
+    let mut parts: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+    let text_query = if request.q.trim().is_empty() {
+        None
+    } else {
+        // Words go to `text`; `field:value` reaches any field; `word*`
+        // is a prefix (as a regex the parser understands).
+        let mut parser = QueryParser::for_index(index, vec![f.text]);
+        parser.set_conjunction_by_default();
+        parser.allow_regexes();
+        let q = parser.parse_query(&with_prefixes(&request.q)).map_err(|e| {
+            let position = match e {
+                tantivy::query::QueryParserError::SyntaxError(_) => {
+                    tantivy::query_grammar::parse_query_lenient(&request.q)
+                        .1
+                        .first()
+                        .map(|l| l.pos)
+                }
+                _ => None,
+            };
+            SearchError::Query {
+                message: e.to_string(),
+                position,
+            }
+        })?;
+        Some(q)
+    };
+    if let Some(q) = &text_query {
+        parts.push((Occur::Must, q.box_clone()));
+    }
+    for (field, value) in [
+        (f.community, &request.community),
+        (f.platform, &request.platform),
+        (f.author, &request.author),
+        (f.sentiment, &request.sentiment),
+    ] {
+        if let Some(value) = value {
+            parts.push((
+                Occur::Must,
+                Box::new(TermQuery::new(
+                    Term::from_field_text(field, value),
+                    IndexRecordOption::Basic,
+                )),
+            ));
+        }
+    }
+    if request.since.is_some() || request.until.is_some() {
+        parts.push((Occur::Must, Box::new(range(f.created_at, request.since, request.until))));
+    }
+    let query: Box<dyn Query> = match parts.len() {
+        0 => Box::new(AllQuery),
+        _ => Box::new(BooleanQuery::new(parts)),
+    };
+    Ok((text_query, query))
 }
 
 /// The aggregations of a search.
