@@ -1050,7 +1050,23 @@ async fn the_archive_syncs_every_directory_it_creates_and_every_rename_before_go
         Some(path[path.find('<')? + 1..path.find('>')?].to_string())
     };
     let parent = |p: &str| std::path::Path::new(p).parent().unwrap().to_string_lossy().into_owned();
-    let lines: Vec<&str> = text.lines().collect();
+    // A call another thread interrupted is split in two lines
+    // (`mkdir(… <unfinished ...>`, then `<... mkdir resumed>) = 0`): joined,
+    // at the place it completed.
+    let mut pending: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
+    let mut joined: Vec<String> = Vec::new();
+    for line in text.lines() {
+        let pid = line.split_whitespace().next().unwrap_or_default();
+        if let Some(start) = line.strip_suffix(" <unfinished ...>") {
+            pending.insert(pid, start);
+        } else if let Some(at) = line.find("<... ") {
+            let rest = line[at..].split_once("resumed>").map_or("", |(_, r)| r);
+            joined.push(format!("{}{rest}", pending.remove(pid).unwrap_or(line)));
+        } else {
+            joined.push(line.to_string());
+        }
+    }
+    let lines: Vec<&str> = joined.iter().map(String::as_str).collect();
     let (mut dirs, mut renames) = (0, 0);
     for (i, line) in lines.iter().enumerate() {
         let later_sync_of = |path: &str, before: &dyn Fn(&str) -> bool| {
