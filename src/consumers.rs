@@ -94,7 +94,7 @@ impl Consumers {
                 partitions: position.partitions.iter().map(|&(end, c)| [end, c]).collect(),
             })
             .collect();
-        Ok(Status { stages })
+        Ok(Status { stages, index: None })
     }
 
     /// The lag ingest throttles on: the largest among the consumers of

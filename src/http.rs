@@ -627,7 +627,13 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
 
 async fn status(State(state): State<Arc<AppState>>) -> Response {
     match state.consumers.status(&*state.log) {
-        Ok(status) => Json(status).into_response(),
+        Ok(mut status) => {
+            status.index = state.searcher.as_ref().map(|s| crate::wire::IndexStatus {
+                documents: s.documents(),
+                bytes: s.disk_bytes(),
+            });
+            Json(status).into_response()
+        }
         Err(e) => unavailable(&e.to_string()),
     }
 }

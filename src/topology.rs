@@ -116,6 +116,11 @@ impl Pipeline {
         self.log.clone()
     }
 
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
     /// The stages that read the log, as configured.
     pub fn consumers(&self) -> Consumers {
         Consumers::of(&self.config)

@@ -397,7 +397,16 @@ pub async fn status(config: Config, data: &Path, out: &mut dyn Write) -> anyhow:
     } else {
         writeln!(out, "server: not running")?;
         let pipeline = Pipeline::open(data, config)?;
-        pipeline.consumers().status(&*pipeline.log())?
+        let mut status = pipeline.consumers().status(&*pipeline.log())?;
+        if pipeline.config().index.enabled
+            && let Ok(searcher) = pipeline.searcher()
+        {
+            status.index = Some(crate::wire::IndexStatus {
+                documents: searcher.documents(),
+                bytes: searcher.disk_bytes(),
+            });
+        }
+        status
     };
     status::print(&status, out)?;
     Ok(())

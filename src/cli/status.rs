@@ -19,5 +19,13 @@ pub fn print(status: &Status, out: &mut dyn Write) -> std::io::Result<()> {
             s.topic, s.consumer, s.end, s.committed, s.lag
         )?;
     }
+    if let Some(index) = status.index {
+        writeln!(
+            out,
+            "index: {} documents, {:.1} MiB",
+            index.documents,
+            index.bytes as f64 / (1 << 20) as f64
+        )?;
+    }
     Ok(())
 }

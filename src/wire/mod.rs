@@ -67,4 +67,16 @@ pub struct StageStatus {
 pub struct Status {
     /// One entry per stage.
     pub stages: Vec<StageStatus>,
+    /// The search index, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<IndexStatus>,
+}
+
+/// The search index's size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexStatus {
+    /// Documents searchable (one per post).
+    pub documents: u64,
+    /// Bytes of its segments on disk.
+    pub bytes: u64,
 }

@@ -229,6 +229,16 @@ async fn a_resent_post_is_one_document_and_a_lost_index_is_rebuilt_from_the_log(
     assert_eq!(total(&client, &server, &[("q", "quokka")]).await, 0);
     assert_eq!(total(&client, &server, &[("q", "id:t1_7")]).await, 1);
     assert_eq!(total(&client, &server, &[]).await, 500);
+    let status: Value = client
+        .get(server.url("/v1/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["index"]["documents"], 500, "{status}");
+    assert!(status["index"]["bytes"].as_u64().unwrap() > 0);
     // `chorus search` goes through the running server...
     let cli = |args: &[&str]| {
         let out = crate::server::chorus()
