@@ -34,6 +34,8 @@ pub struct Config {
     pub demo: DemoConfig,
     /// Collectors `chorus run` starts (`[[sources]]` tables with a `kind`).
     pub sources: Vec<crate::sources::SourceConfig>,
+    /// Saved-search alerts (`[[alerts]]`).
+    pub alerts: Vec<crate::alerts::AlertConfig>,
 }
 
 /// The HTTP listener.
@@ -236,6 +238,16 @@ impl Config {
         if self.log.segment_records == 0 {
             return Err("[log] segment_records must be at least 1".into());
         }
+        let mut names = std::collections::HashSet::new();
+        for alert in &self.alerts {
+            alert.validate()?;
+            if !names.insert(alert.name.as_str()) {
+                return Err(format!("[[alerts]] {}: two alerts have this name", alert.name));
+            }
+        }
+        if !self.alerts.is_empty() && !self.index.enabled {
+            return Err("[[alerts]] search the index: they need [index] enabled = true".into());
+        }
         Ok(())
     }
 
@@ -338,6 +350,8 @@ commit_interval_ms = 1000
 retention_days = 30
 # Memory of the index writer (bytes, at least 15 MiB).
 writer_memory_bytes = 67108864
+# Seconds between two checks of the [[alerts]].
+alert_check_secs = 10
 # English stemming of the text (`running` finds `runs`). Changing it needs
 # the index rebuilt: remove DIR/index, and it is rebuilt from the log.
 stemming = false

@@ -67,6 +67,8 @@ pub struct AppState {
     pub searcher: Option<crate::sinks::index::Searcher>,
     /// The live stream of enriched posts (`GET /v1/stream`).
     pub live: Option<crate::sinks::index::live::Live>,
+    /// The `[[alerts]]` and their states.
+    pub alerts: crate::alerts::Alerts,
 }
 
 /// Listeners of `GET /v1/stream` at once; one more gets 429.
@@ -132,6 +134,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/sql", post(sql))
         .route("/v1/search", get(search))
         .route("/v1/stream", get(stream))
+        .route(
+            "/v1/alerts",
+            get(|State(state): State<Arc<AppState>>| async move { Json(state.alerts.states()) }),
+        )
         .route("/metrics", get(metrics))
         .route("/v1/status", get(status))
         .route("/v1/log/{topic}/{partition}", get(read_log))
@@ -617,6 +623,12 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
             .map(|positions| positions.iter().map(|p| (p.input, p.lag())).collect())
             .unwrap_or_default(),
         state_bytes: state.log.state_bytes(),
+        alerts: state
+            .alerts
+            .states()
+            .into_iter()
+            .map(|a| (a.name, a.breaches, a.breached))
+            .collect(),
     };
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
@@ -832,6 +844,7 @@ mod tests {
             ingest_pending: Default::default(),
             searcher: None,
             live: None,
+            alerts: Default::default(),
         });
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());

@@ -17,11 +17,13 @@
 //! * [`wire`]: the bodies of HTTP answers and the stored dead letters,
 //!   shared by `http`, `cli` and `sources`.
 //! * [`http`]: the HTTP API.
+//! * [`alerts`]: saved searches that breach thresholds, with webhooks.
 //! * [`config`], [`metrics`]: configuration and counters.
 //! * [`consumers`]: the registry of the stages that read the log.
 //! * [`topology`]: the one module that wires the components together.
 //! * [`cli`]: the command-line commands, each a function the thin binary calls.
 
+pub mod alerts;
 pub mod cli;
 pub mod config;
 pub mod consumers;

@@ -78,6 +78,8 @@ pub struct Gauges {
     pub lags: Vec<(crate::log::Input, u64)>,
     /// Disk bytes of the stages' state (the enrich stage's seen posts).
     pub state_bytes: u64,
+    /// Each alert: name, breaches so far, whether it is breached now.
+    pub alerts: Vec<(String, u64, bool)>,
 }
 
 impl Metrics {
@@ -235,6 +237,22 @@ impl Metrics {
             out,
             "# HELP {name} Records of a topic its consumer has not committed.\n# TYPE {name} gauge"
         );
+        if !gauges.alerts.is_empty() {
+            let _ = writeln!(
+                out,
+                "# HELP chorus_alert_breaches_total Times an alert's condition came to hold.\n# TYPE chorus_alert_breaches_total counter"
+            );
+            for (name, breaches, _) in &gauges.alerts {
+                let _ = writeln!(out, "chorus_alert_breaches_total{{alert=\"{name}\"}} {breaches}");
+            }
+            let _ = writeln!(
+                out,
+                "# HELP chorus_alert_breached Whether an alert's condition holds now.\n# TYPE chorus_alert_breached gauge"
+            );
+            for (name, _, breached) in &gauges.alerts {
+                let _ = writeln!(out, "chorus_alert_breached{{alert=\"{name}\"}} {}", u8::from(*breached));
+            }
+        }
         for (input, lag) in &gauges.lags {
             let _ = writeln!(
                 out,
@@ -258,7 +276,10 @@ mod tests {
         let text = m.render(&Gauges {
             lags: vec![(crate::transforms::enrich::INPUT, 7), (crate::sinks::archive::INPUT, 0)],
             state_bytes: 4096,
+            alerts: vec![("spike".into(), 2, true)],
         });
+        assert!(text.contains("chorus_alert_breaches_total{alert=\"spike\"} 2\n"));
+        assert!(text.contains("chorus_alert_breached{alert=\"spike\"} 1\n"));
         assert!(
             text.contains("# TYPE chorus_ingest_posts_accepted_total counter\nchorus_ingest_posts_accepted_total 3\n")
         );

@@ -322,6 +322,15 @@ impl Pipeline {
                         self.config.server.max_concurrent_ingest.max(1),
                     )),
                     ingest_pending: Default::default(),
+                    alerts: match &searcher {
+                        Some(searcher) => crate::alerts::Alerts::start(
+                            self.config.alerts.clone(),
+                            searcher.clone(),
+                            std::time::Duration::from_secs(self.config.index.alert_check_secs.max(1)),
+                            stop.clone(),
+                        ),
+                        None => Default::default(),
+                    },
                     searcher: searcher.clone(),
                     live: Some(
                         crate::sinks::index::live::Live::start(

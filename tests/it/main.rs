@@ -1,6 +1,7 @@
 //! chorus's one integration-test binary; a module per area.
 
 mod adversarial_bodies;
+mod alerts;
 mod collect;
 mod collectors;
 mod hardening;

@@ -63,6 +63,8 @@ pub struct IndexConfig {
     pub writer_memory_bytes: usize,
     /// English stemming of `text` (`running` finds `runs`).
     pub stemming: bool,
+    /// Seconds between two checks of the `[[alerts]]`.
+    pub alert_check_secs: u64,
 }
 
 impl Default for IndexConfig {
@@ -73,6 +75,7 @@ impl Default for IndexConfig {
             retention_days: 30,
             writer_memory_bytes: 64 << 20,
             stemming: false,
+            alert_check_secs: 10,
         }
     }
 }
