@@ -218,7 +218,7 @@ impl Alerts {
                     state.count = count;
                     state.negative_share = share;
                     let crossed = match (alert.min_count, alert.max_negative_share) {
-                        (Some(min), _) => (count >= min).then(|| ("min_count", min as f64)),
+                        (Some(min), _) => (count >= min).then_some(("min_count", min as f64)),
                         (None, Some(max)) => (count >= alert.min_posts.unwrap_or(10)
                             && share.is_some_and(|s| s >= max))
                         .then_some(("max_negative_share", max)),
