@@ -420,6 +420,16 @@ rate = 50
 # keywords = []               # keep only posts containing one of these words
 # overlap_secs = 5            # seconds asked again on reconnect (duplicates dropped)
 # read_timeout_secs = 60      # a connection silent this long is dropped and resumed
+
+# Saved-search alerts (none by default), checked every [index] alert_check_secs:
+# [[alerts]]
+# name = "quakes"
+# q = "earthquake OR tsunami" # search syntax; community, platform, author filter too
+# window_secs = 600           # the posts created in the last 10 minutes
+# min_count = 50              # breach at 50 matching posts...
+# # max_negative_share = 0.6  # ...or (instead) at 60 % negative, from min_posts posts
+# # min_posts = 10
+# webhook = "http://127.0.0.1:9000/hook"   # the breach is POSTed here as JSON
 "#;
 
 #[cfg(test)]
