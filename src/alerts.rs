@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::sinks::index::Searcher;
-use crate::wire::search::SearchParams;
+use crate::wire::search::{MAX_QUERY_BYTES, SearchRequest};
 
 /// Webhook deliveries waiting at once; past it the oldest is dropped
 /// (logged).
@@ -91,26 +91,24 @@ impl AlertConfig {
                 at.map_or("?".to_string(), |p| p.to_string())
             ));
         }
-        self.params(0)
-            .request(0)
-            .map(|_| ())
-            .map_err(|e| format!("[[alerts]] {name}: {e}"))
+        if self.q.len() > MAX_QUERY_BYTES {
+            return Err(format!("[[alerts]] {name}: q is longer than {MAX_QUERY_BYTES} bytes"));
+        }
+        Ok(())
     }
 
-    fn params(&self, now_secs: i64) -> SearchParams {
-        let since = now_secs.saturating_sub(self.window_secs as i64);
-        SearchParams {
-            q: Some(self.q.clone()),
-            since: Some(
-                chrono::DateTime::from_timestamp(since, 0)
-                    .map(|t| t.to_rfc3339())
-                    .unwrap_or_default(),
-            ),
+    /// The search over the posts created in the window that ends `now` (µs).
+    fn request(&self, now: i64) -> SearchRequest {
+        let window = i64::try_from(self.window_secs)
+            .unwrap_or(i64::MAX)
+            .saturating_mul(1_000_000);
+        SearchRequest {
+            q: self.q.clone(),
+            since: Some(now.saturating_sub(window)),
             community: self.community.clone(),
             platform: self.platform.clone(),
             author: self.author.clone(),
-            limit: Some("1".into()),
-            ..SearchParams::default()
+            ..SearchRequest::default()
         }
     }
 }
@@ -193,18 +191,16 @@ impl Alerts {
                 for (i, alert) in alerts.iter().enumerate() {
                     let (alert, searcher) = (alert.clone(), searcher.clone());
                     let checked = tokio::task::spawn_blocking(move || {
-                        let request = alert
-                            .params(chrono::Utc::now().timestamp())
-                            .request(crate::record::now_micros())?;
-                        let answer = searcher.search(&request).map_err(|e| e.to_string())?;
-                        Ok::<_, String>((alert, answer))
+                        let request = alert.request(crate::record::now_micros());
+                        let tally = searcher.tally(&request).map_err(|e| e.to_string())?;
+                        Ok::<_, String>((alert, tally))
                     })
                     .await
                     .map_err(|e| e.to_string())
                     .and_then(|r| r);
                     let mut all = states.lock().unwrap_or_else(|p| p.into_inner());
                     let state = &mut all[i];
-                    let (alert, answer) = match checked {
+                    let (alert, (count, split)) = match checked {
                         Ok(found) => found,
                         Err(e) => {
                             tracing::warn!(alert = %state.name, error = %e, "An alert's check failed.");
@@ -213,8 +209,7 @@ impl Alerts {
                         }
                     };
                     state.error = None;
-                    let count = answer.total;
-                    let share = (count > 0).then(|| answer.sentiment.negative as f64 / count as f64);
+                    let share = (count > 0).then(|| split.negative as f64 / count as f64);
                     state.count = count;
                     state.negative_share = share;
                     let crossed = match (alert.min_count, alert.max_negative_share) {

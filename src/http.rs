@@ -69,10 +69,14 @@ pub struct AppState {
     pub live: Option<crate::sinks::index::live::Live>,
     /// The `[[alerts]]` and their states.
     pub alerts: crate::alerts::Alerts,
+    /// Searches running at once ([`MAX_CONCURRENT_SEARCHES`]).
+    pub search_permits: Arc<tokio::sync::Semaphore>,
 }
 
 /// Listeners of `GET /v1/stream` at once; one more gets 429.
 pub const MAX_STREAM_LISTENERS: usize = 64;
+/// Searches run at once (each on a blocking thread); one more gets 429.
+pub const MAX_CONCURRENT_SEARCHES: usize = 8;
 /// A comment line goes to an idle stream this often, so that proxies and
 /// clients see it alive.
 const STREAM_KEEPALIVE: Duration = Duration::from_secs(15);
@@ -655,7 +659,6 @@ async fn search(
     State(state): State<Arc<AppState>>,
     Query(params): Query<crate::wire::search::SearchParams>,
 ) -> Response {
-    use crate::sinks::index::search::SearchError;
     let Some(searcher) = state.searcher.clone() else {
         return error(
             StatusCode::NOT_FOUND,
@@ -666,16 +669,34 @@ async fn search(
         Ok(r) => r,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
+    let Ok(_permit) = state.search_permits.clone().try_acquire_owned() else {
+        let mut r = error(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("{MAX_CONCURRENT_SEARCHES} searches are running already; retry later"),
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return r;
+    };
     match tokio::task::spawn_blocking(move || searcher.search(&request)).await {
         Ok(Ok(answer)) => Json(answer).into_response(),
-        Ok(Err(SearchError::Query { message, position })) => (
+        Ok(Err(e)) => search_error(e),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("search task failed: {e}")),
+    }
+}
+
+/// The answer to a search (or stream) that cannot run: the client's `400`
+/// (with the position in `q` when the parser knows it), else a `500`.
+fn search_error(e: crate::sinks::index::search::SearchError) -> Response {
+    use crate::sinks::index::search::SearchError;
+    match e {
+        SearchError::Query { message, position } => (
             StatusCode::BAD_REQUEST,
             Json(json!({"error": format!("q: {message}"), "position": position})),
         )
             .into_response(),
-        Ok(Err(e @ SearchError::Invalid(_))) => error(StatusCode::BAD_REQUEST, e.to_string()),
-        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("search task failed: {e}")),
+        e @ SearchError::Invalid(_) => error(StatusCode::BAD_REQUEST, e.to_string()),
+        e => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 
@@ -704,14 +725,7 @@ async fn stream(
     };
     let listener = match live.listen(request) {
         Ok(l) => l,
-        Err(crate::sinks::index::search::SearchError::Query { message, position }) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                Json(json!({"error": format!("q: {message}"), "position": position})),
-            )
-                .into_response();
-        }
-        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e) => return search_error(e),
     };
     let stop = state.stop.clone();
     // (listener, done): the stream ends after a drop notice or at stop.
@@ -845,6 +859,7 @@ mod tests {
             searcher: None,
             live: None,
             alerts: Default::default(),
+            search_permits: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_SEARCHES)),
         });
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());

@@ -331,6 +331,7 @@ impl Pipeline {
                         ),
                         None => Default::default(),
                     },
+                    search_permits: Arc::new(tokio::sync::Semaphore::new(http::MAX_CONCURRENT_SEARCHES)),
                     searcher: searcher.clone(),
                     live: Some(
                         crate::sinks::index::live::Live::start(

@@ -387,3 +387,63 @@ async fn the_stream_sends_the_matching_posts_as_they_arrive() {
     drop(body);
     server.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_of_large_posts_stops_at_its_byte_bound_and_hostile_cursors_get_400() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, "", &[]);
+    let client = reqwest::Client::new();
+    // Twelve posts of ~900 KiB: a hit carries body and text, ~1.8 MiB, so
+    // a page of 20 stops at the 16 MiB bound and `next` goes on from there.
+    let word = "walrus ";
+    let big = word.repeat(900 * 1024 / word.len());
+    for i in 0..12 {
+        let post = json!({"platform": "reddit", "id": format!("big{i}"), "body": big, "created_at": 1_546_300_800 + i});
+        let r = client
+            .post(server.url("/v1/posts"))
+            .body(post.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+    }
+    wait_for_documents(&client, &server, 12).await;
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let mut params = vec![("q", "walrus"), ("limit", "20")];
+        if let Some(a) = &after {
+            params.push(("after", a.as_str()));
+        }
+        let (status, answer) = search(&client, &server, &params).await;
+        assert_eq!(status, 200);
+        assert_eq!(answer["total"], 12);
+        let hits = answer["hits"].as_array().unwrap();
+        assert!(!hits.is_empty() && hits.len() < 12, "{} hits on a page", hits.len());
+        seen.extend(hits.iter().map(|h| h["id"].as_str().unwrap().to_string()));
+        pages += 1;
+        match answer["next"].as_str() {
+            Some(next) => after = Some(next.to_string()),
+            None => break,
+        }
+    }
+    assert!(pages >= 2);
+    let expected: Vec<String> = (0..12).rev().map(|i| format!("big{i}")).collect();
+    assert_eq!(seen, expected, "every post once, newest first");
+    // Cursors a client made up: a skip past the window, a time at the end
+    // of i64 (no overflow), garbage.
+    for (after, status) in [("0:1000000000", 400), ("9223372036854775807:0", 200), ("x", 400)] {
+        let (got, answer) = search(&client, &server, &[("q", "walrus"), ("limit", "1"), ("after", after)]).await;
+        assert_eq!(got, status, "{after}: {answer}");
+    }
+    let (status, _) = search(
+        &client,
+        &server,
+        &[("sort", "relevance"), ("after", "18446744073709551615")],
+    )
+    .await;
+    assert_eq!(status, 400);
+    server.stop();
+}

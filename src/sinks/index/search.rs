@@ -16,7 +16,7 @@ use tantivy::tokenizer::{Language, LowerCaser, SimpleTokenizer, StopWordFilter, 
 use tantivy::{DocAddress, Order, TantivyDocument, Term};
 
 use super::{IndexError, Searcher};
-use crate::record::Post;
+use crate::record::{END_CREATED_AT, MIN_CREATED_AT, Post};
 use crate::wire::search::{Bucket, Count as KeyCount, SearchRequest, SearchResponse, Sentiments, Sort};
 
 /// Hits per page at most.
@@ -30,6 +30,13 @@ const TERMS_SAMPLE: usize = 500;
 const TOP: usize = 10;
 /// Characters of a hit's highlighted text at most.
 const HIGHLIGHT_CHARS: usize = 300;
+/// Bytes of a hit's text the highlighter looks into (a post may be 1 MiB).
+const HIGHLIGHT_SCAN_BYTES: usize = 64 * 1024;
+/// Bytes of each sampled post's text the top terms are counted over.
+const TERMS_TEXT_BYTES: usize = 4 * 1024;
+/// The hits of a page stop once their posts reach this many bytes (posts
+/// may be 1 MiB each); `next` then goes on from the first one left out.
+pub const MAX_PAGE_BYTES: usize = 16 << 20;
 
 /// A search that cannot run: the client's fault, with where in `q`.
 #[derive(Debug, thiserror::Error)]
@@ -66,8 +73,9 @@ impl Searcher {
 
         // The page: newest first (a cursor of the last hit's created_at and
         // how many hits with that time were shown), or by relevance (a
-        // cursor of the offset).
-        let (total, addresses, next) = match request.sort {
+        // cursor of the offset). Each candidate keeps its created_at, from
+        // which the cursor after it is made.
+        let (total, candidates, more, cursor): (usize, Vec<(i64, DocAddress)>, bool, Cursor) = match request.sort {
             Sort::Newest => {
                 let (until, skip) = match &request.after {
                     None => (None, 0),
@@ -75,6 +83,7 @@ impl Searcher {
                         let (t, n) = cursor
                             .split_once(':')
                             .and_then(|(t, n)| Some((t.parse::<i64>().ok()?, n.parse::<usize>().ok()?)))
+                            .filter(|(_, n)| *n <= MAX_RELEVANCE_WINDOW)
                             .ok_or_else(|| {
                                 SearchError::Invalid(format!("after {cursor:?} is not a cursor of this search"))
                             })?;
@@ -85,23 +94,22 @@ impl Searcher {
                     None => query.box_clone(),
                     Some(t) => Box::new(BooleanQuery::new(vec![
                         (Occur::Must, query.box_clone()),
-                        (Occur::Must, Box::new(range(f.created_at, None, Some(t + 1)))),
+                        (
+                            Occur::Must,
+                            Box::new(range(f.created_at, None, Some(t.saturating_add(1)))),
+                        ),
                     ])),
                 };
                 let top = TopDocs::with_limit(limit + skip + 1).order_by_fast_field::<i64>("created_at", Order::Desc);
                 let total = searcher.search(&*query, &Count)?;
                 let docs = searcher.search(&*paged, &top)?;
-                let page: Vec<(Option<i64>, DocAddress)> = docs.into_iter().skip(skip).collect();
+                let page: Vec<(i64, DocAddress)> = docs
+                    .into_iter()
+                    .skip(skip)
+                    .map(|(t, a)| (t.unwrap_or(i64::MIN), a))
+                    .collect();
                 let more = page.len() > limit;
-                let page: Vec<(Option<i64>, DocAddress)> = page.into_iter().take(limit).collect();
-                let next = more.then(|| {
-                    let last = page.last().and_then(|(t, _)| *t).unwrap_or(i64::MIN);
-                    let same = page.iter().rev().take_while(|(t, _)| *t == Some(last)).count();
-                    // Hits at `last` shown on earlier pages count too.
-                    let carried = if until == Some(last) { skip } else { 0 };
-                    format!("{last}:{}", same + carried)
-                });
-                (total, page.into_iter().map(|(_, a)| a).collect::<Vec<_>>(), next)
+                (total, page, more, Cursor::Newest { until, skip })
             }
             Sort::Relevance => {
                 let offset = match &request.after {
@@ -110,7 +118,7 @@ impl Searcher {
                         SearchError::Invalid(format!("after {cursor:?} is not a cursor of this search"))
                     })?,
                 };
-                if offset + limit > MAX_RELEVANCE_WINDOW {
+                if offset.saturating_add(limit) > MAX_RELEVANCE_WINDOW {
                     return Err(SearchError::Invalid(format!(
                         "relevance pages go {MAX_RELEVANCE_WINDOW} hits deep; sort by newest to go further"
                     )));
@@ -118,8 +126,8 @@ impl Searcher {
                 let top = TopDocs::with_limit(limit + 1).and_offset(offset).order_by_score();
                 let (total, docs) = searcher.search(&*query, &(Count, top))?;
                 let more = docs.len() > limit;
-                let page: Vec<DocAddress> = docs.into_iter().take(limit).map(|(_, a)| a).collect();
-                (total, page, more.then(|| (offset + limit).to_string()))
+                let page = docs.into_iter().map(|(_, a)| (0, a)).collect();
+                (total, page, more, Cursor::Relevance { offset })
             }
         };
 
@@ -131,21 +139,35 @@ impl Searcher {
             }
             None => None,
         };
-        let mut hits = Vec::with_capacity(addresses.len());
-        for address in addresses {
+        let mut hits = Vec::with_capacity(candidates.len().min(limit));
+        // The candidates passed (shown, or stored unreadably), in order.
+        let mut shown: Vec<i64> = Vec::with_capacity(hits.capacity());
+        let mut bytes = 0;
+        for &(created_at, address) in candidates.iter().take(limit) {
             let Some(post) = self.post(&searcher, address)? else {
+                shown.push(created_at);
                 continue;
             };
+            let size = post.incoming.body.len() + post.text.len();
+            if !hits.is_empty() && bytes + size > MAX_PAGE_BYTES {
+                break;
+            }
+            bytes += size;
             let mut hit = serde_json::to_value(&post).unwrap_or(Value::Null);
             // No words to mark (a filter-only search, a prefix): the text's
             // beginning.
-            let highlight = match highlighter.as_ref().map(|g| g.snippet(&post.text)) {
+            let scanned = prefix(&post.text, HIGHLIGHT_SCAN_BYTES);
+            let highlight = match highlighter.as_ref().map(|g| g.snippet(scanned)) {
                 Some(snippet) if !snippet.highlighted().is_empty() => mark(&snippet),
                 _ => escape(&truncate(&post.text, HIGHLIGHT_CHARS)),
             };
             hit["highlight"] = Value::String(highlight);
             hits.push(hit);
+            shown.push(created_at);
         }
+        // Cut by the byte bound: the rest of the candidates come next.
+        let more = more || shown.len() < candidates.len().min(limit);
+        let next = more.then(|| cursor.after(&shown));
 
         let aggregations = self.aggregations(&searcher, &*query, request)?;
         let terms = self.top_terms(&searcher, &*query, request.sort)?;
@@ -159,6 +181,16 @@ impl Searcher {
             authors: aggregations.authors,
             terms,
         })
+    }
+
+    /// How many posts `request` matches, and their sentiment split: what an
+    /// alert looks at, without a page or the other aggregations.
+    pub fn tally(&self, request: &SearchRequest) -> Result<(u64, Sentiments), SearchError> {
+        let searcher = self.reader.searcher();
+        let (_, query) = build_query(&self.index, self.fields, request)?;
+        let result = run_aggs(&searcher, &*query, json!({ "sentiment": SENTIMENT_AGG.clone() }))?;
+        let split = sentiments(&result["sentiment"]);
+        Ok((split.positive + split.neutral + split.negative, split))
     }
 
     /// The stored post of a hit.
@@ -179,15 +211,19 @@ impl Searcher {
         // The histogram's span: the filters', else the matches' own.
         let bounds = json!({"first": {"min": {"field": "created_at"}}, "last": {"max": {"field": "created_at"}}});
         let found = run_aggs(searcher, query, bounds)?;
+        // Within the times a post can have, whatever the filters say.
+        let clamp = |t: i64| t.clamp(MIN_CREATED_AT, END_CREATED_AT - 1);
         let first = request
             .since
-            .or_else(|| found["first"]["value"].as_f64().map(|v| v as i64));
+            .or_else(|| found["first"]["value"].as_f64().map(|v| v as i64))
+            .map(clamp);
         let last = request
             .until
-            .map(|u| u - 1)
-            .or_else(|| found["last"]["value"].as_f64().map(|v| v as i64));
+            .map(|u| u.saturating_sub(1))
+            .or_else(|| found["last"]["value"].as_f64().map(|v| v as i64))
+            .map(clamp);
         let mut request_aggs = json!({
-            "sentiment": {"terms": {"field": "sentiment", "size": 3}},
+            "sentiment": SENTIMENT_AGG.clone(),
             "communities": {"terms": {"field": "community", "size": TOP}},
             "authors": {"terms": {"field": "author", "size": TOP}},
         });
@@ -224,7 +260,6 @@ impl Searcher {
                 })
                 .unwrap_or_default()
         };
-        let split: HashMap<String, u64> = counts("sentiment").into_iter().map(|c| (c.key, c.count)).collect();
         let histogram = match interval {
             None => Vec::new(),
             Some(_) => result["histogram"]["buckets"]
@@ -245,11 +280,7 @@ impl Searcher {
         };
         Ok(Aggs {
             histogram,
-            sentiment: Sentiments {
-                positive: split.get("positive").copied().unwrap_or(0),
-                neutral: split.get("neutral").copied().unwrap_or(0),
-                negative: split.get("negative").copied().unwrap_or(0),
-            },
+            sentiment: sentiments(&result["sentiment"]),
             communities: counts("communities"),
             authors: counts("authors"),
         })
@@ -288,7 +319,7 @@ impl Searcher {
                 continue;
             };
             let mut seen = std::collections::HashSet::new();
-            let mut stream = analyzer.token_stream(&post.text);
+            let mut stream = analyzer.token_stream(prefix(&post.text, TERMS_TEXT_BYTES));
             while let Some(token) = stream.next() {
                 let word = &token.text;
                 if word.chars().count() >= 3 && !word.chars().all(|c| c.is_ascii_digit()) && seen.insert(word.clone()) {
@@ -366,12 +397,59 @@ pub fn build_query(
     Ok((text_query, query))
 }
 
+/// Where a page started, to make the cursor of the next one.
+enum Cursor {
+    /// Newest first: below `until` (µs), after `skip` hits at it.
+    Newest { until: Option<i64>, skip: usize },
+    /// By relevance: after `offset` hits.
+    Relevance { offset: usize },
+}
+
+impl Cursor {
+    /// The cursor after a page that showed hits created at `shown`.
+    fn after(&self, shown: &[i64]) -> String {
+        match *self {
+            Cursor::Relevance { offset } => (offset + shown.len()).to_string(),
+            Cursor::Newest { until, skip } => {
+                let Some(&last) = shown.last() else {
+                    // Nothing fitted: the same page again cannot be right;
+                    // the caller shows at least one hit.
+                    return format!("{}:{skip}", until.unwrap_or(i64::MAX));
+                };
+                let same = shown.iter().rev().take_while(|t| **t == last).count();
+                // Hits at `last` shown on earlier pages count too.
+                let carried = if until == Some(last) { skip } else { 0 };
+                format!("{last}:{}", same + carried)
+            }
+        }
+    }
+}
+
 /// The aggregations of a search.
 struct Aggs {
     histogram: Vec<Bucket>,
     sentiment: Sentiments,
     communities: Vec<KeyCount>,
     authors: Vec<KeyCount>,
+}
+
+/// The terms aggregation of the sentiment split.
+static SENTIMENT_AGG: std::sync::LazyLock<Value> =
+    std::sync::LazyLock::new(|| json!({"terms": {"field": "sentiment", "size": 3}}));
+
+/// The sentiment split out of its terms aggregation's result.
+fn sentiments(result: &Value) -> Sentiments {
+    let mut split = Sentiments::default();
+    for bucket in result["buckets"].as_array().into_iter().flatten() {
+        let count = bucket["doc_count"].as_u64().unwrap_or(0);
+        match bucket["key"].as_str() {
+            Some("positive") => split.positive = count,
+            Some("neutral") => split.neutral = count,
+            Some("negative") => split.negative = count,
+            _ => {}
+        }
+    }
+    split
 }
 
 fn run_aggs(searcher: &tantivy::Searcher, query: &dyn Query, request: Value) -> Result<Value, SearchError> {
@@ -500,6 +578,18 @@ fn escape(text: &str) -> String {
         }
     }
     out
+}
+
+/// The longest start of `text` of at most `bytes` bytes.
+fn prefix(text: &str, bytes: usize) -> &str {
+    if text.len() <= bytes {
+        return text;
+    }
+    let mut end = bytes;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 fn truncate(text: &str, chars: usize) -> String {
