@@ -26,12 +26,15 @@ use crate::wire::search::SearchRequest;
 pub const BACKLOG: usize = 64;
 /// Posts per batch at most.
 const BATCH_POSTS: usize = 2048;
+/// Bytes of posts per batch at most (at least one post per partition): the
+/// backlog holds at most [`BACKLOG`] of them.
+const BATCH_BYTES: usize = 1 << 20;
 /// Writer memory of a batch's in-memory index (tantivy's least).
 const BATCH_INDEX_BYTES: usize = 15 << 20;
 
 /// Posts read together, in an in-memory index of them.
 pub struct Batch {
-    index: Index,
+    searcher: tantivy::Searcher,
     fields: Fields,
 }
 
@@ -43,10 +46,11 @@ pub struct Live {
     schema_index: Index,
 }
 
-/// A listener: its query, run over each batch.
+/// A listener: its query (parsed once: every batch has the same schema),
+/// run over each batch.
 pub struct Listener {
     receiver: broadcast::Receiver<Arc<Batch>>,
-    request: SearchRequest,
+    query: Box<dyn Query>,
 }
 
 /// What a listener gets next.
@@ -81,10 +85,10 @@ impl Live {
     /// A new listener for `request` (its sort, limit and cursor are not
     /// used), or the query's error.
     pub fn listen(&self, request: SearchRequest) -> Result<Listener, SearchError> {
-        build_query(&self.schema_index, self.fields, &request)?;
+        let (_, query) = build_query(&self.schema_index, self.fields, &request)?;
         Ok(Listener {
             receiver: self.sender.subscribe(),
-            request,
+            query,
         })
     }
 
@@ -111,8 +115,9 @@ impl Live {
                 continue;
             }
             let mut values = Vec::new();
+            let per_partition = BATCH_BYTES / next.len().max(1);
             for (p, at) in next.iter_mut().enumerate() {
-                let Ok(entries) = log.read(Topic::Enriched, p as u32, *at, BATCH_POSTS, crate::log::READ_BYTES) else {
+                let Ok(entries) = log.read(Topic::Enriched, p as u32, *at, BATCH_POSTS, per_partition) else {
                     continue;
                 };
                 if let Some(last) = entries.last() {
@@ -138,12 +143,13 @@ impl Live {
         let mut writer = index.writer_with_num_threads::<TantivyDocument>(1, BATCH_INDEX_BYTES)?;
         for value in values {
             if let Ok(post) = PostView::from_log_bytes(value) {
-                writer.add_document(super::document(&self.fields, &post, value))?;
+                let key = super::key(&post.incoming.platform, &post.incoming.id);
+                writer.add_document(super::document(&self.fields, &key, &post, value))?;
             }
         }
         writer.commit()?;
         Ok(Batch {
-            index,
+            searcher: index.reader()?.searcher(),
             fields: self.fields,
         })
     }
@@ -154,22 +160,16 @@ impl Listener {
     /// query matches, in log order.
     pub async fn next(&mut self) -> Next {
         match self.receiver.recv().await {
-            Ok(batch) => Next::Posts(matching(&batch, &self.request)),
+            Ok(batch) => Next::Posts(matching(&batch, &*self.query)),
             Err(broadcast::error::RecvError::Lagged(n)) => Next::Dropped(n),
             Err(broadcast::error::RecvError::Closed) => Next::Closed,
         }
     }
 }
 
-fn matching(batch: &Batch, request: &SearchRequest) -> Vec<String> {
-    let Ok((_, query)) = build_query(&batch.index, batch.fields, request) else {
-        return Vec::new();
-    };
-    let Ok(reader) = batch.index.reader() else {
-        return Vec::new();
-    };
-    let searcher = reader.searcher();
-    let Ok(found) = searcher.search(&*query as &dyn Query, &DocSetCollector) else {
+fn matching(batch: &Batch, query: &dyn Query) -> Vec<String> {
+    let searcher = &batch.searcher;
+    let Ok(found) = searcher.search(query, &DocSetCollector) else {
         return Vec::new();
     };
     let mut posts: Vec<Post> = found

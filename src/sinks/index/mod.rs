@@ -163,11 +163,12 @@ pub fn schema(stemming: bool) -> (Schema, Fields) {
     (b.build(), fields)
 }
 
-/// The document of `post`, whose log bytes are `record`.
-pub(crate) fn document(f: &Fields, post: &PostView<'_>, record: &[u8]) -> TantivyDocument {
+/// The document of `post` under `key` (its [`key`]), whose log bytes are
+/// `record`.
+pub(crate) fn document(f: &Fields, key: &str, post: &PostView<'_>, record: &[u8]) -> TantivyDocument {
     let p = &post.incoming;
     let mut doc = TantivyDocument::default();
-    doc.add_text(f.key, key(&p.platform, &p.id));
+    doc.add_text(f.key, key);
     doc.add_text(f.platform, &p.platform);
     doc.add_text(f.id, &p.id);
     if let Some(community) = &p.community {
@@ -237,12 +238,8 @@ impl IndexSink {
         let mut policy = LogMergePolicy::default();
         policy.set_max_docs_before_merge(MAX_DOCS_BEFORE_MERGE);
         writer.set_merge_policy(Box::new(policy));
-        let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into()?;
-        let searcher = Searcher {
-            index: index.clone(),
-            fields,
-            reader: reader.clone(),
-        };
+        let searcher = Searcher::over(index.clone(), fields)?;
+        let reader = searcher.reader.clone();
         let sink = IndexSink {
             writer,
             index,
@@ -321,10 +318,10 @@ impl Sink for IndexSink {
                 skipped += 1;
                 continue;
             };
-            let document = document(&self.fields, &post, &entry.value);
             let k = key(&post.incoming.platform, &post.incoming.id);
             self.writer.delete_term(Term::from_field_text(self.fields.key, &k));
-            self.writer.add_document(document)?;
+            self.writer
+                .add_document(document(&self.fields, &k, &post, &entry.value))?;
         }
         self.metrics.index_documents.add((entries.len() - skipped) as u64);
         self.metrics.index_skipped.add(skipped as u64);
@@ -368,6 +365,11 @@ impl Searcher {
     /// stopped directory).
     pub fn open(dir: &Path, stemming: bool) -> Result<Searcher, IndexError> {
         let (index, fields) = open(dir, stemming)?;
+        Searcher::over(index, fields)
+    }
+
+    /// A searcher over `index`, reloaded by hand (after each commit).
+    fn over(index: Index, fields: Fields) -> Result<Searcher, IndexError> {
         let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into()?;
         Ok(Searcher { index, fields, reader })
     }
