@@ -107,12 +107,21 @@ pub fn run<E: From<LogError>>(
         let committed = (0..partitions)
             .map(|p| log.committed(input.consumer, input.topic, p))
             .collect::<Result<Vec<u64>, LogError>>()?;
-        let from = match sink.start(&committed)? {
+        let from: Vec<u64> = match sink.start(&committed)? {
             Some(from) if from.len() == committed.len() => {
                 from.into_iter().zip(&committed).map(|(f, c)| f.min(*c)).collect()
             }
-            _ => committed,
+            _ => committed.clone(),
         };
+        if from != committed {
+            // Committed back at once, so that retention keeps what the sink
+            // is about to read again.
+            let mut tx = Transaction::new();
+            for (p, next) in from.iter().enumerate() {
+                tx.commit(input.consumer, input.topic, p as u32, *next);
+            }
+            log.write(&tx)?;
+        }
         positions.push(from.into_iter().map(|next| Position { next, pending: false }).collect());
     }
     let mut drain = Drain::new(shutdown);
@@ -203,6 +212,8 @@ mod tests {
         starts: Vec<Vec<u64>>,
         flush_every: usize,
         fail_flush: bool,
+        /// Where `start` asks to read from instead of the committed offsets.
+        rewind: Option<Vec<u64>>,
     }
 
     impl Sink for Memory {
@@ -217,7 +228,7 @@ mod tests {
 
         fn start(&mut self, committed: &[u64]) -> Result<Option<Vec<u64>>, LogError> {
             self.starts.push(committed.to_vec());
-            Ok(None)
+            Ok(self.rewind.clone())
         }
 
         fn write(&mut self, partition: u32, entries: &[Entry]) -> Result<(), LogError> {
@@ -319,5 +330,36 @@ mod tests {
         assert_eq!(eager.durable.len(), 10);
         assert_eq!(lazy.durable.len(), 10);
         assert!(lazy.buffered.is_empty() && eager.buffered.is_empty());
+    }
+
+    #[test]
+    fn a_sink_behind_the_log_reads_again_from_its_own_offsets_which_are_committed_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Arc::new(FjallLog::open(dir.path(), 1).unwrap());
+        append(&log, 0..20);
+        log.commit("memory", Topic::Raw, 0, 20).unwrap();
+        // The sink lost everything past offset 5: it reads 5..20 again, and
+        // the log says so before anything is read (retention sees it).
+        let mut sink = Memory {
+            rewind: Some(vec![5]),
+            fail_flush: true,
+            ..Memory::default()
+        };
+        let stop = CancellationToken::new();
+        stop.cancel();
+        assert!(run(&*log, &mut [&mut sink], stop.clone()).is_err());
+        assert_eq!(log.committed("memory", Topic::Raw, 0).unwrap(), 5);
+        assert_eq!(
+            sink.buffered.iter().map(|(_, o)| *o).collect::<Vec<_>>(),
+            (5..20).collect::<Vec<_>>()
+        );
+        // A rewind never goes past the committed offsets.
+        let mut ahead = Memory {
+            rewind: Some(vec![99]),
+            ..Memory::default()
+        };
+        run(&*log, &mut [&mut ahead], stop).unwrap();
+        assert_eq!(ahead.durable.len(), 15);
+        assert_eq!(log.committed("memory", Topic::Raw, 0).unwrap(), 20);
     }
 }
