@@ -335,14 +335,10 @@ impl Sink for PostsSink<'_> {
     }
 
     fn start(&mut self, committed: &[u64]) -> Result<Option<Vec<u64>>, ArchiveError> {
-        self.files = committed
-            .iter()
-            .enumerate()
-            .map(|(p, next)| PostFiles::new(p as u32, *next))
-            .collect();
-        for files in &self.files {
-            self.archive.tail.update(files.partition, |t| {
-                t.next = files.next;
+        self.files = (0..committed.len() as u32).map(PostFiles::new).collect();
+        for (partition, next) in committed.iter().enumerate() {
+            self.archive.tail.update(partition as u32, |t| {
+                t.next = *next;
                 t.batches.clear();
             });
         }
@@ -416,10 +412,10 @@ impl Sink for PostsSink<'_> {
             files.rows += posts.len() as u64;
             tail_batches.push(with_partition_columns(&batch, std::iter::repeat_n(group, posts.len()))?);
         }
-        files.next = entries[entries.len() - 1].offset + 1;
+        let next = entries[entries.len() - 1].offset + 1;
         archive.tail.update(files.partition, |t| {
             t.batches.extend(tail_batches);
-            t.next = files.next;
+            t.next = next;
         });
         Ok(())
     }
@@ -445,7 +441,6 @@ impl Sink for PostsSink<'_> {
         let mut rolled = Vec::new();
         for &(partition, next) in commit.offsets() {
             let files = &mut self.files[partition as usize];
-            debug_assert_eq!(files.next, next);
             let Some(first) = files.first.take() else {
                 continue;
             };
@@ -568,8 +563,6 @@ struct PostFiles {
     partition: u32,
     /// Offset of the first post in the open files.
     first: Option<u64>,
-    /// Next offset to read.
-    next: u64,
     opened: Instant,
     rows: u64,
     /// Bytes of the posts read into the open files, as on the log.
@@ -578,11 +571,10 @@ struct PostFiles {
 }
 
 impl PostFiles {
-    fn new(partition: u32, next: u64) -> PostFiles {
+    fn new(partition: u32) -> PostFiles {
         PostFiles {
             partition,
             first: None,
-            next,
             opened: Instant::now(),
             rows: 0,
             buffered_bytes: 0,
