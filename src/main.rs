@@ -111,33 +111,8 @@ enum Command {
         /// Words, "phrases", AND/OR/NOT, field:value, prefix*; empty: all.
         #[arg(default_value = "")]
         query: String,
-        /// Posts created since: RFC 3339, a date, or a span back (15m, 24h, 7d).
-        #[arg(long)]
-        since: Option<String>,
-        /// Posts created before (same forms).
-        #[arg(long)]
-        until: Option<String>,
-        /// Only this community.
-        #[arg(long)]
-        community: Option<String>,
-        /// Only this platform.
-        #[arg(long)]
-        platform: Option<String>,
-        /// Only this author.
-        #[arg(long)]
-        author: Option<String>,
-        /// Only this sentiment: positive, neutral or negative.
-        #[arg(long)]
-        sentiment: Option<String>,
-        /// newest or relevance.
-        #[arg(long)]
-        sort: Option<String>,
-        /// Hits to show (1 to 1000).
-        #[arg(long)]
-        limit: Option<String>,
-        /// The cursor of the next page (printed with the hits).
-        #[arg(long)]
-        after: Option<String>,
+        #[command(flatten)]
+        filters: SearchFilters,
         /// Output format.
         #[arg(long, value_enum, default_value_t = SearchFormat::Table)]
         format: SearchFormat,
@@ -242,6 +217,55 @@ enum ConfigCommand {
 enum ScoreFormat {
     Table,
     Ndjson,
+}
+
+/// The filters and page of `chorus search`, as `GET /v1/search` takes them.
+#[derive(clap::Args)]
+struct SearchFilters {
+    /// Posts created since: RFC 3339, a date, or a span back (15m, 24h, 7d).
+    #[arg(long)]
+    since: Option<String>,
+    /// Posts created before (same forms).
+    #[arg(long)]
+    until: Option<String>,
+    /// Only this community.
+    #[arg(long)]
+    community: Option<String>,
+    /// Only this platform.
+    #[arg(long)]
+    platform: Option<String>,
+    /// Only this author.
+    #[arg(long)]
+    author: Option<String>,
+    /// Only this sentiment: positive, neutral or negative.
+    #[arg(long)]
+    sentiment: Option<String>,
+    /// newest or relevance.
+    #[arg(long)]
+    sort: Option<String>,
+    /// Hits to show (1 to 1000).
+    #[arg(long)]
+    limit: Option<String>,
+    /// The cursor of the next page (printed with the hits).
+    #[arg(long)]
+    after: Option<String>,
+}
+
+impl SearchFilters {
+    fn params(self, q: String) -> chorus::wire::search::SearchParams {
+        chorus::wire::search::SearchParams {
+            q: Some(q),
+            since: self.since,
+            until: self.until,
+            community: self.community,
+            platform: self.platform,
+            author: self.author,
+            sentiment: self.sentiment,
+            sort: self.sort,
+            limit: self.limit,
+            after: self.after,
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -391,33 +415,9 @@ mod commands {
                 };
                 serve::sql(config, &data, &query, format, &mut out).await?;
             }
-            Command::Search {
-                query,
-                since,
-                until,
-                community,
-                platform,
-                author,
-                sentiment,
-                sort,
-                limit,
-                after,
-                format,
-            } => {
-                let params = chorus::wire::search::SearchParams {
-                    q: Some(query),
-                    since,
-                    until,
-                    community,
-                    platform,
-                    author,
-                    sentiment,
-                    sort,
-                    limit,
-                    after,
-                };
+            Command::Search { query, filters, format } => {
                 let json = matches!(format, crate::SearchFormat::Json);
-                serve::search(config, &data, &params, json, &mut out).await?;
+                serve::search(config, &data, &filters.params(query), json, &mut out).await?;
             }
             Command::Tail {
                 topic,

@@ -126,27 +126,14 @@ pub async fn sql(
             sql::Format::Ndjson => "ndjson",
         };
         let url = format!("{}/v1/sql?format={name}", base(&info));
-        let mut request = reqwest::Client::new()
+        let request = reqwest::Client::new()
             .post(&url)
             .json(&serde_json::json!({"sql": query}));
-        if let Some(token) = token() {
-            request = request.bearer_auth(token);
-        }
-        let response = request.send().await.with_context(|| format!("POST {url}"))?;
-        let status = response.status();
-        let truncated = response
-            .headers()
+        let (headers, body) = call(request, &format!("POST {url}")).await?;
+        let truncated = headers
             .get(crate::wire::TRUNCATED_HEADER)
             .and_then(|v| v.to_str().ok())
             .map(String::from);
-        let body = response.bytes().await?;
-        if !status.is_success() {
-            let message = serde_json::from_slice::<serde_json::Value>(&body)
-                .ok()
-                .and_then(|v| v["error"].as_str().map(String::from))
-                .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
-            bail!("{message}");
-        }
         out.write_all(&body)?;
         if let Some(reason) = truncated {
             eprintln!("chorus: {reason}");
@@ -174,20 +161,8 @@ pub async fn search(
     use crate::wire::search::SearchResponse;
     let answer: SearchResponse = if let Some(info) = topology::running_server(data) {
         let url = format!("{}/v1/search", base(&info));
-        let mut request = reqwest::Client::new().get(&url).query(params);
-        if let Some(token) = token() {
-            request = request.bearer_auth(token);
-        }
-        let response = request.send().await.with_context(|| format!("GET {url}"))?;
-        let status = response.status();
-        let body = response.bytes().await?;
-        if !status.is_success() {
-            let message = serde_json::from_slice::<serde_json::Value>(&body)
-                .ok()
-                .and_then(|v| v["error"].as_str().map(String::from))
-                .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
-            bail!("{message}");
-        }
+        let request = reqwest::Client::new().get(&url).query(params);
+        let (_, body) = call(request, &format!("GET {url}")).await?;
         serde_json::from_slice(&body).context("the server's search answer")?
     } else {
         if !config.index.enabled {
@@ -415,15 +390,31 @@ pub async fn status(config: Config, data: &Path, out: &mut dyn Write) -> anyhow:
 /// `GET /v1/status` of a running server.
 async fn remote_status(info: &ServerInfo) -> anyhow::Result<status::Status> {
     let url = format!("{}/v1/status", base(info));
-    let mut request = reqwest::Client::new().get(&url);
+    let (_, body) = call(reqwest::Client::new().get(&url), &format!("GET {url}")).await?;
+    serde_json::from_slice(&body).context("the server's status answer")
+}
+
+/// Sends `request` (`what`, for errors) to the running server with the
+/// token of the environment; its headers and body, or the server's
+/// `error` as the failure.
+async fn call(
+    mut request: reqwest::RequestBuilder,
+    what: &str,
+) -> anyhow::Result<(reqwest::header::HeaderMap, axum::body::Bytes)> {
     if let Some(token) = token() {
         request = request.bearer_auth(token);
     }
-    let response = request.send().await.with_context(|| format!("GET {url}"))?;
-    if !response.status().is_success() {
-        bail!("{url} answered {}", response.status());
+    let response = request.send().await.with_context(|| what.to_string())?;
+    let (status, headers) = (response.status(), response.headers().clone());
+    let body = response.bytes().await.with_context(|| what.to_string())?;
+    if !status.is_success() {
+        let message = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(String::from))
+            .unwrap_or_else(|| format!("{what} answered {status}: {}", String::from_utf8_lossy(&body)));
+        bail!("{message}");
     }
-    Ok(response.json().await?)
+    Ok((headers, body))
 }
 
 /// `chorus tail`.
