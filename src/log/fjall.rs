@@ -606,11 +606,12 @@ mod tests {
         assert_eq!(log.lag("enrich", Topic::Raw).unwrap(), 0);
     }
 
-    /// Not a check of its own: the child process of the test below. With
-    /// `CHORUS_CRASH_LOG` set it writes transactions (an output record, its
-    /// state, the input offset) until it is killed, printing each one the
-    /// log acknowledged; without it, it returns at once.
+    /// Not a check of its own: the child process of the test below, which
+    /// runs it (hence ignored). With `CHORUS_CRASH_LOG` set it writes
+    /// transactions (an output record, its state, the input offset) until
+    /// it is killed, printing each one the log acknowledged.
     #[test]
+    #[ignore = "the child process of a_kill_during_transactions_keeps_each_one_whole_or_not_at_all, which runs it"]
     fn crash_child_writes_transactions_until_killed() {
         use std::io::Write;
         let Some(dir) = std::env::var_os("CHORUS_CRASH_LOG") else {
@@ -642,7 +643,7 @@ mod tests {
                     "--exact",
                     "log::fjall::tests::crash_child_writes_transactions_until_killed",
                 ])
-                .args(["--nocapture", "--test-threads=1"])
+                .args(["--ignored", "--nocapture", "--test-threads=1"])
                 .env("CHORUS_CRASH_LOG", dir.path())
                 .stdout(std::process::Stdio::piped())
                 .spawn()
