@@ -826,6 +826,27 @@ mod tests {
     use crate::log::fjall::FjallLog;
     use crate::sinks::archive::ArchiveTail;
 
+    /// `POST /v1/posts` of `body` to the API at `base`.
+    async fn post_to(
+        client: &reqwest::Client,
+        base: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Result<reqwest::Response> {
+        client.post(format!("{base}/v1/posts")).body(body).send().await
+    }
+
+    /// `GET /metrics` of the API at `base`.
+    async fn metrics_of(client: &reqwest::Client, base: &str) -> String {
+        client
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// The API over a log that nothing enriches, so the lag only grows.
     async fn serve_without_enrich(dir: &std::path::Path, max_enrich_lag: u64) -> (String, CancellationToken) {
         let log: Arc<dyn Log> = Arc::new(FjallLog::open(&dir.join("log"), 2).unwrap());
@@ -875,15 +896,10 @@ mod tests {
         let client = reqwest::Client::new();
         let post = |i: usize| format!(r#"{{"platform":"x","id":"{i}","body":"ok","created_at":1}}"#);
         let body = (0..3).map(post).collect::<Vec<_>>().join("\n");
-        let r = client.post(format!("{base}/v1/posts")).body(body).send().await.unwrap();
+        let r = post_to(&client, &base, body).await.unwrap();
         assert_eq!(r.status(), 202);
         // 3 posts wait for enrichment, more than the bound of 2.
-        let r = client
-            .post(format!("{base}/v1/posts"))
-            .body(post(9))
-            .send()
-            .await
-            .unwrap();
+        let r = post_to(&client, &base, post(9)).await.unwrap();
         assert_eq!(r.status(), 429);
         assert_eq!(r.headers()["retry-after"], "1");
         assert!(r.text().await.unwrap().contains("3 posts wait for enrichment"));
@@ -892,22 +908,12 @@ mod tests {
         let large = (100..10_000).map(post).collect::<Vec<_>>().join("\n");
         assert!(large.len() > 500_000 && large.len() < 1 << 20);
         for _ in 0..5 {
-            let r = client
-                .post(format!("{base}/v1/posts"))
-                .body(large.clone())
-                .send()
+            let r = post_to(&client, &base, large.clone())
                 .await
                 .expect("a throttled client gets an answer");
             assert_eq!(r.status(), 429);
         }
-        let metrics = client
-            .get(format!("{base}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = metrics_of(&client, &base).await;
         assert!(metrics.contains("chorus_ingest_posts_accepted_total 3\n"), "{metrics}");
         assert!(metrics.contains("chorus_ingest_requests_throttled_total 6\n"));
         assert!(metrics.contains("chorus_enrich_lag_records 3\n"));
@@ -929,19 +935,9 @@ mod tests {
         // Each body alone finds the lag under the bound when it starts
         // (0 or 6 posts wait); counted once parsed, the second one would
         // pass it (12 > 10), so it is refused and nothing of it is kept.
-        let r = client
-            .post(format!("{base}/v1/posts"))
-            .body(body(0))
-            .send()
-            .await
-            .unwrap();
+        let r = post_to(&client, &base, body(0)).await.unwrap();
         assert_eq!(r.status(), 202);
-        let r = client
-            .post(format!("{base}/v1/posts"))
-            .body(body(1))
-            .send()
-            .await
-            .unwrap();
+        let r = post_to(&client, &base, body(1)).await.unwrap();
         assert_eq!(r.status(), 429);
         assert!(r.text().await.unwrap().contains("6 posts wait for enrichment"));
         // Eight bodies at once over an empty log: one goes through whole,
@@ -950,29 +946,13 @@ mod tests {
         let (base, shutdown2) = serve_without_enrich(dir.path(), 10).await;
         let answers = futures::future::join_all((0..8).map(|b| {
             let (client, base) = (client.clone(), base.clone());
-            async move {
-                client
-                    .post(format!("{base}/v1/posts"))
-                    .body(body(b))
-                    .send()
-                    .await
-                    .unwrap()
-                    .status()
-                    .as_u16()
-            }
+            async move { post_to(&client, &base, body(b)).await.unwrap().status().as_u16() }
         }))
         .await;
         let accepted = answers.iter().filter(|s| **s == 202).count();
         assert!(answers.iter().all(|s| *s == 202 || *s == 429), "{answers:?}");
         assert_eq!(accepted, 1, "{answers:?}");
-        let metrics = client
-            .get(format!("{base}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = metrics_of(&client, &base).await;
         assert!(
             metrics.contains(&format!("chorus_enrich_lag_records {}\n", accepted * 6)),
             "{metrics}"

@@ -61,8 +61,7 @@ async fn an_alert_breaches_once_is_counted_shown_and_posted_to_its_webhook_with_
         post("5", "rust", "I love rust"),
     ]
     .join("\n");
-    let r = client.post(server.url("/v1/posts")).body(lines).send().await.unwrap();
-    assert_eq!(r.status(), 202);
+    crate::server::post_accepted(&client, &server, lines).await;
 
     // Delivered after one refusal (retried 1 s later).
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -80,14 +79,7 @@ async fn an_alert_breaches_once_is_counted_shown_and_posted_to_its_webhook_with_
     assert_eq!(breach["threshold"], "min_count");
     assert_eq!(breach, received.lock().unwrap()[0], "the retry is the same breach");
 
-    let alerts: Value = client
-        .get(server.url("/v1/alerts"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let alerts: Value = crate::server::get_json(&client, &server, "/v1/alerts").await;
     let by_name = |name: &str| {
         alerts
             .as_array()
@@ -102,23 +94,10 @@ async fn an_alert_breaches_once_is_counted_shown_and_posted_to_its_webhook_with_
     // 3 of the 3 news posts are negative: the share alert breaches too.
     let gloom = by_name("gloom");
     assert_eq!(gloom["breached"], false, "3 posts are under min_posts = 4: {gloom}");
-    let r = client
-        .post(server.url("/v1/posts"))
-        .body(post("6", "news", "Dreadful, sad, terrible day"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
+    crate::server::post_accepted(&client, &server, post("6", "news", "Dreadful, sad, terrible day")).await;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let alerts: Value = client
-            .get(server.url("/v1/alerts"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let alerts: Value = crate::server::get_json(&client, &server, "/v1/alerts").await;
         let gloom = alerts
             .as_array()
             .unwrap()

@@ -249,14 +249,7 @@ async fn kill_9_during_ingest_loses_no_acknowledged_post_and_adds_no_duplicate()
     // Wait until the stages have caught up, then compare.
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
-        let status: Value = client
-            .get(server.url("/v1/status"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let status: Value = crate::server::get_json(&client, &server, "/v1/status").await;
         if status["stages"][0]["lag"] == 0 {
             break;
         }

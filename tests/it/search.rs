@@ -55,13 +55,7 @@ async fn posts_are_searchable_within_a_second_and_search_agrees_with_sql() {
     // One post, then how long until a search finds it.
     let marker = json!({"platform": "reddit", "id": "t1_marker", "community": "rust",
         "body": "The zyzzyva borrow checker is wonderful", "created_at": 1_546_400_000});
-    let r = client
-        .post(server.url("/v1/posts"))
-        .body(marker.to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
+    crate::server::post_accepted(&client, &server, marker.to_string()).await;
     let accepted = Instant::now();
     loop {
         if total(&client, &server, &[("q", "zyzzyva")]).await == 1 {
@@ -83,13 +77,7 @@ async fn posts_are_searchable_within_a_second_and_search_agrees_with_sql() {
     // 3,000 corpus posts: the totals of search and of SQL over the same
     // posts agree, filter by filter.
     for chunk in (0..3_000).collect::<Vec<_>>().chunks(1_000) {
-        let r = client
-            .post(server.url("/v1/posts"))
-            .body(ndjson(chunk[0]..chunk[chunk.len() - 1] + 1, &bodies))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 202);
+        crate::server::post_accepted(&client, &server, ndjson(chunk[0]..chunk[chunk.len() - 1] + 1, &bodies)).await;
     }
     wait_for_count(&client, &server, 3_001, Duration::from_secs(60)).await;
     wait_for_documents(&client, &server, 3_001).await;
@@ -201,25 +189,13 @@ async fn a_resent_post_is_one_document_and_a_lost_index_is_rebuilt_from_the_log(
     let server = Server::start(&data, "", &[]);
     let client = reqwest::Client::new();
     let bodies = corpus_bodies();
-    let r = client
-        .post(server.url("/v1/posts"))
-        .body(ndjson(0..500, &bodies))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
+    crate::server::post_accepted(&client, &server, ndjson(0..500, &bodies)).await;
     wait_for_documents(&client, &server, 500).await;
     // The same post three times, edited: one document, the last body.
     for body in ["first quokka version", "second quokka version", "third wombat version"] {
         let post =
             json!({"platform": "reddit", "id": "t1_7", "community": "news", "body": body, "created_at": 1_546_300_800});
-        let r = client
-            .post(server.url("/v1/posts"))
-            .body(post.to_string())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 202);
+        crate::server::post_accepted(&client, &server, post.to_string()).await;
     }
     let deadline = Instant::now() + Duration::from_secs(10);
     while total(&client, &server, &[("q", "wombat")]).await != 1 {
@@ -229,14 +205,7 @@ async fn a_resent_post_is_one_document_and_a_lost_index_is_rebuilt_from_the_log(
     assert_eq!(total(&client, &server, &[("q", "quokka")]).await, 0);
     assert_eq!(total(&client, &server, &[("q", "id:t1_7")]).await, 1);
     assert_eq!(total(&client, &server, &[]).await, 500);
-    let status: Value = client
-        .get(server.url("/v1/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status: Value = crate::server::get_json(&client, &server, "/v1/status").await;
     assert_eq!(status["index"]["documents"], 500, "{status}");
     assert!(status["index"]["bytes"].as_u64().unwrap() > 0);
     // `chorus search` goes through the running server...
@@ -289,14 +258,7 @@ async fn a_resent_post_is_one_document_and_a_lost_index_is_rebuilt_from_the_log(
     let server = Server::start(&data, "[index]\nenabled = false\n", &[]);
     let (status, answer) = search(&client, &server, &[("q", "wombat")]).await;
     assert_eq!(status, 404, "{answer}");
-    let status: Value = client
-        .get(server.url("/v1/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status: Value = crate::server::get_json(&client, &server, "/v1/status").await;
     assert!(
         status["stages"]
             .as_array()
@@ -344,8 +306,7 @@ async fn the_stream_sends_the_matching_posts_as_they_arrive() {
         })
         .collect();
     let sent = Instant::now();
-    let r = client.post(server.url("/v1/posts")).body(lines).send().await.unwrap();
-    assert_eq!(r.status(), 202);
+    crate::server::post_accepted(&client, &server, lines).await;
     let mut ids = Vec::new();
     while ids.len() < 2 {
         let chunk = tokio::time::timeout(Duration::from_secs(5), body.chunk())
@@ -400,13 +361,7 @@ async fn a_page_of_large_posts_stops_at_its_byte_bound_and_hostile_cursors_get_4
     let big = word.repeat(900 * 1024 / word.len());
     for i in 0..12 {
         let post = json!({"platform": "reddit", "id": format!("big{i}"), "body": big, "created_at": 1_546_300_800 + i});
-        let r = client
-            .post(server.url("/v1/posts"))
-            .body(post.to_string())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 202);
+        crate::server::post_accepted(&client, &server, post.to_string()).await;
     }
     wait_for_documents(&client, &server, 12).await;
     let mut seen = Vec::new();

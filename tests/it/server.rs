@@ -178,6 +178,19 @@ pub fn sql_first_row(data: &Path, query: &str) -> String {
         .to_string()
 }
 
+/// `POST /v1/posts` of `body` (NDJSON or one post), which must be
+/// answered `202`.
+pub async fn post_accepted(client: &reqwest::Client, server: &Server, body: String) {
+    let r = client.post(server.url("/v1/posts")).body(body).send().await.unwrap();
+    let status = r.status();
+    assert_eq!(status, 202, "{}", r.text().await.unwrap_or_default());
+}
+
+/// The JSON answer of `GET path` on a running server.
+pub async fn get_json(client: &reqwest::Client, server: &Server, path: &str) -> Value {
+    client.get(server.url(path)).send().await.unwrap().json().await.unwrap()
+}
+
 /// `GET /metrics` of a running server.
 pub async fn metrics(client: &reqwest::Client, server: &Server) -> String {
     client
