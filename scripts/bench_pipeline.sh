@@ -15,16 +15,8 @@ POSTS="${1:-1000000}"
 CONCURRENCY="${2:-4}"
 cargo build --release --quiet --bin chorus --example bench_ingest
 BIN="${CHORUS_BIN:-$CARGO_TARGET_DIR/release/chorus}"
-DIR="$(mktemp -d)"
-trap 'kill "$PID" 2>/dev/null || true; rm -rf "$DIR"' EXIT
-printf '%s\n' "${CHORUS_BENCH_CONFIG:-}" > "$DIR/chorus.toml"
-"$BIN" --data "$DIR/data" --config "$DIR/chorus.toml" run --listen 127.0.0.1:0 2> "$DIR/server.log" &
-PID=$!
-for _ in $(seq 100); do
-    [ -f "$DIR/data/server.json" ] && break
-    sleep 0.1
-done
-ADDR="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["address"])' "$DIR/data/server.json")"
+. scripts/server.sh
+start_server "$BIN" "${CHORUS_BENCH_CONFIG:-}"
 echo "bench: $POSTS posts to http://$ADDR, concurrency $CONCURRENCY" >&2
 "$CARGO_TARGET_DIR/release/examples/bench_ingest" "http://$ADDR" "$POSTS" 1000 "$CONCURRENCY"
 echo "server peak RSS: $(grep VmHWM /proc/$PID/status | awk '{print $2/1024 " MiB"}')"

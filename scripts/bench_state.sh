@@ -14,16 +14,8 @@ POSTS="${1:-5000000}"
 WAIT="${3:-5}"
 cargo build --release --quiet --bin chorus --example bench_ingest --example state_size
 T="$CARGO_TARGET_DIR/release"
-DIR="$(mktemp -d)"
-trap 'kill "$PID" 2>/dev/null || true; rm -rf "$DIR"' EXIT
-printf '%s\n' "${2:-}" > "$DIR/chorus.toml"
-"$T/chorus" --data "$DIR/data" --config "$DIR/chorus.toml" run --listen 127.0.0.1:0 2> "$DIR/server.log" &
-PID=$!
-for _ in $(seq 100); do
-    [ -f "$DIR/data/server.json" ] && break
-    sleep 0.1
-done
-ADDR="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["address"])' "$DIR/data/server.json")"
+. scripts/server.sh
+start_server "$T/chorus" "${2:-}"
 "$T/examples/bench_ingest" "http://$ADDR" "$POSTS" 1000 4 | tail -1
 sleep "$WAIT"
 curl -s "http://$ADDR/metrics" | grep -E "^chorus_(state_bytes|enrich_seen_expired_total)"

@@ -1,0 +1,16 @@
+# Sourced by the benchmark scripts: start_server BIN TOML starts
+# `BIN run` on a fresh data directory under a new $DIR with the extra
+# configuration TOML, waits for its server.json and sets PID and ADDR;
+# the server is killed and $DIR removed when the script exits.
+start_server() {
+    DIR="$(mktemp -d)"
+    trap 'kill "$PID" 2>/dev/null || true; rm -rf "$DIR"' EXIT
+    printf '%s\n' "$2" > "$DIR/chorus.toml"
+    "$1" --data "$DIR/data" --config "$DIR/chorus.toml" run --listen 127.0.0.1:0 2> "$DIR/server.log" &
+    PID=$!
+    for _ in $(seq 100); do
+        [ -f "$DIR/data/server.json" ] && break
+        sleep 0.1
+    done
+    ADDR="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["address"])' "$DIR/data/server.json")"
+}
