@@ -287,7 +287,8 @@ impl Searcher {
     }
 
     /// The most frequent words (stop words and words under 3 letters left
-    /// out) of the first matching posts in sort order.
+    /// out) of the first matching posts in sort order: the first 4 KiB of
+    /// each of the first 500, within 16 MiB of posts read.
     fn top_terms(
         &self,
         searcher: &tantivy::Searcher,
@@ -314,10 +315,17 @@ impl Searcher {
             .filter(StopWordFilter::new(Language::English).expect("tantivy ships English stop words"))
             .build();
         let mut counts: HashMap<String, u64> = HashMap::new();
+        // The sample also ends after 16 MiB of posts read (they may be
+        // 1 MiB each).
+        let mut read = 0;
         for address in addresses {
+            if read > MAX_PAGE_BYTES {
+                break;
+            }
             let Some(post) = self.post(searcher, address)? else {
                 continue;
             };
+            read += post.incoming.body.len() + post.text.len();
             let mut seen = std::collections::HashSet::new();
             let mut stream = analyzer.token_stream(prefix(&post.text, TERMS_TEXT_BYTES));
             while let Some(token) = stream.next() {
