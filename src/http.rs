@@ -422,7 +422,7 @@ async fn ingest(
             reserve = state.min_free_bytes,
             "Ingest refused: the disk is almost full."
         );
-        let mut r = error(
+        return retry_later(
             StatusCode::INSUFFICIENT_STORAGE,
             format!(
                 "the disk of {} has {free} bytes free, under [log] min_free_bytes ({}); free some space \
@@ -430,10 +430,8 @@ async fn ingest(
                 state.data_dir.display(),
                 state.min_free_bytes
             ),
+            "30",
         );
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
-        return r;
     }
     // Saturated: tell the client to come back instead of buffering (the
     // posts of bodies being appended count too).
@@ -449,16 +447,14 @@ async fn ingest(
     // max_body_bytes): one more waits its turn as a 429.
     let Ok(_permit) = state.ingest_permits.clone().try_acquire_owned() else {
         state.metrics.ingest_throttled.add(1);
-        let mut r = error(
+        return retry_later(
             StatusCode::TOO_MANY_REQUESTS,
             format!(
                 "{} ingest requests are being read already ([server] max_concurrent_ingest); retry later",
                 state.http.max_concurrent_ingest
             ),
+            "1",
         );
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        return r;
     };
     let bytes = match body_bytes(&headers, body, state.max_body_bytes, state.http.body_timeout).await {
         Ok(b) => b,
@@ -528,24 +524,31 @@ async fn ingest(
 /// The 429 of a pipeline with `waiting` posts not yet enriched.
 fn saturated(state: &AppState, waiting: u64) -> Response {
     state.metrics.ingest_throttled.add(1);
-    let mut r = error(
+    retry_later(
         StatusCode::TOO_MANY_REQUESTS,
         format!(
             "{waiting} posts wait for enrichment ([server] max_enrich_lag = {}); retry later",
             state.max_enrich_lag
         ),
-    );
+        "1",
+    )
+}
+
+/// An error answer that tells the client to come back after `seconds`.
+fn retry_later(status: StatusCode, message: impl Into<String>, seconds: &'static str) -> Response {
+    let mut r = error(status, message);
     r.headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        .insert(header::RETRY_AFTER, HeaderValue::from_static(seconds));
     r
 }
 
 fn unavailable(reason: &str) -> Response {
     tracing::error!(%reason, "Ingest refused: the log is unavailable.");
-    let mut r = error(StatusCode::SERVICE_UNAVAILABLE, format!("log unavailable: {reason}"));
-    r.headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-    r
+    retry_later(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("log unavailable: {reason}"),
+        "5",
+    )
 }
 
 #[derive(Deserialize)]
@@ -607,12 +610,7 @@ async fn sql(
         }
         Err(e @ (QueryError::Refused(_) | QueryError::Invalid(_))) => error(StatusCode::BAD_REQUEST, e.to_string()),
         Err(e @ QueryError::TooLong(..)) => error(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()),
-        Err(e @ QueryError::Busy(_)) => {
-            let mut r = error(StatusCode::TOO_MANY_REQUESTS, e.to_string());
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            r
-        }
+        Err(e @ QueryError::Busy(_)) => retry_later(StatusCode::TOO_MANY_REQUESTS, e.to_string(), "1"),
         Err(e @ QueryError::Timeout(_)) => error(StatusCode::GATEWAY_TIMEOUT, e.to_string()),
         Err(e @ QueryError::Memory(_)) => error(StatusCode::INSUFFICIENT_STORAGE, e.to_string()),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
@@ -670,13 +668,11 @@ async fn search(
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
     let Ok(_permit) = state.search_permits.clone().try_acquire_owned() else {
-        let mut r = error(
+        return retry_later(
             StatusCode::TOO_MANY_REQUESTS,
             format!("{MAX_CONCURRENT_SEARCHES} searches are running already; retry later"),
+            "1",
         );
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        return r;
     };
     match tokio::task::spawn_blocking(move || searcher.search(&request)).await {
         Ok(Ok(answer)) => Json(answer).into_response(),
@@ -711,13 +707,11 @@ async fn stream(
         return error(StatusCode::NOT_FOUND, "the live stream is off on this server");
     };
     if live.listeners() >= MAX_STREAM_LISTENERS {
-        let mut r = error(
+        return retry_later(
             StatusCode::TOO_MANY_REQUESTS,
             format!("{MAX_STREAM_LISTENERS} clients are listening already; retry later"),
+            "5",
         );
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-        return r;
     }
     let request = match params.request(now_micros()) {
         Ok(r) => r,
