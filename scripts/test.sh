@@ -6,7 +6,9 @@
 #   * cargo-fuzz (crates.io), for a short run of every fuzz target from its
 #     committed corpus (FUZZ_SECONDS each, default 20; 0 skips it on purpose).
 #   * strace (apt), with which a test watches the archive sync each directory
-#     it creates.
+#     it creates;
+#   * chromium (apt) and playwright-core (npm, under ~/.cache/chorus/node),
+#     with which tests/browser/dashboard.cjs drives the dashboard.
 # The disk-full tests mount a tmpfs, which needs root. A missing peer fails
 # the run; no test is skipped.
 set -euo pipefail
@@ -24,6 +26,25 @@ if ! command -v strace >/dev/null; then
     echo "test.sh: installing strace" >&2
     apt-get install -y -qq strace >/dev/null
 fi
+
+if ! command -v chromium >/dev/null; then
+    echo "test.sh: installing chromium" >&2
+    apt-get install -y -qq chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
+fi
+if ! command -v npm >/dev/null; then
+    echo "test.sh: installing nodejs and npm" >&2
+    apt-get install -y -qq nodejs npm >/dev/null
+fi
+NODE_DIR="${CHORUS_TEST_NODE_DIR:-$HOME/.cache/chorus/node}"
+if [ ! -d "$NODE_DIR/node_modules/playwright-core" ]; then
+    echo "test.sh: installing playwright-core into $NODE_DIR" >&2
+    mkdir -p "$NODE_DIR"
+    npm install --silent --no-audit --no-fund --prefix "$NODE_DIR" playwright-core@1.57.0
+fi
+export CHORUS_TEST_NODE_MODULES="$NODE_DIR/node_modules"
+export CHORUS_CHROMIUM="$(command -v chromium)"
+# The browser test's screenshots, kept as artefacts of the run.
+export CHORUS_SCREENSHOTS="${CHORUS_SCREENSHOTS:-$CARGO_TARGET_DIR/screenshots}"
 
 cargo test --all-targets
 

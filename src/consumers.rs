@@ -94,7 +94,11 @@ impl Consumers {
                 partitions: position.partitions.iter().map(|&(end, c)| [end, c]).collect(),
             })
             .collect();
-        Ok(Status { stages, index: None })
+        Ok(Status {
+            stages,
+            index: None,
+            archive: None,
+        })
     }
 
     /// The lag ingest throttles on: the largest among the consumers of

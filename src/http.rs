@@ -148,6 +148,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .merge(crate::dashboard::routes())
         .merge(api)
         .layer(middleware::from_fn_with_state(state.clone(), check_origin))
         .with_state(state)
@@ -264,7 +265,14 @@ async fn check_origin(State(state): State<Arc<AppState>>, request: Request, next
     let headers = request.headers();
     if let Some(origin) = headers.get(header::ORIGIN) {
         let origin = origin.to_str().unwrap_or("(not text)");
-        if !own_origin(origin, state.listen) && !state.allowed_origins.iter().any(|o| o == origin) {
+        // A page this server served (the dashboard) under the name the
+        // request is addressed to is its own; a foreign name is refused by
+        // the Host check below unless tokens are set.
+        let same_origin = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .is_some_and(|host| origin.strip_prefix("http://") == Some(host));
+        if !same_origin && !own_origin(origin, state.listen) && !state.allowed_origins.iter().any(|o| o == origin) {
             return error(
                 StatusCode::FORBIDDEN,
                 format!("requests from pages of {origin:?} are refused; list it in [server] allowed_origins"),
@@ -646,6 +654,11 @@ async fn status(State(state): State<Arc<AppState>>) -> Response {
                 documents: s.documents(),
                 bytes: s.disk_bytes(),
             });
+            let root = state.data_dir.join("archive");
+            status.archive = tokio::task::spawn_blocking(move || crate::sinks::archive::summary(&root).ok())
+                .await
+                .ok()
+                .flatten();
             Json(status).into_response()
         }
         Err(e) => unavailable(&e.to_string()),

@@ -27,6 +27,7 @@ pub mod alerts;
 pub mod cli;
 pub mod config;
 pub mod consumers;
+pub mod dashboard;
 pub mod enrich;
 pub mod http;
 pub mod log;

@@ -264,6 +264,7 @@ impl SearchFilters {
             sort: self.sort,
             limit: self.limit,
             after: self.after,
+            interval: None,
         }
     }
 }

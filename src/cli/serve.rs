@@ -75,9 +75,10 @@ pub async fn run(
     let shutdown = CancellationToken::new();
     cancel_on_signals(shutdown.clone());
     eprintln!("chorus: serving {} at http://{bound}", data.display());
+    eprintln!("chorus: dashboard at http://{bound}/");
     if let Some(options) = demo {
         eprintln!(
-            "chorus: demo generating {} posts/s; try:\n  chorus sql \"SELECT community, sentiment, count(*) AS posts FROM posts GROUP BY 1, 2 ORDER BY 3 DESC LIMIT 10\"",
+            "chorus: demo generating {} posts/s; open the dashboard, or try:\n  chorus search \"update\"\n  chorus sql \"SELECT community, sentiment, count(*) AS posts FROM posts GROUP BY 1, 2 ORDER BY 3 DESC LIMIT 10\"",
             options.rate
         );
     }
@@ -381,6 +382,7 @@ pub async fn status(config: Config, data: &Path, out: &mut dyn Write) -> anyhow:
                 bytes: searcher.disk_bytes(),
             });
         }
+        status.archive = crate::sinks::archive::summary(&pipeline.archive_root()).ok();
         status
     };
     status::print(&status, out)?;

@@ -27,5 +27,14 @@ pub fn print(status: &Status, out: &mut dyn Write) -> std::io::Result<()> {
             index.bytes as f64 / (1 << 20) as f64
         )?;
     }
+    if let Some(archive) = status.archive {
+        writeln!(
+            out,
+            "archive: {} files, {:.1} MiB; {} files of dead letters",
+            archive.files,
+            archive.bytes as f64 / (1 << 20) as f64,
+            archive.error_files
+        )?;
+    }
     Ok(())
 }

@@ -152,6 +152,20 @@ pub fn parse_file_name(name: &str) -> Option<(u32, u64, u64)> {
     parts.next().is_none().then_some((partition, first, last))
 }
 
+/// The committed files under the archive's `root` (files being written
+/// are not counted).
+pub fn summary(root: &Path) -> Result<crate::wire::ArchiveStatus, ArchiveError> {
+    let mut status = crate::wire::ArchiveStatus::default();
+    for path in files_under(&root.join(POSTS_DIR))? {
+        if let Ok(meta) = fs::metadata(&path) {
+            status.files += 1;
+            status.bytes += meta.len();
+        }
+    }
+    status.error_files = files_under(&root.join(ERRORS_DIR))?.len() as u64;
+    Ok(status)
+}
+
 /// Every file under `dir`, recursively (missing directory: none).
 pub fn files_under(dir: &Path) -> Result<Vec<PathBuf>, ArchiveError> {
     let mut out = Vec::new();

@@ -70,6 +70,20 @@ pub struct Status {
     /// The search index, when there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub index: Option<IndexStatus>,
+    /// The archive's committed files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive: Option<ArchiveStatus>,
+}
+
+/// The archive's committed files on disk.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArchiveStatus {
+    /// Files of posts.
+    pub files: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Files of dead letters.
+    pub error_files: u64,
 }
 
 /// The search index's size.

@@ -38,7 +38,13 @@ pub struct SearchRequest {
     pub limit: usize,
     /// The `next` of the previous page.
     pub after: Option<String>,
+    /// The histogram's bar width, µs; `None`: chosen for the span (at most
+    /// ~60 bars). One that would give more than [`MAX_BARS`] is widened.
+    pub interval: Option<i64>,
 }
+
+/// Most bars of a histogram with an explicit `interval`.
+pub const MAX_BARS: i64 = 1000;
 
 /// One bar of the date histogram.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -104,18 +110,8 @@ pub const DEFAULT_LIMIT: usize = 20;
 /// `24h`, `7d`, `2w`); µs since the epoch.
 pub fn parse_time(text: &str, now: i64) -> Result<i64, String> {
     let text = text.trim();
-    let unit = match text.chars().last() {
-        Some('s') => Some(1_000_000i64),
-        Some('m') => Some(60_000_000),
-        Some('h') => Some(3_600_000_000),
-        Some('d') => Some(86_400_000_000),
-        Some('w') => Some(7 * 86_400_000_000),
-        _ => None,
-    };
-    if let Some(unit) = unit
-        && let Ok(n) = text[..text.len() - 1].parse::<u32>()
-    {
-        return Ok(now.saturating_sub(i64::from(n).saturating_mul(unit)));
+    if let Some(span) = parse_span(text) {
+        return Ok(now.saturating_sub(span));
     }
     if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
         return Ok(t.timestamp_micros());
@@ -126,6 +122,20 @@ pub fn parse_time(text: &str, now: i64) -> Result<i64, String> {
     Err(format!(
         "{text:?} is not a time: use RFC 3339 (2026-12-01T10:00:00Z), a date (2026-12-01) or a span back from now (15m, 24h, 7d)"
     ))
+}
+
+/// A span like `30s`, `15m`, `24h`, `7d`, `2w`, µs.
+pub fn parse_span(text: &str) -> Option<i64> {
+    let unit = match text.chars().last()? {
+        's' => 1_000_000i64,
+        'm' => 60_000_000,
+        'h' => 3_600_000_000,
+        'd' => 86_400_000_000,
+        'w' => 7 * 86_400_000_000,
+        _ => return None,
+    };
+    let n = text[..text.len() - 1].parse::<u32>().ok()?;
+    Some(i64::from(n).saturating_mul(unit))
 }
 
 /// The query parameters of `GET /v1/search`, as strings (each checked by
@@ -152,6 +162,8 @@ pub struct SearchParams {
     pub limit: Option<String>,
     /// The cursor.
     pub after: Option<String>,
+    /// The histogram's bar width (`1m`, `1h`, …); default: automatic.
+    pub interval: Option<String>,
 }
 
 impl SearchParams {
@@ -191,6 +203,14 @@ impl SearchParams {
             sort,
             limit,
             after: self.after.clone(),
+            interval: match self.interval.as_deref() {
+                None => None,
+                Some(text) => Some(
+                    parse_span(text.trim())
+                        .filter(|&span| span > 0)
+                        .ok_or_else(|| format!("interval {text:?}: a span like 1m, 1h or 1d"))?,
+                ),
+            },
         })
     }
 }

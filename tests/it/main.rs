@@ -4,6 +4,7 @@ mod adversarial_bodies;
 mod alerts;
 mod collect;
 mod collectors;
+mod dashboard;
 mod hardening;
 mod mapping;
 mod pipeline;

@@ -17,7 +17,7 @@ use tantivy::{DocAddress, Order, TantivyDocument, Term};
 
 use super::{IndexError, Searcher};
 use crate::record::{END_CREATED_AT, MIN_CREATED_AT, Post};
-use crate::wire::search::{Bucket, Count as KeyCount, SearchRequest, SearchResponse, Sentiments, Sort};
+use crate::wire::search::{Bucket, Count as KeyCount, MAX_BARS, SearchRequest, SearchResponse, Sentiments, Sort};
 
 /// Hits per page at most.
 pub const MAX_LIMIT: usize = 1000;
@@ -229,7 +229,11 @@ impl Searcher {
         });
         let interval = match (first, last) {
             (Some(first), Some(last)) if last >= first => {
-                let interval = auto_interval(last - first);
+                let span = last - first;
+                let interval = match request.interval {
+                    Some(interval) if span / interval < MAX_BARS => interval,
+                    _ => auto_interval(span),
+                };
                 request_aggs["histogram"] = json!({
                     "histogram": {
                         "field": "created_at",
