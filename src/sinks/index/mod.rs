@@ -13,6 +13,7 @@
 //! offsets (removed, restored from a backup) makes the sink read again from
 //! the index's own offsets, as far as the log still holds them.
 
+mod known;
 pub mod live;
 pub mod search;
 
@@ -33,6 +34,7 @@ use crate::log::{Entry, Input, Log, LogError, Topic};
 use crate::metrics::Metrics;
 use crate::record::PostView;
 use crate::sinks::consume::{self, Commit, Committed, Sink};
+use known::KnownKeys;
 
 /// The index's consumer name on `posts.enriched`.
 pub const CONSUMER: &str = "index";
@@ -227,6 +229,10 @@ pub struct IndexSink {
     last_retention: Option<Instant>,
     /// The offsets of the last commit.
     offsets: BTreeMap<u32, u64>,
+    /// Keys that may be in the index (committed or since).
+    known: KnownKeys,
+    /// Keys written since the last commit, for growing `known`.
+    since_commit: Vec<String>,
 }
 
 impl IndexSink {
@@ -240,7 +246,10 @@ impl IndexSink {
         writer.set_merge_policy(Box::new(policy));
         let searcher = Searcher::over(index.clone(), fields)?;
         let reader = searcher.reader.clone();
+        let known = KnownKeys::of(&reader.searcher(), fields.key)?;
         let sink = IndexSink {
+            known,
+            since_commit: Vec::new(),
             writer,
             index,
             fields,
@@ -259,6 +268,18 @@ impl IndexSink {
     /// commits (the shared [`consume::run`] loop).
     pub fn run(mut self, log: &dyn Log, shutdown: CancellationToken) -> Result<(), IndexError> {
         consume::run(log, &mut [&mut self], shutdown)
+    }
+
+    /// Replaces the full key filter by one twice its size, of the
+    /// committed keys and those written since.
+    fn grow_known(&mut self) -> Result<(), IndexError> {
+        let mut grown = KnownKeys::with_capacity(self.known.capacity().saturating_mul(2));
+        grown.insert_all(&self.reader.searcher(), self.fields.key)?;
+        for k in &self.since_commit {
+            grown.insert(k.as_bytes());
+        }
+        self.known = grown;
+        Ok(())
     }
 
     /// Deletes documents ingested before the retention bound, at most once
@@ -319,9 +340,17 @@ impl Sink for IndexSink {
                 continue;
             };
             let k = key(&post.incoming.platform, &post.incoming.id);
-            self.writer.delete_term(Term::from_field_text(self.fields.key, &k));
+            // A key never indexed needs no delete (nearly every post).
+            if self.known.may_contain(k.as_bytes()) {
+                self.writer.delete_term(Term::from_field_text(self.fields.key, &k));
+            }
             self.writer
                 .add_document(document(&self.fields, &k, &post, &entry.value))?;
+            self.known.insert(k.as_bytes());
+            self.since_commit.push(k);
+            if self.known.full() {
+                self.grow_known()?;
+            }
         }
         self.metrics.index_documents.add((entries.len() - skipped) as u64);
         self.metrics.index_skipped.add(skipped as u64);
@@ -347,6 +376,7 @@ impl Sink for IndexSink {
         self.offsets = offsets;
         self.last_commit = Instant::now();
         self.reader.reload()?;
+        self.since_commit.clear();
         self.metrics.index_commits.add(1);
         Ok(commit.now()?)
     }
