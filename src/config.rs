@@ -344,8 +344,9 @@ zstd_level = 1
 # The search index (GET /v1/search, chorus search, the dashboard), written
 # from posts.enriched; false: no index, no search.
 enabled = true
-# A post is searchable at most this long (ms) after it is enriched.
-commit_interval_ms = 1000
+# A post is searchable at most this long (ms) after it is enriched: 500 keeps
+# p99 from 202 to searchable under a second; 1000 indexes ~20% more posts/s.
+commit_interval_ms = 500
 # Documents are deleted this many days after they were ingested (0: never).
 retention_days = 30
 # Memory of the index writer (bytes, at least 15 MiB).

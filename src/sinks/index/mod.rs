@@ -73,7 +73,7 @@ impl Default for IndexConfig {
     fn default() -> Self {
         IndexConfig {
             enabled: true,
-            commit_interval_ms: 1000,
+            commit_interval_ms: 500,
             retention_days: 30,
             writer_memory_bytes: 64 << 20,
             stemming: false,
