@@ -44,7 +44,9 @@ function startDemo(env) {
   });
 }
 
+// The total of the search shown, once it is shown (not "Searching…").
 const total = async (page) => {
+  await page.waitForFunction(() => /posts match/.test(document.querySelector('#search-summary').textContent));
   const text = await page.textContent('#search-summary');
   const m = /^([\d,]+) posts match/.exec(text);
   assert.ok(m, `no total in ${JSON.stringify(text)}`);
@@ -102,7 +104,8 @@ async function main() {
     // Enough bars to pick a finished one (the demo keeps writing the last).
     await page.waitForTimeout(1500);
     await page.click('#search-form button[type=submit]');
-    await page.waitForFunction(() => window.chorus.charts.search.data[0].length >= 4, null, { timeout: 10000 });
+    await page.waitForFunction(() => /posts match/.test(document.querySelector('#search-summary').textContent)
+      && window.chorus.charts.search.data[0].length >= 4, null, { timeout: 10000 });
     const bar = await page.evaluate(() => {
       const u = window.chorus.charts.search;
       const counts = u.data[1];

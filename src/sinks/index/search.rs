@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use serde_json::{Value, json};
 use tantivy::aggregation::AggregationCollector;
 use tantivy::aggregation::agg_req::Aggregations;
+use tantivy::aggregation::agg_result::AggregationResults;
 use tantivy::collector::{Count, TopDocs};
 use tantivy::query::{AllQuery, BooleanQuery, Occur, Query, QueryParser, RangeQuery, TermQuery};
 use tantivy::schema::{IndexRecordOption, Value as _};
@@ -75,7 +76,8 @@ impl Searcher {
         // how many hits with that time were shown), or by relevance (a
         // cursor of the offset). Each candidate keeps its created_at, from
         // which the cursor after it is made.
-        let (total, candidates, more, cursor): (usize, Vec<(i64, DocAddress)>, bool, Cursor) = match request.sort {
+        type Page = (usize, Vec<(i64, DocAddress)>, bool, Cursor, AggregationResults);
+        let (total, candidates, more, cursor, found): Page = match request.sort {
             Sort::Newest => {
                 let (until, skip) = match &request.after {
                     None => (None, 0),
@@ -101,15 +103,21 @@ impl Searcher {
                     ])),
                 };
                 let top = TopDocs::with_limit(limit + skip + 1).order_by_fast_field::<i64>("created_at", Order::Desc);
-                let total = searcher.search(&*query, &Count)?;
-                let docs = searcher.search(&*paged, &top)?;
+                // One pass over the matches for the count, the histogram's
+                // bounds and (on the first page) the page itself.
+                let (total, docs, found) = if until.is_none() {
+                    searcher.search(&*query, &(Count, top, bounds_collector()?))?
+                } else {
+                    let (total, found) = searcher.search(&*query, &(Count, bounds_collector()?))?;
+                    (total, searcher.search(&*paged, &top)?, found)
+                };
                 let page: Vec<(i64, DocAddress)> = docs
                     .into_iter()
                     .skip(skip)
                     .map(|(t, a)| (t.unwrap_or(i64::MIN), a))
                     .collect();
                 let more = page.len() > limit;
-                (total, page, more, Cursor::Newest { until, skip })
+                (total, page, more, Cursor::Newest { until, skip }, found)
             }
             Sort::Relevance => {
                 let offset = match &request.after {
@@ -124,10 +132,10 @@ impl Searcher {
                     )));
                 }
                 let top = TopDocs::with_limit(limit + 1).and_offset(offset).order_by_score();
-                let (total, docs) = searcher.search(&*query, &(Count, top))?;
+                let (total, docs, found) = searcher.search(&*query, &(Count, top, bounds_collector()?))?;
                 let more = docs.len() > limit;
                 let page = docs.into_iter().map(|(_, a)| (0, a)).collect();
-                (total, page, more, Cursor::Relevance { offset })
+                (total, page, more, Cursor::Relevance { offset }, found)
             }
         };
 
@@ -169,7 +177,8 @@ impl Searcher {
         let more = more || shown.len() < candidates.len().min(limit);
         let next = more.then(|| cursor.after(&shown));
 
-        let aggregations = self.aggregations(&searcher, &*query, request)?;
+        let found = serde_json::to_value(found).unwrap_or(Value::Null);
+        let aggregations = self.aggregations(&searcher, &*query, request, &found)?;
         let terms = self.top_terms(&searcher, &*query, request.sort)?;
         Ok(SearchResponse {
             total: total as u64,
@@ -207,10 +216,10 @@ impl Searcher {
         searcher: &tantivy::Searcher,
         query: &dyn Query,
         request: &SearchRequest,
+        found: &Value,
     ) -> Result<Aggs, SearchError> {
-        // The histogram's span: the filters', else the matches' own.
-        let bounds = json!({"first": {"min": {"field": "created_at"}}, "last": {"max": {"field": "created_at"}}});
-        let found = run_aggs(searcher, query, bounds)?;
+        // The histogram's span: the filters', else the matches' own (from
+        // `found`, the bounds the page's pass collected).
         // Within the times a post can have, whatever the filters say.
         let clamp = |t: i64| t.clamp(MIN_CREATED_AT, END_CREATED_AT - 1);
         let first = request
@@ -462,6 +471,14 @@ fn sentiments(result: &Value) -> Sentiments {
         }
     }
     split
+}
+
+/// The oldest and newest `created_at` of the matches (`first`, `last`).
+fn bounds_collector() -> Result<AggregationCollector, SearchError> {
+    let bounds = json!({"first": {"min": {"field": "created_at"}}, "last": {"max": {"field": "created_at"}}});
+    let aggs: Aggregations =
+        serde_json::from_value(bounds).map_err(|e| SearchError::Invalid(format!("aggregation: {e}")))?;
+    Ok(AggregationCollector::from_aggs(aggs, Default::default()))
 }
 
 fn run_aggs(searcher: &tantivy::Searcher, query: &dyn Query, request: Value) -> Result<Value, SearchError> {
