@@ -51,20 +51,8 @@ fn main() {
         .iter()
         .map(|body| {
             let incoming = IncomingPost {
-                platform: "reddit".into(),
-                id: String::new(),
-                community: None,
-                author: None,
-                body: body.clone(),
-                created_at: 0,
-                parent_id: None,
-                thread_id: None,
-                url: None,
-                score: None,
-                reposts: None,
-                author_followers: None,
-                location: None,
                 lang: Some("en".into()),
+                ..IncomingPost::new("reddit", "", body, 0)
             };
             chorus::enrich::enrich_post(incoming, 0)
         })

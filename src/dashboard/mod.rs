@@ -17,32 +17,27 @@ struct Asset {
 
 const INDEX: &[u8] = include_bytes!("index.html");
 
+/// An [`Asset`] of the file at `path` (beside this module).
+macro_rules! asset {
+    ($name:literal, $path:literal, $content_type:literal) => {
+        Asset {
+            name: $name,
+            content_type: $content_type,
+            bytes: include_bytes!($path),
+        }
+    };
+}
+
 const ASSETS: &[Asset] = &[
-    Asset {
-        name: "app.js",
-        content_type: "text/javascript; charset=utf-8",
-        bytes: include_bytes!("app.js"),
-    },
-    Asset {
-        name: "app.css",
-        content_type: "text/css; charset=utf-8",
-        bytes: include_bytes!("app.css"),
-    },
-    Asset {
-        name: "uPlot.iife.min.js",
-        content_type: "text/javascript; charset=utf-8",
-        bytes: include_bytes!("vendor/uPlot.iife.min.js"),
-    },
-    Asset {
-        name: "uPlot.min.css",
-        content_type: "text/css; charset=utf-8",
-        bytes: include_bytes!("vendor/uPlot.min.css"),
-    },
-    Asset {
-        name: "uPlot.LICENSE",
-        content_type: "text/plain; charset=utf-8",
-        bytes: include_bytes!("vendor/uPlot.LICENSE"),
-    },
+    asset!("app.js", "app.js", "text/javascript; charset=utf-8"),
+    asset!("app.css", "app.css", "text/css; charset=utf-8"),
+    asset!(
+        "uPlot.iife.min.js",
+        "vendor/uPlot.iife.min.js",
+        "text/javascript; charset=utf-8"
+    ),
+    asset!("uPlot.min.css", "vendor/uPlot.min.css", "text/css; charset=utf-8"),
+    asset!("uPlot.LICENSE", "vendor/uPlot.LICENSE", "text/plain; charset=utf-8"),
 ];
 
 /// Scripts and styles only from this server, no frames, no plugins; the

@@ -196,20 +196,8 @@ mod tests {
             .map(|i| {
                 let post = Post {
                     incoming: IncomingPost {
-                        platform: "x".into(),
-                        id: i.to_string(),
                         community: Some(if i % 2 == 0 { "even" } else { "odd" }.into()),
-                        author: None,
-                        body: body.into(),
-                        created_at: 1_000_000,
-                        parent_id: None,
-                        thread_id: None,
-                        url: None,
-                        score: None,
-                        reposts: None,
-                        author_followers: None,
-                        location: None,
-                        lang: None,
+                        ..IncomingPost::new("x", &i.to_string(), body, 1_000_000)
                     },
                     text: body.into(),
                     ingested_at: i64::from(i),
