@@ -680,14 +680,20 @@ async fn search(
         Ok(r) => r,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
-    let Ok(_permit) = state.search_permits.clone().try_acquire_owned() else {
+    let Ok(permit) = state.search_permits.clone().try_acquire_owned() else {
         return retry_later(
             StatusCode::TOO_MANY_REQUESTS,
             format!("{MAX_CONCURRENT_SEARCHES} searches are running already; retry later"),
             "1",
         );
     };
-    match tokio::task::spawn_blocking(move || searcher.search(&request)).await {
+    // The permit goes with the work: a client that hangs up does not free
+    // its slot while its search still runs.
+    let work = move || {
+        let _permit = permit;
+        searcher.search(&request)
+    };
+    match tokio::task::spawn_blocking(work).await {
         Ok(Ok(answer)) => Json(answer).into_response(),
         Ok(Err(e)) => search_error(e),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("search task failed: {e}")),
