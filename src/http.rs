@@ -654,7 +654,7 @@ async fn status(State(state): State<Arc<AppState>>) -> Response {
                 documents: s.documents(),
                 bytes: s.disk_bytes(),
             });
-            let root = state.data_dir.join("archive");
+            let root = state.data_dir.join(crate::sinks::archive::DIR);
             status.archive = tokio::task::spawn_blocking(move || crate::sinks::archive::summary(&root).ok())
                 .await
                 .ok()

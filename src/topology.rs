@@ -133,7 +133,7 @@ impl Pipeline {
 
     /// The archive's root directory.
     pub fn archive_root(&self) -> PathBuf {
-        self.data.join("archive")
+        self.data.join(crate::sinks::archive::DIR)
     }
 
     /// A query engine over this directory, within `[query]`'s bounds;

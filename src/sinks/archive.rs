@@ -49,6 +49,8 @@ pub const ERRORS_INPUT: Input = Input {
 };
 /// Directory of the post files, under the archive root.
 pub const POSTS_DIR: &str = "posts";
+/// The archive's directory, under the data directory.
+pub const DIR: &str = "archive";
 /// Directory of the dead letters, under the archive root.
 pub const ERRORS_DIR: &str = "errors";
 const TMP_DIR: &str = ".tmp";

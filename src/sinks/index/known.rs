@@ -20,7 +20,8 @@ const SEEDS: [(u64, u64); 2] = [
     (0xa409_3822_299f_31d0, 0x082e_fa98_ec4e_6c89),
 ];
 
-/// A Bloom filter over keys; grown (rebuilt) when it holds its capacity.
+/// A Bloom filter over keys; the sink rebuilds it twice as large (with
+/// [`KnownKeys::of`]) after a commit once it holds its capacity.
 pub struct KnownKeys {
     bits: Vec<u64>,
     inserted: u64,
@@ -90,11 +91,6 @@ impl KnownKeys {
     /// Whether it holds as many keys as it was sized for.
     pub fn full(&self) -> bool {
         self.inserted >= self.capacity
-    }
-
-    /// Keys it was sized for.
-    pub fn capacity(&self) -> u64 {
-        self.capacity
     }
 }
 

@@ -231,8 +231,6 @@ pub struct IndexSink {
     offsets: BTreeMap<u32, u64>,
     /// Keys that may be in the index (committed or since).
     known: KnownKeys,
-    /// Keys written since the last commit, for growing `known`.
-    since_commit: Vec<String>,
 }
 
 impl IndexSink {
@@ -249,7 +247,6 @@ impl IndexSink {
         let known = KnownKeys::of(&reader.searcher(), fields.key)?;
         let sink = IndexSink {
             known,
-            since_commit: Vec::new(),
             writer,
             index,
             fields,
@@ -268,18 +265,6 @@ impl IndexSink {
     /// commits (the shared [`consume::run`] loop).
     pub fn run(mut self, log: &dyn Log, shutdown: CancellationToken) -> Result<(), IndexError> {
         consume::run(log, &mut [&mut self], shutdown)
-    }
-
-    /// Replaces the full key filter by one twice its size, of the
-    /// committed keys and those written since.
-    fn grow_known(&mut self) -> Result<(), IndexError> {
-        let mut grown = KnownKeys::with_capacity(self.known.capacity().saturating_mul(2));
-        grown.insert_all(&self.reader.searcher(), self.fields.key)?;
-        for k in &self.since_commit {
-            grown.insert(k.as_bytes());
-        }
-        self.known = grown;
-        Ok(())
     }
 
     /// Deletes documents ingested before the retention bound, at most once
@@ -347,10 +332,6 @@ impl Sink for IndexSink {
             self.writer
                 .add_document(document(&self.fields, &k, &post, &entry.value))?;
             self.known.insert(k.as_bytes());
-            self.since_commit.push(k);
-            if self.known.full() {
-                self.grow_known()?;
-            }
         }
         self.metrics.index_documents.add((entries.len() - skipped) as u64);
         self.metrics.index_skipped.add(skipped as u64);
@@ -376,7 +357,12 @@ impl Sink for IndexSink {
         self.offsets = offsets;
         self.last_commit = Instant::now();
         self.reader.reload()?;
-        self.since_commit.clear();
+        // A full key filter is rebuilt twice as large from what is now all
+        // committed (between commits it only holds a few more keys than it
+        // was sized for, a little more often a false positive).
+        if self.known.full() {
+            self.known = KnownKeys::of(&self.reader.searcher(), self.fields.key)?;
+        }
         self.metrics.index_commits.add(1);
         Ok(commit.now()?)
     }

@@ -473,19 +473,20 @@ fn sentiments(result: &Value) -> Sentiments {
     split
 }
 
-/// The oldest and newest `created_at` of the matches (`first`, `last`).
-fn bounds_collector() -> Result<AggregationCollector, SearchError> {
-    let bounds = json!({"first": {"min": {"field": "created_at"}}, "last": {"max": {"field": "created_at"}}});
+/// The collector of Elasticsearch-style aggregations `request`.
+fn aggregations_collector(request: Value) -> Result<AggregationCollector, SearchError> {
     let aggs: Aggregations =
-        serde_json::from_value(bounds).map_err(|e| SearchError::Invalid(format!("aggregation: {e}")))?;
+        serde_json::from_value(request).map_err(|e| SearchError::Invalid(format!("aggregation: {e}")))?;
     Ok(AggregationCollector::from_aggs(aggs, Default::default()))
 }
 
+/// The oldest and newest `created_at` of the matches (`first`, `last`).
+fn bounds_collector() -> Result<AggregationCollector, SearchError> {
+    aggregations_collector(json!({"first": {"min": {"field": "created_at"}}, "last": {"max": {"field": "created_at"}}}))
+}
+
 fn run_aggs(searcher: &tantivy::Searcher, query: &dyn Query, request: Value) -> Result<Value, SearchError> {
-    let aggs: Aggregations =
-        serde_json::from_value(request).map_err(|e| SearchError::Invalid(format!("aggregation: {e}")))?;
-    let collector = AggregationCollector::from_aggs(aggs, Default::default());
-    let result = searcher.search(query, &collector)?;
+    let result = searcher.search(query, &aggregations_collector(request)?)?;
     Ok(serde_json::to_value(result).unwrap_or(Value::Null))
 }
 
