@@ -2,7 +2,7 @@
 //! `posts.enriched` with N enriched posts (Reddit comments of the corpus,
 //! replicated under unique ids, scored by chorus's analyzers), then runs
 //! the index sink over it until it has drained and committed, with
-//! `[index]`'s defaults (a commit every second, upsert by (platform, id),
+//! `[index]`'s defaults (a commit every second while behind the log, upsert by (platform, id),
 //! the record stored). Prints posts/s and the CPU the sink used.
 //!
 //! Usage: bench_index [POSTS] [CORPUS]   (default 1000000, the Reddit corpus)
@@ -17,6 +17,10 @@ use chorus::record::IncomingPost;
 use chorus::sinks::index::{IndexConfig, IndexSink};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
+
+/// The `chorus` binary's allocator: the sink runs here as it does there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// User + system CPU of this process so far, seconds.
 fn cpu_seconds() -> f64 {

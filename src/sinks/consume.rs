@@ -21,8 +21,8 @@ use crate::log::{Entry, Log, LogError, READ_BYTES, Transaction};
 use crate::transforms::Drain;
 
 /// Records read from a partition at once, at most (and at most
-/// [`READ_BYTES`]).
-const READ_RECORDS: usize = 4096;
+/// [`READ_BYTES`]): a sink handed this many at once is behind the log.
+pub const READ_RECORDS: usize = 4096;
 
 /// A sink fed by [`run`].
 pub trait Sink {

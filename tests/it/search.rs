@@ -261,14 +261,37 @@ async fn a_resent_post_is_one_document_and_a_lost_index_is_rebuilt_from_the_log(
     }
     assert_eq!(total(&client, &server, &[("q", "wombat")]).await, 0);
     assert_eq!(total(&client, &server, &[]).await, 500);
+    // The same id on another platform is another post: it replaces nothing.
+    let other = json!({"platform": "mastodon", "id": "t1_7", "body": "a koala elsewhere", "created_at": 1_546_300_900});
+    crate::server::post_accepted(&client, &server, other.to_string()).await;
+    wait_for_documents(&client, &server, 501).await;
+    assert_eq!(total(&client, &server, &[("q", "koala")]).await, 2);
+    assert_eq!(
+        total(&client, &server, &[("q", "koala"), ("platform", "reddit")]).await,
+        1
+    );
     server.stop();
 
     // The index lost while stopped: the next start reads the log again.
     std::fs::remove_dir_all(data.join("index")).unwrap();
     let server = Server::start(&data, "", &[]);
-    wait_for_documents(&client, &server, 500).await;
-    assert_eq!(total(&client, &server, &[("q", "koala")]).await, 1);
+    wait_for_documents(&client, &server, 501).await;
+    assert_eq!(total(&client, &server, &[("q", "koala")]).await, 2);
     assert_eq!(total(&client, &server, &[("q", "wombat")]).await, 0);
+    assert_eq!(total(&client, &server, &[("q", "koalas")]).await, 0);
+    server.stop();
+
+    // Other index settings (stemming): the old index is set aside, not
+    // removed, and a new one built from the log.
+    let server = Server::start(&data, "[index]\nstemming = true\n", &[]);
+    wait_for_documents(&client, &server, 501).await;
+    assert_eq!(total(&client, &server, &[("q", "koalas")]).await, 2);
+    let aside: Vec<String> = std::fs::read_dir(&data)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("index.other-schema-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "{aside:?}");
     server.stop();
 
     // With the index off: no search, and no index consumer holding the log.

@@ -143,8 +143,7 @@ impl Live {
         let mut writer = index.writer_with_num_threads::<TantivyDocument>(1, BATCH_INDEX_BYTES)?;
         for value in values {
             if let Ok(post) = PostView::from_log_bytes(value) {
-                let key = super::key(&post.incoming.platform, &post.incoming.id);
-                writer.add_document(super::document(&self.fields, &key, &post, value))?;
+                writer.add_document(super::document(&self.fields, &post, value))?;
             }
         }
         writer.commit()?;

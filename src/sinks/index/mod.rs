@@ -3,8 +3,8 @@
 //! (1 s by default) of the post's `202`.
 //!
 //! One document per (platform, id): a post is written as a delete of its
-//! key and an add, so a replay or a re-send replaces it instead of adding a
-//! second. A post's key always lands in the same log partition, read in
+//! (platform, id) and an add, so a replay or a re-send replaces it instead
+//! of adding a second. A post's key always lands in the same log partition, read in
 //! offset order, so the last version written is the newest `ingested_at`,
 //! as in `posts_latest`. Each commit stores the log offsets it covers in
 //! its payload, and the log's offsets are committed only after it: after a
@@ -24,9 +24,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tantivy::indexer::LogMergePolicy;
-use tantivy::schema::{
-    FAST, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing, TextOptions,
-};
+use tantivy::query::{BooleanQuery, Occur, Query, TermQuery};
+use tantivy::schema::{FAST, Field, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing, TextOptions};
 use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
 use tokio_util::sync::CancellationToken;
 
@@ -45,6 +44,8 @@ pub const INPUT: Input = Input {
 };
 /// The index's directory, under the data directory.
 pub const DIR: &str = "index";
+/// Commit interval, ms, at least, while the sink catches up on a backlog.
+const BACKLOG_COMMIT_INTERVAL_MS: u64 = 1000;
 /// Documents at most in a segment that merges take part in: merges stay
 /// bounded in time and memory however large the index grows.
 const MAX_DOCS_BEFORE_MERGE: usize = 5_000_000;
@@ -56,7 +57,9 @@ pub struct IndexConfig {
     /// Whether `chorus run` and `chorus demo` keep a search index.
     pub enabled: bool,
     /// Longest time, ms, from a post's arrival in `posts.enriched` to its
-    /// commit (when it becomes searchable).
+    /// commit (when it becomes searchable) while the index keeps up with
+    /// the log; while it catches up on a backlog it commits every second
+    /// (or at this interval if longer), which costs less per post.
     pub commit_interval_ms: u64,
     /// Documents are deleted this many days after they were ingested (0:
     /// never).
@@ -94,16 +97,22 @@ pub enum IndexError {
     /// The index on disk is not one this build wrote.
     #[error("index: {0}")]
     Incompatible(String),
+    /// The index under the directory was written with another schema
+    /// (other settings, or an earlier version).
+    #[error(
+        "index: {} was written with other settings (stemming?) or by another version; remove it to rebuild \
+         the index from the log",
+        .0.display()
+    )]
+    OtherSchema(std::path::PathBuf),
 }
 
 /// The index's fields.
 #[derive(Debug, Clone, Copy)]
 pub struct Fields {
-    /// `platform` and `id`, the one-document-per-post key (exact).
-    pub key: Field,
     /// Exact, filterable, aggregated.
     pub platform: Field,
-    /// The platform's id (exact).
+    /// The platform's id (exact); with `platform`, the key of a document.
     pub id: Field,
     /// Exact, filterable, aggregated.
     pub community: Field,
@@ -111,9 +120,10 @@ pub struct Fields {
     pub author: Field,
     /// The cleaned text, full text with positions.
     pub text: Field,
-    /// µs since the epoch, indexed and fast.
+    /// µs since the epoch, fast (a range over it is answered from the
+    /// column).
     pub created_at: Field,
-    /// µs since the epoch, indexed and fast.
+    /// µs since the epoch, fast.
     pub ingested_at: Field,
     /// Fast.
     pub polarity: Field,
@@ -125,21 +135,17 @@ pub struct Fields {
     pub record: Field,
 }
 
-/// Separates platform and id in the key (neither may hold control
-/// characters).
-const KEY_SEPARATOR: char = '\u{1f}';
-
-/// The key of a post.
-pub fn key(platform: &str, id: &str) -> String {
-    format!("{platform}{KEY_SEPARATOR}{id}")
-}
-
 /// The tokenizer of `text`.
 fn text_tokenizer(stemming: bool) -> &'static str {
     if stemming { "en_stem" } else { "default" }
 }
 
 /// The schema, and its fields.
+///
+/// `created_at` and `ingested_at` are fast fields and not in the inverted
+/// index: tantivy answers a range over a fast field from its column and
+/// would never read their terms, nearly one per post each, which cost a
+/// fifth of the sink's time to write and merge (docs/BENCHMARKS.md).
 pub fn schema(stemming: bool) -> (Schema, Fields) {
     let mut b = Schema::builder();
     let exact = STRING | FAST;
@@ -149,14 +155,13 @@ pub fn schema(stemming: bool) -> (Schema, Fields) {
             .set_index_option(IndexRecordOption::WithFreqsAndPositions),
     );
     let fields = Fields {
-        key: b.add_text_field("key", STRING),
         platform: b.add_text_field("platform", exact.clone()),
         id: b.add_text_field("id", STRING),
         community: b.add_text_field("community", exact.clone()),
         author: b.add_text_field("author", exact.clone()),
         text: b.add_text_field("text", text),
-        created_at: b.add_i64_field("created_at", INDEXED | FAST),
-        ingested_at: b.add_i64_field("ingested_at", INDEXED | FAST),
+        created_at: b.add_i64_field("created_at", FAST),
+        ingested_at: b.add_i64_field("ingested_at", FAST),
         polarity: b.add_f64_field("polarity", FAST),
         vader_compound: b.add_f64_field("vader_compound", FAST),
         sentiment: b.add_text_field("sentiment", exact),
@@ -165,12 +170,11 @@ pub fn schema(stemming: bool) -> (Schema, Fields) {
     (b.build(), fields)
 }
 
-/// The document of `post` under `key` (its [`key`]), whose log bytes are
-/// `record`.
-pub(crate) fn document(f: &Fields, key: &str, post: &PostView<'_>, record: &[u8]) -> TantivyDocument {
+/// The document of `post`, whose log bytes are `record`.
+pub(crate) fn document(f: &Fields, post: &PostView<'_>, record: &[u8]) -> TantivyDocument {
     let p = &post.incoming;
-    let mut doc = TantivyDocument::default();
-    doc.add_text(f.key, key);
+    // Room for every value: the document is never grown on the way.
+    let mut doc = TantivyDocument::with_capacity(record.len() + post.text.len() + DOCUMENT_OVERHEAD);
     doc.add_text(f.platform, &p.platform);
     doc.add_text(f.id, &p.id);
     if let Some(community) = &p.community {
@@ -189,20 +193,39 @@ pub(crate) fn document(f: &Fields, key: &str, post: &PostView<'_>, record: &[u8]
     doc
 }
 
+/// Bytes of a document beyond its record and text (the other values and
+/// their headers).
+const DOCUMENT_OVERHEAD: usize = 512;
+
+/// The query of the document of (`platform`, `id`).
+fn same_post(f: &Fields, platform: &str, id: &str) -> BooleanQuery {
+    let term = |field, value| -> (Occur, Box<dyn Query>) {
+        (
+            Occur::Must,
+            Box::new(TermQuery::new(
+                Term::from_field_text(field, value),
+                IndexRecordOption::Basic,
+            )),
+        )
+    };
+    BooleanQuery::new(vec![term(f.platform, platform), term(f.id, id)])
+}
+
 /// Opens (creating) the index under `dir`.
 pub fn open(dir: &Path, stemming: bool) -> Result<(Index, Fields), IndexError> {
     let (schema, fields) = schema(stemming);
     std::fs::create_dir_all(dir).map_err(|e| IndexError::Incompatible(format!("{}: {e}", dir.display())))?;
     let directory = tantivy::directory::MmapDirectory::open(dir)
         .map_err(|e| IndexError::Incompatible(format!("{}: {e}", dir.display())))?;
-    let index = Index::open_or_create(directory, schema.clone())?;
-    if index.schema() != schema {
-        return Err(IndexError::Incompatible(format!(
-            "{} was written with other settings (stemming?) or by another version; remove it to rebuild the \
-             index from the log",
-            dir.display()
-        )));
-    }
+    let index = if Index::exists(&directory).map_err(|e| IndexError::Incompatible(format!("{}: {e}", dir.display())))? {
+        let index = Index::open(directory)?;
+        if index.schema() != schema {
+            return Err(IndexError::OtherSchema(dir.to_path_buf()));
+        }
+        index
+    } else {
+        Index::create(directory, schema, tantivy::IndexSettings::default())?
+    };
     Ok((index, fields))
 }
 
@@ -224,6 +247,11 @@ pub struct IndexSink {
     reader: IndexReader,
     metrics: Arc<Metrics>,
     interval: Duration,
+    /// The interval while catching up on a backlog.
+    backlog_interval: Duration,
+    /// Whether a read since the last commit was a full one: the sink is
+    /// behind the log.
+    behind: bool,
     retention: Option<Duration>,
     last_commit: Instant,
     last_retention: Option<Instant>,
@@ -236,15 +264,31 @@ pub struct IndexSink {
 impl IndexSink {
     /// The sink over the index under `dir`; `reader` is what searches use,
     /// reloaded after each commit.
+    ///
+    /// An index of another schema is set aside (renamed, not removed) and
+    /// a new one built from what the log still holds.
     pub fn open(dir: &Path, config: &IndexConfig, metrics: Arc<Metrics>) -> Result<(IndexSink, Searcher), IndexError> {
-        let (index, fields) = open(dir, config.stemming)?;
+        let (index, fields) = match open(dir, config.stemming) {
+            Err(IndexError::OtherSchema(_)) => {
+                let aside = dir.with_extension(format!("other-schema-{}", crate::record::now_micros() / 1_000_000));
+                std::fs::rename(dir, &aside)
+                    .map_err(|e| IndexError::Incompatible(format!("{} could not be set aside: {e}", dir.display())))?;
+                tracing::warn!(
+                    old = %aside.display(),
+                    "The index was written with other settings or by another version: set aside (remove it when \
+                     the new one is built) and built again from the log."
+                );
+                open(dir, config.stemming)?
+            }
+            opened => opened?,
+        };
         let writer = index.writer_with_num_threads(1, config.writer_memory_bytes.max(15 << 20))?;
         let mut policy = LogMergePolicy::default();
         policy.set_max_docs_before_merge(MAX_DOCS_BEFORE_MERGE);
         writer.set_merge_policy(Box::new(policy));
         let searcher = Searcher::over(index.clone(), fields)?;
         let reader = searcher.reader.clone();
-        let known = KnownKeys::of(&reader.searcher(), fields.key)?;
+        let known = KnownKeys::of(&reader.searcher(), fields.id)?;
         let sink = IndexSink {
             known,
             writer,
@@ -253,6 +297,8 @@ impl IndexSink {
             reader,
             metrics,
             interval: Duration::from_millis(config.commit_interval_ms.max(1)),
+            backlog_interval: Duration::from_millis(config.commit_interval_ms.max(BACKLOG_COMMIT_INTERVAL_MS)),
+            behind: false,
             retention: (config.retention_days > 0).then(|| Duration::from_secs(config.retention_days * 86_400)),
             last_commit: Instant::now(),
             last_retention: None,
@@ -316,6 +362,7 @@ impl Sink for IndexSink {
     }
 
     fn write(&mut self, _partition: u32, entries: &[Entry]) -> Result<(), IndexError> {
+        self.behind |= entries.len() >= consume::READ_RECORDS;
         let mut skipped = 0;
         for entry in entries {
             // A record the archive cannot read either: it sends it to the
@@ -324,14 +371,13 @@ impl Sink for IndexSink {
                 skipped += 1;
                 continue;
             };
-            let k = key(&post.incoming.platform, &post.incoming.id);
-            // A key never indexed needs no delete (nearly every post).
-            if self.known.may_contain(k.as_bytes()) {
-                self.writer.delete_term(Term::from_field_text(self.fields.key, &k));
+            let (platform, id) = (&post.incoming.platform, &post.incoming.id);
+            // An id never indexed needs no delete (nearly every post).
+            if self.known.insert(id.as_bytes()) {
+                self.writer
+                    .delete_query(Box::new(same_post(&self.fields, platform, id)))?;
             }
-            self.writer
-                .add_document(document(&self.fields, &k, &post, &entry.value))?;
-            self.known.insert(k.as_bytes());
+            self.writer.add_document(document(&self.fields, &post, &entry.value))?;
         }
         self.metrics.index_documents.add((entries.len() - skipped) as u64);
         self.metrics.index_skipped.add(skipped as u64);
@@ -339,7 +385,12 @@ impl Sink for IndexSink {
     }
 
     fn due(&self, pending: &[u32]) -> Vec<u32> {
-        if self.last_commit.elapsed() >= self.interval {
+        let interval = if self.behind {
+            self.backlog_interval
+        } else {
+            self.interval
+        };
+        if self.last_commit.elapsed() >= interval {
             pending.to_vec()
         } else {
             Vec::new()
@@ -356,12 +407,13 @@ impl Sink for IndexSink {
         prepared.commit()?;
         self.offsets = offsets;
         self.last_commit = Instant::now();
+        self.behind = false;
         self.reader.reload()?;
         // A full key filter is rebuilt twice as large from what is now all
         // committed (between commits it only holds a few more keys than it
         // was sized for, a little more often a false positive).
         if self.known.full() {
-            self.known = KnownKeys::of(&self.reader.searcher(), self.fields.key)?;
+            self.known = KnownKeys::of(&self.reader.searcher(), self.fields.id)?;
         }
         self.metrics.index_commits.add(1);
         Ok(commit.now()?)
