@@ -1,10 +1,11 @@
 # Sourced by the benchmark scripts: start_server BIN TOML starts
 # `BIN run` on a fresh data directory under a new $DIR with the extra
 # configuration TOML, waits for its server.json and sets PID and ADDR;
-# the server is killed and $DIR removed when the script exits.
+# the server is killed and $DIR removed when the script exits (moved to
+# $CHORUS_BENCH_KEEP instead when that is set, to look at or reuse).
 start_server() {
     DIR="$(mktemp -d)"
-    trap 'kill "$PID" 2>/dev/null || true; rm -rf "$DIR"' EXIT
+    trap 'kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; if [ -n "${CHORUS_BENCH_KEEP:-}" ]; then mv "$DIR" "$CHORUS_BENCH_KEEP"; else rm -rf "$DIR"; fi' EXIT
     printf '%s\n' "$2" > "$DIR/chorus.toml"
     "$1" --data "$DIR/data" --config "$DIR/chorus.toml" run --listen 127.0.0.1:0 2> "$DIR/server.log" &
     PID=$!

@@ -179,6 +179,49 @@ async fn posts_are_searchable_within_a_second_and_search_agrees_with_sql() {
     let distinct: std::collections::HashSet<&String> = seen.iter().map(|(_, id)| id).collect();
     assert_eq!(distinct.len(), seen.len(), "a post on two pages");
     assert!(seen.windows(2).all(|w| w[0].0 >= w[1].0), "not newest first");
+
+    // By relevance, page by page: every match once.
+    let mut ids = std::collections::HashSet::new();
+    let mut after: Option<String> = None;
+    loop {
+        let mut params = vec![("q", "people"), ("sort", "relevance"), ("limit", "13")];
+        if let Some(a) = &after {
+            params.push(("after", a.as_str()));
+        }
+        let (status, answer) = search(&client, &server, &params).await;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["total"].as_u64(), Some(n));
+        for hit in answer["hits"].as_array().unwrap() {
+            assert!(
+                ids.insert(hit["id"].as_str().unwrap().to_string()),
+                "{hit} on two pages"
+            );
+        }
+        match answer["next"].as_str() {
+            Some(next) => after = Some(next.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(ids.len() as u64, n);
+    // A span from the filters: the same bars' total.
+    let (_, answer) = search(
+        &client,
+        &server,
+        &[
+            ("q", "people"),
+            ("since", "2000-01-01T00:00:00Z"),
+            ("until", "2100-01-01T00:00:00Z"),
+        ],
+    )
+    .await;
+    assert_eq!(answer["total"].as_u64(), Some(n));
+    let bars: u64 = answer["histogram"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(bars, n, "{answer}");
     server.stop();
 }
 

@@ -436,8 +436,13 @@ impl Searcher {
         Searcher::over(index, fields)
     }
 
-    /// A searcher over `index`, reloaded by hand (after each commit).
-    fn over(index: Index, fields: Fields) -> Result<Searcher, IndexError> {
+    /// A searcher over `index`, reloaded by hand (after each commit). A
+    /// search's segments are searched on every core at once.
+    fn over(mut index: Index, fields: Fields) -> Result<Searcher, IndexError> {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if cores > 1 {
+            index.set_multithread_executor(cores)?;
+        }
         let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into()?;
         Ok(Searcher { index, fields, reader })
     }

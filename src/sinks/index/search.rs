@@ -4,17 +4,22 @@
 //! sentiment, the sentiment split, top communities, authors and terms).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use serde_json::{Value, json};
 use tantivy::aggregation::AggregationCollector;
 use tantivy::aggregation::agg_req::Aggregations;
 use tantivy::aggregation::agg_result::AggregationResults;
-use tantivy::collector::{Count, TopDocs};
-use tantivy::query::{AllQuery, BooleanQuery, Occur, Query, QueryParser, RangeQuery, TermQuery};
+use tantivy::collector::{Collector, Count, SegmentCollector, TopDocs};
+use tantivy::index::SegmentId;
+use tantivy::query::{
+    AllQuery, BitSetDocSet, BooleanQuery, ConstScorer, EmptyScorer, EnableScoring, Explanation, Occur, Query,
+    QueryParser, RangeQuery, Scorer, TermQuery, Weight,
+};
 use tantivy::schema::{IndexRecordOption, Value as _};
 use tantivy::snippet::SnippetGenerator;
 use tantivy::tokenizer::{Language, LowerCaser, SimpleTokenizer, StopWordFilter, TextAnalyzer};
-use tantivy::{DocAddress, Order, TantivyDocument, Term};
+use tantivy::{BitSet, DocAddress, DocId, Order, Score, SegmentOrdinal, SegmentReader, TantivyDocument, Term};
 
 use super::{IndexError, Searcher};
 use crate::record::{END_CREATED_AT, MIN_CREATED_AT, Post};
@@ -66,18 +71,53 @@ impl From<tantivy::TantivyError> for SearchError {
 
 impl Searcher {
     /// Runs `request`.
+    ///
+    /// One pass over the matches gives the count, the page, the sample of
+    /// the top terms, the sentiment split, the top communities and authors,
+    /// and either the histogram (when `since` and `until` give its span) or
+    /// the matches' first and last times. The histogram over those, and a
+    /// page after a cursor, then look at the matches collected in that
+    /// pass, without evaluating the query again.
     pub fn search(&self, request: &SearchRequest) -> Result<SearchResponse, SearchError> {
         let f = self.fields;
         let limit = request.limit.clamp(1, MAX_LIMIT);
         let searcher = self.reader.searcher();
         let (text_query, query) = build_query(&self.index, f, request)?;
 
+        let mut aggs = json!({
+            "sentiment": SENTIMENT_AGG.clone(),
+            "communities": {"terms": {"field": "community", "size": TOP}},
+            "authors": {"terms": {"field": "author", "size": TOP}},
+        });
+        let mut interval = None;
+        match (request.since, request.until) {
+            (Some(since), Some(until)) => {
+                if let Some((histogram, i)) = histogram_agg(since, until.saturating_sub(1), request.interval) {
+                    aggs["histogram"] = histogram;
+                    interval = Some(i);
+                }
+            }
+            _ => {
+                aggs["first"] = json!({"min": {"field": "created_at"}});
+                aggs["last"] = json!({"max": {"field": "created_at"}});
+            }
+        }
+        let aggs = aggregations_collector(aggs)?;
+
         // The page: newest first (a cursor of the last hit's created_at and
         // how many hits with that time were shown), or by relevance (a
         // cursor of the offset). Each candidate keeps its created_at, from
         // which the cursor after it is made.
-        type Page = (usize, Vec<(i64, DocAddress)>, bool, Cursor, AggregationResults);
-        let (total, candidates, more, cursor, found): Page = match request.sort {
+        type Page = (
+            usize,
+            Vec<(i64, DocAddress)>,
+            bool,
+            Cursor,
+            AggregationResults,
+            Matched,
+            Vec<DocAddress>,
+        );
+        let (total, candidates, more, cursor, found, matches, sample): Page = match request.sort {
             Sort::Newest => {
                 let (until, skip) = match &request.after {
                     None => (None, 0),
@@ -92,32 +132,40 @@ impl Searcher {
                         (Some(t), n)
                     }
                 };
-                let paged: Box<dyn Query> = match until {
-                    None => query.box_clone(),
-                    Some(t) => Box::new(BooleanQuery::new(vec![
-                        (Occur::Must, query.box_clone()),
-                        (
-                            Occur::Must,
-                            Box::new(range(f.created_at, None, Some(t.saturating_add(1)))),
-                        ),
-                    ])),
-                };
-                let top = TopDocs::with_limit(limit + skip + 1).order_by_fast_field::<i64>("created_at", Order::Desc);
-                // One pass over the matches for the count, the histogram's
-                // bounds and (on the first page) the page itself.
-                let (total, docs, found) = if until.is_none() {
-                    searcher.search(&*query, &(Count, top, bounds_collector()?))?
-                } else {
-                    let (total, found) = searcher.search(&*query, &(Count, bounds_collector()?))?;
-                    (total, searcher.search(&*paged, &top)?, found)
+                let newest = |n: usize| TopDocs::with_limit(n).order_by_fast_field::<i64>("created_at", Order::Desc);
+                let (total, docs, found, matches) =
+                    searcher.search(&*query, &(Count, newest(TERMS_SAMPLE.max(limit + 1)), aggs, Matches))?;
+                let sample = docs.iter().take(TERMS_SAMPLE).map(|(_, a)| *a).collect();
+                let docs = match until {
+                    None => docs,
+                    // After a cursor: the matches older than its time.
+                    Some(t) => {
+                        let older = BooleanQuery::new(vec![
+                            (Occur::Must, Box::new(matches.clone())),
+                            (
+                                Occur::Must,
+                                Box::new(range(f.created_at, None, Some(t.saturating_add(1)))),
+                            ),
+                        ]);
+                        searcher.search(&older, &newest(limit + skip + 1))?
+                    }
                 };
                 let page: Vec<(i64, DocAddress)> = docs
                     .into_iter()
                     .skip(skip)
+                    .take(limit + 1)
                     .map(|(t, a)| (t.unwrap_or(i64::MIN), a))
                     .collect();
                 let more = page.len() > limit;
-                (total, page, more, Cursor::Newest { until, skip }, found)
+                (
+                    total,
+                    page,
+                    more,
+                    Cursor::Newest { until, skip },
+                    found,
+                    matches,
+                    sample,
+                )
             }
             Sort::Relevance => {
                 let offset = match &request.after {
@@ -131,11 +179,17 @@ impl Searcher {
                         "relevance pages go {MAX_RELEVANCE_WINDOW} hits deep; sort by newest to go further"
                     )));
                 }
-                let top = TopDocs::with_limit(limit + 1).and_offset(offset).order_by_score();
-                let (total, docs, found) = searcher.search(&*query, &(Count, top, bounds_collector()?))?;
-                let more = docs.len() > limit;
-                let page = docs.into_iter().map(|(_, a)| (0, a)).collect();
-                (total, page, more, Cursor::Relevance { offset }, found)
+                let top = TopDocs::with_limit(TERMS_SAMPLE.max(offset + limit + 1)).order_by_score();
+                let (total, docs, found, matches) = searcher.search(&*query, &(Count, top, aggs, Matches))?;
+                let sample = docs.iter().take(TERMS_SAMPLE).map(|(_, a)| *a).collect();
+                let page: Vec<(i64, DocAddress)> = docs
+                    .into_iter()
+                    .skip(offset)
+                    .take(limit + 1)
+                    .map(|(_, a)| (0, a))
+                    .collect();
+                let more = page.len() > limit;
+                (total, page, more, Cursor::Relevance { offset }, found, matches, sample)
             }
         };
 
@@ -178,16 +232,19 @@ impl Searcher {
         let next = more.then(|| cursor.after(&shown));
 
         let found = serde_json::to_value(found).unwrap_or(Value::Null);
-        let aggregations = self.aggregations(&searcher, &*query, request, &found)?;
-        let terms = self.top_terms(&searcher, &*query, request.sort)?;
+        let histogram = match interval {
+            Some(_) => buckets(&found["histogram"]),
+            None => self.histogram(&searcher, &matches, request, &found)?,
+        };
+        let terms = self.top_terms(&searcher, sample)?;
         Ok(SearchResponse {
             total: total as u64,
             hits,
             next,
-            histogram: aggregations.histogram,
-            sentiment: aggregations.sentiment,
-            communities: aggregations.communities,
-            authors: aggregations.authors,
+            histogram,
+            sentiment: sentiments(&found["sentiment"]),
+            communities: key_counts(&found["communities"]),
+            authors: key_counts(&found["authors"]),
             terms,
         })
     }
@@ -211,118 +268,37 @@ impl Searcher {
         Ok(Post::from_log_bytes(bytes).ok())
     }
 
-    fn aggregations(
+    /// The histogram over `matches` when the filters did not give its
+    /// span: from `since` (else the matches' first time) to `until` (else
+    /// their last), bounds `found` holds.
+    fn histogram(
         &self,
         searcher: &tantivy::Searcher,
-        query: &dyn Query,
+        matches: &Matched,
         request: &SearchRequest,
         found: &Value,
-    ) -> Result<Aggs, SearchError> {
-        // The histogram's span: the filters', else the matches' own (from
-        // `found`, the bounds the page's pass collected).
-        // Within the times a post can have, whatever the filters say.
-        let clamp = |t: i64| t.clamp(MIN_CREATED_AT, END_CREATED_AT - 1);
+    ) -> Result<Vec<Bucket>, SearchError> {
         let first = request
             .since
-            .or_else(|| found["first"]["value"].as_f64().map(|v| v as i64))
-            .map(clamp);
+            .or_else(|| found["first"]["value"].as_f64().map(|v| v as i64));
         let last = request
             .until
             .map(|u| u.saturating_sub(1))
-            .or_else(|| found["last"]["value"].as_f64().map(|v| v as i64))
-            .map(clamp);
-        let mut request_aggs = json!({
-            "sentiment": SENTIMENT_AGG.clone(),
-            "communities": {"terms": {"field": "community", "size": TOP}},
-            "authors": {"terms": {"field": "author", "size": TOP}},
-        });
-        let interval = match (first, last) {
-            (Some(first), Some(last)) if last >= first => {
-                let span = last - first;
-                let interval = match request.interval {
-                    Some(interval) if span / interval < MAX_BARS => interval,
-                    _ => auto_interval(span),
-                };
-                request_aggs["histogram"] = json!({
-                    "histogram": {
-                        "field": "created_at",
-                        "interval": interval as f64,
-                        "min_doc_count": 0,
-                        "extended_bounds": {"min": floor(first, interval) as f64, "max": floor(last, interval) as f64},
-                    },
-                    "aggs": {"mean": {"avg": {"field": "vader_compound"}}},
-                });
-                Some(interval)
-            }
-            _ => None,
+            .or_else(|| found["last"]["value"].as_f64().map(|v| v as i64));
+        let Some((histogram, _)) = first
+            .zip(last)
+            .and_then(|(first, last)| histogram_agg(first, last, request.interval))
+        else {
+            return Ok(Vec::new());
         };
-        let result = run_aggs(searcher, query, request_aggs)?;
-        let counts = |name: &str| -> Vec<KeyCount> {
-            result[name]["buckets"]
-                .as_array()
-                .map(|buckets| {
-                    buckets
-                        .iter()
-                        .filter_map(|b| {
-                            Some(KeyCount {
-                                key: b["key"].as_str()?.to_string(),
-                                count: b["doc_count"].as_u64()?,
-                            })
-                        })
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
-        let histogram = match interval {
-            None => Vec::new(),
-            Some(_) => result["histogram"]["buckets"]
-                .as_array()
-                .map(|buckets| {
-                    buckets
-                        .iter()
-                        .filter_map(|b| {
-                            Some(Bucket {
-                                start: micros_to_rfc3339(b["key"].as_f64()? as i64),
-                                count: b["doc_count"].as_u64()?,
-                                mean_compound: b["mean"]["value"].as_f64(),
-                            })
-                        })
-                        .collect()
-                })
-                .unwrap_or_default(),
-        };
-        Ok(Aggs {
-            histogram,
-            sentiment: sentiments(&result["sentiment"]),
-            communities: counts("communities"),
-            authors: counts("authors"),
-        })
+        let result = run_aggs(searcher, matches, json!({ "histogram": histogram }))?;
+        Ok(buckets(&result["histogram"]))
     }
 
     /// The most frequent words (stop words and words under 3 letters left
     /// out) of the first matching posts in sort order: the first 4 KiB of
     /// each of the first 500, within 16 MiB of posts read.
-    fn top_terms(
-        &self,
-        searcher: &tantivy::Searcher,
-        query: &dyn Query,
-        sort: Sort,
-    ) -> Result<Vec<KeyCount>, SearchError> {
-        let addresses: Vec<DocAddress> = match sort {
-            Sort::Newest => searcher
-                .search(
-                    query,
-                    &TopDocs::with_limit(TERMS_SAMPLE).order_by_fast_field::<i64>("created_at", Order::Desc),
-                )?
-                .into_iter()
-                .map(|(_, a)| a)
-                .collect(),
-            Sort::Relevance => searcher
-                .search(query, &TopDocs::with_limit(TERMS_SAMPLE).order_by_score())?
-                .into_iter()
-                .map(|(_, a)| a)
-                .collect(),
-        };
+    fn top_terms(&self, searcher: &tantivy::Searcher, sample: Vec<DocAddress>) -> Result<Vec<KeyCount>, SearchError> {
         let mut analyzer = TextAnalyzer::builder(SimpleTokenizer::default())
             .filter(LowerCaser)
             .filter(StopWordFilter::new(Language::English).expect("tantivy ships English stop words"))
@@ -331,7 +307,7 @@ impl Searcher {
         // The sample also ends after 16 MiB of posts read (they may be
         // 1 MiB each).
         let mut read = 0;
-        for address in addresses {
+        for address in sample {
             if read > MAX_PAGE_BYTES {
                 break;
             }
@@ -446,14 +422,6 @@ impl Cursor {
     }
 }
 
-/// The aggregations of a search.
-struct Aggs {
-    histogram: Vec<Bucket>,
-    sentiment: Sentiments,
-    communities: Vec<KeyCount>,
-    authors: Vec<KeyCount>,
-}
-
 /// The terms aggregation of the sentiment split.
 static SENTIMENT_AGG: std::sync::LazyLock<Value> =
     std::sync::LazyLock::new(|| json!({"terms": {"field": "sentiment", "size": 3}}));
@@ -473,16 +441,147 @@ fn sentiments(result: &Value) -> Sentiments {
     split
 }
 
+/// The histogram aggregation from `first` to `last` (µs, within the times
+/// a post can have): bars of `requested` µs if that makes at most
+/// [`MAX_BARS`], else of a round interval for the span. None when the span
+/// is empty.
+fn histogram_agg(first: i64, last: i64, requested: Option<i64>) -> Option<(Value, i64)> {
+    let clamp = |t: i64| t.clamp(MIN_CREATED_AT, END_CREATED_AT - 1);
+    let (first, last) = (clamp(first), clamp(last));
+    if last < first {
+        return None;
+    }
+    let span = last - first;
+    let interval = match requested {
+        Some(interval) if span / interval < MAX_BARS => interval,
+        _ => auto_interval(span),
+    };
+    let agg = json!({
+        "histogram": {
+            "field": "created_at",
+            "interval": interval as f64,
+            "min_doc_count": 0,
+            "extended_bounds": {"min": floor(first, interval) as f64, "max": floor(last, interval) as f64},
+        },
+        "aggs": {"mean": {"avg": {"field": "vader_compound"}}},
+    });
+    Some((agg, interval))
+}
+
+/// The bars of a histogram aggregation's result.
+fn buckets(result: &Value) -> Vec<Bucket> {
+    result["buckets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|b| {
+            Some(Bucket {
+                start: micros_to_rfc3339(b["key"].as_f64()? as i64),
+                count: b["doc_count"].as_u64()?,
+                mean_compound: b["mean"]["value"].as_f64(),
+            })
+        })
+        .collect()
+}
+
+/// The keys and counts of a terms aggregation's result.
+fn key_counts(result: &Value) -> Vec<KeyCount> {
+    result["buckets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|b| {
+            Some(KeyCount {
+                key: b["key"].as_str()?.to_string(),
+                count: b["doc_count"].as_u64()?,
+            })
+        })
+        .collect()
+}
+
+/// Collects which documents of each segment a query matched, as a
+/// [`Matched`] query.
+struct Matches;
+
+/// The matches in one segment.
+struct SegmentMatches {
+    segment: SegmentId,
+    docs: BitSet,
+}
+
+impl Collector for Matches {
+    type Fruit = Matched;
+    type Child = SegmentMatches;
+
+    fn for_segment(&self, _: SegmentOrdinal, segment: &SegmentReader) -> tantivy::Result<SegmentMatches> {
+        Ok(SegmentMatches {
+            segment: segment.segment_id(),
+            docs: BitSet::with_max_value(segment.max_doc()),
+        })
+    }
+
+    fn requires_scoring(&self) -> bool {
+        false
+    }
+
+    fn merge_fruits(&self, segments: Vec<(SegmentId, BitSet)>) -> tantivy::Result<Matched> {
+        Ok(Matched(Arc::new(segments.into_iter().collect())))
+    }
+}
+
+impl SegmentCollector for SegmentMatches {
+    type Fruit = (SegmentId, BitSet);
+
+    fn collect(&mut self, doc: DocId, _: Score) {
+        self.docs.insert(doc);
+    }
+
+    fn harvest(self) -> (SegmentId, BitSet) {
+        (self.segment, self.docs)
+    }
+}
+
+/// The documents a pass matched, per segment, as a query: a second look
+/// at them costs no evaluation of the first query (a phrase's positions).
+#[derive(Clone)]
+struct Matched(Arc<HashMap<SegmentId, BitSet>>);
+
+impl std::fmt::Debug for Matched {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let docs: usize = self.0.values().map(|d| d.len()).sum();
+        write!(f, "Matched({docs} documents)")
+    }
+}
+
+impl Query for Matched {
+    fn weight(&self, _: EnableScoring<'_>) -> tantivy::Result<Box<dyn Weight>> {
+        Ok(Box::new(self.clone()))
+    }
+}
+
+impl Weight for Matched {
+    fn scorer(&self, segment: &SegmentReader, boost: Score) -> tantivy::Result<Box<dyn Scorer>> {
+        Ok(match self.0.get(&segment.segment_id()) {
+            Some(docs) => Box::new(ConstScorer::new(BitSetDocSet::from(docs.clone()), boost)),
+            None => Box::new(EmptyScorer),
+        })
+    }
+
+    fn explain(&self, segment: &SegmentReader, doc: DocId) -> tantivy::Result<Explanation> {
+        match self.0.get(&segment.segment_id()) {
+            Some(docs) if doc < docs.max_value() && docs.contains(doc) => Ok(Explanation::new("matched", 1.0)),
+            _ => Err(tantivy::TantivyError::InvalidArgument(format!(
+                "document {doc} did not match"
+            ))),
+        }
+    }
+}
+
 /// The collector of Elasticsearch-style aggregations `request`.
 fn aggregations_collector(request: Value) -> Result<AggregationCollector, SearchError> {
     let aggs: Aggregations =
         serde_json::from_value(request).map_err(|e| SearchError::Invalid(format!("aggregation: {e}")))?;
     Ok(AggregationCollector::from_aggs(aggs, Default::default()))
-}
-
-/// The oldest and newest `created_at` of the matches (`first`, `last`).
-fn bounds_collector() -> Result<AggregationCollector, SearchError> {
-    aggregations_collector(json!({"first": {"min": {"field": "created_at"}}, "last": {"max": {"field": "created_at"}}}))
 }
 
 fn run_aggs(searcher: &tantivy::Searcher, query: &dyn Query, request: Value) -> Result<Value, SearchError> {
