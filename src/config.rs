@@ -344,8 +344,10 @@ zstd_level = 1
 # The search index (GET /v1/search, chorus search, the dashboard), written
 # from posts.enriched; false: no index, no search.
 enabled = true
-# A post is searchable at most this long (ms) after it is enriched: 500 keeps
-# p99 from 202 to searchable under a second; 1000 indexes ~20% more posts/s.
+# A post is searchable at most this long (ms) after it is enriched while the
+# index keeps up (500 keeps p99 from 202 to searchable under a second); while
+# it catches up on a backlog it commits every second (or at this interval if
+# longer), which indexes more posts/s.
 commit_interval_ms = 500
 # Documents are deleted this many days after they were ingested (0: never).
 retention_days = 30
@@ -353,8 +355,9 @@ retention_days = 30
 writer_memory_bytes = 67108864
 # Seconds between two checks of the [[alerts]].
 alert_check_secs = 10
-# English stemming of the text (`running` finds `runs`). Changing it needs
-# the index rebuilt: remove DIR/index, and it is rebuilt from the log.
+# English stemming of the text (`running` finds `runs`). Changing it sets the
+# index aside (DIR/index.other-schema-<time>) and builds a new one from the
+# log.
 stemming = false
 
 [query]
