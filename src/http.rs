@@ -725,19 +725,19 @@ async fn stream(
     let Some(live) = state.live.clone() else {
         return error(StatusCode::NOT_FOUND, "the live stream is off on this server");
     };
-    if live.listeners() >= MAX_STREAM_LISTENERS {
-        return retry_later(
-            StatusCode::TOO_MANY_REQUESTS,
-            format!("{MAX_STREAM_LISTENERS} clients are listening already; retry later"),
-            "5",
-        );
-    }
     let request = match params.request(now_micros()) {
         Ok(r) => r,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
-    let listener = match live.listen(request) {
-        Ok(l) => l,
+    let listener = match live.listen(request, MAX_STREAM_LISTENERS) {
+        Ok(Some(l)) => l,
+        Ok(None) => {
+            return retry_later(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("{MAX_STREAM_LISTENERS} clients are listening already; retry later"),
+                "5",
+            );
+        }
         Err(e) => return search_error(e),
     };
     let stop = state.stop.clone();

@@ -42,6 +42,9 @@ pub struct Batch {
 #[derive(Clone)]
 pub struct Live {
     sender: broadcast::Sender<Arc<Batch>>,
+    /// Held while a listener is counted and subscribed, so that no more
+    /// than the most allowed ever listen.
+    subscribing: Arc<std::sync::Mutex<()>>,
     fields: Fields,
     schema_index: Index,
 }
@@ -72,6 +75,7 @@ impl Live {
         let (sender, _) = broadcast::channel(backlog.max(1));
         let live = Live {
             sender,
+            subscribing: Arc::default(),
             fields,
             schema_index,
         };
@@ -83,18 +87,18 @@ impl Live {
     }
 
     /// A new listener for `request` (its sort, limit and cursor are not
-    /// used), or the query's error.
-    pub fn listen(&self, request: SearchRequest) -> Result<Listener, SearchError> {
+    /// used), None when `max` listen already, or the query's error.
+    pub fn listen(&self, request: SearchRequest, max: usize) -> Result<Option<Listener>, SearchError> {
         let (_, query) = build_query(&self.schema_index, self.fields, &request)?;
-        Ok(Listener {
+        // Listeners leave at any time, but only join here.
+        let _one_at_a_time = self.subscribing.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if self.sender.receiver_count() >= max {
+            return Ok(None);
+        }
+        Ok(Some(Listener {
             receiver: self.sender.subscribe(),
             query,
-        })
-    }
-
-    /// Listeners now.
-    pub fn listeners(&self) -> usize {
-        self.sender.receiver_count()
+        }))
     }
 
     fn run(&self, log: &dyn Log, stop: &CancellationToken) {
@@ -105,6 +109,7 @@ impl Live {
                 return;
             }
         };
+        let mut last_warning = None;
         while !stop.is_cancelled() {
             // Nobody listens: skip to the end instead of reading.
             if self.sender.receiver_count() == 0 {
@@ -117,8 +122,18 @@ impl Live {
             let mut values = Vec::new();
             let per_partition = BATCH_BYTES / next.len().max(1);
             for (p, at) in next.iter_mut().enumerate() {
-                let Ok(entries) = log.read(Topic::Enriched, p as u32, *at, BATCH_POSTS, per_partition) else {
-                    continue;
+                let entries = match log.read(Topic::Enriched, p as u32, *at, BATCH_POSTS, per_partition) {
+                    Ok(entries) => entries,
+                    Err(e) => {
+                        // The stages that write the log stop the process
+                        // if it fails for good; until then, said once a
+                        // minute.
+                        if last_warning.is_none_or(|t: std::time::Instant| t.elapsed() >= Duration::from_secs(60)) {
+                            tracing::warn!(partition = p, error = %e, "The live stream could not read the log.");
+                            last_warning = Some(std::time::Instant::now());
+                        }
+                        continue;
+                    }
                 };
                 if let Some(last) = entries.last() {
                     *at = last.offset + 1;
@@ -230,9 +245,14 @@ mod tests {
             community: Some("even".into()),
             ..SearchRequest::default()
         };
-        let mut listener = live.listen(request("hello")).unwrap();
-        let mut slow = live.listen(request("")).unwrap();
-        assert!(live.listen(request("a AND (")).is_err());
+        let mut listener = live.listen(request("hello"), 2).unwrap().unwrap();
+        let mut slow = live.listen(request(""), 2).unwrap().unwrap();
+        assert!(live.listen(request("a AND ("), 2).is_err());
+        // At most 2: a third waits until one leaves.
+        assert!(live.listen(request(""), 2).unwrap().is_none());
+        let third = live.listen(request(""), 3).unwrap().unwrap();
+        drop(third);
+        assert!(live.listen(request(""), 3).unwrap().is_some());
         tokio::time::sleep(Duration::from_millis(300)).await;
         append(&log, 10..20, "hello world");
         let mut got = Vec::new();
