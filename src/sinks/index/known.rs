@@ -10,8 +10,9 @@ use tantivy::schema::Field;
 /// Bits per key at capacity: with [`HASHES`], ~1% false positives.
 const BITS_PER_KEY: u64 = 10;
 const HASHES: u64 = 7;
-/// Keys a new filter holds at least (2.5 MiB of bits).
-const MIN_CAPACITY: u64 = 2_000_000;
+/// Keys a new filter holds at least (2.5 MiB of bits; a thousand in unit
+/// tests, so that they see it grow).
+const MIN_CAPACITY: u64 = if cfg!(test) { 1_000 } else { 2_000_000 };
 
 /// A fixed seed: the same key sets the same bits in every process.
 const SEED: u64 = 0x243f_6a88_85a3_08d3;
@@ -79,6 +80,12 @@ impl KnownKeys {
         known
     }
 
+    /// Keys it was sized for.
+    #[cfg(test)]
+    pub fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
     /// Whether it holds as many keys as it was sized for.
     pub fn full(&self) -> bool {
         self.inserted >= self.capacity
@@ -91,7 +98,7 @@ mod tests {
 
     #[test]
     fn every_inserted_key_is_known_and_few_others_are() {
-        let mut known = KnownKeys::with_capacity(100_000);
+        let mut known = KnownKeys::with_capacity(2_000_000);
         let key = |i: u32| format!("t1_{i}");
         // Sized for 2M keys, it holds 100k: false positives are rare.
         let false_positives = (0..100_000).filter(|i| known.insert(key(*i).as_bytes())).count();

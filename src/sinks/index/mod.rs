@@ -461,3 +461,72 @@ impl Searcher {
             .unwrap_or(0)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::fjall::FjallLog;
+    use crate::record::IncomingPost;
+
+    fn append(log: &FjallLog, ids: std::ops::Range<u32>, body: &str) {
+        let records: Vec<(Vec<u8>, Vec<u8>)> = ids
+            .map(|i| {
+                let incoming = IncomingPost::new("reddit", &format!("t1_{i}"), body, 1_000_000);
+                // Ingested now: older than `retention_days`, a commit
+                // would delete it.
+                let post = crate::enrich::enrich_post(incoming, crate::record::now_micros());
+                (post.incoming.id.clone().into_bytes(), post.to_log_bytes())
+            })
+            .collect();
+        let refs: Vec<(&[u8], &[u8])> = records.iter().map(|(k, v)| (k.as_slice(), v.as_slice())).collect();
+        log.append(Topic::Enriched, &refs).unwrap();
+    }
+
+    /// Reads what the log holds, commits, returns.
+    fn drain(log: &FjallLog, sink: &mut IndexSink) {
+        let stop = CancellationToken::new();
+        stop.cancel();
+        consume::run(log, &mut [sink], stop).unwrap();
+    }
+
+    fn total(searcher: &Searcher, q: &str) -> u64 {
+        let request = crate::wire::search::SearchRequest {
+            q: q.into(),
+            limit: 1,
+            ..Default::default()
+        };
+        searcher.search(&request).unwrap().total
+    }
+
+    #[test]
+    fn the_key_filter_grows_past_its_size_and_still_knows_every_post() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = FjallLog::open(&dir.path().join("log"), 1).unwrap();
+        let metrics = Arc::new(Metrics::default());
+        let (mut sink, searcher) =
+            IndexSink::open(&dir.path().join("index"), &IndexConfig::default(), metrics).unwrap();
+        let first = sink.known.capacity();
+        // Two and a half times what the filter was sized for (1,000 in
+        // tests): it is rebuilt larger from the index after the commit.
+        append(&log, 0..2_500, "the first wombat");
+        drain(&log, &mut sink);
+        assert_eq!(searcher.documents(), 2_500);
+        assert!(sink.known.capacity() >= 5_000, "{first} → {}", sink.known.capacity());
+        // Every post sent again, edited: each replaces its document.
+        append(&log, 0..2_500, "the second koala");
+        drain(&log, &mut sink);
+        assert_eq!(searcher.documents(), 2_500);
+        assert_eq!(total(&searcher, "koala"), 2_500);
+        assert_eq!(total(&searcher, "wombat"), 0);
+        // And so after a restart, from the filter rebuilt from the index.
+        drop(sink);
+        let metrics = Arc::new(Metrics::default());
+        let (mut sink, searcher) =
+            IndexSink::open(&dir.path().join("index"), &IndexConfig::default(), metrics).unwrap();
+        append(&log, 1_000..3_000, "the third quokka");
+        drain(&log, &mut sink);
+        assert_eq!(searcher.documents(), 3_000);
+        assert_eq!(total(&searcher, "quokka"), 2_000);
+        assert_eq!(total(&searcher, "koala"), 1_000);
+    }
+}
