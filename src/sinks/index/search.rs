@@ -89,12 +89,14 @@ impl Searcher {
             "communities": {"terms": {"field": "community", "size": TOP}},
             "authors": {"terms": {"field": "author", "size": TOP}},
         });
-        let mut interval = None;
+        // Whether the first pass draws the histogram (the filters give its
+        // span).
+        let mut drawn = false;
         match (request.since, request.until) {
             (Some(since), Some(until)) => {
-                if let Some((histogram, i)) = histogram_agg(since, until.saturating_sub(1), request.interval) {
+                if let Some(histogram) = histogram_agg(since, until.saturating_sub(1), request.interval) {
                     aggs["histogram"] = histogram;
-                    interval = Some(i);
+                    drawn = true;
                 }
             }
             _ => {
@@ -232,9 +234,10 @@ impl Searcher {
         let next = more.then(|| cursor.after(&shown));
 
         let found = serde_json::to_value(found).unwrap_or(Value::Null);
-        let histogram = match interval {
-            Some(_) => buckets(&found["histogram"]),
-            None => self.histogram(&searcher, &matches, request, &found)?,
+        let histogram = if drawn {
+            buckets(&found["histogram"])
+        } else {
+            self.histogram(&searcher, &matches, request, &found)?
         };
         let terms = self.top_terms(&searcher, sample)?;
         Ok(SearchResponse {
@@ -285,7 +288,7 @@ impl Searcher {
             .until
             .map(|u| u.saturating_sub(1))
             .or_else(|| found["last"]["value"].as_f64().map(|v| v as i64));
-        let Some((histogram, _)) = first
+        let Some(histogram) = first
             .zip(last)
             .and_then(|(first, last)| histogram_agg(first, last, request.interval))
         else {
@@ -445,7 +448,7 @@ fn sentiments(result: &Value) -> Sentiments {
 /// a post can have): bars of `requested` µs if that makes at most
 /// [`MAX_BARS`], else of a round interval for the span. None when the span
 /// is empty.
-fn histogram_agg(first: i64, last: i64, requested: Option<i64>) -> Option<(Value, i64)> {
+fn histogram_agg(first: i64, last: i64, requested: Option<i64>) -> Option<Value> {
     let clamp = |t: i64| t.clamp(MIN_CREATED_AT, END_CREATED_AT - 1);
     let (first, last) = (clamp(first), clamp(last));
     if last < first {
@@ -456,7 +459,7 @@ fn histogram_agg(first: i64, last: i64, requested: Option<i64>) -> Option<(Value
         Some(interval) if span / interval < MAX_BARS => interval,
         _ => auto_interval(span),
     };
-    let agg = json!({
+    Some(json!({
         "histogram": {
             "field": "created_at",
             "interval": interval as f64,
@@ -464,8 +467,7 @@ fn histogram_agg(first: i64, last: i64, requested: Option<i64>) -> Option<(Value
             "extended_bounds": {"min": floor(first, interval) as f64, "max": floor(last, interval) as f64},
         },
         "aggs": {"mean": {"avg": {"field": "vader_compound"}}},
-    });
-    Some((agg, interval))
+    }))
 }
 
 /// The bars of a histogram aggregation's result.
