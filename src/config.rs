@@ -36,6 +36,10 @@ pub struct Config {
     pub sources: Vec<crate::sources::SourceConfig>,
     /// Saved-search alerts (`[[alerts]]`).
     pub alerts: Vec<crate::alerts::AlertConfig>,
+    /// Batch views (`[[views]]`), beside the built-in ones.
+    pub views: Vec<crate::views::ViewConfig>,
+    /// How batch runs go.
+    pub batch: crate::views::BatchConfig,
 }
 
 /// The HTTP listener.
@@ -229,6 +233,11 @@ impl Config {
         Ok(config)
     }
 
+    /// The batch views: the built-in ones with `[[views]]`.
+    pub fn views(&self) -> Result<Vec<crate::views::View>, String> {
+        crate::views::resolve(&self.batch, &self.views)
+    }
+
     /// Refuses settings that cannot be meant: an empty token (which would
     /// make `Authorization: Bearer ` a valid credential).
     pub fn check(&self) -> Result<(), String> {
@@ -238,6 +247,7 @@ impl Config {
         if self.log.segment_records == 0 {
             return Err("[log] segment_records must be at least 1".into());
         }
+        self.views()?;
         let mut names = std::collections::HashSet::new();
         for alert in &self.alerts {
             alert.validate()?;

@@ -95,6 +95,7 @@ impl Consumers {
             })
             .collect();
         Ok(Status {
+            views: Vec::new(),
             stages,
             index: None,
             archive: None,

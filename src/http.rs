@@ -30,6 +30,8 @@ pub struct AppState {
     pub log: Arc<dyn Log>,
     /// SQL over the data directory.
     pub query: Arc<QueryEngine>,
+    /// The batch views.
+    pub batch: Arc<crate::views::Batch>,
     /// Counters.
     pub metrics: Arc<Metrics>,
     /// Accepted bearer tokens; empty: no authentication.
@@ -136,6 +138,12 @@ pub fn router(state: Arc<AppState>) -> Router {
     let api = Router::new()
         .route("/v1/posts", post(ingest))
         .route("/v1/sql", post(sql))
+        .route(
+            "/v1/views",
+            get(|State(state): State<Arc<AppState>>| async move { Json(state.batch.status()) }),
+        )
+        .route("/v1/views/{name}", get(view))
+        .route("/v1/batch", post(batch))
         .route("/v1/search", get(search))
         .route("/v1/stream", get(stream))
         .route(
@@ -575,18 +583,9 @@ async fn sql(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let format = match params.format.as_deref() {
-        None => None,
-        Some("table") => Some(crate::wire::sql::Format::Table),
-        Some("csv") => Some(crate::wire::sql::Format::Csv),
-        Some("json") => Some(crate::wire::sql::Format::Json),
-        Some("ndjson") => Some(crate::wire::sql::Format::Ndjson),
-        Some(other) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("unknown format {other:?}: use table, csv, json or ndjson"),
-            );
-        }
+    let format = match sql_format(params.format.as_deref()) {
+        Ok(format) => format,
+        Err(response) => return *response,
     };
     let bytes = match body_bytes(&headers, body, state.max_body_bytes, state.http.body_timeout).await {
         Ok(b) => b,
@@ -596,7 +595,30 @@ async fn sql(
         Ok(r) => r,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("expected {{\"sql\": \"…\"}}: {e}")),
     };
-    match state.query.sql(&request.sql).await {
+    sql_answer(state.query.sql(&request.sql).await, format)
+}
+
+/// The `format` parameter of an SQL answer: `None` is JSON.
+fn sql_format(format: Option<&str>) -> Result<Option<crate::wire::sql::Format>, Box<Response>> {
+    match format {
+        None => Ok(None),
+        Some("table") => Ok(Some(crate::wire::sql::Format::Table)),
+        Some("csv") => Ok(Some(crate::wire::sql::Format::Csv)),
+        Some("json") => Ok(Some(crate::wire::sql::Format::Json)),
+        Some("ndjson") => Ok(Some(crate::wire::sql::Format::Ndjson)),
+        Some(other) => Err(Box::new(error(
+            StatusCode::BAD_REQUEST,
+            format!("unknown format {other:?}: use table, csv, json or ndjson"),
+        ))),
+    }
+}
+
+/// A query's result (or failure) as `POST /v1/sql` answers it.
+fn sql_answer(
+    result: Result<crate::query::QueryResult, QueryError>,
+    format: Option<crate::wire::sql::Format>,
+) -> Response {
+    match result {
         Ok(result) => {
             let mut response = match format {
                 None => match crate::wire::sql::to_json(&result) {
@@ -639,12 +661,62 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
             .into_iter()
             .map(|a| (a.name, a.breaches, a.breached))
             .collect(),
+        views: state.batch.status(),
     };
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(&gauges),
     )
         .into_response()
+}
+
+/// `GET /v1/views/{name}`: the view as `POST /v1/sql` would answer
+/// `SELECT * FROM views.<name>`.
+async fn view(
+    State(state): State<Arc<AppState>>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+    Query(params): Query<SqlParams>,
+) -> Response {
+    let format = match sql_format(params.format.as_deref()) {
+        Ok(format) => format,
+        Err(response) => return *response,
+    };
+    if !state.batch.views().iter().any(|v| v.name == name) {
+        let names: Vec<&str> = state.batch.views().iter().map(|v| v.name.as_str()).collect();
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("no view is named {name:?}; the views are: {}", names.join(", ")),
+        );
+    }
+    let built = state
+        .batch
+        .status()
+        .into_iter()
+        .any(|v| v.name == name && v.version.is_some());
+    if !built {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!(
+                "view {name} has not been built yet: run `chorus batch --view {name}` (or POST /v1/batch?view={name})"
+            ),
+        );
+    }
+    let sql = format!("SELECT * FROM {}.{name}", crate::views::SCHEMA);
+    sql_answer(state.query.sql(&sql).await, format)
+}
+
+#[derive(serde::Deserialize)]
+struct BatchParams {
+    view: Option<String>,
+}
+
+/// `POST /v1/batch[?view=NAME]`: runs the views (or one) now and answers
+/// with each run's outcome once all are done.
+async fn batch(State(state): State<Arc<AppState>>, Query(params): Query<BatchParams>) -> Response {
+    match state.batch.run(params.view.as_deref(), Arc::new(|_| {})).await {
+        Ok(runs) => Json(runs).into_response(),
+        Err(e) => error(StatusCode::NOT_FOUND, e),
+    }
 }
 
 async fn status(State(state): State<Arc<AppState>>) -> Response {
@@ -659,6 +731,7 @@ async fn status(State(state): State<Arc<AppState>>) -> Response {
                 .await
                 .ok()
                 .flatten();
+            status.views = state.batch.status();
             Json(status).into_response()
         }
         Err(e) => unavailable(&e.to_string()),
@@ -872,9 +945,18 @@ mod tests {
             &dir.join("tmp"),
         )
         .unwrap();
+        let query = Arc::new(query);
+        let batch = Arc::new(crate::views::Batch::new(
+            query.clone(),
+            &dir.join("archive"),
+            Vec::new(),
+            Default::default(),
+            Arc::new(Metrics::default()),
+        ));
         let state = Arc::new(AppState {
             log,
-            query: Arc::new(query),
+            query,
+            batch,
             metrics: Arc::new(Metrics::default()),
             tokens: Vec::new(),
             max_body_bytes: 1 << 20,

@@ -14,6 +14,7 @@
 //! * [`sinks`]: the archive (Parquet, Hive partitions).
 //! * [`sources`]: where posts come from besides the HTTP API (the demo generator).
 //! * [`query`]: SQL over the archive and the log's tail (DataFusion).
+//! * [`views`]: the batch layer: scheduled SQL views, versioned on disk.
 //! * [`wire`]: the bodies of HTTP answers and the stored dead letters,
 //!   shared by `http`, `cli` and `sources`.
 //! * [`http`]: the HTTP API.
@@ -39,4 +40,5 @@ pub mod sinks;
 pub mod sources;
 pub mod topology;
 pub mod transforms;
+pub mod views;
 pub mod wire;

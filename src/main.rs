@@ -106,6 +106,12 @@ enum Command {
         #[arg(long, value_enum, default_value_t = SqlFormat::Table)]
         format: SqlFormat,
     },
+    /// Recompute the batch views now (all, or one), as their schedule would.
+    Batch {
+        /// Only this view.
+        #[arg(long)]
+        view: Option<String>,
+    },
     /// Full-text search over the index, with filters (as GET /v1/search).
     Search {
         /// Words, "phrases", AND/OR/NOT, field:value, prefix*; empty: all.
@@ -415,6 +421,12 @@ mod commands {
                     SqlFormat::Ndjson => sql::Format::Ndjson,
                 };
                 serve::sql(config, &data, &query, format, &mut out).await?;
+            }
+            Command::Batch { view } => {
+                let runs = serve::batch(config, &data, view.as_deref(), &mut out).await?;
+                if runs.iter().any(|r| r.error.is_some()) {
+                    return Ok(ExitCode::FAILURE);
+                }
             }
             Command::Search { query, filters, format } => {
                 let json = matches!(format, crate::SearchFormat::Json);

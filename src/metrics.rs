@@ -69,6 +69,10 @@ pub struct Metrics {
     pub reddit_gap_comments: Counter,
     /// Spooled posts a remote chorus accepted.
     pub spool_sent: Counter,
+    /// Batch view runs started.
+    pub view_runs: Counter,
+    /// Batch view runs that failed.
+    pub view_failures: Counter,
 }
 
 /// Gauges read at scrape time (they live in the log).
@@ -80,12 +84,14 @@ pub struct Gauges {
     pub state_bytes: u64,
     /// Each alert: name, breaches so far, whether it is breached now.
     pub alerts: Vec<(String, u64, bool)>,
+    /// Each batch view's state.
+    pub views: Vec<crate::wire::ViewStatus>,
 }
 
 impl Metrics {
     /// The Prometheus text exposition of the counters and `gauges`.
     pub fn render(&self, gauges: &Gauges) -> String {
-        let counters: [(&str, &str, &Counter); 22] = [
+        let counters: [(&str, &str, &Counter); 24] = [
             (
                 "chorus_ingest_posts_accepted_total",
                 "Posts accepted by the ingest API.",
@@ -196,6 +202,12 @@ impl Metrics {
                 "Spooled posts accepted by the remote chorus.",
                 &self.spool_sent,
             ),
+            ("chorus_view_runs_total", "Batch view runs started.", &self.view_runs),
+            (
+                "chorus_view_failures_total",
+                "Batch view runs that failed (the previous version kept serving).",
+                &self.view_failures,
+            ),
         ];
         let mut out = String::new();
         for (name, help, counter) in counters {
@@ -253,6 +265,40 @@ impl Metrics {
                 let _ = writeln!(out, "chorus_alert_breached{{alert=\"{name}\"}} {}", u8::from(*breached));
             }
         }
+        if !gauges.views.is_empty() {
+            let _ = writeln!(
+                out,
+                "# HELP chorus_view_failing Whether a batch view's last run failed.\n# TYPE chorus_view_failing gauge"
+            );
+            for view in &gauges.views {
+                let _ = writeln!(
+                    out,
+                    "chorus_view_failing{{view=\"{}\"}} {}",
+                    view.name,
+                    u8::from(view.error.is_some())
+                );
+            }
+            let _ = writeln!(
+                out,
+                "# HELP chorus_view_rows Rows of the version a batch view serves.\n# TYPE chorus_view_rows gauge"
+            );
+            for view in &gauges.views {
+                let rows = view.version.as_ref().map_or(0, |v| v.rows);
+                let _ = writeln!(out, "chorus_view_rows{{view=\"{}\"}} {rows}", view.name);
+            }
+            let _ = writeln!(
+                out,
+                "# HELP chorus_view_last_success_timestamp_seconds When the version a batch view serves was made (0: never).\n# TYPE chorus_view_last_success_timestamp_seconds gauge"
+            );
+            for view in &gauges.views {
+                let at = view.version.as_ref().map_or(0, |v| v.finished_at / 1_000_000);
+                let _ = writeln!(
+                    out,
+                    "chorus_view_last_success_timestamp_seconds{{view=\"{}\"}} {at}",
+                    view.name
+                );
+            }
+        }
         for (input, lag) in &gauges.lags {
             let _ = writeln!(
                 out,
@@ -277,6 +323,7 @@ mod tests {
             lags: vec![(crate::transforms::enrich::INPUT, 7), (crate::sinks::archive::INPUT, 0)],
             state_bytes: 4096,
             alerts: vec![("spike".into(), 2, true)],
+            views: Vec::new(),
         });
         assert!(text.contains("chorus_alert_breaches_total{alert=\"spike\"} 2\n"));
         assert!(text.contains("chorus_alert_breached{alert=\"spike\"} 1\n"));

@@ -139,7 +139,8 @@ impl Pipeline {
     /// A query engine over this directory, within `[query]`'s bounds;
     /// queries spill to `tmp/query` in it.
     pub fn query_engine(&self) -> Result<QueryEngine, PipelineError> {
-        QueryEngine::new(
+        let views = self.config.views().map_err(PipelineError::Other)?;
+        Ok(QueryEngine::new(
             &self.archive_root(),
             self.log(),
             self.gate.clone(),
@@ -147,7 +148,19 @@ impl Pipeline {
             self.config.query.clone(),
             &self.data.join("tmp").join("query"),
         )
-        .map_err(|e| PipelineError::Other(e.to_string()))
+        .map_err(|e| PipelineError::Other(e.to_string()))?
+        .with_views(views.into_iter().map(|v| v.name).collect()))
+    }
+
+    /// The batch layer over `engine` (this directory's).
+    pub fn batch(&self, engine: Arc<QueryEngine>) -> Result<crate::views::Batch, PipelineError> {
+        Ok(crate::views::Batch::new(
+            engine,
+            &self.archive_root(),
+            self.config.views().map_err(PipelineError::Other)?,
+            self.config.batch.clone(),
+            self.metrics.clone(),
+        ))
     }
 
     /// The index sink and a searcher over it, when `[index]` is enabled.
@@ -289,6 +302,7 @@ impl Pipeline {
             })?
         };
         let mut server_file = None;
+        let mut scheduler = None;
         let server = match listener {
             Some(listener) => {
                 let address = listener
@@ -302,9 +316,15 @@ impl Pipeline {
                 std::fs::write(&path, serde_json::to_vec_pretty(&info).unwrap_or_default())
                     .map_err(|e| PipelineError::Other(format!("{}: {e}", path.display())))?;
                 server_file = Some(path);
+                let query = Arc::new(self.query_engine()?);
+                let batch = Arc::new(self.batch(query.clone())?);
+                if self.config.batch.scheduler {
+                    scheduler = Some(tokio::spawn(batch.clone().schedule(stop.clone())));
+                }
                 let state = Arc::new(AppState {
                     log: self.log(),
-                    query: Arc::new(self.query_engine()?),
+                    query,
+                    batch,
                     metrics: self.metrics.clone(),
                     tokens: self.config.tokens(),
                     max_body_bytes: self.config.server.max_body_bytes,
@@ -398,6 +418,11 @@ impl Pipeline {
         }
         if let Some(path) = server_file {
             let _ = std::fs::remove_file(path);
+        }
+        // The scheduler stops with `stop` (a run under way is dropped, its
+        // unfinished files removed by the next run).
+        if let Some(scheduler) = scheduler {
+            let _ = scheduler.await;
         }
         // The API has stopped, so `posts.raw` no longer grows: enrich drains
         // it, then the archive drains `posts.enriched` and flushes.

@@ -150,6 +150,75 @@ pub async fn sql(
     Ok(())
 }
 
+/// `chorus batch [--view NAME]`: runs the views now, through the running
+/// server (which runs them), else on the directory itself with a progress
+/// bar. Returns the runs; the caller fails when one did.
+pub async fn batch(
+    config: Config,
+    data: &Path,
+    view: Option<&str>,
+    out: &mut dyn Write,
+) -> anyhow::Result<Vec<crate::wire::ViewRun>> {
+    use indicatif::{ProgressBar, ProgressStyle};
+    let bar = ProgressBar::new(0);
+    if let Ok(style) = ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} views · {msg}")
+    {
+        bar.set_style(style);
+    }
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    let runs = if let Some(info) = topology::running_server(data) {
+        let mut url = format!("{}/v1/batch", base(&info));
+        if let Some(view) = view {
+            url.push_str(&format!("?view={view}"));
+        }
+        bar.set_length(1);
+        bar.set_message(format!(
+            "the server at {} runs {}",
+            info.address,
+            view.unwrap_or("every view")
+        ));
+        let (_, body) = call(reqwest::Client::new().post(&url), &format!("POST {url}")).await?;
+        bar.set_position(1);
+        serde_json::from_slice(&body).context("the server's batch answer")?
+    } else {
+        let pipeline = open_offline(data, config)?;
+        let batch = pipeline.batch(Arc::new(pipeline.query_engine()?))?;
+        let progress_bar = bar.clone();
+        let on_progress: crate::views::OnProgress = Arc::new(move |event| match event {
+            crate::views::Progress::Started { view, index, of } => {
+                progress_bar.set_length(of as u64);
+                progress_bar.set_position(index as u64);
+                progress_bar.set_message(view);
+            }
+            crate::views::Progress::Rows(rows) => {
+                let view = progress_bar.message();
+                let view = view.split(':').next().unwrap_or_default().to_string();
+                progress_bar.set_message(format!("{view}: {rows} rows"));
+            }
+            crate::views::Progress::Finished(_) => progress_bar.inc(1),
+        });
+        batch.run(view, on_progress).await.map_err(|e| anyhow::anyhow!(e))?
+    };
+    bar.finish_and_clear();
+    for run in &runs {
+        match (&run.version, &run.error) {
+            (Some(version), _) => writeln!(
+                out,
+                "{}: {} rows in {:.2} s (version {})",
+                run.view, version.rows, run.seconds, version.version
+            )?,
+            (None, error) => writeln!(
+                out,
+                "{}: FAILED after {:.2} s: {}",
+                run.view,
+                run.seconds,
+                error.as_deref().unwrap_or("(no reason given)")
+            )?,
+        }
+    }
+    Ok(runs)
+}
+
 /// `chorus search`: through the running server, else over the index of a
 /// stopped directory.
 pub async fn search(
@@ -383,6 +452,7 @@ pub async fn status(config: Config, data: &Path, out: &mut dyn Write) -> anyhow:
             });
         }
         status.archive = crate::sinks::archive::summary(&pipeline.archive_root()).ok();
+        status.views = pipeline.batch(Arc::new(pipeline.query_engine()?))?.status();
         status
     };
     status::print(&status, out)?;

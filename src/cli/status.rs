@@ -36,5 +36,19 @@ pub fn print(status: &Status, out: &mut dyn Write) -> std::io::Result<()> {
             archive.error_files
         )?;
     }
+    for view in &status.views {
+        let served = match &view.version {
+            Some(v) => format!("{} rows, built {}", v.rows, crate::wire::format_micros(v.finished_at)),
+            None => "never built".to_string(),
+        };
+        let next = view.next_run.map_or_else(
+            || "no next run".to_string(),
+            |t| format!("next run {}", crate::wire::format_micros(t)),
+        );
+        writeln!(out, "view {}: {served}; {next} ({})", view.name, view.schedule)?;
+        if let Some(error) = &view.error {
+            writeln!(out, "  last run FAILED: {error}")?;
+        }
+    }
     Ok(())
 }

@@ -154,6 +154,18 @@ pub struct QueryResult {
     pub truncated: Option<String>,
 }
 
+pub use crate::wire::Snapshot;
+
+/// A query streamed out by [`QueryEngine::export`].
+pub struct Export {
+    /// The result's columns.
+    pub schema: SchemaRef,
+    /// What it read.
+    pub snapshot: Snapshot,
+    /// Its batches; an error is the last item.
+    pub batches: tokio::sync::mpsc::Receiver<Result<RecordBatch, QueryError>>,
+}
+
 /// Runs SQL over a data directory's archive and log, within [`QueryConfig`].
 pub struct QueryEngine {
     tables: Arc<Tables>,
@@ -177,6 +189,8 @@ struct Tables {
     /// directory listings is off, since the archive adds files all the time.
     /// Each query gets its own memory pool beside these.
     runtime: Arc<RuntimeEnv>,
+    /// The batch views served as `views.<name>`.
+    views: Vec<String>,
 }
 
 /// The threads queries run on, apart from those that answer ingest.
@@ -236,6 +250,7 @@ impl QueryEngine {
                 archive_tail,
                 tail: std::sync::Mutex::new(Vec::new()),
                 runtime,
+                views: Vec::new(),
             }),
             permits: Arc::new(Semaphore::new(config.max_concurrent.max(1))),
             config,
@@ -246,6 +261,74 @@ impl QueryEngine {
     /// The bounds queries run within.
     pub fn config(&self) -> &QueryConfig {
         &self.config
+    }
+
+    /// Serves the batch views `names` as the tables `views.<name>` (those
+    /// that have a version).
+    pub fn with_views(mut self, names: Vec<String>) -> QueryEngine {
+        if let Some(tables) = Arc::get_mut(&mut self.tables) {
+            tables.views = names;
+        }
+        self
+    }
+
+    /// Runs `sql` within `bounds` (except `max_rows` and
+    /// `max_result_bytes`: the result is streamed, not held) and without
+    /// taking one of the `max_concurrent` slots, for a batch run: the plan
+    /// and the snapshot of `posts` it reads come back at once, the result's
+    /// batches through the returned channel (an error ends it).
+    pub async fn export(&self, sql: &str, bounds: &QueryConfig) -> Result<Export, QueryError> {
+        if sql.len() > bounds.max_sql_bytes {
+            return Err(QueryError::TooLong(sql.len(), bounds.max_sql_bytes));
+        }
+        let Some(runtime) = self.runtime.0.as_ref() else {
+            return Err(QueryError::Failed("the query threads have stopped".into()));
+        };
+        let (tables, bounds, sql) = (self.tables.clone(), bounds.clone(), sql.to_string());
+        let (planned_tx, planned_rx) = tokio::sync::oneshot::channel();
+        let (batches_tx, batches_rx) = tokio::sync::mpsc::channel(2);
+        runtime.spawn(async move {
+            let seconds = bounds.max_seconds;
+            let work = async {
+                let (ctx, plan, snapshot) = match tables.plan(&sql, &bounds).await {
+                    Ok(planned) => planned,
+                    Err(e) => {
+                        let _ = planned_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let mut stream = match execute_stream(plan.clone(), ctx.task_ctx()) {
+                    Ok(stream) => stream,
+                    Err(e) => {
+                        let _ = planned_tx.send(Err(failure(e)));
+                        return;
+                    }
+                };
+                if planned_tx.send(Ok((plan.schema(), snapshot))).is_err() {
+                    return;
+                }
+                while let Some(batch) = stream.next().await {
+                    let stop = batch.is_err();
+                    if batches_tx.send(batch.map_err(failure)).await.is_err() || stop {
+                        return;
+                    }
+                }
+            };
+            if tokio::time::timeout(Duration::from_secs(seconds), work).await.is_err() {
+                let _ = batches_tx.send(Err(QueryError::Timeout(seconds))).await;
+            }
+        });
+        let (schema, snapshot) = planned_rx.await.map_err(|_| {
+            QueryError::Failed(format!(
+                "the query ran longer than {} s or stopped",
+                self.config.max_seconds
+            ))
+        })??;
+        Ok(Export {
+            schema,
+            snapshot,
+            batches: batches_rx,
+        })
     }
 
     /// Runs one read-only statement within the bounds.
@@ -324,8 +407,13 @@ fn too_deep(statement: &Statement, max: usize) -> bool {
 }
 
 impl Tables {
-    /// One query, on the query threads.
-    async fn run(&self, sql: &str, config: &QueryConfig) -> Result<QueryResult, QueryError> {
+    /// Checks and plans one query: its context, its physical plan and
+    /// what it reads.
+    async fn plan(
+        &self,
+        sql: &str,
+        config: &QueryConfig,
+    ) -> Result<(SessionContext, Arc<dyn ExecutionPlan>, Snapshot), QueryError> {
         let statements = DFParser::parse_sql(sql).map_err(|e| QueryError::Invalid(e.to_string()))?;
         match statements.len() {
             1 => {}
@@ -353,18 +441,24 @@ impl Tables {
         });
         let ctx = SessionContext::new_with_config_rt(SessionConfig::new(), runtime);
         bounded::register(&ctx, config.max_value_bytes);
-        let plan = {
+        let (plan, snapshot) = {
             // Files and offsets are read under the gate, and the physical
             // plan (which lists the files) is made before it is released.
             let _gate = self.gate.read().await;
-            self.register_tables(&ctx).await?;
+            let snapshot = self.register_tables(&ctx).await?;
             let options = SQLOptions::new()
                 .with_allow_ddl(false)
                 .with_allow_dml(false)
                 .with_allow_statements(false);
             let df = ctx.sql_with_options(sql, options).await.map_err(refusal)?;
-            df.create_physical_plan().await.map_err(refusal)?
+            (df.create_physical_plan().await.map_err(refusal)?, snapshot)
         };
+        Ok((ctx, plan, snapshot))
+    }
+
+    /// One query, on the query threads.
+    async fn run(&self, sql: &str, config: &QueryConfig) -> Result<QueryResult, QueryError> {
+        let (ctx, plan, _) = self.plan(sql, config).await?;
         let schema = plan.schema();
         let mut stream = execute_stream(plan as Arc<dyn ExecutionPlan>, ctx.task_ctx()).map_err(failure)?;
         let (mut batches, mut rows, mut bytes, mut truncated) = (Vec::new(), 0usize, 0usize, None);
@@ -402,7 +496,7 @@ impl Tables {
         })
     }
 
-    async fn register_tables(&self, ctx: &SessionContext) -> Result<(), QueryError> {
+    async fn register_tables(&self, ctx: &SessionContext) -> Result<Snapshot, QueryError> {
         let failed = |e: DataFusionError| QueryError::Failed(e.to_string());
         let dir = self.archive_root.join(archive::POSTS_DIR);
         std::fs::create_dir_all(&dir).map_err(|e| QueryError::Failed(format!("{}: {e}", dir.display())))?;
@@ -421,7 +515,8 @@ impl Tables {
             .map_err(failed)?
             .with_cache(self.runtime.cache_manager.get_file_statistic_cache());
         let archived = PaddedHours(Arc::new(archived));
-        let recent = MemTable::try_new(posts_schema(), vec![self.recent_batches()?]).map_err(failed)?;
+        let (recent, snapshot) = self.recent_batches()?;
+        let recent = MemTable::try_new(posts_schema(), vec![recent]).map_err(failed)?;
         let df = ctx
             .read_table(Arc::new(archived))
             .and_then(|a| a.union(ctx.read_table(Arc::new(recent))?))
@@ -439,18 +534,60 @@ impl Tables {
              WHERE chorus_rank = 1"
         );
         ctx.sql(&view).await.map_err(failed)?;
+        self.register_views(ctx).await?;
+        Ok(snapshot)
+    }
+
+    /// `views.<name>` for each view with a version: its Parquet files.
+    async fn register_views(&self, ctx: &SessionContext) -> Result<(), QueryError> {
+        let failed = |e: DataFusionError| QueryError::Failed(e.to_string());
+        let store = crate::views::Store::new(&self.archive_root);
+        let mut schema = None;
+        for name in &self.views {
+            let Some(version) = store.current(name).map_err(|e| QueryError::Failed(e.to_string()))? else {
+                continue;
+            };
+            let schema = match &schema {
+                Some(schema) => schema,
+                None => {
+                    let catalog = ctx
+                        .catalog(&ctx.state().config().options().catalog.default_catalog)
+                        .ok_or_else(|| QueryError::Failed("no default catalog".into()))?;
+                    let views: Arc<dyn datafusion::catalog::SchemaProvider> =
+                        Arc::new(datafusion::catalog::MemorySchemaProvider::new());
+                    catalog
+                        .register_schema(crate::views::SCHEMA, views.clone())
+                        .map_err(failed)?;
+                    schema.insert(views)
+                }
+            };
+            let dir = store.version_dir(name, &version.version);
+            let url = ListingTableUrl::parse(format!("{}/", dir.display())).map_err(failed)?;
+            let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+            let config = ListingTableConfig::new(url)
+                .with_listing_options(options)
+                .infer_schema(&ctx.state())
+                .await
+                .map_err(failed)?;
+            let table = ListingTable::try_new(config).map_err(failed)?;
+            schema.register_table(name.clone(), Arc::new(table)).map_err(failed)?;
+        }
         Ok(())
     }
 
     /// The enriched posts past the archive's committed offsets. Batches
     /// already converted are kept between queries, so a query converts
     /// only the posts enriched since the previous one.
-    fn recent_batches(&self) -> Result<Vec<RecordBatch>, QueryError> {
+    fn recent_batches(&self) -> Result<(Vec<RecordBatch>, Snapshot), QueryError> {
         let mut cache = self.tail.lock().unwrap_or_else(|e| e.into_inner());
         let partitions = self.log.partitions() as usize;
         cache.resize_with(partitions, Vec::new);
         let mut out = Vec::new();
+        let mut snapshot = Snapshot::default();
         for (p, cached) in cache.iter_mut().enumerate() {
+            snapshot
+                .archived
+                .push(self.log.committed(archive::CONSUMER, Topic::Enriched, p as u32)?);
             // Posts the running archive holds (committed or buffered), then
             // the log past them.
             let start = match self.archive_tail.get(p as u32) {
@@ -495,8 +632,9 @@ impl Tables {
                 });
             }
             out.extend(cached.iter().map(|b| b.batch.clone()));
+            snapshot.until.push(next);
         }
-        Ok(out)
+        Ok((out, snapshot))
     }
 }
 

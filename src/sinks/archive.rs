@@ -192,14 +192,14 @@ pub fn files_under(dir: &Path) -> Result<Vec<PathBuf>, ArchiveError> {
 }
 
 /// Syncs a directory so that a rename in it is durable.
-fn sync_dir(dir: &Path) -> Result<(), ArchiveError> {
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), ArchiveError> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
 }
 
 /// Creates `dir` and whatever is missing of its parents, syncing each new
 /// directory's parent, so that after a power loss the directory (and the
 /// file renamed into it) is still reachable from the archive root.
-fn create_dir_synced(dir: &Path) -> Result<(), ArchiveError> {
+pub(crate) fn create_dir_synced(dir: &Path) -> Result<(), ArchiveError> {
     if dir.is_dir() {
         return Ok(());
     }

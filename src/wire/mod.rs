@@ -73,6 +73,78 @@ pub struct Status {
     /// The archive's committed files.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archive: Option<ArchiveStatus>,
+    /// The batch views.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub views: Vec<ViewStatus>,
+}
+
+/// What one query's `posts` covered, per partition of `posts.enriched`:
+/// the archive's files hold its records before `archived[p]`, the log's
+/// tail was read from there up to `until[p]` (so every record before
+/// `until[p]`, and none after, was seen).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Per partition: the offset the archive's committed files reach.
+    pub archived: Vec<u64>,
+    /// Per partition: the offset the query read the log up to.
+    pub until: Vec<u64>,
+}
+
+/// One version of a batch view (its `CURRENT` file).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ViewVersion {
+    /// Its directory name.
+    pub version: String,
+    /// Rows.
+    pub rows: u64,
+    /// Bytes of its Parquet file.
+    pub bytes: u64,
+    /// The watermark: what of `posts` the run covered.
+    pub snapshot: Snapshot,
+    /// When the run began, µs since the epoch.
+    pub started_at: i64,
+    /// When it was made current.
+    pub finished_at: i64,
+    /// The SQL it ran.
+    pub sql: String,
+}
+
+/// The outcome of one view's batch run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ViewRun {
+    /// The view.
+    pub view: String,
+    /// The version made, when the run worked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<ViewVersion>,
+    /// Why it failed, when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// How long it took.
+    pub seconds: f64,
+}
+
+/// A batch view in `chorus status` and `GET /v1/status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ViewStatus {
+    /// Its name.
+    pub name: String,
+    /// When it runs (cron, UTC).
+    pub schedule: String,
+    /// Its next scheduled run, µs since the epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_run: Option<i64>,
+    /// The version served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<ViewVersion>,
+    /// Why the last run failed, when it did (the version above still serves).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// When the last run failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_at: Option<i64>,
+    /// Whether a speed layer adds the posts past the version's snapshot.
+    pub speed_layer: bool,
 }
 
 /// The archive's committed files on disk.
@@ -93,4 +165,12 @@ pub struct IndexStatus {
     pub documents: u64,
     /// Bytes of its segments on disk.
     pub bytes: u64,
+}
+
+/// A time in µs since the epoch as RFC 3339 (UTC, to the second).
+pub fn format_micros(micros: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(micros).map_or_else(
+        || micros.to_string(),
+        |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    )
 }
