@@ -952,6 +952,7 @@ mod tests {
             Vec::new(),
             Default::default(),
             Arc::new(Metrics::default()),
+            (log.clone(), None, Default::default()),
         ));
         let state = Arc::new(AppState {
             log,

@@ -138,7 +138,7 @@ impl Pipeline {
 
     /// A query engine over this directory, within `[query]`'s bounds;
     /// queries spill to `tmp/query` in it.
-    pub fn query_engine(&self) -> Result<QueryEngine, PipelineError> {
+    fn query_engine_with(&self, speed: Option<Arc<crate::views::speed::Speed>>) -> Result<QueryEngine, PipelineError> {
         let views = self.config.views().map_err(PipelineError::Other)?;
         Ok(QueryEngine::new(
             &self.archive_root(),
@@ -149,18 +149,40 @@ impl Pipeline {
             &self.data.join("tmp").join("query"),
         )
         .map_err(|e| PipelineError::Other(e.to_string()))?
-        .with_views(views.into_iter().map(|v| v.name).collect()))
+        .with_views(views.into_iter().map(|v| v.name).collect(), speed))
     }
 
-    /// The batch layer over `engine` (this directory's).
-    pub fn batch(&self, engine: Arc<QueryEngine>) -> Result<crate::views::Batch, PipelineError> {
-        Ok(crate::views::Batch::new(
-            engine,
+    /// A query engine over this directory, within `[query]`'s bounds
+    /// (queries spill to `tmp/query` in it), with the batch layer over it
+    /// and the speed layer restored from the log's state.
+    pub async fn query_engine(&self) -> Result<(Arc<QueryEngine>, Arc<crate::views::Batch>), PipelineError> {
+        let (engine, batch, _) = self.layers().await?;
+        Ok((engine, batch))
+    }
+
+    async fn layers(
+        &self,
+    ) -> Result<
+        (
+            Arc<QueryEngine>,
+            Arc<crate::views::Batch>,
+            Option<Arc<crate::views::speed::Speed>>,
+        ),
+        PipelineError,
+    > {
+        let views = self.config.views().map_err(PipelineError::Other)?;
+        let (speed, batch_only) =
+            crate::views::open_speed(&*self.log, &self.archive_root(), &views, self.config.batch.speed_layer).await;
+        let engine = Arc::new(self.query_engine_with(speed.clone())?);
+        let batch = crate::views::Batch::new(
+            engine.clone(),
             &self.archive_root(),
-            self.config.views().map_err(PipelineError::Other)?,
+            views,
             self.config.batch.clone(),
             self.metrics.clone(),
-        ))
+            (self.log(), speed.clone(), batch_only),
+        );
+        Ok((engine, Arc::new(batch), speed))
     }
 
     /// The index sink and a searcher over it, when `[index]` is enabled.
@@ -281,6 +303,20 @@ impl Pipeline {
             }
             None => (None, None),
         };
+        // The speed layer reads what the archive reads, and stops with it.
+        let (query, batch, speed) = self.layers().await?;
+        let speed_task = if self.consumers().inputs().contains(&crate::views::speed::INPUT) {
+            let (log, stop, own) = (self.log(), stop.clone(), archive_stop.clone());
+            Some(spawn_thread("speed", move || {
+                let mut sink = crate::views::speed::SpeedSink::new(speed.as_deref(), &*log);
+                let result = crate::sinks::consume::run(&*log, &mut [&mut sink], own)
+                    .map_err(|e| PipelineError::Other(e.to_string()));
+                stop.cancel();
+                result
+            })?)
+        } else {
+            None
+        };
         let retention_task = {
             let (log, stop, retention) = (self.log(), stop.clone(), self.config.log.retention());
             let consumers = self.consumers();
@@ -316,8 +352,6 @@ impl Pipeline {
                 std::fs::write(&path, serde_json::to_vec_pretty(&info).unwrap_or_default())
                     .map_err(|e| PipelineError::Other(format!("{}: {e}", path.display())))?;
                 server_file = Some(path);
-                let query = Arc::new(self.query_engine()?);
-                let batch = Arc::new(self.batch(query.clone())?);
                 if self.config.batch.scheduler {
                     scheduler = Some(tokio::spawn(batch.clone().schedule(stop.clone())));
                 }
@@ -428,6 +462,7 @@ impl Pipeline {
         // it, then the archive drains `posts.enriched` and flushes.
         let mut tasks = vec![(Some(enrich_stop), enrich_task), (Some(archive_stop), archive_task)];
         tasks.extend(index_task.map(|task| (None, task)));
+        tasks.extend(speed_task.map(|task| (None, task)));
         tasks.push((None, retention_task));
         for (token, task) in tasks {
             if let Some(token) = token {

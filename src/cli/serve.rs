@@ -142,7 +142,7 @@ pub async fn sql(
         return Ok(());
     }
     let pipeline = open_offline(data, config)?;
-    let result = pipeline.query_engine()?.sql(query).await?;
+    let result = pipeline.query_engine().await?.0.sql(query).await?;
     sql::write(&result, format, out)?;
     if let Some(reason) = &result.truncated {
         eprintln!("chorus: {reason}");
@@ -182,7 +182,7 @@ pub async fn batch(
         serde_json::from_slice(&body).context("the server's batch answer")?
     } else {
         let pipeline = open_offline(data, config)?;
-        let batch = pipeline.batch(Arc::new(pipeline.query_engine()?))?;
+        let (_, batch) = pipeline.query_engine().await?;
         let progress_bar = bar.clone();
         let on_progress: crate::views::OnProgress = Arc::new(move |event| match event {
             crate::views::Progress::Started { view, index, of } => {
@@ -452,7 +452,7 @@ pub async fn status(config: Config, data: &Path, out: &mut dyn Write) -> anyhow:
             });
         }
         status.archive = crate::sinks::archive::summary(&pipeline.archive_root()).ok();
-        status.views = pipeline.batch(Arc::new(pipeline.query_engine()?))?.status();
+        status.views = pipeline.query_engine().await?.1.status();
         status
     };
     status::print(&status, out)?;

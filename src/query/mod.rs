@@ -43,7 +43,7 @@ use datafusion::execution::memory_pool::{GreedyMemoryPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
 use datafusion::physical_plan::{ExecutionPlan, execute_stream};
-use datafusion::sql::parser::{DFParser, Statement};
+use datafusion::sql::parser::{DFParser, Statement as SqlStatement};
 use datafusion::sql::sqlparser::ast::{Expr as SqlExpr, Visit, Visitor};
 
 use crate::log::{Log, LogError, Topic};
@@ -191,6 +191,17 @@ struct Tables {
     runtime: Arc<RuntimeEnv>,
     /// The batch views served as `views.<name>`.
     views: Vec<String>,
+    /// The speed layer of those that merge.
+    speed: Option<Arc<crate::views::speed::Speed>>,
+}
+
+/// What [`QueryEngine::export`] runs.
+pub enum Statement {
+    /// One read-only SQL statement.
+    Sql(String),
+    /// An aggregate over `posts_latest`: an optional filter, the group
+    /// expressions and the aggregate expressions.
+    Aggregate(Option<Expr>, Vec<Expr>, Vec<Expr>),
 }
 
 /// The threads queries run on, apart from those that answer ingest.
@@ -251,6 +262,7 @@ impl QueryEngine {
                 tail: std::sync::Mutex::new(Vec::new()),
                 runtime,
                 views: Vec::new(),
+                speed: None,
             }),
             permits: Arc::new(Semaphore::new(config.max_concurrent.max(1))),
             config,
@@ -265,9 +277,10 @@ impl QueryEngine {
 
     /// Serves the batch views `names` as the tables `views.<name>` (those
     /// that have a version).
-    pub fn with_views(mut self, names: Vec<String>) -> QueryEngine {
+    pub fn with_views(mut self, names: Vec<String>, speed: Option<Arc<crate::views::speed::Speed>>) -> QueryEngine {
         if let Some(tables) = Arc::get_mut(&mut self.tables) {
             tables.views = names;
+            tables.speed = speed;
         }
         self
     }
@@ -277,20 +290,17 @@ impl QueryEngine {
     /// taking one of the `max_concurrent` slots, for a batch run: the plan
     /// and the snapshot of `posts` it reads come back at once, the result's
     /// batches through the returned channel (an error ends it).
-    pub async fn export(&self, sql: &str, bounds: &QueryConfig) -> Result<Export, QueryError> {
-        if sql.len() > bounds.max_sql_bytes {
-            return Err(QueryError::TooLong(sql.len(), bounds.max_sql_bytes));
-        }
+    pub async fn export(&self, statement: Statement, bounds: &QueryConfig) -> Result<Export, QueryError> {
         let Some(runtime) = self.runtime.0.as_ref() else {
             return Err(QueryError::Failed("the query threads have stopped".into()));
         };
-        let (tables, bounds, sql) = (self.tables.clone(), bounds.clone(), sql.to_string());
+        let (tables, bounds, sql) = (self.tables.clone(), bounds.clone(), statement);
         let (planned_tx, planned_rx) = tokio::sync::oneshot::channel();
         let (batches_tx, batches_rx) = tokio::sync::mpsc::channel(2);
         runtime.spawn(async move {
             let seconds = bounds.max_seconds;
             let work = async {
-                let (ctx, plan, snapshot) = match tables.plan(&sql, &bounds).await {
+                let (ctx, plan, snapshot) = match tables.plan(&sql, &bounds, true).await {
                     Ok(planned) => planned,
                     Err(e) => {
                         let _ = planned_tx.send(Err(e));
@@ -396,11 +406,11 @@ impl Visitor for DepthCheck {
 }
 
 /// Whether `statement` nests expressions deeper than `max`.
-fn too_deep(statement: &Statement, max: usize) -> bool {
+fn too_deep(statement: &SqlStatement, max: usize) -> bool {
     let mut check = DepthCheck { depth: 0, max };
     match statement {
-        Statement::Statement(s) => s.visit(&mut check).is_break(),
-        Statement::Explain(explain) => too_deep(&explain.statement, max),
+        SqlStatement::Statement(s) => s.visit(&mut check).is_break(),
+        SqlStatement::Explain(explain) => too_deep(&explain.statement, max),
         // Refused when planned.
         _ => false,
     }
@@ -411,24 +421,13 @@ impl Tables {
     /// what it reads.
     async fn plan(
         &self,
-        sql: &str,
+        statement: &Statement,
         config: &QueryConfig,
+        batch: bool,
     ) -> Result<(SessionContext, Arc<dyn ExecutionPlan>, Snapshot), QueryError> {
-        let statements = DFParser::parse_sql(sql).map_err(|e| QueryError::Invalid(e.to_string()))?;
-        match statements.len() {
-            1 => {}
-            0 => return Err(QueryError::Invalid("no SQL statement given".into())),
-            n => {
-                return Err(QueryError::Refused(format!("one statement per query, got {n}")));
-            }
+        if let Statement::Sql(sql) = statement {
+            Tables::check(sql, config)?;
         }
-        if statements.iter().any(|s| too_deep(s, config.max_expression_depth)) {
-            return Err(QueryError::Refused(format!(
-                "expressions nest deeper than [query] max_expression_depth ({}): simplify the query",
-                config.max_expression_depth
-            )));
-        }
-        drop(statements);
         let pool = TrackConsumersPool::new(
             GreedyMemoryPool::new(config.max_memory),
             std::num::NonZeroUsize::new(3).expect("3 is not zero"),
@@ -446,19 +445,54 @@ impl Tables {
             // plan (which lists the files) is made before it is released.
             let _gate = self.gate.read().await;
             let snapshot = self.register_tables(&ctx).await?;
-            let options = SQLOptions::new()
-                .with_allow_ddl(false)
-                .with_allow_dml(false)
-                .with_allow_statements(false);
-            let df = ctx.sql_with_options(sql, options).await.map_err(refusal)?;
+            // A batch run reads posts, not the views (whose speed layer it
+            // holds paused).
+            if matches!(statement, Statement::Sql(_)) && !batch {
+                self.register_views(&ctx).await?;
+            }
+            let df = match statement {
+                Statement::Sql(sql) => {
+                    let options = SQLOptions::new()
+                        .with_allow_ddl(false)
+                        .with_allow_dml(false)
+                        .with_allow_statements(false);
+                    ctx.sql_with_options(sql, options).await.map_err(refusal)?
+                }
+                Statement::Aggregate(filter, groups, aggregates) => {
+                    let mut df = ctx.table(POSTS_LATEST).await.map_err(refusal)?;
+                    if let Some(filter) = filter {
+                        df = df.filter(filter.clone()).map_err(refusal)?;
+                    }
+                    df.aggregate(groups.clone(), aggregates.clone()).map_err(refusal)?
+                }
+            };
             (df.create_physical_plan().await.map_err(refusal)?, snapshot)
         };
         Ok((ctx, plan, snapshot))
     }
 
+    /// The checks of an SQL text before it is planned.
+    fn check(sql: &str, config: &QueryConfig) -> Result<(), QueryError> {
+        let statements = DFParser::parse_sql(sql).map_err(|e| QueryError::Invalid(e.to_string()))?;
+        match statements.len() {
+            1 => {}
+            0 => return Err(QueryError::Invalid("no SQL statement given".into())),
+            n => {
+                return Err(QueryError::Refused(format!("one statement per query, got {n}")));
+            }
+        }
+        if statements.iter().any(|s| too_deep(s, config.max_expression_depth)) {
+            return Err(QueryError::Refused(format!(
+                "expressions nest deeper than [query] max_expression_depth ({}): simplify the query",
+                config.max_expression_depth
+            )));
+        }
+        Ok(())
+    }
+
     /// One query, on the query threads.
     async fn run(&self, sql: &str, config: &QueryConfig) -> Result<QueryResult, QueryError> {
-        let (ctx, plan, _) = self.plan(sql, config).await?;
+        let (ctx, plan, _) = self.plan(&Statement::Sql(sql.to_string()), config, false).await?;
         let schema = plan.schema();
         let mut stream = execute_stream(plan as Arc<dyn ExecutionPlan>, ctx.task_ctx()).map_err(failure)?;
         let (mut batches, mut rows, mut bytes, mut truncated) = (Vec::new(), 0usize, 0usize, None);
@@ -534,7 +568,6 @@ impl Tables {
              WHERE chorus_rank = 1"
         );
         ctx.sql(&view).await.map_err(failed)?;
-        self.register_views(ctx).await?;
         Ok(snapshot)
     }
 
@@ -544,8 +577,15 @@ impl Tables {
         let store = crate::views::Store::new(&self.archive_root);
         let mut schema = None;
         for name in &self.views {
-            let Some(version) = store.current(name).map_err(|e| QueryError::Failed(e.to_string()))? else {
-                continue;
+            let speed = self.speed.as_ref().and_then(|s| Some((s, s.view(name)?)));
+            let version = match speed {
+                // Read under the speed layer's lock, with which a run swaps
+                // the version and drops the epochs it covers.
+                Some(_) => None,
+                None => match store.current(name).map_err(|e| QueryError::Failed(e.to_string()))? {
+                    Some(version) => Some(version),
+                    None => continue,
+                },
             };
             let schema = match &schema {
                 Some(schema) => schema,
@@ -561,6 +601,26 @@ impl Tables {
                     schema.insert(views)
                 }
             };
+            if let Some((speed, v)) = speed {
+                let mut state = speed.pause().await;
+                let current = store.current(name).map_err(|e| QueryError::Failed(e.to_string()))?;
+                let dir = current.as_ref().map(|c| store.version_dir(name, &c.version));
+                let served = speed
+                    .serve(
+                        &mut state,
+                        v,
+                        current
+                            .as_ref()
+                            .map(|c| (c.version.as_str(), c.snapshot.until.as_slice())),
+                        || crate::views::read_version(dir.as_deref().unwrap_or(Path::new("."))),
+                    )
+                    .map_err(|e| QueryError::Failed(format!("view {name}: {e}")))?;
+                drop(state);
+                let table = MemTable::try_new(served.schema(), vec![vec![served]]).map_err(failed)?;
+                schema.register_table(name.clone(), Arc::new(table)).map_err(failed)?;
+                continue;
+            }
+            let Some(version) = version else { continue };
             let dir = store.version_dir(name, &version.version);
             let url = ListingTableUrl::parse(format!("{}/", dir.display())).map_err(failed)?;
             let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");

@@ -72,6 +72,16 @@ impl Commit<'_> {
         &self.offsets
     }
 
+    /// Commits every partition's offset in `tx`, with what the sink put in
+    /// it (its state), as one log transaction.
+    pub fn with(self, mut tx: Transaction<'_>) -> Result<Committed, LogError> {
+        for &(partition, next) in &self.offsets {
+            tx.commit(self.input.consumer, self.input.topic, partition, next);
+        }
+        self.log.write(&tx)?;
+        Ok(Committed(()))
+    }
+
     /// Commits every partition's offset in one log transaction.
     pub fn now(self) -> Result<Committed, LogError> {
         let mut tx = Transaction::new();

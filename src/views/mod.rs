@@ -14,6 +14,7 @@
 //! before a swap still finds its files.
 
 pub mod cron;
+pub mod speed;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -26,8 +27,9 @@ use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+use crate::log::Log;
 use crate::metrics::Metrics;
-use crate::query::{QueryConfig, QueryEngine};
+use crate::query::{QueryConfig, QueryEngine, Statement};
 use crate::record::now_micros;
 pub use crate::wire::{ViewRun, ViewStatus, ViewVersion};
 use cron::Cron;
@@ -94,6 +96,9 @@ pub struct BatchConfig {
     pub built_in_views: bool,
     /// Whether `chorus run` runs views on their schedules.
     pub scheduler: bool,
+    /// Whether views whose aggregates merge are kept up to the second
+    /// between runs (the speed layer).
+    pub speed_layer: bool,
     /// How long a replaced version stays on disk, seconds.
     pub keep_replaced_secs: u64,
     /// Memory of one run's sorts and aggregates, bytes (past it they spill).
@@ -108,6 +113,7 @@ impl Default for BatchConfig {
             schedule: "0 0 * * *".into(),
             built_in_views: true,
             scheduler: true,
+            speed_layer: true,
             keep_replaced_secs: 600,
             max_memory: 1 << 30,
             max_seconds: 3600,
@@ -388,13 +394,72 @@ pub enum Progress {
     Finished(ViewRun),
 }
 
+/// Why each view without a speed layer has none, by name.
+pub type BatchOnly = std::collections::HashMap<String, String>;
+
 /// Receives [`Progress`].
 pub type OnProgress = Arc<dyn Fn(Progress) + Send + Sync>;
+
+/// The batches of a version directory's Parquet file.
+pub fn read_version(dir: &Path) -> Result<Vec<arrow::array::RecordBatch>, String> {
+    let path = dir.join(DATA_FILE);
+    let file = fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .and_then(|b| b.build())
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The speed layer of `views` (those whose aggregates merge), restored
+/// from `log`'s state, and why each other view is served batch-only.
+pub async fn open_speed(
+    log: &dyn Log,
+    archive_root: &Path,
+    views: &[View],
+    enabled: bool,
+) -> (Option<Arc<speed::Speed>>, std::collections::HashMap<String, String>) {
+    let mut reasons = std::collections::HashMap::new();
+    if !enabled {
+        for view in views {
+            reasons.insert(view.name.clone(), "[batch] speed_layer is off".to_string());
+        }
+        return (None, reasons);
+    }
+    let store = Store::new(archive_root);
+    let mut mergeable = Vec::new();
+    let mut versions = Vec::new();
+    for view in views {
+        match speed::analyze(&view.name, &view.sql).await {
+            Ok(m) => {
+                versions.push(store.current(&view.name).ok().flatten().map(|v| v.snapshot.until));
+                mergeable.push(m);
+            }
+            Err(reason) => {
+                reasons.insert(view.name.clone(), reason);
+            }
+        }
+    }
+    match speed::Speed::open(log, mergeable, &versions) {
+        Ok(speed) => (Some(Arc::new(speed)), reasons),
+        Err(e) => {
+            tracing::error!(error = %e, "The speed layer cannot start; views are served batch-only.");
+            for view in views {
+                reasons.entry(view.name.clone()).or_insert_with(|| e.to_string());
+            }
+            (None, reasons)
+        }
+    }
+}
 
 /// The batch layer of a data directory: its views, their store, and runs
 /// (one at a time).
 pub struct Batch {
     engine: Arc<QueryEngine>,
+    log: Arc<dyn Log>,
+    speed: Option<Arc<speed::Speed>>,
+    /// Why each view without a speed layer has none.
+    batch_only: std::collections::HashMap<String, String>,
     store: Store,
     views: Vec<View>,
     config: BatchConfig,
@@ -410,9 +475,13 @@ impl Batch {
         views: Vec<View>,
         config: BatchConfig,
         metrics: Arc<Metrics>,
+        (log, speed, batch_only): (Arc<dyn Log>, Option<Arc<speed::Speed>>, BatchOnly),
     ) -> Batch {
         Batch {
             engine,
+            log,
+            speed,
+            batch_only,
             store: Store::new(archive_root),
             views,
             config,
@@ -500,11 +569,29 @@ impl Batch {
             max_seconds: self.config.max_seconds,
             ..self.engine.config().clone()
         };
-        let export = self
-            .engine
-            .export(&view.sql, &bounds)
-            .await
-            .map_err(|e| e.to_string())?;
+        let speed = self.speed.as_ref().and_then(|s| Some((s, s.view(&view.name)?)));
+        let export = match speed {
+            Some((speed, v)) => {
+                // The stage waits while the run plans: its next epoch begins
+                // exactly where the run's snapshot ends.
+                let mut paused = speed.pause().await;
+                let (filter, groups, aggregates) = speed.views[v].partial_plan();
+                let export = self
+                    .engine
+                    .export(Statement::Aggregate(filter, groups, aggregates), &bounds)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                speed
+                    .begin_epoch(&*self.log, &mut paused, v, &export.snapshot.until)
+                    .map_err(|e| e.to_string())?;
+                export
+            }
+            None => self
+                .engine
+                .export(Statement::Sql(view.sql.clone()), &bounds)
+                .await
+                .map_err(|e| e.to_string())?,
+        };
         let path = tmp.join(DATA_FILE);
         let (schema, mut batches) = (export.schema, export.batches);
         let (rows, bytes) = tokio::task::spawn_blocking(move || -> Result<(u64, u64), String> {
@@ -537,9 +624,21 @@ impl Batch {
             finished_at: now_micros(),
             sql: view.sql.clone(),
         };
-        self.store
-            .publish(&view.name, &tmp, &version)
-            .map_err(|e| e.to_string())?;
+        match speed {
+            Some((speed, v)) => {
+                let mut paused = speed.pause().await;
+                self.store
+                    .publish(&view.name, &tmp, &version)
+                    .map_err(|e| e.to_string())?;
+                speed
+                    .published(&*self.log, &mut paused, v, &version.snapshot.until)
+                    .map_err(|e| e.to_string())?;
+            }
+            None => self
+                .store
+                .publish(&view.name, &tmp, &version)
+                .map_err(|e| e.to_string())?,
+        }
         Ok(version)
     }
 
@@ -563,7 +662,8 @@ impl Batch {
                     failed_at: failure.ok().flatten().map(|f| f.at),
                     version: current.ok().flatten(),
                     error,
-                    speed_layer: false,
+                    speed_layer: self.speed.as_ref().is_some_and(|s| s.view(&view.name).is_some()),
+                    batch_only: self.batch_only.get(&view.name).cloned(),
                 }
             })
             .collect()

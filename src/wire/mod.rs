@@ -145,6 +145,9 @@ pub struct ViewStatus {
     pub failed_at: Option<i64>,
     /// Whether a speed layer adds the posts past the version's snapshot.
     pub speed_layer: bool,
+    /// Why it has none, when it has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_only: Option<String>,
 }
 
 /// The archive's committed files on disk.

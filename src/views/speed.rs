@@ -1,0 +1,1129 @@
+//! The speed layer: for each view whose aggregates merge (count, sum, and
+//! mean as sum and count, grouped, over `posts_latest`), the same
+//! aggregates kept incrementally over the enriched posts past the view's
+//! batch watermark, so that the batch version ⊕ the speed layer equals the
+//! view's SQL over `posts_latest` now.
+//!
+//! Each post's contribution to each view (its group and its aggregate
+//! inputs) is kept in the stages' state under its key, the newest
+//! `ingested_at` winning as in `posts_latest`. A post that arrives adds its
+//! contribution and takes back the one its key had before, whichever side
+//! of the watermark that one was counted on; so a re-send replaces, never
+//! adds. The changes are summed per group into epochs: an epoch begins
+//! where a batch run's snapshot ends (the stage is paused while the run
+//! plans, so the split is exact), and once a version with that snapshot is
+//! current the epochs before it are dropped. Serving adds the epochs at or
+//! past the current version's snapshot to that version's partial
+//! aggregates, then computes the view's own select list over the sums.
+//! Contributions, epochs and the stage's offsets are written in one log
+//! transaction, so a restart (kill -9 included) resumes exactly.
+//!
+//! Memory: one entry per group changed since the last batch run, per view.
+//! State on disk: one entry per post.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, Float64Array, Int64Array, RecordBatch};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::common::{DFSchemaRef, ScalarValue};
+use datafusion::datasource::MemTable;
+use datafusion::execution::context::SessionContext;
+use datafusion::functions_aggregate::expr_fn::{count, sum};
+use datafusion::logical_expr::{Expr, ExprFunctionExt, LogicalPlan, cast, lit};
+use datafusion::physical_expr::PhysicalExpr;
+
+use crate::log::{Entry, Log, LogError, Topic, Transaction};
+use crate::record::PostView;
+use crate::record::batch::{partition_of_time, posts_schema, to_record_batch, with_partition_columns};
+use crate::sinks::consume::{Commit, Committed, Input, Sink};
+
+/// The speed layer's consumer name on `posts.enriched`.
+pub const CONSUMER: &str = "speed";
+/// What it reads.
+pub const INPUT: Input = Input {
+    consumer: CONSUMER,
+    topic: Topic::Enriched,
+};
+/// State keys: the views' fingerprint, each post's contributions, each
+/// view's epochs and their per-group sums.
+const FINGERPRINT_KEY: &[u8] = b"speed/fingerprint";
+const CONTRIBUTION_PREFIX: &[u8] = b"speed/post/";
+const EPOCHS_PREFIX: &str = "speed/epochs/";
+const SUMS_PREFIX: &str = "speed/sums/";
+
+/// A compiled expression.
+type Expression = Arc<dyn PhysicalExpr>;
+
+/// What an aggregate keeps.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Kind {
+    /// `count(x)`: rows with `x` not null.
+    Count,
+    /// `sum(x)` of integers.
+    SumInt,
+    /// `sum(x)` of floats.
+    SumFloat,
+    /// `avg(x)`: float sum and count.
+    Avg,
+}
+
+/// A view the speed layer can keep: its SQL taken apart.
+pub struct Mergeable {
+    /// The view.
+    pub name: String,
+    filter: Option<Expr>,
+    groups: Vec<Expr>,
+    group_types: Vec<DataType>,
+    aggs: Vec<(Kind, Expr, Option<Expr>)>,
+    agg_schema: DFSchemaRef,
+    physical_filter: Option<Arc<dyn PhysicalExpr>>,
+    physical_groups: Vec<Arc<dyn PhysicalExpr>>,
+    physical_aggs: Vec<(Expression, Option<Expression>)>,
+    projection: Vec<Arc<dyn PhysicalExpr>>,
+    /// The view's columns.
+    pub schema: SchemaRef,
+}
+
+impl std::fmt::Debug for Mergeable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mergeable")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Takes `sql` apart if its aggregates merge; else says why it cannot.
+pub async fn analyze(name: &str, sql: &str) -> Result<Mergeable, String> {
+    let ctx = SessionContext::new();
+    let empty = MemTable::try_new(posts_schema(), vec![vec![]]).map_err(|e| e.to_string())?;
+    ctx.register_table(crate::query::POSTS_LATEST, Arc::new(empty))
+        .map_err(|e| e.to_string())?;
+    let plan = ctx
+        .state()
+        .create_logical_plan(sql)
+        .await
+        .map_err(|e| format!("the SQL does not plan over posts_latest alone: {e}"))?;
+    let LogicalPlan::Projection(projection) = plan else {
+        return Err("only SELECT … GROUP BY … (no ORDER BY, LIMIT, HAVING or subquery) merges".into());
+    };
+    let LogicalPlan::Aggregate(aggregate) = projection.input.as_ref() else {
+        return Err("the view does not aggregate with GROUP BY".into());
+    };
+    let (filter, scan) = match aggregate.input.as_ref() {
+        LogicalPlan::Filter(f) => (Some(f.predicate.clone()), f.input.as_ref()),
+        other => (None, other),
+    };
+    let LogicalPlan::TableScan(scan) = scan else {
+        return Err("the view reads something other than posts_latest (a join, a subquery, posts)".into());
+    };
+    if scan.table_name.table() != crate::query::POSTS_LATEST {
+        return Err("the view reads something other than posts_latest".into());
+    }
+    if aggregate.group_expr.is_empty() {
+        return Err("the view has no GROUP BY".into());
+    }
+    let input_schema = scan.projected_schema.clone();
+    let state = ctx.state();
+    let physical = |e: &Expr| {
+        state
+            .create_physical_expr(e.clone(), &input_schema)
+            .map_err(|e| e.to_string())
+    };
+    let mut group_types = Vec::new();
+    for (i, group) in aggregate.group_expr.iter().enumerate() {
+        let data_type = aggregate.schema.field(i).data_type().clone();
+        if !encodable(&data_type) {
+            return Err(format!(
+                "a GROUP BY value of type {data_type} is not kept by the speed layer"
+            ));
+        }
+        if matches!(group, Expr::GroupingSet(_)) {
+            return Err("GROUPING SETS, CUBE and ROLLUP do not merge".into());
+        }
+        group_types.push(data_type);
+    }
+    let mut aggs = Vec::new();
+    for (i, expr) in aggregate.aggr_expr.iter().enumerate() {
+        let inner = match expr {
+            Expr::Alias(alias) => alias.expr.as_ref(),
+            other => other,
+        };
+        let Expr::AggregateFunction(function) = inner else {
+            return Err(format!("{expr} is not an aggregate function"));
+        };
+        let params = &function.params;
+        if params.distinct || !params.order_by.is_empty() || params.args.len() != 1 {
+            return Err(format!(
+                "{expr} does not merge (DISTINCT, ORDER BY or several arguments)"
+            ));
+        }
+        let output = aggregate.schema.field(aggregate.group_expr.len() + i).data_type();
+        let kind = match (function.func.name(), output) {
+            ("count", DataType::Int64) => Kind::Count,
+            ("sum", DataType::Int64) => Kind::SumInt,
+            ("sum", DataType::Float64) => Kind::SumFloat,
+            ("avg", DataType::Float64) => Kind::Avg,
+            (name, output) => {
+                return Err(format!(
+                    "{name} (giving {output}) does not merge with a re-sent post taken back; count, sum and avg do"
+                ));
+            }
+        };
+        aggs.push((kind, params.args[0].clone(), params.filter.as_deref().cloned()));
+    }
+    let physical_aggs = aggs
+        .iter()
+        .map(|(_, arg, filter)| Ok((physical(arg)?, filter.as_ref().map(&physical).transpose()?)))
+        .collect::<Result<Vec<_>, String>>()?;
+    let projection_exprs = projection
+        .expr
+        .iter()
+        .map(|e| {
+            state
+                .create_physical_expr(e.clone(), &aggregate.schema)
+                .map_err(|e| e.to_string())
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    Ok(Mergeable {
+        name: name.to_string(),
+        physical_filter: filter.as_ref().map(&physical).transpose()?,
+        physical_groups: aggregate.group_expr.iter().map(&physical).collect::<Result<_, _>>()?,
+        filter,
+        groups: aggregate.group_expr.clone(),
+        group_types,
+        aggs,
+        agg_schema: aggregate.schema.clone(),
+        physical_aggs,
+        projection: projection_exprs,
+        schema: Arc::new(projection.schema.as_arrow().clone()),
+    })
+}
+
+/// Whether the speed layer can store values of `data_type`.
+fn encodable(data_type: &DataType) -> bool {
+    matches!(
+        data_type,
+        DataType::Utf8
+            | DataType::LargeUtf8
+            | DataType::Utf8View
+            | DataType::Int64
+            | DataType::Int32
+            | DataType::Float64
+            | DataType::Boolean
+            | DataType::Date32
+            | DataType::Timestamp(TimeUnit::Microsecond, _)
+    )
+}
+
+impl Mergeable {
+    /// The partial aggregates a batch run computes for this view: the
+    /// groups, then per aggregate its sum and count (or count), then the
+    /// rows of each group.
+    pub fn partial_plan(&self) -> (Option<Expr>, Vec<Expr>, Vec<Expr>) {
+        let groups = self
+            .groups
+            .iter()
+            .enumerate()
+            .map(|(i, g)| g.clone().alias(format!("g{i}")))
+            .collect();
+        let mut partials = Vec::new();
+        let with_filter = |e: Expr, filter: &Option<Expr>| match filter {
+            Some(f) => e.filter(f.clone()).build().unwrap_or_else(|_| lit(ScalarValue::Null)),
+            None => e,
+        };
+        for (i, (kind, arg, filter)) in self.aggs.iter().enumerate() {
+            match kind {
+                Kind::Count => partials.push(with_filter(count(arg.clone()), filter).alias(format!("a{i}_n"))),
+                Kind::SumInt | Kind::SumFloat | Kind::Avg => {
+                    let summed = if *kind == Kind::Avg {
+                        cast(arg.clone(), DataType::Float64)
+                    } else {
+                        arg.clone()
+                    };
+                    partials.push(with_filter(sum(summed), filter).alias(format!("a{i}_sum")));
+                    partials.push(with_filter(count(arg.clone()), filter).alias(format!("a{i}_n")));
+                }
+            }
+        }
+        partials.push(count(lit(1i64)).alias("rows"));
+        (self.filter.clone(), groups, partials)
+    }
+
+    /// Each row's contribution (`None`: outside the view's WHERE).
+    fn contributions(&self, batch: &RecordBatch) -> Result<Vec<Option<Contribution>>, String> {
+        let rows = batch.num_rows();
+        let eval = |e: &Arc<dyn PhysicalExpr>| -> Result<ArrayRef, String> {
+            e.evaluate(batch)
+                .and_then(|v| v.into_array(rows))
+                .map_err(|e| e.to_string())
+        };
+        let keep = match &self.physical_filter {
+            Some(f) => Some(eval(f)?),
+            None => None,
+        };
+        let keep = keep
+            .as_ref()
+            .map(|a| a.as_any().downcast_ref::<arrow::array::BooleanArray>());
+        let groups = self.physical_groups.iter().map(eval).collect::<Result<Vec<_>, _>>()?;
+        let mut args = Vec::new();
+        for (arg, filter) in &self.physical_aggs {
+            let filter = match filter {
+                Some(f) => Some(eval(f)?),
+                None => None,
+            };
+            args.push((numbers(&eval(arg)?)?, filter));
+        }
+        let mut out = Vec::with_capacity(rows);
+        for row in 0..rows {
+            let kept = match keep {
+                Some(Some(k)) => k.is_valid(row) && k.value(row),
+                Some(None) => return Err("the WHERE clause is not a boolean".into()),
+                None => true,
+            };
+            if !kept {
+                out.push(None);
+                continue;
+            }
+            let group = groups
+                .iter()
+                .map(|g| ScalarValue::try_from_array(g, row).map_err(|e| e.to_string()))
+                .collect::<Result<Vec<_>, _>>()?;
+            let inputs = args
+                .iter()
+                .map(|(values, filter)| {
+                    let passes = filter.as_ref().is_none_or(|f| {
+                        f.as_any()
+                            .downcast_ref::<arrow::array::BooleanArray>()
+                            .is_some_and(|f| f.is_valid(row) && f.value(row))
+                    });
+                    if passes { values[row] } else { None }
+                })
+                .collect();
+            out.push(Some(Contribution { group, inputs }));
+        }
+        Ok(out)
+    }
+
+    /// The view's rows from per-group partial sums.
+    fn finish(&self, groups: &HashMap<Vec<ScalarValue>, Partial>) -> Result<RecordBatch, String> {
+        let live: Vec<(&Vec<ScalarValue>, &Partial)> = groups.iter().filter(|(_, p)| p.rows > 0).collect();
+        let mut columns: Vec<ArrayRef> = Vec::new();
+        for (i, data_type) in self.group_types.iter().enumerate() {
+            let values: Vec<ScalarValue> = live.iter().map(|(g, _)| g[i].clone()).collect();
+            columns.push(if values.is_empty() {
+                arrow::array::new_empty_array(data_type)
+            } else {
+                ScalarValue::iter_to_array(values).map_err(|e| e.to_string())?
+            });
+        }
+        for (i, (kind, _, _)) in self.aggs.iter().enumerate() {
+            let accs = live.iter().map(|(_, p)| p.accs[i]);
+            columns.push(match kind {
+                Kind::Count => Arc::new(accs.map(|a| Some(a.n)).collect::<Int64Array>()),
+                Kind::SumInt => Arc::new(accs.map(|a| (a.n > 0).then_some(a.int as i64)).collect::<Int64Array>()),
+                Kind::SumFloat => Arc::new(accs.map(|a| (a.n > 0).then_some(a.float)).collect::<Float64Array>()),
+                Kind::Avg => Arc::new(
+                    accs.map(|a| (a.n > 0).then(|| a.float / a.n as f64))
+                        .collect::<Float64Array>(),
+                ),
+            });
+        }
+        let fields: Vec<Field> = self
+            .agg_schema
+            .fields()
+            .iter()
+            .zip(&columns)
+            .map(|(f, c)| Field::new(f.name(), c.data_type().clone(), true))
+            .collect();
+        let aggregated = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(|e| e.to_string())?;
+        let rows = aggregated.num_rows();
+        let columns = self
+            .projection
+            .iter()
+            .map(|e| {
+                e.evaluate(&aggregated)
+                    .and_then(|v| v.into_array(rows))
+                    .map_err(|e| e.to_string())
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let fields: Vec<Field> = self
+            .schema
+            .fields()
+            .iter()
+            .zip(&columns)
+            .map(|(f, c)| Field::new(f.name(), c.data_type().clone(), true))
+            .collect();
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(|e| e.to_string())
+    }
+
+    /// A batch version's partial rows (see [`Mergeable::partial_plan`]) as
+    /// per-group sums.
+    pub fn read_partials(&self, batches: &[RecordBatch]) -> Result<HashMap<Vec<ScalarValue>, Partial>, String> {
+        let mut out = HashMap::new();
+        let g = self.groups.len();
+        for batch in batches {
+            for row in 0..batch.num_rows() {
+                let group = (0..g)
+                    .map(|i| ScalarValue::try_from_array(batch.column(i), row).map_err(|e| e.to_string()))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let int = |c: usize| -> Result<i64, String> {
+                    let column = batch.column(c);
+                    if column.is_null(row) {
+                        return Ok(0);
+                    }
+                    column
+                        .as_any()
+                        .downcast_ref::<Int64Array>()
+                        .map(|a| a.value(row))
+                        .ok_or_else(|| format!("column {c} of the version is not an integer"))
+                };
+                let mut c = g;
+                let mut accs = Vec::new();
+                for (kind, _, _) in &self.aggs {
+                    let mut acc = Acc::default();
+                    match kind {
+                        Kind::Count => {
+                            acc.n = int(c)?;
+                            c += 1;
+                        }
+                        Kind::SumInt => {
+                            acc.int = i128::from(int(c)?);
+                            acc.n = int(c + 1)?;
+                            c += 2;
+                        }
+                        Kind::SumFloat | Kind::Avg => {
+                            let column = batch.column(c);
+                            acc.float = if column.is_null(row) {
+                                0.0
+                            } else {
+                                column
+                                    .as_any()
+                                    .downcast_ref::<Float64Array>()
+                                    .map(|a| a.value(row))
+                                    .ok_or_else(|| format!("column {c} of the version is not a float"))?
+                            };
+                            acc.n = int(c + 1)?;
+                            c += 2;
+                        }
+                    }
+                    accs.push(acc);
+                }
+                let rows = int(c)?;
+                out.insert(group, Partial { rows, accs });
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// An aggregate input of one row: integer or float, or none.
+fn numbers(array: &ArrayRef) -> Result<Vec<Option<Num>>, String> {
+    let n = array.len();
+    if let Some(a) = array.as_any().downcast_ref::<Int64Array>() {
+        return Ok((0..n).map(|i| a.is_valid(i).then(|| Num::Int(a.value(i)))).collect());
+    }
+    if let Some(a) = array.as_any().downcast_ref::<Float64Array>() {
+        return Ok((0..n).map(|i| a.is_valid(i).then(|| Num::Float(a.value(i)))).collect());
+    }
+    // Other types (text for count(id)) count as present or absent.
+    if matches!(array.data_type(), DataType::Int32 | DataType::Float32) {
+        let a = arrow::compute::cast(array, &DataType::Float64).map_err(|e| e.to_string())?;
+        return numbers(&a);
+    }
+    Ok((0..n).map(|i| array.is_valid(i).then_some(Num::Int(1))).collect())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Num {
+    Int(i64),
+    Float(f64),
+}
+
+/// One post's part in one view.
+#[derive(Debug, Clone, PartialEq)]
+struct Contribution {
+    group: Vec<ScalarValue>,
+    inputs: Vec<Option<Num>>,
+}
+
+/// One aggregate's running sums.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Acc {
+    n: i64,
+    int: i128,
+    float: f64,
+}
+
+/// A group's running sums: its rows and each aggregate's.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Partial {
+    rows: i64,
+    accs: Vec<Acc>,
+}
+
+impl Partial {
+    fn add(&mut self, c: &Contribution, sign: i64) {
+        self.rows += sign;
+        self.accs.resize(c.inputs.len(), Acc::default());
+        for (acc, input) in self.accs.iter_mut().zip(&c.inputs) {
+            match input {
+                Some(Num::Int(v)) => {
+                    acc.n += sign;
+                    acc.int += i128::from(*v) * i128::from(sign);
+                    acc.float += *v as f64 * sign as f64;
+                }
+                Some(Num::Float(v)) => {
+                    acc.n += sign;
+                    acc.float += v * sign as f64;
+                }
+                None => {}
+            }
+        }
+    }
+
+    fn merge(&mut self, other: &Partial) {
+        self.rows += other.rows;
+        self.accs.resize(other.accs.len().max(self.accs.len()), Acc::default());
+        for (a, b) in self.accs.iter_mut().zip(&other.accs) {
+            a.n += b.n;
+            a.int += b.int;
+            a.float += b.float;
+        }
+    }
+
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.rows.to_be_bytes());
+        for acc in &self.accs {
+            out.extend_from_slice(&acc.n.to_be_bytes());
+            out.extend_from_slice(&acc.int.to_be_bytes());
+            out.extend_from_slice(&acc.float.to_bits().to_be_bytes());
+        }
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Partial> {
+        let mut r = Reader(bytes);
+        let rows = r.i64()?;
+        let mut accs = Vec::new();
+        while !r.0.is_empty() {
+            accs.push(Acc {
+                n: r.i64()?,
+                int: i128::from_be_bytes(r.take(16)?.try_into().ok()?),
+                float: f64::from_bits(r.i64()? as u64),
+            });
+        }
+        Some(Partial { rows, accs })
+    }
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> Option<&[u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (head, tail) = self.0.split_at(n);
+        self.0 = tail;
+        Some(head)
+    }
+    fn i64(&mut self) -> Option<i64> {
+        Some(i64::from_be_bytes(self.take(8)?.try_into().ok()?))
+    }
+    fn u8(&mut self) -> Option<u8> {
+        Some(self.take(1)?[0])
+    }
+}
+
+fn encode_scalar(value: &ScalarValue, out: &mut Vec<u8>) {
+    if value.is_null() {
+        out.push(0);
+        return;
+    }
+    out.push(1);
+    match value {
+        ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) | ScalarValue::Utf8View(Some(s)) => {
+            out.extend_from_slice(&(s.len() as u32).to_be_bytes());
+            out.extend_from_slice(s.as_bytes());
+        }
+        ScalarValue::Int64(Some(v)) | ScalarValue::TimestampMicrosecond(Some(v), _) => {
+            out.extend_from_slice(&v.to_be_bytes());
+        }
+        ScalarValue::Int32(Some(v)) | ScalarValue::Date32(Some(v)) => out.extend_from_slice(&v.to_be_bytes()),
+        ScalarValue::Float64(Some(v)) => out.extend_from_slice(&v.to_bits().to_be_bytes()),
+        ScalarValue::Boolean(Some(v)) => out.push(u8::from(*v)),
+        // Refused by `encodable` at analysis.
+        _ => {}
+    }
+}
+
+fn decode_scalar(r: &mut Reader<'_>, data_type: &DataType) -> Option<ScalarValue> {
+    if r.u8()? == 0 {
+        return ScalarValue::try_from(data_type).ok();
+    }
+    Some(match data_type {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
+            let n = u32::from_be_bytes(r.take(4)?.try_into().ok()?) as usize;
+            let s = String::from_utf8(r.take(n)?.to_vec()).ok()?;
+            match data_type {
+                DataType::Utf8 => ScalarValue::Utf8(Some(s)),
+                DataType::LargeUtf8 => ScalarValue::LargeUtf8(Some(s)),
+                _ => ScalarValue::Utf8View(Some(s)),
+            }
+        }
+        DataType::Int64 => ScalarValue::Int64(Some(r.i64()?)),
+        DataType::Timestamp(TimeUnit::Microsecond, tz) => ScalarValue::TimestampMicrosecond(Some(r.i64()?), tz.clone()),
+        DataType::Int32 => ScalarValue::Int32(Some(i32::from_be_bytes(r.take(4)?.try_into().ok()?))),
+        DataType::Date32 => ScalarValue::Date32(Some(i32::from_be_bytes(r.take(4)?.try_into().ok()?))),
+        DataType::Float64 => ScalarValue::Float64(Some(f64::from_bits(r.i64()? as u64))),
+        DataType::Boolean => ScalarValue::Boolean(Some(r.u8()? != 0)),
+        _ => return None,
+    })
+}
+
+fn encode_group(group: &[ScalarValue]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for v in group {
+        encode_scalar(v, &mut out);
+    }
+    out
+}
+
+/// A post's stored contributions: its `ingested_at`, then per view a
+/// present flag, its group and inputs.
+fn encode_post(ingested_at: i64, contributions: &[Option<Contribution>]) -> Vec<u8> {
+    let mut out = ingested_at.to_be_bytes().to_vec();
+    for c in contributions {
+        match c {
+            None => out.push(0),
+            Some(c) => {
+                out.push(1);
+                for v in &c.group {
+                    encode_scalar(v, &mut out);
+                }
+                for input in &c.inputs {
+                    match input {
+                        None => out.push(0),
+                        Some(Num::Int(v)) => {
+                            out.push(1);
+                            out.extend_from_slice(&v.to_be_bytes());
+                        }
+                        Some(Num::Float(v)) => {
+                            out.push(2);
+                            out.extend_from_slice(&v.to_bits().to_be_bytes());
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+fn decode_post(bytes: &[u8], views: &[Mergeable]) -> Option<(i64, Vec<Option<Contribution>>)> {
+    let mut r = Reader(bytes);
+    let ingested_at = r.i64()?;
+    let mut out = Vec::with_capacity(views.len());
+    for view in views {
+        if r.u8()? == 0 {
+            out.push(None);
+            continue;
+        }
+        let group = view
+            .group_types
+            .iter()
+            .map(|t| decode_scalar(&mut r, t))
+            .collect::<Option<Vec<_>>>()?;
+        let mut inputs = Vec::with_capacity(view.aggs.len());
+        for _ in &view.aggs {
+            inputs.push(match r.u8()? {
+                0 => None,
+                1 => Some(Num::Int(r.i64()?)),
+                _ => Some(Num::Float(f64::from_bits(r.i64()? as u64))),
+            });
+        }
+        out.push(Some(Contribution { group, inputs }));
+    }
+    Some((ingested_at, out))
+}
+
+/// Where an epoch of a view begins: per partition, the first offset it
+/// counts.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Epoch {
+    id: u32,
+    start: Vec<u64>,
+}
+
+/// One view's speed state: its epochs (oldest first) and their sums.
+struct ViewState {
+    epochs: Vec<Epoch>,
+    sums: Vec<HashMap<Vec<ScalarValue>, Partial>>,
+    /// Groups changed since the last flush, per epoch id.
+    changed: Vec<(u32, Vec<ScalarValue>)>,
+    /// The current version's partial sums, read once per version.
+    base: Option<(String, HashMap<Vec<ScalarValue>, Partial>)>,
+}
+
+impl ViewState {
+    /// The epoch a record at `offset` of `partition` falls in (`None`:
+    /// before the first, covered by a batch version already).
+    fn epoch_of(&self, partition: u32, offset: u64) -> Option<usize> {
+        self.epochs
+            .iter()
+            .rposition(|e| e.start.get(partition as usize).is_some_and(|s| offset >= *s))
+    }
+}
+
+/// What the speed layer holds, behind one lock.
+pub struct SpeedState {
+    views: Vec<ViewState>,
+    /// Contributions written since the last flush, by post key.
+    pending: HashMap<Vec<u8>, Vec<u8>>,
+}
+
+/// The speed layer of the mergeable views.
+pub struct Speed {
+    /// The views it keeps, in the order of their stored contributions.
+    pub views: Vec<Mergeable>,
+    state: tokio::sync::Mutex<SpeedState>,
+    partitions: u32,
+    fingerprint: Vec<u8>,
+    /// Whether its state was (re)started: the stage reads every post again.
+    rebuild: bool,
+}
+
+/// Why the speed layer stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum SpeedError {
+    /// The log failed.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// A record or the state could not be read.
+    #[error("speed layer: {0}")]
+    Other(String),
+}
+
+impl Speed {
+    /// The speed layer of `views` over `log`, restored from the state;
+    /// `versions` gives each view's current batch snapshot (`until`), where
+    /// its first epoch begins when it has none.
+    pub fn open(log: &dyn Log, views: Vec<Mergeable>, versions: &[Option<Vec<u64>>]) -> Result<Speed, SpeedError> {
+        let partitions = log.partitions();
+        let mut fingerprint = Vec::new();
+        for view in &views {
+            fingerprint.extend_from_slice(view.name.as_bytes());
+            fingerprint.push(0);
+            fingerprint.extend_from_slice(format!("{:?}|{:?}", view.groups, view.aggs).as_bytes());
+            fingerprint.push(0);
+        }
+        let fingerprint = xxhash_rust::xxh3::xxh3_128(&fingerprint).to_be_bytes().to_vec();
+        let stored = log.state(FINGERPRINT_KEY)?;
+        let fresh = stored.as_deref() != Some(fingerprint.as_slice());
+        if fresh {
+            // Built (again) from every post: the log must still hold them.
+            for p in 0..partitions {
+                let first = log.read(Topic::Enriched, p, 0, 1, 1 << 20)?;
+                if first.first().is_some_and(|e| e.offset > 0) {
+                    return Err(SpeedError::Other(format!(
+                        "the speed layer would be built from every post, but the log's retention already dropped \
+                         the first {} records of posts.enriched partition {p}",
+                        first[0].offset
+                    )));
+                }
+            }
+            let mut tx_keys = Vec::new();
+            let mut after: Option<Vec<u8>> = None;
+            loop {
+                let entries = log.scan_state(b"speed/", after.as_deref(), 10_000)?;
+                tx_keys.extend(entries.iter().map(|(k, _)| k.clone()));
+                if entries.len() < 10_000 {
+                    break;
+                }
+                after = entries.last().map(|(k, _)| k.clone());
+            }
+            for chunk in tx_keys.chunks(10_000) {
+                let mut tx = Transaction::new();
+                for key in chunk {
+                    tx.remove_state(key);
+                }
+                log.write(&tx)?;
+            }
+        }
+        let mut states = Vec::new();
+        for (i, view) in views.iter().enumerate() {
+            let key = format!("{EPOCHS_PREFIX}{}", view.name);
+            let epochs: Vec<Epoch> = match log.state(key.as_bytes())? {
+                Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| SpeedError::Other(format!("{key}: {e}")))?,
+                None => vec![Epoch {
+                    id: 0,
+                    start: versions
+                        .get(i)
+                        .cloned()
+                        .flatten()
+                        .unwrap_or_else(|| vec![0; partitions as usize]),
+                }],
+            };
+            let mut sums = vec![HashMap::new(); epochs.len()];
+            for (e, epoch) in epochs.iter().enumerate() {
+                let prefix = format!("{SUMS_PREFIX}{}/{:010}/", view.name, epoch.id);
+                let mut after = None;
+                loop {
+                    let entries = log.scan_state(prefix.as_bytes(), after.as_deref(), 10_000)?;
+                    for (key, value) in &entries {
+                        let mut r = Reader(&key[prefix.len()..]);
+                        let group = view
+                            .group_types
+                            .iter()
+                            .map(|t| decode_scalar(&mut r, t))
+                            .collect::<Option<Vec<_>>>()
+                            .ok_or_else(|| SpeedError::Other(format!("damaged group key under {prefix}")))?;
+                        let partial = Partial::decode(value)
+                            .ok_or_else(|| SpeedError::Other(format!("damaged sums under {prefix}")))?;
+                        sums[e].insert(group, partial);
+                    }
+                    if entries.len() < 10_000 {
+                        break;
+                    }
+                    after = entries.last().map(|(k, _)| k.clone());
+                }
+            }
+            states.push(ViewState {
+                epochs,
+                sums,
+                changed: Vec::new(),
+                base: None,
+            });
+        }
+        let speed = Speed {
+            views,
+            state: tokio::sync::Mutex::new(SpeedState {
+                views: states,
+                pending: HashMap::new(),
+            }),
+            partitions,
+            fingerprint,
+            rebuild: fresh,
+        };
+        if fresh {
+            let mut tx = Transaction::new();
+            tx.put_state(FINGERPRINT_KEY, &speed.fingerprint);
+            let epochs: Vec<(String, Vec<u8>)> = {
+                let state = speed.state.try_lock().map_err(|e| SpeedError::Other(e.to_string()))?;
+                speed
+                    .views
+                    .iter()
+                    .zip(&state.views)
+                    .map(|(v, s)| {
+                        (
+                            format!("{EPOCHS_PREFIX}{}", v.name),
+                            serde_json::to_vec(&s.epochs).unwrap_or_default(),
+                        )
+                    })
+                    .collect()
+            };
+            for (key, value) in &epochs {
+                tx.put_state(key.as_bytes(), value);
+            }
+            log.write(&tx)?;
+        }
+        Ok(speed)
+    }
+
+    /// The view named `name`, if the speed layer keeps it.
+    pub fn view(&self, name: &str) -> Option<usize> {
+        self.views.iter().position(|v| v.name == name)
+    }
+
+    /// Pauses the stage (it waits for the returned guard), for a batch run
+    /// to plan its snapshot.
+    pub async fn pause(&self) -> tokio::sync::MutexGuard<'_, SpeedState> {
+        self.state.lock().await
+    }
+
+    /// Under the pause: a new epoch of view `v` begins at `until` (a batch
+    /// snapshot); made durable before it returns.
+    pub fn begin_epoch(
+        &self,
+        log: &dyn Log,
+        state: &mut SpeedState,
+        v: usize,
+        until: &[u64],
+    ) -> Result<(), SpeedError> {
+        let view = &mut state.views[v];
+        if view.epochs.last().is_some_and(|e| e.start == until) {
+            return Ok(());
+        }
+        let id = view.epochs.last().map_or(0, |e| e.id + 1);
+        view.epochs.push(Epoch {
+            id,
+            start: until.to_vec(),
+        });
+        view.sums.push(HashMap::new());
+        let mut tx = Transaction::new();
+        let key = format!("{EPOCHS_PREFIX}{}", self.views[v].name);
+        let value = serde_json::to_vec(&view.epochs).map_err(|e| SpeedError::Other(e.to_string()))?;
+        tx.put_state(key.as_bytes(), &value);
+        log.write(&tx)?;
+        Ok(())
+    }
+
+    /// Under the pause: the version with snapshot `until` is current now;
+    /// the epochs before it are dropped.
+    pub fn published(&self, log: &dyn Log, state: &mut SpeedState, v: usize, until: &[u64]) -> Result<(), SpeedError> {
+        let view = &mut state.views[v];
+        let Some(first_kept) = view.epochs.iter().position(|e| e.start == until) else {
+            return Ok(());
+        };
+        let dropped: Vec<Epoch> = view.epochs.drain(..first_kept).collect();
+        view.sums.drain(..first_kept);
+        view.base = None;
+        let dropped_ids: Vec<u32> = dropped.iter().map(|e| e.id).collect();
+        view.changed.retain(|(id, _)| !dropped_ids.contains(id));
+        let name = &self.views[v].name;
+        let mut tx = Transaction::new();
+        let key = format!("{EPOCHS_PREFIX}{name}");
+        let value = serde_json::to_vec(&view.epochs).map_err(|e| SpeedError::Other(e.to_string()))?;
+        tx.put_state(key.as_bytes(), &value);
+        let mut removed = Vec::new();
+        for epoch in &dropped {
+            let prefix = format!("{SUMS_PREFIX}{name}/{:010}/", epoch.id);
+            let mut after = None;
+            loop {
+                let entries = log.scan_state(prefix.as_bytes(), after.as_deref(), 10_000)?;
+                removed.extend(entries.iter().map(|(k, _)| k.clone()));
+                if entries.len() < 10_000 {
+                    break;
+                }
+                after = entries.last().map(|(k, _)| k.clone());
+            }
+        }
+        for key in &removed {
+            tx.remove_state(key);
+        }
+        log.write(&tx)?;
+        Ok(())
+    }
+
+    /// The served rows of view `v`: the current version's partial sums
+    /// (`version`: its name and batches, read when not cached), plus the
+    /// epochs at or past its snapshot `until`.
+    pub fn serve(
+        &self,
+        state: &mut SpeedState,
+        v: usize,
+        version: Option<(&str, &[u64])>,
+        read: impl FnOnce() -> Result<Vec<RecordBatch>, String>,
+    ) -> Result<RecordBatch, String> {
+        let view = &self.views[v];
+        let st = &mut state.views[v];
+        let until: Vec<u64> = version.map_or_else(|| vec![0; self.partitions as usize], |(_, u)| u.to_vec());
+        let mut merged = match version {
+            Some((name, _)) => {
+                if st.base.as_ref().is_none_or(|(n, _)| n != name) {
+                    st.base = Some((name.to_string(), view.read_partials(&read()?)?));
+                }
+                st.base.as_ref().map(|(_, b)| b.clone()).unwrap_or_default()
+            }
+            None => HashMap::new(),
+        };
+        for (epoch, sums) in st.epochs.iter().zip(&st.sums) {
+            let past = epoch.start.iter().zip(&until).all(|(s, u)| s >= u);
+            if !past {
+                continue;
+            }
+            for (group, partial) in sums {
+                merged.entry(group.clone()).or_default().merge(partial);
+            }
+        }
+        view.finish(&merged)
+    }
+
+    /// Applies enriched records of `partition` (in offset order).
+    fn apply(&self, log: &dyn Log, partition: u32, entries: &[Entry]) -> Result<(), SpeedError> {
+        let posts = entries
+            .iter()
+            .map(|e| PostView::from_log_bytes(&e.value))
+            .collect::<Result<Vec<_>, _>>();
+        // A record the archive cannot read goes to its dead letters; here
+        // it is left out record by record.
+        let posts: Vec<(usize, PostView<'_>)> = match posts {
+            Ok(posts) => posts.into_iter().enumerate().collect(),
+            Err(_) => entries
+                .iter()
+                .enumerate()
+                .filter_map(|(i, e)| PostView::from_log_bytes(&e.value).ok().map(|p| (i, p)))
+                .collect(),
+        };
+        if posts.is_empty() {
+            return Ok(());
+        }
+        let views: Vec<PostView<'_>> = posts.iter().map(|(_, p)| p.clone()).collect();
+        let batch = to_record_batch(&views).map_err(|e| SpeedError::Other(e.to_string()))?;
+        let batch = with_partition_columns(&batch, views.iter().map(|p| partition_of_time(p.incoming.created_at)))
+            .map_err(|e| SpeedError::Other(e.to_string()))?;
+        let per_view = self
+            .views
+            .iter()
+            .map(|v| v.contributions(&batch))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(SpeedError::Other)?;
+        let mut state = self.state.blocking_lock();
+        let state = &mut *state;
+        for (row, (i, post)) in posts.iter().enumerate() {
+            let entry = &entries[*i];
+            let key = crate::log::prefixed_post_key(CONTRIBUTION_PREFIX, &post.incoming.platform, &post.incoming.id);
+            let previous = match state.pending.get(&key) {
+                Some(bytes) => Some(bytes.clone()),
+                None => log.state(&key)?,
+            };
+            let previous = match previous {
+                Some(bytes) => Some(
+                    decode_post(&bytes, &self.views)
+                        .ok_or_else(|| SpeedError::Other("a damaged contribution in the state".into()))?,
+                ),
+                None => None,
+            };
+            if previous.as_ref().is_some_and(|(at, _)| *at > post.ingested_at) {
+                // An older version arriving late: posts_latest keeps the newer.
+                continue;
+            }
+            let now: Vec<Option<Contribution>> = per_view.iter().map(|c| c[row].clone()).collect();
+            for (v, view) in state.views.iter_mut().enumerate() {
+                let Some(e) = view.epoch_of(partition, entry.offset) else {
+                    continue;
+                };
+                let epoch_id = view.epochs[e].id;
+                if let Some((_, old)) = &previous
+                    && let Some(old) = &old[v]
+                {
+                    view.sums[e].entry(old.group.clone()).or_default().add(old, -1);
+                    view.changed.push((epoch_id, old.group.clone()));
+                }
+                if let Some(new) = &now[v] {
+                    view.sums[e].entry(new.group.clone()).or_default().add(new, 1);
+                    view.changed.push((epoch_id, new.group.clone()));
+                }
+            }
+            state.pending.insert(key, encode_post(post.ingested_at, &now));
+        }
+        Ok(())
+    }
+
+    /// Writes what changed since the last flush with `commit`'s offsets, in
+    /// one transaction.
+    fn flush(&self, commit: Commit<'_>) -> Result<Committed, SpeedError> {
+        let mut state = self.state.blocking_lock();
+        let state = &mut *state;
+        let mut puts: Vec<(Vec<u8>, Vec<u8>)> = state.pending.drain().collect();
+        let mut removes: Vec<Vec<u8>> = Vec::new();
+        for (view, st) in self.views.iter().zip(state.views.iter_mut()) {
+            let mut changed = std::mem::take(&mut st.changed);
+            changed.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| encode_group(&a.1).cmp(&encode_group(&b.1))));
+            changed.dedup();
+            for (epoch_id, group) in changed {
+                let Some(e) = st.epochs.iter().position(|e| e.id == epoch_id) else {
+                    continue;
+                };
+                let mut key = format!("{SUMS_PREFIX}{}/{epoch_id:010}/", view.name).into_bytes();
+                key.extend_from_slice(&encode_group(&group));
+                match st.sums[e].get(&group) {
+                    Some(p) if p.rows != 0 || p.accs.iter().any(|a| a.n != 0) => {
+                        let mut value = Vec::new();
+                        p.encode(&mut value);
+                        puts.push((key, value));
+                    }
+                    _ => {
+                        st.sums[e].remove(&group);
+                        removes.push(key);
+                    }
+                }
+            }
+        }
+        let mut tx = Transaction::new();
+        for (key, value) in &puts {
+            tx.put_state(key, value);
+        }
+        for key in &removes {
+            tx.remove_state(key);
+        }
+        Ok(commit.with(tx)?)
+    }
+}
+
+/// The speed layer fed by the consume loop (without one, as when it could
+/// not start, it only moves its offsets, so retention is not held back).
+pub struct SpeedSink<'a> {
+    speed: Option<&'a Speed>,
+    log: &'a dyn Log,
+    flushed: std::time::Instant,
+}
+
+impl<'a> SpeedSink<'a> {
+    /// The sink of `speed` over `log`.
+    pub fn new(speed: Option<&'a Speed>, log: &'a dyn Log) -> SpeedSink<'a> {
+        SpeedSink {
+            speed,
+            log,
+            flushed: std::time::Instant::now(),
+        }
+    }
+}
+
+impl Sink for SpeedSink<'_> {
+    type Error = SpeedError;
+
+    fn input(&self) -> Input {
+        INPUT
+    }
+
+    fn start(&mut self, committed: &[u64]) -> Result<Option<Vec<u64>>, SpeedError> {
+        Ok(match self.speed {
+            Some(speed) if speed.rebuild => Some(vec![0; committed.len()]),
+            _ => None,
+        })
+    }
+
+    fn write(&mut self, partition: u32, entries: &[Entry]) -> Result<(), SpeedError> {
+        match self.speed {
+            Some(speed) => speed.apply(self.log, partition, entries),
+            None => Ok(()),
+        }
+    }
+
+    fn due(&self, pending: &[u32]) -> Vec<u32> {
+        if self.flushed.elapsed() >= std::time::Duration::from_millis(200) {
+            pending.to_vec()
+        } else {
+            Vec::new()
+        }
+    }
+
+    fn flush(&mut self, commit: Commit<'_>) -> Result<Committed, SpeedError> {
+        self.flushed = std::time::Instant::now();
+        match self.speed {
+            Some(speed) => speed.flush(commit),
+            None => Ok(commit.now()?),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_built_in_views_merge_and_others_say_why_not() {
+        for (name, sql) in crate::views::BUILT_IN {
+            let view = analyze(name, sql).await.unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(view.name, name);
+        }
+        let refused = |sql: &str| futures::executor::block_on(analyze("x", sql)).unwrap_err();
+        assert!(refused("SELECT community, max(score) AS m FROM posts_latest GROUP BY community").contains("max"));
+        assert!(refused("SELECT count(*) AS n FROM posts").contains("posts_latest"));
+        assert!(refused("SELECT community, count(DISTINCT author) FROM posts_latest GROUP BY 1").contains("DISTINCT"));
+        assert!(
+            refused("SELECT community, count(*) AS n FROM posts_latest GROUP BY 1 ORDER BY n").contains("ORDER BY")
+        );
+    }
+}
