@@ -444,6 +444,32 @@ rate = 50
 # # max_negative_share = 0.6  # ...or (instead) at 60 % negative, from min_posts posts
 # # min_posts = 10
 # webhook = "http://127.0.0.1:9000/hook"   # the breach is POSTed here as JSON
+
+[batch]
+# Batch views (the reference's nightly Redshift SQL): by_location,
+# by_community_hour and by_author_day are built in, and [[views]] adds more.
+# When views without their own schedule run: cron, five fields, UTC.
+schedule = "0 0 * * *"
+built_in_views = true
+# Whether `chorus run` runs them on schedule (a run missed while chorus was
+# down runs at start); `chorus batch` runs them now either way.
+scheduler = true
+# Views whose aggregates merge (count, sum, avg over posts_latest, grouped)
+# are kept up to the second between runs (the speed layer).
+speed_layer = true
+# Seconds a replaced version stays on disk for the queries still reading it.
+keep_replaced_secs = 600
+# Memory of one run's sorts and aggregates (past it they spill), and its
+# time limit in seconds.
+max_memory = 1073741824
+max_seconds = 3600
+
+# More views, one [[views]] table each (served as views.<name> in SQL and at
+# GET /v1/views/<name>); a built-in name changes that view's sql or schedule:
+# [[views]]
+# name = "negative_by_community"
+# sql = "SELECT community, count(*) AS posts, sum(CASE WHEN sentiment = 'negative' THEN 1 ELSE 0 END) AS negative FROM posts_latest GROUP BY community"
+# schedule = "@hourly"
 "#;
 
 #[cfg(test)]

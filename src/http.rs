@@ -692,7 +692,7 @@ async fn view(
         .batch
         .status()
         .into_iter()
-        .any(|v| v.name == name && v.version.is_some());
+        .any(|v| v.name == name && (v.version.is_some() || v.speed_layer));
     if !built {
         return error(
             StatusCode::NOT_FOUND,

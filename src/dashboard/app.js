@@ -1,4 +1,4 @@
-// The chorus dashboard: four pages over the HTTP API, state in the URL's
+// The chorus dashboard: five pages over the HTTP API, state in the URL's
 // hash (#/search?q=…), no framework. Text from the API goes into the page as
 // text nodes; only a hit's `highlight`, which the server escapes, as HTML.
 'use strict';
@@ -480,7 +480,7 @@ pages.sql = (() => {
   const numeric = (type) => /^(U?Int|Float|Decimal)/.test(type);
   const temporal = (type) => /^(Timestamp|Date)/.test(type);
 
-  function table(answer) {
+  function table(answer, id = 'sql-table') {
     const columns = answer.columns;
     const head = el('tr', {}, columns.map((c) => el('th', { class: numeric(c.type) ? 'n' : null, title: c.type }, c.name)));
     const body = answer.rows.slice(0, TABLE_ROWS).map((row) => el('tr', {}, columns.map((c) => {
@@ -488,7 +488,7 @@ pages.sql = (() => {
       if (v === null || v === undefined) return el('td', { class: 'null' }, 'null');
       return el('td', { class: numeric(c.type) ? 'n' : null }, typeof v === 'object' ? JSON.stringify(v) : String(v));
     })));
-    return el('table', { id: 'sql-table' }, el('thead', {}, head), el('tbody', {}, body));
+    return el('table', { id }, el('thead', {}, head), el('tbody', {}, body));
   }
 
   // The first column along x, each numeric column after it a series.
@@ -575,6 +575,7 @@ pages.sql = (() => {
       if (sql) run(sql);
     },
     leave() {},
+    table,
   };
 })();
 
@@ -652,6 +653,77 @@ pages.status = (() => {
   };
 })();
 
+// ---- Views -------------------------------------------------------------------
+
+pages.views = (() => {
+  let selected = '';
+  let timer = null;
+  let polls = 0;
+  const when = (micros) => (micros ? new Date(micros / 1000).toLocaleString() : '–');
+
+  async function showRows(name) {
+    if (!name) { $('views-result').replaceChildren(); $('views-summary').textContent = ''; return; }
+    try {
+      const answer = await getJson(`/v1/views/${encodeURIComponent(name)}`);
+      $('views-result').replaceChildren(pages.sql.table(answer, 'views-table'));
+      $('views-summary').textContent = `${name}: ${number(answer.rows.length)} rows`;
+      showError('views-error', '');
+    } catch (e) {
+      $('views-result').replaceChildren();
+      showError('views-error', e.message);
+    }
+  }
+
+  async function runNow(name, button) {
+    button.disabled = true;
+    button.textContent = 'Running…';
+    try {
+      const [run] = await getJson(`/v1/batch?view=${encodeURIComponent(name)}`, { method: 'POST' });
+      showError('views-error', run.error ? `${name}: ${run.error}` : '');
+    } catch (e) {
+      showError('views-error', e.message);
+    }
+    await list();
+    if (selected === name) await showRows(name);
+  }
+
+  async function list() {
+    const views = await getJson('/v1/views');
+    $('views-list').tBodies[0].replaceChildren(...(views.length ? views.map((v) => {
+      const link = el('a', { href: `#/views?view=${encodeURIComponent(v.name)}` }, v.name);
+      const run = el('button', { type: 'button' }, 'Run now');
+      run.addEventListener('click', () => runNow(v.name, run));
+      const layers = v.speed_layer ? 'batch ⊕ speed (exact now)' : `batch only${v.batch_only ? `: ${v.batch_only}` : ''}`;
+      return el('tr', { class: v.error ? 'negative' : null, 'aria-current': v.name === selected ? 'true' : null },
+        el('td', {}, link), el('td', {}, layers),
+        el('td', { class: 'n' }, v.version ? number(v.version.rows) : '–'),
+        el('td', {}, v.version ? when(v.version.finished_at) : 'never'),
+        el('td', {}, `${when(v.next_run)} (${v.schedule})`),
+        el('td', {}, v.error ? `FAILED: ${v.error}` : v.version ? 'ok' : '–'),
+        el('td', {}, run));
+    }) : [el('tr', {}, el('td', { colspan: 7, class: 'muted' }, 'No views ([batch] built_in_views = false and no [[views]]).'))]));
+  }
+
+  async function poll(generation) {
+    if (generation !== polls) return;
+    try {
+      await list();
+    } catch (e) {
+      showError('views-error', e.message);
+    }
+    if (generation === polls) timer = setTimeout(() => poll(generation), 5000);
+  }
+
+  return {
+    show(params, entering) {
+      selected = params.get('view') || '';
+      if (entering) { polls++; clearTimeout(timer); poll(polls); }
+      showRows(selected);
+    },
+    leave() { polls++; clearTimeout(timer); },
+  };
+})();
+
 // ---- alerts on every page ----------------------------------------------------
 
 async function watchAlerts() {
@@ -674,7 +746,7 @@ document.addEventListener('keydown', (event) => {
   const typing = /^(INPUT|TEXTAREA|SELECT)$/.test(event.target.tagName) || $('token-dialog').open;
   if (event.key === 'Escape' && typing) { event.target.blur(); return; }
   if (typing || event.ctrlKey || event.metaKey || event.altKey) return;
-  const go = { 1: 'live', 2: 'search', 3: 'sql', 4: 'status' }[event.key];
+  const go = { 1: 'live', 2: 'search', 3: 'sql', 4: 'status', 5: 'views' }[event.key];
   if (go) { event.preventDefault(); location.hash = `#/${go}`; }
   if (event.key === '/') {
     event.preventDefault();

@@ -309,11 +309,21 @@ pub fn append_posts(
     posts: Vec<crate::record::IncomingPost>,
     ingested_at: i64,
 ) -> Result<usize, LogError> {
+    // Each post its own microsecond, later than any this process gave
+    // before: versions of a post are ordered as they were sent, even within
+    // one batch, so "the newest ingested_at" (posts_latest, the index, the
+    // speed layer) names one version.
+    let first = crate::record::reserve_ingest_times(ingested_at, posts.len());
     let records: Vec<(Vec<u8>, Vec<u8>)> = posts
         .into_iter()
-        .map(|incoming| {
+        .enumerate()
+        .map(|(i, incoming)| {
             let key = post_key(&incoming.platform, &incoming.id);
-            let value = crate::record::RawPost { incoming, ingested_at }.to_log_bytes();
+            let value = crate::record::RawPost {
+                incoming,
+                ingested_at: first + i as i64,
+            }
+            .to_log_bytes();
             (key, value)
         })
         .collect();

@@ -707,6 +707,24 @@ pub fn now_micros() -> i64 {
     Utc::now().timestamp_micros()
 }
 
+/// Reserves `n` consecutive microseconds for the `ingested_at` of `n`
+/// posts: from `at`, or from just after the last reserved one if that is
+/// later (a clock that steps back, or batches within one microsecond).
+/// Returns the first.
+pub fn reserve_ingest_times(at: i64, n: usize) -> i64 {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    static LAST: AtomicI64 = AtomicI64::new(i64::MIN);
+    let n = n.max(1) as i64;
+    let mut last = LAST.load(Ordering::Relaxed);
+    loop {
+        let first = at.max(last.saturating_add(1));
+        match LAST.compare_exchange_weak(last, first + n - 1, Ordering::AcqRel, Ordering::Relaxed) {
+            Ok(_) => return first,
+            Err(seen) => last = seen,
+        }
+    }
+}
+
 /// How a JSON value's type reads in an error message.
 pub(crate) fn json_type(v: &Value) -> &'static str {
     match v {

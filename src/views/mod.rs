@@ -662,8 +662,15 @@ impl Batch {
                     failed_at: failure.ok().flatten().map(|f| f.at),
                     version: current.ok().flatten(),
                     error,
-                    speed_layer: self.speed.as_ref().is_some_and(|s| s.view(&view.name).is_some()),
-                    batch_only: self.batch_only.get(&view.name).cloned(),
+                    speed_layer: self
+                        .speed
+                        .as_ref()
+                        .is_some_and(|s| s.view(&view.name).is_some() && s.broken(&view.name).is_none()),
+                    batch_only: self
+                        .batch_only
+                        .get(&view.name)
+                        .cloned()
+                        .or_else(|| self.speed.as_ref().and_then(|s| s.broken(&view.name))),
                 }
             })
             .collect()

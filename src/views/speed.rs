@@ -51,6 +51,7 @@ const FINGERPRINT_KEY: &[u8] = b"speed/fingerprint";
 const CONTRIBUTION_PREFIX: &[u8] = b"speed/post/";
 const EPOCHS_PREFIX: &str = "speed/epochs/";
 const SUMS_PREFIX: &str = "speed/sums/";
+const BROKEN_PREFIX: &str = "speed/broken/";
 
 /// A compiled expression.
 type Expression = Arc<dyn PhysicalExpr>;
@@ -307,7 +308,9 @@ impl Mergeable {
 
     /// The view's rows from per-group partial sums.
     fn finish(&self, groups: &HashMap<Vec<ScalarValue>, Partial>) -> Result<RecordBatch, String> {
-        let live: Vec<(&Vec<ScalarValue>, &Partial)> = groups.iter().filter(|(_, p)| p.rows > 0).collect();
+        let mut live: Vec<(&Vec<ScalarValue>, &Partial)> = groups.iter().filter(|(_, p)| p.rows > 0).collect();
+        // In group order, as a reader expects of a table.
+        live.sort_by(|a, b| a.0.partial_cmp(b.0).unwrap_or(std::cmp::Ordering::Equal));
         let mut columns: Vec<ArrayRef> = Vec::new();
         for (i, data_type) in self.group_types.iter().enumerate() {
             let values: Vec<ScalarValue> = live.iter().map(|(g, _)| g[i].clone()).collect();
@@ -463,6 +466,10 @@ pub struct Partial {
 }
 
 impl Partial {
+    fn is_zero(&self) -> bool {
+        self.rows == 0 && self.accs.iter().all(|a| a.n == 0 && a.int == 0 && a.float == 0.0)
+    }
+
     fn add(&mut self, c: &Contribution, sign: i64) {
         self.rows += sign;
         self.accs.resize(c.inputs.len(), Acc::default());
@@ -691,6 +698,9 @@ pub struct Speed {
     fingerprint: Vec<u8>,
     /// Whether its state was (re)started: the stage reads every post again.
     rebuild: bool,
+    /// Views whose expressions failed on a post, with the error: served
+    /// from their batch version alone from then on.
+    broken: std::sync::Mutex<HashMap<String, String>>,
 }
 
 /// Why the speed layer stopped.
@@ -750,6 +760,12 @@ impl Speed {
                 log.write(&tx)?;
             }
         }
+        let mut broken = HashMap::new();
+        for view in &views {
+            if let Some(error) = log.state(format!("{BROKEN_PREFIX}{}", view.name).as_bytes())? {
+                broken.insert(view.name.clone(), String::from_utf8_lossy(&error).into_owned());
+            }
+        }
         let mut states = Vec::new();
         for (i, view) in views.iter().enumerate() {
             let key = format!("{EPOCHS_PREFIX}{}", view.name);
@@ -804,6 +820,7 @@ impl Speed {
             partitions,
             fingerprint,
             rebuild: fresh,
+            broken: std::sync::Mutex::new(broken),
         };
         if fresh {
             let mut tx = Transaction::new();
@@ -833,6 +850,11 @@ impl Speed {
     /// The view named `name`, if the speed layer keeps it.
     pub fn view(&self, name: &str) -> Option<usize> {
         self.views.iter().position(|v| v.name == name)
+    }
+
+    /// Why the speed layer stopped keeping view `name`, if it did.
+    pub fn broken(&self, name: &str) -> Option<String> {
+        self.broken.lock().unwrap_or_else(|e| e.into_inner()).get(name).cloned()
     }
 
     /// Pauses the stage (it waits for the returned guard), for a batch run
@@ -917,6 +939,7 @@ impl Speed {
     ) -> Result<RecordBatch, String> {
         let view = &self.views[v];
         let st = &mut state.views[v];
+        let broken = self.broken(&view.name).is_some();
         let until: Vec<u64> = version.map_or_else(|| vec![0; self.partitions as usize], |(_, u)| u.to_vec());
         let mut merged = match version {
             Some((name, _)) => {
@@ -929,7 +952,7 @@ impl Speed {
         };
         for (epoch, sums) in st.epochs.iter().zip(&st.sums) {
             let past = epoch.start.iter().zip(&until).all(|(s, u)| s >= u);
-            if !past {
+            if !past || broken {
                 continue;
             }
             for (group, partial) in sums {
@@ -962,12 +985,44 @@ impl Speed {
         let batch = to_record_batch(&views).map_err(|e| SpeedError::Other(e.to_string()))?;
         let batch = with_partition_columns(&batch, views.iter().map(|p| partition_of_time(p.incoming.created_at)))
             .map_err(|e| SpeedError::Other(e.to_string()))?;
-        let per_view = self
+        // A view whose expressions fail on these posts (its SQL would fail
+        // too) stops being kept: it is served from its batch version, and
+        // says why; the others go on.
+        let mut newly_broken = Vec::new();
+        let per_view: Vec<Vec<Option<Contribution>>> = self
             .views
             .iter()
-            .map(|v| v.contributions(&batch))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(SpeedError::Other)?;
+            .map(|v| {
+                if self.broken(&v.name).is_some() {
+                    return vec![None; posts.len()];
+                }
+                v.contributions(&batch).unwrap_or_else(|error| {
+                    tracing::error!(view = %v.name, error = %error, "The speed layer stops keeping this view; it is served from its batch version.");
+                    newly_broken.push((v.name.clone(), error));
+                    vec![None; posts.len()]
+                })
+            })
+            .collect();
+        if !newly_broken.is_empty() {
+            let mut tx = Transaction::new();
+            let entries: Vec<(String, String)> = newly_broken
+                .iter()
+                .map(|(name, error)| {
+                    (
+                        format!("{BROKEN_PREFIX}{name}"),
+                        format!("its SQL failed on a post: {error}"),
+                    )
+                })
+                .collect();
+            for (key, error) in &entries {
+                tx.put_state(key.as_bytes(), error.as_bytes());
+            }
+            log.write(&tx)?;
+            let mut broken = self.broken.lock().unwrap_or_else(|e| e.into_inner());
+            for ((name, _), (_, error)) in newly_broken.iter().zip(entries) {
+                broken.insert(name.clone(), error);
+            }
+        }
         let mut state = self.state.blocking_lock();
         let state = &mut *state;
         for (row, (i, post)) in posts.iter().enumerate() {
@@ -1028,7 +1083,9 @@ impl Speed {
                 let mut key = format!("{SUMS_PREFIX}{}/{epoch_id:010}/", view.name).into_bytes();
                 key.extend_from_slice(&encode_group(&group));
                 match st.sums[e].get(&group) {
-                    Some(p) if p.rows != 0 || p.accs.iter().any(|a| a.n != 0) => {
+                    // A re-send in the same group nets to no rows but other
+                    // sums: kept unless every part is zero.
+                    Some(p) if !p.is_zero() => {
                         let mut value = Vec::new();
                         p.encode(&mut value);
                         puts.push((key, value));

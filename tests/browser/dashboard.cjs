@@ -168,6 +168,28 @@ async function main() {
     await page.screenshot({ path: path.join(SHOTS, 'status.png') });
     assert.deepEqual(failures, []);
 
+    // Views: each view's layers; a run now builds a version; a view's rows
+    // (batch ⊕ speed) as a table, its name in the URL.
+    await page.goto(`${url}#/views`);
+    await page.waitForSelector('#views-list tbody tr a');
+    const listed = await page.$$eval('#views-list tbody tr', (rows) => rows.map((r) => [...r.cells].map((c) => c.textContent)));
+    const byCommunity = listed.find((r) => r[0] === 'by_community_hour');
+    assert.ok(byCommunity, `by_community_hour in ${JSON.stringify(listed)}`);
+    assert.match(byCommunity[1], /speed/);
+    const runButton = page.locator('#views-list tbody tr', { hasText: 'by_community_hour' }).locator('button');
+    await runButton.click();
+    await page.waitForFunction(() => {
+      const row = [...document.querySelectorAll('#views-list tbody tr')].find((r) => r.cells[0].textContent === 'by_community_hour');
+      return row && /^[\d,]+$/.test(row.cells[2].textContent) && row.cells[5].textContent === 'ok';
+    });
+    await page.click('#views-list a:text-is("by_community_hour")');
+    await page.waitForSelector('#views-table tbody tr');
+    const header = await page.$$eval('#views-table thead th', (ths) => ths.map((th) => th.textContent));
+    assert.deepEqual(header.slice(0, 4), ['platform', 'community', 'hour', 'posts']);
+    assert.match(page.url(), /#\/views\?view=by_community_hour$/);
+    await page.screenshot({ path: path.join(SHOTS, 'views.png') });
+    assert.deepEqual(failures, []);
+
     // A phone: nothing wider than the screen.
     const phone = await browser.newContext({ viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true });
     const small = await phone.newPage();
@@ -194,7 +216,7 @@ async function main() {
     const last = sent.slice(-3);
     assert.ok(last.length === 3 && last.every((h) => h === `Bearer ${TOKEN}`), `last requests sent ${last}`);
     await locked.close();
-    console.log('dashboard: live, search, sql, status, phone and token checks passed');
+    console.log('dashboard: live, search, sql, status, views, phone and token checks passed');
   } catch (e) {
     if (active) {
       await active.screenshot({ path: path.join(SHOTS, 'failure.png') }).catch(() => {});

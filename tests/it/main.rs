@@ -14,6 +14,7 @@ mod score_cli;
 mod search;
 mod sentiment_golden;
 mod server;
+mod views;
 
 use std::path::PathBuf;
 
