@@ -25,5 +25,12 @@ echo "server peak RSS: $(grep VmHWM /proc/$PID/status | awk '{print $2/1024 " Mi
 TICKS="$(getconf CLK_TCK)"
 awk -v t="$TICKS" -v n="$POSTS" '{cpu = ($14 + $15) / t; printf "server CPU: %.1f s, %.1f us per post\n", cpu, cpu * 1e6 / n}' "/proc/$PID/stat"
 echo "data directory: $(du -sh "$DIR/data/log" | cut -f1) log, $(du -sh "$DIR/data/archive" | cut -f1) archive"
+# CPU by thread (the stages' threads are named: enrich-N, archive, index,
+# speed, tantivy's, tokio's), per post.
+echo "server CPU by thread:"
+for t in /proc/$PID/task/*; do
+    echo "$(tr ' ' '_' < "$t/comm") $(awk '{print $14 + $15}' "$t/stat")"
+done | awk -v t="$TICKS" -v n="$POSTS" '{ sub(/-[0-9]+$/, "", $1); cpu[$1] += $2 }
+    END { for (k in cpu) if (cpu[k] > 0) printf "  %-18s %7.1f s %7.2f us per post\n", k, cpu[k] / t, cpu[k] / t * 1e6 / n }' | sort -k2 -rn
 kill -TERM "$PID"
 wait "$PID" || true

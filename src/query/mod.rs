@@ -446,8 +446,12 @@ impl Tables {
             let _gate = self.gate.read().await;
             let snapshot = self.register_tables(&ctx).await?;
             // A batch run reads posts, not the views (whose speed layer it
-            // holds paused).
-            if matches!(statement, Statement::Sql(_)) && !batch {
+            // holds paused); a query that names no view does not pay for
+            // merging them.
+            if let Statement::Sql(sql) = statement
+                && !batch
+                && sql.to_ascii_lowercase().contains(crate::views::SCHEMA)
+            {
                 self.register_views(&ctx).await?;
             }
             let df = match statement {

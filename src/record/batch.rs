@@ -96,6 +96,43 @@ pub fn with_partition_columns(
 
 /// Builds one record batch of posts, in the order given.
 pub fn to_record_batch(posts: &[PostView<'_>]) -> Result<RecordBatch, ArrowError> {
+    RecordBatch::try_new(schema(), columns(posts, &[true; 23]))
+}
+
+/// A batch of [`posts_schema`]'s columns with every field nullable, where
+/// only the columns `keep` marks hold the posts' values and the others are
+/// all null: for expressions that read a few columns (the speed layer),
+/// without copying bodies and texts.
+pub fn to_projected_batch(posts: &[PostView<'_>], keep: &[bool]) -> Result<RecordBatch, ArrowError> {
+    static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+        let fields: Vec<Field> = posts_schema()
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect();
+        Arc::new(Schema::new(fields))
+    });
+    let wanted = |i: usize| keep.get(i).copied().unwrap_or(false);
+    let mut columns = columns(posts, &std::array::from_fn::<bool, 23, _>(wanted));
+    if wanted(23) || wanted(24) {
+        let (dts, hours): (Vec<i32>, Vec<i32>) = posts
+            .iter()
+            .map(|p| {
+                let (dt, hour) = partition_of_time(p.incoming.created_at);
+                ((dt - NaiveDate::default()).num_days() as i32, hour as i32)
+            })
+            .unzip();
+        columns.push(Arc::new(Date32Array::from(dts)));
+        columns.push(Arc::new(Int32Array::from(hours)));
+    } else {
+        columns.push(arrow::array::new_null_array(&DataType::Date32, posts.len()));
+        columns.push(arrow::array::new_null_array(&DataType::Int32, posts.len()));
+    }
+    RecordBatch::try_new(SCHEMA.clone(), columns)
+}
+
+/// The 23 record columns of `posts`; those not in `keep`, all null.
+fn columns(posts: &[PostView<'_>], keep: &[bool; 23]) -> Vec<ArrayRef> {
     let n = posts.len();
     let strings = |get: &dyn for<'p> Fn(&'p PostView<'p>) -> Option<&'p str>| -> ArrayRef {
         let bytes = posts.iter().map(|p| get(p).map_or(0, str::len)).sum();
@@ -126,32 +163,44 @@ pub fn to_record_batch(posts: &[PostView<'_>]) -> Result<RecordBatch, ArrowError
         }
         Arc::new(b.finish())
     };
-    let columns = vec![
-        strings(&|p| Some(&p.incoming.platform)),
-        strings(&|p| Some(&p.incoming.id)),
-        strings(&|p| p.incoming.community.as_deref()),
-        strings(&|p| p.incoming.author.as_deref()),
-        strings(&|p| Some(&p.incoming.body)),
-        strings(&|p| Some(&p.text)),
-        times(&|p| p.incoming.created_at),
-        times(&|p| p.ingested_at),
-        strings(&|p| p.incoming.parent_id.as_deref()),
-        strings(&|p| p.incoming.thread_id.as_deref()),
-        strings(&|p| p.incoming.url.as_deref()),
-        ints(&|p| p.incoming.score),
-        ints(&|p| p.incoming.reposts),
-        ints(&|p| p.incoming.author_followers),
-        strings(&|p| p.incoming.location.as_deref()),
-        strings(&|p| p.incoming.lang.as_deref()),
-        floats(&|p| p.scores.polarity),
-        floats(&|p| p.scores.subjectivity),
-        floats(&|p| p.scores.vader_neg),
-        floats(&|p| p.scores.vader_neu),
-        floats(&|p| p.scores.vader_pos),
-        floats(&|p| p.scores.vader_compound),
-        strings(&|p| Some(p.scores.sentiment.as_str())),
+    let builders: [&dyn Fn() -> ArrayRef; 23] = [
+        &|| strings(&|p| Some(&p.incoming.platform)),
+        &|| strings(&|p| Some(&p.incoming.id)),
+        &|| strings(&|p| p.incoming.community.as_deref()),
+        &|| strings(&|p| p.incoming.author.as_deref()),
+        &|| strings(&|p| Some(&p.incoming.body)),
+        &|| strings(&|p| Some(&p.text)),
+        &|| times(&|p| p.incoming.created_at),
+        &|| times(&|p| p.ingested_at),
+        &|| strings(&|p| p.incoming.parent_id.as_deref()),
+        &|| strings(&|p| p.incoming.thread_id.as_deref()),
+        &|| strings(&|p| p.incoming.url.as_deref()),
+        &|| ints(&|p| p.incoming.score),
+        &|| ints(&|p| p.incoming.reposts),
+        &|| ints(&|p| p.incoming.author_followers),
+        &|| strings(&|p| p.incoming.location.as_deref()),
+        &|| strings(&|p| p.incoming.lang.as_deref()),
+        &|| floats(&|p| p.scores.polarity),
+        &|| floats(&|p| p.scores.subjectivity),
+        &|| floats(&|p| p.scores.vader_neg),
+        &|| floats(&|p| p.scores.vader_neu),
+        &|| floats(&|p| p.scores.vader_pos),
+        &|| floats(&|p| p.scores.vader_compound),
+        &|| strings(&|p| Some(p.scores.sentiment.as_str())),
     ];
-    RecordBatch::try_new(schema(), columns)
+    let fields = schema();
+    builders
+        .iter()
+        .zip(keep)
+        .zip(fields.fields())
+        .map(|((build, keep), field)| {
+            if *keep {
+                build()
+            } else {
+                arrow::array::new_null_array(field.data_type(), n)
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -35,7 +35,7 @@ use datafusion::physical_expr::PhysicalExpr;
 
 use crate::log::{Entry, Log, LogError, Topic, Transaction};
 use crate::record::PostView;
-use crate::record::batch::{partition_of_time, posts_schema, to_record_batch, with_partition_columns};
+use crate::record::batch::{posts_schema, to_projected_batch};
 use crate::sinks::consume::{Commit, Committed, Input, Sink};
 
 /// The speed layer's consumer name on `posts.enriched`.
@@ -84,6 +84,8 @@ pub struct Mergeable {
     projection: Vec<Arc<dyn PhysicalExpr>>,
     /// The view's columns.
     pub schema: SchemaRef,
+    /// The columns of `posts_latest` its expressions read.
+    reads: Vec<usize>,
 }
 
 impl std::fmt::Debug for Mergeable {
@@ -186,10 +188,25 @@ pub async fn analyze(name: &str, sql: &str) -> Result<Mergeable, String> {
                 .map_err(|e| e.to_string())
         })
         .collect::<Result<Vec<_>, String>>()?;
+    let physical_filter = filter.as_ref().map(&physical).transpose()?;
+    let physical_groups: Vec<Expression> = aggregate.group_expr.iter().map(&physical).collect::<Result<_, _>>()?;
+    let mut reads = std::collections::BTreeSet::new();
+    for e in physical_filter
+        .iter()
+        .chain(&physical_groups)
+        .chain(physical_aggs.iter().flat_map(|(a, f)| std::iter::once(a).chain(f)))
+    {
+        reads.extend(
+            datafusion::physical_expr::utils::collect_columns(e)
+                .iter()
+                .map(|c| c.index()),
+        );
+    }
     Ok(Mergeable {
         name: name.to_string(),
-        physical_filter: filter.as_ref().map(&physical).transpose()?,
-        physical_groups: aggregate.group_expr.iter().map(&physical).collect::<Result<_, _>>()?,
+        reads: reads.into_iter().collect(),
+        physical_filter,
+        physical_groups,
         filter,
         groups: aggregate.group_expr.clone(),
         group_types,
@@ -286,10 +303,10 @@ impl Mergeable {
                 out.push(None);
                 continue;
             }
-            let group = groups
-                .iter()
-                .map(|g| ScalarValue::try_from_array(g, row).map_err(|e| e.to_string()))
-                .collect::<Result<Vec<_>, _>>()?;
+            let mut group = Vec::with_capacity(32);
+            for g in &groups {
+                encode_cell(g.as_ref(), row, &mut group)?;
+            }
             let inputs = args
                 .iter()
                 .map(|(values, filter)| {
@@ -307,10 +324,15 @@ impl Mergeable {
     }
 
     /// The view's rows from per-group partial sums.
-    fn finish(&self, groups: &HashMap<Vec<ScalarValue>, Partial>) -> Result<RecordBatch, String> {
-        let mut live: Vec<(&Vec<ScalarValue>, &Partial)> = groups.iter().filter(|(_, p)| p.rows > 0).collect();
+    fn finish(&self, groups: &HashMap<Vec<u8>, Partial>) -> Result<RecordBatch, String> {
+        let mut live: Vec<(Vec<ScalarValue>, &Partial)> = Vec::new();
+        for (key, partial) in groups {
+            if partial.rows > 0 {
+                live.push((self.decode_group(key)?, partial));
+            }
+        }
         // In group order, as a reader expects of a table.
-        live.sort_by(|a, b| a.0.partial_cmp(b.0).unwrap_or(std::cmp::Ordering::Equal));
+        live.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal));
         let mut columns: Vec<ArrayRef> = Vec::new();
         for (i, data_type) in self.group_types.iter().enumerate() {
             let values: Vec<ScalarValue> = live.iter().map(|(g, _)| g[i].clone()).collect();
@@ -362,14 +384,15 @@ impl Mergeable {
 
     /// A batch version's partial rows (see [`Mergeable::partial_plan`]) as
     /// per-group sums.
-    pub fn read_partials(&self, batches: &[RecordBatch]) -> Result<HashMap<Vec<ScalarValue>, Partial>, String> {
+    pub fn read_partials(&self, batches: &[RecordBatch]) -> Result<HashMap<Vec<u8>, Partial>, String> {
         let mut out = HashMap::new();
         let g = self.groups.len();
         for batch in batches {
             for row in 0..batch.num_rows() {
-                let group = (0..g)
-                    .map(|i| ScalarValue::try_from_array(batch.column(i), row).map_err(|e| e.to_string()))
-                    .collect::<Result<Vec<_>, _>>()?;
+                let mut group = Vec::new();
+                for i in 0..g {
+                    encode_cell(batch.column(i).as_ref(), row, &mut group)?;
+                }
                 let int = |c: usize| -> Result<i64, String> {
                     let column = batch.column(c);
                     if column.is_null(row) {
@@ -420,6 +443,57 @@ impl Mergeable {
     }
 }
 
+impl Mergeable {
+    /// A group's values from its stored bytes.
+    fn decode_group(&self, bytes: &[u8]) -> Result<Vec<ScalarValue>, String> {
+        let mut r = Reader(bytes);
+        self.group_types
+            .iter()
+            .map(|t| decode_scalar(&mut r, t))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| format!("view {}: a damaged group in the state", self.name))
+    }
+}
+
+/// Appends cell `row` of `array` as [`decode_scalar`] reads it.
+fn encode_cell(array: &dyn Array, row: usize, out: &mut Vec<u8>) -> Result<(), String> {
+    use arrow::array::AsArray;
+    use arrow::datatypes::{Date32Type, Int32Type, Int64Type, TimestampMicrosecondType};
+    if array.is_null(row) {
+        out.push(0);
+        return Ok(());
+    }
+    out.push(1);
+    let string = |s: &str, out: &mut Vec<u8>| {
+        out.extend_from_slice(&(s.len() as u32).to_be_bytes());
+        out.extend_from_slice(s.as_bytes());
+    };
+    match array.data_type() {
+        DataType::Utf8 => string(array.as_string::<i32>().value(row), out),
+        DataType::LargeUtf8 => string(array.as_string::<i64>().value(row), out),
+        DataType::Utf8View => string(array.as_string_view().value(row), out),
+        DataType::Int64 => out.extend_from_slice(&array.as_primitive::<Int64Type>().value(row).to_be_bytes()),
+        DataType::Timestamp(TimeUnit::Microsecond, _) => out.extend_from_slice(
+            &array
+                .as_primitive::<TimestampMicrosecondType>()
+                .value(row)
+                .to_be_bytes(),
+        ),
+        DataType::Int32 => out.extend_from_slice(&array.as_primitive::<Int32Type>().value(row).to_be_bytes()),
+        DataType::Date32 => out.extend_from_slice(&array.as_primitive::<Date32Type>().value(row).to_be_bytes()),
+        DataType::Float64 => out.extend_from_slice(
+            &array
+                .as_primitive::<arrow::datatypes::Float64Type>()
+                .value(row)
+                .to_bits()
+                .to_be_bytes(),
+        ),
+        DataType::Boolean => out.push(u8::from(array.as_boolean().value(row))),
+        other => return Err(format!("a group value of type {other} is not kept by the speed layer")),
+    }
+    Ok(())
+}
+
 /// An aggregate input of one row: integer or float, or none.
 fn numbers(array: &ArrayRef) -> Result<Vec<Option<Num>>, String> {
     let n = array.len();
@@ -446,7 +520,8 @@ enum Num {
 /// One post's part in one view.
 #[derive(Debug, Clone, PartialEq)]
 struct Contribution {
-    group: Vec<ScalarValue>,
+    /// The group's values, encoded ([`encode_cell`]).
+    group: Vec<u8>,
     inputs: Vec<Option<Num>>,
 }
 
@@ -542,28 +617,6 @@ impl Reader<'_> {
     }
 }
 
-fn encode_scalar(value: &ScalarValue, out: &mut Vec<u8>) {
-    if value.is_null() {
-        out.push(0);
-        return;
-    }
-    out.push(1);
-    match value {
-        ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) | ScalarValue::Utf8View(Some(s)) => {
-            out.extend_from_slice(&(s.len() as u32).to_be_bytes());
-            out.extend_from_slice(s.as_bytes());
-        }
-        ScalarValue::Int64(Some(v)) | ScalarValue::TimestampMicrosecond(Some(v), _) => {
-            out.extend_from_slice(&v.to_be_bytes());
-        }
-        ScalarValue::Int32(Some(v)) | ScalarValue::Date32(Some(v)) => out.extend_from_slice(&v.to_be_bytes()),
-        ScalarValue::Float64(Some(v)) => out.extend_from_slice(&v.to_bits().to_be_bytes()),
-        ScalarValue::Boolean(Some(v)) => out.push(u8::from(*v)),
-        // Refused by `encodable` at analysis.
-        _ => {}
-    }
-}
-
 fn decode_scalar(r: &mut Reader<'_>, data_type: &DataType) -> Option<ScalarValue> {
     if r.u8()? == 0 {
         return ScalarValue::try_from(data_type).ok();
@@ -588,14 +641,6 @@ fn decode_scalar(r: &mut Reader<'_>, data_type: &DataType) -> Option<ScalarValue
     })
 }
 
-fn encode_group(group: &[ScalarValue]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for v in group {
-        encode_scalar(v, &mut out);
-    }
-    out
-}
-
 /// A post's stored contributions: its `ingested_at`, then per view a
 /// present flag, its group and inputs.
 fn encode_post(ingested_at: i64, contributions: &[Option<Contribution>]) -> Vec<u8> {
@@ -605,9 +650,8 @@ fn encode_post(ingested_at: i64, contributions: &[Option<Contribution>]) -> Vec<
             None => out.push(0),
             Some(c) => {
                 out.push(1);
-                for v in &c.group {
-                    encode_scalar(v, &mut out);
-                }
+                out.extend_from_slice(&(c.group.len() as u32).to_be_bytes());
+                out.extend_from_slice(&c.group);
                 for input in &c.inputs {
                     match input {
                         None => out.push(0),
@@ -636,11 +680,8 @@ fn decode_post(bytes: &[u8], views: &[Mergeable]) -> Option<(i64, Vec<Option<Con
             out.push(None);
             continue;
         }
-        let group = view
-            .group_types
-            .iter()
-            .map(|t| decode_scalar(&mut r, t))
-            .collect::<Option<Vec<_>>>()?;
+        let n = u32::from_be_bytes(r.take(4)?.try_into().ok()?) as usize;
+        let group = r.take(n)?.to_vec();
         let mut inputs = Vec::with_capacity(view.aggs.len());
         for _ in &view.aggs {
             inputs.push(match r.u8()? {
@@ -665,11 +706,11 @@ struct Epoch {
 /// One view's speed state: its epochs (oldest first) and their sums.
 struct ViewState {
     epochs: Vec<Epoch>,
-    sums: Vec<HashMap<Vec<ScalarValue>, Partial>>,
-    /// Groups changed since the last flush, per epoch id.
-    changed: Vec<(u32, Vec<ScalarValue>)>,
+    sums: Vec<HashMap<Vec<u8>, Partial>>,
+    /// Groups changed since the last flush, with their epoch id.
+    changed: std::collections::HashSet<(u32, Vec<u8>)>,
     /// The current version's partial sums, read once per version.
-    base: Option<(String, HashMap<Vec<ScalarValue>, Partial>)>,
+    base: Option<(String, HashMap<Vec<u8>, Partial>)>,
 }
 
 impl ViewState {
@@ -698,6 +739,8 @@ pub struct Speed {
     fingerprint: Vec<u8>,
     /// Whether its state was (re)started: the stage reads every post again.
     rebuild: bool,
+    /// Which columns of `posts_latest` any view reads.
+    reads: Vec<bool>,
     /// Views whose expressions failed on a post, with the error: served
     /// from their batch version alone from then on.
     broken: std::sync::Mutex<HashMap<String, String>>,
@@ -724,7 +767,8 @@ impl Speed {
         for view in &views {
             fingerprint.extend_from_slice(view.name.as_bytes());
             fingerprint.push(0);
-            fingerprint.extend_from_slice(format!("{:?}|{:?}", view.groups, view.aggs).as_bytes());
+            // The layout of the stored state is part of it.
+            fingerprint.extend_from_slice(format!("v2|{:?}|{:?}", view.groups, view.aggs).as_bytes());
             fingerprint.push(0);
         }
         let fingerprint = xxhash_rust::xxh3::xxh3_128(&fingerprint).to_be_bytes().to_vec();
@@ -787,13 +831,7 @@ impl Speed {
                 loop {
                     let entries = log.scan_state(prefix.as_bytes(), after.as_deref(), 10_000)?;
                     for (key, value) in &entries {
-                        let mut r = Reader(&key[prefix.len()..]);
-                        let group = view
-                            .group_types
-                            .iter()
-                            .map(|t| decode_scalar(&mut r, t))
-                            .collect::<Option<Vec<_>>>()
-                            .ok_or_else(|| SpeedError::Other(format!("damaged group key under {prefix}")))?;
+                        let group = key[prefix.len()..].to_vec();
                         let partial = Partial::decode(value)
                             .ok_or_else(|| SpeedError::Other(format!("damaged sums under {prefix}")))?;
                         sums[e].insert(group, partial);
@@ -807,9 +845,15 @@ impl Speed {
             states.push(ViewState {
                 epochs,
                 sums,
-                changed: Vec::new(),
+                changed: Default::default(),
                 base: None,
             });
+        }
+        let mut reads = vec![false; posts_schema().fields().len()];
+        for index in views.iter().flat_map(|v| &v.reads) {
+            if let Some(r) = reads.get_mut(*index) {
+                *r = true;
+            }
         }
         let speed = Speed {
             views,
@@ -820,6 +864,7 @@ impl Speed {
             partitions,
             fingerprint,
             rebuild: fresh,
+            reads,
             broken: std::sync::Mutex::new(broken),
         };
         if fresh {
@@ -982,9 +1027,7 @@ impl Speed {
             return Ok(());
         }
         let views: Vec<PostView<'_>> = posts.iter().map(|(_, p)| p.clone()).collect();
-        let batch = to_record_batch(&views).map_err(|e| SpeedError::Other(e.to_string()))?;
-        let batch = with_partition_columns(&batch, views.iter().map(|p| partition_of_time(p.incoming.created_at)))
-            .map_err(|e| SpeedError::Other(e.to_string()))?;
+        let batch = to_projected_batch(&views, &self.reads).map_err(|e| SpeedError::Other(e.to_string()))?;
         // A view whose expressions fail on these posts (its SQL would fail
         // too) stops being kept: it is served from its batch version, and
         // says why; the others go on.
@@ -1053,11 +1096,11 @@ impl Speed {
                     && let Some(old) = &old[v]
                 {
                     view.sums[e].entry(old.group.clone()).or_default().add(old, -1);
-                    view.changed.push((epoch_id, old.group.clone()));
+                    view.changed.insert((epoch_id, old.group.clone()));
                 }
                 if let Some(new) = &now[v] {
                     view.sums[e].entry(new.group.clone()).or_default().add(new, 1);
-                    view.changed.push((epoch_id, new.group.clone()));
+                    view.changed.insert((epoch_id, new.group.clone()));
                 }
             }
             state.pending.insert(key, encode_post(post.ingested_at, &now));
@@ -1073,15 +1116,12 @@ impl Speed {
         let mut puts: Vec<(Vec<u8>, Vec<u8>)> = state.pending.drain().collect();
         let mut removes: Vec<Vec<u8>> = Vec::new();
         for (view, st) in self.views.iter().zip(state.views.iter_mut()) {
-            let mut changed = std::mem::take(&mut st.changed);
-            changed.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| encode_group(&a.1).cmp(&encode_group(&b.1))));
-            changed.dedup();
-            for (epoch_id, group) in changed {
+            for (epoch_id, group) in std::mem::take(&mut st.changed) {
                 let Some(e) = st.epochs.iter().position(|e| e.id == epoch_id) else {
                     continue;
                 };
                 let mut key = format!("{SUMS_PREFIX}{}/{epoch_id:010}/", view.name).into_bytes();
-                key.extend_from_slice(&encode_group(&group));
+                key.extend_from_slice(&group);
                 match st.sums[e].get(&group) {
                     // A re-send in the same group nets to no rows but other
                     // sums: kept unless every part is zero.
