@@ -455,8 +455,10 @@ built_in_views = true
 # down runs at start); `chorus batch` runs them now either way.
 scheduler = true
 # Views whose aggregates merge (count, sum, avg over posts_latest, grouped)
-# are kept up to the second between runs (the speed layer).
-speed_layer = true
+# are kept up to the second between runs (the speed layer). Off, a view is
+# served as of its last run. It costs about 25 us of CPU per post today
+# (scripts/bench_pipeline.sh), hence off by default.
+speed_layer = false
 # Seconds a replaced version stays on disk for the queries still reading it.
 keep_replaced_secs = 600
 # Memory of one run's sorts and aggregates (past it they spill), and its

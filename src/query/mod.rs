@@ -607,7 +607,10 @@ impl Tables {
             };
             if let Some((speed, v)) = speed {
                 let mut state = speed.pause().await;
-                let current = store.current(name).map_err(|e| QueryError::Failed(e.to_string()))?;
+                let current = store
+                    .current(name)
+                    .map_err(|e| QueryError::Failed(e.to_string()))?
+                    .filter(|c| c.partial);
                 let dir = current.as_ref().map(|c| store.version_dir(name, &c.version));
                 let served = speed
                     .serve(
@@ -624,7 +627,11 @@ impl Tables {
                 schema.register_table(name.clone(), Arc::new(table)).map_err(failed)?;
                 continue;
             }
-            let Some(version) = version else { continue };
+            // A version of partial sums (made with the speed layer on) is
+            // not the view's columns: served again after the next run.
+            let Some(version) = version.filter(|v| !v.partial) else {
+                continue;
+            };
             let dir = store.version_dir(name, &version.version);
             let url = ListingTableUrl::parse(format!("{}/", dir.display())).map_err(failed)?;
             let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");

@@ -113,7 +113,7 @@ impl Default for BatchConfig {
             schedule: "0 0 * * *".into(),
             built_in_views: true,
             scheduler: true,
-            speed_layer: true,
+            speed_layer: false,
             keep_replaced_secs: 600,
             max_memory: 1 << 30,
             max_seconds: 3600,
@@ -432,7 +432,10 @@ pub async fn open_speed(
     for view in views {
         match speed::analyze(&view.name, &view.sql).await {
             Ok(m) => {
-                versions.push(store.current(&view.name).ok().flatten().map(|v| v.snapshot.until));
+                // A version of final columns (made with the speed layer off)
+                // has no partial sums to add to: the epochs start at 0.
+                let current = store.current(&view.name).ok().flatten().filter(|v| v.partial);
+                versions.push(current.map(|v| v.snapshot.until));
                 mergeable.push(m);
             }
             Err(reason) => {
@@ -623,6 +626,7 @@ impl Batch {
             started_at: started,
             finished_at: now_micros(),
             sql: view.sql.clone(),
+            partial: speed.is_some(),
         };
         match speed {
             Some((speed, v)) => {
@@ -682,7 +686,14 @@ impl Batch {
         let Some(fire) = view.schedule.last_at_or_before(now) else {
             return false;
         };
-        let last_success = self.store.current(&view.name).ok().flatten().map(|v| v.started_at);
+        let current = self.store.current(&view.name).ok().flatten();
+        // A version of the other kind (the speed layer switched on or off
+        // since) is rebuilt at once.
+        let kept = self.speed.as_ref().is_some_and(|s| s.view(&view.name).is_some());
+        if current.as_ref().is_some_and(|v| v.partial != kept) {
+            return true;
+        }
+        let last_success = current.map(|v| v.started_at);
         let last_failure = self.store.failure(&view.name).ok().flatten().map(|f| f.at);
         match last_success.max(last_failure) {
             Some(last) => last < fire * 1_000_000,
@@ -794,6 +805,7 @@ mod tests {
             started_at: 0,
             finished_at: 0,
             sql: String::new(),
+            partial: false,
         };
         for v in ["v001", "v002"] {
             let tmp = store.start("x", v).unwrap();

@@ -773,7 +773,34 @@ impl Speed {
         }
         let fingerprint = xxhash_rust::xxh3::xxh3_128(&fingerprint).to_be_bytes().to_vec();
         let stored = log.state(FINGERPRINT_KEY)?;
-        let fresh = stored.as_deref() != Some(fingerprint.as_slice());
+        let mut fresh = stored.as_deref() != Some(fingerprint.as_slice());
+        // Each view's epochs must begin where its current version ends
+        // (or at 0 without one): else a version was made while the layer
+        // was off, and what the state adds up no longer fits it.
+        for (view, version) in views.iter().zip(versions) {
+            let key = format!("{EPOCHS_PREFIX}{}", view.name);
+            let Some(bytes) = log.state(key.as_bytes())? else {
+                continue;
+            };
+            let epochs: Vec<Epoch> =
+                serde_json::from_slice(&bytes).map_err(|e| SpeedError::Other(format!("{key}: {e}")))?;
+            let start = version.clone().unwrap_or_else(|| vec![0; partitions as usize]);
+            if !epochs.iter().any(|e| e.start == start) {
+                fresh = true;
+            }
+        }
+        // Records the stage has not read must still be in the log (while
+        // the layer was off, retention did not wait for it).
+        for p in 0..partitions {
+            let next = log.committed(CONSUMER, Topic::Enriched, p)?;
+            if log
+                .read(Topic::Enriched, p, next, 1, 1 << 20)?
+                .first()
+                .is_some_and(|e| e.offset > next)
+            {
+                fresh = true;
+            }
+        }
         if fresh {
             // Built (again) from every post: the log must still hold them.
             for p in 0..partitions {

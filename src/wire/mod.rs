@@ -107,6 +107,10 @@ pub struct ViewVersion {
     pub finished_at: i64,
     /// The SQL it ran.
     pub sql: String,
+    /// Whether it holds the partial sums a speed layer adds to (else the
+    /// view's own columns).
+    #[serde(default)]
+    pub partial: bool,
 }
 
 /// The outcome of one view's batch run.

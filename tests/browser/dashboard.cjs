@@ -28,7 +28,10 @@ let active = null; // the page under test, shot when a check fails
 // `chorus demo` in a fresh data directory; resolves to its dashboard URL.
 function startDemo(env) {
   const data = fs.mkdtempSync(path.join(os.tmpdir(), 'chorus-browser-'));
-  const child = spawn(BIN, ['demo', '--data', data, '--listen', '127.0.0.1:0', '--rate', '200'], {
+  // The views with their speed layer (off by default), as the Views page shows it.
+  const config = `${data}.toml`;
+  fs.writeFileSync(config, '[batch]\nspeed_layer = true\n');
+  const child = spawn(BIN, ['demo', '--data', data, '--config', config, '--listen', '127.0.0.1:0', '--rate', '200'], {
     env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'],
   });
   servers.push({ child, data });

@@ -11,7 +11,7 @@ use crate::server::{Server, chorus, corpus_bodies, get_json, metrics, post_accep
 
 /// Files roll every second, so the views read archive files and the log;
 /// the scheduler is off (runs happen when the test says).
-const CONFIG: &str = "[archive]\nmax_file_age_secs = 1\n[batch]\nscheduler = false\nkeep_replaced_secs = 0\n\
+const CONFIG: &str = "[archive]\nmax_file_age_secs = 1\n[batch]\nscheduler = false\nkeep_replaced_secs = 0\nspeed_layer = true\n\
 [index]\nenabled = false\n";
 
 /// Each built-in view's SQL (as `views::BUILT_IN`, written out again: the
@@ -392,4 +392,85 @@ async fn readers_never_see_a_half_made_version() {
         .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with('v'))
         .count();
     assert!(versions <= 2, "{versions} versions kept");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switching_the_speed_layer_on_or_off_keeps_the_views_right() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let bodies = corpus_bodies();
+    let client = reqwest::Client::new();
+    let mut rng = fastrand::Rng::with_seed(11);
+    let off = CONFIG.replace("speed_layer = true", "speed_layer = false");
+    let posts = |rng: &mut fastrand::Rng| -> String {
+        (0..150).map(|_| random_post(rng, &bodies).to_string() + "\n").collect()
+    };
+    let (view, definition, keys) = BUILT_IN[0];
+    let served = |server: &Server| {
+        let (client, server_url) = (client.clone(), server.url("/v1/sql"));
+        async move {
+            let r = client
+                .post(server_url)
+                .json(&json!({"sql": format!("SELECT * FROM views.{view}")}))
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    // Off: served as of the last run, not past it.
+    let server = Server::start(&data, &off, &[]);
+    post_accepted(&client, &server, posts(&mut rng)).await;
+    wait_idle(&client, &server).await;
+    batch(&client, &server, None).await;
+    let at_run = keyed(sql(&client, &server, definition).await, keys);
+    post_accepted(&client, &server, posts(&mut rng)).await;
+    wait_idle(&client, &server).await;
+    let (status, answer) = served(&server).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_same(
+        view,
+        &keyed(answer["rows"].as_array().unwrap().clone(), keys),
+        &at_run,
+        "speed off",
+    );
+    let view_state = get_json(&client, &server, "/v1/views").await;
+    assert!(
+        view_state[0]["batch_only"]
+            .as_str()
+            .unwrap()
+            .contains("speed_layer is off"),
+        "{view_state}"
+    );
+    server.stop();
+    // On: exact now at once (the version of final columns is not added to;
+    // the layer counts every post from the log), and after a run too.
+    let server = Server::start(&data, CONFIG, &[]);
+    check_views(&client, &server, "speed switched on").await;
+    post_accepted(&client, &server, posts(&mut rng)).await;
+    batch(&client, &server, None).await;
+    check_views(&client, &server, "speed on, after a run").await;
+    server.stop();
+    // Off again: the version of partial sums is not served as the view's
+    // columns; the next run makes one that is.
+    let server = Server::start(&data, &off, &[]);
+    let (status, answer) = served(&server).await;
+    assert_eq!(status, 400, "{answer}");
+    batch(&client, &server, None).await;
+    let (status, answer) = served(&server).await;
+    assert_eq!(status, 200, "{answer}");
+    let now = keyed(sql(&client, &server, definition).await, keys);
+    assert_same(
+        view,
+        &keyed(answer["rows"].as_array().unwrap().clone(), keys),
+        &now,
+        "speed off again",
+    );
+    post_accepted(&client, &server, posts(&mut rng)).await;
+    server.stop();
+    // On again after a run made while it was off: the layer's state no
+    // longer fits the version, so it is built again from the log.
+    let server = Server::start(&data, CONFIG, &[]);
+    check_views(&client, &server, "speed on again").await;
+    server.stop();
 }
