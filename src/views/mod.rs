@@ -6,7 +6,7 @@
 //! and by `GET /v1/views/<name>`.
 //!
 //! On disk, per view: `v<start µs>/data.parquet` for each version,
-//! `CURRENT` (JSON: the version served, its rows and its [`Snapshot`]),
+//! `CURRENT` (JSON: the version served, its rows and its [`crate::wire::Snapshot`]),
 //! `FAILED` (JSON: the last run's error, while the last run failed), and
 //! `.tmp-v…/` while a run writes. A reader reads `CURRENT`, then that
 //! version's files; a version another replaced is removed once
