@@ -324,11 +324,11 @@ impl Mergeable {
     }
 
     /// The view's rows from per-group partial sums.
-    fn finish(&self, groups: &HashMap<Vec<u8>, Partial>) -> Result<RecordBatch, String> {
+    fn finish(&self, groups: &[(&[u8], std::borrow::Cow<'_, Partial>)]) -> Result<RecordBatch, String> {
         let mut live: Vec<(Vec<ScalarValue>, &Partial)> = Vec::new();
         for (key, partial) in groups {
             if partial.rows > 0 {
-                live.push((self.decode_group(key)?, partial));
+                live.push((self.decode_group(key)?, partial.as_ref()));
             }
         }
         // In group order, as a reader expects of a table.
@@ -695,6 +695,27 @@ fn decode_post(bytes: &[u8], views: &[Mergeable]) -> Option<(i64, Vec<Option<Con
     Some((ingested_at, out))
 }
 
+/// Entries read from the state at once.
+const SCAN_STEP: usize = 10_000;
+
+/// Calls `f` with the state entries under `prefix`, [`SCAN_STEP`] at a
+/// time, in key order (`f` may remove the entries it is given).
+fn for_each_step(
+    log: &dyn Log,
+    prefix: &[u8],
+    mut f: impl FnMut(&[crate::log::StateEntry]) -> Result<(), LogError>,
+) -> Result<(), LogError> {
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let entries = log.scan_state(prefix, after.as_deref(), SCAN_STEP)?;
+        f(&entries)?;
+        if entries.len() < SCAN_STEP {
+            return Ok(());
+        }
+        after = entries.last().map(|(k, _)| k.clone());
+    }
+}
+
 /// Where an epoch of a view begins: per partition, the first offset it
 /// counts.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -813,23 +834,14 @@ impl Speed {
                     )));
                 }
             }
-            let mut tx_keys = Vec::new();
-            let mut after: Option<Vec<u8>> = None;
-            loop {
-                let entries = log.scan_state(b"speed/", after.as_deref(), 10_000)?;
-                tx_keys.extend(entries.iter().map(|(k, _)| k.clone()));
-                if entries.len() < 10_000 {
-                    break;
-                }
-                after = entries.last().map(|(k, _)| k.clone());
-            }
-            for chunk in tx_keys.chunks(10_000) {
+            // One step at a time (one entry per post: millions).
+            for_each_step(log, b"speed/", |entries| {
                 let mut tx = Transaction::new();
-                for key in chunk {
+                for (key, _) in entries {
                     tx.remove_state(key);
                 }
-                log.write(&tx)?;
-            }
+                log.write(&tx).map(|_| ())
+            })?;
         }
         let mut broken = HashMap::new();
         for view in &views {
@@ -854,19 +866,20 @@ impl Speed {
             let mut sums = vec![HashMap::new(); epochs.len()];
             for (e, epoch) in epochs.iter().enumerate() {
                 let prefix = format!("{SUMS_PREFIX}{}/{:010}/", view.name, epoch.id);
-                let mut after = None;
-                loop {
-                    let entries = log.scan_state(prefix.as_bytes(), after.as_deref(), 10_000)?;
-                    for (key, value) in &entries {
-                        let group = key[prefix.len()..].to_vec();
-                        let partial = Partial::decode(value)
-                            .ok_or_else(|| SpeedError::Other(format!("damaged sums under {prefix}")))?;
-                        sums[e].insert(group, partial);
+                let mut damaged = false;
+                for_each_step(log, prefix.as_bytes(), |entries| {
+                    for (key, value) in entries {
+                        match Partial::decode(value) {
+                            Some(partial) => {
+                                sums[e].insert(key[prefix.len()..].to_vec(), partial);
+                            }
+                            None => damaged = true,
+                        }
                     }
-                    if entries.len() < 10_000 {
-                        break;
-                    }
-                    after = entries.last().map(|(k, _)| k.clone());
+                    Ok(())
+                })?;
+                if damaged {
+                    return Err(SpeedError::Other(format!("damaged sums under {prefix}")));
                 }
             }
             states.push(ViewState {
@@ -982,15 +995,10 @@ impl Speed {
         let mut removed = Vec::new();
         for epoch in &dropped {
             let prefix = format!("{SUMS_PREFIX}{name}/{:010}/", epoch.id);
-            let mut after = None;
-            loop {
-                let entries = log.scan_state(prefix.as_bytes(), after.as_deref(), 10_000)?;
+            for_each_step(log, prefix.as_bytes(), |entries| {
                 removed.extend(entries.iter().map(|(k, _)| k.clone()));
-                if entries.len() < 10_000 {
-                    break;
-                }
-                after = entries.last().map(|(k, _)| k.clone());
-            }
+                Ok(())
+            })?;
         }
         for key in &removed {
             tx.remove_state(key);
@@ -1013,27 +1021,55 @@ impl Speed {
         let st = &mut state.views[v];
         let broken = self.broken(&view.name).is_some();
         let until: Vec<u64> = version.map_or_else(|| vec![0; self.partitions as usize], |(_, u)| u.to_vec());
-        let mut merged = match version {
-            Some((name, _)) => {
-                if st.base.as_ref().is_none_or(|(n, _)| n != name) {
-                    st.base = Some((name.to_string(), view.read_partials(&read()?)?));
-                }
-                st.base.as_ref().map(|(_, b)| b.clone()).unwrap_or_default()
-            }
-            None => HashMap::new(),
+        if let Some((name, _)) = version
+            && st.base.as_ref().is_none_or(|(n, _)| n != name)
+        {
+            st.base = Some((name.to_string(), view.read_partials(&read()?)?));
+        }
+        let st = &state.views[v];
+        let empty = HashMap::new();
+        let base = match (version, &st.base) {
+            (Some(_), Some((_, base))) => base,
+            _ => &empty,
         };
-        for (epoch, sums) in st.epochs.iter().zip(&st.sums) {
-            let past = epoch.start.iter().zip(&until).all(|(s, u)| s >= u);
-            if !past || broken {
-                continue;
-            }
-            for (group, partial) in sums {
-                merged.entry(group.clone()).or_default().merge(partial);
+        let overlays: Vec<&HashMap<Vec<u8>, Partial>> = st
+            .epochs
+            .iter()
+            .zip(&st.sums)
+            .filter(|(epoch, _)| !broken && epoch.start.iter().zip(&until).all(|(s, u)| s >= u))
+            .map(|(_, sums)| sums)
+            .collect();
+        // The version's sums, borrowed unless an epoch changed the group.
+        let mut groups: Vec<(&[u8], std::borrow::Cow<'_, Partial>)> = Vec::with_capacity(base.len());
+        for (group, partial) in base {
+            groups.push((group, summed(group, partial, &overlays)));
+        }
+        for (i, overlay) in overlays.iter().enumerate() {
+            for (group, partial) in overlay.iter() {
+                if base.contains_key(group) || overlays[..i].iter().any(|o| o.contains_key(group)) {
+                    continue;
+                }
+                groups.push((group, summed(group, partial, &overlays[i + 1..])));
             }
         }
-        view.finish(&merged)
+        view.finish(&groups)
     }
+}
 
+/// `first` plus the sums of its group in `rest`, borrowed when there are none.
+fn summed<'a>(group: &[u8], first: &'a Partial, rest: &[&HashMap<Vec<u8>, Partial>]) -> std::borrow::Cow<'a, Partial> {
+    let mut extra = rest.iter().filter_map(|o| o.get(group)).peekable();
+    if extra.peek().is_none() {
+        return std::borrow::Cow::Borrowed(first);
+    }
+    let mut total = first.clone();
+    for partial in extra {
+        total.merge(partial);
+    }
+    std::borrow::Cow::Owned(total)
+}
+
+impl Speed {
     /// Applies enriched records of `partition` (in offset order).
     fn apply(&self, log: &dyn Log, partition: u32, entries: &[Entry]) -> Result<(), SpeedError> {
         let posts = entries
