@@ -294,6 +294,7 @@ impl QueryEngine {
         let Some(runtime) = self.runtime.0.as_ref() else {
             return Err(QueryError::Failed("the query threads have stopped".into()));
         };
+        let seconds = bounds.max_seconds;
         let (tables, bounds, sql) = (self.tables.clone(), bounds.clone(), statement);
         let (planned_tx, planned_rx) = tokio::sync::oneshot::channel();
         let (batches_tx, batches_rx) = tokio::sync::mpsc::channel(2);
@@ -328,12 +329,9 @@ impl QueryEngine {
                 let _ = batches_tx.send(Err(QueryError::Timeout(seconds))).await;
             }
         });
-        let (schema, snapshot) = planned_rx.await.map_err(|_| {
-            QueryError::Failed(format!(
-                "the query ran longer than {} s or stopped",
-                self.config.max_seconds
-            ))
-        })??;
+        let (schema, snapshot) = planned_rx
+            .await
+            .map_err(|_| QueryError::Failed(format!("the query ran longer than {seconds} s or stopped")))??;
         Ok(Export {
             schema,
             snapshot,

@@ -578,10 +578,9 @@ impl Batch {
                 // The stage waits while the run plans: its next epoch begins
                 // exactly where the run's snapshot ends.
                 let mut paused = speed.pause().await;
-                let (filter, groups, aggregates) = speed.views[v].partial_plan();
                 let export = self
                     .engine
-                    .export(Statement::Aggregate(filter, groups, aggregates), &bounds)
+                    .export(speed.views[v].partial_plan()?, &bounds)
                     .await
                     .map_err(|e| e.to_string())?;
                 speed

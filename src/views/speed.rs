@@ -238,7 +238,7 @@ impl Mergeable {
     /// The partial aggregates a batch run computes for this view: the
     /// groups, then per aggregate its sum and count (or count), then the
     /// rows of each group.
-    pub fn partial_plan(&self) -> (Option<Expr>, Vec<Expr>, Vec<Expr>) {
+    pub fn partial_plan(&self) -> Result<crate::query::Statement, String> {
         let groups = self
             .groups
             .iter()
@@ -247,25 +247,29 @@ impl Mergeable {
             .collect();
         let mut partials = Vec::new();
         let with_filter = |e: Expr, filter: &Option<Expr>| match filter {
-            Some(f) => e.filter(f.clone()).build().unwrap_or_else(|_| lit(ScalarValue::Null)),
-            None => e,
+            Some(f) => e.filter(f.clone()).build().map_err(|e| e.to_string()),
+            None => Ok(e),
         };
         for (i, (kind, arg, filter)) in self.aggs.iter().enumerate() {
             match kind {
-                Kind::Count => partials.push(with_filter(count(arg.clone()), filter).alias(format!("a{i}_n"))),
+                Kind::Count => partials.push(with_filter(count(arg.clone()), filter)?.alias(format!("a{i}_n"))),
                 Kind::SumInt | Kind::SumFloat | Kind::Avg => {
                     let summed = if *kind == Kind::Avg {
                         cast(arg.clone(), DataType::Float64)
                     } else {
                         arg.clone()
                     };
-                    partials.push(with_filter(sum(summed), filter).alias(format!("a{i}_sum")));
-                    partials.push(with_filter(count(arg.clone()), filter).alias(format!("a{i}_n")));
+                    partials.push(with_filter(sum(summed), filter)?.alias(format!("a{i}_sum")));
+                    partials.push(with_filter(count(arg.clone()), filter)?.alias(format!("a{i}_n")));
                 }
             }
         }
         partials.push(count(lit(1i64)).alias("rows"));
-        (self.filter.clone(), groups, partials)
+        Ok(crate::query::Statement::Aggregate(
+            self.filter.clone(),
+            groups,
+            partials,
+        ))
     }
 
     /// Each row's contribution (`None`: outside the view's WHERE).
@@ -757,9 +761,6 @@ pub struct Speed {
     pub views: Vec<Mergeable>,
     state: tokio::sync::Mutex<SpeedState>,
     partitions: u32,
-    fingerprint: Vec<u8>,
-    /// Whether its state was (re)started: the stage reads every post again.
-    rebuild: bool,
     /// Which columns of `posts_latest` any view reads.
     reads: Vec<bool>,
     /// Views whose expressions failed on a post, with the error: served
@@ -895,41 +896,38 @@ impl Speed {
                 *r = true;
             }
         }
-        let speed = Speed {
+        if fresh {
+            // The new state, and the stage's offsets back to 0, in one
+            // transaction: whoever opened it (the server, or an offline
+            // `chorus sql`), the next run of the stage reads every post.
+            let epochs: Vec<(String, Vec<u8>)> = views
+                .iter()
+                .zip(&states)
+                .map(|(v, s)| {
+                    let json = serde_json::to_vec(&s.epochs).map_err(|e| SpeedError::Other(e.to_string()))?;
+                    Ok((format!("{EPOCHS_PREFIX}{}", v.name), json))
+                })
+                .collect::<Result<_, SpeedError>>()?;
+            let mut tx = Transaction::new();
+            tx.put_state(FINGERPRINT_KEY, &fingerprint);
+            for (key, value) in &epochs {
+                tx.put_state(key.as_bytes(), value);
+            }
+            for p in 0..partitions {
+                tx.commit(CONSUMER, Topic::Enriched, p, 0);
+            }
+            log.write(&tx)?;
+        }
+        Ok(Speed {
             views,
             state: tokio::sync::Mutex::new(SpeedState {
                 views: states,
                 pending: HashMap::new(),
             }),
             partitions,
-            fingerprint,
-            rebuild: fresh,
             reads,
             broken: std::sync::Mutex::new(broken),
-        };
-        if fresh {
-            let mut tx = Transaction::new();
-            tx.put_state(FINGERPRINT_KEY, &speed.fingerprint);
-            let epochs: Vec<(String, Vec<u8>)> = {
-                let state = speed.state.try_lock().map_err(|e| SpeedError::Other(e.to_string()))?;
-                speed
-                    .views
-                    .iter()
-                    .zip(&state.views)
-                    .map(|(v, s)| {
-                        (
-                            format!("{EPOCHS_PREFIX}{}", v.name),
-                            serde_json::to_vec(&s.epochs).unwrap_or_default(),
-                        )
-                    })
-                    .collect()
-            };
-            for (key, value) in &epochs {
-                tx.put_state(key.as_bytes(), value);
-            }
-            log.write(&tx)?;
-        }
-        Ok(speed)
+        })
     }
 
     /// The view named `name`, if the speed layer keeps it.
@@ -1078,19 +1076,19 @@ impl Speed {
             .collect::<Result<Vec<_>, _>>();
         // A record the archive cannot read goes to its dead letters; here
         // it is left out record by record.
-        let posts: Vec<(usize, PostView<'_>)> = match posts {
-            Ok(posts) => posts.into_iter().enumerate().collect(),
+        // Each post with the index of its entry.
+        let (at, posts): (Vec<usize>, Vec<PostView<'_>>) = match posts {
+            Ok(posts) => ((0..posts.len()).collect(), posts),
             Err(_) => entries
                 .iter()
                 .enumerate()
                 .filter_map(|(i, e)| PostView::from_log_bytes(&e.value).ok().map(|p| (i, p)))
-                .collect(),
+                .unzip(),
         };
         if posts.is_empty() {
             return Ok(());
         }
-        let views: Vec<PostView<'_>> = posts.iter().map(|(_, p)| p.clone()).collect();
-        let batch = to_projected_batch(&views, &self.reads).map_err(|e| SpeedError::Other(e.to_string()))?;
+        let batch = to_projected_batch(&posts, &self.reads).map_err(|e| SpeedError::Other(e.to_string()))?;
         // A view whose expressions fail on these posts (its SQL would fail
         // too) stops being kept: it is served from its batch version, and
         // says why; the others go on.
@@ -1131,16 +1129,16 @@ impl Speed {
         }
         let mut state = self.state.blocking_lock();
         let state = &mut *state;
-        for (row, (i, post)) in posts.iter().enumerate() {
+        for (row, (i, post)) in at.iter().zip(&posts).enumerate() {
             let entry = &entries[*i];
             let key = crate::log::prefixed_post_key(CONTRIBUTION_PREFIX, &post.incoming.platform, &post.incoming.id);
-            let previous = match state.pending.get(&key) {
-                Some(bytes) => Some(bytes.clone()),
+            let stored = match state.pending.get(&key) {
+                Some(_) => None,
                 None => log.state(&key)?,
             };
-            let previous = match previous {
+            let previous = match state.pending.get(&key).map(Vec::as_slice).or(stored.as_deref()) {
                 Some(bytes) => Some(
-                    decode_post(&bytes, &self.views)
+                    decode_post(bytes, &self.views)
                         .ok_or_else(|| SpeedError::Other("a damaged contribution in the state".into()))?,
                 ),
                 None => None,
@@ -1235,13 +1233,6 @@ impl Sink for SpeedSink<'_> {
 
     fn input(&self) -> Input {
         INPUT
-    }
-
-    fn start(&mut self, committed: &[u64]) -> Result<Option<Vec<u64>>, SpeedError> {
-        Ok(match self.speed {
-            Some(speed) if speed.rebuild => Some(vec![0; committed.len()]),
-            _ => None,
-        })
     }
 
     fn write(&mut self, partition: u32, entries: &[Entry]) -> Result<(), SpeedError> {

@@ -473,4 +473,31 @@ async fn switching_the_speed_layer_on_or_off_keeps_the_views_right() {
     let server = Server::start(&data, CONFIG, &[]);
     check_views(&client, &server, "speed on again").await;
     server.stop();
+    // Another kept view, first opened by an offline `chorus sql`: the state
+    // starts again there, and the next server still counts every post.
+    let more = format!(
+        "{CONFIG}[[views]]\nname = \"per_platform\"\nsql = \"SELECT platform, count(*) AS posts FROM posts_latest \
+         GROUP BY platform\"\n"
+    );
+    let config_path = dir.path().join("more.toml");
+    std::fs::write(&config_path, &more).unwrap();
+    let (ok, _, err) = run_cli(&data, &config_path, &["sql", "SELECT * FROM views.per_platform"]);
+    assert!(ok, "{err}");
+    let server = Server::start(&data, &more, &[]);
+    check_views(&client, &server, "after the views changed offline").await;
+    let served = keyed(
+        sql(&client, &server, "SELECT * FROM views.per_platform").await,
+        &["platform"],
+    );
+    let direct = keyed(
+        sql(
+            &client,
+            &server,
+            "SELECT platform, count(*) AS posts FROM posts_latest GROUP BY platform",
+        )
+        .await,
+        &["platform"],
+    );
+    assert_same("per_platform", &served, &direct, "after the views changed offline");
+    server.stop();
 }
