@@ -7,6 +7,9 @@
 #     committed corpus (FUZZ_SECONDS each, default 20; 0 skips it on purpose).
 #   * strace (apt), with which a test watches the archive sync each directory
 #     it creates;
+#   * PostgreSQL 15 (apt), the warehouse the export tests write to (each
+#     test runs its own server: initdb in a temporary directory, as the
+#     postgres user when run as root);
 #   * chromium (apt) and playwright-core (npm, under ~/.cache/chorus/node),
 #     with which tests/browser/dashboard.cjs drives the dashboard.
 # The disk-full tests mount a tmpfs, which needs root. A missing peer fails
@@ -26,6 +29,13 @@ if ! command -v strace >/dev/null; then
     echo "test.sh: installing strace" >&2
     apt-get install -y -qq strace >/dev/null
 fi
+
+PG_BIN="${CHORUS_TEST_PG_BIN:-/usr/lib/postgresql/15/bin}"
+if [ ! -x "$PG_BIN/initdb" ]; then
+    echo "test.sh: installing PostgreSQL 15" >&2
+    apt-get install -y -qq postgresql-15 >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq postgresql-15 >/dev/null; }
+fi
+export CHORUS_TEST_PG_BIN="$PG_BIN"
 
 if ! command -v chromium >/dev/null; then
     echo "test.sh: installing chromium" >&2

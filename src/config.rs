@@ -40,6 +40,8 @@ pub struct Config {
     pub views: Vec<crate::views::ViewConfig>,
     /// How batch runs go.
     pub batch: crate::views::BatchConfig,
+    /// The export to PostgreSQL/Redshift (`[warehouse]`), off by default.
+    pub warehouse: crate::warehouse::WarehouseConfig,
 }
 
 /// The HTTP listener.
@@ -247,7 +249,7 @@ impl Config {
         if self.log.segment_records == 0 {
             return Err("[log] segment_records must be at least 1".into());
         }
-        self.views()?;
+        self.warehouse.check(&self.views()?)?;
         let mut names = std::collections::HashSet::new();
         for alert in &self.alerts {
             alert.validate()?;
@@ -472,6 +474,24 @@ max_seconds = 3600
 # name = "negative_by_community"
 # sql = "SELECT community, count(*) AS posts, sum(CASE WHEN sentiment = 'negative' THEN 1 ELSE 0 END) AS negative FROM posts_latest GROUP BY community"
 # schedule = "@hourly"
+
+[warehouse]
+# Posts and batch views copied into PostgreSQL (the reference's Redshift):
+# <schema>.posts, one row per post (merged by platform and id, the newest
+# ingested_at winning), and a table per view, replaced after each run. Off
+# until a URL is set; the password comes from $PGPASSWORD, never the URL.
+# url = "postgres://chorus@127.0.0.1:5432/analytics"
+schema = "chorus"
+# Posts merged in one transaction at most, and the longest a post waits, ms.
+batch_rows = 20000
+flush_ms = 1000
+# While the database is unreachable: retries with backoff up to this many
+# seconds apart (nothing is committed meanwhile: the log keeps the posts).
+max_backoff_secs = 30
+# Longest one attempt (connect, copy, merge) may take, seconds.
+attempt_timeout_secs = 300
+# Whether the batch views are exported after each run.
+views = true
 "#;
 
 #[cfg(test)]

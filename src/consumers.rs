@@ -39,6 +39,9 @@ impl Consumers {
         if config.index.enabled {
             inputs.push(crate::sinks::index::INPUT);
         }
+        if config.warehouse.enabled() {
+            inputs.push(crate::warehouse::INPUT);
+        }
         if config.batch.speed_layer && config.views().is_ok_and(|v| !v.is_empty()) {
             inputs.push(crate::views::speed::INPUT);
         }

@@ -15,6 +15,7 @@
 //! * [`sources`]: where posts come from besides the HTTP API (the demo generator).
 //! * [`query`]: SQL over the archive and the log's tail (DataFusion).
 //! * [`views`]: the batch layer: scheduled SQL views, versioned on disk.
+//! * [`warehouse`]: the export of posts and views to PostgreSQL/Redshift.
 //! * [`wire`]: the bodies of HTTP answers and the stored dead letters,
 //!   shared by `http`, `cli` and `sources`.
 //! * [`http`]: the HTTP API.
@@ -41,4 +42,5 @@ pub mod sources;
 pub mod topology;
 pub mod transforms;
 pub mod views;
+pub mod warehouse;
 pub mod wire;

@@ -112,6 +112,19 @@ enum Command {
         #[arg(long)]
         view: Option<String>,
     },
+    /// Print the DDL that creates chorus's tables in another engine and
+    /// loads the archive into them.
+    Ddl {
+        /// The engine.
+        #[arg(value_enum)]
+        engine: DdlEngine,
+        /// Where the archive is on S3 (its root: posts/ and views/ under it).
+        #[arg(long, default_value = "s3://<bucket>/<prefix>")]
+        s3: String,
+        /// The IAM role Redshift's COPY reads the archive with.
+        #[arg(long, default_value = "arn:aws:iam::<account>:role/<role>")]
+        iam_role: String,
+    },
     /// Full-text search over the index, with filters (as GET /v1/search).
     Search {
         /// Words, "phrases", AND/OR/NOT, field:value, prefix*; empty: all.
@@ -282,6 +295,12 @@ enum SearchFormat {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum DdlEngine {
+    /// Amazon Redshift: the tables, COPY … FORMAT AS PARQUET from the archive, the merge.
+    Redshift,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum SqlFormat {
     Table,
     Csv,
@@ -449,6 +468,13 @@ mod commands {
                 serve::tail(config, &data, &options, &mut out).await?;
             }
             Command::Status => serve::status(config, &data, &mut out).await?,
+            Command::Ddl { engine, s3, iam_role } => match engine {
+                super::DdlEngine::Redshift => {
+                    use std::io::Write as _;
+                    let ddl = serve::redshift_ddl(&config, &data, &s3, &iam_role)?;
+                    out.write_all(ddl.as_bytes())?;
+                }
+            },
             Command::Collect {
                 source,
                 to,

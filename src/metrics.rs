@@ -73,6 +73,14 @@ pub struct Metrics {
     pub view_runs: Counter,
     /// Batch view runs that failed.
     pub view_failures: Counter,
+    /// Posts merged into the warehouse (a re-sent post replaces its row).
+    pub warehouse_rows: Counter,
+    /// Failed warehouse attempts that are being retried.
+    pub warehouse_retries: Counter,
+    /// View versions exported to the warehouse.
+    pub warehouse_view_exports: Counter,
+    /// View versions the warehouse could not take (not retried).
+    pub warehouse_failures: Counter,
 }
 
 /// Gauges read at scrape time (they live in the log).
@@ -91,7 +99,7 @@ pub struct Gauges {
 impl Metrics {
     /// The Prometheus text exposition of the counters and `gauges`.
     pub fn render(&self, gauges: &Gauges) -> String {
-        let counters: [(&str, &str, &Counter); 24] = [
+        let counters: [(&str, &str, &Counter); 28] = [
             (
                 "chorus_ingest_posts_accepted_total",
                 "Posts accepted by the ingest API.",
@@ -207,6 +215,26 @@ impl Metrics {
                 "chorus_view_failures_total",
                 "Batch view runs that failed (the previous version kept serving).",
                 &self.view_failures,
+            ),
+            (
+                "chorus_warehouse_rows_total",
+                "Posts merged into the warehouse.",
+                &self.warehouse_rows,
+            ),
+            (
+                "chorus_warehouse_retries_total",
+                "Warehouse attempts that failed and are retried (the warehouse was unreachable).",
+                &self.warehouse_retries,
+            ),
+            (
+                "chorus_warehouse_view_exports_total",
+                "View versions exported to the warehouse.",
+                &self.warehouse_view_exports,
+            ),
+            (
+                "chorus_warehouse_failures_total",
+                "View versions the warehouse could not take (see the log).",
+                &self.warehouse_failures,
             ),
         ];
         let mut out = String::new();

@@ -185,6 +185,23 @@ impl Pipeline {
         Ok((engine, Arc::new(batch), speed))
     }
 
+    /// The exporter of the batch views to the warehouse, when `[warehouse]`
+    /// has a URL and exports views.
+    pub fn exporter(&self, engine: &Arc<QueryEngine>) -> Option<Arc<crate::warehouse::Exporter>> {
+        let config = &self.config.warehouse;
+        let views = self.config.views().ok()?;
+        if !config.enabled() || !config.views || views.is_empty() {
+            return None;
+        }
+        Some(Arc::new(crate::warehouse::Exporter::new(
+            config.clone(),
+            engine.clone(),
+            crate::views::Store::new(&self.archive_root()),
+            views.into_iter().map(|v| v.name).collect(),
+            self.metrics.clone(),
+        )))
+    }
+
     /// The index sink and a searcher over it, when `[index]` is enabled.
     fn index_sink(&self) -> Result<Option<(IndexSink, Searcher)>, IndexError> {
         if !self.config.index.enabled {
@@ -317,6 +334,30 @@ impl Pipeline {
         } else {
             None
         };
+        // The warehouse export reads what the archive reads, and stops with it.
+        let warehouse_task = if self.config.warehouse.enabled() {
+            let sink = crate::warehouse::sink::WarehouseSink::new(
+                self.config.warehouse.clone(),
+                self.log(),
+                self.metrics.clone(),
+                archive_stop.clone(),
+            )
+            .map_err(|e| PipelineError::Other(e.to_string()))?;
+            let (log, stop) = (self.log(), stop.clone());
+            Some(spawn_thread("warehouse", move || {
+                let result = sink.run(&*log).map_err(|e| {
+                    tracing::error!(error = %e, "The warehouse export failed; stopping.");
+                    PipelineError::Other(e.to_string())
+                });
+                stop.cancel();
+                result
+            })?)
+        } else {
+            None
+        };
+        let exporter = self
+            .exporter(&query)
+            .map(|exporter| tokio::spawn(exporter.run(stop.clone())));
         let retention_task = {
             let (log, stop, retention) = (self.log(), stop.clone(), self.config.log.retention());
             let consumers = self.consumers();
@@ -458,11 +499,15 @@ impl Pipeline {
         if let Some(scheduler) = scheduler {
             let _ = scheduler.await;
         }
+        if let Some(exporter) = exporter {
+            let _ = exporter.await;
+        }
         // The API has stopped, so `posts.raw` no longer grows: enrich drains
         // it, then the archive drains `posts.enriched` and flushes.
         let mut tasks = vec![(Some(enrich_stop), enrich_task), (Some(archive_stop), archive_task)];
         tasks.extend(index_task.map(|task| (None, task)));
         tasks.extend(speed_task.map(|task| (None, task)));
+        tasks.extend(warehouse_task.map(|task| (None, task)));
         tasks.push((None, retention_task));
         for (token, task) in tasks {
             if let Some(token) = token {

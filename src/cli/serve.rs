@@ -166,7 +166,7 @@ pub async fn batch(
         bar.set_style(style);
     }
     bar.enable_steady_tick(std::time::Duration::from_millis(200));
-    let runs = if let Some(info) = topology::running_server(data) {
+    let (runs, exports) = if let Some(info) = topology::running_server(data) {
         let mut url = format!("{}/v1/batch", base(&info));
         if let Some(view) = view {
             url.push_str(&format!("?view={view}"));
@@ -179,10 +179,14 @@ pub async fn batch(
         ));
         let (_, body) = call(reqwest::Client::new().post(&url), &format!("POST {url}")).await?;
         bar.set_position(1);
-        serde_json::from_slice(&body).context("the server's batch answer")?
+        // The server exports the new versions to the warehouse itself.
+        (
+            serde_json::from_slice(&body).context("the server's batch answer")?,
+            Ok(Vec::new()),
+        )
     } else {
         let pipeline = open_offline(data, config)?;
-        let (_, batch) = pipeline.query_engine().await?;
+        let (engine, batch) = pipeline.query_engine().await?;
         let progress_bar = bar.clone();
         let on_progress: crate::views::OnProgress = Arc::new(move |event| match event {
             crate::views::Progress::Started { view, index, of } => {
@@ -197,7 +201,18 @@ pub async fn batch(
             }
             crate::views::Progress::Finished(_) => progress_bar.inc(1),
         });
-        batch.run(view, on_progress).await.map_err(|e| anyhow::anyhow!(e))?
+        let runs = batch.run(view, on_progress).await.map_err(|e| anyhow::anyhow!(e))?;
+        let exports = match pipeline.exporter(&engine) {
+            Some(exporter) => {
+                bar.set_message(format!(
+                    "exporting to the warehouse {}",
+                    pipeline.config().warehouse.describe()
+                ));
+                exporter.export_pending().await
+            }
+            None => Ok(Vec::new()),
+        };
+        (runs, exports)
     };
     bar.finish_and_clear();
     for run in &runs {
@@ -216,7 +231,49 @@ pub async fn batch(
             )?,
         }
     }
+    let exports =
+        exports.context("the views were built, but not exported to the warehouse (the server would retry)")?;
+    for export in &exports {
+        match export {
+            Ok(e) => writeln!(out, "{}: exported to the warehouse ({} rows)", e.view, e.rows)?,
+            Err((view, error)) => writeln!(out, "{view}: NOT exported to the warehouse: {error}")?,
+        }
+    }
+    if exports.iter().any(Result::is_err) {
+        anyhow::bail!("a view could not be exported to the warehouse");
+    }
     Ok(runs)
+}
+
+/// `chorus ddl redshift`: the tables (a view's from its current version's
+/// columns, when it has one) and the load of the archive at `s3`.
+pub fn redshift_ddl(config: &Config, data: &Path, s3: &str, iam_role: &str) -> anyhow::Result<String> {
+    let store = crate::views::Store::new(&data.join(crate::sinks::archive::DIR));
+    let mut views = Vec::new();
+    for view in config.views().map_err(|e| anyhow::anyhow!(e))? {
+        let Some(version) = store.current(&view.name)? else {
+            continue;
+        };
+        if version.partial {
+            // Partial sums (the speed layer's), not the view's columns.
+            continue;
+        }
+        let path = store
+            .version_dir(&view.name, &version.version)
+            .join(crate::views::DATA_FILE);
+        let file = std::fs::File::open(&path).with_context(|| path.display().to_string())?;
+        let schema = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+            .with_context(|| path.display().to_string())?
+            .schema()
+            .clone();
+        views.push((view.name, version.version, schema));
+    }
+    Ok(crate::warehouse::redshift_ddl(
+        &config.warehouse.schema,
+        s3,
+        iam_role,
+        &views,
+    )?)
 }
 
 /// `chorus search`: through the running server, else over the index of a

@@ -291,6 +291,17 @@ impl QueryEngine {
     /// and the snapshot of `posts` it reads come back at once, the result's
     /// batches through the returned channel (an error ends it).
     pub async fn export(&self, statement: Statement, bounds: &QueryConfig) -> Result<Export, QueryError> {
+        self.export_with(statement, bounds, true).await
+    }
+
+    /// [`QueryEngine::export`] of a statement that may read the served
+    /// views (`views.<name>`, batch ⊕ speed): for the warehouse export, not
+    /// for a batch run (which holds the speed layer paused).
+    pub async fn export_served(&self, statement: Statement, bounds: &QueryConfig) -> Result<Export, QueryError> {
+        self.export_with(statement, bounds, false).await
+    }
+
+    async fn export_with(&self, statement: Statement, bounds: &QueryConfig, batch: bool) -> Result<Export, QueryError> {
         let Some(runtime) = self.runtime.0.as_ref() else {
             return Err(QueryError::Failed("the query threads have stopped".into()));
         };
@@ -301,7 +312,7 @@ impl QueryEngine {
         runtime.spawn(async move {
             let seconds = bounds.max_seconds;
             let work = async {
-                let (ctx, plan, snapshot) = match tables.plan(&sql, &bounds, true).await {
+                let (ctx, plan, snapshot) = match tables.plan(&sql, &bounds, batch).await {
                     Ok(planned) => planned,
                     Err(e) => {
                         let _ = planned_tx.send(Err(e));

@@ -40,7 +40,8 @@ pub const SCHEMA: &str = "views";
 pub const DIR: &str = "views";
 const CURRENT: &str = "CURRENT";
 const FAILED: &str = "FAILED";
-const DATA_FILE: &str = "data.parquet";
+/// The Parquet file of a version, in its directory.
+pub const DATA_FILE: &str = "data.parquet";
 const TMP_PREFIX: &str = ".tmp-";
 /// Longest view name.
 const MAX_NAME_LEN: usize = 63;

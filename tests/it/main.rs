@@ -15,6 +15,7 @@ mod search;
 mod sentiment_golden;
 mod server;
 mod views;
+mod warehouse;
 
 use std::path::PathBuf;
 

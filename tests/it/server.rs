@@ -39,6 +39,12 @@ impl Server {
             .args(["run", "--listen", listen])
             .stdout(Stdio::null())
             .stderr(Stdio::null());
+        // CHORUS_TEST_SERVER_LOG=FILE: the servers' logs, appended to FILE.
+        if let Ok(path) = std::env::var("CHORUS_TEST_SERVER_LOG")
+            && let Ok(file) = std::fs::OpenOptions::new().create(true).append(true).open(path)
+        {
+            cmd.stderr(file);
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }
