@@ -208,3 +208,20 @@ pub async fn metrics(client: &reqwest::Client, server: &Server) -> String {
         .await
         .unwrap()
 }
+
+/// `chorus` with `args` on `data` (config beside it), whether it succeeded, its stdout and stderr.
+pub fn run_cli(data: &Path, config: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = chorus()
+        .arg("--data")
+        .arg(data)
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

@@ -2,12 +2,11 @@
 //! views equal their SQL over `posts_latest`, across re-sends with changed
 //! counts, batch runs at random moments, restarts and kill -9.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::server::{Server, chorus, corpus_bodies, get_json, metrics, post_accepted, sql};
+use crate::server::{Server, corpus_bodies, get_json, metrics, post_accepted, run_cli, sql};
 
 /// Files roll every second, so the views read archive files and the log;
 /// the scheduler is off (runs happen when the test says).
@@ -226,23 +225,6 @@ async fn served_views_equal_their_sql_across_resends_batch_runs_restarts_and_kil
         all > distinct,
         "the test sent no re-sends ({all} posts, {distinct} distinct)"
     );
-}
-
-/// `chorus` with `args` on `data` (config beside it), its stdout.
-fn run_cli(data: &Path, config: &Path, args: &[&str]) -> (bool, String, String) {
-    let out = chorus()
-        .arg("--data")
-        .arg(data)
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

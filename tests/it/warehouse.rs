@@ -5,13 +5,13 @@
 //! SQL over the exported posts; view swaps atomic for a concurrent reader.
 
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::server::{Server, chorus, corpus_bodies, get_json, sql};
+use crate::server::{Server, corpus_bodies, get_json, run_cli, sql};
 
 /// A PostgreSQL server of its own, stopped (immediately) when dropped.
 struct Postgres {
@@ -148,6 +148,29 @@ fn config(pg: &Postgres, extra: &str) -> String {
          [warehouse]\nurl = \"{}\"\nbatch_rows = 2000\nflush_ms = 200\nmax_backoff_secs = 1\n{extra}",
         pg.url()
     )
+}
+
+/// A PostgreSQL, and a server exporting to it on a data directory of its
+/// own, with the corpus texts and an HTTP client.
+struct Setup {
+    pg: Postgres,
+    _dir: tempfile::TempDir,
+    server: Server,
+    bodies: Vec<String>,
+    client: reqwest::Client,
+}
+
+fn setup() -> Setup {
+    let pg = Postgres::start();
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &config(&pg, ""), &[]);
+    Setup {
+        pg,
+        _dir: dir,
+        server,
+        bodies: corpus_bodies(),
+        client: reqwest::Client::new(),
+    }
 }
 
 /// Posts `body` (NDJSON), again while the server answers 429.
@@ -377,12 +400,13 @@ async fn run_and_export(client: &reqwest::Client, server: &Server, db: &tokio_po
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn by_location_in_the_warehouse_equals_the_reference_sql_over_the_exported_posts() {
-    let pg = Postgres::start();
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let bodies = corpus_bodies();
-    let client = reqwest::Client::new();
-    let server = Server::start(&data, &config(&pg, ""), &[]);
+    let Setup {
+        pg,
+        server,
+        bodies,
+        client,
+        _dir,
+    } = setup();
     post_all(&client, &server, ndjson(0..3000, &bodies, false)).await;
     // Re-sends with new counts: the reference's DISTINCT over six columns
     // counted these twice in its raw table; the exported posts hold one
@@ -451,12 +475,13 @@ async fn by_location_in_the_warehouse_equals_the_reference_sql_over_the_exported
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_concurrent_reader_sees_each_view_swap_whole() {
-    let pg = Postgres::start();
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let bodies = corpus_bodies();
-    let client = reqwest::Client::new();
-    let server = Server::start(&data, &config(&pg, ""), &[]);
+    let Setup {
+        pg,
+        server,
+        bodies,
+        client,
+        _dir,
+    } = setup();
     let db = pg.client().await;
     const ROUND: usize = 400;
     post_all(&client, &server, ndjson(0..ROUND, &bodies, false)).await;
@@ -502,22 +527,6 @@ async fn a_concurrent_reader_sees_each_view_swap_whole() {
     assert_eq!(last, 6 * ROUND as i64);
     assert!(reads > 20, "only {reads} reads during the swaps");
     server.stop();
-}
-
-fn run_cli(data: &Path, config: &Path, args: &[&str]) -> (bool, String, String) {
-    let out = chorus()
-        .arg("--data")
-        .arg(data)
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
