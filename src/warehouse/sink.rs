@@ -120,6 +120,9 @@ impl WarehouseSink {
             Box::pin(futures::stream::iter([Ok(batch.clone())])),
         )
         .await?;
+        // Statistics of the staging rows, so that the merge looks posts up
+        // by their key instead of scanning the whole table per batch.
+        tx.batch_execute(&format!("ANALYZE {STAGING}")).await?;
         for sql in merge_posts(&posts, STAGING) {
             tx.execute(&sql, &[]).await?;
         }

@@ -141,10 +141,10 @@ impl Drop for Postgres {
 }
 
 /// A config exporting to `pg`, files rolling every second, no index, the
-/// scheduler off.
+/// scheduler off, queries over 100k posts of a debug build given time.
 fn config(pg: &Postgres, extra: &str) -> String {
     format!(
-        "[archive]\nmax_file_age_secs = 1\n[index]\nenabled = false\n[batch]\nscheduler = false\nkeep_replaced_secs = 0\n\
+        "[archive]\nmax_file_age_secs = 1\n[index]\nenabled = false\n[query]\nmax_seconds = 300\n[batch]\nscheduler = false\nkeep_replaced_secs = 0\n\
          [warehouse]\nurl = \"{}\"\nbatch_rows = 2000\nflush_ms = 200\nmax_backoff_secs = 1\n{extra}",
         pg.url()
     )
