@@ -304,6 +304,9 @@ impl Store {
         })?;
         let tmp = dir.join(format!("{TMP_PREFIX}{version}"));
         fs::create_dir(&tmp).map_err(io(&tmp))?;
+        // Synced into its parent like every directory of the archive (a run
+        // cut short leaves it behind, for the next run to remove).
+        sync_parent(&tmp)?;
         Ok(tmp)
     }
 
