@@ -225,7 +225,7 @@ impl From<tokio_postgres::Error> for WarehouseError {
             // Connection exceptions, transaction rollbacks (serialization,
             // deadlock), insufficient resources, operator intervention
             // (shutdown, restart), system errors.
-            Some(state) => matches!(&state.code()[..2], "08" | "40" | "53" | "57" | "58"),
+            Some(state) => matches!(state.code().get(..2), Some("08" | "40" | "53" | "57" | "58")),
         };
         let message = match e.as_db_error() {
             Some(db) => {
@@ -357,26 +357,68 @@ pub fn create_table(
     Ok(sql)
 }
 
-/// The statements that merge `staging` into `posts` (both qualified):
-/// per (platform, id) the row with the newest `ingested_at` wins, whether
-/// it was in `posts` or in `staging` (which may hold a post twice). Within
-/// what PostgreSQL and Redshift both accept.
-pub fn merge_posts(posts: &str, staging: &str) -> [String; 2] {
+/// The staging table posts are loaded into before their merge (temporary:
+/// one per connection).
+pub(crate) const STAGING: &str = "\"chorus_staging\"";
+
+/// The statements that merge [`STAGING`] into `posts` (qualified): fresh
+/// statistics of the staging rows (so that posts are looked up by their
+/// key, not scanned per batch), then per (platform, id) the row with the
+/// newest `ingested_at` wins, whether it was in `posts` or in the staging
+/// rows (which may hold a post twice). Within what PostgreSQL and Redshift
+/// both accept.
+pub fn merge_posts(posts: &str) -> [String; 3] {
     let columns: Vec<String> = crate::record::column::ALL.iter().map(|c| ident(c)).collect();
     let columns = columns.join(", ");
     [
+        format!("ANALYZE {STAGING}"),
         format!(
-            "DELETE FROM {posts} USING {staging} \
-             WHERE {posts}.\"platform\" = {staging}.\"platform\" AND {posts}.\"id\" = {staging}.\"id\" \
-             AND {posts}.\"ingested_at\" <= {staging}.\"ingested_at\""
+            "DELETE FROM {posts} USING {STAGING} \
+             WHERE {posts}.\"platform\" = {STAGING}.\"platform\" AND {posts}.\"id\" = {STAGING}.\"id\" \
+             AND {posts}.\"ingested_at\" <= {STAGING}.\"ingested_at\""
         ),
         format!(
             "INSERT INTO {posts} ({columns}) SELECT {columns} FROM (SELECT {columns}, ROW_NUMBER() OVER \
-             (PARTITION BY \"platform\", \"id\" ORDER BY \"ingested_at\" DESC) AS chorus_rank FROM {staging}) AS s \
+             (PARTITION BY \"platform\", \"id\" ORDER BY \"ingested_at\" DESC) AS chorus_rank FROM {STAGING}) AS s \
              WHERE s.chorus_rank = 1 AND NOT EXISTS (SELECT 1 FROM {posts} AS p \
              WHERE p.\"platform\" = s.\"platform\" AND p.\"id\" = s.\"id\")"
         ),
     ]
+}
+
+/// `CREATE TABLE IF NOT EXISTS` of `chorus_views` (which version of each
+/// view the warehouse holds).
+fn views_table(schema: &str, dialect: Dialect) -> String {
+    let text = type_name(&Type::TEXT, dialect);
+    format!(
+        "CREATE TABLE IF NOT EXISTS {} (\n    \"name\" {text} NOT NULL,\n    \"version\" {text} NOT NULL,\n    \
+         \"rows\" BIGINT NOT NULL,\n    \"exported_at\" TIMESTAMPTZ NOT NULL\n)",
+        qualified(schema, VIEWS_TABLE)
+    )
+}
+
+/// A view's table replaced in one transaction: the statements that make
+/// its next table (to be filled between the two) and those that swap it
+/// in.
+fn swap_view(
+    schema: &str,
+    name: &str,
+    columns: &Schema,
+    dialect: Dialect,
+) -> Result<(String, String, String), WarehouseError> {
+    let (table, next) = (
+        qualified(schema, name),
+        qualified(schema, &format!("{name}{NEXT_SUFFIX}")),
+    );
+    let create = format!(
+        "DROP TABLE IF EXISTS {next};\n{}",
+        create_table(&next, columns, dialect, false, &[])?
+    );
+    let swap = format!(
+        "DROP TABLE IF EXISTS {table};\nALTER TABLE {next} RENAME TO {}",
+        ident(name)
+    );
+    Ok((create, next, swap))
 }
 
 /// Microseconds from the Unix epoch to PostgreSQL's (2000-01-01).
@@ -571,8 +613,7 @@ pub async fn prepare(client: &tokio_postgres::Client, config: &WarehouseConfig) 
     let posts = qualified(schema, POSTS_TABLE);
     client
         .batch_execute(&format!(
-            "CREATE SCHEMA IF NOT EXISTS {};\n{};\nCREATE TABLE IF NOT EXISTS {} (\"name\" TEXT NOT NULL, \
-             \"version\" TEXT NOT NULL, \"rows\" BIGINT NOT NULL, \"exported_at\" TIMESTAMPTZ NOT NULL)",
+            "CREATE SCHEMA IF NOT EXISTS {};\n{};\n{}",
             ident(schema),
             create_table(
                 &posts,
@@ -581,7 +622,7 @@ pub async fn prepare(client: &tokio_postgres::Client, config: &WarehouseConfig) 
                 true,
                 &["platform", "id"]
             )?,
-            qualified(schema, VIEWS_TABLE)
+            views_table(schema, Dialect::Postgres)
         ))
         .await?;
     let rows = client
@@ -703,7 +744,16 @@ impl Exporter {
             if settled(&state) {
                 continue;
             }
-            match self.export_view(client, name, &current.version).await {
+            let timeout = Duration::from_secs(self.config.attempt_timeout_secs.max(1));
+            let exported = tokio::time::timeout(timeout, self.export_view(client, name, &current.version))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(WarehouseError::Database {
+                        message: format!("view {name}: not exported within {} s", timeout.as_secs()),
+                        retry: true,
+                    })
+                });
+            match exported {
                 Ok(rows) => {
                     tracing::info!(view = %name, version = %current.version, rows, "View exported to the warehouse.");
                     self.metrics.warehouse_view_exports.add(1);
@@ -750,31 +800,27 @@ impl Exporter {
                 &bounds,
             )
             .await
-            .map_err(|e| WarehouseError::Data(format!("view {name}: {e}")))?;
+            // Reading the view again can succeed (a time-out, a busy engine).
+            .map_err(|e| WarehouseError::Database {
+                message: format!("view {name} cannot be read: {e}"),
+                retry: true,
+            })?;
         let schema = self.config.schema.as_str();
-        let (table, next) = (
-            qualified(schema, name),
-            qualified(schema, &format!("{name}{NEXT_SUFFIX}")),
-        );
+        let (create, next, swap) = swap_view(schema, name, &export.schema, Dialect::Postgres)?;
         let tx = client.transaction().await?;
-        tx.batch_execute(&format!(
-            "DROP TABLE IF EXISTS {next};\n{}",
-            create_table(&next, &export.schema, Dialect::Postgres, false, &[])?
-        ))
-        .await?;
+        tx.batch_execute(&create).await?;
         let batches = futures::stream::unfold(export.batches, |mut receiver| async move {
             let batch = receiver.recv().await?;
             Some((
-                batch.map_err(|e| WarehouseError::Data(format!("view {name}: {e}"))),
+                batch.map_err(|e| WarehouseError::Database {
+                    message: format!("view {name} cannot be read: {e}"),
+                    retry: true,
+                }),
                 receiver,
             ))
         });
         let rows = copy_in(&tx, &next, &export.schema, Box::pin(batches)).await?;
-        tx.batch_execute(&format!(
-            "DROP TABLE IF EXISTS {table};\nALTER TABLE {next} RENAME TO {}",
-            ident(name)
-        ))
-        .await?;
+        tx.batch_execute(&swap).await?;
         let views = qualified(schema, VIEWS_TABLE);
         tx.execute(&format!("DELETE FROM {views} WHERE \"name\" = $1"), &[&name])
             .await?;
@@ -851,46 +897,36 @@ pub fn redshift_ddl(
             &["platform", "id"]
         )?
     );
-    let _ = writeln!(
-        out,
-        "CREATE TABLE IF NOT EXISTS {} (\n    \"name\" VARCHAR(256) NOT NULL,\n    \"version\" VARCHAR(256) NOT NULL,\n    \
-         \"rows\" BIGINT NOT NULL,\n    \"exported_at\" TIMESTAMPTZ NOT NULL\n);\n",
-        qualified(schema, VIEWS_TABLE)
-    );
+    let _ = writeln!(out, "{};\n", views_table(schema, Dialect::Redshift));
     let _ = writeln!(
         out,
         "-- Load: every post file of the archive into a staging table, then merge by (platform, id),\n\
          -- the newest ingested_at winning (a post re-sent is in several files; reloading adds nothing).\n\
-         CREATE TEMP TABLE {STAGING_NAME} (LIKE {posts});\n\
-         COPY {STAGING_NAME} FROM {} IAM_ROLE {} FORMAT AS PARQUET;\nBEGIN;",
+         CREATE TEMP TABLE {STAGING} (LIKE {posts});\n\
+         COPY {STAGING} FROM {} IAM_ROLE {} FORMAT AS PARQUET;\nBEGIN;",
         quote(&format!("{archive}/{}/", crate::sinks::archive::POSTS_DIR)),
         quote(iam_role)
     );
-    for statement in merge_posts(&posts, STAGING_NAME) {
+    for statement in merge_posts(&posts) {
         let _ = writeln!(out, "{statement};");
     }
-    let _ = writeln!(out, "COMMIT;\nDROP TABLE {STAGING_NAME};");
+    let _ = writeln!(out, "COMMIT;\nDROP TABLE {STAGING};");
     for (name, version, view_schema) in views {
-        let (table, next) = (
-            qualified(schema, name),
-            qualified(schema, &format!("{name}{NEXT_SUFFIX}")),
-        );
+        let (create, next, swap) = swap_view(schema, name, view_schema, Dialect::Redshift)?;
         let _ = writeln!(
             out,
             "\n-- View {name}, version {version}: a new table swapped in, in one transaction.\nBEGIN;\n\
-             DROP TABLE IF EXISTS {next};\n{};\nCOPY {next} FROM {} IAM_ROLE {} FORMAT AS PARQUET;\n\
-             DROP TABLE IF EXISTS {table};\nALTER TABLE {next} RENAME TO {};\nCOMMIT;",
-            create_table(&next, view_schema, Dialect::Redshift, false, &[])?,
-            quote(&format!("{archive}/views/{name}/{version}/data.parquet")),
+             {create};\nCOPY {next} FROM {} IAM_ROLE {} FORMAT AS PARQUET;\n{swap};\nCOMMIT;",
+            quote(&format!(
+                "{archive}/{}/{name}/{version}/{}",
+                crate::views::DIR,
+                crate::views::DATA_FILE
+            )),
             quote(iam_role),
-            ident(name)
         );
     }
     Ok(out)
 }
-
-/// The staging table's name in printed DDL.
-const STAGING_NAME: &str = "\"chorus_staging\"";
 
 #[cfg(test)]
 mod tests {

@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use super::{INPUT, POSTS_TABLE, WarehouseConfig, WarehouseError, connect, copy_in, merge_posts, prepare, qualified};
+use super::{
+    INPUT, POSTS_TABLE, STAGING, WarehouseConfig, WarehouseError, connect, copy_in, merge_posts, prepare, qualified,
+};
 use crate::log::{Entry, Input, Log, Topic};
 use crate::metrics::Metrics;
 use crate::record::{Limits, PostView};
@@ -25,8 +27,6 @@ use crate::transforms::enrich::dead_letter;
 
 /// Bytes of records held at most before a batch is due.
 const MAX_BUFFERED_BYTES: usize = 64 << 20;
-/// The staging table, temporary (one per connection).
-const STAGING: &str = "\"chorus_staging\"";
 
 /// The posts export's sink.
 pub struct WarehouseSink {
@@ -120,10 +120,7 @@ impl WarehouseSink {
             Box::pin(futures::stream::iter([Ok(batch.clone())])),
         )
         .await?;
-        // Statistics of the staging rows, so that the merge looks posts up
-        // by their key instead of scanning the whole table per batch.
-        tx.batch_execute(&format!("ANALYZE {STAGING}")).await?;
-        for sql in merge_posts(&posts, STAGING) {
+        for sql in merge_posts(&posts) {
             tx.execute(&sql, &[]).await?;
         }
         tx.batch_execute(&format!("DELETE FROM {STAGING}")).await?;
