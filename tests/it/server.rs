@@ -225,3 +225,35 @@ pub fn run_cli(data: &Path, config: &Path, args: &[&str]) -> (bool, String, Stri
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// Waits (up to three minutes) until every stage has read everything its
+/// topic holds: the speed layer and the warehouse too, dead letters aside.
+pub async fn wait_idle(client: &reqwest::Client, server: &Server) {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let status = get_json(client, server, "/v1/status").await;
+        let busy: u64 = status["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["topic"] != "posts.dead")
+            .map(|s| s["lag"].as_u64().unwrap())
+            .sum();
+        if busy == 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the stages did not catch up: {status}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `POST /v1/batch[?view=…]`: the runs' answers.
+pub async fn batch(client: &reqwest::Client, server: &Server, view: Option<&str>) -> Vec<Value> {
+    let url = match view {
+        Some(v) => server.url(&format!("/v1/batch?view={v}")),
+        None => server.url("/v1/batch"),
+    };
+    let r = client.post(url).send().await.unwrap();
+    assert!(r.status().is_success(), "batch: {}", r.status());
+    r.json::<Vec<Value>>().await.unwrap()
+}

@@ -2,16 +2,15 @@
 //! views equal their SQL over `posts_latest`, across re-sends with changed
 //! counts, batch runs at random moments, restarts and kill -9.
 
-use std::time::{Duration, Instant};
-
 use serde_json::{Value, json};
 
-use crate::server::{Server, corpus_bodies, get_json, metrics, post_accepted, run_cli, sql};
+use crate::server::{Server, batch, corpus_bodies, get_json, metrics, post_accepted, run_cli, sql, wait_idle};
 
 /// Files roll every second, so the views read archive files and the log;
-/// the scheduler is off (runs happen when the test says).
+/// the scheduler is off (runs happen when the test says); queries of a
+/// debug build beside the other tests get time.
 const CONFIG: &str = "[archive]\nmax_file_age_secs = 1\n[batch]\nscheduler = false\nkeep_replaced_secs = 0\nspeed_layer = true\n\
-[index]\nenabled = false\n";
+[index]\nenabled = false\n[query]\nmax_seconds = 300\n";
 
 /// Each built-in view's SQL (as `views::BUILT_IN`, written out again: the
 /// test checks the served view against the definition a user reads).
@@ -69,26 +68,6 @@ fn random_post(rng: &mut fastrand::Rng, bodies: &[String]) -> Value {
     post
 }
 
-/// Waits until every stage has read everything (the speed layer too).
-async fn wait_idle(client: &reqwest::Client, server: &Server) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let status = get_json(client, server, "/v1/status").await;
-        let busy: u64 = status["stages"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|s| s["topic"] != "posts.dead")
-            .map(|s| s["lag"].as_u64().unwrap())
-            .sum();
-        if busy == 0 {
-            return;
-        }
-        assert!(Instant::now() < deadline, "the stages did not catch up: {status}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// Rows keyed by their group columns, for comparing two answers.
 fn keyed(rows: Vec<Value>, keys: &[&str]) -> std::collections::BTreeMap<String, Value> {
     rows.into_iter()
@@ -137,16 +116,6 @@ async fn check_views(client: &reqwest::Client, server: &Server, when: &str) {
         let by_http = keyed(answer["rows"].as_array().expect("rows").clone(), keys);
         assert_same(view, &by_http, &direct, when);
     }
-}
-
-async fn batch(client: &reqwest::Client, server: &Server, view: Option<&str>) -> Vec<Value> {
-    let url = match view {
-        Some(v) => server.url(&format!("/v1/batch?view={v}")),
-        None => server.url("/v1/batch"),
-    };
-    let r = client.post(url).send().await.unwrap();
-    assert!(r.status().is_success(), "batch: {}", r.status());
-    r.json::<Vec<Value>>().await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::server::{Server, corpus_bodies, get_json, run_cli, sql};
+use crate::server::{Server, batch, corpus_bodies, get_json, run_cli, sql, wait_idle};
 
 /// A PostgreSQL server of its own, stopped (immediately) when dropped.
 struct Postgres {
@@ -216,27 +216,6 @@ fn ndjson(range: std::ops::Range<usize>, bodies: &[String], resent: bool) -> Str
     range.map(|i| post(i, bodies, resent).to_string() + "\n").collect()
 }
 
-/// Waits until the warehouse has merged everything the log holds, and
-/// every other stage has read it.
-async fn wait_exported(client: &reqwest::Client, server: &Server) {
-    let deadline = Instant::now() + Duration::from_secs(180);
-    loop {
-        let status = get_json(client, server, "/v1/status").await;
-        let lag: u64 = status["stages"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|s| s["topic"] != "posts.dead")
-            .map(|s| s["lag"].as_u64().unwrap())
-            .sum();
-        if lag == 0 {
-            return;
-        }
-        assert!(Instant::now() < deadline, "the warehouse did not catch up: {status}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 async fn count(pg: &tokio_postgres::Client, query: &str) -> i64 {
     pg.query_one(query, &[]).await.unwrap().get(0)
 }
@@ -294,7 +273,7 @@ async fn posts_are_exported_exactly_once_across_kill_9_dropped_connections_and_a
         db_restart,
         post_all(&client, &server, ndjson(N..N + 2000, &bodies, false))
     );
-    wait_exported(&client, &server).await;
+    wait_idle(&client, &server).await;
     let db = pg.client().await;
     let total = (N + 2000) as i64;
     assert_eq!(count(&db, "SELECT count(*) FROM chorus.posts").await, total);
@@ -380,14 +359,7 @@ async fn exported_version(db: &tokio_postgres::Client, view: &str) -> Option<Str
 /// Runs `view` now through the server and waits until the warehouse holds
 /// that version.
 async fn run_and_export(client: &reqwest::Client, server: &Server, db: &tokio_postgres::Client, view: &str) -> String {
-    let runs: Vec<Value> = client
-        .post(server.url(&format!("/v1/batch?view={view}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let runs = batch(client, server, Some(view)).await;
     assert!(runs[0]["error"].is_null(), "{runs:?}");
     let version = runs[0]["version"]["version"].as_str().unwrap().to_string();
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -412,7 +384,7 @@ async fn by_location_in_the_warehouse_equals_the_reference_sql_over_the_exported
     // counted these twice in its raw table; the exported posts hold one
     // row per post, so its SQL and the view agree.
     post_all(&client, &server, ndjson(0..500, &bodies, true)).await;
-    wait_exported(&client, &server).await;
+    wait_idle(&client, &server).await;
     let db = pg.client().await;
     run_and_export(&client, &server, &db, "by_location").await;
     let exported = by_location(&db, "SELECT * FROM chorus.by_location").await;
@@ -485,7 +457,7 @@ async fn a_concurrent_reader_sees_each_view_swap_whole() {
     let db = pg.client().await;
     const ROUND: usize = 400;
     post_all(&client, &server, ndjson(0..ROUND, &bodies, false)).await;
-    wait_exported(&client, &server).await;
+    wait_idle(&client, &server).await;
     run_and_export(&client, &server, &db, "by_location").await;
     // A reader reads the view as fast as it can while new versions are
     // swapped in: each read is one whole version (a multiple of ROUND
@@ -519,7 +491,7 @@ async fn a_concurrent_reader_sees_each_view_swap_whole() {
             ndjson(round * ROUND..(round + 1) * ROUND, &bodies, false),
         )
         .await;
-        wait_exported(&client, &server).await;
+        wait_idle(&client, &server).await;
         run_and_export(&client, &server, &db, "by_location").await;
     }
     stop.cancel();
