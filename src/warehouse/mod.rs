@@ -361,7 +361,7 @@ pub fn create_table(
 /// one per connection).
 pub(crate) const STAGING: &str = "\"chorus_staging\"";
 
-/// The statements that merge [`STAGING`] into `posts` (qualified): fresh
+/// The statements that merge the staging table (`STAGING`) into `posts` (qualified): fresh
 /// statistics of the staging rows (so that posts are looked up by their
 /// key, not scanned per batch), then per (platform, id) the row with the
 /// newest `ingested_at` wins, whether it was in `posts` or in the staging
