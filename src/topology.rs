@@ -241,8 +241,9 @@ impl Pipeline {
 
     /// Runs the stages while `work` runs (an offline ingest, a collector
     /// writing into the log); once it is done, waits until every consumer
-    /// of `posts.raw` has caught up (unless `shutdown` came first), then
-    /// stops them, which drain what is left. Returns what `work` returned.
+    /// has caught up but the archive's (unless `shutdown` came first; a
+    /// wait of more than a few seconds says what it waits for), then stops
+    /// them, which drain what is left. Returns what `work` returned.
     pub async fn run_alongside<T>(
         self: &Arc<Self>,
         work: impl std::future::Future<Output = T>,
@@ -254,7 +255,25 @@ impl Pipeline {
         };
         let out = work.await;
         let consumers = self.consumers();
-        while !runner.is_finished() && !shutdown.is_cancelled() && consumers.ingest_lag(&*self.log)? > 0 {
+        let waiting = std::time::Instant::now();
+        let mut said = waiting;
+        while !runner.is_finished() && !shutdown.is_cancelled() {
+            let behind = consumers.unsettled(&*self.log)?;
+            if behind.is_empty() {
+                break;
+            }
+            if said.elapsed() >= std::time::Duration::from_secs(10) {
+                said = std::time::Instant::now();
+                let behind: Vec<String> = behind
+                    .iter()
+                    .map(|p| format!("{} ({} records)", p.input.consumer, p.lag()))
+                    .collect();
+                eprintln!(
+                    "chorus: waiting {} s for {} to catch up (Ctrl-C stops; what is left is read at the next start)",
+                    waiting.elapsed().as_secs(),
+                    behind.join(", ")
+                );
+            }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
         shutdown.cancel();
