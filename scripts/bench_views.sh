@@ -28,7 +28,9 @@ POSTS="${1:-10000000}"
 RESEND="${2:-5}"
 PG_BIN="${CHORUS_TEST_PG_BIN:-/usr/lib/postgresql/15/bin}"
 PY="${CHORUS_TEST_PYTHON:-$HOME/.cache/chorus/venv-test/bin/python}"
-cargo build --release --quiet --bin chorus
+# With an example, like the other benchmarks: the same features (dev-dependencies
+# included), so switching between them does not rebuild the dependencies.
+cargo build --release --quiet --bin chorus --example bench_ingest
 BIN="$CARGO_TARGET_DIR/release/chorus"
 DIR="${CHORUS_BENCH_DIR:-$(mktemp -d)}"
 mkdir -p "$DIR"

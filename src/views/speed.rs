@@ -732,13 +732,26 @@ struct Epoch {
 struct ViewState {
     epochs: Vec<Epoch>,
     sums: Vec<HashMap<Vec<u8>, Partial>>,
-    /// Groups changed since the last flush, with their epoch id.
-    changed: std::collections::HashSet<(u32, Vec<u8>)>,
+    /// Groups changed since the last flush, by epoch id.
+    changed: HashMap<u32, std::collections::HashSet<Vec<u8>>>,
     /// The current version's partial sums, read once per version.
     base: Option<(String, HashMap<Vec<u8>, Partial>)>,
 }
 
 impl ViewState {
+    /// Adds `sign` × `c` to epoch `e` (whose id is `epoch_id`), allocating
+    /// only for a group new to it.
+    fn add(&mut self, e: usize, epoch_id: u32, c: &Contribution, sign: i64) {
+        match self.sums[e].get_mut(c.group.as_slice()) {
+            Some(partial) => partial.add(c, sign),
+            None => self.sums[e].entry(c.group.clone()).or_default().add(c, sign),
+        }
+        let changed = self.changed.entry(epoch_id).or_default();
+        if !changed.contains(c.group.as_slice()) {
+            changed.insert(c.group.clone());
+        }
+    }
+
     /// The epoch a record at `offset` of `partition` falls in (`None`:
     /// before the first, covered by a batch version already).
     fn epoch_of(&self, partition: u32, offset: u64) -> Option<usize> {
@@ -984,7 +997,7 @@ impl Speed {
         view.sums.drain(..first_kept);
         view.base = None;
         let dropped_ids: Vec<u32> = dropped.iter().map(|e| e.id).collect();
-        view.changed.retain(|(id, _)| !dropped_ids.contains(id));
+        view.changed.retain(|id, _| !dropped_ids.contains(id));
         let name = &self.views[v].name;
         let mut tx = Transaction::new();
         let key = format!("{EPOCHS_PREFIX}{name}");
@@ -1093,7 +1106,7 @@ impl Speed {
         // too) stops being kept: it is served from its batch version, and
         // says why; the others go on.
         let mut newly_broken = Vec::new();
-        let per_view: Vec<Vec<Option<Contribution>>> = self
+        let mut per_view: Vec<Vec<Option<Contribution>>> = self
             .views
             .iter()
             .map(|v| {
@@ -1147,7 +1160,7 @@ impl Speed {
                 // An older version arriving late: posts_latest keeps the newer.
                 continue;
             }
-            let now: Vec<Option<Contribution>> = per_view.iter().map(|c| c[row].clone()).collect();
+            let now: Vec<Option<Contribution>> = per_view.iter_mut().map(|c| c[row].take()).collect();
             for (v, view) in state.views.iter_mut().enumerate() {
                 let Some(e) = view.epoch_of(partition, entry.offset) else {
                     continue;
@@ -1156,12 +1169,10 @@ impl Speed {
                 if let Some((_, old)) = &previous
                     && let Some(old) = &old[v]
                 {
-                    view.sums[e].entry(old.group.clone()).or_default().add(old, -1);
-                    view.changed.insert((epoch_id, old.group.clone()));
+                    view.add(e, epoch_id, old, -1);
                 }
                 if let Some(new) = &now[v] {
-                    view.sums[e].entry(new.group.clone()).or_default().add(new, 1);
-                    view.changed.insert((epoch_id, new.group.clone()));
+                    view.add(e, epoch_id, new, 1);
                 }
             }
             state.pending.insert(key, encode_post(post.ingested_at, &now));
@@ -1177,7 +1188,10 @@ impl Speed {
         let mut puts: Vec<(Vec<u8>, Vec<u8>)> = state.pending.drain().collect();
         let mut removes: Vec<Vec<u8>> = Vec::new();
         for (view, st) in self.views.iter().zip(state.views.iter_mut()) {
-            for (epoch_id, group) in std::mem::take(&mut st.changed) {
+            for (epoch_id, group) in std::mem::take(&mut st.changed)
+                .into_iter()
+                .flat_map(|(id, groups)| groups.into_iter().map(move |g| (id, g)))
+            {
                 let Some(e) = st.epochs.iter().position(|e| e.id == epoch_id) else {
                     continue;
                 };
