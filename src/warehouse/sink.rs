@@ -112,6 +112,10 @@ impl WarehouseSink {
                 client.insert(c)
             }
         };
+        // Emptied by TRUNCATE, not DELETE: autovacuum never visits a
+        // temporary table, so deleted rows would pile up and every batch
+        // scan them all (the export slowed from 10k to 5k posts/s in 2M).
+        client.batch_execute(&format!("TRUNCATE {STAGING}")).await?;
         let tx = client.transaction().await?;
         let rows = copy_in(
             &tx,
@@ -123,7 +127,6 @@ impl WarehouseSink {
         for sql in merge_posts(&posts) {
             tx.execute(&sql, &[]).await?;
         }
-        tx.batch_execute(&format!("DELETE FROM {STAGING}")).await?;
         tx.commit().await?;
         Ok(rows)
     }
