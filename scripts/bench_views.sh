@@ -70,7 +70,15 @@ PY
 fi
 echo "bench: $(wc -l < "$DIR/posts.ndjson") lines, $(du -h "$DIR/posts.ndjson" | cut -f1)" >&2
 
-as_pg "$PG_BIN/initdb" -D "$DIR/pg" -U postgres -A trust -E UTF8 --locale=C --no-sync >/dev/null
+# CHORUS_BENCH_REUSE=1 (with CHORUS_BENCH_DIR) keeps the data directory and
+# the database of an earlier run and times the views only.
+REUSE=""
+if [ -n "${CHORUS_BENCH_REUSE:-}" ] && [ -n "${CHORUS_BENCH_DIR:-}" ] && [ -d "$DIR/pg" ] && [ -d "$DIR/data" ]; then
+    REUSE=1
+else
+    rm -rf "$DIR/pg" "$DIR/data"
+    as_pg "$PG_BIN/initdb" -D "$DIR/pg" -U postgres -A trust -E UTF8 --locale=C --no-sync >/dev/null
+fi
 as_pg "$PG_BIN/pg_ctl" -D "$DIR/pg" -l "$DIR/pg.log" -w -o "-c listen_addresses=127.0.0.1 -p $PORT -k $DIR \
     -c fsync=off -c shared_buffers=1GB -c work_mem=256MB -c max_parallel_workers_per_gather=2 -c TimeZone=UTC" start >/dev/null
 PSQL=("$PG_BIN/psql" -h 127.0.0.1 -p "$PORT" -U postgres -d postgres -X -q -v ON_ERROR_STOP=1)
@@ -91,6 +99,7 @@ enabled = false
 scheduler = false
 EOF
 
+if [ -z "$REUSE" ]; then
 echo "bench: chorus ingest with the warehouse export" >&2
 /usr/bin/time -f "%e %M" -o "$DIR/ingest.time" "$BIN" --data "$DIR/data" --config "$DIR/ingest.toml" ingest "$DIR/posts.ndjson" 2>"$DIR/ingest.log" \
     || { tail -20 "$DIR/ingest.log"; exit 1; }
@@ -99,6 +108,9 @@ ROWS=$("${PSQL[@]}" -At -c "SELECT count(*) FROM chorus.posts")
 LINES=$(wc -l < "$DIR/posts.ndjson")
 python3 -c "print(f'ingest + enrich + archive + warehouse: {$LINES:,} posts in {$SECS} s, {$LINES/$SECS:,.0f} posts/s, peak RSS {$RSS/1024:,.0f} MiB; chorus.posts holds {$ROWS:,} rows')"
 "${PSQL[@]}" -c "VACUUM ANALYZE chorus.posts"
+else
+    echo "bench: reusing the data directory and database of $DIR" >&2
+fi
 
 declare -A SQL
 SQL[by_location]="SELECT location, count(id) AS count_id, sum(author_followers) AS sum_followers_count, sum(score) AS sum_favorite_count, sum(reposts) AS sum_retweet_count FROM posts_latest GROUP BY location"

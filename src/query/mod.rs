@@ -39,7 +39,7 @@ use datafusion::error::DataFusionError;
 use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
-use datafusion::execution::memory_pool::{GreedyMemoryPool, TrackConsumersPool};
+use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
 use datafusion::physical_plan::{ExecutionPlan, execute_stream};
@@ -437,8 +437,12 @@ impl Tables {
         if let Statement::Sql(sql) = statement {
             Tables::check(sql, config)?;
         }
+        // Fair, not greedy: with a greedy pool one partition's sort took
+        // half the pool while another's merge (which cannot spill) asked for
+        // more, and `by_location` over 10M posts failed; a fair pool caps
+        // each spilling consumer at its share of what the others leave.
         let pool = TrackConsumersPool::new(
-            GreedyMemoryPool::new(config.max_memory),
+            FairSpillPool::new(config.max_memory),
             std::num::NonZeroUsize::new(3).expect("3 is not zero"),
         );
         let runtime = Arc::new(RuntimeEnv {
@@ -447,7 +451,10 @@ impl Tables {
             cache_manager: self.runtime.cache_manager.clone(),
             object_store_registry: self.runtime.object_store_registry.clone(),
         });
-        let ctx = SessionContext::new_with_config_rt(SessionConfig::new(), runtime);
+        // A sort keeps this much aside for merging what it spilled (10 MB
+        // by default, too little for a window over millions of posts).
+        let session = SessionConfig::new().with_sort_spill_reservation_bytes((config.max_memory / 16).max(10 << 20));
+        let ctx = SessionContext::new_with_config_rt(session, runtime);
         bounded::register(&ctx, config.max_value_bytes);
         let (plan, snapshot) = {
             // Files and offsets are read under the gate, and the physical
