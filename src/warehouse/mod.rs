@@ -652,6 +652,22 @@ pub fn backoff(attempt: u32, max: Duration) -> Duration {
     Duration::from_millis(200u64.saturating_mul(1 << attempt.min(16))).min(max)
 }
 
+/// `work` bounded by `[warehouse] attempt_timeout_secs`: past it, a
+/// retryable failure saying that `what` got no answer in time.
+pub(crate) async fn within<T>(
+    config: &WarehouseConfig,
+    what: &str,
+    work: impl std::future::Future<Output = Result<T, WarehouseError>>,
+) -> Result<T, WarehouseError> {
+    let timeout = Duration::from_secs(config.attempt_timeout_secs.max(1));
+    tokio::time::timeout(timeout, work).await.unwrap_or_else(|_| {
+        Err(WarehouseError::Database {
+            message: format!("{what}: no answer within {} s", timeout.as_secs()),
+            retry: true,
+        })
+    })
+}
+
 /// Exports the batch views' current versions to the warehouse.
 pub struct Exporter {
     config: WarehouseConfig,
@@ -744,15 +760,12 @@ impl Exporter {
             if settled(&state) {
                 continue;
             }
-            let timeout = Duration::from_secs(self.config.attempt_timeout_secs.max(1));
-            let exported = tokio::time::timeout(timeout, self.export_view(client, name, &current.version))
-                .await
-                .unwrap_or_else(|_| {
-                    Err(WarehouseError::Database {
-                        message: format!("view {name}: not exported within {} s", timeout.as_secs()),
-                        retry: true,
-                    })
-                });
+            let exported = within(
+                &self.config,
+                &format!("the export of view {name}"),
+                self.export_view(client, name, &current.version),
+            )
+            .await;
             match exported {
                 Ok(rows) => {
                     tracing::info!(view = %name, version = %current.version, rows, "View exported to the warehouse.");

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     INPUT, POSTS_TABLE, STAGING, WarehouseConfig, WarehouseError, connect, copy_in, merge_posts, prepare, qualified,
+    within,
 };
 use crate::log::{Entry, Input, Log, Topic};
 use crate::metrics::Metrics;
@@ -202,22 +203,16 @@ impl Sink for WarehouseSink {
                 .collect();
             let batch = crate::record::batch::to_record_batch(&views)
                 .map_err(|e| WarehouseError::Data(format!("the posts' columns: {e}")))?;
-            let timeout = Duration::from_secs(self.config.attempt_timeout_secs.max(1));
             let max_pause = Duration::from_secs(self.config.max_backoff_secs.max(1));
             let mut attempt = 0u32;
             loop {
                 let client = &mut self.client;
                 let config = &self.config;
-                let result = self.runtime.block_on(async {
-                    tokio::time::timeout(timeout, Self::merge(client, config, &batch))
-                        .await
-                        .unwrap_or_else(|_| {
-                            Err(WarehouseError::Database {
-                                message: format!("no answer within {} s", timeout.as_secs()),
-                                retry: true,
-                            })
-                        })
-                });
+                let result = self.runtime.block_on(within(
+                    config,
+                    "the merge of posts",
+                    Self::merge(client, config, &batch),
+                ));
                 match result {
                     Ok(rows) => {
                         self.metrics.warehouse_rows.add(rows);
