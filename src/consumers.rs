@@ -135,13 +135,19 @@ mod tests {
     use super::*;
     use crate::log::fjall::FjallLog;
 
-    #[test]
-    fn retention_keeps_what_the_slowest_consumer_of_a_topic_has_not_committed() {
+    /// A one-partition log whose `posts.enriched` holds ten records.
+    fn ten_enriched_records() -> (tempfile::TempDir, FjallLog) {
         let dir = tempfile::tempdir().unwrap();
         let log = FjallLog::open(dir.path(), 1).unwrap();
         let records: Vec<(Vec<u8>, Vec<u8>)> = (0..10).map(|i| (vec![i], vec![i])).collect();
         let refs: Vec<(&[u8], &[u8])> = records.iter().map(|(k, v)| (k.as_slice(), v.as_slice())).collect();
         log.append(Topic::Enriched, &refs).unwrap();
+        (dir, log)
+    }
+
+    #[test]
+    fn retention_keeps_what_the_slowest_consumer_of_a_topic_has_not_committed() {
+        let (_dir, log) = ten_enriched_records();
         let slow = Input {
             consumer: "slow",
             topic: Topic::Enriched,
@@ -161,11 +167,7 @@ mod tests {
 
     #[test]
     fn an_offline_run_waits_for_every_consumer_behind_but_the_archive() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = FjallLog::open(dir.path(), 1).unwrap();
-        let records: Vec<(Vec<u8>, Vec<u8>)> = (0..10).map(|i| (vec![i], vec![i])).collect();
-        let refs: Vec<(&[u8], &[u8])> = records.iter().map(|(k, v)| (k.as_slice(), v.as_slice())).collect();
-        log.append(Topic::Enriched, &refs).unwrap();
+        let (_dir, log) = ten_enriched_records();
         let consumers = Consumers {
             inputs: vec![archive::INPUT, crate::warehouse::INPUT],
         };
