@@ -18,6 +18,7 @@
 //! `max_result_bytes`, saying so.
 
 mod bounded;
+mod latest;
 
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
@@ -460,7 +461,11 @@ impl Tables {
             // Files and offsets are read under the gate, and the physical
             // plan (which lists the files) is made before it is released.
             let _gate = self.gate.read().await;
-            let snapshot = self.register_tables(&ctx).await?;
+            let needs_latest = match statement {
+                Statement::Sql(sql) => sql.to_ascii_lowercase().contains(POSTS_LATEST),
+                Statement::Aggregate(..) => true,
+            };
+            let snapshot = self.register_tables(&ctx, needs_latest).await?;
             // A batch run reads posts, not the views (whose speed layer it
             // holds paused); a query that names no view does not pay for
             // merging them.
@@ -550,7 +555,9 @@ impl Tables {
         })
     }
 
-    async fn register_tables(&self, ctx: &SessionContext) -> Result<Snapshot, QueryError> {
+    /// Registers `posts` and `posts_latest` in `ctx`; with `needs_latest`,
+    /// `posts_latest` is made for reading (its keys are read first).
+    async fn register_tables(&self, ctx: &SessionContext, needs_latest: bool) -> Result<Snapshot, QueryError> {
         let failed = |e: DataFusionError| QueryError::Failed(e.to_string());
         let dir = self.archive_root.join(archive::POSTS_DIR);
         std::fs::create_dir_all(&dir).map_err(|e| QueryError::Failed(format!("{}: {e}", dir.display())))?;
@@ -582,12 +589,10 @@ impl Tables {
             .map(|c| format!("\"{c}\""))
             .collect::<Vec<_>>()
             .join(", ");
-        let view = format!(
-            "CREATE VIEW {POSTS_LATEST} AS SELECT {columns} FROM (SELECT *, row_number() OVER \
-             (PARTITION BY platform, id ORDER BY ingested_at DESC) AS chorus_rank FROM {POSTS}) \
-             WHERE chorus_rank = 1"
-        );
-        ctx.sql(&view).await.map_err(failed)?;
+        let view = latest::view(ctx, POSTS, &columns, needs_latest).await.map_err(failed)?;
+        ctx.sql(&format!("CREATE VIEW {POSTS_LATEST} AS {view}"))
+            .await
+            .map_err(failed)?;
         Ok(snapshot)
     }
 
