@@ -235,9 +235,14 @@ mod tests {
 
     const COLUMNS: &str = "platform, id, ingested_at, score";
 
+    /// A row of the test's `posts`: platform, id, ingested_at, score.
+    type Row = (String, Option<String>, i64, i64);
+    /// Per key: its newest `ingested_at` and the scores of the rows that have it.
+    type Newest<'a> = HashMap<(&'a str, Option<&'a str>), (i64, Vec<i64>)>;
+
     /// `posts` of random rows over few keys: re-sends, ties on
     /// `ingested_at`, null ids; in four partitions of several batches.
-    fn posts(rng: &mut fastrand::Rng) -> (MemTable, Vec<(String, Option<String>, i64, i64)>) {
+    fn posts(rng: &mut fastrand::Rng) -> (MemTable, Vec<Row>) {
         let schema = Arc::new(Schema::new(vec![
             Field::new("platform", DataType::Utf8, false),
             Field::new("id", DataType::Utf8, true),
@@ -274,8 +279,8 @@ mod tests {
 
     /// Checks `posts_latest` against the rows: one row per key, of its
     /// newest `ingested_at` (any one of those that tie).
-    async fn check(ctx: &SessionContext, rows: &[(String, Option<String>, i64, i64)]) {
-        let mut newest: HashMap<(&str, Option<&str>), (i64, Vec<i64>)> = HashMap::new();
+    async fn check(ctx: &SessionContext, rows: &[Row]) {
+        let mut newest = Newest::new();
         for (platform, id, at, score) in rows {
             let entry = newest.entry((platform, id.as_deref())).or_insert((*at, Vec::new()));
             if *at > entry.0 {

@@ -236,6 +236,7 @@ async function main() {
       child.kill('SIGTERM');
       await new Promise((r) => (child.exitCode === null ? child.on('exit', r) : r()));
       fs.rmSync(data, { recursive: true, force: true });
+      fs.rmSync(`${data}.toml`, { force: true });
     }
   }
 }
