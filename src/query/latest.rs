@@ -53,38 +53,66 @@ impl Hasher for Identity {
 
 type Hashes = HashSet<u64, BuildHasherDefault<Identity>>;
 
-/// The hash of one key under `seed` (a null as the empty string, after a
-/// marker that no string starts with).
-fn key_hash(seed: u64, platform: Option<&str>, id: Option<&str>) -> u64 {
-    let part = |s: Option<&str>, seed: u64| match s {
+/// The hash of a string (a null as a value no string hashes to, but for
+/// chance) under `seed`.
+fn part_hash(seed: u64, s: Option<&str>) -> u64 {
+    match s {
         Some(s) => xxhash_rust::xxh3::xxh3_64_with_seed(s.as_bytes(), seed),
         None => seed.rotate_left(17) ^ 0x9e37_79b9_7f4a_7c15,
-    };
-    part(id, part(platform, seed))
+    }
+}
+
+/// The seed of a key's id: its platform's hash under the query's seed.
+fn platform_hash(seed: u64, platform: Option<&str>) -> u64 {
+    part_hash(seed, platform)
+}
+
+/// The hash of one key under `seed`.
+#[cfg(test)]
+fn key_hash(seed: u64, platform: Option<&str>, id: Option<&str>) -> u64 {
+    part_hash(platform_hash(seed, platform), id)
 }
 
 /// Calls `f` with the hash of each row's key.
 fn each_hash(seed: u64, platform: &ArrayRef, id: &ArrayRef, mut f: impl FnMut(u64)) -> Result<()> {
-    fn strings<'a>(a: &'a ArrayRef) -> Result<Box<dyn Fn(usize) -> Option<&'a str> + 'a>> {
-        Ok(match a.data_type() {
-            DataType::Utf8 => {
-                let s = a.as_string::<i32>();
-                Box::new(move |i| (!s.is_null(i)).then(|| s.value(i)))
-            }
-            DataType::LargeUtf8 => {
-                let s = a.as_string::<i64>();
-                Box::new(move |i| (!s.is_null(i)).then(|| s.value(i)))
-            }
-            DataType::Utf8View => {
-                let s = a.as_string_view();
-                Box::new(move |i| (!s.is_null(i)).then(|| s.value(i)))
-            }
-            other => return exec_err!("{RESENT}: a key column is {other}, not a string"),
-        })
+    /// A string column's values, by row.
+    enum Strings<'a> {
+        Utf8(&'a arrow::array::StringArray),
+        Large(&'a arrow::array::LargeStringArray),
+        View(&'a arrow::array::StringViewArray),
     }
-    let (p, i) = (strings(platform)?, strings(id)?);
+    impl<'a> Strings<'a> {
+        fn of(a: &'a ArrayRef) -> Result<Strings<'a>> {
+            Ok(match a.data_type() {
+                DataType::Utf8 => Strings::Utf8(a.as_string::<i32>()),
+                DataType::LargeUtf8 => Strings::Large(a.as_string::<i64>()),
+                DataType::Utf8View => Strings::View(a.as_string_view()),
+                other => return exec_err!("{RESENT}: a key column is {other}, not a string"),
+            })
+        }
+        #[inline]
+        fn get(&self, i: usize) -> Option<&'a str> {
+            match self {
+                Strings::Utf8(s) => (!s.is_null(i)).then(|| s.value(i)),
+                Strings::Large(s) => (!s.is_null(i)).then(|| s.value(i)),
+                Strings::View(s) => (!s.is_null(i)).then(|| s.value(i)),
+            }
+        }
+    }
+    let (platforms, ids) = (Strings::of(platform)?, Strings::of(id)?);
+    // Platforms are few and come in runs: each one's seed is made once a run.
+    let mut last: Option<(Option<&str>, u64)> = None;
     for row in 0..platform.len().min(id.len()) {
-        f(key_hash(seed, p(row), i(row)));
+        let p = platforms.get(row);
+        let platform_seed = match last {
+            Some((q, s)) if q == p => s,
+            _ => {
+                let s = platform_hash(seed, p);
+                last = Some((p, s));
+                s
+            }
+        };
+        f(part_hash(platform_seed, ids.get(row)));
     }
     Ok(())
 }
@@ -152,16 +180,26 @@ async fn register(ctx: &SessionContext, posts: &str, seed: u64) -> Result<bool> 
         }
     }
     drop(hashes);
-    // What stays held is the set (about 16 bytes a hash with its table).
-    reservation.resize(resent.capacity() * 2 * size_of::<u64>());
+    // What stays held is the set (about 16 bytes a hash with its table)
+    // and its filter (2 bytes a hash).
+    reservation.resize(resent.capacity() * 2 * size_of::<u64>() + resent.len() * 2);
     install(ctx, seed, resent, reservation);
     Ok(true)
 }
 
 fn install(ctx: &SessionContext, seed: u64, resent: Hashes, reservation: MemoryReservation) {
+    // About 16 bits a hash: most keys not in the set are told by one bit,
+    // without a look into the set (a random read far larger than a cache).
+    let bits = (resent.len() * 16).next_power_of_two().max(64);
+    let mut filter = vec![0u64; bits / 64];
+    for h in &resent {
+        let bit = (*h as usize) & (bits - 1);
+        filter[bit / 64] |= 1 << (bit % 64);
+    }
     ctx.register_udf(ScalarUDF::new_from_impl(Resent {
         seed,
         resent: Arc::new(resent),
+        filter: Arc::new(filter),
         signature: Signature::string(2, Volatility::Immutable),
         _reservation: Arc::new(reservation),
     }));
@@ -172,6 +210,8 @@ fn install(ctx: &SessionContext, seed: u64, resent: Hashes, reservation: MemoryR
 struct Resent {
     seed: u64,
     resent: Arc<Hashes>,
+    /// One bit per value of a hash's low bits: set for those of the set.
+    filter: Arc<Vec<u64>>,
     signature: Signature,
     _reservation: Arc<MemoryReservation>,
 }
@@ -215,7 +255,11 @@ impl ScalarUDFImpl for Resent {
             return exec_err!("{RESENT} takes platform and id");
         };
         let mut out = Vec::with_capacity(id.len());
-        each_hash(self.seed, platform, id, |h| out.push(self.resent.contains(&h)))?;
+        let mask = self.filter.len() * 64 - 1;
+        each_hash(self.seed, platform, id, |h| {
+            let bit = (h as usize) & mask;
+            out.push(self.filter[bit / 64] & (1 << (bit % 64)) != 0 && self.resent.contains(&h));
+        })?;
         Ok(ColumnarValue::Array(Arc::new(BooleanArray::from(out))))
     }
 }
