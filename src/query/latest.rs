@@ -5,33 +5,45 @@
 //! DESC)`) that sorts — and past its memory, spills — every column of
 //! every post, although almost every post has one version only. So a query
 //! over `posts_latest` first reads the keys alone, hashes each one (xxh3,
-//! a seed drawn per query), and finds the hashes seen more than once:
-//! the posts sent again, and the rare keys that share a hash with another.
-//! A post whose hash is seen once is the only row of its key and is read as
-//! it is; only the others go through the window. A collision therefore
-//! costs time, never a wrong answer.
+//! a seed drawn per query), and finds the hashes seen more than once: the
+//! posts sent again, and the rare keys that share a hash with another.
+//! Then one scan of `posts` ([`LatestExec`]) passes a row whose hash was
+//! seen once as it is (it is the only row of its key), and keeps the
+//! others aside, in memory, until every partition of the scan is read;
+//! of those, the newest row of each key (compared by the key itself, so a
+//! collision costs time, never a wrong answer) is given last.
 //!
-//! The hashes of the keys (8 bytes a post) are taken from the query's
-//! memory pool; when they do not fit, the query falls back to the window
-//! over every post.
+//! The hashes of the keys (8 bytes a post) and the rows kept aside are
+//! taken from the query's memory pool; when the hashes do not fit, or the
+//! rows to keep aside would take more than a quarter of it, `posts_latest`
+//! is the window over every post (which spills) instead.
 
-use std::collections::HashSet;
-use std::hash::{BuildHasherDefault, Hash, Hasher};
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::{Arc, Mutex};
 
-use arrow::array::{Array, ArrayRef, AsArray, BooleanArray};
-use arrow::datatypes::DataType;
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, UInt32Array};
+use arrow::compute::{cast, concat_batches, filter_record_batch, take_record_batch};
+use arrow::datatypes::{DataType, Int64Type, SchemaRef};
+use async_trait::async_trait;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{Result, exec_err};
+use datafusion::datasource::TableType;
+use datafusion::execution::TaskContext;
 use datafusion::execution::context::SessionContext;
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
-use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility};
+use datafusion::logical_expr::Expr;
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties, SendableRecordBatchStream,
+};
 use futures::StreamExt;
 
 use crate::record::column;
-
-/// The function that says whether a key is among the hashes seen more
-/// than once (the SQL of `posts_latest` calls it).
-pub const RESENT: &str = "chorus_resent";
 
 /// The hashes are already uniform: a set keyed by them needs no hashing.
 #[derive(Default)]
@@ -73,32 +85,35 @@ fn key_hash(seed: u64, platform: Option<&str>, id: Option<&str>) -> u64 {
     part_hash(platform_hash(seed, platform), id)
 }
 
+/// A string column's values, by row.
+enum Strings<'a> {
+    Utf8(&'a arrow::array::StringArray),
+    Large(&'a arrow::array::LargeStringArray),
+    View(&'a arrow::array::StringViewArray),
+}
+
+impl<'a> Strings<'a> {
+    fn of(a: &'a ArrayRef) -> Result<Strings<'a>> {
+        Ok(match a.data_type() {
+            DataType::Utf8 => Strings::Utf8(a.as_string::<i32>()),
+            DataType::LargeUtf8 => Strings::Large(a.as_string::<i64>()),
+            DataType::Utf8View => Strings::View(a.as_string_view()),
+            other => return exec_err!("posts_latest: a key column is {other}, not a string"),
+        })
+    }
+
+    #[inline]
+    fn get(&self, i: usize) -> Option<&'a str> {
+        match self {
+            Strings::Utf8(s) => (!s.is_null(i)).then(|| s.value(i)),
+            Strings::Large(s) => (!s.is_null(i)).then(|| s.value(i)),
+            Strings::View(s) => (!s.is_null(i)).then(|| s.value(i)),
+        }
+    }
+}
+
 /// Calls `f` with the hash of each row's key.
 fn each_hash(seed: u64, platform: &ArrayRef, id: &ArrayRef, mut f: impl FnMut(u64)) -> Result<()> {
-    /// A string column's values, by row.
-    enum Strings<'a> {
-        Utf8(&'a arrow::array::StringArray),
-        Large(&'a arrow::array::LargeStringArray),
-        View(&'a arrow::array::StringViewArray),
-    }
-    impl<'a> Strings<'a> {
-        fn of(a: &'a ArrayRef) -> Result<Strings<'a>> {
-            Ok(match a.data_type() {
-                DataType::Utf8 => Strings::Utf8(a.as_string::<i32>()),
-                DataType::LargeUtf8 => Strings::Large(a.as_string::<i64>()),
-                DataType::Utf8View => Strings::View(a.as_string_view()),
-                other => return exec_err!("{RESENT}: a key column is {other}, not a string"),
-            })
-        }
-        #[inline]
-        fn get(&self, i: usize) -> Option<&'a str> {
-            match self {
-                Strings::Utf8(s) => (!s.is_null(i)).then(|| s.value(i)),
-                Strings::Large(s) => (!s.is_null(i)).then(|| s.value(i)),
-                Strings::View(s) => (!s.is_null(i)).then(|| s.value(i)),
-            }
-        }
-    }
     let (platforms, ids) = (Strings::of(platform)?, Strings::of(id)?);
     // Platforms are few and come in runs: each one's seed is made once a run.
     let mut last: Option<(Option<&str>, u64)> = None;
@@ -117,39 +132,79 @@ fn each_hash(seed: u64, platform: &ArrayRef, id: &ArrayRef, mut f: impl FnMut(u6
     Ok(())
 }
 
-/// The SQL of `posts_latest` (its `columns` of table `posts`, one row per
-/// key). With `read` (the query reads it), the keys are read now and only
-/// the posts whose hash was seen more than once go through the window;
-/// without it, or when the hashes do not fit in the query's memory, the
-/// window is over every post.
-pub async fn view(ctx: &SessionContext, posts: &str, columns: &str, read: bool) -> Result<String> {
-    Ok(if read && register(ctx, posts, fastrand::u64(..)).await? {
-        split(posts, columns)
-    } else {
-        window(posts, columns, "")
-    })
+/// Registers `posts_latest` in `ctx` over table `posts` (whose `columns`
+/// it has, in order). With `read` (the query reads it), the keys are read
+/// now and [`LatestExec`] serves it; without it, or when the keys or the
+/// rows to keep aside would not fit in `max_memory`, it is the window over
+/// every post.
+pub async fn register(ctx: &SessionContext, posts: &str, columns: &str, read: bool, max_memory: usize) -> Result<()> {
+    let window = ctx
+        .sql(&format!(
+            "SELECT {columns} FROM (SELECT *, row_number() OVER (PARTITION BY platform, id ORDER BY ingested_at \
+             DESC) AS chorus_rank FROM {posts}) WHERE chorus_rank = 1"
+        ))
+        .await?
+        .into_view();
+    let table = match read {
+        true => match resent_keys(ctx, posts, fastrand::u64(..)).await? {
+            Some(resent) => Arc::new(Latest {
+                posts: ctx.table_provider(posts).await?,
+                resent: Arc::new(resent),
+                window,
+                max_memory,
+            }),
+            None => window,
+        },
+        false => window,
+    };
+    ctx.register_table(crate::query::POSTS_LATEST, table)?;
+    Ok(())
 }
 
-/// The window over the rows of `posts` that pass `filter`.
-fn window(posts: &str, columns: &str, filter: &str) -> String {
-    format!(
-        "SELECT {columns} FROM (SELECT *, row_number() OVER (PARTITION BY platform, id ORDER BY ingested_at DESC) \
-         AS chorus_rank FROM {posts}{filter}) WHERE chorus_rank = 1"
-    )
+/// Bytes a string value kept aside is counted for, when deciding whether
+/// the rows kept aside fit (with 8 bytes a row besides).
+const STRING_ASIDE_BYTES: usize = 32;
+
+/// The hashes seen more than once, with a bit filter over them and the
+/// reservation that holds them.
+struct Resent {
+    seed: u64,
+    hashes: Hashes,
+    /// The rows that have them.
+    rows: usize,
+    /// One bit per value of a hash's low bits: set for those of the set.
+    filter: Vec<u64>,
+    _reservation: MemoryReservation,
 }
 
-/// The posts whose hash was seen once as they are, the others through the
-/// window.
-fn split(posts: &str, columns: &str) -> String {
-    format!(
-        "SELECT {columns} FROM {posts} WHERE NOT {RESENT}(platform, id) UNION ALL {}",
-        window(posts, columns, &format!(" WHERE {RESENT}(platform, id)"))
-    )
+impl Resent {
+    fn new(seed: u64, hashes: Hashes, rows: usize, reservation: MemoryReservation) -> Resent {
+        // About 16 bits a hash: most keys not in the set are told by one bit.
+        let bits = (hashes.len() * 16).next_power_of_two().max(64);
+        let mut filter = vec![0u64; bits / 64];
+        for h in &hashes {
+            let bit = (*h as usize) & (bits - 1);
+            filter[bit / 64] |= 1 << (bit % 64);
+        }
+        Resent {
+            seed,
+            hashes,
+            rows,
+            filter,
+            _reservation: reservation,
+        }
+    }
+
+    #[inline]
+    fn contains(&self, h: u64) -> bool {
+        let bit = (h as usize) & (self.filter.len() * 64 - 1);
+        self.filter[bit / 64] & (1 << (bit % 64)) != 0 && self.hashes.contains(&h)
+    }
 }
 
-/// Reads the keys of `posts` in `ctx` and registers [`RESENT`] for them.
-/// False when their hashes do not fit in the query's memory.
-async fn register(ctx: &SessionContext, posts: &str, seed: u64) -> Result<bool> {
+/// Reads the keys of `posts` and returns the hashes seen more than once;
+/// `None` when the hashes, or the rows that have them, do not fit.
+async fn resent_keys(ctx: &SessionContext, posts: &str, seed: u64) -> Result<Option<Resent>> {
     let reservation = MemoryConsumer::new("posts_latest: key hashes").register(&ctx.runtime_env().memory_pool);
     let mut hashes: Vec<u64> = Vec::new();
     let mut stream = ctx
@@ -165,7 +220,7 @@ async fn register(ctx: &SessionContext, posts: &str, seed: u64) -> Result<bool> 
             // Room for twice as many, as the vector grows.
             let grow = wanted.max(2 * reservation.size()) - reservation.size();
             if reservation.try_grow(grow).is_err() {
-                return Ok(false);
+                return Ok(None);
             }
             hashes.reserve_exact(reservation.size() / size_of::<u64>() - hashes.len());
         }
@@ -174,101 +229,322 @@ async fn register(ctx: &SessionContext, posts: &str, seed: u64) -> Result<bool> 
     drop(stream);
     hashes.sort_unstable();
     let mut resent = Hashes::default();
-    for pair in hashes.windows(2) {
-        if pair[0] == pair[1] {
-            resent.insert(pair[0]);
+    let mut aside = 0usize;
+    let mut run = 1usize;
+    for i in 1..=hashes.len() {
+        if i < hashes.len() && hashes[i] == hashes[i - 1] {
+            run += 1;
+            continue;
         }
+        if run > 1 {
+            resent.insert(hashes[i - 1]);
+            aside += run;
+        }
+        run = 1;
     }
     drop(hashes);
     // What stays held is the set (about 16 bytes a hash with its table)
     // and its filter (2 bytes a hash).
     reservation.resize(resent.capacity() * 2 * size_of::<u64>() + resent.len() * 2);
-    install(ctx, seed, resent, reservation);
-    Ok(true)
+    Ok(Some(Resent::new(seed, resent, aside, reservation)))
 }
 
-fn install(ctx: &SessionContext, seed: u64, resent: Hashes, reservation: MemoryReservation) {
-    // About 16 bits a hash: most keys not in the set are told by one bit,
-    // without a look into the set (a random read far larger than a cache).
-    let bits = (resent.len() * 16).next_power_of_two().max(64);
-    let mut filter = vec![0u64; bits / 64];
-    for h in &resent {
-        let bit = (*h as usize) & (bits - 1);
-        filter[bit / 64] |= 1 << (bit % 64);
-    }
-    ctx.register_udf(ScalarUDF::new_from_impl(Resent {
-        seed,
-        resent: Arc::new(resent),
-        filter: Arc::new(filter),
-        signature: Signature::string(2, Volatility::Immutable),
-        _reservation: Arc::new(reservation),
-    }));
+/// `posts_latest` as a table: [`LatestExec`] over a scan of `posts`, or
+/// the window when the rows to keep aside would take more than a quarter
+/// of `max_memory`.
+struct Latest {
+    posts: Arc<dyn TableProvider>,
+    resent: Arc<Resent>,
+    window: Arc<dyn TableProvider>,
+    max_memory: usize,
 }
 
-/// `chorus_resent(platform, id)`: whether the key's hash was seen more
-/// than once when the query started.
-struct Resent {
-    seed: u64,
-    resent: Arc<Hashes>,
-    /// One bit per value of a hash's low bits: set for those of the set.
-    filter: Arc<Vec<u64>>,
-    signature: Signature,
-    _reservation: Arc<MemoryReservation>,
-}
-
-impl std::fmt::Debug for Resent {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Resent").field("hashes", &self.resent.len()).finish()
+impl fmt::Debug for Latest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Latest")
+            .field("resent", &self.resent.hashes.len())
+            .finish()
     }
 }
 
-impl PartialEq for Resent {
-    fn eq(&self, other: &Self) -> bool {
-        self.seed == other.seed && Arc::ptr_eq(&self.resent, &other.resent)
+#[async_trait]
+impl TableProvider for Latest {
+    fn schema(&self) -> SchemaRef {
+        self.posts.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        // Filters are not pushed below the choice of the newest row (as
+        // they would not be below the window): they apply to its result.
+        let schema = self.posts.schema();
+        let index = |name: &str| schema.index_of(name);
+        let keys = [
+            index(column::PLATFORM)?,
+            index(column::ID)?,
+            index(column::INGESTED_AT)?,
+        ];
+        let wanted: Vec<usize> = projection
+            .cloned()
+            .unwrap_or_else(|| (0..schema.fields().len()).collect());
+        let mut read = wanted.clone();
+        for k in keys {
+            if !read.contains(&k) {
+                read.push(k);
+            }
+        }
+        let row_bytes: usize = 8 + read
+            .iter()
+            .map(|c| match schema.field(*c).data_type() {
+                DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => STRING_ASIDE_BYTES,
+                other => other.primitive_width().unwrap_or(STRING_ASIDE_BYTES),
+            })
+            .sum::<usize>();
+        if self.resent.rows.saturating_mul(row_bytes) > self.max_memory / 4 {
+            return self.window.scan(state, projection, filters, limit).await;
+        }
+        let input = self.posts.scan(state, Some(&read), &[], None).await?;
+        let at = |c: usize| read.iter().position(|r| *r == c).expect("every key column is read");
+        let output: Vec<usize> = wanted.iter().map(|c| at(*c)).collect();
+        Ok(Arc::new(LatestExec::new(
+            input,
+            self.resent.clone(),
+            [at(keys[0]), at(keys[1]), at(keys[2])],
+            output,
+        )?))
     }
 }
 
-impl Eq for Resent {}
+/// The newest row of each key of its input (see the module's text).
+pub struct LatestExec {
+    input: Arc<dyn ExecutionPlan>,
+    resent: Arc<Resent>,
+    /// The input's columns of platform, id and ingested_at.
+    keys: [usize; 3],
+    /// The input's columns given, in order.
+    output: Vec<usize>,
+    schema: SchemaRef,
+    properties: Arc<PlanProperties>,
+    aside: Arc<Mutex<Aside>>,
+}
 
-impl Hash for Resent {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.seed.hash(state);
+/// The rows kept aside by the partitions, until the last one ends.
+struct Aside {
+    /// Partitions still reading.
+    reading: usize,
+    batches: Vec<RecordBatch>,
+    reservation: Option<MemoryReservation>,
+}
+
+impl fmt::Debug for LatestExec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LatestExec").finish_non_exhaustive()
     }
 }
 
-impl ScalarUDFImpl for Resent {
+impl DisplayAs for LatestExec {
+    fn fmt_as(&self, _: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "LatestExec: resent_hashes={}", self.resent.hashes.len())
+    }
+}
+
+impl LatestExec {
+    fn new(input: Arc<dyn ExecutionPlan>, resent: Arc<Resent>, keys: [usize; 3], output: Vec<usize>) -> Result<Self> {
+        let schema = Arc::new(input.schema().project(&output)?);
+        let partitions = input.properties().partitioning.partition_count();
+        let properties = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(schema.clone()),
+            Partitioning::UnknownPartitioning(partitions),
+            EmissionType::Both,
+            Boundedness::Bounded,
+        ));
+        Ok(LatestExec {
+            input,
+            resent,
+            keys,
+            output,
+            schema,
+            properties,
+            aside: Arc::new(Mutex::new(Aside {
+                reading: partitions,
+                batches: Vec::new(),
+                reservation: None,
+            })),
+        })
+    }
+}
+
+impl ExecutionPlan for LatestExec {
     fn name(&self) -> &str {
-        RESENT
+        "LatestExec"
     }
 
-    fn signature(&self) -> &Signature {
-        &self.signature
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
     }
 
-    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
-        Ok(DataType::Boolean)
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
     }
 
-    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
-        let [platform, id] = arrays.as_slice() else {
-            return exec_err!("{RESENT} takes platform and id");
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(self: Arc<Self>, mut children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
+        if children.len() != 1 {
+            return exec_err!("LatestExec has one input");
+        }
+        Ok(Arc::new(LatestExec::new(
+            children.swap_remove(0),
+            self.resent.clone(),
+            self.keys,
+            self.output.clone(),
+        )?))
+    }
+
+    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+        {
+            let mut aside = self.aside.lock().unwrap_or_else(|e| e.into_inner());
+            if aside.reservation.is_none() {
+                aside.reservation =
+                    Some(MemoryConsumer::new("posts_latest: rows kept aside").register(context.memory_pool()));
+            }
+        }
+        let input = self.input.execute(partition, context)?;
+        let split = Split {
+            resent: self.resent.clone(),
+            keys: self.keys,
+            output: self.output.clone(),
+            schema: self.schema.clone(),
+            aside: self.aside.clone(),
         };
-        let mut out = Vec::with_capacity(id.len());
-        let mask = self.filter.len() * 64 - 1;
-        each_hash(self.seed, platform, id, |h| {
-            let bit = (h as usize) & mask;
-            out.push(self.filter[bit / 64] & (1 << (bit % 64)) != 0 && self.resent.contains(&h));
-        })?;
-        Ok(ColumnarValue::Array(Arc::new(BooleanArray::from(out))))
+        let rows = input
+            .map(move |batch| split.split(batch?))
+            .chain(futures::stream::once({
+                let split = Split {
+                    resent: self.resent.clone(),
+                    keys: self.keys,
+                    output: self.output.clone(),
+                    schema: self.schema.clone(),
+                    aside: self.aside.clone(),
+                };
+                async move { split.finish() }
+            }));
+        // The last batch (the newest of the rows kept aside, or nothing)
+        // may be empty: left out.
+        let rows = rows.filter(|b| futures::future::ready(b.as_ref().map_or(true, |b| b.num_rows() > 0)));
+        Ok(Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), rows)))
+    }
+}
+
+/// What one partition's stream needs.
+struct Split {
+    resent: Arc<Resent>,
+    keys: [usize; 3],
+    output: Vec<usize>,
+    schema: SchemaRef,
+    aside: Arc<Mutex<Aside>>,
+}
+
+impl Split {
+    /// The rows of `batch` whose hash was seen once; the others are kept aside.
+    fn split(&self, batch: RecordBatch) -> Result<RecordBatch> {
+        if self.resent.hashes.is_empty() {
+            return Ok(batch.project(&self.output)?);
+        }
+        let mut resent = Vec::with_capacity(batch.num_rows());
+        let mut any = false;
+        each_hash(
+            self.resent.seed,
+            batch.column(self.keys[0]),
+            batch.column(self.keys[1]),
+            |h| {
+                let r = self.resent.contains(h);
+                any |= r;
+                resent.push(r);
+            },
+        )?;
+        if !any {
+            return Ok(batch.project(&self.output)?);
+        }
+        let resent = BooleanArray::from(resent);
+        let kept = filter_record_batch(&batch, &resent)?;
+        {
+            let mut aside = self.aside.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(reservation) = &aside.reservation {
+                reservation.try_grow(kept.get_array_memory_size())?;
+            }
+            aside.batches.push(kept);
+        }
+        let once = arrow::compute::not(&resent)?;
+        Ok(filter_record_batch(&batch.project(&self.output)?, &once)?)
+    }
+
+    /// When this partition is the last to end: the newest of each key of
+    /// the rows kept aside.
+    fn finish(&self) -> Result<RecordBatch> {
+        let batches = {
+            let mut aside = self.aside.lock().unwrap_or_else(|e| e.into_inner());
+            aside.reading = aside.reading.saturating_sub(1);
+            if aside.reading > 0 || aside.batches.is_empty() {
+                return Ok(RecordBatch::new_empty(self.schema.clone()));
+            }
+            let batches = std::mem::take(&mut aside.batches);
+            if let Some(reservation) = &aside.reservation {
+                reservation.free();
+            }
+            batches
+        };
+        let all = concat_batches(&batches[0].schema(), &batches)?;
+        drop(batches);
+        let (platforms, ids) = (
+            Strings::of(all.column(self.keys[0]))?,
+            Strings::of(all.column(self.keys[1]))?,
+        );
+        let at = cast(all.column(self.keys[2]), &DataType::Int64)?;
+        let at = at.as_primitive::<Int64Type>();
+        // Per key: the row of its newest ingested_at (a null one first, as
+        // the window's DESC orders nulls; the first of equals).
+        let mut newest: HashMap<(Option<&str>, Option<&str>), u32> = HashMap::with_capacity(all.num_rows());
+        for row in 0..all.num_rows() {
+            let time = |r: usize| (!at.is_null(r)).then(|| at.value(r));
+            let newer = |old: u32| match (time(row), time(old as usize)) {
+                (None, Some(_)) => true,
+                (Some(a), Some(b)) => a > b,
+                _ => false,
+            };
+            newest
+                .entry((platforms.get(row), ids.get(row)))
+                .and_modify(|old| {
+                    if newer(*old) {
+                        *old = row as u32;
+                    }
+                })
+                .or_insert(row as u32);
+        }
+        let mut rows: Vec<u32> = newest.into_values().collect();
+        rows.sort_unstable();
+        let winners = take_record_batch(&all, &UInt32Array::from(rows))?;
+        Ok(winners.project(&self.output)?)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-
-    use arrow::array::{Int64Array, RecordBatch, StringArray};
+    use arrow::array::{Int64Array, StringArray};
     use arrow::datatypes::{Field, Schema};
     use datafusion::datasource::MemTable;
     use datafusion::execution::memory_pool::GreedyMemoryPool;
@@ -359,58 +635,96 @@ mod tests {
         assert_eq!(seen.len(), newest.len(), "a key is missing");
     }
 
+    /// The physical plan of `sql`, as EXPLAIN shows it.
+    async fn plan(ctx: &SessionContext, sql: &str) -> String {
+        let plan = ctx.sql(sql).await.unwrap().create_physical_plan().await.unwrap();
+        datafusion::physical_plan::displayable(plan.as_ref())
+            .indent(false)
+            .to_string()
+    }
+
+    /// A context with the test's `posts`.
+    fn with_posts(rng: &mut fastrand::Rng, ctx: SessionContext) -> (SessionContext, Vec<Row>) {
+        let (table, rows) = posts(rng);
+        ctx.register_table("posts", Arc::new(table)).unwrap();
+        (ctx, rows)
+    }
+
     #[tokio::test]
-    async fn only_the_resent_keys_go_through_the_window_and_the_answer_is_the_windows() {
+    async fn only_the_resent_keys_are_kept_aside_and_the_answer_is_the_windows() {
         let mut rng = fastrand::Rng::with_seed(12);
         for _ in 0..5 {
-            let ctx = SessionContext::new();
-            let (table, rows) = posts(&mut rng);
-            ctx.register_table("posts", Arc::new(table)).unwrap();
-            let sql = view(&ctx, "posts", COLUMNS, true).await.unwrap();
-            assert!(sql.contains(RESENT), "{sql}");
-            ctx.sql(&format!("CREATE VIEW posts_latest AS {sql}")).await.unwrap();
+            let (ctx, rows) = with_posts(&mut rng, SessionContext::new());
+            register(&ctx, "posts", COLUMNS, true, 1 << 30).await.unwrap();
+            assert!(plan(&ctx, "SELECT * FROM posts_latest").await.contains("LatestExec"));
             check(&ctx, &rows).await;
+            // Read twice in one query: each read has its own rows aside.
+            let keys = rows
+                .iter()
+                .filter_map(|r| r.1.as_ref().map(|id| (&r.0, id)))
+                .collect::<HashSet<_>>()
+                .len();
+            let batches = ctx
+                .sql("SELECT count(*) FROM posts_latest a JOIN posts_latest b ON a.platform = b.platform AND a.id = b.id")
+                .await
+                .unwrap()
+                .collect()
+                .await
+                .unwrap();
+            assert_eq!(batches[0].column(0).as_primitive::<Int64Type>().value(0), keys as i64);
         }
     }
 
     #[tokio::test]
     async fn keys_that_share_a_hash_with_another_are_still_counted_once() {
         // Every key's hash in the set, as if each collided with another:
-        // all rows go through the window, which gives the same answer.
-        let mut rng = fastrand::Rng::with_seed(7);
-        let ctx = SessionContext::new();
-        let (table, rows) = posts(&mut rng);
-        ctx.register_table("posts", Arc::new(table)).unwrap();
+        // every row is kept aside, and the keys tell them apart.
+        let (ctx, rows) = with_posts(&mut fastrand::Rng::with_seed(7), SessionContext::new());
         let seed = 99;
         let all = rows
             .iter()
             .map(|r| key_hash(seed, Some(&r.0), r.1.as_deref()))
             .collect();
         let reservation = MemoryConsumer::new("test").register(&ctx.runtime_env().memory_pool);
-        install(&ctx, seed, all, reservation);
-        ctx.sql(&format!("CREATE VIEW posts_latest AS {}", split("posts", COLUMNS)))
-            .await
+        let latest = Latest {
+            posts: ctx.table_provider("posts").await.unwrap(),
+            resent: Arc::new(Resent::new(seed, all, rows.len(), reservation)),
+            window: Arc::new(
+                MemTable::try_new(ctx.table_provider("posts").await.unwrap().schema(), vec![vec![]]).unwrap(),
+            ),
+            max_memory: 1 << 30,
+        };
+        ctx.register_table(crate::query::POSTS_LATEST, Arc::new(latest))
             .unwrap();
         check(&ctx, &rows).await;
     }
 
     #[tokio::test]
-    async fn keys_past_the_memory_of_a_query_fall_back_to_the_window() {
+    async fn past_the_memory_of_a_query_it_is_the_window_over_every_post() {
+        // The hashes do not fit in the pool.
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_pool(Arc::new(GreedyMemoryPool::new(1024)))
             .build_arc()
             .unwrap();
-        let ctx = SessionContext::new_with_config_rt(SessionConfig::new(), runtime);
-        let (table, _) = posts(&mut fastrand::Rng::with_seed(3));
-        ctx.register_table("posts", Arc::new(table)).unwrap();
-        let sql = view(&ctx, "posts", COLUMNS, true).await.unwrap();
-        assert!(!sql.contains(RESENT), "{sql}");
-        // Not read: no keys read either.
-        assert!(
-            !view(&SessionContext::new(), "posts", COLUMNS, false)
-                .await
-                .unwrap()
-                .contains(RESENT)
+        let (ctx, _) = with_posts(
+            &mut fastrand::Rng::with_seed(3),
+            SessionContext::new_with_config_rt(SessionConfig::new(), runtime),
         );
+        register(&ctx, "posts", COLUMNS, true, 1024).await.unwrap();
+        let window = plan(&ctx, "SELECT * FROM posts_latest").await;
+        assert!(
+            window.contains("WindowAggExec") && !window.contains("LatestExec"),
+            "{window}"
+        );
+        // The rows to keep aside would pass a quarter of max_memory.
+        let (ctx, rows) = with_posts(&mut fastrand::Rng::with_seed(4), SessionContext::new());
+        register(&ctx, "posts", COLUMNS, true, 100_000).await.unwrap();
+        assert!(!plan(&ctx, "SELECT * FROM posts_latest").await.contains("LatestExec"));
+        check(&ctx, &rows).await;
+        // Not read: no keys read either.
+        let (ctx, rows) = with_posts(&mut fastrand::Rng::with_seed(5), SessionContext::new());
+        register(&ctx, "posts", COLUMNS, false, 1 << 30).await.unwrap();
+        assert!(!plan(&ctx, "SELECT * FROM posts_latest").await.contains("LatestExec"));
+        check(&ctx, &rows).await;
     }
 }

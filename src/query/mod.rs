@@ -473,7 +473,7 @@ impl Tables {
                 Statement::Sql(sql) => sql.to_ascii_lowercase().contains(POSTS_LATEST),
                 Statement::Aggregate(..) => true,
             };
-            let snapshot = self.register_tables(&ctx, needs_latest).await?;
+            let snapshot = self.register_tables(&ctx, needs_latest, config.max_memory).await?;
             // A batch run reads posts, not the views (whose speed layer it
             // holds paused); a query that names no view does not pay for
             // merging them.
@@ -564,8 +564,14 @@ impl Tables {
     }
 
     /// Registers `posts` and `posts_latest` in `ctx`; with `needs_latest`,
-    /// `posts_latest` is made for reading (its keys are read first).
-    async fn register_tables(&self, ctx: &SessionContext, needs_latest: bool) -> Result<Snapshot, QueryError> {
+    /// `posts_latest` is made for reading (its keys are read first, within
+    /// `max_memory`).
+    async fn register_tables(
+        &self,
+        ctx: &SessionContext,
+        needs_latest: bool,
+        max_memory: usize,
+    ) -> Result<Snapshot, QueryError> {
         let failed = |e: DataFusionError| QueryError::Failed(e.to_string());
         let dir = self.archive_root.join(archive::POSTS_DIR);
         std::fs::create_dir_all(&dir).map_err(|e| QueryError::Failed(format!("{}: {e}", dir.display())))?;
@@ -597,8 +603,7 @@ impl Tables {
             .map(|c| format!("\"{c}\""))
             .collect::<Vec<_>>()
             .join(", ");
-        let view = latest::view(ctx, POSTS, &columns, needs_latest).await.map_err(failed)?;
-        ctx.sql(&format!("CREATE VIEW {POSTS_LATEST} AS {view}"))
+        latest::register(ctx, POSTS, &columns, needs_latest, max_memory)
             .await
             .map_err(failed)?;
         Ok(snapshot)
