@@ -424,25 +424,17 @@ impl ExecutionPlan for LatestExec {
             }
         }
         let input = self.input.execute(partition, context)?;
-        let split = Split {
+        let split = Arc::new(Split {
             resent: self.resent.clone(),
             keys: self.keys,
             output: self.output.clone(),
             schema: self.schema.clone(),
             aside: self.aside.clone(),
-        };
+        });
+        let last = split.clone();
         let rows = input
             .map(move |batch| split.split(batch?))
-            .chain(futures::stream::once({
-                let split = Split {
-                    resent: self.resent.clone(),
-                    keys: self.keys,
-                    output: self.output.clone(),
-                    schema: self.schema.clone(),
-                    aside: self.aside.clone(),
-                };
-                async move { split.finish() }
-            }));
+            .chain(futures::stream::once(async move { last.finish() }));
         // The last batch (the newest of the rows kept aside, or nothing)
         // may be empty: left out.
         let rows = rows.filter(|b| futures::future::ready(b.as_ref().map_or(true, |b| b.num_rows() > 0)));
