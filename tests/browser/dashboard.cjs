@@ -111,7 +111,7 @@ async function main() {
     await page.waitForTimeout(1500);
     await page.click('#search-form button[type=submit]');
     await page.waitForFunction(() => /posts match/.test(document.querySelector('#search-summary').textContent)
-      && window.chorus.charts.search.data[0].length >= 4, null, { timeout: 10000 });
+      && window.chorus.charts.search.data[0].length >= 4, null, { timeout: 30000 });
     const bar = await page.evaluate(() => {
       const u = window.chorus.charts.search;
       const counts = u.data[1];
