@@ -23,8 +23,8 @@ use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, Mutex};
 
-use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, UInt32Array};
-use arrow::compute::{cast, concat_batches, filter_record_batch, take_record_batch};
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch};
+use arrow::compute::{cast, filter_record_batch};
 use arrow::datatypes::{DataType, Int64Type, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
@@ -202,8 +202,9 @@ impl Resent {
     }
 }
 
-/// Reads the keys of `posts` and returns the hashes seen more than once;
-/// `None` when the hashes, or the rows that have them, do not fit.
+/// Reads the keys of `posts` and returns the hashes seen more than once
+/// (with the number of rows that have them); `None` when the hashes of
+/// every key do not fit in the query's memory.
 async fn resent_keys(ctx: &SessionContext, posts: &str, seed: u64) -> Result<Option<Resent>> {
     let reservation = MemoryConsumer::new("posts_latest: key hashes").register(&ctx.runtime_env().memory_pool);
     let mut hashes: Vec<u64> = Vec::new();
@@ -230,17 +231,9 @@ async fn resent_keys(ctx: &SessionContext, posts: &str, seed: u64) -> Result<Opt
     hashes.sort_unstable();
     let mut resent = Hashes::default();
     let mut aside = 0usize;
-    let mut run = 1usize;
-    for i in 1..=hashes.len() {
-        if i < hashes.len() && hashes[i] == hashes[i - 1] {
-            run += 1;
-            continue;
-        }
-        if run > 1 {
-            resent.insert(hashes[i - 1]);
-            aside += run;
-        }
-        run = 1;
+    for run in hashes.chunk_by(|a, b| a == b).filter(|run| run.len() > 1) {
+        resent.insert(run[0]);
+        aside += run.len();
     }
     drop(hashes);
     // What stays held is the set (about 16 bytes a hash with its table)
@@ -442,6 +435,11 @@ impl ExecutionPlan for LatestExec {
     }
 }
 
+/// A post's key: platform and id.
+type Key<'a> = (Option<&'a str>, Option<&'a str>);
+/// Where a row kept aside is (batch, row) and its `ingested_at`.
+type Place = (usize, usize, Option<i64>);
+
 /// What one partition's stream needs.
 struct Split {
     resent: Arc<Resent>,
@@ -500,37 +498,43 @@ impl Split {
             }
             batches
         };
-        let all = concat_batches(&batches[0].schema(), &batches)?;
-        drop(batches);
-        let (platforms, ids) = (
-            Strings::of(all.column(self.keys[0]))?,
-            Strings::of(all.column(self.keys[1]))?,
-        );
-        let at = cast(all.column(self.keys[2]), &DataType::Int64)?;
-        let at = at.as_primitive::<Int64Type>();
-        // Per key: the row of its newest ingested_at (a null one first, as
-        // the window's DESC orders nulls; the first of equals).
-        let mut newest: HashMap<(Option<&str>, Option<&str>), u32> = HashMap::with_capacity(all.num_rows());
-        for row in 0..all.num_rows() {
-            let time = |r: usize| (!at.is_null(r)).then(|| at.value(r));
-            let newer = |old: u32| match (time(row), time(old as usize)) {
-                (None, Some(_)) => true,
-                (Some(a), Some(b)) => a > b,
-                _ => false,
-            };
-            newest
-                .entry((platforms.get(row), ids.get(row)))
-                .and_modify(|old| {
-                    if newer(*old) {
-                        *old = row as u32;
-                    }
-                })
-                .or_insert(row as u32);
+        // Per key: where its newest row is (a null ingested_at first, as the
+        // window's DESC orders nulls; the first of equals). Read in place:
+        // the rows kept aside are not copied into one batch first.
+        let mut columns = Vec::with_capacity(batches.len());
+        for batch in &batches {
+            let at = cast(batch.column(self.keys[2]), &DataType::Int64)?;
+            columns.push((batch.column(self.keys[0]), batch.column(self.keys[1]), at));
         }
-        let mut rows: Vec<u32> = newest.into_values().collect();
-        rows.sort_unstable();
-        let winners = take_record_batch(&all, &UInt32Array::from(rows))?;
-        Ok(winners.project(&self.output)?)
+        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+        let mut newest: HashMap<Key<'_>, Place> = HashMap::with_capacity(rows);
+        for (b, (platform, id, at)) in columns.iter().enumerate() {
+            let (platforms, ids, at) = (Strings::of(platform)?, Strings::of(id)?, at.as_primitive::<Int64Type>());
+            for row in 0..at.len() {
+                let time = (!at.is_null(row)).then(|| at.value(row));
+                newest
+                    .entry((platforms.get(row), ids.get(row)))
+                    .and_modify(|old| {
+                        let newer = match (time, old.2) {
+                            (None, Some(_)) => true,
+                            (Some(a), Some(b)) => a > b,
+                            _ => false,
+                        };
+                        if newer {
+                            *old = (b, row, time);
+                        }
+                    })
+                    .or_insert((b, row, time));
+            }
+        }
+        let mut winners: Vec<(usize, usize)> = newest.into_values().map(|(b, row, _)| (b, row)).collect();
+        winners.sort_unstable();
+        let projected = batches
+            .iter()
+            .map(|b| b.project(&self.output))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let projected: Vec<&RecordBatch> = projected.iter().collect();
+        Ok(arrow::compute::interleave_record_batch(&projected, &winners)?)
     }
 }
 
