@@ -529,6 +529,15 @@ impl Split {
         }
         let mut winners: Vec<(usize, usize)> = newest.into_values().map(|(b, row, _)| (b, row)).collect();
         winners.sort_unstable();
+        if self.output.is_empty() {
+            // No column read (`count(*)`): the rows alone.
+            let options = arrow::array::RecordBatchOptions::new().with_row_count(Some(winners.len()));
+            return Ok(RecordBatch::try_new_with_options(
+                self.schema.clone(),
+                vec![],
+                &options,
+            )?);
+        }
         let projected = batches
             .iter()
             .map(|b| b.project(&self.output))
@@ -668,6 +677,19 @@ mod tests {
                 .await
                 .unwrap();
             assert_eq!(batches[0].column(0).as_primitive::<Int64Type>().value(0), keys as i64);
+            // No column read: the rows alone, one a key (null ids included).
+            let all_keys = rows.iter().map(|r| (&r.0, &r.1)).collect::<HashSet<_>>().len();
+            let batches = ctx
+                .sql("SELECT count(*) FROM posts_latest")
+                .await
+                .unwrap()
+                .collect()
+                .await
+                .unwrap();
+            assert_eq!(
+                batches[0].column(0).as_primitive::<Int64Type>().value(0),
+                all_keys as i64
+            );
         }
     }
 
