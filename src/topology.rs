@@ -171,8 +171,12 @@ impl Pipeline {
         PipelineError,
     > {
         let views = self.config.views().map_err(PipelineError::Other)?;
-        let (speed, batch_only) =
-            crate::views::open_speed(&*self.log, &self.archive_root(), &views, self.config.batch.speed_layer).await;
+        // The speed layer may have to be built again from posts_latest:
+        // with an engine of its own, dropped when it is open.
+        let (speed, batch_only) = {
+            let engine = self.query_engine_with(None)?;
+            crate::views::open_speed(&*self.log, (&self.archive_root(), &engine), &views, &self.config.batch).await
+        };
         let engine = Arc::new(self.query_engine_with(speed.clone())?);
         let batch = crate::views::Batch::new(
             engine.clone(),
@@ -302,6 +306,9 @@ impl Pipeline {
         // The stages stop one after the other, each draining what the one
         // before it wrote: see the end of this function.
         let (enrich_stop, archive_stop) = (CancellationToken::new(), CancellationToken::new());
+        // Opened before any stage starts: the speed layer may be built
+        // again from posts_latest, which nothing may change meanwhile.
+        let (query, batch, speed) = self.layers().await?;
         let enrich_task = {
             let (log, metrics, stop, own, config) =
                 (self.log(), self.metrics.clone(), stop.clone(), enrich_stop.clone(), {
@@ -310,6 +317,8 @@ impl Pipeline {
                     if enrich.seen_retention_secs == 0 {
                         enrich.seen_retention_secs = self.config.log.retention_hours.saturating_mul(3600);
                     }
+                    // With the speed layer, it keeps what each post counts.
+                    enrich.priors = speed.as_ref().map(|s| s.priors().clone());
                     enrich
                 });
             spawn_thread("enrich", move || {
@@ -340,7 +349,6 @@ impl Pipeline {
             None => (None, None),
         };
         // The speed layer reads what the archive reads, and stops with it.
-        let (query, batch, speed) = self.layers().await?;
         let speed_task = if self.consumers().inputs().contains(&crate::views::speed::INPUT) {
             let (log, stop, own) = (self.log(), stop.clone(), archive_stop.clone());
             Some(spawn_thread("speed", move || {

@@ -20,6 +20,50 @@ use super::{IncomingPost, Post, RawPost, Scores, Sentiment};
 const RAW_V1: u8 = 0xC1;
 /// First byte of a [`Post`] record.
 const POST_V1: u8 = 0xC0;
+/// First byte of a [`Post`] record followed by its [`Prior`] (what the
+/// speed layer takes back for it).
+const POST_V2: u8 = 0xC2;
+/// [`Prior`] bytes after a [`POST_V2`] record.
+const PRIOR_STALE: u8 = 1;
+const PRIOR_REPLACES: u8 = 2;
+
+/// What an enriched record says of the version of its post counted before
+/// it, when the speed layer is on (records written without it say
+/// [`Prior::None`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Prior<'a> {
+    /// No earlier version is counted: the post is new.
+    None,
+    /// A newer version (by `ingested_at`) is counted already: this one
+    /// changes nothing in `posts_latest`.
+    Stale,
+    /// This version replaces the one given: the columns the speed layer's
+    /// views read, in the record's encoding, the others empty
+    /// ([`PostView::to_masked_log_bytes`]).
+    Replaces(&'a [u8]),
+}
+
+impl Prior<'_> {
+    /// Appends this prior to `record` (of [`RawView::to_post_log_bytes`]).
+    pub fn append_to(&self, record: &mut Vec<u8>) {
+        let (tag, bytes): (u8, &[u8]) = match self {
+            Prior::None => return,
+            Prior::Stale => (PRIOR_STALE, &[]),
+            Prior::Replaces(bytes) => (PRIOR_REPLACES, bytes),
+        };
+        if record.first() != Some(&POST_V1) {
+            return;
+        }
+        record[0] = POST_V2;
+        record.push(tag);
+        if tag == PRIOR_REPLACES {
+            let mut w = Writer(std::mem::take(record));
+            w.len(bytes.len());
+            w.0.extend_from_slice(bytes);
+            *record = w.0;
+        }
+    }
+}
 
 /// A log record that is not a post of the expected kind.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -258,16 +302,28 @@ pub struct PostView<'a> {
 impl<'a> PostView<'a> {
     /// Reads a record of `posts.enriched` in place.
     pub fn from_log_bytes(bytes: &'a [u8]) -> Result<PostView<'a>, DecodeError> {
+        PostView::with_prior(bytes).map(|(post, _)| post)
+    }
+
+    /// Reads a record of `posts.enriched` in place, with what it says of
+    /// the version it replaces.
+    pub fn with_prior(bytes: &'a [u8]) -> Result<(PostView<'a>, Prior<'a>), DecodeError> {
         if bytes.first() == Some(&b'{') {
             let post: Post = serde_json::from_slice(bytes).map_err(|e| DecodeError::Json(e.to_string()))?;
-            return Ok(PostView {
+            let post = PostView {
                 incoming: post.incoming.into(),
                 text: Cow::Owned(post.text),
                 ingested_at: post.ingested_at,
                 scores: post.scores,
-            });
+            };
+            return Ok((post, Prior::None));
         }
-        let mut r = Reader::new(bytes, POST_V1, "posts.enriched")?;
+        let tag = if bytes.first() == Some(&POST_V2) {
+            POST_V2
+        } else {
+            POST_V1
+        };
+        let mut r = Reader::new(bytes, tag, "posts.enriched")?;
         let incoming = r.incoming()?;
         let text = match r.opt_str()? {
             Some(text) => Cow::Borrowed(text),
@@ -283,8 +339,24 @@ impl<'a> PostView<'a> {
             2 => Sentiment::Positive,
             b => return Err(DecodeError::Invalid(format!("sentiment {b} is not 0, 1 or 2"))),
         };
+        let prior = if tag == POST_V2 {
+            match r.byte()? {
+                PRIOR_STALE => Prior::Stale,
+                PRIOR_REPLACES => {
+                    let n = r.len()?;
+                    Prior::Replaces(r.take(n)?)
+                }
+                b => {
+                    return Err(DecodeError::Invalid(format!(
+                        "prior {b} is not {PRIOR_STALE} or {PRIOR_REPLACES}"
+                    )));
+                }
+            }
+        } else {
+            Prior::None
+        };
         r.end()?;
-        Ok(PostView {
+        let post = PostView {
             incoming,
             text,
             ingested_at,
@@ -297,7 +369,53 @@ impl<'a> PostView<'a> {
                 vader_compound,
                 sentiment,
             },
-        })
+        };
+        Ok((post, prior))
+    }
+
+    /// This post as a record of `posts.enriched` holding only the columns
+    /// `keep` marks (indexes of [`super::batch::schema`]); the others are
+    /// empty strings, absent, 0 or neutral, and `platform` and `id` always
+    /// empty (the post's key says them). What the speed layer needs of a
+    /// version to take it back, and no more.
+    pub fn to_masked_log_bytes(&self, keep: &[bool; 23]) -> Vec<u8> {
+        fn opt<'b>(keep: bool, v: &'b Option<Cow<'_, str>>) -> Option<&'b str> {
+            if keep { v.as_deref() } else { None }
+        }
+        let p = &self.incoming;
+        let o = |i: usize, v| opt(keep[i], v);
+        let n = |i: usize, v: Option<i64>| if keep[i] { v } else { None };
+        let f = |i: usize, v: f64| if keep[i] { v } else { 0.0 };
+        let mut w = Writer(Vec::with_capacity(64));
+        w.0.push(POST_V1);
+        w.str("");
+        w.str("");
+        w.opt_str(o(2, &p.community));
+        w.opt_str(o(3, &p.author));
+        let body = if keep[4] { p.body.as_ref() } else { "" };
+        w.str(body);
+        w.i64(if keep[6] { p.created_at } else { 0 });
+        w.opt_str(o(8, &p.parent_id));
+        w.opt_str(o(9, &p.thread_id));
+        w.opt_str(o(10, &p.url));
+        w.opt_i64(n(11, p.score));
+        w.opt_i64(n(12, p.reposts));
+        w.opt_i64(n(13, p.author_followers));
+        w.opt_str(o(14, &p.location));
+        w.opt_str(o(15, &p.lang));
+        let s = &self.scores;
+        let scores = Scores {
+            polarity: f(16, s.polarity),
+            subjectivity: f(17, s.subjectivity),
+            vader_neg: f(18, s.vader_neg),
+            vader_neu: f(19, s.vader_neu),
+            vader_pos: f(20, s.vader_pos),
+            vader_compound: f(21, s.vader_compound),
+            sentiment: if keep[22] { s.sentiment } else { Sentiment::Neutral },
+        };
+        let text = if keep[5] { self.text.as_ref() } else { "" };
+        w.enrichment(body, text, self.ingested_at, &scores);
+        w.0
     }
 
     /// The post, with owned strings.
@@ -660,6 +778,60 @@ mod tests {
             }
             let _ = RawPost::from_log_bytes(&junk);
             let _ = Post::from_log_bytes(&junk);
+            if let Some(first) = junk.first_mut() {
+                *first = POST_V2;
+            }
+            let _ = PostView::with_prior(&junk);
+        }
+    }
+
+    #[test]
+    fn a_record_carries_its_prior_which_other_readers_ignore() {
+        let post = post();
+        let plain = post.to_log_bytes();
+        assert_eq!(PostView::with_prior(&plain).unwrap().1, Prior::None);
+        // Only the columns kept survive the mask; the key never does.
+        let mut keep = [false; 23];
+        for i in [2, 6, 11, 21, 22] {
+            keep[i] = true;
+        }
+        let masked = post.view().to_masked_log_bytes(&keep);
+        assert!(
+            masked.len() < plain.len() / 4,
+            "{} of {} bytes",
+            masked.len(),
+            plain.len()
+        );
+        let prior = Post::from_log_bytes(&masked).unwrap();
+        assert_eq!(prior.incoming.community, post.incoming.community);
+        assert_eq!(prior.incoming.created_at, post.incoming.created_at);
+        assert_eq!(prior.incoming.score, post.incoming.score);
+        assert_eq!(prior.scores.vader_compound, post.scores.vader_compound);
+        assert_eq!(prior.scores.sentiment, post.scores.sentiment);
+        assert_eq!(prior.ingested_at, post.ingested_at);
+        assert_eq!((prior.incoming.platform.as_str(), prior.incoming.id.as_str()), ("", ""));
+        assert_eq!(
+            (prior.incoming.author, prior.incoming.url, prior.incoming.lang),
+            (None, None, None)
+        );
+        assert_eq!((prior.incoming.body.as_str(), prior.text.as_str()), ("", ""));
+        assert_eq!(prior.scores.polarity, 0.0);
+        // The full mask gives the post back but for its key.
+        let all = Post::from_log_bytes(&post.view().to_masked_log_bytes(&[true; 23])).unwrap();
+        assert_eq!(
+            (all.text, all.incoming.body),
+            (post.text.clone(), post.incoming.body.clone())
+        );
+        for prior in [Prior::Stale, Prior::Replaces(&masked)] {
+            let mut record = plain.clone();
+            prior.append_to(&mut record);
+            let (view, read) = PostView::with_prior(&record).unwrap();
+            assert_eq!(read, prior);
+            assert_eq!(view.into_post(), post, "readers of the post see it unchanged");
+            assert_eq!(Post::from_log_bytes(&record).unwrap(), post);
+            for n in 0..record.len() {
+                assert!(PostView::with_prior(&record[..n]).is_err(), "prefix of {n} bytes");
+            }
         }
     }
 }

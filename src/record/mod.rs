@@ -8,7 +8,7 @@
 
 pub mod batch;
 mod codec;
-pub use codec::{DecodeError, IncomingView, PostView, RawView};
+pub use codec::{DecodeError, IncomingView, PostView, Prior, RawView};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::enrich;
 use crate::log::{Entry, Fnv1a, Log, LogError, Topic, Transaction, partition_of, prefixed_post_key};
 use crate::metrics::Metrics;
-use crate::record::{IncomingPost, Limits, RawView, now_micros};
+use crate::record::{IncomingPost, Limits, PostView, Prior, RawView, now_micros};
 pub use crate::wire::DeadLetter;
 
 /// The enrich stage's consumer name on `posts.raw`.
@@ -42,6 +42,95 @@ pub struct EnrichConfig {
     /// Seconds the stage remembers a post to drop its exact re-submissions
     /// (0: as long as the log keeps records, `[log] retention_hours`).
     pub seen_retention_secs: u64,
+    /// With the speed layer on: the columns its views read, which the
+    /// seen-state keeps of each post's counted version, so that a re-send
+    /// carries what it replaces ([`crate::record::Prior`]).
+    #[serde(skip)]
+    pub priors: Option<Priors>,
+}
+
+/// The columns of each post the seen-state keeps for the speed layer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Priors {
+    /// Which of the record's columns ([`crate::record::batch::schema`]).
+    pub keep: [bool; 23],
+}
+
+impl Priors {
+    /// An identifier of the layout, stored in every entry that follows it.
+    pub fn id(&self) -> u32 {
+        let names: Vec<&str> = crate::record::column::ALL
+            .iter()
+            .zip(self.keep)
+            .filter(|(_, k)| *k)
+            .map(|(n, _)| *n)
+            .collect();
+        xxhash_rust::xxh3::xxh3_64(format!("priors v1|{}", names.join(",")).as_bytes()) as u32
+    }
+}
+
+/// What the state says of the seen-state's priors: every post of
+/// `posts_latest` as of `since` (per partition of `posts.enriched`) has
+/// its counted version kept in the layout `id`, and every record from
+/// `since` on carries its [`crate::record::Prior`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PriorsState {
+    /// [`Priors::id`] of the layout.
+    pub id: u32,
+    /// Where records began to carry priors.
+    pub since: Vec<u64>,
+}
+
+/// The state key of [`PriorsState`].
+const PRIORS_KEY: &[u8] = b"enrich.priors";
+
+/// What the state says of the seen-state's priors, if it holds them.
+pub fn priors_state(log: &dyn Log) -> Result<Option<PriorsState>, LogError> {
+    Ok(log
+        .state(PRIORS_KEY)?
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok()))
+}
+
+/// Gives the seen-state of `posts` (each the counted version of its post,
+/// as `posts_latest` has it) their priors in `priors`' layout, keeping the
+/// content hash each entry has. Call [`priors_done`] after the last.
+pub fn write_priors(log: &dyn Log, priors: &Priors, posts: &[crate::record::PostView<'_>]) -> Result<(), LogError> {
+    let id = priors.id();
+    let now = now_secs();
+    let mut entries = Vec::with_capacity(posts.len());
+    for post in posts {
+        let key = prefixed_post_key(SEEN_PREFIX, &post.incoming.platform, &post.incoming.id);
+        let mut value = vec![SEEN_V5];
+        match log.state(&key)? {
+            Some(old) if matches!((old.len(), old.first()), (13, Some(&SEEN_V3)) | (9, Some(2))) || seen_v5(&old) => {
+                value.extend_from_slice(&old[1..9]);
+            }
+            // No hash this stage can compare (an entry of an earlier form,
+            // or none): the next copy of the post is enriched again, and
+            // replaces this one as any changed copy does.
+            _ => value.extend_from_slice(&[0; 8]),
+        }
+        value.extend_from_slice(&now.to_be_bytes());
+        value.extend_from_slice(&id.to_be_bytes());
+        value.extend_from_slice(&post.to_masked_log_bytes(&priors.keep));
+        entries.push((key, value));
+    }
+    let mut tx = Transaction::new();
+    for (key, value) in &entries {
+        tx.put_state(key, value);
+    }
+    log.write(&tx).map(|_| ())
+}
+
+/// Records that the seen-state holds priors in `priors`' layout for every
+/// post of `posts_latest` up to `since`, and that records carry priors
+/// from there on.
+pub fn priors_done(log: &dyn Log, priors: &Priors, since: Vec<u64>) -> Result<(), LogError> {
+    let value =
+        serde_json::to_vec(&PriorsState { id: priors.id(), since }).map_err(|e| LogError::Storage(e.to_string()))?;
+    let mut tx = Transaction::new();
+    tx.put_state(PRIORS_KEY, &value);
+    log.write(&tx).map(|_| ())
 }
 
 impl Default for EnrichConfig {
@@ -50,6 +139,7 @@ impl Default for EnrichConfig {
             workers: 0,
             batch: 2000,
             seen_retention_secs: 0,
+            priors: None,
         }
     }
 }
@@ -75,7 +165,32 @@ pub fn run(
 ) -> Result<(), LogError> {
     let workers = config.worker_count(log.partitions());
     let batch = config.batch.max(1);
-    let seen_retention = config.seen_retention_secs;
+    let priors = config.priors.as_ref().map(|p| (p.keep, p.id()));
+    match (&priors, priors_state(&*log)?) {
+        (Some((_, id)), Some(stored)) if stored.id == *id => {}
+        (Some(_), _) => {
+            return Err(LogError::Storage(
+                "the seen-state does not hold the speed layer's priors: the speed layer must be opened \
+                 (which builds them) before the enrich stage starts"
+                    .into(),
+            ));
+        }
+        // Without the speed layer the entries stop following any layout:
+        // switched on again, it builds them again.
+        (None, Some(_)) => {
+            let mut tx = Transaction::new();
+            tx.remove_state(PRIORS_KEY);
+            log.write(&tx)?;
+        }
+        (None, None) => {}
+    }
+    // Entries that keep priors are the speed layer's memory of every post:
+    // they do not expire.
+    let seen_retention = if priors.is_some() {
+        0
+    } else {
+        config.seen_retention_secs
+    };
     std::thread::scope(|scope| {
         let handles: Vec<_> = (0..workers)
             .map(|w| {
@@ -87,7 +202,7 @@ pub fn run(
                         // it must stop the other workers, not leave them
                         // running beside partitions nobody enriches.
                         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                            worker(&*log, w, workers, (batch, seen_retention), &metrics, &shutdown)
+                            worker(&*log, w, workers, (batch, seen_retention, priors), &metrics, &shutdown)
                         }))
                         .unwrap_or_else(|panic| {
                             Err(LogError::Storage(format!(
@@ -124,7 +239,7 @@ fn worker(
     log: &dyn Log,
     w: usize,
     workers: usize,
-    (batch, seen_retention_secs): (usize, u64),
+    (batch, seen_retention_secs, priors): (usize, u64, Option<([bool; 23], u32)>),
     metrics: &Metrics,
     shutdown: &CancellationToken,
 ) -> Result<(), LogError> {
@@ -147,7 +262,7 @@ fn worker(
             let entries = log.read(Topic::Raw, p, next[p as usize], batch, crate::log::READ_BYTES)?;
             if let Some(last) = entries.last() {
                 let next_offset = last.offset + 1;
-                process(log, p, &entries, next_offset, metrics)?;
+                process(log, (p, priors.as_ref()), &entries, next_offset, metrics)?;
                 next[p as usize] = next_offset;
                 busy = true;
             }
@@ -162,10 +277,12 @@ fn worker(
 }
 
 /// Enriches one batch of a partition and writes the result in one
-/// transaction with the commit of `next_offset`.
+/// transaction with the commit of `next_offset`; with `priors` (the speed
+/// layer's columns and their layout id), each record carries the version
+/// of its post it replaces.
 fn process(
     log: &dyn Log,
-    partition: u32,
+    (partition, priors): (u32, Option<&([bool; 23], u32)>),
     entries: &[Entry],
     next_offset: u64,
     metrics: &Metrics,
@@ -177,6 +294,8 @@ fn process(
     let mut seen: Vec<(Vec<u8>, SeenValue)> = Vec::with_capacity(entries.len());
     // Within the batch: state key → the value of its latest content.
     let mut in_batch: FxHashMap<Vec<u8>, SeenValue> = FxHashMap::default();
+    // With priors: the stored entry of each key the batch holds.
+    let mut stored: FxHashMap<Vec<u8>, Vec<u8>> = FxHashMap::default();
     let mut duplicates = 0;
     let now = now_secs();
     // The log entry of each kept post, for its dead letter if scoring fails.
@@ -209,9 +328,16 @@ fn process(
         let state_key = prefixed_post_key(SEEN_PREFIX, &raw.incoming.platform, &raw.incoming.id);
         let again = match in_batch.get(&state_key) {
             Some(previous) => same_hash(previous, &value),
-            None => log
-                .state(&state_key)?
-                .is_some_and(|previous| same_content(&previous, &value, &raw)),
+            None => match log.state(&state_key)? {
+                Some(previous) => {
+                    let same = same_content(&previous, &value, &raw);
+                    if priors.is_some() {
+                        stored.insert(state_key.clone(), previous);
+                    }
+                    same
+                }
+                None => false,
+            },
         };
         if again {
             duplicates += 1;
@@ -226,13 +352,46 @@ fn process(
     let cleaned = score_or_isolate(&bodies);
     drop(bodies);
     let mut enriched: Vec<(&[u8], Vec<u8>)> = Vec::with_capacity(raws.len());
-    let mut kept_seen: Vec<&(Vec<u8>, SeenValue)> = Vec::with_capacity(seen.len());
+    let mut kept_seen: Vec<(&[u8], &[u8])> = Vec::with_capacity(seen.len());
+    // With priors: the entry each key ends the batch with.
+    let mut latest: FxHashMap<&[u8], Vec<u8>> = FxHashMap::default();
     for (((raw, seen), entry), result) in raws.iter().zip(&seen).zip(&kept_entries).zip(cleaned) {
         match result {
             Ok((text, scores)) => {
+                let mut record = raw.to_post_log_bytes(&text, &scores);
+                if let Some((keep, id)) = priors {
+                    let previous = latest
+                        .get(seen.0.as_slice())
+                        .or_else(|| stored.get(&seen.0))
+                        .map(Vec::as_slice);
+                    let counted = previous.and_then(|v| counted_version(v, *id));
+                    let stale = counted.as_ref().is_some_and(|(_, at)| *at > raw.ingested_at);
+                    if stale {
+                        // An older version arriving late: posts_latest
+                        // keeps the newer, and so does the entry.
+                        Prior::Stale.append_to(&mut record);
+                    } else {
+                        if let Some((masked, _)) = counted {
+                            Prior::Replaces(masked).append_to(&mut record);
+                        }
+                        let post = PostView {
+                            incoming: raw.incoming.clone(),
+                            text: std::borrow::Cow::Borrowed(&text),
+                            ingested_at: raw.ingested_at,
+                            scores,
+                        };
+                        let mut value = Vec::with_capacity(96);
+                        value.push(SEEN_V5);
+                        value.extend_from_slice(&seen.1[1..13]);
+                        value.extend_from_slice(&id.to_be_bytes());
+                        value.extend_from_slice(&post.to_masked_log_bytes(keep));
+                        latest.insert(&seen.0, value);
+                    }
+                } else {
+                    kept_seen.push((&seen.0, &seen.1));
+                }
                 // The post key is the state key without its prefix.
-                enriched.push((&seen.0[SEEN_PREFIX.len()..], raw.to_post_log_bytes(&text, &scores)));
-                kept_seen.push(seen);
+                enriched.push((&seen.0[SEEN_PREFIX.len()..], record));
             }
             Err(panic) => dead.push(dead_letter(
                 Topic::Raw,
@@ -252,12 +411,31 @@ fn process(
     for (state_key, value) in kept_seen {
         tx.put_state(state_key, value);
     }
+    for (state_key, value) in &latest {
+        tx.put_state(state_key, value);
+    }
     tx.commit(CONSUMER, Topic::Raw, partition, next_offset);
     log.write(&tx)?;
     metrics.enrich_out.add(enriched.len() as u64);
     metrics.dead_letters.add(dead.len() as u64);
     metrics.enrich_duplicates.add(duplicates);
     Ok(())
+}
+
+/// The counted version a seen-state entry keeps in layout `id`: its masked
+/// record and `ingested_at` (none for an entry of another layout or none).
+fn counted_version(value: &[u8], id: u32) -> Option<(&[u8], i64)> {
+    if !seen_v5(value) || value[13..17] != id.to_be_bytes() {
+        return None;
+    }
+    let masked = &value[17..];
+    let post = PostView::from_log_bytes(masked).ok()?;
+    Some((masked, post.ingested_at))
+}
+
+/// Whether `value` is an entry that keeps a prior ([`SEEN_V5`]).
+fn seen_v5(value: &[u8]) -> bool {
+    value.len() > 17 && value[0] == SEEN_V5
 }
 
 /// What the seen-state of a post holds: [`SEEN_V3`], the XXH3 content hash
@@ -271,6 +449,11 @@ type SeenValue = [u8; 13];
 const SEEN_V3: u8 = 3;
 /// First byte of an entry of 8 legacy bytes given a time by the sweep.
 const SEEN_LEGACY_TIMED: u8 = 4;
+/// First byte of an entry that keeps its post's counted version for the
+/// speed layer: a [`SeenValue`]'s 13 bytes, the layout id ([`Priors::id`],
+/// big-endian u32), then the masked record
+/// ([`PostView::to_masked_log_bytes`]).
+const SEEN_V5: u8 = 5;
 
 fn seen_value(raw: &RawView, now_secs: u32) -> SeenValue {
     let mut value = [SEEN_V3; 13];
@@ -289,6 +472,7 @@ fn same_hash(a: &SeenValue, b: &SeenValue) -> bool {
 fn same_content(previous: &[u8], value: &SeenValue, raw: &RawView) -> bool {
     match (previous.len(), previous.first()) {
         (13, Some(&SEEN_V3)) | (9, Some(2)) => previous[1..9] == value[1..9],
+        _ if seen_v5(previous) => previous[1..9] == value[1..9],
         // Written by an earlier version: compare the hash it used.
         (13, Some(&SEEN_LEGACY_TIMED)) => previous[1..9] == legacy_hash(&raw.incoming.clone().into_owned()),
         (8, _) => previous == legacy_hash(&raw.incoming.clone().into_owned()),
@@ -303,6 +487,7 @@ fn seen_at(value: &[u8]) -> Option<u32> {
         Some(&SEEN_V3) | Some(&SEEN_LEGACY_TIMED) if value.len() == 13 => {
             Some(u32::from_be_bytes(value[9..13].try_into().ok()?))
         }
+        _ if seen_v5(value) => Some(u32::from_be_bytes(value[9..13].try_into().ok()?)),
         _ => None,
     }
 }
@@ -480,10 +665,14 @@ mod tests {
     }
 
     fn run_until_drained(log: &Arc<FjallLog>, metrics: &Arc<Metrics>) {
+        run_with(log, metrics, EnrichConfig::default());
+    }
+
+    fn run_with(log: &Arc<FjallLog>, metrics: &Arc<Metrics>, config: EnrichConfig) {
         let shutdown = CancellationToken::new();
         let handle = {
             let (log, metrics, shutdown) = (log.clone() as Arc<dyn Log>, metrics.clone(), shutdown.clone());
-            std::thread::spawn(move || run(log, &EnrichConfig::default(), metrics, shutdown))
+            std::thread::spawn(move || run(log, &config, metrics, shutdown))
         };
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         while log.lag(CONSUMER, Topic::Raw).unwrap() > 0 {
@@ -546,6 +735,126 @@ mod tests {
         assert_eq!(dead[0].value, "{not json");
         assert!(dead[0].error.starts_with("not a raw post"), "{}", dead[0].error);
         assert_eq!(log.lag(CONSUMER, Topic::Raw).unwrap(), 0);
+    }
+
+    /// A raw post of `id` with `score`, accepted at `ingested_at`.
+    fn scored(id: &str, score: i64, ingested_at: i64) -> Vec<u8> {
+        let incoming = IncomingPost {
+            community: Some("politics".into()),
+            score: Some(score),
+            url: Some("https://example.org/a/long/link".into()),
+            ..IncomingPost::new("reddit", id, "I love it", 1_546_344_000_000_000)
+        };
+        RawPost { incoming, ingested_at }.to_log_bytes()
+    }
+
+    /// Each enriched record of partition order: (id, score, what its prior
+    /// says: "new", "stale" or the replaced score).
+    fn priors_of(log: &FjallLog) -> Vec<(String, Option<i64>, String)> {
+        (0..log.partitions())
+            .flat_map(|p| log.read(Topic::Enriched, p, 0, usize::MAX, usize::MAX).unwrap())
+            .map(|e| {
+                let (post, prior) = PostView::with_prior(&e.value).unwrap();
+                let prior = match prior {
+                    Prior::None => "new".to_string(),
+                    Prior::Stale => "stale".to_string(),
+                    Prior::Replaces(bytes) => {
+                        let old = PostView::from_log_bytes(bytes).unwrap();
+                        // Only the kept columns: no URL, no text.
+                        assert_eq!((old.incoming.url, old.text.as_ref()), (None, ""));
+                        format!("{:?}", old.incoming.score)
+                    }
+                };
+                (post.incoming.id.to_string(), post.incoming.score, prior)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn with_priors_each_record_carries_the_version_it_replaces() {
+        let (_dir, log, metrics) = open_log();
+        let mut keep = [false; 23];
+        keep[2] = true; // community
+        keep[11] = true; // score
+        let priors = Priors { keep };
+        let config = EnrichConfig {
+            priors: Some(priors.clone()),
+            ..EnrichConfig::default()
+        };
+        // Without the speed layer having built the priors, the stage
+        // refuses to start rather than write records that lie.
+        let refused = run(log.clone(), &config, metrics.clone(), CancellationToken::new()).unwrap_err();
+        assert!(refused.to_string().contains("priors"), "{refused}");
+        priors_done(&*log, &priors, vec![0; 4]).unwrap();
+        let key: &[u8] = b"reddit\0t1_a";
+        // In one batch: a new post, a re-send, an exact copy, an older
+        // version arriving late; then in a later batch another re-send.
+        log.append(
+            Topic::Raw,
+            &[
+                (key, &scored("t1_a", 1, 100)),
+                (key, &scored("t1_a", 2, 200)),
+                (key, &scored("t1_a", 2, 200)),
+                (key, &scored("t1_a", 9, 150)),
+            ],
+        )
+        .unwrap();
+        run_with(&log, &metrics, config.clone());
+        log.append(Topic::Raw, &[(key, &scored("t1_a", 3, 300))]).unwrap();
+        run_with(&log, &metrics, config.clone());
+        let s = |v: &str| v.to_string();
+        assert_eq!(
+            priors_of(&log),
+            [
+                (s("t1_a"), Some(1), s("new")),
+                (s("t1_a"), Some(2), s("Some(1)")),
+                (s("t1_a"), Some(9), s("stale")),
+                (s("t1_a"), Some(3), s("Some(2)")),
+            ]
+        );
+        assert_eq!(metrics.enrich_duplicates.get(), 1);
+        // The entry keeps the newest version counted.
+        let stored = log
+            .state(&prefixed_post_key(SEEN_PREFIX, "reddit", "t1_a"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(counted_version(&stored, priors.id()).map(|(_, at)| at), Some(300));
+        // Without the speed layer the stage says the priors are gone, and
+        // the next records carry none.
+        run_with(&log, &metrics, EnrichConfig::default());
+        assert_eq!(priors_state(&*log).unwrap(), None);
+        log.append(Topic::Raw, &[(key, &scored("t1_a", 4, 400))]).unwrap();
+        run_with(&log, &metrics, EnrichConfig::default());
+        assert_eq!(priors_of(&log).last().unwrap().2, "new");
+    }
+
+    #[test]
+    fn rebuilt_priors_keep_the_hash_so_copies_are_still_dropped() {
+        let (_dir, log, metrics) = open_log();
+        let key: &[u8] = b"reddit\0t1_a";
+        log.append(Topic::Raw, &[(key, &scored("t1_a", 1, 100))]).unwrap();
+        run_until_drained(&log, &metrics);
+        // The speed layer switched on: the priors of every post, from
+        // what posts_latest holds.
+        let mut keep = [false; 23];
+        keep[11] = true;
+        let priors = Priors { keep };
+        let posts = enriched(&log);
+        let views: Vec<PostView<'_>> = posts.iter().map(Post::view).collect();
+        write_priors(&*log, &priors, &views).unwrap();
+        priors_done(&*log, &priors, log.end_offsets(Topic::Enriched).unwrap()).unwrap();
+        let config = EnrichConfig {
+            priors: Some(priors),
+            ..EnrichConfig::default()
+        };
+        log.append(
+            Topic::Raw,
+            &[(key, &scored("t1_a", 1, 100)), (key, &scored("t1_a", 5, 500))],
+        )
+        .unwrap();
+        run_with(&log, &metrics, config);
+        assert_eq!(metrics.enrich_duplicates.get(), 1, "the copy is dropped");
+        assert_eq!(priors_of(&log).last().unwrap().2, "Some(1)");
     }
 
     #[test]

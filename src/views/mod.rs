@@ -416,15 +416,16 @@ pub fn read_version(dir: &Path) -> Result<Vec<arrow::array::RecordBatch>, String
 }
 
 /// The speed layer of `views` (those whose aggregates merge), restored
-/// from `log`'s state, and why each other view is served batch-only.
+/// from `log`'s state (or built again from `posts_latest` with `engine`,
+/// within `batch`'s bounds), and why each other view is served batch-only.
 pub async fn open_speed(
     log: &dyn Log,
-    archive_root: &Path,
+    (archive_root, engine): (&Path, &QueryEngine),
     views: &[View],
-    enabled: bool,
+    batch: &BatchConfig,
 ) -> (Option<Arc<speed::Speed>>, std::collections::HashMap<String, String>) {
     let mut reasons = std::collections::HashMap::new();
-    if !enabled {
+    if !batch.speed_layer {
         for view in views {
             reasons.insert(view.name.clone(), "[batch] speed_layer is off".to_string());
         }
@@ -437,9 +438,12 @@ pub async fn open_speed(
         match speed::analyze(&view.name, &view.sql).await {
             Ok(m) => {
                 // A version of final columns (made with the speed layer off)
-                // has no partial sums to add to: the epochs start at 0.
+                // has no partial sums to add to: the layer counts every post.
                 let current = store.current(&view.name).ok().flatten().filter(|v| v.partial);
-                versions.push(current.map(|v| v.snapshot.until));
+                versions.push(current.map(|v| speed::Base {
+                    dir: store.version_dir(&view.name, &v.version),
+                    until: v.snapshot.until,
+                }));
                 mergeable.push(m);
             }
             Err(reason) => {
@@ -447,7 +451,15 @@ pub async fn open_speed(
             }
         }
     }
-    match speed::Speed::open(log, mergeable, &versions) {
+    if mergeable.is_empty() {
+        return (None, reasons);
+    }
+    let bounds = QueryConfig {
+        max_memory: batch.max_memory,
+        max_seconds: batch.max_seconds,
+        ..engine.config().clone()
+    };
+    match speed::Speed::open(log, (engine, &bounds), mergeable, &versions).await {
         Ok(speed) => (Some(Arc::new(speed)), reasons),
         Err(e) => {
             tracing::error!(error = %e, "The speed layer cannot start; views are served batch-only.");

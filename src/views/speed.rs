@@ -34,9 +34,10 @@ use datafusion::logical_expr::{Expr, ExprFunctionExt, LogicalPlan, cast, lit};
 use datafusion::physical_expr::PhysicalExpr;
 
 use crate::log::{Entry, Log, LogError, Topic, Transaction};
-use crate::record::PostView;
 use crate::record::batch::{posts_schema, to_projected_batch};
+use crate::record::{PostView, Prior};
 use crate::sinks::consume::{Commit, Committed, Input, Sink};
+use crate::transforms::enrich::Priors;
 
 /// The speed layer's consumer name on `posts.enriched`.
 pub const CONSUMER: &str = "speed";
@@ -45,13 +46,15 @@ pub const INPUT: Input = Input {
     consumer: CONSUMER,
     topic: Topic::Enriched,
 };
-/// State keys: the views' fingerprint, each post's contributions, each
-/// view's epochs and their per-group sums.
+/// State keys: the views' fingerprint, each view's epochs and their
+/// per-group sums, and why a view stopped being kept.
 const FINGERPRINT_KEY: &[u8] = b"speed/fingerprint";
-const CONTRIBUTION_PREFIX: &[u8] = b"speed/post/";
 const EPOCHS_PREFIX: &str = "speed/epochs/";
 const SUMS_PREFIX: &str = "speed/sums/";
 const BROKEN_PREFIX: &str = "speed/broken/";
+
+/// Per group (its encoding), its running sums.
+pub type Sums = rustc_hash::FxHashMap<Vec<u8>, Partial>;
 
 /// A compiled expression.
 type Expression = Arc<dyn PhysicalExpr>;
@@ -272,8 +275,9 @@ impl Mergeable {
         ))
     }
 
-    /// Each row's contribution (`None`: outside the view's WHERE).
-    fn contributions(&self, batch: &RecordBatch) -> Result<Vec<Option<Contribution>>, String> {
+    /// Each row's contribution: its group and aggregate inputs, or none
+    /// when the view's WHERE leaves it out.
+    fn contributions(&self, batch: &RecordBatch) -> Result<Contributions, String> {
         let rows = batch.num_rows();
         let eval = |e: &Arc<dyn PhysicalExpr>| -> Result<ArrayRef, String> {
             e.evaluate(batch)
@@ -284,9 +288,14 @@ impl Mergeable {
             Some(f) => Some(eval(f)?),
             None => None,
         };
-        let keep = keep
-            .as_ref()
-            .map(|a| a.as_any().downcast_ref::<arrow::array::BooleanArray>());
+        let keep = match keep.as_ref() {
+            Some(a) => Some(
+                a.as_any()
+                    .downcast_ref::<arrow::array::BooleanArray>()
+                    .ok_or("the WHERE clause is not a boolean")?,
+            ),
+            None => None,
+        };
         let groups = self.physical_groups.iter().map(eval).collect::<Result<Vec<_>, _>>()?;
         let mut args = Vec::new();
         for (arg, filter) in &self.physical_aggs {
@@ -296,33 +305,39 @@ impl Mergeable {
             };
             args.push((numbers(&eval(arg)?)?, filter));
         }
-        let mut out = Vec::with_capacity(rows);
+        let filters: Vec<Option<&arrow::array::BooleanArray>> = args
+            .iter()
+            .map(|(_, f)| {
+                f.as_ref()
+                    .and_then(|f| f.as_any().downcast_ref::<arrow::array::BooleanArray>())
+            })
+            .collect();
+        let mut out = Contributions {
+            kept: Vec::with_capacity(rows),
+            ends: Vec::with_capacity(rows),
+            keys: Vec::with_capacity(rows * 24),
+            inputs: Vec::with_capacity(rows * args.len()),
+            aggs: args.len(),
+        };
         for row in 0..rows {
-            let kept = match keep {
-                Some(Some(k)) => k.is_valid(row) && k.value(row),
-                Some(None) => return Err("the WHERE clause is not a boolean".into()),
-                None => true,
-            };
-            if !kept {
-                out.push(None);
-                continue;
+            let kept = keep.is_none_or(|k| k.is_valid(row) && k.value(row));
+            out.kept.push(kept);
+            if kept {
+                for g in &groups {
+                    encode_cell(g.as_ref(), row, &mut out.keys)?;
+                }
+                for ((values, filter), passes) in args.iter().zip(&filters) {
+                    let passes = match (filter, passes) {
+                        (None, _) => true,
+                        (Some(_), Some(f)) => f.is_valid(row) && f.value(row),
+                        (Some(_), None) => false,
+                    };
+                    out.inputs.push(if passes { values[row] } else { None });
+                }
+            } else {
+                out.inputs.extend(std::iter::repeat_n(None, args.len()));
             }
-            let mut group = Vec::with_capacity(32);
-            for g in &groups {
-                encode_cell(g.as_ref(), row, &mut group)?;
-            }
-            let inputs = args
-                .iter()
-                .map(|(values, filter)| {
-                    let passes = filter.as_ref().is_none_or(|f| {
-                        f.as_any()
-                            .downcast_ref::<arrow::array::BooleanArray>()
-                            .is_some_and(|f| f.is_valid(row) && f.value(row))
-                    });
-                    if passes { values[row] } else { None }
-                })
-                .collect();
-            out.push(Some(Contribution { group, inputs }));
+            out.ends.push(out.keys.len());
         }
         Ok(out)
     }
@@ -388,8 +403,8 @@ impl Mergeable {
 
     /// A batch version's partial rows (see [`Mergeable::partial_plan`]) as
     /// per-group sums.
-    pub fn read_partials(&self, batches: &[RecordBatch]) -> Result<HashMap<Vec<u8>, Partial>, String> {
-        let mut out = HashMap::new();
+    pub fn read_partials(&self, batches: &[RecordBatch]) -> Result<Sums, String> {
+        let mut out = Sums::default();
         let g = self.groups.len();
         for batch in batches {
             for row in 0..batch.num_rows() {
@@ -440,7 +455,14 @@ impl Mergeable {
                     accs.push(acc);
                 }
                 let rows = int(c)?;
-                out.insert(group, Partial { rows, accs });
+                out.insert(
+                    group,
+                    Partial {
+                        rows,
+                        accs,
+                        dirty: false,
+                    },
+                );
             }
         }
         Ok(out)
@@ -521,12 +543,30 @@ enum Num {
     Float(f64),
 }
 
-/// One post's part in one view.
-#[derive(Debug, Clone, PartialEq)]
-struct Contribution {
-    /// The group's values, encoded ([`encode_cell`]).
-    group: Vec<u8>,
+/// The parts of a batch's rows in one view.
+struct Contributions {
+    /// Per row: whether the view's WHERE keeps it.
+    kept: Vec<bool>,
+    /// Per row: where its group's encoding ([`encode_cell`]) ends in `keys`.
+    ends: Vec<usize>,
+    keys: Vec<u8>,
+    /// Per row, `aggs` aggregate inputs.
     inputs: Vec<Option<Num>>,
+    aggs: usize,
+}
+
+impl Contributions {
+    /// Row `row`'s group and inputs, if the view keeps it.
+    fn row(&self, row: usize) -> Option<(&[u8], &[Option<Num>])> {
+        if !self.kept[row] {
+            return None;
+        }
+        let start = if row == 0 { 0 } else { self.ends[row - 1] };
+        Some((
+            &self.keys[start..self.ends[row]],
+            &self.inputs[row * self.aggs..(row + 1) * self.aggs],
+        ))
+    }
 }
 
 /// One aggregate's running sums.
@@ -542,6 +582,8 @@ pub struct Acc {
 pub struct Partial {
     rows: i64,
     accs: Vec<Acc>,
+    /// Changed since the state last stored it.
+    dirty: bool,
 }
 
 impl Partial {
@@ -549,10 +591,13 @@ impl Partial {
         self.rows == 0 && self.accs.iter().all(|a| a.n == 0 && a.int == 0 && a.float == 0.0)
     }
 
-    fn add(&mut self, c: &Contribution, sign: i64) {
+    /// Adds `sign` × one row's `inputs`; whether the group was clean.
+    fn add(&mut self, inputs: &[Option<Num>], sign: i64) -> bool {
         self.rows += sign;
-        self.accs.resize(c.inputs.len(), Acc::default());
-        for (acc, input) in self.accs.iter_mut().zip(&c.inputs) {
+        if self.accs.len() != inputs.len() {
+            self.accs.resize(inputs.len(), Acc::default());
+        }
+        for (acc, input) in self.accs.iter_mut().zip(inputs) {
             match input {
                 Some(Num::Int(v)) => {
                     acc.n += sign;
@@ -565,6 +610,18 @@ impl Partial {
                 }
                 None => {}
             }
+        }
+        !std::mem::replace(&mut self.dirty, true)
+    }
+
+    /// Subtracts `other`.
+    fn subtract(&mut self, other: &Partial) {
+        self.rows -= other.rows;
+        self.accs.resize(other.accs.len().max(self.accs.len()), Acc::default());
+        for (a, b) in self.accs.iter_mut().zip(&other.accs) {
+            a.n -= b.n;
+            a.int -= b.int;
+            a.float -= b.float;
         }
     }
 
@@ -598,7 +655,11 @@ impl Partial {
                 float: f64::from_bits(r.i64()? as u64),
             });
         }
-        Some(Partial { rows, accs })
+        Some(Partial {
+            rows,
+            accs,
+            dirty: false,
+        })
     }
 }
 
@@ -645,58 +706,107 @@ fn decode_scalar(r: &mut Reader<'_>, data_type: &DataType) -> Option<ScalarValue
     })
 }
 
-/// A post's stored contributions: its `ingested_at`, then per view a
-/// present flag, its group and inputs.
-fn encode_post(ingested_at: i64, contributions: &[Option<Contribution>]) -> Vec<u8> {
-    let mut out = ingested_at.to_be_bytes().to_vec();
-    for c in contributions {
-        match c {
-            None => out.push(0),
-            Some(c) => {
-                out.push(1);
-                out.extend_from_slice(&(c.group.len() as u32).to_be_bytes());
-                out.extend_from_slice(&c.group);
-                for input in &c.inputs {
-                    match input {
-                        None => out.push(0),
-                        Some(Num::Int(v)) => {
-                            out.push(1);
-                            out.extend_from_slice(&v.to_be_bytes());
-                        }
-                        Some(Num::Float(v)) => {
-                            out.push(2);
-                            out.extend_from_slice(&v.to_bits().to_be_bytes());
-                        }
-                    }
-                }
-            }
-        }
+/// The posts of `batch` (some of the record's columns, by name; the
+/// others empty, absent or 0).
+fn posts_of(batch: &RecordBatch) -> Result<Vec<crate::record::Post>, String> {
+    use crate::record::{IncomingPost, Post, Scores, Sentiment, column};
+    use arrow::array::AsArray;
+    use arrow::datatypes::{Float64Type, Int64Type, TimestampMicrosecondType};
+    let rows = batch.num_rows();
+    let column = |name: &str, data_type: &DataType| -> Result<Option<ArrayRef>, String> {
+        batch
+            .column_by_name(name)
+            .map(|c| arrow::compute::cast(c, data_type).map_err(|e| format!("{name}: {e}")))
+            .transpose()
+    };
+    let strings = |name: &str| -> Result<Vec<Option<String>>, String> {
+        Ok(match column(name, &DataType::Utf8)? {
+            Some(c) => c.as_string::<i32>().iter().map(|v| v.map(String::from)).collect(),
+            None => vec![None; rows],
+        })
+    };
+    let ints = |name: &str, data_type: &DataType| -> Result<Vec<Option<i64>>, String> {
+        Ok(match column(name, data_type)? {
+            Some(c) if matches!(data_type, DataType::Int64) => c.as_primitive::<Int64Type>().iter().collect(),
+            Some(c) => c.as_primitive::<TimestampMicrosecondType>().iter().collect(),
+            None => vec![None; rows],
+        })
+    };
+    let floats = |name: &str| -> Result<Vec<f64>, String> {
+        Ok(match column(name, &DataType::Float64)? {
+            Some(c) => c
+                .as_primitive::<Float64Type>()
+                .iter()
+                .map(|v| v.unwrap_or(0.0))
+                .collect(),
+            None => vec![0.0; rows],
+        })
+    };
+    let time = crate::record::batch::timestamp_type();
+    let (mut platform, mut id) = (strings(column::PLATFORM)?, strings(column::ID)?);
+    let (mut community, mut author) = (strings(column::COMMUNITY)?, strings(column::AUTHOR)?);
+    let (mut body, mut text) = (strings(column::BODY)?, strings(column::TEXT)?);
+    let (created_at, ingested_at) = (ints(column::CREATED_AT, &time)?, ints(column::INGESTED_AT, &time)?);
+    let (mut parent_id, mut thread_id, mut url) = (
+        strings(column::PARENT_ID)?,
+        strings(column::THREAD_ID)?,
+        strings(column::URL)?,
+    );
+    let int = DataType::Int64;
+    let (score, reposts, followers) = (
+        ints(column::SCORE, &int)?,
+        ints(column::REPOSTS, &int)?,
+        ints(column::AUTHOR_FOLLOWERS, &int)?,
+    );
+    let (mut location, mut lang) = (strings(column::LOCATION)?, strings(column::LANG)?);
+    let (polarity, subjectivity) = (floats(column::POLARITY)?, floats(column::SUBJECTIVITY)?);
+    let (neg, neu, pos, compound) = (
+        floats(column::VADER_NEG)?,
+        floats(column::VADER_NEU)?,
+        floats(column::VADER_POS)?,
+        floats(column::VADER_COMPOUND)?,
+    );
+    let sentiment = strings(column::SENTIMENT)?;
+    let mut posts = Vec::with_capacity(rows);
+    for row in 0..rows {
+        let take = |v: &mut Vec<Option<String>>| v[row].take();
+        let incoming = IncomingPost {
+            platform: take(&mut platform).unwrap_or_default(),
+            id: take(&mut id).unwrap_or_default(),
+            community: take(&mut community),
+            author: take(&mut author),
+            body: take(&mut body).unwrap_or_default(),
+            created_at: created_at[row].unwrap_or(0),
+            parent_id: take(&mut parent_id),
+            thread_id: take(&mut thread_id),
+            url: take(&mut url),
+            score: score[row],
+            reposts: reposts[row],
+            author_followers: followers[row],
+            location: take(&mut location),
+            lang: take(&mut lang),
+        };
+        let sentiment = match sentiment[row].as_deref() {
+            Some("positive") => Sentiment::Positive,
+            Some("negative") => Sentiment::Negative,
+            _ => Sentiment::Neutral,
+        };
+        posts.push(Post {
+            incoming,
+            text: take(&mut text).unwrap_or_default(),
+            ingested_at: ingested_at[row].unwrap_or(0),
+            scores: Scores {
+                polarity: polarity[row],
+                subjectivity: subjectivity[row],
+                vader_neg: neg[row],
+                vader_neu: neu[row],
+                vader_pos: pos[row],
+                vader_compound: compound[row],
+                sentiment,
+            },
+        });
     }
-    out
-}
-
-fn decode_post(bytes: &[u8], views: &[Mergeable]) -> Option<(i64, Vec<Option<Contribution>>)> {
-    let mut r = Reader(bytes);
-    let ingested_at = r.i64()?;
-    let mut out = Vec::with_capacity(views.len());
-    for view in views {
-        if r.u8()? == 0 {
-            out.push(None);
-            continue;
-        }
-        let n = u32::from_be_bytes(r.take(4)?.try_into().ok()?) as usize;
-        let group = r.take(n)?.to_vec();
-        let mut inputs = Vec::with_capacity(view.aggs.len());
-        for _ in &view.aggs {
-            inputs.push(match r.u8()? {
-                0 => None,
-                1 => Some(Num::Int(r.i64()?)),
-                _ => Some(Num::Float(f64::from_bits(r.i64()? as u64))),
-            });
-        }
-        out.push(Some(Contribution { group, inputs }));
-    }
-    Some((ingested_at, out))
+    Ok(posts)
 }
 
 /// Entries read from the state at once.
@@ -731,24 +841,24 @@ struct Epoch {
 /// One view's speed state: its epochs (oldest first) and their sums.
 struct ViewState {
     epochs: Vec<Epoch>,
-    sums: Vec<HashMap<Vec<u8>, Partial>>,
-    /// Groups changed since the last flush, by epoch id.
-    changed: HashMap<u32, std::collections::HashSet<Vec<u8>>>,
+    sums: Vec<Sums>,
+    /// Groups changed since the last flush (marked dirty), by epoch id.
+    changed: HashMap<u32, Vec<Vec<u8>>>,
     /// The current version's partial sums, read once per version.
-    base: Option<(String, HashMap<Vec<u8>, Partial>)>,
+    base: Option<(String, Sums)>,
 }
 
 impl ViewState {
-    /// Adds `sign` × `c` to epoch `e` (whose id is `epoch_id`), allocating
-    /// only for a group new to it.
-    fn add(&mut self, e: usize, epoch_id: u32, c: &Contribution, sign: i64) {
-        match self.sums[e].get_mut(c.group.as_slice()) {
-            Some(partial) => partial.add(c, sign),
-            None => self.sums[e].entry(c.group.clone()).or_default().add(c, sign),
-        }
-        let changed = self.changed.entry(epoch_id).or_default();
-        if !changed.contains(c.group.as_slice()) {
-            changed.insert(c.group.clone());
+    /// Adds `sign` × a row (its group and inputs) to epoch `e` (whose id
+    /// is `epoch_id`), allocating only for a group new to it.
+    fn add(&mut self, e: usize, epoch_id: u32, (group, inputs): (&[u8], &[Option<Num>]), sign: i64) {
+        let sums = &mut self.sums[e];
+        let was_clean = match sums.get_mut(group) {
+            Some(partial) => partial.add(inputs, sign),
+            None => sums.entry(group.to_vec()).or_default().add(inputs, sign),
+        };
+        if was_clean {
+            self.changed.entry(epoch_id).or_default().push(group.to_vec());
         }
     }
 
@@ -764,8 +874,6 @@ impl ViewState {
 /// What the speed layer holds, behind one lock.
 pub struct SpeedState {
     views: Vec<ViewState>,
-    /// Contributions written since the last flush, by post key.
-    pending: HashMap<Vec<u8>, Vec<u8>>,
 }
 
 /// The speed layer of the mergeable views.
@@ -779,6 +887,8 @@ pub struct Speed {
     /// Views whose expressions failed on a post, with the error: served
     /// from their batch version alone from then on.
     broken: std::sync::Mutex<HashMap<String, String>>,
+    /// The columns the seen-state keeps of each post for the views.
+    priors: Priors,
 }
 
 /// Why the speed layer stopped.
@@ -792,35 +902,75 @@ pub enum SpeedError {
     Other(String),
 }
 
+/// A view's current batch version of partial sums: where its snapshot
+/// ends, and its directory.
+#[derive(Debug, Clone)]
+pub struct Base {
+    /// Per partition of `posts.enriched`, the offset its snapshot reached.
+    pub until: Vec<u64>,
+    /// Where its Parquet file is.
+    pub dir: std::path::PathBuf,
+}
+
+/// The columns the seen-state keeps of each post for `views`: those their
+/// expressions read (`dt` and `hour` come from `created_at`).
+fn priors_of(views: &[Mergeable]) -> Priors {
+    let mut keep = [false; 23];
+    for &i in views.iter().flat_map(|v| &v.reads) {
+        match i {
+            0..23 => keep[i] = true,
+            _ => keep[6] = true,
+        }
+    }
+    // The key says platform and id.
+    keep[0] = false;
+    keep[1] = false;
+    Priors { keep }
+}
+
 impl Speed {
     /// The speed layer of `views` over `log`, restored from the state;
-    /// `versions` gives each view's current batch snapshot (`until`), where
-    /// its first epoch begins when it has none.
-    pub fn open(log: &dyn Log, views: Vec<Mergeable>, versions: &[Option<Vec<u64>>]) -> Result<Speed, SpeedError> {
+    /// `versions` gives each view's current batch version of partial sums,
+    /// if it has one. When the state does not fit the views, the versions
+    /// or the seen-state's priors (views changed, the layer was off, a
+    /// version was made without it), it is built again from `posts_latest`
+    /// now (queries of `engine` within `bounds`): the sums past each
+    /// version, and when the priors' layout changed, the priors of every
+    /// post. Nothing may write `posts.enriched` meanwhile: the server opens
+    /// it before its stages start.
+    pub async fn open(
+        log: &dyn Log,
+        (engine, bounds): (&crate::query::QueryEngine, &crate::query::QueryConfig),
+        views: Vec<Mergeable>,
+        versions: &[Option<Base>],
+    ) -> Result<Speed, SpeedError> {
         let partitions = log.partitions();
-        let mut fingerprint = Vec::new();
+        let priors = priors_of(&views);
+        let mut fingerprint = format!("v3|{}", priors.id()).into_bytes();
         for view in &views {
             fingerprint.extend_from_slice(view.name.as_bytes());
             fingerprint.push(0);
             // The layout of the stored state is part of it.
-            fingerprint.extend_from_slice(format!("v2|{:?}|{:?}", view.groups, view.aggs).as_bytes());
+            fingerprint.extend_from_slice(format!("{:?}|{:?}", view.groups, view.aggs).as_bytes());
             fingerprint.push(0);
         }
         let fingerprint = xxhash_rust::xxh3::xxh3_128(&fingerprint).to_be_bytes().to_vec();
         let stored = log.state(FINGERPRINT_KEY)?;
         let mut fresh = stored.as_deref() != Some(fingerprint.as_slice());
+        let zeros = vec![0; partitions as usize];
+        let start_of = |version: &Option<Base>| version.as_ref().map_or_else(|| zeros.clone(), |b| b.until.clone());
         // Each view's epochs must begin where its current version ends
         // (or at 0 without one): else a version was made while the layer
         // was off, and what the state adds up no longer fits it.
         for (view, version) in views.iter().zip(versions) {
             let key = format!("{EPOCHS_PREFIX}{}", view.name);
             let Some(bytes) = log.state(key.as_bytes())? else {
+                fresh = true;
                 continue;
             };
             let epochs: Vec<Epoch> =
                 serde_json::from_slice(&bytes).map_err(|e| SpeedError::Other(format!("{key}: {e}")))?;
-            let start = version.clone().unwrap_or_else(|| vec![0; partitions as usize]);
-            if !epochs.iter().any(|e| e.start == start) {
+            if !epochs.iter().any(|e| e.start == start_of(version)) {
                 fresh = true;
             }
         }
@@ -836,26 +986,14 @@ impl Speed {
                 fresh = true;
             }
         }
-        if fresh {
-            // Built (again) from every post: the log must still hold them.
-            for p in 0..partitions {
-                let first = log.read(Topic::Enriched, p, 0, 1, 1 << 20)?;
-                if first.first().is_some_and(|e| e.offset > 0) {
-                    return Err(SpeedError::Other(format!(
-                        "the speed layer would be built from every post, but the log's retention already dropped \
-                         the first {} records of posts.enriched partition {p}",
-                        first[0].offset
-                    )));
-                }
-            }
-            // One step at a time (one entry per post: millions).
-            for_each_step(log, b"speed/", |entries| {
-                let mut tx = Transaction::new();
-                for (key, _) in entries {
-                    tx.remove_state(key);
-                }
-                log.write(&tx).map(|_| ())
-            })?;
+        // Records carry what they replace only while the seen-state keeps
+        // priors in this layout.
+        let priors_kept = crate::transforms::enrich::priors_state(log)?.is_some_and(|p| p.id == priors.id());
+        if !priors_kept || fresh {
+            Speed::build(log, (engine, bounds), &views, versions, (&priors, !priors_kept)).await?;
+            let mut tx = Transaction::new();
+            tx.put_state(FINGERPRINT_KEY, &fingerprint);
+            log.write(&tx)?;
         }
         let mut broken = HashMap::new();
         for view in &views {
@@ -864,20 +1002,13 @@ impl Speed {
             }
         }
         let mut states = Vec::new();
-        for (i, view) in views.iter().enumerate() {
+        for view in &views {
             let key = format!("{EPOCHS_PREFIX}{}", view.name);
             let epochs: Vec<Epoch> = match log.state(key.as_bytes())? {
                 Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| SpeedError::Other(format!("{key}: {e}")))?,
-                None => vec![Epoch {
-                    id: 0,
-                    start: versions
-                        .get(i)
-                        .cloned()
-                        .flatten()
-                        .unwrap_or_else(|| vec![0; partitions as usize]),
-                }],
+                None => return Err(SpeedError::Other(format!("{key} is missing from the state"))),
             };
-            let mut sums = vec![HashMap::new(); epochs.len()];
+            let mut sums = vec![Sums::default(); epochs.len()];
             for (e, epoch) in epochs.iter().enumerate() {
                 let prefix = format!("{SUMS_PREFIX}{}/{:010}/", view.name, epoch.id);
                 let mut damaged = false;
@@ -909,38 +1040,158 @@ impl Speed {
                 *r = true;
             }
         }
-        if fresh {
-            // The new state, and the stage's offsets back to 0, in one
-            // transaction: whoever opened it (the server, or an offline
-            // `chorus sql`), the next run of the stage reads every post.
-            let epochs: Vec<(String, Vec<u8>)> = views
-                .iter()
-                .zip(&states)
-                .map(|(v, s)| {
-                    let json = serde_json::to_vec(&s.epochs).map_err(|e| SpeedError::Other(e.to_string()))?;
-                    Ok((format!("{EPOCHS_PREFIX}{}", v.name), json))
-                })
-                .collect::<Result<_, SpeedError>>()?;
-            let mut tx = Transaction::new();
-            tx.put_state(FINGERPRINT_KEY, &fingerprint);
-            for (key, value) in &epochs {
-                tx.put_state(key.as_bytes(), value);
-            }
-            for p in 0..partitions {
-                tx.commit(CONSUMER, Topic::Enriched, p, 0);
-            }
-            log.write(&tx)?;
-        }
         Ok(Speed {
             views,
-            state: tokio::sync::Mutex::new(SpeedState {
-                views: states,
-                pending: HashMap::new(),
-            }),
+            state: tokio::sync::Mutex::new(SpeedState { views: states }),
             partitions,
+            priors,
             reads,
             broken: std::sync::Mutex::new(broken),
         })
+    }
+
+    /// Builds the state again from `posts_latest` now: with `priors.1`,
+    /// first the seen-state's priors of every post; then for each view its
+    /// first epoch, beginning where its version ends, holding what
+    /// `posts_latest` adds to the version (its partial sums now less the
+    /// version's); and the stage's offsets where that snapshot ends.
+    async fn build(
+        log: &dyn Log,
+        (engine, bounds): (&crate::query::QueryEngine, &crate::query::QueryConfig),
+        views: &[Mergeable],
+        versions: &[Option<Base>],
+        (priors, with_priors): (&Priors, bool),
+    ) -> Result<(), SpeedError> {
+        let failed = |e: &dyn std::fmt::Display| SpeedError::Other(format!("building the speed layer: {e}"));
+        let started = std::time::Instant::now();
+        tracing::info!(
+            views = views.len(),
+            priors = with_priors,
+            "Building the speed layer from posts_latest."
+        );
+        let partitions = log.partitions() as usize;
+        // The old state goes first, one step at a time (millions of
+        // entries, for a state of an earlier version).
+        let mut tx = Transaction::new();
+        tx.remove_state(FINGERPRINT_KEY);
+        log.write(&tx)?;
+        for_each_step(log, b"speed/", |entries| {
+            let mut tx = Transaction::new();
+            for (key, _) in entries {
+                tx.remove_state(key);
+            }
+            log.write(&tx).map(|_| ())
+        })?;
+        let mut snapshot: Option<Vec<u64>> = None;
+        let mut same_snapshot = |until: Vec<u64>| match &snapshot {
+            Some(s) if *s != until => Err(SpeedError::Other(
+                "posts.enriched grew while the speed layer was being built from it".into(),
+            )),
+            _ => {
+                snapshot = Some(until);
+                Ok(())
+            }
+        };
+        if with_priors {
+            let mut columns = vec!["platform", "id", "ingested_at"];
+            for (name, keep) in crate::record::column::ALL.iter().zip(priors.keep) {
+                if keep && !columns.contains(name) {
+                    columns.push(name);
+                }
+            }
+            let sql = format!(
+                "SELECT {} FROM {}",
+                columns
+                    .iter()
+                    .map(|c| format!("\"{c}\""))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                crate::query::POSTS_LATEST
+            );
+            let mut export = engine
+                .export(crate::query::Statement::Sql(sql), bounds)
+                .await
+                .map_err(|e| failed(&e))?;
+            let mut posts_done = 0u64;
+            while let Some(batch) = export.batches.recv().await {
+                let posts = posts_of(&batch.map_err(|e| failed(&e))?).map_err(|e| failed(&e))?;
+                let views: Vec<PostView<'_>> = posts.iter().map(crate::record::Post::view).collect();
+                crate::transforms::enrich::write_priors(log, priors, &views)?;
+                posts_done += views.len() as u64;
+            }
+            crate::transforms::enrich::priors_done(log, priors, export.snapshot.until.clone())?;
+            tracing::info!(
+                posts = posts_done,
+                "The seen-state keeps the speed layer's columns of every post."
+            );
+            same_snapshot(export.snapshot.until)?;
+        }
+        for (view, version) in views.iter().zip(versions) {
+            let mut export = engine
+                .export(view.partial_plan().map_err(|e| failed(&e))?, bounds)
+                .await
+                .map_err(|e| failed(&e))?;
+            let mut batches = Vec::new();
+            while let Some(batch) = export.batches.recv().await {
+                batches.push(batch.map_err(|e| failed(&e))?);
+            }
+            same_snapshot(export.snapshot.until)?;
+            let mut sums = view.read_partials(&batches).map_err(|e| failed(&e))?;
+            drop(batches);
+            if let Some(base) = version {
+                let version = view
+                    .read_partials(&super::read_version(&base.dir).map_err(|e| failed(&e))?)
+                    .map_err(|e| failed(&e))?;
+                for (group, partial) in version {
+                    sums.entry(group).or_default().subtract(&partial);
+                }
+            }
+            sums.retain(|_, p| !p.is_zero());
+            let prefix = format!("{SUMS_PREFIX}{}/{:010}/", view.name, 0);
+            let entries: Vec<(Vec<u8>, Vec<u8>)> = sums
+                .into_iter()
+                .map(|(group, partial)| {
+                    let mut key = prefix.clone().into_bytes();
+                    key.extend_from_slice(&group);
+                    let mut value = Vec::new();
+                    partial.encode(&mut value);
+                    (key, value)
+                })
+                .collect();
+            for step in entries.chunks(SCAN_STEP) {
+                let mut tx = Transaction::new();
+                for (key, value) in step {
+                    tx.put_state(key, value);
+                }
+                log.write(&tx)?;
+            }
+            let epochs = vec![Epoch {
+                id: 0,
+                start: version
+                    .as_ref()
+                    .map_or_else(|| vec![0; partitions], |b| b.until.clone()),
+            }];
+            let json = serde_json::to_vec(&epochs).map_err(|e| failed(&e))?;
+            let mut tx = Transaction::new();
+            let key = format!("{EPOCHS_PREFIX}{}", view.name);
+            tx.put_state(key.as_bytes(), &json);
+            log.write(&tx)?;
+        }
+        // The stage reads on from where the snapshot ends.
+        let until =
+            snapshot.unwrap_or_else(|| log.end_offsets(Topic::Enriched).unwrap_or_else(|_| vec![0; partitions]));
+        let mut tx = Transaction::new();
+        for (p, next) in until.iter().enumerate() {
+            tx.commit(CONSUMER, Topic::Enriched, p as u32, *next);
+        }
+        log.write(&tx)?;
+        tracing::info!(seconds = started.elapsed().as_secs_f64(), "The speed layer is built.");
+        Ok(())
+    }
+
+    /// The columns the seen-state must keep of each post for these views.
+    pub fn priors(&self) -> &Priors {
+        &self.priors
     }
 
     /// The view named `name`, if the speed layer keeps it.
@@ -977,7 +1228,7 @@ impl Speed {
             id,
             start: until.to_vec(),
         });
-        view.sums.push(HashMap::new());
+        view.sums.push(Sums::default());
         let mut tx = Transaction::new();
         let key = format!("{EPOCHS_PREFIX}{}", self.views[v].name);
         let value = serde_json::to_vec(&view.epochs).map_err(|e| SpeedError::Other(e.to_string()))?;
@@ -1038,12 +1289,12 @@ impl Speed {
             st.base = Some((name.to_string(), view.read_partials(&read()?)?));
         }
         let st = &state.views[v];
-        let empty = HashMap::new();
+        let empty = Sums::default();
         let base = match (version, &st.base) {
             (Some(_), Some((_, base))) => base,
             _ => &empty,
         };
-        let overlays: Vec<&HashMap<Vec<u8>, Partial>> = st
+        let overlays: Vec<&Sums> = st
             .epochs
             .iter()
             .zip(&st.sums)
@@ -1068,7 +1319,7 @@ impl Speed {
 }
 
 /// `first` plus the sums of its group in `rest`, borrowed when there are none.
-fn summed<'a>(group: &[u8], first: &'a Partial, rest: &[&HashMap<Vec<u8>, Partial>]) -> std::borrow::Cow<'a, Partial> {
+fn summed<'a>(group: &[u8], first: &'a Partial, rest: &[&Sums]) -> std::borrow::Cow<'a, Partial> {
     let mut extra = rest.iter().filter_map(|o| o.get(group)).peekable();
     if extra.peek().is_none() {
         return std::borrow::Cow::Borrowed(first);
@@ -1081,137 +1332,151 @@ fn summed<'a>(group: &[u8], first: &'a Partial, rest: &[&HashMap<Vec<u8>, Partia
 }
 
 impl Speed {
-    /// Applies enriched records of `partition` (in offset order).
+    /// Applies enriched records of `partition` (in offset order): each adds
+    /// its contribution and takes back that of the version it replaces,
+    /// which it carries ([`Prior`]); one older than the version counted
+    /// changes nothing.
     fn apply(&self, log: &dyn Log, partition: u32, entries: &[Entry]) -> Result<(), SpeedError> {
-        let posts = entries
-            .iter()
-            .map(|e| PostView::from_log_bytes(&e.value))
-            .collect::<Result<Vec<_>, _>>();
-        // A record the archive cannot read goes to its dead letters; here
-        // it is left out record by record.
-        // Each post with the index of its entry.
-        let (at, posts): (Vec<usize>, Vec<PostView<'_>>) = match posts {
-            Ok(posts) => ((0..posts.len()).collect(), posts),
-            Err(_) => entries
-                .iter()
-                .enumerate()
-                .filter_map(|(i, e)| PostView::from_log_bytes(&e.value).ok().map(|p| (i, p)))
-                .unzip(),
-        };
+        let mut posts: Vec<PostView<'_>> = Vec::with_capacity(entries.len());
+        let mut offsets: Vec<u64> = Vec::with_capacity(entries.len());
+        // Per post: the index of the version it replaces in `replaced`.
+        let mut replaces: Vec<Option<usize>> = Vec::with_capacity(entries.len());
+        let mut replaced: Vec<PostView<'_>> = Vec::new();
+        let mut damaged = None;
+        for entry in entries {
+            // A record the archive cannot read goes to its dead letters;
+            // here it is left out.
+            let Ok((post, prior)) = PostView::with_prior(&entry.value) else {
+                continue;
+            };
+            match prior {
+                Prior::Stale => continue,
+                Prior::None => replaces.push(None),
+                Prior::Replaces(bytes) => match PostView::from_log_bytes(bytes) {
+                    Ok(mut old) => {
+                        old.incoming.platform = post.incoming.platform.clone();
+                        old.incoming.id = post.incoming.id.clone();
+                        replaces.push(Some(replaced.len()));
+                        replaced.push(old);
+                    }
+                    Err(e) => {
+                        damaged = Some(format!(
+                            "the version replaced by record {} of posts.enriched partition {partition} does not read: {e}",
+                            entry.offset
+                        ));
+                        replaces.push(None);
+                    }
+                },
+            }
+            offsets.push(entry.offset);
+            posts.push(post);
+        }
         if posts.is_empty() {
             return Ok(());
         }
         let batch = to_projected_batch(&posts, &self.reads).map_err(|e| SpeedError::Other(e.to_string()))?;
+        let old_batch = to_projected_batch(&replaced, &self.reads).map_err(|e| SpeedError::Other(e.to_string()))?;
         // A view whose expressions fail on these posts (its SQL would fail
         // too) stops being kept: it is served from its batch version, and
-        // says why; the others go on.
+        // says why; the others go on. A damaged prior stops them all.
         let mut newly_broken = Vec::new();
-        let mut per_view: Vec<Vec<Option<Contribution>>> = self
+        let per_view: Vec<Option<(Contributions, Contributions)>> = self
             .views
             .iter()
             .map(|v| {
                 if self.broken(&v.name).is_some() {
-                    return vec![None; posts.len()];
+                    return None;
                 }
-                v.contributions(&batch).unwrap_or_else(|error| {
-                    tracing::error!(view = %v.name, error = %error, "The speed layer stops keeping this view; it is served from its batch version.");
-                    newly_broken.push((v.name.clone(), error));
-                    vec![None; posts.len()]
-                })
+                if let Some(error) = &damaged {
+                    newly_broken.push((v.name.clone(), error.clone()));
+                    return None;
+                }
+                match v
+                    .contributions(&batch)
+                    .and_then(|new| Ok((new, v.contributions(&old_batch)?)))
+                {
+                    Ok(both) => Some(both),
+                    Err(error) => {
+                        newly_broken.push((v.name.clone(), format!("its SQL failed on a post: {error}")));
+                        None
+                    }
+                }
             })
             .collect();
         if !newly_broken.is_empty() {
+            for (name, error) in &newly_broken {
+                tracing::error!(view = %name, error = %error, "The speed layer stops keeping this view; it is served from its batch version.");
+            }
             let mut tx = Transaction::new();
-            let entries: Vec<(String, String)> = newly_broken
+            let keys: Vec<String> = newly_broken
                 .iter()
-                .map(|(name, error)| {
-                    (
-                        format!("{BROKEN_PREFIX}{name}"),
-                        format!("its SQL failed on a post: {error}"),
-                    )
-                })
+                .map(|(name, _)| format!("{BROKEN_PREFIX}{name}"))
                 .collect();
-            for (key, error) in &entries {
+            for (key, (_, error)) in keys.iter().zip(&newly_broken) {
                 tx.put_state(key.as_bytes(), error.as_bytes());
             }
             log.write(&tx)?;
             let mut broken = self.broken.lock().unwrap_or_else(|e| e.into_inner());
-            for ((name, _), (_, error)) in newly_broken.iter().zip(entries) {
-                broken.insert(name.clone(), error);
+            for (name, error) in newly_broken {
+                broken.insert(name, error);
             }
         }
         let mut state = self.state.blocking_lock();
-        let state = &mut *state;
-        for (row, (i, post)) in at.iter().zip(&posts).enumerate() {
-            let entry = &entries[*i];
-            let key = crate::log::prefixed_post_key(CONTRIBUTION_PREFIX, &post.incoming.platform, &post.incoming.id);
-            let stored = match state.pending.get(&key) {
-                Some(_) => None,
-                None => log.state(&key)?,
-            };
-            let previous = match state.pending.get(&key).map(Vec::as_slice).or(stored.as_deref()) {
-                Some(bytes) => Some(
-                    decode_post(bytes, &self.views)
-                        .ok_or_else(|| SpeedError::Other("a damaged contribution in the state".into()))?,
-                ),
-                None => None,
-            };
-            if previous.as_ref().is_some_and(|(at, _)| *at > post.ingested_at) {
-                // An older version arriving late: posts_latest keeps the newer.
+        for (view, contributions) in state.views.iter_mut().zip(&per_view) {
+            let Some((new, old)) = contributions else {
                 continue;
-            }
-            let now: Vec<Option<Contribution>> = per_view.iter_mut().map(|c| c[row].take()).collect();
-            for (v, view) in state.views.iter_mut().enumerate() {
-                let Some(e) = view.epoch_of(partition, entry.offset) else {
+            };
+            for (row, offset) in offsets.iter().enumerate() {
+                let Some(e) = view.epoch_of(partition, *offset) else {
                     continue;
                 };
                 let epoch_id = view.epochs[e].id;
-                if let Some((_, old)) = &previous
-                    && let Some(old) = &old[v]
+                if let Some(old_row) = replaces[row]
+                    && let Some(part) = old.row(old_row)
                 {
-                    view.add(e, epoch_id, old, -1);
+                    view.add(e, epoch_id, part, -1);
                 }
-                if let Some(new) = &now[v] {
-                    view.add(e, epoch_id, new, 1);
+                if let Some(part) = new.row(row) {
+                    view.add(e, epoch_id, part, 1);
                 }
             }
-            state.pending.insert(key, encode_post(post.ingested_at, &now));
         }
         Ok(())
     }
 
-    /// Writes what changed since the last flush with `commit`'s offsets, in
-    /// one transaction.
+    /// Writes the groups changed since the last flush with `commit`'s
+    /// offsets, in one transaction.
     fn flush(&self, commit: Commit<'_>) -> Result<Committed, SpeedError> {
         let mut state = self.state.blocking_lock();
-        let state = &mut *state;
-        let mut puts: Vec<(Vec<u8>, Vec<u8>)> = state.pending.drain().collect();
+        let mut puts: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         let mut removes: Vec<Vec<u8>> = Vec::new();
         for (view, st) in self.views.iter().zip(state.views.iter_mut()) {
-            for (epoch_id, group) in std::mem::take(&mut st.changed)
-                .into_iter()
-                .flat_map(|(id, groups)| groups.into_iter().map(move |g| (id, g)))
-            {
+            for (epoch_id, groups) in std::mem::take(&mut st.changed) {
                 let Some(e) = st.epochs.iter().position(|e| e.id == epoch_id) else {
                     continue;
                 };
-                let mut key = format!("{SUMS_PREFIX}{}/{epoch_id:010}/", view.name).into_bytes();
-                key.extend_from_slice(&group);
-                match st.sums[e].get(&group) {
-                    // A re-send in the same group nets to no rows but other
-                    // sums: kept unless every part is zero.
-                    Some(p) if !p.is_zero() => {
-                        let mut value = Vec::new();
-                        p.encode(&mut value);
-                        puts.push((key, value));
-                    }
-                    _ => {
-                        st.sums[e].remove(&group);
-                        removes.push(key);
+                let prefix = format!("{SUMS_PREFIX}{}/{epoch_id:010}/", view.name).into_bytes();
+                for group in groups {
+                    let mut key = prefix.clone();
+                    key.extend_from_slice(&group);
+                    match st.sums[e].get_mut(&group) {
+                        // A re-send in the same group nets to no rows but
+                        // other sums: kept unless every part is zero.
+                        Some(p) if !p.is_zero() => {
+                            p.dirty = false;
+                            let mut value = Vec::with_capacity(8 + 40 * p.accs.len());
+                            p.encode(&mut value);
+                            puts.push((key, value));
+                        }
+                        _ => {
+                            st.sums[e].remove(&group);
+                            removes.push(key);
+                        }
                     }
                 }
             }
         }
+        drop(state);
         let mut tx = Transaction::new();
         for (key, value) in &puts {
             tx.put_state(key, value);
@@ -1222,6 +1487,10 @@ impl Speed {
         Ok(commit.with(tx)?)
     }
 }
+
+/// How often the speed layer stores the groups it changed, with its
+/// offsets: after a crash it reads again at most this much of the log.
+const CHECKPOINT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The speed layer fed by the consume loop (without one, as when it could
 /// not start, it only moves its offsets, so retention is not held back).
@@ -1257,7 +1526,7 @@ impl Sink for SpeedSink<'_> {
     }
 
     fn due(&self, pending: &[u32]) -> Vec<u32> {
-        if self.flushed.elapsed() >= std::time::Duration::from_millis(200) {
+        if self.flushed.elapsed() >= CHECKPOINT {
             pending.to_vec()
         } else {
             Vec::new()
