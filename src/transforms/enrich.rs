@@ -70,15 +70,12 @@ impl Priors {
 }
 
 /// What the state says of the seen-state's priors: every post of
-/// `posts_latest` as of `since` (per partition of `posts.enriched`) has
-/// its counted version kept in the layout `id`, and every record from
-/// `since` on carries its [`crate::record::Prior`].
+/// `posts_latest` has its counted version kept in the layout `id`, and
+/// every record enriched since carries its [`crate::record::Prior`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PriorsState {
     /// [`Priors::id`] of the layout.
     pub id: u32,
-    /// Where records began to carry priors.
-    pub since: Vec<u64>,
 }
 
 /// The state key of [`PriorsState`].
@@ -101,15 +98,11 @@ pub fn write_priors(log: &dyn Log, priors: &Priors, posts: &[crate::record::Post
     for post in posts {
         let key = prefixed_post_key(SEEN_PREFIX, &post.incoming.platform, &post.incoming.id);
         let mut value = vec![SEEN_V5];
-        match log.state(&key)? {
-            Some(old) if matches!((old.len(), old.first()), (13, Some(&SEEN_V3)) | (9, Some(2))) || seen_v5(&old) => {
-                value.extend_from_slice(&old[1..9]);
-            }
-            // No hash this stage can compare (an entry of an earlier form,
-            // or none): the next copy of the post is enriched again, and
-            // replaces this one as any changed copy does.
-            _ => value.extend_from_slice(&[0; 8]),
-        }
+        // Without a hash this stage can compare (an entry of an earlier
+        // form, or none), the next copy of the post is enriched again and
+        // replaces this one as any changed copy does.
+        let old = log.state(&key)?;
+        value.extend_from_slice(old.as_deref().and_then(content_hash).unwrap_or(&[0; 8]));
         value.extend_from_slice(&now.to_be_bytes());
         value.extend_from_slice(&id.to_be_bytes());
         value.extend_from_slice(&post.to_masked_log_bytes(&priors.keep));
@@ -123,11 +116,9 @@ pub fn write_priors(log: &dyn Log, priors: &Priors, posts: &[crate::record::Post
 }
 
 /// Records that the seen-state holds priors in `priors`' layout for every
-/// post of `posts_latest` up to `since`, and that records carry priors
-/// from there on.
-pub fn priors_done(log: &dyn Log, priors: &Priors, since: Vec<u64>) -> Result<(), LogError> {
-    let value =
-        serde_json::to_vec(&PriorsState { id: priors.id(), since }).map_err(|e| LogError::Storage(e.to_string()))?;
+/// post of `posts_latest`, and that records carry priors from now on.
+pub fn priors_done(log: &dyn Log, priors: &Priors) -> Result<(), LogError> {
+    let value = serde_json::to_vec(&PriorsState { id: priors.id() }).map_err(|e| LogError::Storage(e.to_string()))?;
     let mut tx = Transaction::new();
     tx.put_state(PRIORS_KEY, &value);
     log.write(&tx).map(|_| ())
@@ -433,6 +424,16 @@ fn counted_version(value: &[u8], id: u32) -> Option<(&[u8], i64)> {
     Some((masked, post.ingested_at))
 }
 
+/// The content hash ([`RawView::content_hash`]) a seen-state entry holds,
+/// if it is of a form that holds one (not the legacy FNV-1a forms).
+fn content_hash(value: &[u8]) -> Option<&[u8]> {
+    match (value.len(), value.first()) {
+        (13, Some(&SEEN_V3)) | (9, Some(2)) => Some(&value[1..9]),
+        _ if seen_v5(value) => Some(&value[1..9]),
+        _ => None,
+    }
+}
+
 /// Whether `value` is an entry that keeps a prior ([`SEEN_V5`]).
 fn seen_v5(value: &[u8]) -> bool {
     value.len() > 17 && value[0] == SEEN_V5
@@ -470,9 +471,10 @@ fn same_hash(a: &SeenValue, b: &SeenValue) -> bool {
 /// Whether the stored seen-state `previous` is that of `raw`, whose value
 /// is `value`.
 fn same_content(previous: &[u8], value: &SeenValue, raw: &RawView) -> bool {
+    if let Some(hash) = content_hash(previous) {
+        return hash == &value[1..9];
+    }
     match (previous.len(), previous.first()) {
-        (13, Some(&SEEN_V3)) | (9, Some(2)) => previous[1..9] == value[1..9],
-        _ if seen_v5(previous) => previous[1..9] == value[1..9],
         // Written by an earlier version: compare the hash it used.
         (13, Some(&SEEN_LEGACY_TIMED)) => previous[1..9] == legacy_hash(&raw.incoming.clone().into_owned()),
         (8, _) => previous == legacy_hash(&raw.incoming.clone().into_owned()),
@@ -785,7 +787,7 @@ mod tests {
         // refuses to start rather than write records that lie.
         let refused = run(log.clone(), &config, metrics.clone(), CancellationToken::new()).unwrap_err();
         assert!(refused.to_string().contains("priors"), "{refused}");
-        priors_done(&*log, &priors, vec![0; 4]).unwrap();
+        priors_done(&*log, &priors).unwrap();
         let key: &[u8] = b"reddit\0t1_a";
         // In one batch: a new post, a re-send, an exact copy, an older
         // version arriving late; then in a later batch another re-send.
@@ -842,7 +844,7 @@ mod tests {
         let posts = enriched(&log);
         let views: Vec<PostView<'_>> = posts.iter().map(Post::view).collect();
         write_priors(&*log, &priors, &views).unwrap();
-        priors_done(&*log, &priors, log.end_offsets(Topic::Enriched).unwrap()).unwrap();
+        priors_done(&*log, &priors).unwrap();
         let config = EnrichConfig {
             priors: Some(priors),
             ..EnrichConfig::default()

@@ -108,6 +108,18 @@ pub struct BatchConfig {
     pub max_seconds: u64,
 }
 
+impl BatchConfig {
+    /// The bounds of a batch run's queries: the run's memory and time, the
+    /// rest as `query`.
+    pub fn bounds(&self, query: &QueryConfig) -> QueryConfig {
+        QueryConfig {
+            max_memory: self.max_memory,
+            max_seconds: self.max_seconds,
+            ..query.clone()
+        }
+    }
+}
+
 impl Default for BatchConfig {
     fn default() -> Self {
         BatchConfig {
@@ -454,11 +466,7 @@ pub async fn open_speed(
     if mergeable.is_empty() {
         return (None, reasons);
     }
-    let bounds = QueryConfig {
-        max_memory: batch.max_memory,
-        max_seconds: batch.max_seconds,
-        ..engine.config().clone()
-    };
+    let bounds = batch.bounds(engine.config());
     match speed::Speed::open(log, (engine, &bounds), mergeable, &versions).await {
         Ok(speed) => (Some(Arc::new(speed)), reasons),
         Err(e) => {
@@ -583,11 +591,7 @@ impl Batch {
     async fn build(&self, view: &View, started: i64, progress: OnProgress) -> Result<ViewVersion, String> {
         let version = format!("v{started:020}");
         let tmp = self.store.start(&view.name, &version).map_err(|e| e.to_string())?;
-        let bounds = QueryConfig {
-            max_memory: self.config.max_memory,
-            max_seconds: self.config.max_seconds,
-            ..self.engine.config().clone()
-        };
+        let bounds = self.config.bounds(self.engine.config());
         let speed = self.speed.as_ref().and_then(|s| Some((s, s.view(&view.name)?)));
         let export = match speed {
             Some((speed, v)) => {

@@ -51,6 +51,11 @@ pub const INPUT: Input = Input {
 const FINGERPRINT_KEY: &[u8] = b"speed/fingerprint";
 const EPOCHS_PREFIX: &str = "speed/epochs/";
 const SUMS_PREFIX: &str = "speed/sums/";
+
+/// The state prefix of epoch `epoch`'s sums of view `view`.
+fn sums_prefix(view: &str, epoch: u32) -> String {
+    format!("{SUMS_PREFIX}{view}/{epoch:010}/")
+}
 const BROKEN_PREFIX: &str = "speed/broken/";
 
 /// Per group (its encoding), its running sums.
@@ -614,24 +619,14 @@ impl Partial {
         !std::mem::replace(&mut self.dirty, true)
     }
 
-    /// Subtracts `other`.
-    fn subtract(&mut self, other: &Partial) {
-        self.rows -= other.rows;
+    /// Adds `sign` (1 or -1) × `other`.
+    fn merge(&mut self, other: &Partial, sign: i64) {
+        self.rows += sign * other.rows;
         self.accs.resize(other.accs.len().max(self.accs.len()), Acc::default());
         for (a, b) in self.accs.iter_mut().zip(&other.accs) {
-            a.n -= b.n;
-            a.int -= b.int;
-            a.float -= b.float;
-        }
-    }
-
-    fn merge(&mut self, other: &Partial) {
-        self.rows += other.rows;
-        self.accs.resize(other.accs.len().max(self.accs.len()), Acc::default());
-        for (a, b) in self.accs.iter_mut().zip(&other.accs) {
-            a.n += b.n;
-            a.int += b.int;
-            a.float += b.float;
+            a.n += sign * b.n;
+            a.int += i128::from(sign) * b.int;
+            a.float += sign as f64 * b.float;
         }
     }
 
@@ -1010,7 +1005,7 @@ impl Speed {
             };
             let mut sums = vec![Sums::default(); epochs.len()];
             for (e, epoch) in epochs.iter().enumerate() {
-                let prefix = format!("{SUMS_PREFIX}{}/{:010}/", view.name, epoch.id);
+                let prefix = sums_prefix(&view.name, epoch.id);
                 let mut damaged = false;
                 for_each_step(log, prefix.as_bytes(), |entries| {
                     for (key, value) in entries {
@@ -1119,7 +1114,7 @@ impl Speed {
                 crate::transforms::enrich::write_priors(log, priors, &views)?;
                 posts_done += views.len() as u64;
             }
-            crate::transforms::enrich::priors_done(log, priors, export.snapshot.until.clone())?;
+            crate::transforms::enrich::priors_done(log, priors)?;
             tracing::info!(
                 posts = posts_done,
                 "The seen-state keeps the speed layer's columns of every post."
@@ -1143,24 +1138,26 @@ impl Speed {
                     .read_partials(&super::read_version(&base.dir).map_err(|e| failed(&e))?)
                     .map_err(|e| failed(&e))?;
                 for (group, partial) in version {
-                    sums.entry(group).or_default().subtract(&partial);
+                    sums.entry(group).or_default().merge(&partial, -1);
                 }
             }
             sums.retain(|_, p| !p.is_zero());
-            let prefix = format!("{SUMS_PREFIX}{}/{:010}/", view.name, 0);
-            let entries: Vec<(Vec<u8>, Vec<u8>)> = sums
-                .into_iter()
-                .map(|(group, partial)| {
-                    let mut key = prefix.clone().into_bytes();
-                    key.extend_from_slice(&group);
-                    let mut value = Vec::new();
-                    partial.encode(&mut value);
-                    (key, value)
-                })
-                .collect();
-            for step in entries.chunks(SCAN_STEP) {
+            let prefix = sums_prefix(&view.name, 0);
+            let mut sums = sums.into_iter().peekable();
+            while sums.peek().is_some() {
+                let step: Vec<(Vec<u8>, Vec<u8>)> = sums
+                    .by_ref()
+                    .take(SCAN_STEP)
+                    .map(|(group, partial)| {
+                        let mut key = prefix.clone().into_bytes();
+                        key.extend_from_slice(&group);
+                        let mut value = Vec::new();
+                        partial.encode(&mut value);
+                        (key, value)
+                    })
+                    .collect();
                 let mut tx = Transaction::new();
-                for (key, value) in step {
+                for (key, value) in &step {
                     tx.put_state(key, value);
                 }
                 log.write(&tx)?;
@@ -1256,7 +1253,7 @@ impl Speed {
         tx.put_state(key.as_bytes(), &value);
         let mut removed = Vec::new();
         for epoch in &dropped {
-            let prefix = format!("{SUMS_PREFIX}{name}/{:010}/", epoch.id);
+            let prefix = sums_prefix(name, epoch.id);
             for_each_step(log, prefix.as_bytes(), |entries| {
                 removed.extend(entries.iter().map(|(k, _)| k.clone()));
                 Ok(())
@@ -1326,7 +1323,7 @@ fn summed<'a>(group: &[u8], first: &'a Partial, rest: &[&Sums]) -> std::borrow::
     }
     let mut total = first.clone();
     for partial in extra {
-        total.merge(partial);
+        total.merge(partial, 1);
     }
     std::borrow::Cow::Owned(total)
 }
@@ -1375,12 +1372,17 @@ impl Speed {
             return Ok(());
         }
         let batch = to_projected_batch(&posts, &self.reads).map_err(|e| SpeedError::Other(e.to_string()))?;
-        let old_batch = to_projected_batch(&replaced, &self.reads).map_err(|e| SpeedError::Other(e.to_string()))?;
+        // Most batches hold no re-send: nothing to evaluate for them.
+        let old_batch = if replaced.is_empty() {
+            None
+        } else {
+            Some(to_projected_batch(&replaced, &self.reads).map_err(|e| SpeedError::Other(e.to_string()))?)
+        };
         // A view whose expressions fail on these posts (its SQL would fail
         // too) stops being kept: it is served from its batch version, and
         // says why; the others go on. A damaged prior stops them all.
         let mut newly_broken = Vec::new();
-        let per_view: Vec<Option<(Contributions, Contributions)>> = self
+        let per_view: Vec<Option<(Contributions, Option<Contributions>)>> = self
             .views
             .iter()
             .map(|v| {
@@ -1391,10 +1393,8 @@ impl Speed {
                     newly_broken.push((v.name.clone(), error.clone()));
                     return None;
                 }
-                match v
-                    .contributions(&batch)
-                    .and_then(|new| Ok((new, v.contributions(&old_batch)?)))
-                {
+                let old = old_batch.as_ref().map(|b| v.contributions(b)).transpose();
+                match v.contributions(&batch).and_then(|new| Ok((new, old?))) {
                     Ok(both) => Some(both),
                     Err(error) => {
                         newly_broken.push((v.name.clone(), format!("its SQL failed on a post: {error}")));
@@ -1431,7 +1431,7 @@ impl Speed {
                     continue;
                 };
                 let epoch_id = view.epochs[e].id;
-                if let Some(old_row) = replaces[row]
+                if let (Some(old_row), Some(old)) = (replaces[row], old)
                     && let Some(part) = old.row(old_row)
                 {
                     view.add(e, epoch_id, part, -1);
@@ -1455,7 +1455,7 @@ impl Speed {
                 let Some(e) = st.epochs.iter().position(|e| e.id == epoch_id) else {
                     continue;
                 };
-                let prefix = format!("{SUMS_PREFIX}{}/{epoch_id:010}/", view.name).into_bytes();
+                let prefix = sums_prefix(&view.name, epoch_id).into_bytes();
                 for group in groups {
                     let mut key = prefix.clone();
                     key.extend_from_slice(&group);
