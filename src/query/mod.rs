@@ -19,6 +19,7 @@
 
 mod bounded;
 mod latest;
+mod utc;
 
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
@@ -464,7 +465,7 @@ impl Tables {
         // by default, too little for a window over millions of posts).
         let session = SessionConfig::new().with_sort_spill_reservation_bytes((config.max_memory / 16).max(10 << 20));
         let ctx = SessionContext::new_with_config_rt(session, runtime);
-        bounded::register(&ctx, config.max_value_bytes);
+        register_functions(&ctx, config.max_value_bytes);
         let (plan, snapshot) = {
             // Files and offsets are read under the gate, and the physical
             // plan (which lists the files) is made before it is released.
@@ -834,4 +835,11 @@ fn refusal(e: DataFusionError) -> QueryError {
     } else {
         QueryError::Invalid(message)
     }
+}
+
+/// Replaces built-in SQL functions of `ctx` with chorus's: amplifying ones
+/// bounded by `max_value_bytes`, `date_trunc` fast on UTC timestamps.
+pub fn register_functions(ctx: &SessionContext, max_value_bytes: usize) {
+    bounded::register(ctx, max_value_bytes);
+    utc::register(ctx);
 }

@@ -308,6 +308,14 @@ impl<'a> PostView<'a> {
     /// Reads a record of `posts.enriched` in place, with what it says of
     /// the version it replaces.
     pub fn with_prior(bytes: &'a [u8]) -> Result<(PostView<'a>, Prior<'a>), DecodeError> {
+        PostView::with_prior_reading(bytes, &[true; 23])
+    }
+
+    /// [`PostView::with_prior`] for a reader of only the columns `reads`
+    /// marks (indexes of [`super::batch::schema`]): the strings of the
+    /// others are skipped unread and left empty (or absent), their bytes
+    /// not checked to be UTF-8, which a record chorus wrote always is.
+    pub fn with_prior_reading(bytes: &'a [u8], reads: &[bool; 23]) -> Result<(PostView<'a>, Prior<'a>), DecodeError> {
         if bytes.first() == Some(&b'{') {
             let post: Post = serde_json::from_slice(bytes).map_err(|e| DecodeError::Json(e.to_string()))?;
             let post = PostView {
@@ -323,11 +331,15 @@ impl<'a> PostView<'a> {
         } else {
             POST_V1
         };
+        // A text left out of the record is the body's.
+        let mut reads = *reads;
+        reads[4] |= reads[5];
         let mut r = Reader::new(bytes, tag, "posts.enriched")?;
-        let incoming = r.incoming()?;
-        let text = match r.opt_str()? {
+        let incoming = r.incoming_reading(&reads)?;
+        let text = match r.opt_str_if(reads[5])? {
             Some(text) => Cow::Borrowed(text),
-            None => incoming.body.clone(),
+            None if reads[5] => incoming.body.clone(),
+            None => Cow::Borrowed(""),
         };
         let ingested_at = r.i64()?;
         let mut f = || r.i64().map(|v| f64::from_bits(v as u64));
@@ -553,17 +565,27 @@ impl<'a> Reader<'a> {
         Err(DecodeError::Invalid("a length of more than 64 bits".into()))
     }
 
-    fn str(&mut self) -> Result<&'a str, DecodeError> {
+    /// A string, or (when not `read`) its bytes skipped and "".
+    fn str_if(&mut self, read: bool) -> Result<&'a str, DecodeError> {
         let len = self.len()?;
-        std::str::from_utf8(self.take(len)?).map_err(|_| DecodeError::NotUtf8)
+        let bytes = self.take(len)?;
+        if !read {
+            return Ok("");
+        }
+        std::str::from_utf8(bytes).map_err(|_| DecodeError::NotUtf8)
     }
 
-    fn opt_str(&mut self) -> Result<Option<&'a str>, DecodeError> {
+    /// An optional string, or (when not `read`) its bytes skipped and none.
+    fn opt_str_if(&mut self, read: bool) -> Result<Option<&'a str>, DecodeError> {
         match self.len()? {
             0 => Ok(None),
-            n => std::str::from_utf8(self.take(n - 1)?)
-                .map(Some)
-                .map_err(|_| DecodeError::NotUtf8),
+            n => {
+                let bytes = self.take(n - 1)?;
+                if !read {
+                    return Ok(None);
+                }
+                std::str::from_utf8(bytes).map(Some).map_err(|_| DecodeError::NotUtf8)
+            }
         }
     }
 
@@ -584,22 +606,28 @@ impl<'a> Reader<'a> {
 
     /// The fields of an [`IncomingPost`], in [`Writer::incoming`]'s order.
     fn incoming(&mut self) -> Result<IncomingView<'a>, DecodeError> {
+        self.incoming_reading(&[true; 23])
+    }
+
+    /// [`Reader::incoming`], the strings of columns `reads` does not mark
+    /// skipped (see [`PostView::with_prior_reading`]).
+    fn incoming_reading(&mut self, reads: &[bool; 23]) -> Result<IncomingView<'a>, DecodeError> {
         let b = Cow::Borrowed;
         Ok(IncomingView {
-            platform: b(self.str()?),
-            id: b(self.str()?),
-            community: self.opt_str()?.map(b),
-            author: self.opt_str()?.map(b),
-            body: b(self.str()?),
+            platform: b(self.str_if(reads[0])?),
+            id: b(self.str_if(reads[1])?),
+            community: self.opt_str_if(reads[2])?.map(b),
+            author: self.opt_str_if(reads[3])?.map(b),
+            body: b(self.str_if(reads[4])?),
             created_at: self.i64()?,
-            parent_id: self.opt_str()?.map(b),
-            thread_id: self.opt_str()?.map(b),
-            url: self.opt_str()?.map(b),
+            parent_id: self.opt_str_if(reads[8])?.map(b),
+            thread_id: self.opt_str_if(reads[9])?.map(b),
+            url: self.opt_str_if(reads[10])?.map(b),
             score: self.opt_i64()?,
             reposts: self.opt_i64()?,
             author_followers: self.opt_i64()?,
-            location: self.opt_str()?.map(b),
-            lang: self.opt_str()?.map(b),
+            location: self.opt_str_if(reads[14])?.map(b),
+            lang: self.opt_str_if(reads[15])?.map(b),
         })
     }
 
@@ -833,5 +861,52 @@ mod tests {
                 assert!(PostView::with_prior(&record[..n]).is_err(), "prefix of {n} bytes");
             }
         }
+    }
+
+    #[test]
+    fn a_reader_of_some_columns_gets_those_and_skips_the_other_strings() {
+        let post = post();
+        let mut record = post.to_log_bytes();
+        Prior::Stale.append_to(&mut record);
+        let mut reads = [false; 23];
+        for i in [0, 2, 6, 16, 21, 22] {
+            reads[i] = true;
+        }
+        let (view, prior) = PostView::with_prior_reading(&record, &reads).unwrap();
+        assert_eq!(prior, Prior::Stale);
+        let p = &view.incoming;
+        assert_eq!(
+            (p.platform.as_ref(), p.community.as_deref()),
+            ("reddit", Some("politics"))
+        );
+        assert_eq!(p.created_at, post.incoming.created_at);
+        assert_eq!(view.scores, post.scores);
+        assert_eq!((p.id.as_ref(), p.body.as_ref(), view.text.as_ref()), ("", "", ""));
+        assert_eq!(
+            (p.author.as_deref(), p.url.as_deref(), p.lang.as_deref()),
+            (None, None, None)
+        );
+        // The text read alone: a text the record leaves out is the body.
+        let mut text = [false; 23];
+        text[5] = true;
+        let unchanged = Post {
+            text: post.incoming.body.clone(),
+            ..post.clone()
+        };
+        let bytes = unchanged.to_log_bytes();
+        let (view, _) = PostView::with_prior_reading(&bytes, &text).unwrap();
+        assert_eq!(view.text, unchanged.text);
+        // A damaged record is still an error, whatever is read.
+        for n in 0..record.len() {
+            assert!(
+                PostView::with_prior_reading(&record[..n], &reads).is_err(),
+                "prefix of {n} bytes"
+            );
+        }
+        // Reading every column is reading the record.
+        assert_eq!(
+            PostView::with_prior_reading(&record, &[true; 23]).unwrap(),
+            PostView::with_prior(&record).unwrap()
+        );
     }
 }

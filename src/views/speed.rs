@@ -107,6 +107,9 @@ impl std::fmt::Debug for Mergeable {
 /// Takes `sql` apart if its aggregates merge; else says why it cannot.
 pub async fn analyze(name: &str, sql: &str) -> Result<Mergeable, String> {
     let ctx = SessionContext::new();
+    // The functions queries use, so that the layer computes what the batch
+    // run does (the bounds do not matter to the views' expressions).
+    crate::query::register_functions(&ctx, usize::MAX);
     let empty = MemTable::try_new(posts_schema(), vec![vec![]]).map_err(|e| e.to_string())?;
     ctx.register_table(crate::query::POSTS_LATEST, Arc::new(empty))
         .map_err(|e| e.to_string())?;
@@ -302,6 +305,10 @@ impl Mergeable {
             None => None,
         };
         let groups = self.physical_groups.iter().map(eval).collect::<Result<Vec<_>, _>>()?;
+        let groups = groups
+            .iter()
+            .map(|g| Cells::of(g.as_ref()))
+            .collect::<Result<Vec<_>, _>>()?;
         let mut args = Vec::new();
         for (arg, filter) in &self.physical_aggs {
             let filter = match filter {
@@ -329,7 +336,7 @@ impl Mergeable {
             out.kept.push(kept);
             if kept {
                 for g in &groups {
-                    encode_cell(g.as_ref(), row, &mut out.keys)?;
+                    g.encode(row, &mut out.keys);
                 }
                 for ((values, filter), passes) in args.iter().zip(&filters) {
                     let passes = match (filter, passes) {
@@ -412,10 +419,13 @@ impl Mergeable {
         let mut out = Sums::default();
         let g = self.groups.len();
         for batch in batches {
+            let cells = (0..g)
+                .map(|i| Cells::of(batch.column(i).as_ref()))
+                .collect::<Result<Vec<_>, _>>()?;
             for row in 0..batch.num_rows() {
                 let mut group = Vec::new();
-                for i in 0..g {
-                    encode_cell(batch.column(i).as_ref(), row, &mut group)?;
+                for c in &cells {
+                    c.encode(row, &mut group);
                 }
                 let int = |c: usize| -> Result<i64, String> {
                     let column = batch.column(c);
@@ -486,43 +496,70 @@ impl Mergeable {
     }
 }
 
-/// Appends cell `row` of `array` as [`decode_scalar`] reads it.
-fn encode_cell(array: &dyn Array, row: usize, out: &mut Vec<u8>) -> Result<(), String> {
-    use arrow::array::AsArray;
-    use arrow::datatypes::{Date32Type, Int32Type, Int64Type, TimestampMicrosecondType};
-    if array.is_null(row) {
-        out.push(0);
-        return Ok(());
+/// A group column's cells, typed once per batch, appended as
+/// [`decode_scalar`] reads them.
+struct Cells<'a> {
+    nulls: Option<&'a arrow::buffer::NullBuffer>,
+    values: Values<'a>,
+}
+
+enum Values<'a> {
+    Utf8(&'a arrow::array::StringArray),
+    LargeUtf8(&'a arrow::array::LargeStringArray),
+    Utf8View(&'a arrow::array::StringViewArray),
+    /// Int64 and µs timestamps.
+    I64(&'a [i64]),
+    /// Int32 and Date32.
+    I32(&'a [i32]),
+    F64(&'a [f64]),
+    Bool(&'a arrow::array::BooleanArray),
+}
+
+impl<'a> Cells<'a> {
+    fn of(array: &'a dyn Array) -> Result<Cells<'a>, String> {
+        use arrow::array::AsArray;
+        use arrow::datatypes::{Date32Type, Float64Type, Int32Type, Int64Type, TimestampMicrosecondType};
+        let values = match array.data_type() {
+            DataType::Utf8 => Values::Utf8(array.as_string::<i32>()),
+            DataType::LargeUtf8 => Values::LargeUtf8(array.as_string::<i64>()),
+            DataType::Utf8View => Values::Utf8View(array.as_string_view()),
+            DataType::Int64 => Values::I64(array.as_primitive::<Int64Type>().values()),
+            DataType::Timestamp(TimeUnit::Microsecond, _) => {
+                Values::I64(array.as_primitive::<TimestampMicrosecondType>().values())
+            }
+            DataType::Int32 => Values::I32(array.as_primitive::<Int32Type>().values()),
+            DataType::Date32 => Values::I32(array.as_primitive::<Date32Type>().values()),
+            DataType::Float64 => Values::F64(array.as_primitive::<Float64Type>().values()),
+            DataType::Boolean => Values::Bool(array.as_boolean()),
+            other => return Err(format!("a group value of type {other} is not kept by the speed layer")),
+        };
+        Ok(Cells {
+            nulls: array.nulls(),
+            values,
+        })
     }
-    out.push(1);
-    let string = |s: &str, out: &mut Vec<u8>| {
-        out.extend_from_slice(&(s.len() as u32).to_be_bytes());
-        out.extend_from_slice(s.as_bytes());
-    };
-    match array.data_type() {
-        DataType::Utf8 => string(array.as_string::<i32>().value(row), out),
-        DataType::LargeUtf8 => string(array.as_string::<i64>().value(row), out),
-        DataType::Utf8View => string(array.as_string_view().value(row), out),
-        DataType::Int64 => out.extend_from_slice(&array.as_primitive::<Int64Type>().value(row).to_be_bytes()),
-        DataType::Timestamp(TimeUnit::Microsecond, _) => out.extend_from_slice(
-            &array
-                .as_primitive::<TimestampMicrosecondType>()
-                .value(row)
-                .to_be_bytes(),
-        ),
-        DataType::Int32 => out.extend_from_slice(&array.as_primitive::<Int32Type>().value(row).to_be_bytes()),
-        DataType::Date32 => out.extend_from_slice(&array.as_primitive::<Date32Type>().value(row).to_be_bytes()),
-        DataType::Float64 => out.extend_from_slice(
-            &array
-                .as_primitive::<arrow::datatypes::Float64Type>()
-                .value(row)
-                .to_bits()
-                .to_be_bytes(),
-        ),
-        DataType::Boolean => out.push(u8::from(array.as_boolean().value(row))),
-        other => return Err(format!("a group value of type {other} is not kept by the speed layer")),
+
+    /// Appends cell `row`.
+    fn encode(&self, row: usize, out: &mut Vec<u8>) {
+        if self.nulls.is_some_and(|n| n.is_null(row)) {
+            out.push(0);
+            return;
+        }
+        out.push(1);
+        let string = |s: &str, out: &mut Vec<u8>| {
+            out.extend_from_slice(&(s.len() as u32).to_be_bytes());
+            out.extend_from_slice(s.as_bytes());
+        };
+        match &self.values {
+            Values::Utf8(a) => string(a.value(row), out),
+            Values::LargeUtf8(a) => string(a.value(row), out),
+            Values::Utf8View(a) => string(a.value(row), out),
+            Values::I64(v) => out.extend_from_slice(&v[row].to_be_bytes()),
+            Values::I32(v) => out.extend_from_slice(&v[row].to_be_bytes()),
+            Values::F64(v) => out.extend_from_slice(&v[row].to_bits().to_be_bytes()),
+            Values::Bool(a) => out.push(u8::from(a.value(row))),
+        }
     }
-    Ok(())
 }
 
 /// An aggregate input of one row: integer or float, or none.
@@ -552,7 +589,7 @@ enum Num {
 struct Contributions {
     /// Per row: whether the view's WHERE keeps it.
     kept: Vec<bool>,
-    /// Per row: where its group's encoding ([`encode_cell`]) ends in `keys`.
+    /// Per row: where its group's encoding ([`Cells::encode`]) ends in `keys`.
     ends: Vec<usize>,
     keys: Vec<u8>,
     /// Per row, `aggs` aggregate inputs.
@@ -879,6 +916,8 @@ pub struct Speed {
     partitions: u32,
     /// Which columns of `posts_latest` any view reads.
     reads: Vec<bool>,
+    /// The same, of a record's 23 columns: those decoded of each record.
+    decodes: [bool; 23],
     /// Views whose expressions failed on a post, with the error: served
     /// from their batch version alone from then on.
     broken: std::sync::Mutex<HashMap<String, String>>,
@@ -1035,11 +1074,13 @@ impl Speed {
                 *r = true;
             }
         }
+        let decodes = std::array::from_fn(|i| reads[i]);
         Ok(Speed {
             views,
             state: tokio::sync::Mutex::new(SpeedState { views: states }),
             partitions,
             priors,
+            decodes,
             reads,
             broken: std::sync::Mutex::new(broken),
         })
@@ -1343,7 +1384,7 @@ impl Speed {
         for entry in entries {
             // A record the archive cannot read goes to its dead letters;
             // here it is left out.
-            let Ok((post, prior)) = PostView::with_prior(&entry.value) else {
+            let Ok((post, prior)) = PostView::with_prior_reading(&entry.value, &self.decodes) else {
                 continue;
             };
             match prior {
@@ -1488,9 +1529,15 @@ impl Speed {
     }
 }
 
-/// How often the speed layer stores the groups it changed, with its
-/// offsets: after a crash it reads again at most this much of the log.
-const CHECKPOINT: std::time::Duration = std::time::Duration::from_secs(1);
+/// How often, under load, the speed layer stores the groups it changed
+/// with its offsets: after a crash it reads again at most this much of the
+/// log. (What it serves is in memory, as fresh at any interval.) The
+/// longer, the more re-counted groups one store covers.
+const CHECKPOINT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How long no record has to arrive before the speed layer stores what it
+/// holds at once (when the log is idle, nothing waits for the checkpoint).
+const IDLE: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The speed layer fed by the consume loop (without one, as when it could
 /// not start, it only moves its offsets, so retention is not held back).
@@ -1498,15 +1545,18 @@ pub struct SpeedSink<'a> {
     speed: Option<&'a Speed>,
     log: &'a dyn Log,
     flushed: std::time::Instant,
+    written: std::time::Instant,
 }
 
 impl<'a> SpeedSink<'a> {
     /// The sink of `speed` over `log`.
     pub fn new(speed: Option<&'a Speed>, log: &'a dyn Log) -> SpeedSink<'a> {
+        let now = std::time::Instant::now();
         SpeedSink {
             speed,
             log,
-            flushed: std::time::Instant::now(),
+            flushed: now,
+            written: now,
         }
     }
 }
@@ -1519,6 +1569,7 @@ impl Sink for SpeedSink<'_> {
     }
 
     fn write(&mut self, partition: u32, entries: &[Entry]) -> Result<(), SpeedError> {
+        self.written = std::time::Instant::now();
         match self.speed {
             Some(speed) => speed.apply(self.log, partition, entries),
             None => Ok(()),
@@ -1526,7 +1577,7 @@ impl Sink for SpeedSink<'_> {
     }
 
     fn due(&self, pending: &[u32]) -> Vec<u32> {
-        if self.flushed.elapsed() >= CHECKPOINT {
+        if self.flushed.elapsed() >= CHECKPOINT || self.written.elapsed() >= IDLE {
             pending.to_vec()
         } else {
             Vec::new()
