@@ -1536,8 +1536,10 @@ impl Speed {
 const CHECKPOINT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// How long no record has to arrive before the speed layer stores what it
-/// holds at once (when the log is idle, nothing waits for the checkpoint).
-const IDLE: std::time::Duration = std::time::Duration::from_millis(100);
+/// holds at once (when the log is idle, nothing waits for the checkpoint;
+/// shorter, and the pauses of a throttled ingest made it store every few
+/// hundred milliseconds).
+const IDLE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The speed layer fed by the consume loop (without one, as when it could
 /// not start, it only moves its offsets, so retention is not held back).
