@@ -417,70 +417,74 @@ impl Mergeable {
     /// per-group sums.
     pub fn read_partials(&self, batches: &[RecordBatch]) -> Result<Sums, String> {
         let mut out = Sums::default();
-        let g = self.groups.len();
         for batch in batches {
-            let cells = (0..g)
-                .map(|i| Cells::of(batch.column(i).as_ref()))
-                .collect::<Result<Vec<_>, _>>()?;
-            for row in 0..batch.num_rows() {
-                let mut group = Vec::new();
-                for c in &cells {
-                    c.encode(row, &mut group);
-                }
-                let int = |c: usize| -> Result<i64, String> {
-                    let column = batch.column(c);
-                    if column.is_null(row) {
-                        return Ok(0);
-                    }
-                    column
-                        .as_any()
-                        .downcast_ref::<Int64Array>()
-                        .map(|a| a.value(row))
-                        .ok_or_else(|| format!("column {c} of the version is not an integer"))
-                };
-                let mut c = g;
-                let mut accs = Vec::new();
-                for (kind, _, _) in &self.aggs {
-                    let mut acc = Acc::default();
-                    match kind {
-                        Kind::Count => {
-                            acc.n = int(c)?;
-                            c += 1;
-                        }
-                        Kind::SumInt => {
-                            acc.int = i128::from(int(c)?);
-                            acc.n = int(c + 1)?;
-                            c += 2;
-                        }
-                        Kind::SumFloat | Kind::Avg => {
-                            let column = batch.column(c);
-                            acc.float = if column.is_null(row) {
-                                0.0
-                            } else {
-                                column
-                                    .as_any()
-                                    .downcast_ref::<Float64Array>()
-                                    .map(|a| a.value(row))
-                                    .ok_or_else(|| format!("column {c} of the version is not a float"))?
-                            };
-                            acc.n = int(c + 1)?;
-                            c += 2;
-                        }
-                    }
-                    accs.push(acc);
-                }
-                let rows = int(c)?;
-                out.insert(
-                    group,
-                    Partial {
-                        rows,
-                        accs,
-                        dirty: false,
-                    },
-                );
-            }
+            self.add_partials(batch, 1, &mut out)?;
         }
         Ok(out)
+    }
+
+    /// Adds `sign` × the partial rows of `batch` to `out`.
+    fn add_partials(&self, batch: &RecordBatch, sign: i64, out: &mut Sums) -> Result<(), String> {
+        let g = self.groups.len();
+        let cells = (0..g)
+            .map(|i| Cells::of(batch.column(i).as_ref()))
+            .collect::<Result<Vec<_>, _>>()?;
+        for row in 0..batch.num_rows() {
+            let mut group = Vec::new();
+            for c in &cells {
+                c.encode(row, &mut group);
+            }
+            let int = |c: usize| -> Result<i64, String> {
+                let column = batch.column(c);
+                if column.is_null(row) {
+                    return Ok(0);
+                }
+                column
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .map(|a| a.value(row))
+                    .ok_or_else(|| format!("column {c} of the version is not an integer"))
+            };
+            let mut c = g;
+            let mut accs = Vec::new();
+            for (kind, _, _) in &self.aggs {
+                let mut acc = Acc::default();
+                match kind {
+                    Kind::Count => {
+                        acc.n = int(c)?;
+                        c += 1;
+                    }
+                    Kind::SumInt => {
+                        acc.int = i128::from(int(c)?);
+                        acc.n = int(c + 1)?;
+                        c += 2;
+                    }
+                    Kind::SumFloat | Kind::Avg => {
+                        let column = batch.column(c);
+                        acc.float = if column.is_null(row) {
+                            0.0
+                        } else {
+                            column
+                                .as_any()
+                                .downcast_ref::<Float64Array>()
+                                .map(|a| a.value(row))
+                                .ok_or_else(|| format!("column {c} of the version is not a float"))?
+                        };
+                        acc.n = int(c + 1)?;
+                        c += 2;
+                    }
+                }
+                accs.push(acc);
+            }
+            let rows = int(c)?;
+            let partial = Partial {
+                rows,
+                accs,
+                dirty: false,
+            };
+            out.entry(group).or_default().merge(&partial, sign);
+        }
+        Ok(())
     }
 }
 
@@ -1167,19 +1171,17 @@ impl Speed {
                 .export(view.partial_plan().map_err(|e| failed(&e))?, bounds)
                 .await
                 .map_err(|e| failed(&e))?;
-            let mut batches = Vec::new();
+            // One map of sums: the partials now added batch by batch as
+            // they come, the version's taken away from it.
+            let mut sums = Sums::default();
             while let Some(batch) = export.batches.recv().await {
-                batches.push(batch.map_err(|e| failed(&e))?);
+                view.add_partials(&batch.map_err(|e| failed(&e))?, 1, &mut sums)
+                    .map_err(|e| failed(&e))?;
             }
             same_snapshot(export.snapshot.until)?;
-            let mut sums = view.read_partials(&batches).map_err(|e| failed(&e))?;
-            drop(batches);
             if let Some(base) = version {
-                let version = view
-                    .read_partials(&super::read_version(&base.dir).map_err(|e| failed(&e))?)
-                    .map_err(|e| failed(&e))?;
-                for (group, partial) in version {
-                    sums.entry(group).or_default().merge(&partial, -1);
+                for batch in super::read_version(&base.dir).map_err(|e| failed(&e))? {
+                    view.add_partials(&batch, -1, &mut sums).map_err(|e| failed(&e))?;
                 }
             }
             sums.retain(|_, p| !p.is_zero());

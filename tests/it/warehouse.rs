@@ -371,7 +371,7 @@ async fn run_and_export(client: &reqwest::Client, server: &Server, db: &tokio_po
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn by_location_in_the_warehouse_equals_the_reference_sql_over_the_exported_posts() {
+async fn by_location_in_the_warehouse_equals_the_reference_sql_and_a_run_while_it_is_down_reaches_it_later() {
     let Setup {
         pg,
         server,
@@ -442,6 +442,39 @@ async fn by_location_in_the_warehouse_equals_the_reference_sql_over_the_exported
         count(&db, "SELECT sum(posts)::bigint FROM chorus.by_community_hour").await,
         3000
     );
+    // A run while the warehouse is down serves at once, and reaches the
+    // warehouse once it is back.
+    drop(db);
+    pg.down();
+    let runs = batch(&client, &server, Some("by_author_day")).await;
+    assert!(runs[0]["error"].is_null(), "{runs:?}");
+    let version = runs[0]["version"]["version"].as_str().unwrap().to_string();
+    let served = get_json(&client, &server, "/v1/views/by_author_day").await;
+    let posts: i64 = served["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["posts"].as_i64().unwrap())
+        .sum();
+    assert_eq!(posts, 3000);
+    // Its export fails meanwhile (retried with backoff up to 1 s here).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    pg.up();
+    let db = pg.client().await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while exported_version(&db, "by_author_day").await.as_deref() != Some(version.as_str()) {
+        assert!(
+            Instant::now() < deadline,
+            "by_author_day {version} was not exported after the warehouse came back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        count(&db, "SELECT sum(posts)::bigint FROM chorus.by_author_day").await,
+        3000
+    );
+    // The views exported before are still there, whole.
+    assert_eq!(by_location(&db, "SELECT * FROM chorus.by_location").await, exported);
     server.stop();
 }
 
