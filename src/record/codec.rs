@@ -9,8 +9,10 @@
 //! little-endian, optional integers after a presence byte. A post's `text`
 //! is stored like an optional string, 0 meaning "the body unchanged".
 //!
-//! The tag bytes 0xC0 and 0xC1 never start UTF-8 text, so records written
+//! The tag bytes 0xC0–0xC3 never start UTF-8 text, so records written
 //! as JSON by earlier versions (they start with `{`) are still read.
+//! 0xC3 is the speed layer's few columns of a post (a mask of the columns,
+//! then only theirs), kept in the seen-state and carried by a re-send.
 
 use std::borrow::Cow;
 
@@ -23,6 +25,10 @@ const POST_V1: u8 = 0xC0;
 /// First byte of a [`Post`] record followed by its [`Prior`] (what the
 /// speed layer takes back for it).
 const POST_V2: u8 = 0xC2;
+/// First byte of a post's columns kept for the speed layer
+/// ([`PostView::to_masked_log_bytes`]): a mask of the columns, then only
+/// theirs.
+const MASKED_V2: u8 = 0xC3;
 /// [`Prior`] bytes after a [`POST_V2`] record.
 const PRIOR_STALE: u8 = 1;
 const PRIOR_REPLACES: u8 = 2;
@@ -316,6 +322,9 @@ impl<'a> PostView<'a> {
     /// others are skipped unread and left empty (or absent), their bytes
     /// not checked to be UTF-8, which a record chorus wrote always is.
     pub fn with_prior_reading(bytes: &'a [u8], reads: &[bool; 23]) -> Result<(PostView<'a>, Prior<'a>), DecodeError> {
+        if bytes.first() == Some(&MASKED_V2) {
+            return PostView::from_masked(bytes).map(|post| (post, Prior::None));
+        }
         if bytes.first() == Some(&b'{') {
             let post: Post = serde_json::from_slice(bytes).map_err(|e| DecodeError::Json(e.to_string()))?;
             let post = PostView {
@@ -345,12 +354,7 @@ impl<'a> PostView<'a> {
         let mut f = || r.i64().map(|v| f64::from_bits(v as u64));
         let (polarity, subjectivity, vader_neg, vader_neu, vader_pos, vader_compound) =
             (f()?, f()?, f()?, f()?, f()?, f()?);
-        let sentiment = match r.byte()? {
-            0 => Sentiment::Negative,
-            1 => Sentiment::Neutral,
-            2 => Sentiment::Positive,
-            b => return Err(DecodeError::Invalid(format!("sentiment {b} is not 0, 1 or 2"))),
-        };
+        let sentiment = sentiment_of(r.byte()?)?;
         let prior = if tag == POST_V2 {
             match r.byte()? {
                 PRIOR_STALE => Prior::Stale,
@@ -385,49 +389,127 @@ impl<'a> PostView<'a> {
         Ok((post, prior))
     }
 
-    /// This post as a record of `posts.enriched` holding only the columns
-    /// `keep` marks (indexes of [`super::batch::schema`]); the others are
+    /// The columns of this post `keep` marks (indexes of
+    /// [`super::batch::schema`]) and its `ingested_at`, in tag 0xC3's
+    /// layout, which [`PostView::from_log_bytes`] reads with the others
     /// empty strings, absent, 0 or neutral, and `platform` and `id` always
     /// empty (the post's key says them). What the speed layer needs of a
     /// version to take it back, and no more.
     pub fn to_masked_log_bytes(&self, keep: &[bool; 23]) -> Vec<u8> {
-        fn opt<'b>(keep: bool, v: &'b Option<Cow<'_, str>>) -> Option<&'b str> {
-            if keep { v.as_deref() } else { None }
-        }
         let p = &self.incoming;
-        let o = |i: usize, v| opt(keep[i], v);
-        let n = |i: usize, v: Option<i64>| if keep[i] { v } else { None };
-        let f = |i: usize, v: f64| if keep[i] { v } else { 0.0 };
-        let mut w = Writer(Vec::with_capacity(64));
-        w.0.push(POST_V1);
-        w.str("");
-        w.str("");
-        w.opt_str(o(2, &p.community));
-        w.opt_str(o(3, &p.author));
-        let body = if keep[4] { p.body.as_ref() } else { "" };
-        w.str(body);
-        w.i64(if keep[6] { p.created_at } else { 0 });
-        w.opt_str(o(8, &p.parent_id));
-        w.opt_str(o(9, &p.thread_id));
-        w.opt_str(o(10, &p.url));
-        w.opt_i64(n(11, p.score));
-        w.opt_i64(n(12, p.reposts));
-        w.opt_i64(n(13, p.author_followers));
-        w.opt_str(o(14, &p.location));
-        w.opt_str(o(15, &p.lang));
+        let mut keep = *keep;
+        // The key says platform and id; ingested_at is always there.
+        keep[0] = false;
+        keep[1] = false;
+        keep[7] = false;
+        let mask = keep
+            .iter()
+            .enumerate()
+            .fold(0u32, |m, (i, k)| if *k { m | (1 << i) } else { m });
+        let mut w = Writer(Vec::with_capacity(48));
+        w.0.push(MASKED_V2);
+        w.0.extend_from_slice(&mask.to_le_bytes()[..3]);
+        w.i64(self.ingested_at);
         let s = &self.scores;
-        let scores = Scores {
-            polarity: f(16, s.polarity),
-            subjectivity: f(17, s.subjectivity),
-            vader_neg: f(18, s.vader_neg),
-            vader_neu: f(19, s.vader_neu),
-            vader_pos: f(20, s.vader_pos),
-            vader_compound: f(21, s.vader_compound),
-            sentiment: if keep[22] { s.sentiment } else { Sentiment::Neutral },
-        };
-        let text = if keep[5] { self.text.as_ref() } else { "" };
-        w.enrichment(body, text, self.ingested_at, &scores);
+        let floats = [
+            s.polarity,
+            s.subjectivity,
+            s.vader_neg,
+            s.vader_neu,
+            s.vader_pos,
+            s.vader_compound,
+        ];
+        for (i, _) in keep.iter().enumerate().filter(|(_, k)| **k) {
+            match i {
+                2 => w.opt_str(p.community.as_deref()),
+                3 => w.opt_str(p.author.as_deref()),
+                4 => w.str(&p.body),
+                5 => w.str(&self.text),
+                6 => w.i64(p.created_at),
+                8 => w.opt_str(p.parent_id.as_deref()),
+                9 => w.opt_str(p.thread_id.as_deref()),
+                10 => w.opt_str(p.url.as_deref()),
+                11 => w.opt_i64(p.score),
+                12 => w.opt_i64(p.reposts),
+                13 => w.opt_i64(p.author_followers),
+                14 => w.opt_str(p.location.as_deref()),
+                15 => w.opt_str(p.lang.as_deref()),
+                16..=21 => w.0.extend_from_slice(&floats[i - 16].to_le_bytes()),
+                _ => w.0.push(sentiment_byte(s.sentiment)),
+            }
+        }
         w.0
+    }
+
+    /// Reads what [`PostView::to_masked_log_bytes`] wrote; the columns it
+    /// left out are empty strings, absent, 0 or neutral.
+    fn from_masked(bytes: &'a [u8]) -> Result<PostView<'a>, DecodeError> {
+        let mut r = Reader::new(bytes, MASKED_V2, "the speed layer's columns")?;
+        let m = r.take(3)?;
+        let mask = u32::from_le_bytes([m[0], m[1], m[2], 0]);
+        if mask & 0b1000_0011 != 0 {
+            return Err(DecodeError::Invalid(format!("column mask {mask:#x}")));
+        }
+        let ingested_at = r.i64()?;
+        let b = Cow::Borrowed;
+        let mut post = PostView {
+            incoming: IncomingView {
+                platform: b(""),
+                id: b(""),
+                community: None,
+                author: None,
+                body: b(""),
+                created_at: 0,
+                parent_id: None,
+                thread_id: None,
+                url: None,
+                score: None,
+                reposts: None,
+                author_followers: None,
+                location: None,
+                lang: None,
+            },
+            text: b(""),
+            ingested_at,
+            scores: Scores {
+                polarity: 0.0,
+                subjectivity: 0.0,
+                vader_neg: 0.0,
+                vader_neu: 0.0,
+                vader_pos: 0.0,
+                vader_compound: 0.0,
+                sentiment: Sentiment::Neutral,
+            },
+        };
+        let p = &mut post.incoming;
+        let s = &mut post.scores;
+        for i in (0..23).filter(|i| mask & (1 << i) != 0) {
+            let float = |r: &mut Reader<'a>| r.i64().map(|v| f64::from_bits(v as u64));
+            match i {
+                2 => p.community = r.opt_str_if(true)?.map(b),
+                3 => p.author = r.opt_str_if(true)?.map(b),
+                4 => p.body = b(r.str_if(true)?),
+                5 => post.text = b(r.str_if(true)?),
+                6 => p.created_at = r.i64()?,
+                8 => p.parent_id = r.opt_str_if(true)?.map(b),
+                9 => p.thread_id = r.opt_str_if(true)?.map(b),
+                10 => p.url = r.opt_str_if(true)?.map(b),
+                11 => p.score = r.opt_i64()?,
+                12 => p.reposts = r.opt_i64()?,
+                13 => p.author_followers = r.opt_i64()?,
+                14 => p.location = r.opt_str_if(true)?.map(b),
+                15 => p.lang = r.opt_str_if(true)?.map(b),
+                16 => s.polarity = float(&mut r)?,
+                17 => s.subjectivity = float(&mut r)?,
+                18 => s.vader_neg = float(&mut r)?,
+                19 => s.vader_neu = float(&mut r)?,
+                20 => s.vader_pos = float(&mut r)?,
+                21 => s.vader_compound = float(&mut r)?,
+                _ => s.sentiment = sentiment_of(r.byte()?)?,
+            }
+        }
+        r.end()?;
+        Ok(post)
     }
 
     /// The post, with owned strings.
@@ -500,11 +582,7 @@ impl Writer {
         ] {
             self.0.extend_from_slice(&x.to_le_bytes());
         }
-        self.0.push(match s.sentiment {
-            Sentiment::Negative => 0,
-            Sentiment::Neutral => 1,
-            Sentiment::Positive => 2,
-        });
+        self.0.push(sentiment_byte(s.sentiment));
     }
 
     fn incoming(&mut self, p: &IncomingPost) {
@@ -522,6 +600,23 @@ impl Writer {
         self.opt_i64(p.author_followers);
         self.opt_str(p.location.as_deref());
         self.opt_str(p.lang.as_deref());
+    }
+}
+
+fn sentiment_byte(s: Sentiment) -> u8 {
+    match s {
+        Sentiment::Negative => 0,
+        Sentiment::Neutral => 1,
+        Sentiment::Positive => 2,
+    }
+}
+
+fn sentiment_of(b: u8) -> Result<Sentiment, DecodeError> {
+    match b {
+        0 => Ok(Sentiment::Negative),
+        1 => Ok(Sentiment::Neutral),
+        2 => Ok(Sentiment::Positive),
+        b => Err(DecodeError::Invalid(format!("sentiment {b} is not 0, 1 or 2"))),
     }
 }
 
@@ -810,6 +905,10 @@ mod tests {
                 *first = POST_V2;
             }
             let _ = PostView::with_prior(&junk);
+            if let Some(first) = junk.first_mut() {
+                *first = MASKED_V2;
+            }
+            let _ = PostView::with_prior(&junk);
         }
     }
 
@@ -907,6 +1006,45 @@ mod tests {
         assert_eq!(
             PostView::with_prior_reading(&record, &[true; 23]).unwrap(),
             PostView::with_prior(&record).unwrap()
+        );
+    }
+
+    #[test]
+    fn the_speed_layers_columns_read_back_each_as_written_and_the_others_empty() {
+        let post = post();
+        let nothing = post.view().to_masked_log_bytes(&[false; 23]);
+        let blank = PostView::from_masked(&nothing).unwrap();
+        assert_eq!(blank.ingested_at, post.ingested_at);
+        let columns =
+            |v: &PostView<'_>| super::super::batch::to_projected_batch(std::slice::from_ref(v), &[true; 25]).unwrap();
+        let (whole, empty) = (columns(&post.view()), columns(&blank));
+        let mut rng = fastrand::Rng::with_seed(3);
+        for round in 0..300 {
+            let keep: [bool; 23] = std::array::from_fn(|i| if round < 23 { i == round } else { rng.bool() });
+            let masked = post.view().to_masked_log_bytes(&keep);
+            let view = PostView::from_log_bytes(&masked).unwrap();
+            let got = columns(&view);
+            for i in 0..23 {
+                let kept = keep[i] && !matches!(i, 0 | 1) || i == 7;
+                let want = if kept { &whole } else { &empty };
+                assert_eq!(got.column(i), want.column(i), "column {i} of mask {keep:?}");
+            }
+            for n in 0..masked.len() {
+                assert!(PostView::from_log_bytes(&masked[..n]).is_err(), "prefix of {n} bytes");
+            }
+        }
+        // The built-in views' columns of a post: a small part of its record.
+        let mut keep = [false; 23];
+        for i in [2, 3, 6, 11, 12, 13, 14, 16, 21, 22] {
+            keep[i] = true;
+        }
+        let plain = post.to_log_bytes();
+        let masked = post.view().to_masked_log_bytes(&keep);
+        assert!(
+            masked.len() < 90,
+            "{} bytes (the record: {})",
+            masked.len(),
+            plain.len()
         );
     }
 }

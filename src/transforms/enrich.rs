@@ -65,7 +65,7 @@ impl Priors {
             .filter(|(_, k)| *k)
             .map(|(n, _)| *n)
             .collect();
-        xxhash_rust::xxh3::xxh3_64(format!("priors v1|{}", names.join(",")).as_bytes()) as u32
+        xxhash_rust::xxh3::xxh3_64(format!("priors v2|{}", names.join(",")).as_bytes()) as u32
     }
 }
 
