@@ -411,14 +411,7 @@ impl<'a> PostView<'a> {
         w.0.extend_from_slice(&mask.to_le_bytes()[..3]);
         w.i64(self.ingested_at);
         let s = &self.scores;
-        let floats = [
-            s.polarity,
-            s.subjectivity,
-            s.vader_neg,
-            s.vader_neu,
-            s.vader_pos,
-            s.vader_compound,
-        ];
+        let floats = s.floats();
         for (i, _) in keep.iter().enumerate().filter(|(_, k)| **k) {
             match i {
                 2 => w.opt_str(p.community.as_deref()),
@@ -572,14 +565,7 @@ impl Writer {
             self.opt_str(Some(text));
         }
         self.i64(ingested_at);
-        for x in [
-            s.polarity,
-            s.subjectivity,
-            s.vader_neg,
-            s.vader_neu,
-            s.vader_pos,
-            s.vader_compound,
-        ] {
+        for x in s.floats() {
             self.0.extend_from_slice(&x.to_le_bytes());
         }
         self.0.push(sentiment_byte(s.sentiment));

@@ -126,6 +126,20 @@ pub struct Scores {
     pub sentiment: Sentiment,
 }
 
+impl Scores {
+    /// The six scores, in column order (polarity … vader_compound).
+    pub fn floats(&self) -> [f64; 6] {
+        [
+            self.polarity,
+            self.subjectivity,
+            self.vader_neg,
+            self.vader_neu,
+            self.vader_pos,
+            self.vader_compound,
+        ]
+    }
+}
+
 /// Longest accepted `id`, in bytes.
 pub const MAX_KEY_LEN: usize = 512;
 /// Longest accepted `platform`, in bytes.
