@@ -440,28 +440,16 @@ impl<'a> PostView<'a> {
         let mut r = Reader::new(bytes, MASKED_V2, "the speed layer's columns")?;
         let m = r.take(3)?;
         let mask = u32::from_le_bytes([m[0], m[1], m[2], 0]);
-        if mask & 0b1000_0011 != 0 {
+        // Platform, id and ingested_at are never in the mask, nor past
+        // the 23 columns.
+        if mask & 0b1000_0011 != 0 || mask >> 23 != 0 {
             return Err(DecodeError::Invalid(format!("column mask {mask:#x}")));
         }
         let ingested_at = r.i64()?;
         let b = Cow::Borrowed;
         let mut post = PostView {
-            incoming: IncomingView {
-                platform: b(""),
-                id: b(""),
-                community: None,
-                author: None,
-                body: b(""),
-                created_at: 0,
-                parent_id: None,
-                thread_id: None,
-                url: None,
-                score: None,
-                reposts: None,
-                author_followers: None,
-                location: None,
-                lang: None,
-            },
+            // Empty strings own no allocation.
+            incoming: IncomingPost::new("", "", "", 0).into(),
             text: b(""),
             ingested_at,
             scores: Scores {
