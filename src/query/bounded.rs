@@ -5,17 +5,11 @@
 //! buffers of sorts, joins and aggregates, not what a scalar function
 //! builds, so these bounds are checked on the arguments, row by row.
 
-use std::sync::Arc;
-
 use arrow::array::{Array, AsArray};
-use arrow::datatypes::{DataType, FieldRef};
+use arrow::datatypes::DataType;
 use datafusion::common::{DataFusionError, Result, ScalarValue};
-use datafusion::execution::FunctionRegistry;
 use datafusion::execution::context::SessionContext;
-use datafusion::logical_expr::simplify::{ExprSimplifyResult, SimplifyContext};
-use datafusion::logical_expr::{
-    ColumnarValue, Documentation, Expr, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
-};
+use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDF};
 
 /// How a function's result grows with its arguments.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -51,13 +45,14 @@ const WRAPPED: [(&str, Growth); 8] = [
 /// Replaces the built-in amplifying functions of `ctx` with bounded ones.
 pub fn register(ctx: &SessionContext, max_value_bytes: usize) {
     for (name, growth) in WRAPPED {
-        if let Ok(inner) = ctx.udf(name) {
-            ctx.register_udf(ScalarUDF::new_from_impl(Bounded {
-                inner,
+        super::wrapped::wrap(
+            ctx,
+            name,
+            Bounded {
                 growth,
                 max: max_value_bytes as u64,
-            }));
-        }
+            },
+        );
     }
 }
 
@@ -82,7 +77,6 @@ pub fn is_value_too_large(e: &DataFusionError) -> bool {
 /// A built-in function with a bound on the size of its result.
 #[derive(Debug, PartialEq, Eq, Hash)]
 struct Bounded {
-    inner: Arc<ScalarUDF>,
     growth: Growth,
     max: u64,
 }
@@ -266,49 +260,17 @@ impl Bounded {
     }
 }
 
-impl ScalarUDFImpl for Bounded {
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-
-    fn aliases(&self) -> &[String] {
-        self.inner.aliases()
-    }
-
-    fn signature(&self) -> &Signature {
-        self.inner.signature()
-    }
-
-    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
-        self.inner.return_type(arg_types)
-    }
-
-    fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
-        self.inner.return_field_from_args(args)
-    }
-
-    fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
-        self.inner.coerce_types(arg_types)
-    }
-
-    fn simplify(&self, args: Vec<Expr>, info: &SimplifyContext) -> Result<ExprSimplifyResult> {
-        self.inner.simplify(args, info)
-    }
-
-    fn documentation(&self) -> Option<&Documentation> {
-        self.inner.documentation()
-    }
-
-    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+impl super::wrapped::Call for Bounded {
+    fn call(&self, inner: &ScalarUDF, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let largest = self.largest_result(&args.args, args.number_rows);
         if largest > self.max {
             return Err(DataFusionError::External(Box::new(ValueTooLarge(format!(
                 "{}: a result could be {largest} bytes, more than the {} a value may hold ([query] max_value_bytes)",
-                self.inner.name(),
+                inner.name(),
                 self.max
             )))));
         }
-        self.inner.invoke_with_args(args)
+        inner.invoke_with_args(args)
     }
 }
 

@@ -20,6 +20,7 @@
 mod bounded;
 mod latest;
 mod utc;
+mod wrapped;
 
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};

@@ -11,27 +11,19 @@
 use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, TimestampMicrosecondArray};
-use arrow::datatypes::{DataType, FieldRef, TimeUnit, TimestampMicrosecondType};
+use arrow::datatypes::{DataType, TimeUnit, TimestampMicrosecondType};
 use datafusion::common::{Result, ScalarValue};
-use datafusion::execution::FunctionRegistry;
 use datafusion::execution::context::SessionContext;
-use datafusion::logical_expr::sort_properties::{ExprProperties, SortProperties};
-use datafusion::logical_expr::{
-    ColumnarValue, Documentation, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
-};
+use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDF};
 
 /// Replaces `ctx`'s `date_trunc` with one that floors UTC timestamps to an
 /// hour or a day by arithmetic.
 pub fn register(ctx: &SessionContext) {
-    if let Ok(inner) = ctx.udf("date_trunc") {
-        ctx.register_udf(ScalarUDF::new_from_impl(UtcDateTrunc { inner }));
-    }
+    super::wrapped::wrap(ctx, "date_trunc", UtcDateTrunc);
 }
 
 #[derive(Debug, PartialEq, Eq, Hash)]
-struct UtcDateTrunc {
-    inner: Arc<ScalarUDF>,
-}
+struct UtcDateTrunc;
 
 /// µs timestamps the built-in function truncates without error: it goes
 /// through nanoseconds, which reach only 1677–2262 (a day of margin).
@@ -79,47 +71,15 @@ fn floored(array: &dyn Array, unit: i64) -> Option<TimestampMicrosecondArray> {
     )
 }
 
-impl ScalarUDFImpl for UtcDateTrunc {
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-
-    fn aliases(&self) -> &[String] {
-        self.inner.aliases()
-    }
-
-    fn signature(&self) -> &Signature {
-        self.inner.signature()
-    }
-
-    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
-        self.inner.return_type(arg_types)
-    }
-
-    fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
-        self.inner.return_field_from_args(args)
-    }
-
-    fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
-        self.inner.coerce_types(arg_types)
-    }
-
-    fn output_ordering(&self, input: &[ExprProperties]) -> Result<SortProperties> {
-        self.inner.output_ordering(input)
-    }
-
-    fn documentation(&self) -> Option<&Documentation> {
-        self.inner.documentation()
-    }
-
-    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+impl super::wrapped::Call for UtcDateTrunc {
+    fn call(&self, inner: &ScalarUDF, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         if let [granularity, ColumnarValue::Array(array)] = args.args.as_slice()
             && let Some(unit) = unit_of(granularity)
             && let Some(out) = floored(array.as_ref(), unit)
         {
             return Ok(ColumnarValue::Array(Arc::new(out)));
         }
-        self.inner.invoke_with_args(args)
+        inner.invoke_with_args(args)
     }
 }
 
