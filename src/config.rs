@@ -26,6 +26,8 @@ pub struct Config {
     pub enrich: EnrichConfig,
     /// The archive sink.
     pub archive: ArchiveConfig,
+    /// The archive's lifecycle (compaction).
+    pub lifecycle: crate::lifecycle::LifecycleConfig,
     /// The search index sink.
     pub index: crate::sinks::index::IndexConfig,
     /// The bounds of SQL queries.
@@ -351,6 +353,21 @@ max_file_age_secs = 60
 # Rows per Parquet row group, and the zstd level of its pages.
 row_group_rows = 131072
 zstd_level = 1
+
+[lifecycle]
+# Every interval_secs `chorus run` compacts each hour partition of the
+# archive that ended compact_after_secs ago and holds compact_min_files
+# files or more into one file (a file a minute per log partition is ~170,000
+# files a month for a query to open; compacted, 720). `chorus lifecycle`
+# does a pass now. A query
+# sees the old files or the new one, never both; the old ones are kept
+# keep_retired_secs (at least the longest query or batch run) for the
+# queries that listed them, then removed.
+scheduler = true
+interval_secs = 600
+compact_after_secs = 3600
+compact_min_files = 4
+keep_retired_secs = 3600
 
 [index]
 # The search index (GET /v1/search, chorus search, the dashboard), written

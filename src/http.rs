@@ -73,6 +73,8 @@ pub struct AppState {
     pub alerts: crate::alerts::Alerts,
     /// Searches running at once ([`MAX_CONCURRENT_SEARCHES`]).
     pub search_permits: Arc<tokio::sync::Semaphore>,
+    /// The archive's lifecycle (`POST /v1/lifecycle`).
+    pub lifecycle: Arc<crate::lifecycle::Lifecycle>,
 }
 
 /// Listeners of `GET /v1/stream` at once; one more gets 429.
@@ -144,6 +146,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/v1/views/{name}", get(view))
         .route("/v1/batch", post(batch))
+        .route("/v1/lifecycle", post(lifecycle))
         .route("/v1/search", get(search))
         .route("/v1/stream", get(stream))
         .route(
@@ -719,6 +722,17 @@ async fn batch(State(state): State<Arc<AppState>>, Query(params): Query<BatchPar
     }
 }
 
+/// `POST /v1/lifecycle`: one pass of the archive's lifecycle now
+/// (after the one under way, if any), answered once it is done.
+async fn lifecycle(State(state): State<Arc<AppState>>) -> Response {
+    let (lifecycle, stop) = (state.lifecycle.clone(), state.stop.clone());
+    match tokio::task::spawn_blocking(move || lifecycle.run(&stop)).await {
+        Ok(Ok(run)) => Json(run).into_response(),
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
 async fn status(State(state): State<Arc<AppState>>) -> Response {
     match state.consumers.status(&*state.log) {
         Ok(mut status) => {
@@ -977,6 +991,14 @@ mod tests {
             live: None,
             alerts: Default::default(),
             search_permits: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_SEARCHES)),
+            lifecycle: Arc::new(crate::lifecycle::Lifecycle::new(
+                dir.join("archive"),
+                Default::default(),
+                Default::default(),
+                Default::default(),
+                Arc::new(RwLock::new(())),
+                Arc::new(Metrics::default()),
+            )),
         });
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());

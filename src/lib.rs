@@ -32,6 +32,7 @@ pub mod consumers;
 pub mod dashboard;
 pub mod enrich;
 pub mod http;
+pub mod lifecycle;
 pub mod log;
 pub mod mapping;
 pub mod metrics;

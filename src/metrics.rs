@@ -81,6 +81,14 @@ pub struct Metrics {
     pub warehouse_view_exports: Counter,
     /// View versions the warehouse could not take (not retried).
     pub warehouse_failures: Counter,
+    /// Archive lifecycle passes done.
+    pub lifecycle_runs: Counter,
+    /// Archive lifecycle passes that failed (retried at the next).
+    pub lifecycle_failures: Counter,
+    /// Hour partitions of the archive compacted.
+    pub archive_hours_compacted: Counter,
+    /// Archive files compaction made unneeded (files before less after).
+    pub archive_files_compacted: Counter,
 }
 
 /// Gauges read at scrape time (they live in the log).
@@ -99,7 +107,7 @@ pub struct Gauges {
 impl Metrics {
     /// The Prometheus text exposition of the counters and `gauges`.
     pub fn render(&self, gauges: &Gauges) -> String {
-        let counters: [(&str, &str, &Counter); 28] = [
+        let counters: [(&str, &str, &Counter); 32] = [
             (
                 "chorus_ingest_posts_accepted_total",
                 "Posts accepted by the ingest API.",
@@ -235,6 +243,26 @@ impl Metrics {
                 "chorus_warehouse_failures_total",
                 "View versions the warehouse could not take (see the log).",
                 &self.warehouse_failures,
+            ),
+            (
+                "chorus_lifecycle_runs_total",
+                "Archive lifecycle passes done.",
+                &self.lifecycle_runs,
+            ),
+            (
+                "chorus_lifecycle_failures_total",
+                "Archive lifecycle passes that failed.",
+                &self.lifecycle_failures,
+            ),
+            (
+                "chorus_archive_hours_compacted_total",
+                "Hour partitions of the archive compacted into one file.",
+                &self.archive_hours_compacted,
+            ),
+            (
+                "chorus_archive_files_compacted_total",
+                "Archive files compaction made unneeded.",
+                &self.archive_files_compacted,
             ),
         ];
         let mut out = String::new();

@@ -189,6 +189,19 @@ impl Pipeline {
         Ok((engine, Arc::new(batch), speed))
     }
 
+    /// The archive's lifecycle (compaction), sharing the archive's gate.
+    pub fn lifecycle(&self) -> Arc<crate::lifecycle::Lifecycle> {
+        let longest_reader = self.config.query.max_seconds.max(self.config.batch.max_seconds);
+        Arc::new(crate::lifecycle::Lifecycle::new(
+            self.archive_root(),
+            self.config.archive.clone(),
+            self.config.lifecycle.clone(),
+            std::time::Duration::from_secs(longest_reader),
+            self.gate.clone(),
+            self.metrics.clone(),
+        ))
+    }
+
     /// The exporter of the batch views to the warehouse, when `[warehouse]`
     /// has a URL and exports views.
     pub fn exporter(&self, engine: &Arc<QueryEngine>) -> Option<Arc<crate::warehouse::Exporter>> {
@@ -405,6 +418,18 @@ impl Pipeline {
                 Ok(())
             })?
         };
+        // The archive's lifecycle: a pass every interval, and one on request
+        // (`POST /v1/lifecycle`), never two at once.
+        let lifecycle = self.lifecycle();
+        let lifecycle_task = if self.config.lifecycle.scheduler {
+            let (lifecycle, stop) = (lifecycle.clone(), stop.clone());
+            Some(spawn_thread("lifecycle", move || {
+                lifecycle.run_every_interval(&stop);
+                Ok(())
+            })?)
+        } else {
+            None
+        };
         let mut server_file = None;
         let mut scheduler = None;
         let server = match listener {
@@ -454,6 +479,7 @@ impl Pipeline {
                         None => Default::default(),
                     },
                     search_permits: Arc::new(tokio::sync::Semaphore::new(http::MAX_CONCURRENT_SEARCHES)),
+                    lifecycle: lifecycle.clone(),
                     searcher: searcher.clone(),
                     live: Some(
                         crate::sinks::index::live::Live::start(
@@ -535,6 +561,7 @@ impl Pipeline {
         tasks.extend(index_task.map(|task| (None, task)));
         tasks.extend(speed_task.map(|task| (None, task)));
         tasks.extend(warehouse_task.map(|task| (None, task)));
+        tasks.extend(lifecycle_task.map(|task| (None, task)));
         tasks.push((None, retention_task));
         for (token, task) in tasks {
             if let Some(token) = token {

@@ -18,6 +18,7 @@
 //! `max_result_bytes`, saying so.
 
 mod bounded;
+pub mod files;
 mod latest;
 mod utc;
 mod wrapped;
@@ -248,6 +249,10 @@ impl QueryEngine {
             .with_disk_manager_builder(spill)
             .build_arc()
             .map_err(|e| QueryError::Failed(format!("the query runtime: {e}")))?;
+        runtime.register_object_store(
+            datafusion::execution::object_store::ObjectStoreUrl::local_filesystem().as_ref(),
+            Arc::new(files::ArchiveFiles::new(archive_root)),
+        );
         let threads = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(std::thread::available_parallelism().map_or(2, usize::from))
             .thread_name("query")

@@ -128,6 +128,38 @@ pub struct ViewRun {
     pub seconds: f64,
 }
 
+/// What a compaction pass did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Compaction {
+    /// Hour partitions rewritten.
+    pub hours: u64,
+    /// Files they held before.
+    pub files_before: u64,
+    /// Files they hold now (one each).
+    pub files_after: u64,
+    /// Posts rewritten.
+    pub rows: u64,
+    /// Bytes of the files replaced.
+    pub bytes_before: u64,
+    /// Bytes of the files written.
+    pub bytes_after: u64,
+    /// Hours left as they were, with the reason.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<String>,
+}
+
+/// The answer of `POST /v1/lifecycle` (and what `chorus lifecycle` prints).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LifecycleRun {
+    /// The archive's closed hours compacted.
+    pub compaction: Compaction,
+    /// Files compaction replaced earlier, removed now that no query can
+    /// still read them.
+    pub retired_removed: u64,
+    /// How long the pass took.
+    pub seconds: f64,
+}
+
 /// A batch view in `chorus status` and `GET /v1/status`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ViewStatus {

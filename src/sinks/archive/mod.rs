@@ -33,6 +33,8 @@ use crate::record::{Limits, PostView, column};
 use crate::sinks::consume::{self, Commit, Committed, Input, Sink};
 use crate::transforms::enrich::{DeadLetter, dead_letter};
 
+pub mod compact;
+
 /// The archive's consumer name on `posts.enriched`.
 pub const CONSUMER: &str = "archive";
 /// Its consumer name on `posts.dead`.
@@ -130,6 +132,20 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ArchiveError + '_ {
         path: path.to_path_buf(),
         source,
     }
+}
+
+/// How the archive's Parquet files are written (by the sink and by
+/// compaction alike).
+pub(crate) fn writer_properties(config: &ArchiveConfig) -> Result<WriterProperties, ArchiveError> {
+    let mut props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(config.zstd_level)?))
+        .set_max_row_group_row_count(Some(config.row_group_rows.max(1)));
+    // Mostly distinct values: a dictionary costs time and memory and
+    // saves nothing.
+    for column in UNIQUE_COLUMNS {
+        props = props.set_column_dictionary_enabled((*column).into(), false);
+    }
+    Ok(props.build())
 }
 
 /// The directory of one Hive partition, relative to the archive root.
@@ -280,6 +296,7 @@ impl Archive {
             fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
         }
         fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+        compact::recover(root)?;
         for (dir, consumer, topic) in [
             (POSTS_DIR, CONSUMER, Topic::Enriched),
             (ERRORS_DIR, ERRORS_CONSUMER, Topic::Dead),
@@ -308,15 +325,7 @@ impl Archive {
     fn create_file(&self, tmp: PathBuf) -> Result<OpenFile, ArchiveError> {
         let file = File::create(&tmp).map_err(io(&tmp))?;
         let handle = file.try_clone().map_err(io(&tmp))?;
-        let mut props = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(ZstdLevel::try_new(self.config.zstd_level)?))
-            .set_max_row_group_row_count(Some(self.config.row_group_rows.max(1)));
-        // Mostly distinct values: a dictionary costs time and memory and
-        // saves nothing.
-        for column in UNIQUE_COLUMNS {
-            props = props.set_column_dictionary_enabled((*column).into(), false);
-        }
-        let writer = ArrowWriter::try_new(file, schema(), Some(props.build()))?;
+        let writer = ArrowWriter::try_new(file, schema(), Some(writer_properties(&self.config)?))?;
         Ok(OpenFile { tmp, handle, writer })
     }
 

@@ -1,0 +1,351 @@
+//! Compaction of closed hour partitions: the small files the sink rolled
+//! into one hour's directory (one per roll and log partition, more for
+//! posts sent again later) rewritten as one file, which is what a query
+//! over a month opens instead of thousands.
+//!
+//! The swap is atomic for queries and safe across a crash. The new file is
+//! written and synced under `.tmp`, then a journal (`.compaction.json`: the
+//! directory, the new file, the files it replaces) is written. Under the
+//! query gate (a query lists the files under it, so it sees the old files
+//! or the new one, never both or neither) the new file is renamed into the
+//! directory — the commit point — and the files it replaces are moved to
+//! `.retired/<run>/`, outside what SQL, DuckDB or Athena read. A query that
+//! listed them before the swap still reads them there
+//! ([`crate::query::files`]) until they are removed after a grace period.
+//! A crash after the commit point is finished at the next start (the
+//! journal's sources still in the directory are moved); before it, the
+//! directory was never touched.
+//!
+//! A compacted file is named `c-<run>.parquet`: not a `p<partition>-…` name,
+//! so the start-up check for files renamed but never committed leaves it
+//! alone (it holds only posts whose offsets were committed: the files are
+//! listed under the gate, which the sink holds from rename to commit).
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::NaiveDate;
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use serde::{Deserialize, Serialize};
+use tokio::sync::RwLock;
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    ArchiveConfig, ArchiveError, POSTS_DIR, TMP_DIR, create_dir_synced, io, sync_dir, writer_properties,
+};
+use crate::record::batch::schema;
+use crate::wire::Compaction;
+
+/// Where replaced files wait, under the archive root, until no query that
+/// listed them can still be reading.
+pub const RETIRED_DIR: &str = ".retired";
+const JOURNAL: &str = ".compaction.json";
+
+/// The swap of one hour, as the journal records it.
+#[derive(Debug, Serialize, Deserialize)]
+struct Journal {
+    /// The hour's directory, relative to the archive root.
+    dir: PathBuf,
+    /// The compacted file's name in it.
+    file: String,
+    /// The names of the files it replaces.
+    sources: Vec<String>,
+    /// Where they go, relative to the archive root.
+    retired: PathBuf,
+}
+
+/// One hour partition's directory.
+struct Hour {
+    /// Relative to the archive root.
+    dir: PathBuf,
+    /// When the hour ends, µs since the epoch.
+    end: i64,
+}
+
+/// The hour directories under `posts/`, oldest first.
+fn hours(root: &Path) -> Result<Vec<Hour>, ArchiveError> {
+    let posts = root.join(POSTS_DIR);
+    let mut out = Vec::new();
+    for (dt_name, dt_path) in subdirs(&posts)? {
+        let Some(dt) = dt_name
+            .strip_prefix("dt=")
+            .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
+        else {
+            continue;
+        };
+        for (hour_name, _) in subdirs(&dt_path)? {
+            let Some(hour) = hour_name.strip_prefix("hour=").and_then(|h| h.parse::<u32>().ok()) else {
+                continue;
+            };
+            let Some(start) = dt.and_hms_opt(hour, 0, 0) else {
+                continue;
+            };
+            out.push(Hour {
+                dir: Path::new(POSTS_DIR).join(&dt_name).join(&hour_name),
+                end: start.and_utc().timestamp_micros() + 3_600_000_000,
+            });
+        }
+    }
+    out.sort_by(|a, b| a.dir.cmp(&b.dir));
+    Ok(out)
+}
+
+/// The directories in `dir` (missing: none), by name.
+fn subdirs(dir: &Path) -> Result<Vec<(String, PathBuf)>, ArchiveError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io(dir)(e)),
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(io(dir))?;
+        let path = entry.path();
+        if entry.file_type().map_err(io(&path))?.is_dir()
+            && let Some(name) = entry.file_name().to_str()
+        {
+            out.push((name.to_string(), path));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The Parquet files of a directory, by name, with their sizes.
+fn parquet_files(dir: &Path) -> Result<Vec<(String, u64)>, ArchiveError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io(dir)(e)),
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(io(dir))?;
+        let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+            continue;
+        };
+        if name.ends_with(".parquet") {
+            let meta = entry.metadata().map_err(io(&entry.path()))?;
+            if meta.is_file() {
+                out.push((name, meta.len()));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Rewrites each hour partition that ended at least `closed_for` before
+/// `now` (µs) and holds at least `min_files` files as one file. Stops
+/// between hours once `stop` is cancelled.
+pub fn compact(
+    root: &Path,
+    config: &ArchiveConfig,
+    gate: &RwLock<()>,
+    now: i64,
+    closed_for: Duration,
+    min_files: usize,
+    stop: &CancellationToken,
+) -> Result<Compaction, ArchiveError> {
+    let mut done = Compaction::default();
+    let closed_before = now.saturating_sub(i64::try_from(closed_for.as_micros()).unwrap_or(i64::MAX));
+    let run = now;
+    for hour in hours(root)? {
+        if stop.is_cancelled() {
+            break;
+        }
+        if hour.end > closed_before {
+            continue;
+        }
+        let sources = {
+            // Listed under the gate: every file in it is committed.
+            let _gate = gate.blocking_read();
+            parquet_files(&root.join(&hour.dir))?
+        };
+        if sources.len() < min_files.max(2) {
+            continue;
+        }
+        match compact_hour(root, config, gate, &hour.dir, &sources, run)? {
+            Ok((rows, bytes)) => {
+                done.hours += 1;
+                done.files_before += sources.len() as u64;
+                done.files_after += 1;
+                done.rows += rows;
+                done.bytes_before += sources.iter().map(|(_, len)| len).sum::<u64>();
+                done.bytes_after += bytes;
+            }
+            Err(reason) => {
+                tracing::warn!(dir = %hour.dir.display(), %reason, "An hour of the archive was not compacted.");
+                done.skipped.push(format!("{}: {reason}", hour.dir.display()));
+            }
+        }
+    }
+    Ok(done)
+}
+
+/// Compacts one hour's `sources`: its rows and the new file's bytes, or
+/// why it was left as it was.
+fn compact_hour(
+    root: &Path,
+    config: &ArchiveConfig,
+    gate: &RwLock<()>,
+    dir: &Path,
+    sources: &[(String, u64)],
+    run: i64,
+) -> Result<Result<(u64, u64), String>, ArchiveError> {
+    let abs_dir = root.join(dir);
+    let file = format!("c-{run:020}.parquet");
+    let tmp = root.join(TMP_DIR).join(format!(
+        "compact-{}.parquet.tmp",
+        dir.to_string_lossy().replace(['/', '='], "-")
+    ));
+    // A file that does not read, or reads other than its footer says,
+    // leaves the hour as it is (and says why): nothing is lost.
+    let (rows, bytes) = match write_compacted(&abs_dir, sources, &tmp, config) {
+        Ok(done) => done,
+        Err(reason) => {
+            let _ = fs::remove_file(&tmp);
+            return Ok(Err(reason));
+        }
+    };
+    let journal = Journal {
+        dir: dir.to_path_buf(),
+        file: file.clone(),
+        sources: sources.iter().map(|(name, _)| name.clone()).collect(),
+        retired: Path::new(RETIRED_DIR).join(format!("{run:020}")).join(dir),
+    };
+    write_journal(root, &journal)?;
+    {
+        let _gate = gate.blocking_write();
+        let target = abs_dir.join(&file);
+        fs::rename(&tmp, &target).map_err(io(&target))?;
+        sync_dir(&abs_dir)?;
+        retire(root, &journal)?;
+    }
+    remove_journal(root)?;
+    Ok(Ok((rows, bytes)))
+}
+
+/// Writes the rows of `sources` (in `dir`) into `tmp`, synced: their
+/// count and the file's bytes, or why not.
+fn write_compacted(
+    dir: &Path,
+    sources: &[(String, u64)],
+    tmp: &Path,
+    config: &ArchiveConfig,
+) -> Result<(u64, u64), String> {
+    let failed = |path: &Path, e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+    let expected = schema();
+    let out = File::create(tmp).map_err(|e| failed(tmp, &e))?;
+    let props = writer_properties(config).map_err(|e| e.to_string())?;
+    let mut writer = ArrowWriter::try_new(out, expected.clone(), Some(props)).map_err(|e| failed(tmp, &e))?;
+    let (mut rows, mut expected_rows) = (0u64, 0u64);
+    for (name, _) in sources {
+        let path = dir.join(name);
+        let file = File::open(&path).map_err(|e| failed(&path, &e))?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| failed(&path, &e))?;
+        if builder.schema().fields() != expected.fields() {
+            return Err(format!("{name} has columns of another layout"));
+        }
+        expected_rows += u64::try_from(builder.metadata().file_metadata().num_rows()).unwrap_or(0);
+        let reader = builder.with_batch_size(8192).build().map_err(|e| failed(&path, &e))?;
+        for batch in reader {
+            let batch = batch.map_err(|e| failed(&path, &e))?;
+            let batch = batch.with_schema(expected.clone()).map_err(|e| failed(&path, &e))?;
+            rows += batch.num_rows() as u64;
+            writer.write(&batch).map_err(|e| failed(tmp, &e))?;
+        }
+    }
+    let out = writer.into_inner().map_err(|e| failed(tmp, &e))?;
+    out.sync_all().map_err(|e| failed(tmp, &e))?;
+    if rows != expected_rows {
+        return Err(format!(
+            "{}: read {rows} rows where the files' footers say {expected_rows}",
+            dir.display()
+        ));
+    }
+    let bytes = out.metadata().map_err(|e| failed(tmp, &e))?.len();
+    Ok((rows, bytes))
+}
+
+fn write_journal(root: &Path, journal: &Journal) -> Result<(), ArchiveError> {
+    let path = root.join(JOURNAL);
+    let tmp = root.join(format!("{JOURNAL}.tmp"));
+    let text = serde_json::to_vec(journal).map_err(|e| io(&path)(std::io::Error::other(e)))?;
+    let mut f = File::create(&tmp).map_err(io(&tmp))?;
+    std::io::Write::write_all(&mut f, &text)
+        .and_then(|()| f.sync_all())
+        .map_err(io(&tmp))?;
+    fs::rename(&tmp, &path).map_err(io(&path))?;
+    sync_dir(root)
+}
+
+fn remove_journal(root: &Path) -> Result<(), ArchiveError> {
+    let path = root.join(JOURNAL);
+    match fs::remove_file(&path) {
+        Ok(()) => sync_dir(root),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io(&path)(e)),
+    }
+}
+
+/// Moves the journal's sources still in its directory to its retired
+/// directory.
+fn retire(root: &Path, journal: &Journal) -> Result<(), ArchiveError> {
+    let dir = root.join(&journal.dir);
+    let retired = root.join(&journal.retired);
+    create_dir_synced(&retired)?;
+    for name in &journal.sources {
+        let from = dir.join(name);
+        if from.exists() {
+            let to = retired.join(name);
+            fs::rename(&from, &to).map_err(io(&to))?;
+        }
+    }
+    sync_dir(&retired)?;
+    sync_dir(&dir)
+}
+
+/// Finishes a swap a crash interrupted: past its commit point (the new
+/// file in place), the sources are retired; before it, nothing changed.
+/// Called at start, before anything reads the archive.
+pub fn recover(root: &Path) -> Result<(), ArchiveError> {
+    let path = root.join(JOURNAL);
+    let text = match fs::read(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io(&path)(e)),
+    };
+    let journal: Journal = serde_json::from_slice(&text).map_err(|e| {
+        io(&path)(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("not a compaction journal ({e}); remove it once the archive is checked"),
+        ))
+    })?;
+    if root.join(&journal.dir).join(&journal.file).exists() {
+        tracing::info!(dir = %journal.dir.display(), "Finishing a compaction a stop interrupted.");
+        retire(root, &journal)?;
+    }
+    remove_journal(root)
+}
+
+/// Removes the files retired more than `grace` before `now` (µs); how many.
+pub fn remove_retired(root: &Path, now: i64, grace: Duration) -> Result<u64, ArchiveError> {
+    let grace = i64::try_from(grace.as_micros()).unwrap_or(i64::MAX);
+    let mut removed = 0;
+    for (name, path) in subdirs(&root.join(RETIRED_DIR))? {
+        let Ok(run) = name.parse::<i64>() else {
+            continue;
+        };
+        if now.saturating_sub(run) >= grace {
+            removed += super::files_under(&path)?.len() as u64;
+            fs::remove_dir_all(&path).map_err(io(&path))?;
+        }
+    }
+    if removed > 0 {
+        sync_dir(&root.join(RETIRED_DIR))?;
+    }
+    Ok(removed)
+}
