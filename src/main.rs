@@ -112,6 +112,9 @@ enum Command {
         #[arg(long)]
         view: Option<String>,
     },
+    /// Compact the archive's closed hour partitions and remove the files
+    /// compaction replaced, now (as `[lifecycle]` does every interval).
+    Lifecycle,
     /// Print the DDL that creates chorus's tables in another engine and
     /// loads the archive into them.
     Ddl {
@@ -444,6 +447,12 @@ mod commands {
             Command::Batch { view } => {
                 let runs = serve::batch(config, &data, view.as_deref(), &mut out).await?;
                 if runs.iter().any(|r| r.error.is_some()) {
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
+            Command::Lifecycle => {
+                let run = serve::lifecycle(config, &data, &mut out).await?;
+                if !run.compaction.skipped.is_empty() {
                     return Ok(ExitCode::FAILURE);
                 }
             }

@@ -245,6 +245,58 @@ pub async fn batch(
     Ok(runs)
 }
 
+/// `chorus lifecycle`: one pass of the archive's lifecycle now, by the
+/// running server, else on the directory itself. Writes what it did;
+/// returns it (the caller fails when an hour was skipped).
+pub async fn lifecycle(config: Config, data: &Path, out: &mut dyn Write) -> anyhow::Result<crate::wire::LifecycleRun> {
+    let run: crate::wire::LifecycleRun = if let Some(info) = topology::running_server(data) {
+        let url = format!("{}/v1/lifecycle", base(&info));
+        let (_, body) = call(reqwest::Client::new().post(&url), &format!("POST {url}")).await?;
+        serde_json::from_slice(&body).context("the server's lifecycle answer")?
+    } else {
+        let pipeline = open_offline(data, config)?;
+        let lifecycle = pipeline.lifecycle();
+        let stop = CancellationToken::new();
+        cancel_on_signals(stop.clone());
+        tokio::task::spawn_blocking(move || lifecycle.run(&stop))
+            .await
+            .context("the lifecycle pass")??
+    };
+    write_lifecycle(&run, out)?;
+    Ok(run)
+}
+
+/// A lifecycle pass, for people.
+fn write_lifecycle(run: &crate::wire::LifecycleRun, out: &mut dyn Write) -> std::io::Result<()> {
+    let c = &run.compaction;
+    let mb = |bytes: u64| bytes as f64 / 1e6;
+    if c.hours == 0 {
+        writeln!(out, "compacted nothing: no closed hour partition has enough small files")?;
+    } else {
+        writeln!(
+            out,
+            "compacted {} hour{}: {} files -> {} ({} rows; {:.1} MB -> {:.1} MB)",
+            c.hours,
+            if c.hours == 1 { "" } else { "s" },
+            c.files_before,
+            c.files_after,
+            c.rows,
+            mb(c.bytes_before),
+            mb(c.bytes_after)
+        )?;
+    }
+    for skipped in &c.skipped {
+        writeln!(out, "NOT compacted (left as it was): {skipped}")?;
+    }
+    writeln!(
+        out,
+        "removed {} replaced file{}; {:.2} s",
+        run.retired_removed,
+        if run.retired_removed == 1 { "" } else { "s" },
+        run.seconds
+    )
+}
+
 /// `chorus ddl redshift`: the tables (a view's from its current version's
 /// columns, when it has one) and the load of the archive at `s3`.
 pub fn redshift_ddl(config: &Config, data: &Path, s3: &str, iam_role: &str) -> anyhow::Result<String> {

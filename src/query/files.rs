@@ -129,3 +129,49 @@ impl ObjectStore for ArchiveFiles {
         self.local.rename_opts(from, to, options).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object_store::ObjectStoreExt;
+
+    #[tokio::test]
+    async fn a_file_retired_after_it_was_listed_is_still_read_and_a_missing_one_is_not_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("archive");
+        let hour = Path::from("posts/dt=2019-01-01/hour=00");
+        let in_place = root.join("posts/dt=2019-01-01/hour=00");
+        std::fs::create_dir_all(&in_place).unwrap();
+        std::fs::write(in_place.join("p0-1-2.parquet"), b"first version").unwrap();
+        let store = ArchiveFiles::new(&root);
+        let location = Path::from_filesystem_path(in_place.join("p0-1-2.parquet")).unwrap();
+        let listed: Vec<ObjectMeta> = futures::StreamExt::collect::<Vec<_>>(
+            store.list(Some(&Path::from_filesystem_path(&in_place).unwrap())),
+        )
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+        assert_eq!(listed.len(), 1);
+        assert!(listed[0].location.as_ref().ends_with(&format!("{hour}/p0-1-2.parquet")));
+
+        // Retired twice (an older run's copy must not win), then read.
+        for (run, text) in [("00000000000000000001", "older"), ("00000000000000000002", "first version")] {
+            let to = root.join(RETIRED_DIR).join(run).join("posts/dt=2019-01-01/hour=00");
+            std::fs::create_dir_all(&to).unwrap();
+            std::fs::write(to.join("p0-1-2.parquet"), text).unwrap();
+        }
+        std::fs::remove_file(in_place.join("p0-1-2.parquet")).unwrap();
+        let got = store.get(&location).await.unwrap().bytes().await.unwrap();
+        assert_eq!(&got[..], b"first version");
+        let ranges = store.get_ranges(&location, &[0..5, 6..13]).await.unwrap();
+        assert_eq!((&ranges[0][..], &ranges[1][..]), (&b"first"[..], &b"version"[..]));
+
+        // Never there, or outside posts/: not found, as before.
+        for missing in ["posts/dt=2019-01-01/hour=00/p0-3-4.parquet", "views/x/data.parquet"] {
+            let location = Path::from_absolute_path(std::path::absolute(root.join(missing)).unwrap()).unwrap();
+            let e = store.get(&location).await.unwrap_err();
+            assert!(matches!(e, object_store::Error::NotFound { .. }), "{e}");
+        }
+    }
+}

@@ -197,7 +197,9 @@ fn compact_hour(
 ) -> Result<Result<(u64, u64), String>, ArchiveError> {
     let abs_dir = root.join(dir);
     let file = format!("c-{run:020}.parquet");
-    let tmp = root.join(TMP_DIR).join(format!(
+    let tmp_dir = root.join(TMP_DIR);
+    fs::create_dir_all(&tmp_dir).map_err(io(&tmp_dir))?;
+    let tmp = tmp_dir.join(format!(
         "compact-{}.parquet.tmp",
         dir.to_string_lossy().replace(['/', '='], "-")
     ));
@@ -348,4 +350,251 @@ pub fn remove_retired(root: &Path, now: i64, grace: Duration) -> Result<u64, Arc
         sync_dir(&root.join(RETIRED_DIR))?;
     }
     Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    use crate::record::PostView;
+    use crate::record::batch::to_record_batch;
+    use arrow::array::{Array, StringArray};
+    use arrow::record_batch::RecordBatch;
+
+    const HOUR: i64 = 3_600_000_000;
+    /// 2019-01-01T00:00:00Z.
+    const DAY: i64 = 1_546_300_800_000_000;
+    /// When the tests' passes run: 2019-01-01T05:30Z.
+    const NOW: i64 = DAY + 5 * HOUR + HOUR / 2;
+
+    /// Writes a post file of `ids` created at `at` into its hour's
+    /// directory (named as the sink names files: partition, offsets).
+    fn write_file(root: &Path, at: i64, first: u64, ids: &[&str]) {
+        let bytes: Vec<Vec<u8>> = ids
+            .iter()
+            .map(|id| {
+                let incoming = crate::record::IncomingPost::new("reddit", id, "a good day", at);
+                incoming
+                    .into_post("a good day".into(), crate::enrich::score("a good day"), at + 1)
+                    .to_log_bytes()
+            })
+            .collect();
+        let views: Vec<PostView<'_>> = bytes.iter().map(|b| PostView::from_log_bytes(b).unwrap()).collect();
+        let batch = to_record_batch(&views).unwrap();
+        let (dt, hour) = crate::record::batch::partition_of_time(at);
+        let dir = root.join(super::super::partition_dir(dt, hour));
+        fs::create_dir_all(&dir).unwrap();
+        let last = first + ids.len() as u64 - 1;
+        let name = super::super::file_name(0, first, last, "parquet");
+        let props = writer_properties(&ArchiveConfig::default()).unwrap();
+        let mut writer = ArrowWriter::try_new(File::create(dir.join(name)).unwrap(), schema(), Some(props)).unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+    }
+
+    /// The rows of the Parquet files in `dir`, in name order.
+    fn rows(dir: &Path) -> Vec<RecordBatch> {
+        parquet_files(dir)
+            .unwrap()
+            .iter()
+            .flat_map(|(name, _)| {
+                ParquetRecordBatchReaderBuilder::try_new(File::open(dir.join(name)).unwrap())
+                    .unwrap()
+                    .build()
+                    .unwrap()
+                    .map(Result::unwrap)
+            })
+            .collect()
+    }
+
+    fn ids(batches: &[RecordBatch]) -> Vec<String> {
+        batches
+            .iter()
+            .flat_map(|b| {
+                let ids = b.column(1).as_any().downcast_ref::<StringArray>().unwrap();
+                (0..ids.len()).map(|i| ids.value(i).to_string()).collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        parquet_files(dir).unwrap().into_iter().map(|(n, _)| n).collect()
+    }
+
+    fn hour_dir(root: &Path, hour: i64) -> PathBuf {
+        let (dt, h) = crate::record::batch::partition_of_time(DAY + hour * HOUR);
+        root.join(super::super::partition_dir(dt, h))
+    }
+
+    fn pass(root: &Path) -> Compaction {
+        let gate = RwLock::new(());
+        let config = ArchiveConfig::default();
+        compact(root, &config, &gate, NOW, Duration::from_secs(3600), 4, &CancellationToken::new()).unwrap()
+    }
+
+    /// Hour 0: five files; hour 1: two (too few); hour 4: five, but it
+    /// ended less than an hour before `NOW`; hour 5: five, still open.
+    fn archive() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for (hour, files) in [(0, 5), (1, 2), (4, 5), (5, 5)] {
+            for f in 0..files {
+                let ids: Vec<String> = (0..3).map(|i| format!("t1_{hour}_{f}_{i}")).collect();
+                let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+                write_file(dir.path(), DAY + hour * HOUR + f as i64, f as u64 * 3, &ids);
+            }
+        }
+        dir
+    }
+
+    #[test]
+    fn a_closed_hour_becomes_one_file_with_the_same_rows_and_the_rest_is_left_alone() {
+        let dir = archive();
+        let root = dir.path();
+        let before: Vec<Vec<String>> = [0, 1, 4, 5].iter().map(|h| names(&hour_dir(root, *h))).collect();
+        let rows_before = rows(&hour_dir(root, 0));
+
+        let done = pass(root);
+        assert_eq!(
+            (done.hours, done.files_before, done.files_after, done.rows),
+            (1, 5, 1, 15),
+            "{done:?}"
+        );
+        assert!(done.skipped.is_empty());
+        assert!(done.bytes_after > 0 && done.bytes_before > done.bytes_after, "{done:?}");
+
+        // One file, the same rows in the same order, every column equal.
+        let after = names(&hour_dir(root, 0));
+        assert_eq!(after, vec![format!("c-{NOW:020}.parquet")]);
+        let rows_after = rows(&hour_dir(root, 0));
+        let concat = |b: &[RecordBatch]| arrow::compute::concat_batches(&schema(), b).unwrap();
+        assert_eq!(concat(&rows_after), concat(&rows_before));
+        assert_eq!(ids(&rows_after).len(), 15);
+
+        // The replaced files wait under .retired, out of posts/.
+        let retired = root
+            .join(RETIRED_DIR)
+            .join(format!("{NOW:020}"))
+            .join(hour_dir(root, 0).strip_prefix(root).unwrap());
+        assert_eq!(names(&retired), before[0]);
+        // Too few files, closed too recently, open: untouched.
+        for (i, h) in [1, 4, 5].iter().enumerate() {
+            assert_eq!(names(&hour_dir(root, *h)), before[i + 1], "hour {h}");
+        }
+        // Nothing is left behind: no journal, no temporary file.
+        assert!(!root.join(JOURNAL).exists());
+        assert!(super::super::files_under(&root.join(TMP_DIR)).unwrap().is_empty());
+
+        // A second pass finds nothing to do.
+        assert_eq!(pass(root).hours, 0);
+
+        // Retired files stay for the grace period, then go.
+        assert_eq!(remove_retired(root, NOW + 59_000_000, Duration::from_secs(60)).unwrap(), 0);
+        assert_eq!(names(&retired).len(), 5);
+        assert_eq!(remove_retired(root, NOW + 60_000_000, Duration::from_secs(60)).unwrap(), 5);
+        assert!(!root.join(RETIRED_DIR).join(format!("{NOW:020}")).exists());
+    }
+
+    #[test]
+    fn late_files_are_compacted_again_with_the_compacted_one() {
+        let dir = archive();
+        let root = dir.path();
+        pass(root);
+        for f in 0..3u64 {
+            write_file(root, DAY + 7, 100 + f, &[&format!("late_{f}")]);
+        }
+        let gate = RwLock::new(());
+        let later = NOW + 1;
+        let done = compact(
+            root,
+            &ArchiveConfig::default(),
+            &gate,
+            later,
+            Duration::from_secs(3600),
+            4,
+            &CancellationToken::new(),
+        )
+        .unwrap();
+        assert_eq!((done.hours, done.files_before, done.rows), (1, 4, 18), "{done:?}");
+        assert_eq!(names(&hour_dir(root, 0)), vec![format!("c-{later:020}.parquet")]);
+        let mut got = ids(&rows(&hour_dir(root, 0)));
+        got.sort();
+        assert_eq!(got.len(), 18);
+        assert!(got.contains(&"late_2".to_string()) && got.contains(&"t1_0_4_2".to_string()));
+    }
+
+    #[test]
+    fn an_unreadable_file_leaves_its_hour_as_it_was_and_says_why() {
+        let dir = archive();
+        let root = dir.path();
+        fs::write(hour_dir(root, 0).join("p1-000000000000-000000000009.parquet"), b"not parquet").unwrap();
+        let before = names(&hour_dir(root, 0));
+        let done = pass(root);
+        assert_eq!(done.hours, 0);
+        assert_eq!(done.skipped.len(), 1, "{done:?}");
+        assert!(
+            done.skipped[0].contains("hour=00") && done.skipped[0].contains("p1-000000000000-000000000009.parquet"),
+            "{done:?}"
+        );
+        assert_eq!(names(&hour_dir(root, 0)), before);
+        assert!(super::super::files_under(&root.join(TMP_DIR)).unwrap().is_empty());
+        assert!(!root.join(JOURNAL).exists());
+    }
+
+    #[test]
+    fn a_stop_past_the_commit_point_is_finished_and_one_before_it_changes_nothing() {
+        let dir = archive();
+        let root = dir.path();
+        let rel = hour_dir(root, 0).strip_prefix(root).unwrap().to_path_buf();
+        let sources = parquet_files(&hour_dir(root, 0)).unwrap();
+        let source_names: Vec<String> = sources.iter().map(|(n, _)| n.clone()).collect();
+        let journal = |run: i64| Journal {
+            dir: rel.clone(),
+            file: format!("c-{run:020}.parquet"),
+            sources: source_names.clone(),
+            retired: Path::new(RETIRED_DIR).join(format!("{run:020}")).join(&rel),
+        };
+        fs::create_dir_all(root.join(TMP_DIR)).unwrap();
+
+        // Before: the new file written and journalled, never renamed.
+        let tmp = root.join(TMP_DIR).join("compact.parquet.tmp");
+        write_compacted(&hour_dir(root, 0), &sources, &tmp, &ArchiveConfig::default()).unwrap();
+        write_journal(root, &journal(1)).unwrap();
+        recover(root).unwrap();
+        assert_eq!(names(&hour_dir(root, 0)), source_names);
+        assert!(!root.join(JOURNAL).exists());
+
+        // Past: the new file in place, the sources not yet moved (two of
+        // them were). The archive's start finishes the swap.
+        let j = journal(2);
+        fs::rename(&tmp, hour_dir(root, 0).join(&j.file)).unwrap();
+        write_journal(root, &j).unwrap();
+        fs::create_dir_all(root.join(&j.retired)).unwrap();
+        for name in &source_names[..2] {
+            fs::rename(hour_dir(root, 0).join(name), root.join(&j.retired).join(name)).unwrap();
+        }
+        let log_dir = tempfile::tempdir().unwrap();
+        let log: Arc<dyn crate::log::Log> = Arc::new(crate::log::fjall::FjallLog::open(log_dir.path(), 1).unwrap());
+        let _archive = super::super::Archive::open(
+            root,
+            log,
+            ArchiveConfig::default(),
+            Arc::new(crate::metrics::Metrics::default()),
+            Arc::new(RwLock::new(())),
+            Arc::new(super::super::ArchiveTail::default()),
+        )
+        .unwrap();
+        assert_eq!(names(&hour_dir(root, 0)), vec![j.file.clone()]);
+        assert_eq!(names(&root.join(&j.retired)), source_names);
+        assert!(!root.join(JOURNAL).exists());
+        assert_eq!(ids(&rows(&hour_dir(root, 0))).len(), 15);
+    }
+
+    #[test]
+    fn a_journal_that_does_not_parse_stops_the_start_with_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(JOURNAL), b"{").unwrap();
+        let e = recover(dir.path()).unwrap_err().to_string();
+        assert!(e.contains(".compaction.json") && e.contains("not a compaction journal"), "{e}");
+    }
 }
