@@ -359,8 +359,8 @@ zstd_level = 1
 # archive that ended compact_after_secs ago and holds compact_min_files
 # files or more into one file (a file a minute per log partition is ~170,000
 # files a month for a query to open; compacted, 720). `chorus lifecycle`
-# does a pass now. A query
-# sees the old files or the new one, never both; the old ones are kept
+# does a pass now. A query sees the old files or the new one, never both;
+# the old ones are kept
 # keep_retired_secs (at least the longest query or batch run) for the
 # queries that listed them, then removed.
 scheduler = true
