@@ -17,6 +17,9 @@
 #     SQL over chorus.posts (already one row per post: no window), timed
 #     in the server (shared_buffers 1 GB, work_mem 256 MB, 2 parallel
 #     workers).
+#  4. `chorus lifecycle` compacts the archive's hour partitions (timed),
+#     and step 3 runs again over the compacted files (PostgreSQL's figure
+#     does not change: it reads its own table).
 #
 # Usage: scripts/bench_views.sh [POSTS] [RESEND_PERCENT]   (default 10000000 5)
 # CHORUS_BENCH_DIR=DIR works (and stays) in DIR, reusing its posts.ndjson.
@@ -97,6 +100,9 @@ cat > "$DIR/batch.toml" <<EOF
 enabled = false
 [batch]
 scheduler = false
+[lifecycle]
+compact_after_secs = 0
+compact_min_files = 2
 EOF
 
 if [ -z "$REUSE" ]; then
@@ -123,6 +129,8 @@ SQL[by_author_day]="SELECT platform, author, date_trunc('day', created_at) AS da
 find "$DIR/data/archive" -name '*.parquet' -exec cat {} + >/dev/null
 "${PSQL[@]}" -At -c "SELECT count(*) FROM chorus.posts" >/dev/null
 
+time_views() {
+echo "bench: views over $(find "$DIR/data/archive/posts" -name '*.parquet' | wc -l) archive files ($1)"
 printf '%-18s | %-22s | %-22s | %-22s\n' view "chorus batch" "DuckDB $("$PY" -c 'import duckdb; print(duckdb.__version__)')" "PostgreSQL 15"
 for view in by_location by_community_hour by_author_day; do
     sql="${SQL[$view]}"
@@ -161,3 +169,13 @@ EOF
     printf '%-18s | %6.2f s %6.0f MiB %s | %6.2f s %6.0f MiB %s rows | %6s s %s rows\n' "$view" \
         "$C_SECS" "$((C_RSS / 1024))" "($C_ROWS)" "$D_SECS" "$((D_RSS / 1024))" "$D_ROWS" "$P_SECS" "$P_ROWS"
 done
+}
+
+time_views "as ingested"
+echo "bench: chorus lifecycle" >&2
+/usr/bin/time -f "%e %M" -o "$DIR/l.time" "$BIN" --data "$DIR/data" --config "$DIR/batch.toml" lifecycle >"$DIR/l.out" 2>"$DIR/l.err" \
+    || { cat "$DIR/l.out" "$DIR/l.err"; exit 1; }
+read -r L_SECS L_RSS < "$DIR/l.time"
+echo "chorus lifecycle: $(head -1 "$DIR/l.out") in $L_SECS s, peak RSS $((L_RSS / 1024)) MiB"
+find "$DIR/data/archive/posts" -name '*.parquet' -exec cat {} + >/dev/null
+time_views "compacted"
