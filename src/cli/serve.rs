@@ -271,7 +271,10 @@ fn write_lifecycle(run: &crate::wire::LifecycleRun, out: &mut dyn Write) -> std:
     let c = &run.compaction;
     let mb = |bytes: u64| bytes as f64 / 1e6;
     if c.hours == 0 {
-        writeln!(out, "compacted nothing: no closed hour partition has enough small files")?;
+        writeln!(
+            out,
+            "compacted nothing: no closed hour partition has enough small files"
+        )?;
     } else {
         writeln!(
             out,

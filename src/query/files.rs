@@ -145,18 +145,20 @@ mod tests {
         std::fs::write(in_place.join("p0-1-2.parquet"), b"first version").unwrap();
         let store = ArchiveFiles::new(&root);
         let location = Path::from_filesystem_path(in_place.join("p0-1-2.parquet")).unwrap();
-        let listed: Vec<ObjectMeta> = futures::StreamExt::collect::<Vec<_>>(
-            store.list(Some(&Path::from_filesystem_path(&in_place).unwrap())),
-        )
-        .await
-        .into_iter()
-        .map(Result::unwrap)
-        .collect();
+        let listed: Vec<ObjectMeta> =
+            futures::StreamExt::collect::<Vec<_>>(store.list(Some(&Path::from_filesystem_path(&in_place).unwrap())))
+                .await
+                .into_iter()
+                .map(Result::unwrap)
+                .collect();
         assert_eq!(listed.len(), 1);
         assert!(listed[0].location.as_ref().ends_with(&format!("{hour}/p0-1-2.parquet")));
 
         // Retired twice (an older run's copy must not win), then read.
-        for (run, text) in [("00000000000000000001", "older"), ("00000000000000000002", "first version")] {
+        for (run, text) in [
+            ("00000000000000000001", "older"),
+            ("00000000000000000002", "first version"),
+        ] {
             let to = root.join(RETIRED_DIR).join(run).join("posts/dt=2019-01-01/hour=00");
             std::fs::create_dir_all(&to).unwrap();
             std::fs::write(to.join("p0-1-2.parquet"), text).unwrap();

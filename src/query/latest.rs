@@ -204,42 +204,93 @@ impl Resent {
 
 /// Reads the keys of `posts` and returns the hashes seen more than once
 /// (with the number of rows that have them); `None` when the hashes of
-/// every key do not fit in the query's memory.
+/// every key do not fit in the query's memory. Each partition of the scan
+/// hashes and sorts its own keys on its own task (the cores share the
+/// work); the sorted runs are then merged.
 async fn resent_keys(ctx: &SessionContext, posts: &str, seed: u64) -> Result<Option<Resent>> {
-    let reservation = MemoryConsumer::new("posts_latest: key hashes").register(&ctx.runtime_env().memory_pool);
-    let mut hashes: Vec<u64> = Vec::new();
-    let mut stream = ctx
+    let reservation =
+        Arc::new(MemoryConsumer::new("posts_latest: key hashes").register(&ctx.runtime_env().memory_pool));
+    let streams = ctx
         .table(posts)
         .await?
         .select_columns(&[column::PLATFORM, column::ID])?
-        .execute_stream()
+        .execute_stream_partitioned()
         .await?;
+    let tasks: Vec<_> = streams
+        .into_iter()
+        .map(|stream| tokio::spawn(sorted_hashes(stream, seed, reservation.clone())))
+        .collect();
+    let mut runs = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        match task.await {
+            Ok(Ok(Some(run))) => runs.push(run),
+            Ok(Ok(None)) => return Ok(None),
+            Ok(Err(e)) => return Err(e),
+            Err(e) => return exec_err!("posts_latest: reading the keys failed: {e}"),
+        }
+    }
+    let mut resent = Hashes::default();
+    let mut aside = 0usize;
+    each_run(&runs, |hash, count| {
+        if count > 1 {
+            resent.insert(hash);
+            aside += count;
+        }
+    });
+    drop(runs);
+    // What stays held is the set (about 16 bytes a hash with its table)
+    // and its filter (2 bytes a hash).
+    let Ok(reservation) = Arc::try_unwrap(reservation) else {
+        return exec_err!("posts_latest: a key reader outlived the scan");
+    };
+    reservation.resize(resent.capacity() * 2 * size_of::<u64>() + resent.len() * 2);
+    Ok(Some(Resent::new(seed, resent, aside, reservation)))
+}
+
+/// The hashes of one partition's keys, sorted; `None` when they do not
+/// fit in `reservation`'s pool.
+async fn sorted_hashes(
+    mut stream: SendableRecordBatchStream,
+    seed: u64,
+    reservation: Arc<MemoryReservation>,
+) -> Result<Option<Vec<u64>>> {
+    let mut hashes: Vec<u64> = Vec::new();
+    let mut reserved = 0usize;
     while let Some(batch) = stream.next().await {
         let batch = batch?;
         let wanted = (hashes.len() + batch.num_rows()) * size_of::<u64>();
-        if wanted > reservation.size() {
+        if wanted > reserved {
             // Room for twice as many, as the vector grows.
-            let grow = wanted.max(2 * reservation.size()) - reservation.size();
+            let grow = wanted.max(2 * reserved) - reserved;
             if reservation.try_grow(grow).is_err() {
                 return Ok(None);
             }
-            hashes.reserve_exact(reservation.size() / size_of::<u64>() - hashes.len());
+            reserved += grow;
+            hashes.reserve_exact(reserved / size_of::<u64>() - hashes.len());
         }
         each_hash(seed, batch.column(0), batch.column(1), |h| hashes.push(h))?;
     }
-    drop(stream);
     hashes.sort_unstable();
-    let mut resent = Hashes::default();
-    let mut aside = 0usize;
-    for run in hashes.chunk_by(|a, b| a == b).filter(|run| run.len() > 1) {
-        resent.insert(run[0]);
-        aside += run.len();
+    Ok(Some(hashes))
+}
+
+/// Calls `f` with each distinct value of the sorted `runs` and how many
+/// times the runs hold it, in order.
+fn each_run(runs: &[Vec<u64>], mut f: impl FnMut(u64, usize)) {
+    let mut at = vec![0usize; runs.len()];
+    loop {
+        let Some(least) = runs.iter().zip(&at).filter_map(|(run, i)| run.get(*i)).min().copied() else {
+            return;
+        };
+        let mut count = 0;
+        for (run, i) in runs.iter().zip(at.iter_mut()) {
+            while run.get(*i) == Some(&least) {
+                *i += 1;
+                count += 1;
+            }
+        }
+        f(least, count);
     }
-    drop(hashes);
-    // What stays held is the set (about 16 bytes a hash with its table)
-    // and its filter (2 bytes a hash).
-    reservation.resize(resent.capacity() * 2 * size_of::<u64>() + resent.len() * 2);
-    Ok(Some(Resent::new(seed, resent, aside, reservation)))
 }
 
 /// `posts_latest` as a table: [`LatestExec`] over a scan of `posts`, or
@@ -455,18 +506,17 @@ impl Split {
         if self.resent.hashes.is_empty() {
             return Ok(batch.project(&self.output)?);
         }
-        let mut resent = Vec::with_capacity(batch.num_rows());
-        let mut any = false;
+        // The hashes first, then the look-ups: a loop of look-ups alone
+        // keeps many of the filter's cache misses in flight at once.
+        let mut hashes = Vec::with_capacity(batch.num_rows());
         each_hash(
             self.resent.seed,
             batch.column(self.keys[0]),
             batch.column(self.keys[1]),
-            |h| {
-                let r = self.resent.contains(h);
-                any |= r;
-                resent.push(r);
-            },
+            |h| hashes.push(h),
         )?;
+        let resent: Vec<bool> = hashes.iter().map(|h| self.resent.contains(*h)).collect();
+        let any = resent.contains(&true);
         if !any {
             return Ok(batch.project(&self.output)?);
         }
@@ -507,7 +557,8 @@ impl Split {
             columns.push((batch.column(self.keys[0]), batch.column(self.keys[1]), at));
         }
         let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
-        let mut newest: HashMap<Key<'_>, Place> = HashMap::with_capacity(rows);
+        let mut newest: HashMap<Key<'_>, Place, rustc_hash::FxBuildHasher> =
+            HashMap::with_capacity_and_hasher(rows, rustc_hash::FxBuildHasher);
         for (b, (platform, id, at)) in columns.iter().enumerate() {
             let (platforms, ids, at) = (Strings::of(platform)?, Strings::of(id)?, at.as_primitive::<Int64Type>());
             for row in 0..at.len() {

@@ -68,9 +68,17 @@ async fn compaction_under_running_queries_keeps_every_post_once() {
             let mut reads = 0;
             while !stop.load(Ordering::Relaxed) || reads == 0 {
                 let r = client.post(&url).json(&json!({ "sql": CHECK })).send().await.unwrap();
-                assert!(r.status().is_success(), "a query failed during compaction: {}", r.text().await.unwrap());
+                assert!(
+                    r.status().is_success(),
+                    "a query failed during compaction: {}",
+                    r.text().await.unwrap()
+                );
                 let body: Value = r.json().await.unwrap();
-                assert_eq!(body["rows"].as_array().unwrap(), &expected, "a query saw another answer");
+                assert_eq!(
+                    body["rows"].as_array().unwrap(),
+                    &expected,
+                    "a query saw another answer"
+                );
                 reads += 1;
             }
             reads
@@ -102,7 +110,10 @@ async fn compaction_under_running_queries_keeps_every_post_once() {
     assert_eq!(sql(&client, &server, CHECK).await, expected);
     assert_eq!(sql(&client, &server, CHECK_LATEST).await, expected_latest);
     let m = metrics(&client, &server).await;
-    assert!(m.contains(&format!("chorus_archive_hours_compacted_total {many}")), "{m}");
+    assert!(
+        m.contains(&format!("chorus_archive_hours_compacted_total {many}")),
+        "{m}"
+    );
     assert!(m.contains("chorus_lifecycle_runs_total 1"), "{m}");
 
     // Through the CLI, via the server: nothing left to do.
@@ -132,7 +143,10 @@ async fn compaction_under_running_queries_keeps_every_post_once() {
     // Offline, on the directory itself.
     let (ok, out, err) = run_cli(&data, &config_path, &["lifecycle"]);
     assert!(ok, "{err}");
-    assert!(out.contains("compacted ") && !out.contains("compacted nothing"), "{out}");
+    assert!(
+        out.contains("compacted ") && !out.contains("compacted nothing"),
+        "{out}"
+    );
     for (hour, files) in files_per_hour(&data) {
         assert_eq!(files.len(), 1, "{hour}: {files:?}");
     }

@@ -32,9 +32,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::RwLock;
 use tokio_util::sync::CancellationToken;
 
-use super::{
-    ArchiveConfig, ArchiveError, POSTS_DIR, TMP_DIR, create_dir_synced, io, sync_dir, writer_properties,
-};
+use super::{ArchiveConfig, ArchiveError, POSTS_DIR, TMP_DIR, create_dir_synced, io, sync_dir, writer_properties};
 use crate::record::batch::schema;
 use crate::wire::Compaction;
 
@@ -430,7 +428,16 @@ mod tests {
     fn pass(root: &Path) -> Compaction {
         let gate = RwLock::new(());
         let config = ArchiveConfig::default();
-        compact(root, &config, &gate, NOW, Duration::from_secs(3600), 4, &CancellationToken::new()).unwrap()
+        compact(
+            root,
+            &config,
+            &gate,
+            NOW,
+            Duration::from_secs(3600),
+            4,
+            &CancellationToken::new(),
+        )
+        .unwrap()
     }
 
     /// Hour 0: five files; hour 1: two (too few); hour 4: five, but it
@@ -489,9 +496,15 @@ mod tests {
         assert_eq!(pass(root).hours, 0);
 
         // Retired files stay for the grace period, then go.
-        assert_eq!(remove_retired(root, NOW + 59_000_000, Duration::from_secs(60)).unwrap(), 0);
+        assert_eq!(
+            remove_retired(root, NOW + 59_000_000, Duration::from_secs(60)).unwrap(),
+            0
+        );
         assert_eq!(names(&retired).len(), 5);
-        assert_eq!(remove_retired(root, NOW + 60_000_000, Duration::from_secs(60)).unwrap(), 5);
+        assert_eq!(
+            remove_retired(root, NOW + 60_000_000, Duration::from_secs(60)).unwrap(),
+            5
+        );
         assert!(!root.join(RETIRED_DIR).join(format!("{NOW:020}")).exists());
     }
 
@@ -527,7 +540,11 @@ mod tests {
     fn an_unreadable_file_leaves_its_hour_as_it_was_and_says_why() {
         let dir = archive();
         let root = dir.path();
-        fs::write(hour_dir(root, 0).join("p1-000000000000-000000000009.parquet"), b"not parquet").unwrap();
+        fs::write(
+            hour_dir(root, 0).join("p1-000000000000-000000000009.parquet"),
+            b"not parquet",
+        )
+        .unwrap();
         let before = names(&hour_dir(root, 0));
         let done = pass(root);
         assert_eq!(done.hours, 0);
@@ -595,6 +612,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join(JOURNAL), b"{").unwrap();
         let e = recover(dir.path()).unwrap_err().to_string();
-        assert!(e.contains(".compaction.json") && e.contains("not a compaction journal"), "{e}");
+        assert!(
+            e.contains(".compaction.json") && e.contains("not a compaction journal"),
+            "{e}"
+        );
     }
 }
