@@ -90,16 +90,19 @@ fn hours(root: &Path) -> Result<Vec<Hour>, ArchiveError> {
     Ok(out)
 }
 
+/// The entries of `dir` (missing: none).
+fn entries(dir: &Path) -> Result<Vec<fs::DirEntry>, ArchiveError> {
+    match fs::read_dir(dir) {
+        Ok(entries) => entries.collect::<Result<_, _>>().map_err(io(dir)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(io(dir)(e)),
+    }
+}
+
 /// The directories in `dir` (missing: none), by name.
 fn subdirs(dir: &Path) -> Result<Vec<(String, PathBuf)>, ArchiveError> {
-    let entries = match fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(io(dir)(e)),
-    };
     let mut out = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(io(dir))?;
+    for entry in entries(dir)? {
         let path = entry.path();
         if entry.file_type().map_err(io(&path))?.is_dir()
             && let Some(name) = entry.file_name().to_str()
@@ -113,14 +116,8 @@ fn subdirs(dir: &Path) -> Result<Vec<(String, PathBuf)>, ArchiveError> {
 
 /// The Parquet files of a directory, by name, with their sizes.
 fn parquet_files(dir: &Path) -> Result<Vec<(String, u64)>, ArchiveError> {
-    let entries = match fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(io(dir)(e)),
-    };
     let mut out = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(io(dir))?;
+    for entry in entries(dir)? {
         let Some(name) = entry.file_name().to_str().map(str::to_string) else {
             continue;
         };
