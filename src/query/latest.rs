@@ -169,6 +169,9 @@ const STRING_ASIDE_BYTES: usize = 32;
 /// reservation that holds them.
 struct Resent {
     seed: u64,
+    /// The bits of a key's hash kept (all but in a test that makes
+    /// different keys share hashes).
+    mask: u64,
     hashes: Hashes,
     /// The rows that have them.
     rows: usize,
@@ -188,6 +191,7 @@ impl Resent {
         }
         Resent {
             seed,
+            mask: u64::MAX,
             hashes,
             rows,
             filter,
@@ -205,9 +209,12 @@ impl Resent {
 /// Reads the keys of `posts` and returns the hashes seen more than once
 /// (with the number of rows that have them); `None` when the hashes of
 /// every key do not fit in the query's memory. Each partition of the scan
-/// hashes and sorts its own keys on its own task (the cores share the
-/// work); the sorted runs are then merged.
+/// hashes its own keys and files them by their top bits on its own task;
+/// then each bucket (the same bits in every partition: small enough to
+/// sort in the cache) is sorted and counted, the buckets shared among as
+/// many tasks.
 async fn resent_keys(ctx: &SessionContext, posts: &str, seed: u64) -> Result<Option<Resent>> {
+    let started = std::time::Instant::now();
     let reservation =
         Arc::new(MemoryConsumer::new("posts_latest: key hashes").register(&ctx.runtime_env().memory_pool));
     let streams = ctx
@@ -218,42 +225,106 @@ async fn resent_keys(ctx: &SessionContext, posts: &str, seed: u64) -> Result<Opt
         .await?;
     let tasks: Vec<_> = streams
         .into_iter()
-        .map(|stream| tokio::spawn(sorted_hashes(stream, seed, reservation.clone())))
+        .map(|stream| tokio::spawn(bucketed_hashes(stream, seed, reservation.clone())))
         .collect();
-    let mut runs = Vec::with_capacity(tasks.len());
+    let workers = tasks.len().max(1);
+    let mut parts = Vec::with_capacity(tasks.len());
     for task in tasks {
         match task.await {
-            Ok(Ok(Some(run))) => runs.push(run),
+            Ok(Ok(Some(part))) => parts.push(part),
             Ok(Ok(None)) => return Ok(None),
             Ok(Err(e)) => return Err(e),
             Err(e) => return exec_err!("posts_latest: reading the keys failed: {e}"),
         }
     }
+    let read = started.elapsed();
+    let parts = Arc::new(parts);
+    let per_task = BUCKETS.div_ceil(workers);
+    let counters: Vec<_> = (0..workers)
+        .map(|w| {
+            let parts = parts.clone();
+            tokio::spawn(async move { repeated(&parts, w * per_task..((w + 1) * per_task).min(BUCKETS)) })
+        })
+        .collect();
     let mut resent = Hashes::default();
     let mut aside = 0usize;
-    each_run(&runs, |hash, count| {
-        if count > 1 {
-            resent.insert(hash);
-            aside += count;
-        }
-    });
-    drop(runs);
+    for counter in counters {
+        let (hashes, rows) = counter
+            .await
+            .or_else(|e| exec_err!("posts_latest: counting the keys failed: {e}"))?;
+        resent.reserve(hashes.len());
+        resent.extend(hashes);
+        aside += rows;
+    }
+    drop(parts);
     // What stays held is the set (about 16 bytes a hash with its table)
     // and its filter (2 bytes a hash).
     let Ok(reservation) = Arc::try_unwrap(reservation) else {
         return exec_err!("posts_latest: a key reader outlived the scan");
     };
     reservation.resize(resent.capacity() * 2 * size_of::<u64>() + resent.len() * 2);
+    tracing::debug!(?read, counted = ?started.elapsed() - read, resent = resent.len(), rows = aside, "posts_latest: keys read");
     Ok(Some(Resent::new(seed, resent, aside, reservation)))
 }
 
-/// The hashes of one partition's keys, sorted; `None` when they do not
-/// fit in `reservation`'s pool.
-async fn sorted_hashes(
+/// The buckets key hashes are filed in, by their top bits.
+const BUCKET_BITS: u32 = 11;
+const BUCKETS: usize = 1 << BUCKET_BITS;
+
+#[inline]
+fn bucket(hash: u64) -> usize {
+    (hash >> (64 - BUCKET_BITS)) as usize
+}
+
+/// One partition's key hashes, filed by bucket: bucket `b` is
+/// `hashes[starts[b]..starts[b + 1]]`.
+struct Bucketed {
+    starts: Vec<usize>,
+    hashes: Vec<u64>,
+}
+
+impl Bucketed {
+    /// `hashes` filed by bucket, with a second buffer from `reservation`;
+    /// sorted in place instead (also filed by bucket) when it has no room.
+    fn new(mut hashes: Vec<u64>, reservation: &MemoryReservation) -> Bucketed {
+        let mut starts = vec![0usize; BUCKETS + 1];
+        let bytes = hashes.len() * size_of::<u64>();
+        if reservation.try_grow(bytes).is_err() {
+            hashes.sort_unstable();
+            for (b, start) in starts.iter_mut().enumerate().skip(1) {
+                *start = hashes.partition_point(|h| bucket(*h) < b);
+            }
+            return Bucketed { starts, hashes };
+        }
+        for h in &hashes {
+            starts[bucket(*h) + 1] += 1;
+        }
+        for b in 1..=BUCKETS {
+            starts[b] += starts[b - 1];
+        }
+        let mut at = starts.clone();
+        let mut filed = vec![0u64; hashes.len()];
+        for h in hashes {
+            let slot = &mut at[bucket(h)];
+            filed[*slot] = h;
+            *slot += 1;
+        }
+        reservation.shrink(bytes);
+        Bucketed { starts, hashes: filed }
+    }
+
+    fn bucket(&self, b: usize) -> &[u64] {
+        &self.hashes[self.starts[b]..self.starts[b + 1]]
+    }
+}
+
+/// The hashes of one partition's keys, filed by bucket; `None` when they
+/// do not fit in `reservation`'s pool.
+async fn bucketed_hashes(
     mut stream: SendableRecordBatchStream,
     seed: u64,
     reservation: Arc<MemoryReservation>,
-) -> Result<Option<Vec<u64>>> {
+) -> Result<Option<Bucketed>> {
     let mut hashes: Vec<u64> = Vec::new();
     let mut reserved = 0usize;
     while let Some(batch) = stream.next().await {
@@ -270,27 +341,28 @@ async fn sorted_hashes(
         }
         each_hash(seed, batch.column(0), batch.column(1), |h| hashes.push(h))?;
     }
-    hashes.sort_unstable();
-    Ok(Some(hashes))
+    Ok(Some(Bucketed::new(hashes, &reservation)))
 }
 
-/// Calls `f` with each distinct value of the sorted `runs` and how many
-/// times the runs hold it, in order.
-fn each_run(runs: &[Vec<u64>], mut f: impl FnMut(u64, usize)) {
-    let mut at = vec![0usize; runs.len()];
-    loop {
-        let Some(least) = runs.iter().zip(&at).filter_map(|(run, i)| run.get(*i)).min().copied() else {
-            return;
-        };
-        let mut count = 0;
-        for (run, i) in runs.iter().zip(at.iter_mut()) {
-            while run.get(*i) == Some(&least) {
-                *i += 1;
-                count += 1;
+/// The hashes of `buckets` that `parts` hold more than once, and the
+/// number of rows that have them.
+fn repeated(parts: &[Bucketed], buckets: std::ops::Range<usize>) -> (Vec<u64>, usize) {
+    let (mut found, mut rows) = (Vec::new(), 0usize);
+    let mut all = Vec::new();
+    for b in buckets {
+        all.clear();
+        for part in parts {
+            all.extend_from_slice(part.bucket(b));
+        }
+        all.sort_unstable();
+        for run in all.chunk_by(|a, b| a == b) {
+            if run.len() > 1 {
+                found.push(run[0]);
+                rows += run.len();
             }
         }
-        f(least, count);
     }
+    (found, rows)
 }
 
 /// `posts_latest` as a table: [`LatestExec`] over a scan of `posts`, or
@@ -385,7 +457,8 @@ pub struct LatestExec {
 struct Aside {
     /// Partitions still reading.
     reading: usize,
-    batches: Vec<RecordBatch>,
+    /// Each with its rows' key hashes.
+    batches: Vec<(RecordBatch, Vec<u64>)>,
     reservation: Option<MemoryReservation>,
 }
 
@@ -513,21 +586,27 @@ impl Split {
             self.resent.seed,
             batch.column(self.keys[0]),
             batch.column(self.keys[1]),
-            |h| hashes.push(h),
+            |h| hashes.push(h & self.resent.mask),
         )?;
         let resent: Vec<bool> = hashes.iter().map(|h| self.resent.contains(*h)).collect();
         let any = resent.contains(&true);
         if !any {
             return Ok(batch.project(&self.output)?);
         }
+        let kept_hashes: Vec<u64> = hashes
+            .iter()
+            .zip(&resent)
+            .filter(|(_, r)| **r)
+            .map(|(h, _)| *h)
+            .collect();
         let resent = BooleanArray::from(resent);
         let kept = filter_record_batch(&batch, &resent)?;
         {
             let mut aside = self.aside.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(reservation) = &aside.reservation {
-                reservation.try_grow(kept.get_array_memory_size())?;
+                reservation.try_grow(kept.get_array_memory_size() + kept_hashes.len() * size_of::<u64>())?;
             }
-            aside.batches.push(kept);
+            aside.batches.push((kept, kept_hashes));
         }
         let once = arrow::compute::not(&resent)?;
         Ok(filter_record_batch(&batch.project(&self.output)?, &once)?)
@@ -536,6 +615,7 @@ impl Split {
     /// When this partition is the last to end: the newest of each key of
     /// the rows kept aside.
     fn finish(&self) -> Result<RecordBatch> {
+        let started = std::time::Instant::now();
         let batches = {
             let mut aside = self.aside.lock().unwrap_or_else(|e| e.into_inner());
             aside.reading = aside.reading.saturating_sub(1);
@@ -550,35 +630,62 @@ impl Split {
         };
         // Per key: where its newest row is (a null ingested_at first, as the
         // window's DESC orders nulls; the first of equals). Read in place:
-        // the rows kept aside are not copied into one batch first.
+        // the rows kept aside are not copied into one batch first. Keys are
+        // found by their hash; one whose hash another key took first (a
+        // collision) by itself.
         let mut columns = Vec::with_capacity(batches.len());
-        for batch in &batches {
+        for (batch, _) in &batches {
             let at = cast(batch.column(self.keys[2]), &DataType::Int64)?;
-            columns.push((batch.column(self.keys[0]), batch.column(self.keys[1]), at));
+            columns.push((
+                Strings::of(batch.column(self.keys[0]))?,
+                Strings::of(batch.column(self.keys[1]))?,
+                at,
+            ));
         }
-        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
-        let mut newest: HashMap<Key<'_>, Place, rustc_hash::FxBuildHasher> =
-            HashMap::with_capacity_and_hasher(rows, rustc_hash::FxBuildHasher);
-        for (b, (platform, id, at)) in columns.iter().enumerate() {
-            let (platforms, ids, at) = (Strings::of(platform)?, Strings::of(id)?, at.as_primitive::<Int64Type>());
-            for row in 0..at.len() {
+        let rows: usize = batches.iter().map(|(b, _)| b.num_rows()).sum();
+        let newer = |time: Option<i64>, old: Option<i64>| match (time, old) {
+            (None, Some(_)) => true,
+            (Some(a), Some(b)) => a > b,
+            _ => false,
+        };
+        let mut newest: HashMap<u64, Place, BuildHasherDefault<Identity>> =
+            HashMap::with_capacity_and_hasher(rows, BuildHasherDefault::default());
+        let mut collided: HashMap<Key<'_>, Place, rustc_hash::FxBuildHasher> = HashMap::default();
+        for (b, ((platforms, ids, at), (_, hashes))) in columns.iter().zip(&batches).enumerate() {
+            let at = at.as_primitive::<Int64Type>();
+            for (row, hash) in hashes.iter().enumerate() {
                 let time = (!at.is_null(row)).then(|| at.value(row));
-                newest
-                    .entry((platforms.get(row), ids.get(row)))
-                    .and_modify(|old| {
-                        let newer = match (time, old.2) {
-                            (None, Some(_)) => true,
-                            (Some(a), Some(b)) => a > b,
-                            _ => false,
-                        };
-                        if newer {
-                            *old = (b, row, time);
+                match newest.entry(*hash) {
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        v.insert((b, row, time));
+                    }
+                    std::collections::hash_map::Entry::Occupied(mut o) => {
+                        let (ob, orow, otime) = *o.get();
+                        let (op, oi, _) = &columns[ob];
+                        let key = (platforms.get(row), ids.get(row));
+                        if (op.get(orow), oi.get(orow)) == key {
+                            if newer(time, otime) {
+                                o.insert((b, row, time));
+                            }
+                        } else {
+                            collided
+                                .entry(key)
+                                .and_modify(|old| {
+                                    if newer(time, old.2) {
+                                        *old = (b, row, time);
+                                    }
+                                })
+                                .or_insert((b, row, time));
                         }
-                    })
-                    .or_insert((b, row, time));
+                    }
+                }
             }
         }
-        let mut winners: Vec<(usize, usize)> = newest.into_values().map(|(b, row, _)| (b, row)).collect();
+        let mut winners: Vec<(usize, usize)> = newest
+            .into_values()
+            .chain(collided.into_values())
+            .map(|(b, row, _)| (b, row))
+            .collect();
         winners.sort_unstable();
         if self.output.is_empty() {
             // No column read (`count(*)`): the rows alone.
@@ -591,10 +698,12 @@ impl Split {
         }
         let projected = batches
             .iter()
-            .map(|b| b.project(&self.output))
+            .map(|(b, _)| b.project(&self.output))
             .collect::<std::result::Result<Vec<_>, _>>()?;
         let projected: Vec<&RecordBatch> = projected.iter().collect();
-        Ok(arrow::compute::interleave_record_batch(&projected, &winners)?)
+        let newest = arrow::compute::interleave_record_batch(&projected, &winners)?;
+        tracing::debug!(rows, newest = winners.len(), took = ?started.elapsed(), "posts_latest: the newest of the rows kept aside");
+        Ok(newest)
     }
 }
 
@@ -746,18 +855,23 @@ mod tests {
 
     #[tokio::test]
     async fn keys_that_share_a_hash_with_another_are_still_counted_once() {
-        // Every key's hash in the set, as if each collided with another:
-        // every row is kept aside, and the keys tell them apart.
+        // Hashes of 3 bits, all in the set: every row is kept aside, and
+        // about 1,500 keys share 8 hashes; the keys tell them apart.
         let (ctx, rows) = with_posts(&mut fastrand::Rng::with_seed(7), SessionContext::new());
         let seed = 99;
-        let all = rows
+        let mask = 0b111;
+        let all: Hashes = rows
             .iter()
-            .map(|r| key_hash(seed, Some(&r.0), r.1.as_deref()))
+            .map(|r| key_hash(seed, Some(&r.0), r.1.as_deref()) & mask)
             .collect();
+        assert_eq!(all.len(), 8);
         let reservation = MemoryConsumer::new("test").register(&ctx.runtime_env().memory_pool);
         let latest = Latest {
             posts: ctx.table_provider("posts").await.unwrap(),
-            resent: Arc::new(Resent::new(seed, all, rows.len(), reservation)),
+            resent: Arc::new(Resent {
+                mask,
+                ..Resent::new(seed, all, rows.len(), reservation)
+            }),
             window: Arc::new(
                 MemTable::try_new(ctx.table_provider("posts").await.unwrap().schema(), vec![vec![]]).unwrap(),
             ),
