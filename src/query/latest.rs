@@ -643,10 +643,16 @@ impl Split {
             ));
         }
         let rows: usize = batches.iter().map(|(b, _)| b.num_rows()).sum();
-        let newer = |time: Option<i64>, old: Option<i64>| match (time, old) {
-            (None, Some(_)) => true,
-            (Some(a), Some(b)) => a > b,
-            _ => false,
+        // A null ingested_at counts as newest; of equal times, the first.
+        let keep_newer = |old: &mut Place, new: Place| {
+            let newer = match (new.2, old.2) {
+                (None, Some(_)) => true,
+                (Some(a), Some(b)) => a > b,
+                _ => false,
+            };
+            if newer {
+                *old = new;
+            }
         };
         let mut newest: HashMap<u64, Place, BuildHasherDefault<Identity>> =
             HashMap::with_capacity_and_hasher(rows, BuildHasherDefault::default());
@@ -654,28 +660,22 @@ impl Split {
         for (b, ((platforms, ids, at), (_, hashes))) in columns.iter().zip(&batches).enumerate() {
             let at = at.as_primitive::<Int64Type>();
             for (row, hash) in hashes.iter().enumerate() {
-                let time = (!at.is_null(row)).then(|| at.value(row));
+                let place = (b, row, (!at.is_null(row)).then(|| at.value(row)));
                 match newest.entry(*hash) {
                     std::collections::hash_map::Entry::Vacant(v) => {
-                        v.insert((b, row, time));
+                        v.insert(place);
                     }
                     std::collections::hash_map::Entry::Occupied(mut o) => {
-                        let (ob, orow, otime) = *o.get();
+                        let (ob, orow, _) = *o.get();
                         let (op, oi, _) = &columns[ob];
                         let key = (platforms.get(row), ids.get(row));
                         if (op.get(orow), oi.get(orow)) == key {
-                            if newer(time, otime) {
-                                o.insert((b, row, time));
-                            }
+                            keep_newer(o.get_mut(), place);
                         } else {
                             collided
                                 .entry(key)
-                                .and_modify(|old| {
-                                    if newer(time, old.2) {
-                                        *old = (b, row, time);
-                                    }
-                                })
-                                .or_insert((b, row, time));
+                                .and_modify(|old| keep_newer(old, place))
+                                .or_insert(place);
                         }
                     }
                 }
@@ -880,6 +880,47 @@ mod tests {
         ctx.register_table(crate::query::POSTS_LATEST, Arc::new(latest))
             .unwrap();
         check(&ctx, &rows).await;
+    }
+
+    #[test]
+    fn hashes_filed_by_bucket_or_sorted_in_place_count_the_same_repeats() {
+        // Hashes with repeats within and across two partitions, crowded in
+        // a few buckets as well as spread over all.
+        let mut rng = fastrand::Rng::with_seed(21);
+        let parts: Vec<Vec<u64>> = (0..2)
+            .map(|_| {
+                (0..20_000)
+                    .map(|_| match rng.u8(0..3) {
+                        0 => rng.u64(0..5_000) << 50,
+                        _ => rng.u64(0..30_000).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut counts: HashMap<u64, usize> = HashMap::new();
+        for h in parts.iter().flatten() {
+            *counts.entry(*h).or_default() += 1;
+        }
+        let mut want: Vec<u64> = counts.iter().filter(|(_, n)| **n > 1).map(|(h, _)| *h).collect();
+        want.sort_unstable();
+        let want_rows: usize = counts.values().filter(|n| **n > 1).sum();
+        assert!(want.len() > 1000);
+        // A pool with room for the second buffer files by bucket; one
+        // without sorts in place.
+        for pool in [usize::MAX, 0] {
+            let pool: Arc<dyn datafusion::execution::memory_pool::MemoryPool> = Arc::new(GreedyMemoryPool::new(pool));
+            let reservation = MemoryConsumer::new("test").register(&pool);
+            let filed: Vec<Bucketed> = parts.iter().map(|p| Bucketed::new(p.clone(), &reservation)).collect();
+            let (mut found, mut rows) = (Vec::new(), 0);
+            for range in [0..BUCKETS / 3, BUCKETS / 3..BUCKETS] {
+                let (f, r) = repeated(&filed, range);
+                found.extend(f);
+                rows += r;
+            }
+            found.sort_unstable();
+            assert_eq!(found, want);
+            assert_eq!(rows, want_rows);
+        }
     }
 
     #[tokio::test]
