@@ -160,6 +160,13 @@ impl Pipeline {
         Ok((engine, batch))
     }
 
+    /// The speed layer alone, restored from the log's state (or built
+    /// again), as the server opens it; `None` when it is off or cannot
+    /// start. For benchmarks of the layer outside the pipeline.
+    pub async fn speed_layer(&self) -> Result<Option<Arc<crate::views::speed::Speed>>, PipelineError> {
+        Ok(self.layers().await?.2)
+    }
+
     async fn layers(
         &self,
     ) -> Result<
