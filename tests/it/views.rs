@@ -132,8 +132,10 @@ async fn served_views_equal_their_sql_across_resends_batch_runs_restarts_and_kil
     eprintln!("seed {seed} (CHORUS_TEST_SEED reruns it)");
     let mut rng = fastrand::Rng::with_seed(seed);
     let mut server = Server::start(&data, CONFIG, &[]);
-    // Served before any batch run: the speed layer alone.
-    let first: String = (0..200)
+    // Served before any batch run: the speed layer alone. Enough posts in
+    // one request (~1,250 a partition, most of them re-sends) that the
+    // layer reads more at once than it adds in one step (1,024).
+    let first: String = (0..5_000)
         .map(|_| random_post(&mut rng, &bodies).to_string() + "\n")
         .collect();
     post_accepted(&client, &server, first).await;
