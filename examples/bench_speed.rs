@@ -1,18 +1,21 @@
 //! The speed layer's cost per post outside the pipeline: opens a data
 //! directory (one a `chorus run` with `[batch] speed_layer = true` left,
 //! e.g. `CHORUS_BENCH_KEEP=DIR scripts/bench_pipeline.sh`), reads every
-//! record of `posts.enriched` as the consume loop does (4,096 at a time)
-//! and hands them to the speed layer, timing the reads and the layer
-//! apart. Nothing is written: the layer's state is only in memory.
+//! record of `posts.enriched` as the consume loop does (4,096 at a time;
+//! written out here rather than through `consume::run` so the reads and
+//! the layer are timed apart) and hands them to the speed layer. Nothing
+//! is written: the layer's state is only in memory.
 //!
 //! Usage: cargo run --release --example bench_speed -- DATA_DIR [ROUNDS]
 use std::time::{Duration, Instant};
 
 use chorus::log::Topic;
+use chorus::sinks::consume::{READ_RECORDS, Sink};
 
+/// The server's allocator: the layer's figures depend on it (the system
+/// allocator made them ~1.7× slower here).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use chorus::sinks::consume::{READ_RECORDS, Sink};
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -907,11 +907,10 @@ impl ViewState {
     }
 }
 
-/// Records the speed layer turns into columns and adds at once: the
-/// consume loop hands it up to 4,096, whose decoded posts and columns
-/// alone outgrow the cache; a quarter of that keeps them in it while the
-/// views' expressions and sums go over them (`examples/bench_speed.rs`
-/// measures the layer alone).
+/// Records the speed layer turns into columns and adds at once (the
+/// consume loop hands it up to 4,096): smaller steps keep a step's decoded
+/// posts and columns fewer, and measured a little faster in
+/// `examples/bench_speed.rs` (docs/BENCHMARKS.md, 2026-12-03 evening).
 const APPLY_ROWS: usize = 1024;
 
 /// What the speed layer holds, behind one lock.
