@@ -4,11 +4,12 @@
 //! committed offsets, one stage state, one metadata. A transaction writes
 //! one atomic batch and syncs it to disk before it returns.
 
+use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::{Condvar, Mutex, RwLock};
 use std::time::Duration;
 
-use ::fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use ::fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode, Slice};
 
 use super::{Entry, Log, LogError, Position, Retention, StateEntry, Topic, Transaction, partition_of, valid_consumer};
 
@@ -38,6 +39,78 @@ pub struct FjallLog {
     /// Per topic, per partition: the next offset. One lock for appends
     /// keeps offsets dense and batches atomic.
     next: Mutex<Vec<Vec<u64>>>,
+    /// Per topic, per partition: its newest records.
+    recent: Vec<Vec<Mutex<Recent>>>,
+    /// Bytes of records each partition's [`Recent`] keeps.
+    recent_bytes: usize,
+}
+
+/// Bytes of a topic's newest records kept in memory (shared among its
+/// partitions), read by consumers that follow the log without a lookup in
+/// the store. They are the records of the memtables until those are
+/// flushed (the same bytes, shared), so they add to memory only past that.
+pub const RECENT_BYTES: usize = 32 << 20;
+
+/// The newest records appended to one partition, in offset order: a read
+/// from an offset they hold is served from memory. They always end at the
+/// partition's end (they are added under the append lock, after the write
+/// is durable), so a read at or past their first offset needs nothing else.
+struct Recent {
+    /// The offset of `values[0]` (the partition's end when empty).
+    first: u64,
+    values: VecDeque<Slice>,
+    bytes: usize,
+}
+
+impl Recent {
+    /// Adds the record at `offset` and forgets the oldest past `bound` bytes.
+    fn push(&mut self, offset: u64, value: Slice, bound: usize) {
+        if offset != self.first + self.values.len() as u64 {
+            // Not the next offset (never expected): what is held is given up
+            // rather than served out of order.
+            self.values.clear();
+            self.bytes = 0;
+            self.first = offset;
+        }
+        self.bytes += value.len();
+        self.values.push_back(value);
+        while self.bytes > bound
+            && let Some(old) = self.values.pop_front()
+        {
+            self.bytes -= old.len();
+            self.first += 1;
+        }
+    }
+
+    /// Forgets the records before `offset` (retention removed them).
+    fn forget_before(&mut self, offset: u64) {
+        while self.first < offset
+            && let Some(old) = self.values.pop_front()
+        {
+            self.bytes -= old.len();
+            self.first += 1;
+        }
+    }
+
+    /// Up to `max` records from `offset` and no more once they hold
+    /// `max_bytes` (at least one); `None` when `offset` is before the first
+    /// held.
+    fn read(&self, offset: u64, max: usize, max_bytes: usize) -> Option<Vec<Entry>> {
+        let skip = usize::try_from(offset.checked_sub(self.first)?).unwrap_or(usize::MAX);
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        for (i, value) in self.values.iter().enumerate().skip(skip).take(max) {
+            bytes += value.len();
+            out.push(Entry {
+                offset: self.first + i as u64,
+                value: value.clone().into(),
+            });
+            if bytes >= max_bytes {
+                break;
+            }
+        }
+        Some(out)
+    }
 }
 
 /// Memtable size of a segment: fjall's default (64 MiB) times a dozen
@@ -157,6 +230,20 @@ impl FjallLog {
             segments.push(parts);
             next.push(ends);
         }
+        let recent = next
+            .iter()
+            .map(|ends| {
+                ends.iter()
+                    .map(|&end| {
+                        Mutex::new(Recent {
+                            first: end,
+                            values: VecDeque::new(),
+                            bytes: 0,
+                        })
+                    })
+                    .collect()
+            })
+            .collect();
         Ok(FjallLog {
             db,
             partitions,
@@ -167,6 +254,8 @@ impl FjallLog {
             state,
             appended: (Mutex::new(0), Condvar::new()),
             next: Mutex::new(next),
+            recent,
+            recent_bytes: RECENT_BYTES / partitions as usize,
         })
     }
 
@@ -279,12 +368,16 @@ impl Log for FjallLog {
         let mut next = self.next.lock().map_err(|_| storage("a writer panicked"))?;
         let mut assigned = next.clone();
         let mut positions = Vec::with_capacity(tx.appends.len());
+        let mut values = Vec::with_capacity(tx.appends.len());
         let mut sealed = Vec::new();
         for &(topic, key, value) in &tx.appends {
             let partition = partition_of(key, self.partitions);
             let offset = &mut assigned[topic_index(topic)][partition as usize];
             let keyspace = self.segment_for_append(topic, partition, *offset, &mut sealed)?;
-            batch.insert(&keyspace, offset.to_be_bytes(), value);
+            // One copy of the bytes, shared by the store and `recent`.
+            let value = Slice::from(value);
+            batch.insert(&keyspace, offset.to_be_bytes(), value.clone());
+            values.push((topic, value));
             positions.push(Position {
                 partition,
                 offset: *offset,
@@ -294,6 +387,12 @@ impl Log for FjallLog {
         // The batch is written and synced before the offsets advance: a
         // failed write leaves the log as it was.
         batch.commit().map_err(storage)?;
+        for ((topic, value), at) in values.into_iter().zip(&positions) {
+            let mut recent = self.recent[topic_index(topic)][at.partition as usize]
+                .lock()
+                .map_err(|_| storage("a reader panicked"))?;
+            recent.push(at.offset, value, self.recent_bytes);
+        }
         // A sealed segment takes no more writes: its memtable is flushed
         // now rather than held in memory, and retention's size bound (on
         // disk) sees it.
@@ -365,6 +464,14 @@ impl Log for FjallLog {
         max: usize,
         max_bytes: usize,
     ) -> Result<Vec<Entry>, LogError> {
+        self.check_partition(topic, partition)?;
+        let recent = self.recent[topic_index(topic)][partition as usize]
+            .lock()
+            .map_err(|_| storage("a writer panicked"))?
+            .read(offset, max, max_bytes);
+        if let Some(entries) = recent {
+            return Ok(entries);
+        }
         let segments = self.segments_of(topic, partition)?;
         // The segment holding `offset` (or the oldest kept, if retention
         // removed it: reading resumes at the earliest record, as Kafka's
@@ -421,6 +528,12 @@ impl Log for FjallLog {
                     let mut all = self.segments.write().map_err(|_| storage("a writer panicked"))?;
                     all[topic_index(topic)][partition as usize].retain(|s| s.base != segment.base);
                 }
+                // Not served from memory either: a read from a removed
+                // offset resumes at the earliest kept.
+                self.recent[topic_index(topic)][partition as usize]
+                    .lock()
+                    .map_err(|_| storage("a reader panicked"))?
+                    .forget_before(next_base);
                 self.meta.remove(sealed_key).map_err(storage)?;
                 self.db.delete_keyspace(segment.keyspace.clone()).map_err(storage)?;
                 removed += next_base - segment.base;
@@ -477,6 +590,49 @@ mod tests {
         assert_eq!(offsets(250), [2, 3, 4]);
         assert_eq!(offsets(1), [2]);
         assert_eq!(offsets(usize::MAX).len(), 8);
+    }
+
+    #[test]
+    fn reads_served_from_the_newest_records_in_memory_equal_those_from_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        // Every read of 2 partitions x 60 records, from every offset, with
+        // bounds in records and bytes that cut inside and across what memory
+        // holds.
+        let reads = |log: &FjallLog| -> Vec<Vec<Entry>> {
+            let mut all = Vec::new();
+            for p in 0..2 {
+                for offset in 0..45 {
+                    for (max, max_bytes) in [(1, usize::MAX), (7, usize::MAX), (100, 250), (100, usize::MAX)] {
+                        all.push(log.read(Topic::Enriched, p, offset, max, max_bytes).unwrap());
+                    }
+                }
+            }
+            all
+        };
+        let served = {
+            let mut log = FjallLog::open(dir.path(), 2).unwrap();
+            log.recent_bytes = 400;
+            for round in 0..20 {
+                let recs: Vec<(Vec<u8>, Vec<u8>)> = (0..6)
+                    .map(|i| (format!("k{round}-{i}").into_bytes(), vec![b'a' + i as u8; 20 + 13 * i]))
+                    .collect();
+                log.append(Topic::Enriched, &as_refs(&recs)).unwrap();
+            }
+            for p in 0..2 {
+                let recent = log.recent[1][p].lock().unwrap();
+                let end = log.end_offsets(Topic::Enriched).unwrap()[p];
+                // Memory holds the newest records only, up to the partition's end.
+                assert!(recent.first > 0 && !recent.values.is_empty(), "{}", recent.first);
+                assert_eq!(recent.first + recent.values.len() as u64, end);
+                assert!(recent.bytes <= 400);
+            }
+            reads(&log)
+        };
+        // Reopened, memory holds nothing: every read is the store's.
+        let log = FjallLog::open(dir.path(), 2).unwrap();
+        assert!(log.recent[1].iter().all(|r| r.lock().unwrap().values.is_empty()));
+        assert_eq!(served, reads(&log));
+        assert!(served.iter().any(|r| r.len() > 1));
     }
 
     #[test]
