@@ -129,10 +129,18 @@ SQL[by_author_day]="SELECT platform, author, date_trunc('day', created_at) AS da
 find "$DIR/data/archive" -name '*.parquet' -exec cat {} + >/dev/null
 "${PSQL[@]}" -At -c "SELECT count(*) FROM chorus.posts" >/dev/null
 
+# CHORUS_BENCH_ROUNDS=N times each view N times, every engine in turn
+# (this VM's speed drifts: interleaved rounds compare, runs far apart do
+# not); CHORUS_BENCH_VIEWS names the views timed (default: all three).
+VIEWS=""
+for _ in $(seq "${CHORUS_BENCH_ROUNDS:-1}"); do
+    VIEWS="$VIEWS ${CHORUS_BENCH_VIEWS:-by_location by_community_hour by_author_day}"
+done
+
 time_views() {
 echo "bench: views over $(find "$DIR/data/archive/posts" -name '*.parquet' | wc -l) archive files ($1)"
 printf '%-18s | %-22s | %-22s | %-22s\n' view "chorus batch" "DuckDB $("$PY" -c 'import duckdb; print(duckdb.__version__)')" "PostgreSQL 15"
-for view in by_location by_community_hour by_author_day; do
+for view in $VIEWS; do
     sql="${SQL[$view]}"
     # chorus: the view's batch run, offline.
     /usr/bin/time -f "%e %M" -o "$DIR/c.time" "$BIN" --data "$DIR/data" --config "$DIR/batch.toml" batch --view "$view" >"$DIR/c.out" 2>"$DIR/c.err" \
