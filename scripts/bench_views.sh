@@ -11,7 +11,9 @@
 #     time until every post is enriched, archived and merged into
 #     chorus.posts is the export's figure.
 #  3. Per view: `chorus batch --view V` (offline, no warehouse), timed with
-#     its peak RSS; DuckDB's `COPY (V's SQL over posts_latest, the same
+#     its peak RSS; the same with `chorus run` up on the data directory
+#     (the client asks the server, as psql does PostgreSQL), the client
+#     timed, with the server's run time and peak RSS; DuckDB's `COPY (V's SQL over posts_latest, the same
 #     window over read_parquet of the archive) TO parquet`, its whole
 #     process timed with its peak RSS; PostgreSQL's `CREATE TABLE AS` of V's
 #     SQL over chorus.posts (already one row per post: no window), timed
@@ -139,7 +141,7 @@ done
 
 time_views() {
 echo "bench: views over $(find "$DIR/data/archive/posts" -name '*.parquet' | wc -l) archive files ($1)"
-printf '%-18s | %-22s | %-22s | %-22s\n' view "chorus batch" "DuckDB $("$PY" -c 'import duckdb; print(duckdb.__version__)')" "PostgreSQL 15"
+printf '%-18s | %-22s | %-22s | %-22s | %-22s\n' view "chorus batch" "chorus batch, server up" "DuckDB $("$PY" -c 'import duckdb; print(duckdb.__version__)')" "PostgreSQL 15"
 for view in $VIEWS; do
     sql="${SQL[$view]}"
     # chorus: the view's batch run, offline.
@@ -147,6 +149,18 @@ for view in $VIEWS; do
         || { cat "$DIR/c.out" "$DIR/c.err"; exit 1; }
     read -r C_SECS C_RSS < "$DIR/c.time"
     C_ROWS=$(grep -o '[0-9]* rows' "$DIR/c.out" | head -1)
+    # chorus with its server running (as PostgreSQL's): `chorus batch` asks
+    # the server, which runs the view; the client process is timed, and the
+    # run as the server reports it.
+    "$BIN" --data "$DIR/data" --config "$DIR/batch.toml" run --listen 127.0.0.1:0 2>"$DIR/s.err" &
+    S_PID=$!
+    for _ in $(seq 300); do [ -f "$DIR/data/server.json" ] && break; sleep 0.1; done
+    /usr/bin/time -f "%e" -o "$DIR/s.time" "$BIN" --data "$DIR/data" batch --view "$view" >"$DIR/s.out" 2>>"$DIR/s.err" \
+        || { cat "$DIR/s.out" "$DIR/s.err"; exit 1; }
+    S_SECS=$(cat "$DIR/s.time")
+    S_RUN=$(grep -o 'in [0-9.]* s' "$DIR/s.out" | head -1)
+    S_RSS=$(grep VmHWM /proc/$S_PID/status | awk '{print $2}')
+    kill -TERM "$S_PID"; wait "$S_PID" || true
     # DuckDB: the same SQL, posts_latest as the same window over the files.
     /usr/bin/time -f "%e %M" -o "$DIR/d.time" "$PY" - "$DIR/data/archive/posts" "$sql" "$DIR/duck.parquet" >"$DIR/d.out" <<'PY'
 import sys, time, duckdb
@@ -174,8 +188,8 @@ EOF
 )
     P_SECS=$(echo "$P_OUT" | sed -n 1,2p | awk 'NR==1{a=$1} NR==2{printf "%.2f", $1-a}')
     P_ROWS=$(echo "$P_OUT" | sed -n 3p)
-    printf '%-18s | %6.2f s %6.0f MiB %s | %6.2f s %6.0f MiB %s rows | %6s s %s rows\n' "$view" \
-        "$C_SECS" "$((C_RSS / 1024))" "($C_ROWS)" "$D_SECS" "$((D_RSS / 1024))" "$D_ROWS" "$P_SECS" "$P_ROWS"
+    printf '%-18s | %6.2f s %6.0f MiB %s | %6.2f s (run %s), server %6.0f MiB | %6.2f s %6.0f MiB %s rows | %6s s %s rows\n' "$view" \
+        "$C_SECS" "$((C_RSS / 1024))" "($C_ROWS)" "$S_SECS" "$S_RUN" "$((S_RSS / 1024))" "$D_SECS" "$((D_RSS / 1024))" "$D_ROWS" "$P_SECS" "$P_ROWS"
 done
 }
 
