@@ -326,6 +326,46 @@ impl FjallLog {
     }
 }
 
+/// How long closing the log waits for its memtables to flush.
+const CLOSE_FLUSH_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+impl Drop for FjallLog {
+    /// Flushes every memtable to its tables before the log closes.
+    ///
+    /// fjall replays its journal at open, and retires a journal only once
+    /// it is past 64 MB: without this, every open after a clean stop (each
+    /// `chorus batch`, `sql`, `status`, a restart) puts up to 64 MB of
+    /// records back into memtables, to be flushed by whichever process
+    /// writes next. With the tables holding them, the replay reads the
+    /// journal but skips its records: measured on a 54 MB journal (10M
+    /// posts ingested), the open took 0.32 s instead of 0.39 s and
+    /// `chorus batch --view by_location` 1.75–1.84 s instead of 1.92 s.
+    /// A crash still replays everything: nothing depends on this.
+    fn drop(&mut self) {
+        let started = std::time::Instant::now();
+        let mut keyspaces = vec![self.offsets.clone(), self.meta.clone(), self.state.clone()];
+        if let Ok(segments) = self.segments.read() {
+            keyspaces.extend(segments.iter().flatten().flatten().map(|s| s.keyspace.clone()));
+        }
+        for keyspace in &keyspaces {
+            if let Err(e) = keyspace.rotate_memtable() {
+                tracing::warn!(error = %e, "Could not flush the log at close; the next open replays its journal.");
+                return;
+            }
+        }
+        // Bounded: a flush that cannot finish (a full disk) must not hang
+        // the process at exit; the journal still has every record.
+        while keyspaces.iter().any(|k| k.sealed_memtable_count() > 0) {
+            if started.elapsed() > CLOSE_FLUSH_WAIT {
+                tracing::warn!("The log's flush at close did not finish in time; the next open replays its journal.");
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        tracing::debug!(took = ?started.elapsed(), "log flushed at close");
+    }
+}
+
 /// The keyspace name of the segment of `topic`/`partition` from `base`.
 fn segment_name(topic: Topic, partition: u32, base: u64) -> String {
     if base == 0 {
@@ -688,6 +728,44 @@ mod tests {
             .map(|p| log.read(Topic::Enriched, p, 0, usize::MAX, usize::MAX).unwrap().len())
             .sum();
         assert_eq!(total, 11);
+    }
+
+    #[test]
+    fn a_clean_close_leaves_every_record_in_the_tables_not_only_the_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let recs = records(50);
+        let before;
+        {
+            let log = FjallLog::open(dir.path(), 2).unwrap();
+            log.append(Topic::Enriched, &as_refs(&recs)).unwrap();
+            log.commit("archive", Topic::Enriched, 1, 3).unwrap();
+            before = log.end_offsets(Topic::Enriched).unwrap();
+        }
+        // What the next open would replay is gone: the tables alone must
+        // hold the records and the commits.
+        let mut journals = 0;
+        for entry in std::fs::read_dir(dir.path()).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "jnl") {
+                std::fs::remove_file(&path).unwrap();
+                journals += 1;
+            }
+        }
+        assert!(
+            journals > 0,
+            "fjall's journal files are no longer *.jnl in the log's directory"
+        );
+        let log = FjallLog::open(dir.path(), 2).unwrap();
+        assert_eq!(log.end_offsets(Topic::Enriched).unwrap(), before);
+        assert_eq!(log.committed("archive", Topic::Enriched, 1).unwrap(), 3);
+        let mut read: Vec<Vec<u8>> = (0..2)
+            .flat_map(|p| log.read(Topic::Enriched, p, 0, usize::MAX, usize::MAX).unwrap())
+            .map(|e| e.value.to_vec())
+            .collect();
+        let mut sent: Vec<Vec<u8>> = recs.into_iter().map(|(_, v)| v).collect();
+        read.sort();
+        sent.sort();
+        assert_eq!(read, sent);
     }
 
     #[test]
