@@ -455,7 +455,7 @@ async fn ingest(
     // Saturated: tell the client to come back instead of buffering (the
     // posts of bodies being appended count too).
     let pending = state.ingest_pending.load(std::sync::atomic::Ordering::Acquire);
-    match state.consumers.ingest_lag(&*state.log) {
+    match off_the_workers(&state, |state| state.consumers.ingest_lag(&*state.log)).await {
         Ok(lag) if lag.saturating_add(pending) > state.max_enrich_lag => {
             return saturated(&state, lag.saturating_add(pending));
         }
@@ -651,13 +651,19 @@ fn sql_answer(
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    let gauges = Gauges {
-        lags: state
+    let (lags, state_bytes) = off_the_workers(&state, |state| {
+        let lags = state
             .consumers
             .positions(&*state.log)
             .map(|positions| positions.iter().map(|p| (p.input, p.lag())).collect())
-            .unwrap_or_default(),
-        state_bytes: state.log.state_bytes(),
+            .unwrap_or_default();
+        Ok((lags, state.log.state_bytes()))
+    })
+    .await
+    .unwrap_or_default();
+    let gauges = Gauges {
+        lags,
+        state_bytes,
         alerts: state
             .alerts
             .states()
@@ -722,6 +728,18 @@ async fn batch(State(state): State<Arc<AppState>>, Query(params): Query<BatchPar
     }
 }
 
+/// Runs `f` on a thread that may block: log calls block (see [`Log`]),
+/// and the async workers must not.
+async fn off_the_workers<T: Send + 'static>(
+    state: &Arc<AppState>,
+    f: impl FnOnce(&AppState) -> Result<T, LogError> + Send + 'static,
+) -> Result<T, LogError> {
+    let state = state.clone();
+    tokio::task::spawn_blocking(move || f(&state))
+        .await
+        .unwrap_or_else(|e| Err(LogError::Storage(format!("a log call failed: {e}"))))
+}
+
 /// `POST /v1/lifecycle`: one pass of the archive's lifecycle now
 /// (after the one under way, if any), answered once it is done.
 async fn lifecycle(State(state): State<Arc<AppState>>) -> Response {
@@ -734,7 +752,7 @@ async fn lifecycle(State(state): State<Arc<AppState>>) -> Response {
 }
 
 async fn status(State(state): State<Arc<AppState>>) -> Response {
-    match state.consumers.status(&*state.log) {
+    match off_the_workers(&state, |state| state.consumers.status(&*state.log)).await {
         Ok(mut status) => {
             status.index = state.searcher.as_ref().map(|s| crate::wire::IndexStatus {
                 documents: s.documents(),

@@ -11,7 +11,12 @@ use std::time::Duration;
 
 use ::fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode, Slice};
 
-use super::{Entry, Log, LogError, Position, Retention, StateEntry, Topic, Transaction, partition_of, valid_consumer};
+/// The store's buffer a [`Value`] read from it holds.
+pub(crate) type StoreBytes = Slice;
+
+use super::{
+    Entry, Log, LogError, Position, Retention, StateEntry, Topic, Transaction, Value, partition_of, valid_consumer,
+};
 
 /// Records per segment: retention drops at most this many at a time.
 pub const SEGMENT_RECORDS: u64 = 1 << 20;
@@ -103,7 +108,7 @@ impl Recent {
             bytes += value.len();
             out.push(Entry {
                 offset: self.first + i as u64,
-                value: value.clone().into(),
+                value: Value::from_store(value.clone()),
             });
             if bytes >= max_bytes {
                 break;
@@ -527,7 +532,7 @@ impl Log for FjallLog {
                 bytes += value.len();
                 out.push(Entry {
                     offset: decode_offset(&key)?,
-                    value: value.into(),
+                    value: Value::from_store(value),
                 });
                 if bytes >= max_bytes {
                     break 'segments;
@@ -613,26 +618,6 @@ mod tests {
     }
 
     #[test]
-    fn reads_stop_at_the_byte_bound_after_at_least_one_record() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = FjallLog::open(dir.path(), 1).unwrap();
-        let value = [7u8; 100];
-        for _ in 0..10 {
-            log.append(Topic::Raw, &[(b"k", &value)]).unwrap();
-        }
-        let offsets = |max_bytes| -> Vec<u64> {
-            log.read(Topic::Raw, 0, 2, 100, max_bytes)
-                .unwrap()
-                .iter()
-                .map(|e| e.offset)
-                .collect()
-        };
-        assert_eq!(offsets(250), [2, 3, 4]);
-        assert_eq!(offsets(1), [2]);
-        assert_eq!(offsets(usize::MAX).len(), 8);
-    }
-
-    #[test]
     fn reads_served_from_the_newest_records_in_memory_equal_those_from_the_store() {
         let dir = tempfile::tempdir().unwrap();
         // Every read of 2 partitions x 60 records, from every offset, with
@@ -676,61 +661,6 @@ mod tests {
     }
 
     #[test]
-    fn appended_records_read_back_in_order_per_partition() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = FjallLog::open(dir.path(), 4).unwrap();
-        let recs = records(100);
-        let positions = log.append(Topic::Raw, &as_refs(&recs)).unwrap();
-        assert_eq!(positions.len(), 100);
-        let ends = log.end_offsets(Topic::Raw).unwrap();
-        assert_eq!(ends.iter().sum::<u64>(), 100);
-        for (i, pos) in positions.iter().enumerate() {
-            assert_eq!(pos.partition, partition_of(&recs[i].0, 4));
-            let got = log.read(Topic::Raw, pos.partition, pos.offset, 1, usize::MAX).unwrap();
-            assert_eq!(
-                got,
-                vec![Entry {
-                    offset: pos.offset,
-                    value: recs[i].1.clone().into()
-                }]
-            );
-        }
-        // Offsets are dense from 0 in every partition.
-        for p in 0..4 {
-            let all = log.read(Topic::Raw, p, 0, usize::MAX, usize::MAX).unwrap();
-            assert_eq!(
-                all.iter().map(|e| e.offset).collect::<Vec<_>>(),
-                (0..ends[p as usize]).collect::<Vec<_>>()
-            );
-        }
-        assert!(log.read(Topic::Enriched, 0, 0, 10, usize::MAX).unwrap().is_empty());
-    }
-
-    #[test]
-    fn data_and_commits_survive_a_reopen_and_offsets_continue() {
-        let dir = tempfile::tempdir().unwrap();
-        let recs = records(10);
-        let before;
-        {
-            let log = FjallLog::open(dir.path(), 2).unwrap();
-            log.append(Topic::Enriched, &as_refs(&recs)).unwrap();
-            log.commit("archive", Topic::Enriched, 1, 3).unwrap();
-            before = log.end_offsets(Topic::Enriched).unwrap();
-        }
-        let log = FjallLog::open(dir.path(), 2).unwrap();
-        assert_eq!(log.end_offsets(Topic::Enriched).unwrap(), before);
-        assert_eq!(log.committed("archive", Topic::Enriched, 1).unwrap(), 3);
-        assert_eq!(log.committed("archive", Topic::Enriched, 0).unwrap(), 0);
-        assert_eq!(log.committed("index", Topic::Enriched, 1).unwrap(), 0);
-        let more = log.append(Topic::Enriched, &as_refs(&records(1))).unwrap();
-        assert_eq!(more[0].offset, before[more[0].partition as usize]);
-        let total: usize = (0..2)
-            .map(|p| log.read(Topic::Enriched, p, 0, usize::MAX, usize::MAX).unwrap().len())
-            .sum();
-        assert_eq!(total, 11);
-    }
-
-    #[test]
     fn a_clean_close_leaves_every_record_in_the_tables_not_only_the_journal() {
         let dir = tempfile::tempdir().unwrap();
         let recs = records(50);
@@ -766,78 +696,6 @@ mod tests {
         read.sort();
         sent.sort();
         assert_eq!(read, sent);
-    }
-
-    #[test]
-    fn concurrent_appends_get_dense_distinct_offsets_and_lag_counts_them() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = std::sync::Arc::new(FjallLog::open(dir.path(), 3).unwrap());
-        let threads: Vec<_> = (0..4)
-            .map(|t| {
-                let log = log.clone();
-                std::thread::spawn(move || {
-                    for round in 0..25 {
-                        let recs: Vec<(Vec<u8>, Vec<u8>)> = (0..8)
-                            .map(|i| {
-                                (
-                                    format!("k{t}-{round}-{i}").into_bytes(),
-                                    format!("{t}/{round}/{i}").into_bytes(),
-                                )
-                            })
-                            .collect();
-                        log.append(Topic::Raw, &as_refs(&recs)).unwrap();
-                    }
-                })
-            })
-            .collect();
-        for t in threads {
-            t.join().unwrap();
-        }
-        let ends = log.end_offsets(Topic::Raw).unwrap();
-        assert_eq!(ends.iter().sum::<u64>(), 4 * 25 * 8);
-        let mut values = Vec::new();
-        for p in 0..3 {
-            let entries = log.read(Topic::Raw, p, 0, usize::MAX, usize::MAX).unwrap();
-            assert_eq!(
-                entries.iter().map(|e| e.offset).collect::<Vec<_>>(),
-                (0..ends[p as usize]).collect::<Vec<_>>()
-            );
-            values.extend(entries.into_iter().map(|e| e.value.to_vec()));
-        }
-        values.sort();
-        values.dedup();
-        assert_eq!(values.len(), 800, "every record stored once");
-        assert_eq!(log.lag("enrich", Topic::Raw).unwrap(), 800);
-        log.commit("enrich", Topic::Raw, 0, ends[0]).unwrap();
-        assert_eq!(log.lag("enrich", Topic::Raw).unwrap(), 800 - ends[0]);
-    }
-
-    #[test]
-    fn a_transaction_appends_commits_and_sets_state_together() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let log = FjallLog::open(dir.path(), 2).unwrap();
-            log.append(Topic::Raw, &[(b"k1", b"raw")]).unwrap();
-            let mut tx = Transaction::new();
-            tx.append(Topic::Enriched, b"k1", b"enriched")
-                .append(Topic::Dead, b"k2", b"dead")
-                .put_state(b"seen/k1", b"1")
-                .commit("enrich", Topic::Raw, partition_of(b"k1", 2), 1);
-            let positions = log.write(&tx).unwrap();
-            assert_eq!(positions.len(), 2);
-            assert_eq!(positions[0].partition, partition_of(b"k1", 2));
-        }
-        let log = FjallLog::open(dir.path(), 2).unwrap();
-        let p = partition_of(b"k1", 2);
-        assert_eq!(
-            log.read(Topic::Enriched, p, 0, 9, usize::MAX).unwrap()[0].value[..],
-            b"enriched"[..]
-        );
-        assert_eq!(log.end_offsets(Topic::Dead).unwrap().iter().sum::<u64>(), 1);
-        assert_eq!(log.committed("enrich", Topic::Raw, p).unwrap(), 1);
-        assert_eq!(log.state(b"seen/k1").unwrap().as_deref(), Some(&b"1"[..]));
-        assert_eq!(log.state(b"seen/k2").unwrap(), None);
-        assert_eq!(log.lag("enrich", Topic::Raw).unwrap(), 0);
     }
 
     /// Not a check of its own: the child process of the test below, which
@@ -930,28 +788,6 @@ mod tests {
     }
 
     #[test]
-    fn an_idle_consumer_wakes_up_on_append() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = std::sync::Arc::new(FjallLog::open(dir.path(), 1).unwrap());
-        let seen = log.end_offsets(Topic::Raw).unwrap();
-        let writer = {
-            let log = log.clone();
-            std::thread::spawn(move || {
-                std::thread::sleep(Duration::from_millis(50));
-                log.append(Topic::Raw, &[(b"k", b"v")]).unwrap();
-            })
-        };
-        let start = std::time::Instant::now();
-        log.wait_for_appends(Topic::Raw, &seen, Duration::from_secs(30));
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "woken by the append, not the timeout"
-        );
-        writer.join().unwrap();
-        assert_eq!(log.end_offsets(Topic::Raw).unwrap(), vec![1]);
-    }
-
-    #[test]
     fn retention_drops_old_segments_only_behind_every_consumer() {
         let dir = tempfile::tempdir().unwrap();
         let recs = records(25);
@@ -999,21 +835,31 @@ mod tests {
     }
 
     #[test]
-    fn refuses_bad_requests_clearly() {
+    fn refuses_to_open_with_another_partition_count() {
         let dir = tempfile::tempdir().unwrap();
-        let log = FjallLog::open(dir.path(), 2).unwrap();
-        assert_eq!(
-            log.read(Topic::Raw, 5, 0, 1, usize::MAX).unwrap_err().to_string(),
-            "posts.raw has 2 partitions, not partition 5"
-        );
-        assert!(
-            log.commit("a/b", Topic::Raw, 0, 1)
-                .unwrap_err()
-                .to_string()
-                .contains("consumer name")
-        );
-        drop(log);
+        drop(FjallLog::open(dir.path(), 2).unwrap());
         let err = FjallLog::open(dir.path(), 4).err().unwrap().to_string();
         assert!(err.contains("created with 2 partitions, not 4"), "{err}");
     }
+
+    /// A log in a temporary directory, for the conformance checks.
+    struct Place {
+        dir: tempfile::TempDir,
+        partitions: u32,
+    }
+
+    impl crate::log::conformance::Place for Place {
+        fn open(&self) -> std::sync::Arc<dyn Log> {
+            std::sync::Arc::new(FjallLog::open(self.dir.path(), self.partitions).unwrap())
+        }
+    }
+
+    fn place(partitions: u32) -> Box<dyn crate::log::conformance::Place> {
+        Box::new(Place {
+            dir: tempfile::tempdir().unwrap(),
+            partitions,
+        })
+    }
+
+    crate::log_conformance!(place);
 }

@@ -1,9 +1,11 @@
 //! The durable log between pipeline stages: topics split into partitions,
 //! appends that are on disk before they return, and committed offsets per
 //! consumer name. [`Log`] is the seam a Kafka backend will implement;
-//! [`fjall::FjallLog`] is the embedded default.
+//! [`fjall::FjallLog`] is the embedded default; [`conformance`] holds the
+//! checks every backend must pass.
 //!
 
+pub mod conformance;
 pub mod fjall;
 
 use std::fmt;
@@ -75,28 +77,55 @@ pub struct Input {
     pub topic: Topic,
 }
 
-/// The bytes of a record read back: shared with the storage engine where it
-/// can (reading a record does not copy it), and seen as a `&[u8]`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Value(::fjall::Slice);
+/// The bytes of a record read back: shared with the backend where it can
+/// (reading a record does not copy it), and seen as a `&[u8]`. The log's
+/// own type: which backend's buffer it holds is not part of the seam.
+#[derive(Clone)]
+pub struct Value(Bytes);
+
+#[derive(Clone)]
+enum Bytes {
+    /// The embedded log's buffer.
+    Store(fjall::StoreBytes),
+    /// Bytes from anywhere else.
+    Shared(bytes::Bytes),
+}
+
+impl Value {
+    /// A value of the embedded log's store.
+    pub(crate) fn from_store(bytes: fjall::StoreBytes) -> Value {
+        Value(Bytes::Store(bytes))
+    }
+}
 
 impl std::ops::Deref for Value {
     type Target = [u8];
 
     fn deref(&self) -> &[u8] {
-        &self.0
+        match &self.0 {
+            Bytes::Store(b) => b,
+            Bytes::Shared(b) => b,
+        }
     }
 }
 
-impl From<::fjall::Slice> for Value {
-    fn from(slice: ::fjall::Slice) -> Self {
-        Value(slice)
+impl PartialEq for Value {
+    fn eq(&self, other: &Value) -> bool {
+        **self == **other
     }
 }
+
+impl Eq for Value {}
 
 impl From<Vec<u8>> for Value {
     fn from(bytes: Vec<u8>) -> Self {
-        Value(bytes.into())
+        Value(Bytes::Shared(bytes.into()))
+    }
+}
+
+impl From<bytes::Bytes> for Value {
+    fn from(bytes: bytes::Bytes) -> Self {
+        Value(Bytes::Shared(bytes))
     }
 }
 
@@ -125,6 +154,12 @@ pub enum LogError {
     /// A consumer name that cannot be stored.
     #[error("consumer name {0:?}: use 1 to 64 characters of [A-Za-z0-9._-]")]
     BadConsumer(String),
+    /// The backend cannot be reached now (a broker down or not answering
+    /// in time): the same call may succeed later. A write that failed so
+    /// may have landed all the same, wholly (a transaction) or record by
+    /// record (appends): callers retry only what is safe to repeat.
+    #[error("log unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// A state entry: its key and value.
@@ -140,6 +175,13 @@ impl LogError {
     /// disk): the pipeline must stop; a restart recovers from the journal.
     pub fn is_fatal(&self) -> bool {
         matches!(self, LogError::Storage(message) if message.contains("Poisoned"))
+    }
+
+    /// Whether the same call may succeed if made again later. A bad request
+    /// (no such partition, a bad consumer name) or a storage failure never
+    /// mends by itself; an unavailable backend may.
+    pub fn retry_helps(&self) -> bool {
+        matches!(self, LogError::Unavailable(_))
     }
 }
 
@@ -193,6 +235,21 @@ impl<'a> Transaction<'a> {
 }
 
 /// A partitioned, durable, replayable log (the embedded engine or Kafka).
+///
+/// The rules every backend keeps, checked by [`conformance`]:
+///
+/// * A partition's offsets increase but need not be dense nor start at 0
+///   (Kafka's transaction markers and retention take offsets): a reader
+///   goes on from the last record's offset + 1, and never counts records
+///   to find an offset. [`Log::lag`] may count offsets that hold no record.
+/// * A record goes to the partition of its key ([`partition_of`]).
+/// * An error says whether trying again can help ([`LogError::retry_helps`]).
+///
+/// And the rule for callers: **every call may block** — on the disk here,
+/// on the network with Kafka. A call is made from a thread that may block
+/// (a stage's own thread, `tokio::task::spawn_blocking`, or the query
+/// runtime, whose threads run nothing but queries), never on the HTTP
+/// server's async workers, where one slow call would stall every request.
 pub trait Log: Send + Sync {
     /// Partitions per topic.
     fn partitions(&self) -> u32;

@@ -721,15 +721,15 @@ impl Tables {
                 None => self.log.committed(archive::CONSUMER, Topic::Enriched, p as u32)?,
             };
             // Drop what the archive now holds; cut a batch it holds in part.
-            cached.retain(|b| b.first + b.batch.num_rows() as u64 > start);
+            cached.retain(|b| b.next > start);
             if let Some(b) = cached.first_mut()
-                && b.first < start
+                && b.offsets.first().is_some_and(|first| *first < start)
             {
-                let skip = (start - b.first) as usize;
+                let skip = b.offsets.partition_point(|o| *o < start);
                 b.batch = b.batch.slice(skip, b.batch.num_rows() - skip);
-                b.first = start;
+                b.offsets.drain(..skip);
             }
-            let mut next = cached.last().map_or(start, |b| b.first + b.batch.num_rows() as u64);
+            let mut next = cached.last().map_or(start, |b| b.next);
             loop {
                 let entries = self
                     .log
@@ -737,9 +737,9 @@ impl Tables {
                 let Some(last) = entries.last() else {
                     break;
                 };
-                let first = entries[0].offset;
-                // Offsets are dense, so row i has offset first + i.
-                debug_assert_eq!(last.offset + 1 - first, entries.len() as u64);
+                // Offsets need not be dense (Kafka's transaction markers
+                // take some): each row's is kept.
+                let offsets: Vec<u64> = entries.iter().map(|e| e.offset).collect();
                 next = last.offset + 1;
                 let posts = entries
                     .iter()
@@ -750,7 +750,8 @@ impl Tables {
                 let batch = to_record_batch(&posts).map_err(failed)?;
                 let partitions = posts.iter().map(|p| partition_of_time(p.incoming.created_at));
                 cached.push(TailBatch {
-                    first,
+                    offsets,
+                    next,
                     batch: with_partition_columns(&batch, partitions).map_err(failed)?,
                 });
             }
@@ -817,9 +818,11 @@ impl TableProvider for PaddedHours {
     }
 }
 
-/// Enriched posts of one partition converted to Arrow, from offset `first`.
+/// Enriched posts of one partition converted to Arrow: row i is the
+/// record at `offsets[i]`; the next record is at `next` or later.
 struct TailBatch {
-    first: u64,
+    offsets: Vec<u64>,
+    next: u64,
     batch: RecordBatch,
 }
 
