@@ -64,6 +64,19 @@ fn read_all(log: &dyn Log, topic: Topic, partition: u32, max: usize) -> Vec<Entr
     }
 }
 
+/// Asserts that `topic` holds the values of `records` and nothing else,
+/// in whatever partitions and order.
+pub fn assert_holds(log: &dyn Log, topic: Topic, records: &[(Vec<u8>, Vec<u8>)]) {
+    let mut read: Vec<Vec<u8>> = (0..log.partitions())
+        .flat_map(|p| read_all(log, topic, p, 1000))
+        .map(|e| e.value.to_vec())
+        .collect();
+    let mut sent: Vec<Vec<u8>> = records.iter().map(|(_, v)| v.clone()).collect();
+    read.sort();
+    sent.sort();
+    assert_eq!(read, sent, "{topic} holds what was appended, once each");
+}
+
 /// Appends land in the partition of their key, in order, at increasing
 /// offsets, each read back as written from its own offset; a read from
 /// just after a record starts at the next one; the end offset is past the
@@ -157,14 +170,7 @@ pub fn records_commits_and_state_survive_a_reopen(new: NewPlace<'_>) {
     );
     assert_eq!(log.committed("index", Topic::Enriched, 1).unwrap(), 0, "per consumer");
     assert_eq!(log.state(b"seen/x").unwrap().as_deref(), Some(&b"1"[..]));
-    let mut read: Vec<Vec<u8>> = (0..2)
-        .flat_map(|p| read_all(&*log, Topic::Enriched, p, 1000))
-        .map(|e| e.value.to_vec())
-        .collect();
-    let mut sent: Vec<Vec<u8>> = recs.into_iter().map(|(_, v)| v).collect();
-    read.sort();
-    sent.sort();
-    assert_eq!(read, sent);
+    assert_holds(&*log, Topic::Enriched, &recs);
     let more = log.append(Topic::Enriched, &refs(&records("m", 1))).unwrap()[0];
     assert!(
         more.offset >= ends[more.partition as usize],
