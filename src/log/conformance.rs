@@ -347,3 +347,77 @@ macro_rules! log_conformance {
         }
     };
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::StateEntry;
+
+    /// A broken backend: reads lose every record at an odd offset, and a
+    /// refused request claims a retry would help. The checks must catch it.
+    struct Lossy(Arc<dyn Log>);
+
+    impl Log for Lossy {
+        fn partitions(&self) -> u32 {
+            self.0.partitions()
+        }
+        fn write(&self, tx: &Transaction<'_>) -> Result<Vec<Position>, LogError> {
+            self.0.write(tx)
+        }
+        fn read(
+            &self,
+            topic: Topic,
+            partition: u32,
+            offset: u64,
+            max: usize,
+            max_bytes: usize,
+        ) -> Result<Vec<Entry>, LogError> {
+            let mut entries = self.0.read(topic, partition, offset, max, max_bytes)?;
+            entries.retain(|e| e.offset % 2 == 0);
+            Ok(entries)
+        }
+        fn committed(&self, consumer: &str, topic: Topic, partition: u32) -> Result<u64, LogError> {
+            self.0.committed(consumer, topic, partition)
+        }
+        fn state(&self, key: &[u8]) -> Result<Option<Vec<u8>>, LogError> {
+            self.0.state(key)
+        }
+        fn scan_state(&self, prefix: &[u8], after: Option<&[u8]>, max: usize) -> Result<Vec<StateEntry>, LogError> {
+            self.0.scan_state(prefix, after, max)
+        }
+        fn end_offsets(&self, topic: Topic) -> Result<Vec<u64>, LogError> {
+            self.0.end_offsets(topic)
+        }
+    }
+
+    struct LossyPlace(tempfile::TempDir, u32);
+
+    impl Place for LossyPlace {
+        fn open(&self) -> Arc<dyn Log> {
+            let inner = crate::log::fjall::FjallLog::open(self.0.path(), self.1).unwrap();
+            Arc::new(Lossy(Arc::new(inner)))
+        }
+    }
+
+    fn lossy(partitions: u32) -> Box<dyn Place> {
+        Box::new(LossyPlace(tempfile::tempdir().unwrap(), partitions))
+    }
+
+    #[test]
+    fn the_checks_catch_a_backend_that_loses_records() {
+        type Check = fn(NewPlace<'_>);
+        let checks: [(&str, Check); 4] = [
+            ("appends", appends_read_back_in_their_keys_partitions),
+            ("byte bound", reads_stop_at_the_byte_bound_after_at_least_one_record),
+            ("reopen", records_commits_and_state_survive_a_reopen),
+            (
+                "concurrent",
+                concurrent_appends_get_distinct_positions_and_lag_counts_them,
+            ),
+        ];
+        for (name, check) in checks {
+            let caught = std::panic::catch_unwind(|| check(&lossy));
+            assert!(caught.is_err(), "the {name} check passed a backend that loses records");
+        }
+    }
+}
