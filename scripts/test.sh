@@ -10,6 +10,9 @@
 #   * PostgreSQL 15 (apt), the warehouse the export tests write to (each
 #     test runs its own server: initdb in a temporary directory, as the
 #     postgres user when run as root);
+#   * tansu 0.6.0 (crates.io), a Kafka-protocol broker on its sqlite
+#     engine, built once into ~/.cache/chorus/tansu (about 12 minutes);
+#     the Kafka log's tests start their own broker with it;
 #   * chromium (apt) and playwright-core (npm, under ~/.cache/chorus/node),
 #     with which tests/browser/dashboard.cjs drives the dashboard.
 # The disk-full tests mount a tmpfs, which needs root. A missing peer fails
@@ -36,6 +39,15 @@ if [ ! -x "$PG_BIN/initdb" ]; then
     apt-get install -y -qq postgresql-15 >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq postgresql-15 >/dev/null; }
 fi
 export CHORUS_TEST_PG_BIN="$PG_BIN"
+
+TANSU_ROOT="${CHORUS_TANSU_ROOT:-$HOME/.cache/chorus/tansu}"
+if [ ! -x "$TANSU_ROOT/bin/tansu" ]; then
+    echo "test.sh: building the tansu broker into $TANSU_ROOT (once)" >&2
+    # Its own target directory, kept: a failed build resumes where it stopped.
+    CARGO_TARGET_DIR="$HOME/.cache/chorus/tansu-target" cargo install --quiet --locked \
+        --root "$TANSU_ROOT" tansu@0.6.0 --features dynostore,libsql
+fi
+export CHORUS_TEST_TANSU="$TANSU_ROOT/bin/tansu"
 
 if ! command -v chromium >/dev/null; then
     echo "test.sh: installing chromium" >&2

@@ -124,6 +124,17 @@ impl ServerConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
+    /// Where the log is: the embedded store in the data directory, or a
+    /// Kafka-protocol broker.
+    pub backend: LogBackend,
+    /// With `backend = "kafka"`: `bootstrap.servers` (`host:port,…`).
+    pub brokers: String,
+    /// With `backend = "kafka"`: put before every topic and consumer group
+    /// name, so several chorus deployments can share a cluster.
+    pub topic_prefix: String,
+    /// With `backend = "kafka"`: the replication factor of topics chorus
+    /// creates.
+    pub replication: u32,
     /// Partitions per topic (fixed when the data directory is created).
     pub partitions: u32,
     /// Records every consumer has processed are removed after this many
@@ -145,6 +156,10 @@ pub struct LogConfig {
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
+            backend: LogBackend::Embedded,
+            brokers: "127.0.0.1:9092".into(),
+            topic_prefix: String::new(),
+            replication: 1,
             partitions: 4,
             retention_hours: 168,
             retention_bytes: 0,
@@ -153,6 +168,16 @@ impl Default for LogConfig {
             min_free_bytes: 256 << 20,
         }
     }
+}
+
+/// Where the log is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogBackend {
+    /// fjall, in the data directory's `log/`.
+    Embedded,
+    /// Topics on a Kafka-protocol broker (`brokers`).
+    Kafka,
 }
 
 impl LogConfig {
@@ -317,7 +342,20 @@ shutdown_grace_secs = 10
 max_concurrent_ingest = 16
 
 [log]
-# Partitions per topic. Fixed when the data directory is created.
+# "embedded": the log is in the data directory (log/). "kafka": its topics
+# (posts.raw, posts.enriched, posts.dead) are on a Kafka-protocol broker;
+# the stages' state stays in the data directory (state/). librdkafka
+# properties, credentials among them, come from CHORUS_KAFKA_* variables
+# (CHORUS_KAFKA_SASL_PASSWORD sets sasl.password).
+backend = "embedded"
+# With backend = "kafka": bootstrap servers, host:port[,host:port...].
+brokers = "127.0.0.1:9092"
+# With backend = "kafka": put before every topic and consumer group name.
+topic_prefix = ""
+# With backend = "kafka": replication factor of the topics chorus creates.
+replication = 1
+# Partitions per topic. Fixed when the data directory (or the Kafka topics)
+# is created.
 partitions = 4
 # Records that every stage has processed are removed, a segment at a time,
 # once older than this many hours (0: never)...

@@ -18,9 +18,11 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::config::LogBackend;
 use crate::consumers::Consumers;
 use crate::http::{self, AppState};
 use crate::log::fjall::FjallLog;
+use crate::log::kafka::{KafkaLog, KafkaSettings};
 use crate::log::{Log, LogError, Retention, Topic};
 use crate::metrics::Metrics;
 use crate::query::QueryEngine;
@@ -84,7 +86,7 @@ pub fn running_server(data: &Path) -> Option<ServerInfo> {
 pub struct Pipeline {
     data: PathBuf,
     config: Config,
-    log: Arc<FjallLog>,
+    log: Arc<dyn Log>,
     metrics: Arc<Metrics>,
     gate: Arc<RwLock<()>>,
     archive_tail: Arc<ArchiveTail>,
@@ -93,18 +95,32 @@ pub struct Pipeline {
 impl Pipeline {
     /// Opens (creating) the data directory. Fails if another process has it.
     pub fn open(data: &Path, config: Config) -> Result<Pipeline, PipelineError> {
-        let log = FjallLog::open_with_segments(&data.join("log"), config.log.partitions, config.log.segment_records)
-            .map_err(|e| match e {
-                LogError::Storage(msg) if msg.to_lowercase().contains("lock") => PipelineError::Other(format!(
-                    "{} is in use by another chorus process ({msg})",
-                    data.display()
-                )),
-                e => e.into(),
-            })?;
+        let in_use = |e: LogError| match e {
+            LogError::Storage(msg) if msg.to_lowercase().contains("lock") => PipelineError::Other(format!(
+                "{} is in use by another chorus process ({msg})",
+                data.display()
+            )),
+            e => e.into(),
+        };
+        let log: Arc<dyn Log> = match config.log.backend {
+            LogBackend::Embedded => Arc::new(
+                FjallLog::open_with_segments(&data.join("log"), config.log.partitions, config.log.segment_records)
+                    .map_err(in_use)?,
+            ),
+            LogBackend::Kafka => {
+                let settings = KafkaSettings::new(
+                    &config.log.brokers,
+                    &config.log.topic_prefix,
+                    config.log.partitions,
+                    config.log.replication,
+                );
+                Arc::new(KafkaLog::open(settings, &data.join("state")).map_err(in_use)?)
+            }
+        };
         Ok(Pipeline {
             data: data.to_path_buf(),
             config,
-            log: Arc::new(log),
+            log,
             metrics: Arc::new(Metrics::default()),
             gate: Arc::new(RwLock::new(())),
             archive_tail: Arc::new(ArchiveTail::default()),

@@ -380,6 +380,30 @@ fn segment_name(topic: Topic, partition: u32, base: u64) -> String {
     }
 }
 
+/// Up to `max` entries of `keyspace` whose keys start with `prefix`, in key
+/// order, after the key `after` (from the first, without it): a state
+/// store's [`Log::scan_state`].
+pub(crate) fn scan_prefix(
+    keyspace: &Keyspace,
+    prefix: &[u8],
+    after: Option<&[u8]>,
+    max: usize,
+) -> Result<Vec<StateEntry>, LogError> {
+    let mut out = Vec::new();
+    let range = match after {
+        Some(after) => keyspace.range::<&[u8], _>((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded)),
+        None => keyspace.range::<&[u8], _>(prefix..),
+    };
+    for guard in range {
+        let (key, value) = guard.into_inner().map_err(storage)?;
+        if !key.starts_with(prefix) || out.len() >= max {
+            break;
+        }
+        out.push((key.to_vec(), value.to_vec()));
+    }
+    Ok(out)
+}
+
 fn decode_offset(key: &[u8]) -> Result<u64, LogError> {
     Ok(u64::from_be_bytes(
         key.try_into().map_err(|_| storage("damaged offset key"))?,
@@ -484,21 +508,7 @@ impl Log for FjallLog {
     }
 
     fn scan_state(&self, prefix: &[u8], after: Option<&[u8]>, max: usize) -> Result<Vec<StateEntry>, LogError> {
-        let mut out = Vec::new();
-        let range = match after {
-            Some(after) => self
-                .state
-                .range::<&[u8], _>((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded)),
-            None => self.state.range::<&[u8], _>(prefix..),
-        };
-        for guard in range {
-            let (key, value) = guard.into_inner().map_err(storage)?;
-            if !key.starts_with(prefix) || out.len() >= max {
-                break;
-            }
-            out.push((key.to_vec(), value.to_vec()));
-        }
-        Ok(out)
+        scan_prefix(&self.state, prefix, after, max)
     }
 
     fn read(

@@ -1,12 +1,13 @@
 //! The durable log between pipeline stages: topics split into partitions,
 //! appends that are on disk before they return, and committed offsets per
-//! consumer name. [`Log`] is the seam a Kafka backend will implement;
-//! [`fjall::FjallLog`] is the embedded default; [`conformance`] holds the
-//! checks every backend must pass.
+//! consumer name. [`Log`] is the seam; [`fjall::FjallLog`] is the
+//! embedded default, [`kafka::KafkaLog`] the log on a Kafka-protocol
+//! broker; [`conformance`] holds the checks every backend must pass.
 //!
 
 pub mod conformance;
 pub mod fjall;
+pub mod kafka;
 
 use std::fmt;
 use std::time::Duration;

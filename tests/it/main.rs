@@ -6,6 +6,7 @@ mod collect;
 mod collectors;
 mod dashboard;
 mod hardening;
+mod kafka;
 mod lifecycle;
 mod mapping;
 mod pipeline;

@@ -1,0 +1,980 @@
+//! The log on Kafka (or any Kafka-protocol broker), through librdkafka.
+//!
+//! Each of chorus's topics is a Kafka topic (`[log] topic_prefix` +
+//! `posts.raw` …) with `[log] partitions` partitions, created when missing;
+//! a record goes to the partition of its key ([`partition_of`], the same
+//! as the embedded log), with its key, so Kafka's own tools see both. The
+//! producer is idempotent (`enable.idempotence`, `acks=all`): an append
+//! returns once every in-sync replica has it. A consumer's committed
+//! offsets are the broker's, in the consumer group `chorus.<consumer>`
+//! (with the topic prefix), so `kafka-consumer-groups` shows each stage's
+//! lag. The stages' key-value state is not on the broker: it is a local
+//! store in the state directory.
+//!
+//! A [`Transaction`] is NOT atomic here: its appends are written first (and
+//! acknowledged), then its state, then its commits. A crash between them
+//! makes the stage read its input again from the last commit and append
+//! its output a second time; every sink is idempotent by (platform, id), so
+//! query results still count a post once, but the topics may hold a record
+//! twice. (Brokers with transactions could make it atomic; tansu 0.6, the
+//! broker tested here, has none.)
+//!
+//! Every call blocks (on the network): see the rule in [`super::Log`].
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use ::fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{DeliveryResult, Message};
+use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+use super::{Entry, Log, LogError, Position, StateEntry, Topic, Transaction, Value, partition_of, valid_consumer};
+
+/// Environment variables with this prefix set librdkafka properties: the
+/// rest of the name, lowercased, with `_` as `.` (`CHORUS_KAFKA_SASL_PASSWORD`
+/// sets `sasl.password`). Credentials go there, never in the config file.
+pub const PROPERTY_ENV_PREFIX: &str = "CHORUS_KAFKA_";
+
+/// How long a call waits for the broker before it says it is unavailable.
+const BROKER_WAIT: Duration = Duration::from_secs(30);
+/// How often an idle consumer asks the broker whether another process
+/// appended (appends of this process wake it at once).
+const IDLE_CHECK: Duration = Duration::from_millis(200);
+/// Readers (one librdkafka consumer each) kept per topic partition.
+const READERS_PER_PARTITION: usize = 3;
+
+/// Where the log is and how its topics are made.
+#[derive(Debug, Clone)]
+pub struct KafkaSettings {
+    /// `bootstrap.servers`: `host:port[,host:port…]`.
+    pub brokers: String,
+    /// Put before every topic and consumer group name.
+    pub topic_prefix: String,
+    /// Partitions per topic (topics chorus creates; existing ones must have
+    /// as many).
+    pub partitions: u32,
+    /// Replication factor of the topics chorus creates.
+    pub replication: u32,
+    /// More librdkafka properties (from [`PROPERTY_ENV_PREFIX`] variables).
+    pub properties: Vec<(String, String)>,
+}
+
+impl KafkaSettings {
+    /// Settings with the librdkafka properties of the environment.
+    pub fn new(brokers: &str, topic_prefix: &str, partitions: u32, replication: u32) -> KafkaSettings {
+        KafkaSettings {
+            brokers: brokers.to_string(),
+            topic_prefix: topic_prefix.to_string(),
+            partitions,
+            replication,
+            properties: properties_from_env(std::env::vars()),
+        }
+    }
+
+    fn client(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &self.brokers)
+            .set("socket.timeout.ms", "10000");
+        for (key, value) in &self.properties {
+            config.set(key, value);
+        }
+        config
+    }
+
+    /// The Kafka topic of one of chorus's topics.
+    pub fn topic_name(&self, topic: Topic) -> String {
+        format!("{}{}", self.topic_prefix, topic.name())
+    }
+
+    /// The consumer group a stage commits its offsets in.
+    pub fn group_name(&self, consumer: &str) -> String {
+        format!("{}chorus.{consumer}", self.topic_prefix)
+    }
+}
+
+/// librdkafka properties from `CHORUS_KAFKA_*` variables.
+fn properties_from_env(vars: impl Iterator<Item = (String, String)>) -> Vec<(String, String)> {
+    let mut properties: Vec<(String, String)> = vars
+        .filter_map(|(name, value)| {
+            let rest = name.strip_prefix(PROPERTY_ENV_PREFIX)?;
+            (!rest.is_empty()).then(|| (rest.to_ascii_lowercase().replace('_', "."), value))
+        })
+        .collect();
+    properties.sort();
+    properties
+}
+
+fn topic_index(topic: Topic) -> usize {
+    match topic {
+        Topic::Raw => 0,
+        Topic::Enriched => 1,
+        Topic::Dead => 2,
+    }
+}
+
+fn storage(e: impl std::fmt::Display) -> LogError {
+    LogError::Storage(e.to_string())
+}
+
+/// A broker error as a log error: what a broker that is down, moving a
+/// partition or overloaded answers may mend itself (`Unavailable`); the
+/// rest does not.
+fn kafka_error(what: &str, e: &KafkaError) -> LogError {
+    use RDKafkaErrorCode as C;
+    let passing = matches!(
+        e.rdkafka_error_code(),
+        Some(
+            C::BrokerTransportFailure
+                | C::AllBrokersDown
+                | C::MessageTimedOut
+                | C::OperationTimedOut
+                | C::RequestTimedOut
+                | C::QueueFull
+                | C::NotLeaderForPartition
+                | C::LeaderNotAvailable
+                | C::NetworkException
+                | C::CoordinatorNotAvailable
+                | C::NotCoordinator
+                | C::CoordinatorLoadInProgress
+                | C::NotEnoughReplicas
+                | C::NotEnoughReplicasAfterAppend
+                | C::UnknownTopicOrPartition
+                | C::Resolve
+        )
+    );
+    let message = format!("{what}: {e}");
+    if passing {
+        LogError::Unavailable(message)
+    } else {
+        LogError::Storage(message)
+    }
+}
+
+/// librdkafka's own log lines, into chorus's log (target `librdkafka`).
+fn forward_log(level: RDKafkaLogLevel, facility: &str, message: &str) {
+    match level {
+        RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
+            tracing::error!(target: "librdkafka", facility, "{message}")
+        }
+        RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", facility, "{message}"),
+        RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+            tracing::info!(target: "librdkafka", facility, "{message}")
+        }
+        RDKafkaLogLevel::Debug => tracing::debug!(target: "librdkafka", facility, "{message}"),
+    }
+}
+
+/// The context of chorus's consumers and admin client: their log lines go
+/// to chorus's log.
+#[derive(Clone, Copy, Default)]
+struct Logged;
+
+impl ClientContext for Logged {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        forward_log(level, facility, message);
+    }
+}
+
+impl ConsumerContext for Logged {}
+
+/// Where the broker put a record: (partition, offset), or why it did not.
+type Delivery = Result<(i32, i64), KafkaError>;
+
+/// The results of one write's appends, filled in by the producer's
+/// delivery reports, and how many are still to come.
+struct Pending {
+    results: Mutex<(Vec<Option<Delivery>>, usize)>,
+    done: Condvar,
+}
+
+/// The producer's context: hands each delivery report to its write.
+struct Deliveries;
+
+impl ClientContext for Deliveries {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        forward_log(level, facility, message);
+    }
+}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = Box<(Arc<Pending>, usize)>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, opaque: Self::DeliveryOpaque) {
+        let (pending, index) = *opaque;
+        let outcome = match result {
+            Ok(message) => Ok((message.partition(), message.offset())),
+            Err((e, _)) => Err(e.clone()),
+        };
+        let Ok(mut results) = pending.results.lock() else {
+            return;
+        };
+        if results.0[index].replace(outcome).is_none() {
+            results.1 -= 1;
+        }
+        if results.1 == 0 {
+            pending.done.notify_all();
+        }
+    }
+}
+
+/// One librdkafka consumer reading one topic partition, assigned at the
+/// offset it reads next.
+struct Reader {
+    consumer: BaseConsumer<Logged>,
+    /// The offset its next message will have at least.
+    next: u64,
+    /// Whether the broker said the partition ends at `next`.
+    at_end: bool,
+}
+
+/// The [`Log`] on a Kafka-protocol broker.
+pub struct KafkaLog {
+    settings: KafkaSettings,
+    topics: [String; 3],
+    producer: ThreadedProducer<Deliveries>,
+    /// Asks the broker for watermarks and metadata.
+    meta: BaseConsumer<Logged>,
+    /// Idle readers per topic partition.
+    readers: Mutex<HashMap<(usize, u32), Vec<Reader>>>,
+    /// One consumer per consumer name, in its group: commits and reads the
+    /// group's offsets.
+    groups: Mutex<HashMap<String, Arc<BaseConsumer<Logged>>>>,
+    /// Per topic, per partition: past the last record this process
+    /// appended or saw the broker report.
+    known_end: Vec<Vec<AtomicU64>>,
+    /// Bumped after every append of this process, to wake idle consumers.
+    appended: (Mutex<u64>, Condvar),
+    state_db: Database,
+    state: Keyspace,
+}
+
+impl KafkaLog {
+    /// Connects to the brokers, creates the topics that are missing (and
+    /// refuses topics with another partition count), and opens the local
+    /// state store in `state_dir`.
+    pub fn open(settings: KafkaSettings, state_dir: &Path) -> Result<KafkaLog, LogError> {
+        if settings.partitions == 0 {
+            return Err(storage("a log needs at least one partition"));
+        }
+        let topics = Topic::ALL.map(|t| settings.topic_name(t));
+        let meta: BaseConsumer<Logged> = settings
+            .client()
+            .create_with_context(Logged)
+            .map_err(|e| kafka_error("connecting to the brokers", &e))?;
+        ensure_topics(&settings, &meta, &topics)?;
+        let producer: ThreadedProducer<Deliveries> = settings
+            .client()
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "2")
+            .set("message.timeout.ms", BROKER_WAIT.as_millis().to_string())
+            .create_with_context(Deliveries)
+            .map_err(|e| kafka_error("creating the producer", &e))?;
+        std::fs::create_dir_all(state_dir).map_err(storage)?;
+        let state_db = Database::builder(state_dir).open().map_err(storage)?;
+        let state = state_db
+            .keyspace("state", KeyspaceCreateOptions::default)
+            .map_err(storage)?;
+        let known_end = Topic::ALL
+            .iter()
+            .map(|_| (0..settings.partitions).map(|_| AtomicU64::new(0)).collect())
+            .collect();
+        Ok(KafkaLog {
+            settings,
+            topics,
+            producer,
+            meta,
+            readers: Mutex::new(HashMap::new()),
+            groups: Mutex::new(HashMap::new()),
+            known_end,
+            appended: (Mutex::new(0), Condvar::new()),
+            state_db,
+            state,
+        })
+    }
+
+    fn check_partition(&self, topic: Topic, partition: u32) -> Result<(), LogError> {
+        if partition < self.settings.partitions {
+            Ok(())
+        } else {
+            Err(LogError::NoSuchPartition {
+                topic,
+                partitions: self.settings.partitions,
+                partition,
+            })
+        }
+    }
+
+    fn saw_end(&self, topic: Topic, partition: u32, end: u64) {
+        self.known_end[topic_index(topic)][partition as usize].fetch_max(end, Ordering::AcqRel);
+    }
+
+    /// The consumer of a consumer name's group (made on first use).
+    fn group(&self, consumer: &str) -> Result<Arc<BaseConsumer<Logged>>, LogError> {
+        if !valid_consumer(consumer) {
+            return Err(LogError::BadConsumer(consumer.to_string()));
+        }
+        let mut groups = self.groups.lock().map_err(|_| storage("a caller panicked"))?;
+        if let Some(group) = groups.get(consumer) {
+            return Ok(group.clone());
+        }
+        let group: BaseConsumer<Logged> = self
+            .settings
+            .client()
+            .set("group.id", self.settings.group_name(consumer))
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .create_with_context(Logged)
+            .map_err(|e| kafka_error("creating a group's consumer", &e))?;
+        let group = Arc::new(group);
+        groups.insert(consumer.to_string(), group.clone());
+        Ok(group)
+    }
+
+    /// A reader of a topic partition, preferably one already at `offset`.
+    fn take_reader(&self, topic: Topic, partition: u32, offset: u64) -> Result<Reader, LogError> {
+        let idle = {
+            let mut readers = self.readers.lock().map_err(|_| storage("a reader panicked"))?;
+            let list = readers.entry((topic_index(topic), partition)).or_default();
+            match list.iter().position(|r| r.next == offset) {
+                Some(i) => Some(list.swap_remove(i)),
+                None => list.pop(),
+            }
+        };
+        let mut reader = match idle {
+            Some(reader) => reader,
+            None => Reader {
+                consumer: self
+                    .settings
+                    .client()
+                    // librdkafka assigns only in a group; this one never
+                    // commits nor subscribes.
+                    .set("group.id", self.settings.group_name("reader"))
+                    .set("enable.auto.commit", "false")
+                    .set("enable.partition.eof", "true")
+                    .set("auto.offset.reset", "earliest")
+                    // What one reader fetches ahead, bounded: a dozen
+                    // readers must not hold librdkafka's 64 MiB each.
+                    .set("queued.max.messages.kbytes", "8192")
+                    .set("fetch.wait.max.ms", "100")
+                    .create_with_context(Logged)
+                    .map_err(|e| kafka_error("creating a reader", &e))?,
+                next: u64::MAX,
+                at_end: false,
+            },
+        };
+        if reader.next != offset {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset(
+                &self.topics[topic_index(topic)],
+                partition as i32,
+                Offset::Offset(offset as i64),
+            )
+            .map_err(|e| kafka_error("assigning a reader", &e))?;
+            reader
+                .consumer
+                .assign(&tpl)
+                .map_err(|e| kafka_error("assigning a reader", &e))?;
+            reader.next = offset;
+            reader.at_end = false;
+        }
+        Ok(reader)
+    }
+
+    fn put_reader(&self, topic: Topic, partition: u32, reader: Reader) {
+        if let Ok(mut readers) = self.readers.lock() {
+            let list = readers.entry((topic_index(topic), partition)).or_default();
+            if list.len() < READERS_PER_PARTITION {
+                list.push(reader);
+            }
+        }
+    }
+
+    /// The end offsets, asking the broker with this timeout.
+    fn ends_within(&self, topic: Topic, timeout: Duration) -> Result<Vec<u64>, LogError> {
+        let name = &self.topics[topic_index(topic)];
+        (0..self.settings.partitions)
+            .map(|p| {
+                let (_, high) = self
+                    .meta
+                    .fetch_watermarks(name, p as i32, timeout)
+                    .map_err(|e| kafka_error(&format!("reading the end of {name} partition {p}"), &e))?;
+                let end = high.max(0) as u64;
+                self.saw_end(topic, p, end);
+                Ok(end)
+            })
+            .collect()
+    }
+
+    /// Appends the records and waits for the broker to acknowledge each.
+    fn produce(&self, appends: &[(Topic, &[u8], &[u8])]) -> Result<Vec<Position>, LogError> {
+        let pending = Arc::new(Pending {
+            results: Mutex::new((vec![None; appends.len()], appends.len())),
+            done: Condvar::new(),
+        });
+        let deadline = Instant::now() + BROKER_WAIT + Duration::from_secs(5);
+        for (index, &(topic, key, value)) in appends.iter().enumerate() {
+            let partition = partition_of(key, self.settings.partitions);
+            let mut record =
+                BaseRecord::with_opaque_to(&self.topics[topic_index(topic)], Box::new((pending.clone(), index)))
+                    .key(key)
+                    .payload(value)
+                    .partition(partition as i32);
+            loop {
+                match self.producer.send(record) {
+                    Ok(()) => break,
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
+                        if Instant::now() < deadline =>
+                    {
+                        // The producer's queue drains as the broker takes
+                        // batches.
+                        record = back;
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    Err((e, _)) => {
+                        // Not sent: no report will come for it.
+                        let mut results = pending.results.lock().map_err(|_| storage("a producer panicked"))?;
+                        results.0[index] = Some(Err(e));
+                        results.1 -= 1;
+                        break;
+                    }
+                }
+            }
+        }
+        let mut results = pending.results.lock().map_err(|_| storage("a producer panicked"))?;
+        while results.1 > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(LogError::Unavailable(format!(
+                    "the broker did not acknowledge {} of {} records in time",
+                    results.1,
+                    appends.len()
+                )));
+            }
+            results = pending
+                .done
+                .wait_timeout(results, left)
+                .map_err(|_| storage("a producer panicked"))?
+                .0;
+        }
+        let mut positions = Vec::with_capacity(appends.len());
+        for (outcome, &(topic, _, _)) in results.0.iter().zip(appends) {
+            match outcome {
+                Some(Ok((partition, offset))) if *partition >= 0 && *offset >= 0 => {
+                    let at = Position {
+                        partition: *partition as u32,
+                        offset: *offset as u64,
+                    };
+                    self.saw_end(topic, at.partition, at.offset + 1);
+                    positions.push(at);
+                }
+                Some(Ok((partition, offset))) => {
+                    return Err(storage(format!(
+                        "the broker acknowledged a record without its position ({partition}, {offset})"
+                    )));
+                }
+                Some(Err(e)) => return Err(kafka_error("appending", e)),
+                None => return Err(storage("a record without a delivery report")),
+            }
+        }
+        Ok(positions)
+    }
+
+    /// Commits consumer offsets, one request per consumer name.
+    fn commit_offsets(&self, commits: &[(&str, Topic, u32, u64)]) -> Result<(), LogError> {
+        let mut by_consumer: Vec<(&str, TopicPartitionList)> = Vec::new();
+        for &(consumer, topic, partition, next_offset) in commits {
+            let i = match by_consumer.iter().position(|(c, _)| *c == consumer) {
+                Some(i) => i,
+                None => {
+                    by_consumer.push((consumer, TopicPartitionList::new()));
+                    by_consumer.len() - 1
+                }
+            };
+            by_consumer[i]
+                .1
+                .add_partition_offset(
+                    &self.topics[topic_index(topic)],
+                    partition as i32,
+                    Offset::Offset(next_offset as i64),
+                )
+                .map_err(|e| kafka_error("committing", &e))?;
+        }
+        for (consumer, tpl) in by_consumer {
+            self.group(consumer)?
+                .commit(&tpl, CommitMode::Sync)
+                .map_err(|e| kafka_error(&format!("committing {consumer}'s offsets"), &e))?;
+        }
+        Ok(())
+    }
+}
+
+/// Creates the topics that do not exist; refuses one with another
+/// partition count (its keys would be in other partitions).
+fn ensure_topics(settings: &KafkaSettings, meta: &BaseConsumer<Logged>, topics: &[String; 3]) -> Result<(), LogError> {
+    let partitions_of = |name: &str| -> Result<Option<usize>, LogError> {
+        let metadata = meta
+            .fetch_metadata(Some(name), BROKER_WAIT)
+            .map_err(|e| kafka_error("reading the topics' metadata", &e))?;
+        Ok(metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == name && t.error().is_none() && !t.partitions().is_empty())
+            .map(|t| t.partitions().len()))
+    };
+    let mut missing = Vec::new();
+    for name in topics {
+        match partitions_of(name)? {
+            Some(n) if n == settings.partitions as usize => {}
+            Some(n) => {
+                return Err(storage(format!(
+                    "the Kafka topic {name} has {n} partitions, not [log] partitions = {}",
+                    settings.partitions
+                )));
+            }
+            None => missing.push(name.as_str()),
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let admin: AdminClient<Logged> = settings
+        .client()
+        .create_with_context(Logged)
+        .map_err(|e| kafka_error("connecting to the brokers", &e))?;
+    let new: Vec<NewTopic<'_>> = missing
+        .iter()
+        .map(|name| {
+            NewTopic::new(
+                name,
+                settings.partitions as i32,
+                TopicReplication::Fixed(settings.replication as i32),
+            )
+        })
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(BROKER_WAIT));
+    let results = futures::executor::block_on(admin.create_topics(&new, &options))
+        .map_err(|e| kafka_error("creating topics", &e))?;
+    for result in results {
+        if let Err((name, code)) = result
+            && code != RDKafkaErrorCode::TopicAlreadyExists
+        {
+            return Err(storage(format!("creating the Kafka topic {name}: {code}")));
+        }
+    }
+    // Wait until the metadata shows them (a broker creates asynchronously).
+    let deadline = Instant::now() + BROKER_WAIT;
+    for name in missing {
+        while partitions_of(name)?.is_none() {
+            if Instant::now() > deadline {
+                return Err(LogError::Unavailable(format!(
+                    "the Kafka topic {name} was not created in time"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    Ok(())
+}
+
+impl Log for KafkaLog {
+    fn partitions(&self) -> u32 {
+        self.settings.partitions
+    }
+
+    fn write(&self, tx: &Transaction<'_>) -> Result<Vec<Position>, LogError> {
+        // Everything refused before anything is written.
+        for &(consumer, topic, partition, _) in &tx.commits {
+            self.check_partition(topic, partition)?;
+            if !valid_consumer(consumer) {
+                return Err(LogError::BadConsumer(consumer.to_string()));
+            }
+        }
+        let positions = if tx.appends.is_empty() {
+            Vec::new()
+        } else {
+            self.produce(&tx.appends)?
+        };
+        if !tx.state.is_empty() || !tx.removed_state.is_empty() {
+            let mut batch = self.state_db.batch().durability(Some(PersistMode::SyncAll));
+            for &(key, value) in &tx.state {
+                batch.insert(&self.state, key, value);
+            }
+            for &key in &tx.removed_state {
+                batch.remove(&self.state, key);
+            }
+            batch.commit().map_err(storage)?;
+        }
+        if !tx.commits.is_empty() {
+            self.commit_offsets(&tx.commits)?;
+        }
+        if !positions.is_empty() {
+            let mut generation = self.appended.0.lock().map_err(|_| storage("a writer panicked"))?;
+            *generation += 1;
+            self.appended.1.notify_all();
+        }
+        Ok(positions)
+    }
+
+    fn read(
+        &self,
+        topic: Topic,
+        partition: u32,
+        offset: u64,
+        max: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Entry>, LogError> {
+        self.check_partition(topic, partition)?;
+        let mut reader = self.take_reader(topic, partition, offset)?;
+        // A record this process appended (or saw the broker count) is
+        // there: wait for it. Without one, wait only for the broker to say
+        // where the partition ends, once per position.
+        let known = offset < self.known_end[topic_index(topic)][partition as usize].load(Ordering::Acquire);
+        let mut deadline = Instant::now() + BROKER_WAIT;
+        // The broker said the partition ends here although a record was
+        // known past it: either the end was reported before that record
+        // came (it follows within a fetch), or the offsets between hold
+        // no record (a transaction marker).
+        let mut end_before_known = false;
+        let (mut out, mut bytes) = (Vec::new(), 0usize);
+        let result = loop {
+            if out.len() >= max.max(1) || bytes >= max_bytes {
+                break Ok(());
+            }
+            let waiting = out.is_empty() && (known || !reader.at_end);
+            let timeout = if waiting {
+                deadline
+                    .saturating_duration_since(Instant::now())
+                    .min(Duration::from_millis(100))
+            } else {
+                Duration::ZERO
+            };
+            match reader.consumer.poll(timeout) {
+                None if waiting && Instant::now() < deadline => continue,
+                None if waiting && end_before_known => break Ok(()),
+                None if waiting => {
+                    break Err(LogError::Unavailable(format!(
+                        "no answer from the broker for {} partition {partition} in {} s",
+                        self.topics[topic_index(topic)],
+                        BROKER_WAIT.as_secs()
+                    )));
+                }
+                None => break Ok(()),
+                Some(Err(KafkaError::PartitionEOF(_))) => {
+                    reader.at_end = true;
+                    if !(out.is_empty() && known) || end_before_known {
+                        break Ok(());
+                    }
+                    end_before_known = true;
+                    deadline = deadline.min(Instant::now() + Duration::from_secs(2));
+                }
+                Some(Err(e)) => break Err(kafka_error("reading", &e)),
+                Some(Ok(message)) => {
+                    let at = message.offset();
+                    if at < 0 || (at as u64) < reader.next {
+                        continue;
+                    }
+                    let value = message.payload().unwrap_or_default().to_vec();
+                    bytes += value.len();
+                    reader.next = at as u64 + 1;
+                    reader.at_end = false;
+                    out.push(Entry {
+                        offset: at as u64,
+                        value: Value::from(value),
+                    });
+                }
+            }
+        };
+        if let Some(last) = out.last() {
+            self.saw_end(topic, partition, last.offset + 1);
+        }
+        match result {
+            Ok(()) => {
+                self.put_reader(topic, partition, reader);
+                Ok(out)
+            }
+            // A reader in an unknown state is dropped, not reused.
+            Err(e) => Err(e),
+        }
+    }
+
+    fn committed(&self, consumer: &str, topic: Topic, partition: u32) -> Result<u64, LogError> {
+        self.check_partition(topic, partition)?;
+        let group = self.group(consumer)?;
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&self.topics[topic_index(topic)], partition as i32);
+        let committed = group
+            .committed_offsets(tpl, BROKER_WAIT)
+            .map_err(|e| kafka_error(&format!("reading {consumer}'s offsets"), &e))?;
+        let offset = committed
+            .elements()
+            .first()
+            .map(|e| e.offset())
+            .unwrap_or(Offset::Invalid);
+        Ok(match offset {
+            Offset::Offset(n) if n >= 0 => n as u64,
+            _ => 0,
+        })
+    }
+
+    fn state(&self, key: &[u8]) -> Result<Option<Vec<u8>>, LogError> {
+        Ok(self.state.get(key).map_err(storage)?.map(|v| v.to_vec()))
+    }
+
+    fn state_bytes(&self) -> u64 {
+        self.state.disk_space()
+    }
+
+    fn scan_state(&self, prefix: &[u8], after: Option<&[u8]>, max: usize) -> Result<Vec<StateEntry>, LogError> {
+        super::fjall::scan_prefix(&self.state, prefix, after, max)
+    }
+
+    fn end_offsets(&self, topic: Topic) -> Result<Vec<u64>, LogError> {
+        self.ends_within(topic, BROKER_WAIT)
+    }
+
+    fn wait_for_appends(&self, topic: Topic, seen: &[u64], timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let known = |log: &KafkaLog| {
+            log.known_end[topic_index(topic)]
+                .iter()
+                .zip(seen)
+                .any(|(end, seen)| end.load(Ordering::Acquire) > *seen)
+        };
+        loop {
+            let Ok(generation) = self.appended.0.lock() else {
+                return;
+            };
+            if known(self) {
+                return;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            // Woken by this process's appends; another process's show in
+            // the broker's end offsets, asked for every IDLE_CHECK.
+            let _ = self.appended.1.wait_timeout(generation, left.min(IDLE_CHECK));
+            if known(self) {
+                return;
+            }
+            // Briefly: an unreachable broker must not hold a stopping stage.
+            if let Ok(ends) = self.ends_within(topic, Duration::from_secs(1))
+                && ends.iter().zip(seen).any(|(end, seen)| end > seen)
+            {
+                return;
+            }
+        }
+    }
+}
+
+impl Drop for KafkaLog {
+    fn drop(&mut self) {
+        // Whatever a failed write left queued is not waited for long.
+        let _ = self.producer.flush(Duration::from_secs(5));
+    }
+}
+
+#[doc(hidden)]
+pub mod testing {
+    //! A real Kafka-protocol broker for tests: tansu (built by
+    //! `scripts/test.sh`, named by `CHORUS_TEST_TANSU`) on its sqlite
+    //! engine, in a temporary directory, stopped with the test process.
+
+    use std::net::TcpListener;
+    use std::path::PathBuf;
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    /// Names the tansu binary.
+    pub const TANSU_ENV: &str = "CHORUS_TEST_TANSU";
+
+    /// A running broker; killed when dropped.
+    pub struct Broker {
+        child: Child,
+        /// `host:port` for `bootstrap.servers`.
+        pub address: String,
+        dir: PathBuf,
+    }
+
+    impl Broker {
+        /// Starts a broker on a free port in `dir` (created), and waits
+        /// until it answers. Panics (failing the test) when tansu is not
+        /// there: no test may skip for want of its peer.
+        pub fn start(dir: PathBuf) -> Broker {
+            let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            Broker::start_on(dir, port)
+        }
+
+        /// [`Broker::start`] on a given port (a restart keeps its address).
+        pub fn start_on(dir: PathBuf, port: u16) -> Broker {
+            let tansu = std::env::var(TANSU_ENV).unwrap_or_else(|_| {
+                panic!("{TANSU_ENV} must name the tansu broker binary; scripts/test.sh builds it and sets it")
+            });
+            std::fs::create_dir_all(&dir).unwrap();
+            let address = format!("127.0.0.1:{port}");
+            let url = format!("tcp://{address}");
+            let log = std::fs::File::create(dir.join("broker.log")).unwrap();
+            let mut command = Command::new(&tansu);
+            command
+                .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+                .args(["--storage-engine", "sqlite://tansu.db"])
+                .current_dir(&dir)
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log);
+            // The broker dies with the test process, however that ends:
+            // PR_SET_PDEATHSIG fires when the thread that started it ends,
+            // so it is started by a thread that lives as long as the
+            // process (a test's own thread ends with the test).
+            unsafe {
+                use std::os::unix::process::CommandExt;
+                command.pre_exec(|| {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                    Ok(())
+                });
+            }
+            let (sent, spawned) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let _ = sent.send(command.spawn());
+                loop {
+                    std::thread::park();
+                }
+            });
+            let child = spawned
+                .recv()
+                .unwrap()
+                .unwrap_or_else(|e| panic!("starting {tansu}: {e}"));
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while std::net::TcpStream::connect(&address).is_err() {
+                assert!(
+                    Instant::now() < deadline,
+                    "tansu did not listen on {address} within 30 s; see {}",
+                    dir.join("broker.log").display()
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Broker { child, address, dir }
+        }
+
+        /// Kills the broker (as a crash would) and starts it again on the
+        /// same port and data.
+        pub fn restart(&mut self) {
+            let port: u16 = self.address.rsplit(':').next().unwrap().parse().unwrap();
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            let fresh = Broker::start_on(self.dir.clone(), port);
+            let old = std::mem::replace(self, fresh);
+            std::mem::forget(old);
+        }
+    }
+
+    impl Drop for Broker {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::{Arc, OnceLock};
+
+    use super::testing::Broker;
+    use super::*;
+
+    /// One broker for this test process; each place has its own topics.
+    fn broker() -> &'static Broker {
+        static BROKER: OnceLock<(tempfile::TempDir, Broker)> = OnceLock::new();
+        &BROKER
+            .get_or_init(|| {
+                // librdkafka's warnings (more with CHORUS_TEST_LOG, e.g.
+                // "librdkafka=debug" and CHORUS_KAFKA_DEBUG=protocol).
+                let filter = std::env::var("CHORUS_TEST_LOG").unwrap_or_else(|_| "librdkafka=warn".into());
+                let _ = tracing_subscriber::fmt()
+                    .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                    .with_test_writer()
+                    .try_init();
+                let dir = tempfile::tempdir().unwrap();
+                let broker = Broker::start(dir.path().join("broker"));
+                (dir, broker)
+            })
+            .1
+    }
+
+    struct Place {
+        settings: KafkaSettings,
+        dir: tempfile::TempDir,
+    }
+
+    impl crate::log::conformance::Place for Place {
+        fn open(&self) -> Arc<dyn Log> {
+            Arc::new(KafkaLog::open(self.settings.clone(), &self.dir.path().join("state")).unwrap())
+        }
+    }
+
+    /// Settings of a fresh place: topics and groups of their own.
+    fn settings(partitions: u32) -> KafkaSettings {
+        static PLACES: AtomicUsize = AtomicUsize::new(0);
+        let prefix = format!(
+            "t{}-{}.",
+            std::process::id(),
+            PLACES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        // CHORUS_KAFKA_* variables apply (CHORUS_KAFKA_DEBUG=protocol
+        // shows what librdkafka sends and receives).
+        KafkaSettings::new(&broker().address, &prefix, partitions, 1)
+    }
+
+    fn place(partitions: u32) -> Box<dyn crate::log::conformance::Place> {
+        Box::new(Place {
+            settings: settings(partitions),
+            dir: tempfile::tempdir().unwrap(),
+        })
+    }
+
+    crate::log_conformance!(place);
+
+    #[test]
+    fn properties_come_from_chorus_kafka_variables() {
+        let vars = [
+            ("CHORUS_KAFKA_SASL_PASSWORD", "secret"),
+            ("CHORUS_KAFKA_SECURITY_PROTOCOL", "sasl_plaintext"),
+            ("CHORUS_KAFKA_", "ignored"),
+            ("KAFKA_OTHER", "ignored"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+        assert_eq!(
+            properties_from_env(vars.into_iter()),
+            vec![
+                ("sasl.password".to_string(), "secret".to_string()),
+                ("security.protocol".to_string(), "sasl_plaintext".to_string()),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_topic_with_another_partition_count_is_refused() {
+        let two = settings(2);
+        let dir = tempfile::tempdir().unwrap();
+        drop(KafkaLog::open(two.clone(), &dir.path().join("a")).unwrap());
+        let three = KafkaSettings { partitions: 3, ..two };
+        let err = KafkaLog::open(three, &dir.path().join("b")).err().expect("refused");
+        assert!(
+            err.to_string().contains("has 2 partitions, not [log] partitions = 3"),
+            "{err}"
+        );
+        assert!(!err.retry_helps());
+    }
+}
