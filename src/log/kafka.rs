@@ -45,14 +45,19 @@ pub const PROPERTY_ENV_PREFIX: &str = "CHORUS_KAFKA_";
 
 /// How long a call waits for the broker before it says it is unavailable.
 const BROKER_WAIT: Duration = Duration::from_secs(30);
+/// How long a call goes on trying what a broker restart or a partition
+/// moving to another broker makes fail for a while, before it gives up
+/// (and the stage stops the process loudly).
+const RETRY_FOR: Duration = Duration::from_secs(60);
 /// How often an idle consumer asks the broker whether another process
 /// appended (appends of this process wake it at once).
 const IDLE_CHECK: Duration = Duration::from_millis(200);
 /// Readers (one librdkafka consumer each) kept per topic partition.
 const READERS_PER_PARTITION: usize = 3;
 
-/// Where the log is and how its topics are made.
-#[derive(Debug, Clone)]
+/// Where the log is and how its topics are made. Its `Debug` shows the
+/// names of the extra properties, never their values (credentials).
+#[derive(Clone)]
 pub struct KafkaSettings {
     /// `bootstrap.servers`: `host:port[,host:port…]`.
     pub brokers: String,
@@ -65,6 +70,21 @@ pub struct KafkaSettings {
     pub replication: u32,
     /// More librdkafka properties (from [`PROPERTY_ENV_PREFIX`] variables).
     pub properties: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for KafkaSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaSettings")
+            .field("brokers", &self.brokers)
+            .field("topic_prefix", &self.topic_prefix)
+            .field("partitions", &self.partitions)
+            .field("replication", &self.replication)
+            .field(
+                "properties",
+                &self.properties.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
 }
 
 impl KafkaSettings {
@@ -189,6 +209,24 @@ impl ConsumerContext for Logged {}
 /// Where the broker put a record: (partition, offset), or why it did not.
 type Delivery = Result<(i32, i64), KafkaError>;
 
+/// `call` until it succeeds, fails in a way no retry mends, or
+/// [`RETRY_FOR`] passes; pauses grow from 50 ms to 2 s. Only for calls that
+/// may be repeated (reads, offsets, commits of the same offsets).
+fn retrying<T>(what: &str, mut call: impl FnMut() -> Result<T, LogError>) -> Result<T, LogError> {
+    let deadline = Instant::now() + RETRY_FOR;
+    let mut pause = Duration::from_millis(50);
+    loop {
+        match call() {
+            Err(e) if e.retry_helps() && Instant::now() + pause < deadline => {
+                tracing::warn!(error = %e, "Kafka: {what} failed; trying again in {pause:?}");
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// The results of one write's appends, filled in by the producer's
 /// delivery reports, and how many are still to come.
 struct Pending {
@@ -276,7 +314,8 @@ impl KafkaLog {
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "2")
-            .set("message.timeout.ms", BROKER_WAIT.as_millis().to_string())
+            // librdkafka retries a produce by itself (idempotently) this long.
+            .set("message.timeout.ms", RETRY_FOR.as_millis().to_string())
             .create_with_context(Deliveries)
             .map_err(|e| kafka_error("creating the producer", &e))?;
         std::fs::create_dir_all(state_dir).map_err(storage)?;
@@ -415,13 +454,129 @@ impl KafkaLog {
             .collect()
     }
 
+    /// One try of [`Log::read`]; a reader that failed is dropped.
+    fn read_once(
+        &self,
+        topic: Topic,
+        partition: u32,
+        offset: u64,
+        max: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Entry>, LogError> {
+        let mut reader = self.take_reader(topic, partition, offset)?;
+        // A record this process appended (or saw the broker count) is
+        // there: wait for it. Without one, wait only for the broker to say
+        // where the partition ends, once per position.
+        let known = offset < self.known_end[topic_index(topic)][partition as usize].load(Ordering::Acquire);
+        let mut deadline = Instant::now() + BROKER_WAIT;
+        // The broker said the partition ends here although a record was
+        // known past it: either the end was reported before that record
+        // came (it follows within a fetch), or the offsets between hold
+        // no record (a transaction marker).
+        let mut end_before_known = false;
+        let (mut out, mut bytes) = (Vec::new(), 0usize);
+        // The last error the consumer reported: it reconnects by itself,
+        // so an error only counts once the deadline passes without records.
+        let mut trouble: Option<KafkaError> = None;
+        let result = loop {
+            if out.len() >= max.max(1) || bytes >= max_bytes {
+                break Ok(());
+            }
+            let waiting = out.is_empty() && (known || !reader.at_end);
+            let timeout = if waiting {
+                deadline
+                    .saturating_duration_since(Instant::now())
+                    .min(Duration::from_millis(100))
+            } else {
+                Duration::ZERO
+            };
+            match reader.consumer.poll(timeout) {
+                None if waiting && Instant::now() < deadline => continue,
+                None if waiting && end_before_known => break Ok(()),
+                None if waiting => {
+                    break Err(LogError::Unavailable(format!(
+                        "no answer from the broker for {} partition {partition} in {} s{}",
+                        self.topics[topic_index(topic)],
+                        BROKER_WAIT.as_secs(),
+                        trouble.map(|e| format!(" ({e})")).unwrap_or_default()
+                    )));
+                }
+                None => break Ok(()),
+                Some(Err(KafkaError::PartitionEOF(_))) => {
+                    reader.at_end = true;
+                    if !(out.is_empty() && known) || end_before_known {
+                        break Ok(());
+                    }
+                    end_before_known = true;
+                    deadline = deadline.min(Instant::now() + Duration::from_secs(2));
+                }
+                Some(Err(e)) if kafka_error("reading", &e).retry_helps() => {
+                    if !waiting {
+                        break Ok(());
+                    }
+                    trouble = Some(e);
+                }
+                Some(Err(e)) => break Err(kafka_error("reading", &e)),
+                Some(Ok(message)) => {
+                    let at = message.offset();
+                    if at < 0 || (at as u64) < reader.next {
+                        continue;
+                    }
+                    let value = message.payload().unwrap_or_default().to_vec();
+                    bytes += value.len();
+                    reader.next = at as u64 + 1;
+                    reader.at_end = false;
+                    out.push(Entry {
+                        offset: at as u64,
+                        value: Value::from(value),
+                    });
+                }
+            }
+        };
+        if let Some(last) = out.last() {
+            self.saw_end(topic, partition, last.offset + 1);
+        }
+        match result {
+            Ok(()) => {
+                self.put_reader(topic, partition, reader);
+                Ok(out)
+            }
+            // A reader in an unknown state is dropped, not reused.
+            Err(e) => Err(e),
+        }
+    }
+
+    /// One try of [`Log::committed`].
+    fn committed_once(
+        &self,
+        group: &BaseConsumer<Logged>,
+        consumer: &str,
+        topic: Topic,
+        partition: u32,
+    ) -> Result<u64, LogError> {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&self.topics[topic_index(topic)], partition as i32);
+        let committed = group
+            .committed_offsets(tpl, BROKER_WAIT)
+            .map_err(|e| kafka_error(&format!("reading {consumer}'s offsets"), &e))?;
+        let offset = committed
+            .elements()
+            .first()
+            .map(|e| e.offset())
+            .unwrap_or(Offset::Invalid);
+        Ok(match offset {
+            Offset::Offset(n) if n >= 0 => n as u64,
+            _ => 0,
+        })
+    }
+
     /// Appends the records and waits for the broker to acknowledge each.
     fn produce(&self, appends: &[(Topic, &[u8], &[u8])]) -> Result<Vec<Position>, LogError> {
         let pending = Arc::new(Pending {
             results: Mutex::new((vec![None; appends.len()], appends.len())),
             done: Condvar::new(),
         });
-        let deadline = Instant::now() + BROKER_WAIT + Duration::from_secs(5);
+        let deadline = Instant::now() + RETRY_FOR + Duration::from_secs(5);
         for (index, &(topic, key, value)) in appends.iter().enumerate() {
             let partition = partition_of(key, self.settings.partitions);
             let mut record =
@@ -510,9 +665,13 @@ impl KafkaLog {
                 .map_err(|e| kafka_error("committing", &e))?;
         }
         for (consumer, tpl) in by_consumer {
-            self.group(consumer)?
-                .commit(&tpl, CommitMode::Sync)
-                .map_err(|e| kafka_error(&format!("committing {consumer}'s offsets"), &e))?;
+            let group = self.group(consumer)?;
+            // Committing the same offsets again is harmless.
+            retrying("committing", || {
+                group
+                    .commit(&tpl, CommitMode::Sync)
+                    .map_err(|e| kafka_error(&format!("committing {consumer}'s offsets"), &e))
+            })?;
         }
         Ok(())
     }
@@ -634,95 +793,14 @@ impl Log for KafkaLog {
         max_bytes: usize,
     ) -> Result<Vec<Entry>, LogError> {
         self.check_partition(topic, partition)?;
-        let mut reader = self.take_reader(topic, partition, offset)?;
-        // A record this process appended (or saw the broker count) is
-        // there: wait for it. Without one, wait only for the broker to say
-        // where the partition ends, once per position.
-        let known = offset < self.known_end[topic_index(topic)][partition as usize].load(Ordering::Acquire);
-        let mut deadline = Instant::now() + BROKER_WAIT;
-        // The broker said the partition ends here although a record was
-        // known past it: either the end was reported before that record
-        // came (it follows within a fetch), or the offsets between hold
-        // no record (a transaction marker).
-        let mut end_before_known = false;
-        let (mut out, mut bytes) = (Vec::new(), 0usize);
-        let result = loop {
-            if out.len() >= max.max(1) || bytes >= max_bytes {
-                break Ok(());
-            }
-            let waiting = out.is_empty() && (known || !reader.at_end);
-            let timeout = if waiting {
-                deadline
-                    .saturating_duration_since(Instant::now())
-                    .min(Duration::from_millis(100))
-            } else {
-                Duration::ZERO
-            };
-            match reader.consumer.poll(timeout) {
-                None if waiting && Instant::now() < deadline => continue,
-                None if waiting && end_before_known => break Ok(()),
-                None if waiting => {
-                    break Err(LogError::Unavailable(format!(
-                        "no answer from the broker for {} partition {partition} in {} s",
-                        self.topics[topic_index(topic)],
-                        BROKER_WAIT.as_secs()
-                    )));
-                }
-                None => break Ok(()),
-                Some(Err(KafkaError::PartitionEOF(_))) => {
-                    reader.at_end = true;
-                    if !(out.is_empty() && known) || end_before_known {
-                        break Ok(());
-                    }
-                    end_before_known = true;
-                    deadline = deadline.min(Instant::now() + Duration::from_secs(2));
-                }
-                Some(Err(e)) => break Err(kafka_error("reading", &e)),
-                Some(Ok(message)) => {
-                    let at = message.offset();
-                    if at < 0 || (at as u64) < reader.next {
-                        continue;
-                    }
-                    let value = message.payload().unwrap_or_default().to_vec();
-                    bytes += value.len();
-                    reader.next = at as u64 + 1;
-                    reader.at_end = false;
-                    out.push(Entry {
-                        offset: at as u64,
-                        value: Value::from(value),
-                    });
-                }
-            }
-        };
-        if let Some(last) = out.last() {
-            self.saw_end(topic, partition, last.offset + 1);
-        }
-        match result {
-            Ok(()) => {
-                self.put_reader(topic, partition, reader);
-                Ok(out)
-            }
-            // A reader in an unknown state is dropped, not reused.
-            Err(e) => Err(e),
-        }
+        retrying("reading", || self.read_once(topic, partition, offset, max, max_bytes))
     }
 
     fn committed(&self, consumer: &str, topic: Topic, partition: u32) -> Result<u64, LogError> {
         self.check_partition(topic, partition)?;
         let group = self.group(consumer)?;
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition(&self.topics[topic_index(topic)], partition as i32);
-        let committed = group
-            .committed_offsets(tpl, BROKER_WAIT)
-            .map_err(|e| kafka_error(&format!("reading {consumer}'s offsets"), &e))?;
-        let offset = committed
-            .elements()
-            .first()
-            .map(|e| e.offset())
-            .unwrap_or(Offset::Invalid);
-        Ok(match offset {
-            Offset::Offset(n) if n >= 0 => n as u64,
-            _ => 0,
+        retrying("reading committed offsets", || {
+            self.committed_once(&group, consumer, topic, partition)
         })
     }
 
@@ -739,7 +817,7 @@ impl Log for KafkaLog {
     }
 
     fn end_offsets(&self, topic: Topic) -> Result<Vec<u64>, LogError> {
-        self.ends_within(topic, BROKER_WAIT)
+        retrying("reading end offsets", || self.ends_within(topic, BROKER_WAIT))
     }
 
     fn wait_for_appends(&self, topic: Topic, seen: &[u64], timeout: Duration) {
@@ -867,14 +945,14 @@ pub mod testing {
         }
 
         /// Kills the broker (as a crash would) and starts it again on the
-        /// same port and data.
-        pub fn restart(&mut self) {
+        /// same port and data after `down`.
+        pub fn restart(&mut self, down: Duration) {
             let port: u16 = self.address.rsplit(':').next().unwrap().parse().unwrap();
             let _ = self.child.kill();
             let _ = self.child.wait();
-            let fresh = Broker::start_on(self.dir.clone(), port);
-            let old = std::mem::replace(self, fresh);
-            std::mem::forget(old);
+            std::thread::sleep(down);
+            // The old value's drop finds its process gone already.
+            *self = Broker::start_on(self.dir.clone(), port);
         }
     }
 
@@ -962,6 +1040,16 @@ mod tests {
                 ("security.protocol".to_string(), "sasl_plaintext".to_string()),
             ]
         );
+    }
+
+    #[test]
+    fn settings_never_show_a_property_value() {
+        let settings = KafkaSettings {
+            properties: vec![("sasl.password".into(), "hunter2".into())],
+            ..KafkaSettings::new("b:9092", "", 1, 1)
+        };
+        let shown = format!("{settings:?}");
+        assert!(shown.contains("sasl.password") && !shown.contains("hunter2"), "{shown}");
     }
 
     #[test]

@@ -209,3 +209,83 @@ async fn a_kill_during_ingest_loses_no_acknowledged_post_and_counts_each_once() 
     assert!(found["total"].as_u64().unwrap() <= expected, "{found}");
     server.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pipeline_rides_out_a_broker_restart_mid_stream() {
+    const BATCH: usize = 500;
+    const BATCHES: usize = 16;
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = Broker::start(dir.path().join("broker"));
+    let data = dir.path().join("data");
+    let config = config(&broker, "it-restart.");
+    let bodies = corpus_bodies();
+    let client = reqwest::Client::new();
+    let server = Server::start(&data, &config, &[]);
+    // A client that sends every batch until it is acknowledged (a 503
+    // while the broker is away, or no answer in time, means later).
+    let sender = {
+        let (client, url, bodies) = (client.clone(), server.url("/v1/posts"), bodies.clone());
+        tokio::spawn(async move {
+            let mut retried = 0;
+            for batch in 0..BATCHES {
+                let body = ndjson(batch * BATCH..(batch + 1) * BATCH, &bodies);
+                loop {
+                    let sent = client
+                        .post(&url)
+                        .body(body.clone())
+                        .timeout(Duration::from_secs(120))
+                        .send()
+                        .await;
+                    match sent {
+                        Ok(r) if r.status() == 202 => break,
+                        _ => {
+                            retried += 1;
+                            tokio::time::sleep(Duration::from_millis(300)).await;
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            retried
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(!sender.is_finished(), "the posts were all sent before the broker went away");
+    // kill -9 of the broker, back 2 s later on the same port and data.
+    let restarted = tokio::task::spawn_blocking(move || {
+        broker.restart(Duration::from_secs(2));
+        broker
+    });
+    let broker = restarted.await.unwrap();
+    let _retried = sender.await.unwrap();
+    let expected = (BATCHES * BATCH) as u64;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let rows = sql(
+            &client,
+            &server,
+            "SELECT count(*) AS n, count(DISTINCT id) AS ids FROM posts_latest",
+        )
+        .await;
+        let (n, ids) = (rows[0]["n"].as_u64().unwrap(), rows[0]["ids"].as_u64().unwrap());
+        assert_eq!(n, ids, "a post counted twice in posts_latest");
+        if n == expected {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {n} of {expected} posts after the broker restart"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut server = server;
+    assert!(
+        server.child.try_wait().unwrap().is_none(),
+        "chorus stopped when the broker went away for a moment"
+    );
+    // Posts sent after the restart flow as before.
+    send_all(&client, &server, expected as usize..expected as usize + 500, &bodies).await;
+    wait_for_count(&client, &server, expected + 500, Duration::from_secs(120)).await;
+    server.stop();
+    drop(broker);
+}
