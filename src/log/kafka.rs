@@ -202,6 +202,21 @@ impl ClientContext for Logged {
     fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
         forward_log(level, facility, message);
     }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        forward_error(&error, reason);
+    }
+}
+
+/// A client's error event, into chorus's log: the end of a partition is
+/// news, not an error (readers ask for it), and a broker that is away for a
+/// moment is a warning (the calls that need it are tried again).
+fn forward_error(error: &KafkaError, reason: &str) {
+    match error {
+        KafkaError::PartitionEOF(_) => {}
+        e if e.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF) => {}
+        e => tracing::warn!(target: "librdkafka", "{e}: {reason}"),
+    }
 }
 
 impl ConsumerContext for Logged {}
@@ -240,6 +255,10 @@ struct Deliveries;
 impl ClientContext for Deliveries {
     fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
         forward_log(level, facility, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        forward_error(&error, reason);
     }
 }
 
@@ -681,9 +700,15 @@ impl KafkaLog {
 /// partition count (its keys would be in other partitions).
 fn ensure_topics(settings: &KafkaSettings, meta: &BaseConsumer<Logged>, topics: &[String; 3]) -> Result<(), LogError> {
     let partitions_of = |name: &str| -> Result<Option<usize>, LogError> {
-        let metadata = meta
-            .fetch_metadata(Some(name), BROKER_WAIT)
-            .map_err(|e| kafka_error("reading the topics' metadata", &e))?;
+        let metadata = meta.fetch_metadata(Some(name), BROKER_WAIT).map_err(|e| {
+            kafka_error(
+                &format!(
+                    "asking the Kafka brokers {} ([log] brokers) for the topics",
+                    settings.brokers
+                ),
+                &e,
+            )
+        })?;
         Ok(metadata
             .topics()
             .iter()

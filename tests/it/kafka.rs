@@ -250,7 +250,10 @@ async fn the_pipeline_rides_out_a_broker_restart_mid_stream() {
         })
     };
     tokio::time::sleep(Duration::from_millis(700)).await;
-    assert!(!sender.is_finished(), "the posts were all sent before the broker went away");
+    assert!(
+        !sender.is_finished(),
+        "the posts were all sent before the broker went away"
+    );
     // kill -9 of the broker, back 2 s later on the same port and data.
     let restarted = tokio::task::spawn_blocking(move || {
         broker.restart(Duration::from_secs(2));
