@@ -135,6 +135,8 @@ pub struct LogConfig {
     /// With `backend = "kafka"`: the replication factor of topics chorus
     /// creates.
     pub replication: u32,
+    /// With `backend = "kafka"`: how records are written on the topics.
+    pub encoding: LogEncoding,
     /// Partitions per topic (fixed when the data directory is created).
     pub partitions: u32,
     /// Records every consumer has processed are removed after this many
@@ -160,6 +162,7 @@ impl Default for LogConfig {
             brokers: "127.0.0.1:9092".into(),
             topic_prefix: String::new(),
             replication: 1,
+            encoding: LogEncoding::Json,
             partitions: 4,
             retention_hours: 168,
             retention_bytes: 0,
@@ -178,6 +181,18 @@ pub enum LogBackend {
     Embedded,
     /// Topics on a Kafka-protocol broker (`brokers`).
     Kafka,
+}
+
+/// How records are written on Kafka topics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogEncoding {
+    /// One JSON object per post, the record's columns: any Kafka client
+    /// reads them (and other producers' JSON posts are taken).
+    Json,
+    /// chorus's compact binary encoding (less CPU and bytes; only chorus
+    /// reads it).
+    Compact,
 }
 
 impl LogConfig {
@@ -354,6 +369,11 @@ brokers = "127.0.0.1:9092"
 topic_prefix = ""
 # With backend = "kafka": replication factor of the topics chorus creates.
 replication = 1
+# With backend = "kafka": "json" writes each post as a JSON object of its
+# columns, which any Kafka client reads, and reads posts other producers
+# write to posts.raw as the ingest API would (canonical or platform JSON);
+# "compact" is chorus's binary encoding (less CPU, only chorus reads it).
+encoding = "json"
 # Partitions per topic. Fixed when the data directory (or the Kafka topics)
 # is created.
 partitions = 4

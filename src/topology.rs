@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::config::LogBackend;
+use crate::config::{LogBackend, LogEncoding};
 use crate::consumers::Consumers;
 use crate::http::{self, AppState};
 use crate::log::fjall::FjallLog;
@@ -108,12 +108,15 @@ impl Pipeline {
                     .map_err(in_use)?,
             ),
             LogBackend::Kafka => {
-                let settings = KafkaSettings::new(
-                    &config.log.brokers,
-                    &config.log.topic_prefix,
-                    config.log.partitions,
-                    config.log.replication,
-                );
+                let settings = KafkaSettings {
+                    json: config.log.encoding == LogEncoding::Json,
+                    ..KafkaSettings::new(
+                        &config.log.brokers,
+                        &config.log.topic_prefix,
+                        config.log.partitions,
+                        config.log.replication,
+                    )
+                };
                 Arc::new(KafkaLog::open(settings, &data.join("state")).map_err(in_use)?)
             }
         };

@@ -68,6 +68,9 @@ pub struct KafkaSettings {
     pub partitions: u32,
     /// Replication factor of the topics chorus creates.
     pub replication: u32,
+    /// Records on the topics as JSON ([`super::json`]), else in chorus's
+    /// compact encoding.
+    pub json: bool,
     /// More librdkafka properties (from [`PROPERTY_ENV_PREFIX`] variables).
     pub properties: Vec<(String, String)>,
 }
@@ -79,6 +82,7 @@ impl std::fmt::Debug for KafkaSettings {
             .field("topic_prefix", &self.topic_prefix)
             .field("partitions", &self.partitions)
             .field("replication", &self.replication)
+            .field("json", &self.json)
             .field(
                 "properties",
                 &self.properties.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
@@ -95,6 +99,7 @@ impl KafkaSettings {
             topic_prefix: topic_prefix.to_string(),
             partitions,
             replication,
+            json: true,
             properties: properties_from_env(std::env::vars()),
         }
     }
@@ -541,7 +546,10 @@ impl KafkaLog {
                     if at < 0 || (at as u64) < reader.next {
                         continue;
                     }
-                    let value = message.payload().unwrap_or_default().to_vec();
+                    let payload = message.payload().unwrap_or_default();
+                    let value =
+                        super::json::from_json(topic, payload, message.timestamp().to_millis().map(|ms| ms * 1000))
+                            .unwrap_or_else(|| payload.to_vec());
                     bytes += value.len();
                     reader.next = at as u64 + 1;
                     reader.at_end = false;
@@ -596,7 +604,16 @@ impl KafkaLog {
             done: Condvar::new(),
         });
         let deadline = Instant::now() + RETRY_FOR + Duration::from_secs(5);
+        let json: Vec<Vec<u8>> = if self.settings.json {
+            appends
+                .iter()
+                .map(|&(topic, _, value)| super::json::to_json(topic, value))
+                .collect()
+        } else {
+            Vec::new()
+        };
         for (index, &(topic, key, value)) in appends.iter().enumerate() {
+            let value = json.get(index).map_or(value, Vec::as_slice);
             let partition = partition_of(key, self.settings.partitions);
             let mut record =
                 BaseRecord::with_opaque_to(&self.topics[topic_index(topic)], Box::new((pending.clone(), index)))

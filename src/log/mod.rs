@@ -7,6 +7,7 @@
 
 pub mod conformance;
 pub mod fjall;
+pub mod json;
 pub mod kafka;
 
 use std::fmt;

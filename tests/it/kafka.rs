@@ -11,10 +11,15 @@ use serde_json::{Value, json};
 
 use crate::server::{Server, corpus_bodies, get_json, ndjson, sql, wait_for_count};
 
+/// `[log]` on the broker, JSON on the topics (the default).
 fn config(broker: &Broker, prefix: &str) -> String {
+    config_encoded(broker, prefix, "json")
+}
+
+fn config_encoded(broker: &Broker, prefix: &str, encoding: &str) -> String {
     format!(
         "[log]\nbackend = \"kafka\"\nbrokers = \"{}\"\ntopic_prefix = \"{prefix}\"\npartitions = 3\n\
-         [archive]\nmax_file_age_secs = 1\n[query]\nmax_seconds = 300\n",
+         encoding = \"{encoding}\"\n[archive]\nmax_file_age_secs = 1\n[query]\nmax_seconds = 300\n",
         broker.address
     )
 }
@@ -62,7 +67,8 @@ async fn posts_flow_through_kafka_topics_into_sql_and_search_and_survive_a_resta
     let dir = tempfile::tempdir().unwrap();
     let broker = Broker::start(dir.path().join("broker"));
     let data = dir.path().join("data");
-    let config = config(&broker, "it-flow.");
+    // chorus's compact encoding on the topics here; JSON in the others.
+    let config = config_encoded(&broker, "it-flow.", "compact");
     let server = Server::start(&data, &config, &[]);
     let client = reqwest::Client::new();
     let bodies = corpus_bodies();
@@ -291,4 +297,118 @@ async fn the_pipeline_rides_out_a_broker_restart_mid_stream() {
     wait_for_count(&client, &server, expected + 500, Duration::from_secs(120)).await;
     server.stop();
     drop(broker);
+}
+
+/// Every message of a topic, read from the start by a plain librdkafka
+/// consumer (as `kafka-console-consumer --from-beginning` would).
+fn messages_of(broker: &Broker, topic: &str, partitions: i32, expected: usize) -> Vec<Value> {
+    use rdkafka::message::Message;
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &broker.address)
+        .set("group.id", "it-plain-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while out.len() < expected && Instant::now() < deadline {
+        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) {
+            let payload = message.payload().unwrap_or_default();
+            out.push(serde_json::from_slice(payload).unwrap_or_else(|e| {
+                panic!(
+                    "{topic} holds a record that is not JSON ({e}): {}",
+                    String::from_utf8_lossy(payload)
+                )
+            }));
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_kafka_clients_write_posts_chorus_takes_and_read_its_posts_as_json() {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path().join("broker"));
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &config(&broker, "it-json."), &[]);
+    let client = reqwest::Client::new();
+    // One post through the API first, so the topics exist.
+    send_all(&client, &server, 0..1, &corpus_bodies()).await;
+    wait_for_count(&client, &server, 1, Duration::from_secs(60)).await;
+
+    // A plain producer, with its own choice of partitions: a canonical
+    // record, a Reddit comment as the API returns it, the canonical one
+    // again in another partition, and a record that is no post.
+    let canonical = r#"{"platform":"reddit","id":"t1_kafka1","community":"rust","body":"Kafka interop is wonderful","created_at":"2024-01-02T03:04:05Z"}"#;
+    let reddit = r#"{"id":"kafka2","name":"t1_kafka2","subreddit":"news","author":"someone","body":"This is a terrible outage","created_utc":1704164645,"score":12,"link_id":"t3_q","parent_id":"t3_q"}"#;
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &broker.address)
+        .create()
+        .unwrap();
+    for (partition, payload) in [(0, canonical), (0, reddit), (2, canonical), (1, r#"{"no":"post"}"#)] {
+        producer
+            .send(
+                BaseRecord::<str, str>::to("it-json.posts.raw")
+                    .partition(partition)
+                    .payload(payload),
+            )
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+
+    // Both posts enriched, the one sent twice counted once.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let rows = loop {
+        let rows = sql(
+            &client,
+            &server,
+            "SELECT id, community, CAST(date_part('epoch', created_at) AS BIGINT) AS created_s, sentiment, score \
+             FROM posts_latest WHERE id LIKE 't1_kafka%' ORDER BY id",
+        )
+        .await;
+        if rows.len() == 2 {
+            break rows;
+        }
+        assert!(rows.len() < 2, "{rows:?}");
+        assert!(
+            Instant::now() < deadline,
+            "the posts of another producer were not taken: {rows:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(rows[0]["community"], "rust");
+    assert_eq!(rows[0]["sentiment"], "positive");
+    assert_eq!(rows[0]["created_s"], 1_704_164_645, "RFC 3339 read as the API reads it");
+    assert_eq!(rows[1]["community"], "news");
+    assert_eq!(rows[1]["sentiment"], "negative");
+    assert_eq!(rows[1]["score"], 12);
+
+    // The record that is no post is a dead letter with its reason.
+    let dead = messages_of(&broker, "it-json.posts.dead", 3, 1);
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert!(dead[0].to_string().contains("not a raw post"), "{}", dead[0]);
+
+    // posts.enriched is JSON any client reads: the record's columns.
+    let enriched = messages_of(&broker, "it-json.posts.enriched", 3, 3);
+    let ours: Vec<&Value> = enriched.iter().filter(|p| p["id"] == "t1_kafka1").collect();
+    assert!(!ours.is_empty(), "{enriched:?}");
+    for column in [
+        "platform",
+        "body",
+        "text",
+        "created_at",
+        "ingested_at",
+        "polarity",
+        "vader_compound",
+    ] {
+        assert!(!ours[0][column].is_null(), "{column} missing: {}", ours[0]);
+    }
+    assert_eq!(ours[0]["sentiment"], "positive");
+    server.stop();
 }
