@@ -120,6 +120,11 @@ impl KafkaSettings {
         format!("{}{}", self.topic_prefix, topic.name())
     }
 
+    /// The compacted topic of the stages' state changes.
+    pub fn changelog_name(&self) -> String {
+        format!("{}chorus.state", self.topic_prefix)
+    }
+
     /// The consumer group a stage commits its offsets in.
     pub fn group_name(&self, consumer: &str) -> String {
         format!("{}chorus.{consumer}", self.topic_prefix)
@@ -317,6 +322,14 @@ pub struct KafkaLog {
     appended: (Mutex<u64>, Condvar),
     state_db: Database,
     state: Keyspace,
+    /// The offset of the changelog the local state holds up to.
+    state_meta: Keyspace,
+    /// The compacted topic every state change goes to first: the local
+    /// store is rebuilt from it when it is lost, and catches up with it at
+    /// every open.
+    changelog: String,
+    /// The last changelog offset the local store holds (-1: none).
+    changelog_applied: std::sync::atomic::AtomicI64,
 }
 
 impl KafkaLog {
@@ -328,11 +341,25 @@ impl KafkaLog {
             return Err(storage("a log needs at least one partition"));
         }
         let topics = Topic::ALL.map(|t| settings.topic_name(t));
+        let changelog = settings.changelog_name();
         let meta: BaseConsumer<Logged> = settings
             .client()
             .create_with_context(Logged)
             .map_err(|e| kafka_error("connecting to the brokers", &e))?;
-        ensure_topics(&settings, &meta, &topics)?;
+        let mut wanted: Vec<Wanted> = topics
+            .iter()
+            .map(|name| Wanted {
+                name: name.clone(),
+                partitions: settings.partitions,
+                compacted: false,
+            })
+            .collect();
+        wanted.push(Wanted {
+            name: changelog.clone(),
+            partitions: 1,
+            compacted: true,
+        });
+        ensure_topics(&settings, &meta, &wanted)?;
         let producer: ThreadedProducer<Deliveries> = settings
             .client()
             .set("enable.idempotence", "true")
@@ -347,6 +374,10 @@ impl KafkaLog {
         let state = state_db
             .keyspace("state", KeyspaceCreateOptions::default)
             .map_err(storage)?;
+        let state_meta = state_db
+            .keyspace("changelog", KeyspaceCreateOptions::default)
+            .map_err(storage)?;
+        let applied = restore_state(&settings, &changelog, &state_db, (&state, &state_meta))?;
         let known_end = Topic::ALL
             .iter()
             .map(|_| (0..settings.partitions).map(|_| AtomicU64::new(0)).collect())
@@ -362,6 +393,9 @@ impl KafkaLog {
             appended: (Mutex::new(0), Condvar::new()),
             state_db,
             state,
+            state_meta,
+            changelog,
+            changelog_applied: std::sync::atomic::AtomicI64::new(applied),
         })
     }
 
@@ -599,11 +633,6 @@ impl KafkaLog {
 
     /// Appends the records and waits for the broker to acknowledge each.
     fn produce(&self, appends: &[(Topic, &[u8], &[u8])]) -> Result<Vec<Position>, LogError> {
-        let pending = Arc::new(Pending {
-            results: Mutex::new((vec![None; appends.len()], appends.len())),
-            done: Condvar::new(),
-        });
-        let deadline = Instant::now() + RETRY_FOR + Duration::from_secs(5);
         let json: Vec<Vec<u8>> = if self.settings.json {
             appends
                 .iter()
@@ -612,14 +641,41 @@ impl KafkaLog {
         } else {
             Vec::new()
         };
-        for (index, &(topic, key, value)) in appends.iter().enumerate() {
-            let value = json.get(index).map_or(value, Vec::as_slice);
-            let partition = partition_of(key, self.settings.partitions);
-            let mut record =
-                BaseRecord::with_opaque_to(&self.topics[topic_index(topic)], Box::new((pending.clone(), index)))
-                    .key(key)
-                    .payload(value)
-                    .partition(partition as i32);
+        let records: Vec<Outgoing<'_>> = appends
+            .iter()
+            .enumerate()
+            .map(|(index, &(topic, key, value))| Outgoing {
+                topic: &self.topics[topic_index(topic)],
+                partition: partition_of(key, self.settings.partitions),
+                key,
+                value: Some(json.get(index).map_or(value, Vec::as_slice)),
+            })
+            .collect();
+        let delivered = self.send(&records)?;
+        let mut positions = Vec::with_capacity(appends.len());
+        for ((partition, offset), &(topic, _, _)) in delivered.into_iter().zip(appends) {
+            let at = Position { partition, offset };
+            self.saw_end(topic, at.partition, at.offset + 1);
+            positions.push(at);
+        }
+        Ok(positions)
+    }
+
+    /// Sends the records and waits for the broker to acknowledge each;
+    /// returns where each landed.
+    fn send(&self, records: &[Outgoing<'_>]) -> Result<Vec<(u32, u64)>, LogError> {
+        let pending = Arc::new(Pending {
+            results: Mutex::new((vec![None; records.len()], records.len())),
+            done: Condvar::new(),
+        });
+        let deadline = Instant::now() + RETRY_FOR + Duration::from_secs(5);
+        for (index, out) in records.iter().enumerate() {
+            let mut record = BaseRecord::with_opaque_to(out.topic, Box::new((pending.clone(), index)))
+                .key(out.key)
+                .partition(out.partition as i32);
+            if let Some(value) = out.value {
+                record = record.payload(value);
+            }
             loop {
                 match self.producer.send(record) {
                     Ok(()) => break,
@@ -648,7 +704,7 @@ impl KafkaLog {
                 return Err(LogError::Unavailable(format!(
                     "the broker did not acknowledge {} of {} records in time",
                     results.1,
-                    appends.len()
+                    records.len()
                 )));
             }
             results = pending
@@ -657,27 +713,57 @@ impl KafkaLog {
                 .map_err(|_| storage("a producer panicked"))?
                 .0;
         }
-        let mut positions = Vec::with_capacity(appends.len());
-        for (outcome, &(topic, _, _)) in results.0.iter().zip(appends) {
-            match outcome {
+        results
+            .0
+            .iter()
+            .map(|outcome| match outcome {
                 Some(Ok((partition, offset))) if *partition >= 0 && *offset >= 0 => {
-                    let at = Position {
-                        partition: *partition as u32,
-                        offset: *offset as u64,
-                    };
-                    self.saw_end(topic, at.partition, at.offset + 1);
-                    positions.push(at);
+                    Ok((*partition as u32, *offset as u64))
                 }
-                Some(Ok((partition, offset))) => {
-                    return Err(storage(format!(
-                        "the broker acknowledged a record without its position ({partition}, {offset})"
-                    )));
-                }
-                Some(Err(e)) => return Err(kafka_error("appending", e)),
-                None => return Err(storage("a record without a delivery report")),
-            }
+                Some(Ok((partition, offset))) => Err(storage(format!(
+                    "the broker acknowledged a record without its position ({partition}, {offset})"
+                ))),
+                Some(Err(e)) => Err(kafka_error("appending", e)),
+                None => Err(storage("a record without a delivery report")),
+            })
+            .collect()
+    }
+
+    /// Writes state changes: to the changelog first (acknowledged), then
+    /// to the local store with the changelog offset it now holds.
+    fn write_state(&self, tx: &Transaction<'_>) -> Result<(), LogError> {
+        let mut records: Vec<Outgoing<'_>> = tx
+            .state
+            .iter()
+            .map(|&(key, value)| Outgoing {
+                topic: &self.changelog,
+                partition: 0,
+                key,
+                value: Some(value),
+            })
+            .collect();
+        records.extend(tx.removed_state.iter().map(|&key| Outgoing {
+            topic: &self.changelog,
+            partition: 0,
+            key,
+            value: None,
+        }));
+        let last = self.send(&records)?.into_iter().map(|(_, offset)| offset as i64).max();
+        let mut batch = self.state_db.batch().durability(Some(PersistMode::SyncAll));
+        for &(key, value) in &tx.state {
+            batch.insert(&self.state, key, value);
         }
-        Ok(positions)
+        for &key in &tx.removed_state {
+            batch.remove(&self.state, key);
+        }
+        if let Some(last) = last {
+            // Writers may finish out of order: the store says the highest
+            // offset written; catching up from there replays nothing
+            // older, and replaying is harmless (the changelog is in order).
+            let applied = self.changelog_applied.fetch_max(last, Ordering::AcqRel).max(last);
+            batch.insert(&self.state_meta, APPLIED_KEY, applied.to_be_bytes());
+        }
+        batch.commit().map_err(storage)
     }
 
     /// Commits consumer offsets, one request per consumer name.
@@ -715,7 +801,103 @@ impl KafkaLog {
 
 /// Creates the topics that do not exist; refuses one with another
 /// partition count (its keys would be in other partitions).
-fn ensure_topics(settings: &KafkaSettings, meta: &BaseConsumer<Logged>, topics: &[String; 3]) -> Result<(), LogError> {
+/// One record to send.
+struct Outgoing<'a> {
+    topic: &'a str,
+    partition: u32,
+    key: &'a [u8],
+    /// None: a tombstone (the key's state removed).
+    value: Option<&'a [u8]>,
+}
+
+/// The key of the changelog offset the local state holds.
+const APPLIED_KEY: &[u8] = b"applied";
+
+/// Brings the local state store up to the changelog: applies every change
+/// past the offset it holds (all of them into an empty store, as on a new
+/// machine); returns the offset it holds then (-1: none).
+fn restore_state(
+    settings: &KafkaSettings,
+    changelog: &str,
+    db: &Database,
+    (state, meta): (&Keyspace, &Keyspace),
+) -> Result<i64, LogError> {
+    let mut applied = match meta.get(APPLIED_KEY).map_err(storage)? {
+        Some(v) => i64::from_be_bytes(v.as_ref().try_into().map_err(|_| storage("damaged state meta"))?),
+        None => -1,
+    };
+    let consumer: BaseConsumer<Logged> = settings
+        .client()
+        .set("group.id", settings.group_name("state-restore"))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set("auto.offset.reset", "earliest")
+        .create_with_context(Logged)
+        .map_err(|e| kafka_error("creating the state's reader", &e))?;
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(changelog, 0, Offset::Offset(applied + 1))
+        .map_err(|e| kafka_error("reading the state's changelog", &e))?;
+    consumer
+        .assign(&tpl)
+        .map_err(|e| kafka_error("reading the state's changelog", &e))?;
+    let started = Instant::now();
+    let mut restored = 0u64;
+    let mut deadline = Instant::now() + BROKER_WAIT;
+    let mut batch = db.batch().durability(Some(PersistMode::SyncAll));
+    let mut in_batch = 0;
+    loop {
+        match consumer.poll(Duration::from_millis(100)) {
+            None if Instant::now() < deadline => continue,
+            None => {
+                return Err(LogError::Unavailable(format!(
+                    "the state's changelog {changelog} did not answer in {} s",
+                    BROKER_WAIT.as_secs()
+                )));
+            }
+            Some(Err(KafkaError::PartitionEOF(_))) => break,
+            Some(Err(e)) if kafka_error("", &e).retry_helps() => continue,
+            Some(Err(e)) => return Err(kafka_error("reading the state's changelog", &e)),
+            Some(Ok(message)) => {
+                deadline = Instant::now() + BROKER_WAIT;
+                let key = message.key().unwrap_or_default();
+                match message.payload() {
+                    Some(value) => batch.insert(state, key, value),
+                    None => batch.remove(state, key),
+                }
+                applied = applied.max(message.offset());
+                restored += 1;
+                in_batch += 1;
+                if in_batch == 10_000 {
+                    batch.insert(meta, APPLIED_KEY, applied.to_be_bytes());
+                    std::mem::replace(&mut batch, db.batch().durability(Some(PersistMode::SyncAll)))
+                        .commit()
+                        .map_err(storage)?;
+                    in_batch = 0;
+                }
+            }
+        }
+    }
+    batch.insert(meta, APPLIED_KEY, applied.to_be_bytes());
+    batch.commit().map_err(storage)?;
+    if restored > 0 {
+        tracing::info!(
+            restored,
+            took = ?started.elapsed(),
+            "The stages' state caught up with its changelog {changelog}."
+        );
+    }
+    Ok(applied)
+}
+
+/// A topic the log needs: its name, partitions, and whether the broker
+/// compacts it (keeps the newest record of each key).
+struct Wanted {
+    name: String,
+    partitions: u32,
+    compacted: bool,
+}
+
+fn ensure_topics(settings: &KafkaSettings, meta: &BaseConsumer<Logged>, topics: &[Wanted]) -> Result<(), LogError> {
     let partitions_of = |name: &str| -> Result<Option<usize>, LogError> {
         let metadata = meta.fetch_metadata(Some(name), BROKER_WAIT).map_err(|e| {
             kafka_error(
@@ -733,16 +915,17 @@ fn ensure_topics(settings: &KafkaSettings, meta: &BaseConsumer<Logged>, topics: 
             .map(|t| t.partitions().len()))
     };
     let mut missing = Vec::new();
-    for name in topics {
+    for topic in topics {
+        let name = &topic.name;
         match partitions_of(name)? {
-            Some(n) if n == settings.partitions as usize => {}
+            Some(n) if n == topic.partitions as usize => {}
             Some(n) => {
                 return Err(storage(format!(
-                    "the Kafka topic {name} has {n} partitions, not [log] partitions = {}",
-                    settings.partitions
+                    "the Kafka topic {name} has {n} partitions, not {} ([log] partitions)",
+                    topic.partitions
                 )));
             }
-            None => missing.push(name.as_str()),
+            None => missing.push(topic),
         }
     }
     if missing.is_empty() {
@@ -754,12 +937,17 @@ fn ensure_topics(settings: &KafkaSettings, meta: &BaseConsumer<Logged>, topics: 
         .map_err(|e| kafka_error("connecting to the brokers", &e))?;
     let new: Vec<NewTopic<'_>> = missing
         .iter()
-        .map(|name| {
-            NewTopic::new(
-                name,
-                settings.partitions as i32,
+        .map(|topic| {
+            let new = NewTopic::new(
+                &topic.name,
+                topic.partitions as i32,
                 TopicReplication::Fixed(settings.replication as i32),
-            )
+            );
+            if topic.compacted {
+                new.set("cleanup.policy", "compact")
+            } else {
+                new
+            }
         })
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(BROKER_WAIT));
@@ -774,7 +962,8 @@ fn ensure_topics(settings: &KafkaSettings, meta: &BaseConsumer<Logged>, topics: 
     }
     // Wait until the metadata shows them (a broker creates asynchronously).
     let deadline = Instant::now() + BROKER_WAIT;
-    for name in missing {
+    for topic in missing {
+        let name = &topic.name;
         while partitions_of(name)?.is_none() {
             if Instant::now() > deadline {
                 return Err(LogError::Unavailable(format!(
@@ -806,14 +995,7 @@ impl Log for KafkaLog {
             self.produce(&tx.appends)?
         };
         if !tx.state.is_empty() || !tx.removed_state.is_empty() {
-            let mut batch = self.state_db.batch().durability(Some(PersistMode::SyncAll));
-            for &(key, value) in &tx.state {
-                batch.insert(&self.state, key, value);
-            }
-            for &key in &tx.removed_state {
-                batch.remove(&self.state, key);
-            }
-            batch.commit().map_err(storage)?;
+            self.write_state(tx)?;
         }
         if !tx.commits.is_empty() {
             self.commit_offsets(&tx.commits)?;
@@ -1085,6 +1267,38 @@ mod tests {
     }
 
     #[test]
+    fn the_state_is_rebuilt_from_its_changelog_when_the_local_store_is_lost() {
+        let settings = settings(1);
+        let first = tempfile::tempdir().unwrap();
+        {
+            let log = KafkaLog::open(settings.clone(), first.path()).unwrap();
+            log.write(Transaction::new().put_state(b"seen/a", b"1").put_state(b"seen/b", b"2"))
+                .unwrap();
+            log.write(Transaction::new().remove_state(b"seen/a").put_state(b"seen/c", b"3"))
+                .unwrap();
+        }
+        // A new machine: an empty state directory, filled from the
+        // changelog (a removed entry stays removed).
+        let second = tempfile::tempdir().unwrap();
+        {
+            let log = KafkaLog::open(settings.clone(), second.path()).unwrap();
+            assert_eq!(log.state(b"seen/a").unwrap(), None);
+            assert_eq!(log.state(b"seen/b").unwrap().as_deref(), Some(&b"2"[..]));
+            assert_eq!(log.state(b"seen/c").unwrap().as_deref(), Some(&b"3"[..]));
+            log.write(Transaction::new().put_state(b"seen/d", b"4")).unwrap();
+        }
+        // The first store, behind now, catches up at its next open.
+        let log = KafkaLog::open(settings, first.path()).unwrap();
+        let keys: Vec<Vec<u8>> = log
+            .scan_state(b"seen/", None, 10)
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(keys, [&b"seen/b"[..], b"seen/c", b"seen/d"]);
+    }
+
+    #[test]
     fn settings_never_show_a_property_value() {
         let settings = KafkaSettings {
             properties: vec![("sasl.password".into(), "hunter2".into())],
@@ -1102,7 +1316,7 @@ mod tests {
         let three = KafkaSettings { partitions: 3, ..two };
         let err = KafkaLog::open(three, &dir.path().join("b")).err().expect("refused");
         assert!(
-            err.to_string().contains("has 2 partitions, not [log] partitions = 3"),
+            err.to_string().contains("has 2 partitions, not 3 ([log] partitions)"),
             "{err}"
         );
         assert!(!err.retry_helps());
