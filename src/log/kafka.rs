@@ -208,15 +208,23 @@ fn forward_log(level: RDKafkaLogLevel, facility: &str, message: &str) {
 #[derive(Clone, Copy, Default)]
 struct Logged;
 
-impl ClientContext for Logged {
-    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
-        forward_log(level, facility, message);
-    }
+/// A client context whose librdkafka log lines and error events go to
+/// chorus's log ([`forward_log`], [`forward_error`]).
+macro_rules! logged_client_context {
+    ($context:ty) => {
+        impl ClientContext for $context {
+            fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+                forward_log(level, facility, message);
+            }
 
-    fn error(&self, error: KafkaError, reason: &str) {
-        forward_error(&error, reason);
-    }
+            fn error(&self, error: KafkaError, reason: &str) {
+                forward_error(&error, reason);
+            }
+        }
+    };
 }
+
+logged_client_context!(Logged);
 
 /// A client's error event, into chorus's log: the end of a partition is
 /// news, not an error (readers ask for it), and a broker that is away for a
@@ -262,15 +270,7 @@ struct Pending {
 /// The producer's context: hands each delivery report to its write.
 struct Deliveries;
 
-impl ClientContext for Deliveries {
-    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
-        forward_log(level, facility, message);
-    }
-
-    fn error(&self, error: KafkaError, reason: &str) {
-        forward_error(&error, reason);
-    }
-}
+logged_client_context!(Deliveries);
 
 impl ProducerContext for Deliveries {
     type DeliveryOpaque = Box<(Arc<Pending>, usize)>;

@@ -11,17 +11,33 @@ use serde_json::{Value, json};
 
 use crate::server::{Server, corpus_bodies, get_json, ndjson, sql, wait_for_count};
 
-/// `[log]` on the broker, JSON on the topics (the default).
-fn config(broker: &Broker, prefix: &str) -> String {
-    config_encoded(broker, prefix, "json")
+/// A broker and `chorus run` on it (its topics named with `prefix`,
+/// records on them in `encoding`), in a temporary directory.
+struct OnKafka {
+    broker: Broker,
+    data: std::path::PathBuf,
+    config: String,
+    server: Server,
+    _dir: tempfile::TempDir,
 }
 
-fn config_encoded(broker: &Broker, prefix: &str, encoding: &str) -> String {
-    format!(
+fn on_kafka(prefix: &str, encoding: &str) -> OnKafka {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path().join("broker"));
+    let data = dir.path().join("data");
+    let config = format!(
         "[log]\nbackend = \"kafka\"\nbrokers = \"{}\"\ntopic_prefix = \"{prefix}\"\npartitions = 3\n\
          encoding = \"{encoding}\"\n[archive]\nmax_file_age_secs = 1\n[query]\nmax_seconds = 300\n",
         broker.address
-    )
+    );
+    let server = Server::start(&data, &config, &[]);
+    OnKafka {
+        broker,
+        data,
+        config,
+        server,
+        _dir: dir,
+    }
 }
 
 /// Records on a topic, counted by a plain librdkafka consumer from outside
@@ -37,6 +53,27 @@ fn records_on(broker: &Broker, topic: &str, partitions: i32) -> u64 {
             (high - low) as u64
         })
         .sum()
+}
+
+/// Waits until `posts_latest` holds `expected` posts, each once.
+async fn wait_for_latest(client: &reqwest::Client, server: &Server, expected: u64, when: &str) {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let rows = sql(
+            client,
+            server,
+            "SELECT count(*) AS n, count(DISTINCT id) AS ids FROM posts_latest",
+        )
+        .await;
+        let (n, ids) = (rows[0]["n"].as_u64().unwrap(), rows[0]["ids"].as_u64().unwrap());
+        assert_eq!(n, ids, "a post counted twice in posts_latest");
+        assert!(n <= expected, "more posts than sent: {n}");
+        if n == expected {
+            return;
+        }
+        assert!(Instant::now() < deadline, "only {n} of {expected} posts {when}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 async fn send_all(client: &reqwest::Client, server: &Server, range: std::ops::Range<usize>, bodies: &[String]) {
@@ -64,12 +101,14 @@ async fn send_all(client: &reqwest::Client, server: &Server, range: std::ops::Ra
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn posts_flow_through_kafka_topics_into_sql_and_search_and_survive_a_restart() {
     const N: usize = 10_000;
-    let dir = tempfile::tempdir().unwrap();
-    let broker = Broker::start(dir.path().join("broker"));
-    let data = dir.path().join("data");
     // chorus's compact encoding on the topics here; JSON in the others.
-    let config = config_encoded(&broker, "it-flow.", "compact");
-    let server = Server::start(&data, &config, &[]);
+    let OnKafka {
+        broker,
+        data,
+        config,
+        server,
+        _dir,
+    } = on_kafka("it-flow.", "compact");
     let client = reqwest::Client::new();
     let bodies = corpus_bodies();
     send_all(&client, &server, 0..N, &bodies).await;
@@ -144,13 +183,15 @@ async fn posts_flow_through_kafka_topics_into_sql_and_search_and_survive_a_resta
 async fn a_kill_during_ingest_loses_no_acknowledged_post_and_counts_each_once() {
     const BATCH: usize = 500;
     const BATCHES: usize = 40;
-    let dir = tempfile::tempdir().unwrap();
-    let broker = Broker::start(dir.path().join("broker"));
-    let data = dir.path().join("data");
-    let config = config(&broker, "it-kill.");
+    let OnKafka {
+        broker: _broker,
+        data,
+        config,
+        server,
+        _dir,
+    } = on_kafka("it-kill.", "json");
     let bodies = corpus_bodies();
     let client = reqwest::Client::new();
-    let server = Server::start(&data, &config, &[]);
     // Batches sent one after another until the kill; which got a 202.
     let sender = {
         let (client, url, bodies) = (client.clone(), server.url("/v1/posts"), bodies.clone());
@@ -180,26 +221,7 @@ async fn a_kill_during_ingest_loses_no_acknowledged_post_and_counts_each_once() 
         send_all(&client, &server, batch * BATCH..(batch + 1) * BATCH, &bodies).await;
     }
     let expected = (BATCHES * BATCH) as u64;
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        let rows = sql(
-            &client,
-            &server,
-            "SELECT count(*) AS n, count(DISTINCT id) AS ids FROM posts_latest",
-        )
-        .await;
-        let (n, ids) = (rows[0]["n"].as_u64().unwrap(), rows[0]["ids"].as_u64().unwrap());
-        assert_eq!(n, ids, "a post counted twice in posts_latest");
-        assert!(n <= expected, "more posts than sent: {n}");
-        if n == expected {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "only {n} of {expected} posts after the restart"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_for_latest(&client, &server, expected, "after the restart").await;
     // Every post sent is there, the acknowledged ones among them.
     let rows = sql(
         &client,
@@ -220,13 +242,14 @@ async fn a_kill_during_ingest_loses_no_acknowledged_post_and_counts_each_once() 
 async fn the_pipeline_rides_out_a_broker_restart_mid_stream() {
     const BATCH: usize = 500;
     const BATCHES: usize = 16;
-    let dir = tempfile::tempdir().unwrap();
-    let mut broker = Broker::start(dir.path().join("broker"));
-    let data = dir.path().join("data");
-    let config = config(&broker, "it-restart.");
+    let OnKafka {
+        mut broker,
+        server,
+        _dir,
+        ..
+    } = on_kafka("it-restart.", "json");
     let bodies = corpus_bodies();
     let client = reqwest::Client::new();
-    let server = Server::start(&data, &config, &[]);
     // A client that sends every batch until it is acknowledged (a 503
     // while the broker is away, or no answer in time, means later).
     let sender = {
@@ -268,25 +291,7 @@ async fn the_pipeline_rides_out_a_broker_restart_mid_stream() {
     let broker = restarted.await.unwrap();
     let _retried = sender.await.unwrap();
     let expected = (BATCHES * BATCH) as u64;
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        let rows = sql(
-            &client,
-            &server,
-            "SELECT count(*) AS n, count(DISTINCT id) AS ids FROM posts_latest",
-        )
-        .await;
-        let (n, ids) = (rows[0]["n"].as_u64().unwrap(), rows[0]["ids"].as_u64().unwrap());
-        assert_eq!(n, ids, "a post counted twice in posts_latest");
-        if n == expected {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "only {n} of {expected} posts after the broker restart"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_for_latest(&client, &server, expected, "after the broker restart").await;
     let mut server = server;
     assert!(
         server.child.try_wait().unwrap().is_none(),
@@ -333,10 +338,9 @@ fn messages_of(broker: &Broker, topic: &str, partitions: i32, expected: usize) -
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn other_kafka_clients_write_posts_chorus_takes_and_read_its_posts_as_json() {
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-    let dir = tempfile::tempdir().unwrap();
-    let broker = Broker::start(dir.path().join("broker"));
-    let data = dir.path().join("data");
-    let server = Server::start(&data, &config(&broker, "it-json."), &[]);
+    let OnKafka {
+        broker, server, _dir, ..
+    } = on_kafka("it-json.", "json");
     let client = reqwest::Client::new();
     // One post through the API first, so the topics exist.
     send_all(&client, &server, 0..1, &corpus_bodies()).await;
