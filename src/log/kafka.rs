@@ -8,11 +8,16 @@
 //! returns once every in-sync replica has it. A consumer's committed
 //! offsets are the broker's, in the consumer group `chorus.<consumer>`
 //! (with the topic prefix), so `kafka-consumer-groups` shows each stage's
-//! lag. The stages' key-value state is not on the broker: it is a local
-//! store in the state directory.
+//! lag. The stages' key-value state goes to a compacted changelog topic
+//! (`chorus.state`, with the prefix) and then into a local store in the
+//! state directory, which catches up with the changelog at every open.
+//! Records are JSON on the topics unless `[log] encoding = "compact"`
+//! ([`super::json`]). Calls that fail while the broker is away are tried
+//! again for up to a minute.
 //!
 //! A [`Transaction`] is NOT atomic here: its appends are written first (and
-//! acknowledged), then its state, then its commits. A crash between them
+//! acknowledged), then its state (changelog, then local store), then its
+//! commits. A crash between them
 //! makes the stage read its input again from the last commit and append
 //! its output a second time; every sink is idempotent by (platform, id), so
 //! query results still count a post once, but the topics may hold a record
