@@ -6,7 +6,8 @@
 # SQL, and the server's peak RSS.
 #
 # Usage: scripts/bench_pipeline.sh [POSTS] [CONCURRENCY]   (default 1000000, 4)
-# Extra TOML for the server can be given in $CHORUS_BENCH_CONFIG; another
+# Extra TOML for the server can be given in $CHORUS_BENCH_CONFIG (e.g.
+# [log] backend = "kafka" with the brokers of a running broker); another
 # server binary (to compare two builds) in $CHORUS_BIN.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,7 +25,8 @@ echo "server peak RSS: $(grep VmHWM /proc/$PID/status | awk '{print $2/1024 " Mi
 # what else the shared machine runs.
 TICKS="$(getconf CLK_TCK)"
 awk -v t="$TICKS" -v n="$POSTS" '{cpu = ($14 + $15) / t; printf "server CPU: %.1f s, %.1f us per post\n", cpu, cpu * 1e6 / n}' "/proc/$PID/stat"
-echo "data directory: $(du -sh "$DIR/data/log" | cut -f1) log, $(du -sh "$DIR/data/archive" | cut -f1) archive"
+# (With [log] backend = "kafka" the log is on the broker: no log/ here.)
+echo "data directory: $(du -sh "$DIR/data/log" 2>/dev/null | cut -f1) log, $(du -sh "$DIR/data/archive" | cut -f1) archive"
 # CPU by thread (the stages' threads are named: enrich-N, archive, index,
 # speed, tantivy's, tokio's), per post.
 echo "server CPU by thread:"
