@@ -141,18 +141,6 @@ fn segment_options() -> KeyspaceCreateOptions {
         .data_block_size_policy(::fjall::config::BlockSizePolicy::all(32 * 1024))
 }
 
-fn storage(e: impl std::fmt::Display) -> LogError {
-    LogError::Storage(e.to_string())
-}
-
-fn topic_index(topic: Topic) -> usize {
-    match topic {
-        Topic::Raw => 0,
-        Topic::Enriched => 1,
-        Topic::Dead => 2,
-    }
-}
-
 impl FjallLog {
     /// Opens (or creates) the log in `dir` with `partitions` partitions per
     /// topic. Reopening with another partition count is refused, since keys
@@ -166,16 +154,23 @@ impl FjallLog {
         if partitions == 0 {
             return Err(LogError::Storage("a log needs at least one partition".into()));
         }
-        std::fs::create_dir_all(dir).map_err(storage)?;
-        let db = Database::builder(dir).cache_size(CACHE_BYTES).open().map_err(storage)?;
+        std::fs::create_dir_all(dir).map_err(LogError::storage)?;
+        let db = Database::builder(dir)
+            .cache_size(CACHE_BYTES)
+            .open()
+            .map_err(LogError::storage)?;
         let offsets = db
             .keyspace("consumer_offsets", KeyspaceCreateOptions::default)
-            .map_err(storage)?;
-        let state = db.keyspace("state", KeyspaceCreateOptions::default).map_err(storage)?;
-        let meta = db.keyspace("meta", KeyspaceCreateOptions::default).map_err(storage)?;
-        match meta.get("partitions").map_err(storage)? {
+            .map_err(LogError::storage)?;
+        let state = db
+            .keyspace("state", KeyspaceCreateOptions::default)
+            .map_err(LogError::storage)?;
+        let meta = db
+            .keyspace("meta", KeyspaceCreateOptions::default)
+            .map_err(LogError::storage)?;
+        match meta.get("partitions").map_err(LogError::storage)? {
             Some(v) => {
-                let stored = u32::from_be_bytes(v.as_ref().try_into().map_err(|_| storage("damaged meta"))?);
+                let stored = u32::from_be_bytes(v.as_ref().try_into().map_err(|_| LogError::storage("damaged meta"))?);
                 if stored != partitions {
                     return Err(LogError::Storage(format!(
                         "{} was created with {stored} partitions, not {partitions}",
@@ -184,8 +179,9 @@ impl FjallLog {
                 }
             }
             None => {
-                meta.insert("partitions", partitions.to_be_bytes()).map_err(storage)?;
-                db.persist(PersistMode::SyncAll).map_err(storage)?;
+                meta.insert("partitions", partitions.to_be_bytes())
+                    .map_err(LogError::storage)?;
+                db.persist(PersistMode::SyncAll).map_err(LogError::storage)?;
             }
         }
         // Segment keyspaces are "<topic>.<partition>" (base 0) and
@@ -216,7 +212,7 @@ impl FjallLog {
                         base,
                         keyspace: db
                             .keyspace(&segment_name(topic, p, base), segment_options)
-                            .map_err(storage)?,
+                            .map_err(LogError::storage)?,
                     });
                 }
                 // The end: after the last record of the newest segment that
@@ -224,7 +220,7 @@ impl FjallLog {
                 let mut end = segs.last().map_or(0, |s| s.base);
                 for seg in segs.iter().rev() {
                     if let Some(guard) = seg.keyspace.last_key_value() {
-                        let (key, _) = guard.into_inner().map_err(storage)?;
+                        let (key, _) = guard.into_inner().map_err(LogError::storage)?;
                         end = end.max(decode_offset(&key)? + 1);
                         break;
                     }
@@ -265,22 +261,17 @@ impl FjallLog {
     }
 
     fn check_partition(&self, topic: Topic, partition: u32) -> Result<(), LogError> {
-        if partition < self.partitions {
-            Ok(())
-        } else {
-            Err(LogError::NoSuchPartition {
-                topic,
-                partitions: self.partitions,
-                partition,
-            })
-        }
+        LogError::check_partition(topic, partition, self.partitions)
     }
 
     /// The segments of a partition (cheap handles).
     fn segments_of(&self, topic: Topic, partition: u32) -> Result<Vec<Segment>, LogError> {
         self.check_partition(topic, partition)?;
-        let segments = self.segments.read().map_err(|_| storage("a writer panicked"))?;
-        Ok(segments[topic_index(topic)][partition as usize].clone())
+        let segments = self
+            .segments
+            .read()
+            .map_err(|_| LogError::storage("a writer panicked"))?;
+        Ok(segments[topic.index()][partition as usize].clone())
     }
 
     /// The keyspace an append at `offset` goes to, starting a new segment
@@ -294,10 +285,13 @@ impl FjallLog {
     ) -> Result<Keyspace, LogError> {
         self.check_partition(topic, partition)?;
         {
-            let segments = self.segments.read().map_err(|_| storage("a writer panicked"))?;
-            let newest = segments[topic_index(topic)][partition as usize]
+            let segments = self
+                .segments
+                .read()
+                .map_err(|_| LogError::storage("a writer panicked"))?;
+            let newest = segments[topic.index()][partition as usize]
                 .last()
-                .ok_or_else(|| storage("a partition without segments"))?;
+                .ok_or_else(|| LogError::storage("a partition without segments"))?;
             if offset < newest.base + self.segment_records {
                 return Ok(newest.keyspace.clone());
             }
@@ -305,15 +299,18 @@ impl FjallLog {
         let keyspace = self
             .db
             .keyspace(&segment_name(topic, partition, offset), segment_options)
-            .map_err(storage)?;
-        let mut segments = self.segments.write().map_err(|_| storage("a writer panicked"))?;
-        let segs = &mut segments[topic_index(topic)][partition as usize];
+            .map_err(LogError::storage)?;
+        let mut segments = self
+            .segments
+            .write()
+            .map_err(|_| LogError::storage("a writer panicked"))?;
+        let segs = &mut segments[topic.index()][partition as usize];
         if let Some(previous) = segs.last() {
             // Retention measures a segment's age from when it was sealed.
             let key = format!("sealed/{}", segment_name(topic, partition, previous.base));
             self.meta
                 .insert(key, super::super::record::now_micros().to_be_bytes())
-                .map_err(storage)?;
+                .map_err(LogError::storage)?;
             sealed.push(previous.keyspace.clone());
         }
         segs.push(Segment {
@@ -395,7 +392,7 @@ pub(crate) fn scan_prefix(
         None => keyspace.range::<&[u8], _>(prefix..),
     };
     for guard in range {
-        let (key, value) = guard.into_inner().map_err(storage)?;
+        let (key, value) = guard.into_inner().map_err(LogError::storage)?;
         if !key.starts_with(prefix) || out.len() >= max {
             break;
         }
@@ -406,7 +403,7 @@ pub(crate) fn scan_prefix(
 
 fn decode_offset(key: &[u8]) -> Result<u64, LogError> {
     Ok(u64::from_be_bytes(
-        key.try_into().map_err(|_| storage("damaged offset key"))?,
+        key.try_into().map_err(|_| LogError::storage("damaged offset key"))?,
     ))
 }
 
@@ -434,14 +431,14 @@ impl Log for FjallLog {
         for &key in &tx.removed_state {
             batch.remove(&self.state, key);
         }
-        let mut next = self.next.lock().map_err(|_| storage("a writer panicked"))?;
+        let mut next = self.next.lock().map_err(|_| LogError::storage("a writer panicked"))?;
         let mut assigned = next.clone();
         let mut positions = Vec::with_capacity(tx.appends.len());
         let mut values = Vec::with_capacity(tx.appends.len());
         let mut sealed = Vec::new();
         for &(topic, key, value) in &tx.appends {
             let partition = partition_of(key, self.partitions);
-            let offset = &mut assigned[topic_index(topic)][partition as usize];
+            let offset = &mut assigned[topic.index()][partition as usize];
             let keyspace = self.segment_for_append(topic, partition, *offset, &mut sealed)?;
             // One copy of the bytes, shared by the store and `recent`.
             let value = Slice::from(value);
@@ -455,11 +452,11 @@ impl Log for FjallLog {
         }
         // The batch is written and synced before the offsets advance: a
         // failed write leaves the log as it was.
-        batch.commit().map_err(storage)?;
+        batch.commit().map_err(LogError::storage)?;
         for ((topic, value), at) in values.into_iter().zip(&positions) {
-            let mut recent = self.recent[topic_index(topic)][at.partition as usize]
+            let mut recent = self.recent[topic.index()][at.partition as usize]
                 .lock()
-                .map_err(|_| storage("a reader panicked"))?;
+                .map_err(|_| LogError::storage("a reader panicked"))?;
             recent.push(at.offset, value, self.recent_bytes);
         }
         // A sealed segment takes no more writes: its memtable is flushed
@@ -474,7 +471,11 @@ impl Log for FjallLog {
         *next = assigned;
         drop(next);
         if grew {
-            let mut generation = self.appended.0.lock().map_err(|_| storage("a writer panicked"))?;
+            let mut generation = self
+                .appended
+                .0
+                .lock()
+                .map_err(|_| LogError::storage("a writer panicked"))?;
             *generation += 1;
             self.appended.1.notify_all();
         }
@@ -488,7 +489,7 @@ impl Log for FjallLog {
         let has_more = || {
             self.next
                 .lock()
-                .map(|next| next[topic_index(topic)].iter().zip(seen).any(|(end, seen)| end > seen))
+                .map(|next| next[topic.index()].iter().zip(seen).any(|(end, seen)| end > seen))
                 .unwrap_or(true)
         };
         if has_more() {
@@ -500,7 +501,7 @@ impl Log for FjallLog {
     }
 
     fn state(&self, key: &[u8]) -> Result<Option<Vec<u8>>, LogError> {
-        Ok(self.state.get(key).map_err(storage)?.map(|v| v.to_vec()))
+        Ok(self.state.get(key).map_err(LogError::storage)?.map(|v| v.to_vec()))
     }
 
     fn state_bytes(&self) -> u64 {
@@ -520,9 +521,9 @@ impl Log for FjallLog {
         max_bytes: usize,
     ) -> Result<Vec<Entry>, LogError> {
         self.check_partition(topic, partition)?;
-        let recent = self.recent[topic_index(topic)][partition as usize]
+        let recent = self.recent[topic.index()][partition as usize]
             .lock()
-            .map_err(|_| storage("a writer panicked"))?
+            .map_err(|_| LogError::storage("a writer panicked"))?
             .read(offset, max, max_bytes);
         if let Some(entries) = recent {
             return Ok(entries);
@@ -538,7 +539,7 @@ impl Log for FjallLog {
                 break;
             }
             for guard in segment.keyspace.range(offset.to_be_bytes()..).take(max - out.len()) {
-                let (key, value) = guard.into_inner().map_err(storage)?;
+                let (key, value) = guard.into_inner().map_err(LogError::storage)?;
                 bytes += value.len();
                 out.push(Entry {
                     offset: decode_offset(&key)?,
@@ -567,8 +568,10 @@ impl Log for FjallLog {
                     break;
                 }
                 let sealed_key = format!("sealed/{}", segment_name(topic, partition, segment.base));
-                let sealed_at = match self.meta.get(&sealed_key).map_err(storage)? {
-                    Some(v) => i64::from_be_bytes(v.as_ref().try_into().map_err(|_| storage("damaged meta"))?),
+                let sealed_at = match self.meta.get(&sealed_key).map_err(LogError::storage)? {
+                    Some(v) => {
+                        i64::from_be_bytes(v.as_ref().try_into().map_err(|_| LogError::storage("damaged meta"))?)
+                    }
                     None => now,
                 };
                 let too_old = retention
@@ -580,17 +583,22 @@ impl Log for FjallLog {
                 }
                 bytes = bytes.saturating_sub(segment.keyspace.disk_space());
                 {
-                    let mut all = self.segments.write().map_err(|_| storage("a writer panicked"))?;
-                    all[topic_index(topic)][partition as usize].retain(|s| s.base != segment.base);
+                    let mut all = self
+                        .segments
+                        .write()
+                        .map_err(|_| LogError::storage("a writer panicked"))?;
+                    all[topic.index()][partition as usize].retain(|s| s.base != segment.base);
                 }
                 // Not served from memory either: a read from a removed
                 // offset resumes at the earliest kept.
-                self.recent[topic_index(topic)][partition as usize]
+                self.recent[topic.index()][partition as usize]
                     .lock()
-                    .map_err(|_| storage("a reader panicked"))?
+                    .map_err(|_| LogError::storage("a reader panicked"))?
                     .forget_before(next_base);
-                self.meta.remove(sealed_key).map_err(storage)?;
-                self.db.delete_keyspace(segment.keyspace.clone()).map_err(storage)?;
+                self.meta.remove(sealed_key).map_err(LogError::storage)?;
+                self.db
+                    .delete_keyspace(segment.keyspace.clone())
+                    .map_err(LogError::storage)?;
                 removed += next_base - segment.base;
             }
         }
@@ -600,15 +608,15 @@ impl Log for FjallLog {
     fn committed(&self, consumer: &str, topic: Topic, partition: u32) -> Result<u64, LogError> {
         self.check_partition(topic, partition)?;
         let key = Self::offset_key(consumer, topic, partition)?;
-        match self.offsets.get(key).map_err(storage)? {
+        match self.offsets.get(key).map_err(LogError::storage)? {
             Some(v) => decode_offset(&v),
             None => Ok(0),
         }
     }
 
     fn end_offsets(&self, topic: Topic) -> Result<Vec<u64>, LogError> {
-        let next = self.next.lock().map_err(|_| storage("a writer panicked"))?;
-        Ok(next[topic_index(topic)].clone())
+        let next = self.next.lock().map_err(|_| LogError::storage("a writer panicked"))?;
+        Ok(next[topic.index()].clone())
     }
 }
 

@@ -148,18 +148,6 @@ fn properties_from_env(vars: impl Iterator<Item = (String, String)>) -> Vec<(Str
     properties
 }
 
-fn topic_index(topic: Topic) -> usize {
-    match topic {
-        Topic::Raw => 0,
-        Topic::Enriched => 1,
-        Topic::Dead => 2,
-    }
-}
-
-fn storage(e: impl std::fmt::Display) -> LogError {
-    LogError::Storage(e.to_string())
-}
-
 /// A broker error as a log error: what a broker that is down, moving a
 /// partition or overloaded answers may mend itself (`Unavailable`); the
 /// rest does not.
@@ -343,7 +331,7 @@ impl KafkaLog {
     /// state store in `state_dir`.
     pub fn open(settings: KafkaSettings, state_dir: &Path) -> Result<KafkaLog, LogError> {
         if settings.partitions == 0 {
-            return Err(storage("a log needs at least one partition"));
+            return Err(LogError::storage("a log needs at least one partition"));
         }
         let topics = Topic::ALL.map(|t| settings.topic_name(t));
         let changelog = settings.changelog_name();
@@ -374,14 +362,14 @@ impl KafkaLog {
             .set("message.timeout.ms", RETRY_FOR.as_millis().to_string())
             .create_with_context(Deliveries)
             .map_err(|e| kafka_error("creating the producer", &e))?;
-        std::fs::create_dir_all(state_dir).map_err(storage)?;
-        let state_db = Database::builder(state_dir).open().map_err(storage)?;
+        std::fs::create_dir_all(state_dir).map_err(LogError::storage)?;
+        let state_db = Database::builder(state_dir).open().map_err(LogError::storage)?;
         let state = state_db
             .keyspace("state", KeyspaceCreateOptions::default)
-            .map_err(storage)?;
+            .map_err(LogError::storage)?;
         let state_meta = state_db
             .keyspace("changelog", KeyspaceCreateOptions::default)
-            .map_err(storage)?;
+            .map_err(LogError::storage)?;
         let applied = restore_state(&settings, &changelog, &state_db, (&state, &state_meta))?;
         let known_end = Topic::ALL
             .iter()
@@ -405,19 +393,11 @@ impl KafkaLog {
     }
 
     fn check_partition(&self, topic: Topic, partition: u32) -> Result<(), LogError> {
-        if partition < self.settings.partitions {
-            Ok(())
-        } else {
-            Err(LogError::NoSuchPartition {
-                topic,
-                partitions: self.settings.partitions,
-                partition,
-            })
-        }
+        LogError::check_partition(topic, partition, self.settings.partitions)
     }
 
     fn saw_end(&self, topic: Topic, partition: u32, end: u64) {
-        self.known_end[topic_index(topic)][partition as usize].fetch_max(end, Ordering::AcqRel);
+        self.known_end[topic.index()][partition as usize].fetch_max(end, Ordering::AcqRel);
     }
 
     /// The consumer of a consumer name's group (made on first use).
@@ -425,7 +405,7 @@ impl KafkaLog {
         if !valid_consumer(consumer) {
             return Err(LogError::BadConsumer(consumer.to_string()));
         }
-        let mut groups = self.groups.lock().map_err(|_| storage("a caller panicked"))?;
+        let mut groups = self.groups.lock().map_err(|_| LogError::storage("a caller panicked"))?;
         if let Some(group) = groups.get(consumer) {
             return Ok(group.clone());
         }
@@ -445,8 +425,11 @@ impl KafkaLog {
     /// A reader of a topic partition, preferably one already at `offset`.
     fn take_reader(&self, topic: Topic, partition: u32, offset: u64) -> Result<Reader, LogError> {
         let idle = {
-            let mut readers = self.readers.lock().map_err(|_| storage("a reader panicked"))?;
-            let list = readers.entry((topic_index(topic), partition)).or_default();
+            let mut readers = self
+                .readers
+                .lock()
+                .map_err(|_| LogError::storage("a reader panicked"))?;
+            let list = readers.entry((topic.index(), partition)).or_default();
             match list.iter().position(|r| r.next == offset) {
                 Some(i) => Some(list.swap_remove(i)),
                 None => list.pop(),
@@ -477,7 +460,7 @@ impl KafkaLog {
         if reader.next != offset {
             let mut tpl = TopicPartitionList::new();
             tpl.add_partition_offset(
-                &self.topics[topic_index(topic)],
+                &self.topics[topic.index()],
                 partition as i32,
                 Offset::Offset(offset as i64),
             )
@@ -494,7 +477,7 @@ impl KafkaLog {
 
     fn put_reader(&self, topic: Topic, partition: u32, reader: Reader) {
         if let Ok(mut readers) = self.readers.lock() {
-            let list = readers.entry((topic_index(topic), partition)).or_default();
+            let list = readers.entry((topic.index(), partition)).or_default();
             if list.len() < READERS_PER_PARTITION {
                 list.push(reader);
             }
@@ -503,7 +486,7 @@ impl KafkaLog {
 
     /// The end offsets, asking the broker with this timeout.
     fn ends_within(&self, topic: Topic, timeout: Duration) -> Result<Vec<u64>, LogError> {
-        let name = &self.topics[topic_index(topic)];
+        let name = &self.topics[topic.index()];
         (0..self.settings.partitions)
             .map(|p| {
                 let (_, high) = self
@@ -530,7 +513,7 @@ impl KafkaLog {
         // A record this process appended (or saw the broker count) is
         // there: wait for it. Without one, wait only for the broker to say
         // where the partition ends, once per position.
-        let known = offset < self.known_end[topic_index(topic)][partition as usize].load(Ordering::Acquire);
+        let known = offset < self.known_end[topic.index()][partition as usize].load(Ordering::Acquire);
         let mut deadline = Instant::now() + BROKER_WAIT;
         // The broker said the partition ends here although a record was
         // known past it: either the end was reported before that record
@@ -559,7 +542,7 @@ impl KafkaLog {
                 None if waiting => {
                     break Err(LogError::Unavailable(format!(
                         "no answer from the broker for {} partition {partition} in {} s{}",
-                        self.topics[topic_index(topic)],
+                        self.topics[topic.index()],
                         BROKER_WAIT.as_secs(),
                         trouble.map(|e| format!(" ({e})")).unwrap_or_default()
                     )));
@@ -621,7 +604,7 @@ impl KafkaLog {
         partition: u32,
     ) -> Result<u64, LogError> {
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition(&self.topics[topic_index(topic)], partition as i32);
+        tpl.add_partition(&self.topics[topic.index()], partition as i32);
         let committed = group
             .committed_offsets(tpl, BROKER_WAIT)
             .map_err(|e| kafka_error(&format!("reading {consumer}'s offsets"), &e))?;
@@ -650,7 +633,7 @@ impl KafkaLog {
             .iter()
             .enumerate()
             .map(|(index, &(topic, key, value))| Outgoing {
-                topic: &self.topics[topic_index(topic)],
+                topic: &self.topics[topic.index()],
                 partition: partition_of(key, self.settings.partitions),
                 key,
                 value: Some(json.get(index).map_or(value, Vec::as_slice)),
@@ -694,7 +677,10 @@ impl KafkaLog {
                     }
                     Err((e, _)) => {
                         // Not sent: no report will come for it.
-                        let mut results = pending.results.lock().map_err(|_| storage("a producer panicked"))?;
+                        let mut results = pending
+                            .results
+                            .lock()
+                            .map_err(|_| LogError::storage("a producer panicked"))?;
                         results.0[index] = Some(Err(e));
                         results.1 -= 1;
                         break;
@@ -702,7 +688,10 @@ impl KafkaLog {
                 }
             }
         }
-        let mut results = pending.results.lock().map_err(|_| storage("a producer panicked"))?;
+        let mut results = pending
+            .results
+            .lock()
+            .map_err(|_| LogError::storage("a producer panicked"))?;
         while results.1 > 0 {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -715,7 +704,7 @@ impl KafkaLog {
             results = pending
                 .done
                 .wait_timeout(results, left)
-                .map_err(|_| storage("a producer panicked"))?
+                .map_err(|_| LogError::storage("a producer panicked"))?
                 .0;
         }
         results
@@ -725,11 +714,11 @@ impl KafkaLog {
                 Some(Ok((partition, offset))) if *partition >= 0 && *offset >= 0 => {
                     Ok((*partition as u32, *offset as u64))
                 }
-                Some(Ok((partition, offset))) => Err(storage(format!(
+                Some(Ok((partition, offset))) => Err(LogError::storage(format!(
                     "the broker acknowledged a record without its position ({partition}, {offset})"
                 ))),
                 Some(Err(e)) => Err(kafka_error("appending", e)),
-                None => Err(storage("a record without a delivery report")),
+                None => Err(LogError::storage("a record without a delivery report")),
             })
             .collect()
     }
@@ -768,7 +757,7 @@ impl KafkaLog {
             let applied = self.changelog_applied.fetch_max(last, Ordering::AcqRel).max(last);
             batch.insert(&self.state_meta, APPLIED_KEY, applied.to_be_bytes());
         }
-        batch.commit().map_err(storage)
+        batch.commit().map_err(LogError::storage)
     }
 
     /// Commits consumer offsets, one request per consumer name.
@@ -785,7 +774,7 @@ impl KafkaLog {
             by_consumer[i]
                 .1
                 .add_partition_offset(
-                    &self.topics[topic_index(topic)],
+                    &self.topics[topic.index()],
                     partition as i32,
                     Offset::Offset(next_offset as i64),
                 )
@@ -827,8 +816,12 @@ fn restore_state(
     db: &Database,
     (state, meta): (&Keyspace, &Keyspace),
 ) -> Result<i64, LogError> {
-    let mut applied = match meta.get(APPLIED_KEY).map_err(storage)? {
-        Some(v) => i64::from_be_bytes(v.as_ref().try_into().map_err(|_| storage("damaged state meta"))?),
+    let mut applied = match meta.get(APPLIED_KEY).map_err(LogError::storage)? {
+        Some(v) => i64::from_be_bytes(
+            v.as_ref()
+                .try_into()
+                .map_err(|_| LogError::storage("damaged state meta"))?,
+        ),
         None => -1,
     };
     let consumer: BaseConsumer<Logged> = settings
@@ -876,14 +869,14 @@ fn restore_state(
                     batch.insert(meta, APPLIED_KEY, applied.to_be_bytes());
                     std::mem::replace(&mut batch, db.batch().durability(Some(PersistMode::SyncAll)))
                         .commit()
-                        .map_err(storage)?;
+                        .map_err(LogError::storage)?;
                     in_batch = 0;
                 }
             }
         }
     }
     batch.insert(meta, APPLIED_KEY, applied.to_be_bytes());
-    batch.commit().map_err(storage)?;
+    batch.commit().map_err(LogError::storage)?;
     if restored > 0 {
         tracing::info!(
             restored,
@@ -925,7 +918,7 @@ fn ensure_topics(settings: &KafkaSettings, meta: &BaseConsumer<Logged>, topics: 
         match partitions_of(name)? {
             Some(n) if n == topic.partitions as usize => {}
             Some(n) => {
-                return Err(storage(format!(
+                return Err(LogError::storage(format!(
                     "the Kafka topic {name} has {n} partitions, not {} ([log] partitions)",
                     topic.partitions
                 )));
@@ -962,7 +955,7 @@ fn ensure_topics(settings: &KafkaSettings, meta: &BaseConsumer<Logged>, topics: 
         if let Err((name, code)) = result
             && code != RDKafkaErrorCode::TopicAlreadyExists
         {
-            return Err(storage(format!("creating the Kafka topic {name}: {code}")));
+            return Err(LogError::storage(format!("creating the Kafka topic {name}: {code}")));
         }
     }
     // Wait until the metadata shows them (a broker creates asynchronously).
@@ -1006,7 +999,11 @@ impl Log for KafkaLog {
             self.commit_offsets(&tx.commits)?;
         }
         if !positions.is_empty() {
-            let mut generation = self.appended.0.lock().map_err(|_| storage("a writer panicked"))?;
+            let mut generation = self
+                .appended
+                .0
+                .lock()
+                .map_err(|_| LogError::storage("a writer panicked"))?;
             *generation += 1;
             self.appended.1.notify_all();
         }
@@ -1034,7 +1031,7 @@ impl Log for KafkaLog {
     }
 
     fn state(&self, key: &[u8]) -> Result<Option<Vec<u8>>, LogError> {
-        Ok(self.state.get(key).map_err(storage)?.map(|v| v.to_vec()))
+        Ok(self.state.get(key).map_err(LogError::storage)?.map(|v| v.to_vec()))
     }
 
     fn state_bytes(&self) -> u64 {
@@ -1052,7 +1049,7 @@ impl Log for KafkaLog {
     fn wait_for_appends(&self, topic: Topic, seen: &[u64], timeout: Duration) {
         let deadline = Instant::now() + timeout;
         let known = |log: &KafkaLog| {
-            log.known_end[topic_index(topic)]
+            log.known_end[topic.index()]
                 .iter()
                 .zip(seen)
                 .any(|(end, seen)| end.load(Ordering::Acquire) > *seen)

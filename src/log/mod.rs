@@ -28,6 +28,15 @@ impl Topic {
     /// Every topic.
     pub const ALL: [Topic; 3] = [Topic::Raw, Topic::Enriched, Topic::Dead];
 
+    /// Its place in [`Topic::ALL`] (backends keep per-topic tables).
+    pub fn index(self) -> usize {
+        match self {
+            Topic::Raw => 0,
+            Topic::Enriched => 1,
+            Topic::Dead => 2,
+        }
+    }
+
     /// The topic of a name (`posts.raw`), or its short form (`raw`).
     pub fn from_name(name: &str) -> Option<Topic> {
         Topic::ALL
@@ -172,6 +181,24 @@ pub type StateEntry = (Vec<u8>, Vec<u8>);
 pub const READ_BYTES: usize = 16 << 20;
 
 impl LogError {
+    /// A storage failure, with the engine's message.
+    pub(crate) fn storage(e: impl fmt::Display) -> LogError {
+        LogError::Storage(e.to_string())
+    }
+
+    /// Refuses a partition beyond the `partitions` of `topic`.
+    pub(crate) fn check_partition(topic: Topic, partition: u32, partitions: u32) -> Result<(), LogError> {
+        if partition < partitions {
+            Ok(())
+        } else {
+            Err(LogError::NoSuchPartition {
+                topic,
+                partitions,
+                partition,
+            })
+        }
+    }
+
     /// Whether the log can take no further write in this process (the
     /// storage engine poisoned itself after a failed write, as on a full
     /// disk): the pipeline must stop; a restart recovers from the journal.
