@@ -11,8 +11,8 @@
 //!   record's columns (timestamps as microseconds since the Unix epoch, as
 //!   `chorus tail` prints them). An enriched record that says which
 //!   version of its post it replaces (the speed layer's prior) carries it
-//!   in `chorus_prior` (`"stale"`, or the hex of its bytes); other readers
-//!   may ignore that field.
+//!   in `chorus_prior`, its first field (`"stale"`, or the hex of its
+//!   bytes); other readers may ignore that field.
 //! * `posts.dead`: dead letters are JSON already.
 //!
 //! What another producer writes to `posts.raw` is read as the ingest API
@@ -29,8 +29,9 @@ use serde::Deserialize;
 use super::Topic;
 use crate::record::{Post, PostView, Prior, RawPost};
 
-/// The field of an enriched record's prior.
-const PRIOR_FIELD: &str = "chorus_prior";
+/// The start of an enriched record that carries its prior (the field
+/// `chorus_prior`, first).
+const PRIOR_START: &[u8] = b"{\"chorus_prior\":\"";
 
 /// A record the stages wrote (compact) as it goes on a Kafka topic.
 /// A record that does not decode goes as it is.
@@ -40,16 +41,20 @@ pub fn to_json(topic: Topic, value: &[u8]) -> Vec<u8> {
             .ok()
             .and_then(|raw| serde_json::to_vec(&raw).ok()),
         Topic::Enriched => PostView::with_prior(value).ok().and_then(|(post, prior)| {
-            let mut object = serde_json::to_value(post.into_post()).ok()?;
+            let post = serde_json::to_vec(&post.into_post()).ok()?;
             let prior = match prior {
-                Prior::None => None,
-                Prior::Stale => Some("stale".to_string()),
-                Prior::Replaces(bytes) => Some(hex(bytes)),
+                Prior::None => return Some(post),
+                Prior::Stale => "stale".to_string(),
+                Prior::Replaces(bytes) => hex(bytes),
             };
-            if let (Some(prior), Some(map)) = (prior, object.as_object_mut()) {
-                map.insert(PRIOR_FIELD.into(), prior.into());
-            }
-            serde_json::to_vec(&object).ok()
+            // The prior as the object's first field, so a reader finds it
+            // (or its absence) without parsing the record twice.
+            let mut out = Vec::with_capacity(post.len() + prior.len() + 20);
+            out.extend_from_slice(PRIOR_START);
+            out.extend_from_slice(prior.as_bytes());
+            out.extend_from_slice(b"\",");
+            out.extend_from_slice(post.get(1..)?);
+            Some(out)
         }),
         Topic::Dead => None,
     };
@@ -82,11 +87,17 @@ pub fn from_json(topic: Topic, value: &[u8], timestamp_micros: Option<i64>) -> O
         }
         Topic::Enriched => {
             let post: Post = serde_json::from_slice(value).ok()?;
-            #[derive(Deserialize)]
-            struct PriorOnly {
-                chorus_prior: Option<String>,
-            }
-            let prior = serde_json::from_slice::<PriorOnly>(value).ok()?.chorus_prior;
+            // Only chorus writes a prior, as the first field: a record
+            // without one (nearly all) is parsed once.
+            let prior = if value.starts_with(PRIOR_START) {
+                #[derive(Deserialize)]
+                struct PriorOnly {
+                    chorus_prior: Option<String>,
+                }
+                serde_json::from_slice::<PriorOnly>(value).ok()?.chorus_prior
+            } else {
+                None
+            };
             let mut record = post.to_log_bytes();
             match prior.as_deref() {
                 None => {}
@@ -175,7 +186,8 @@ mod tests {
             let mut record = post.to_log_bytes();
             prior.append_to(&mut record);
             let json = to_json(Topic::Enriched, &record);
-            assert!(String::from_utf8_lossy(&json).contains(PRIOR_FIELD));
+            assert!(json.starts_with(PRIOR_START), "{}", String::from_utf8_lossy(&json));
+            serde_json::from_slice::<serde_json::Value>(&json).expect("valid JSON");
             assert_eq!(from_json(Topic::Enriched, &json, None).unwrap(), record);
         }
     }
