@@ -359,7 +359,9 @@ max_concurrent_ingest = 16
 [log]
 # "embedded": the log is in the data directory (log/). "kafka": its topics
 # (posts.raw, posts.enriched, posts.dead) are on a Kafka-protocol broker;
-# the stages' state stays in the data directory (state/). librdkafka
+# the stages' state goes to the compacted topic chorus.state and is kept in
+# the data directory (state/). Kafka's own retention applies to the topics
+# (retention_* below are the embedded log's). librdkafka
 # properties, credentials among them, come from CHORUS_KAFKA_* variables
 # (CHORUS_KAFKA_SASL_PASSWORD sets sasl.password).
 backend = "embedded"

@@ -120,6 +120,27 @@ impl KafkaSettings {
         config
     }
 
+    /// A consumer that reads a partition it is assigned, from an offset,
+    /// and says where the partition ends; `group` only because librdkafka
+    /// assigns only in a group: it never commits nor subscribes. What it
+    /// fetches is bounded (a dozen readers must not hold librdkafka's
+    /// 64 MiB each, nor a 100 MiB answer): 8 MiB ahead, answers of at most
+    /// 16 MiB (a record larger than the broker's fetch size still comes,
+    /// alone, up to that bound).
+    fn reader(&self, group: &str) -> ClientConfig {
+        let mut config = self.client();
+        config
+            .set("group.id", self.group_name(group))
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "true")
+            .set("auto.offset.reset", "earliest")
+            .set("queued.max.messages.kbytes", "8192")
+            .set("fetch.max.bytes", "8388608")
+            .set("receive.message.max.bytes", "16777216")
+            .set("fetch.wait.max.ms", "100");
+        config
+    }
+
     /// The Kafka topic of one of chorus's topics.
     pub fn topic_name(&self, topic: Topic) -> String {
         format!("{}{}", self.topic_prefix, topic.name())
@@ -440,17 +461,7 @@ impl KafkaLog {
             None => Reader {
                 consumer: self
                     .settings
-                    .client()
-                    // librdkafka assigns only in a group; this one never
-                    // commits nor subscribes.
-                    .set("group.id", self.settings.group_name("reader"))
-                    .set("enable.auto.commit", "false")
-                    .set("enable.partition.eof", "true")
-                    .set("auto.offset.reset", "earliest")
-                    // What one reader fetches ahead, bounded: a dozen
-                    // readers must not hold librdkafka's 64 MiB each.
-                    .set("queued.max.messages.kbytes", "8192")
-                    .set("fetch.wait.max.ms", "100")
+                    .reader("reader")
                     .create_with_context(Logged)
                     .map_err(|e| kafka_error("creating a reader", &e))?,
                 next: u64::MAX,
@@ -793,8 +804,6 @@ impl KafkaLog {
     }
 }
 
-/// Creates the topics that do not exist; refuses one with another
-/// partition count (its keys would be in other partitions).
 /// One record to send.
 struct Outgoing<'a> {
     topic: &'a str,
@@ -825,11 +834,7 @@ fn restore_state(
         None => -1,
     };
     let consumer: BaseConsumer<Logged> = settings
-        .client()
-        .set("group.id", settings.group_name("state-restore"))
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        .set("auto.offset.reset", "earliest")
+        .reader("state-restore")
         .create_with_context(Logged)
         .map_err(|e| kafka_error("creating the state's reader", &e))?;
     let mut tpl = TopicPartitionList::new();
@@ -842,7 +847,8 @@ fn restore_state(
     let mut restored = 0u64;
     let mut deadline = Instant::now() + BROKER_WAIT;
     let mut batch = db.batch().durability(Some(PersistMode::SyncAll));
-    let mut in_batch = 0;
+    // A batch is written every 10,000 changes or 16 MiB, whichever first.
+    let (mut in_batch, mut batch_bytes) = (0, 0usize);
     loop {
         match consumer.poll(Duration::from_millis(100)) {
             None if Instant::now() < deadline => continue,
@@ -865,12 +871,13 @@ fn restore_state(
                 applied = applied.max(message.offset());
                 restored += 1;
                 in_batch += 1;
-                if in_batch == 10_000 {
+                batch_bytes += key.len() + message.payload().map_or(0, <[u8]>::len);
+                if in_batch == 10_000 || batch_bytes >= 16 << 20 {
                     batch.insert(meta, APPLIED_KEY, applied.to_be_bytes());
                     std::mem::replace(&mut batch, db.batch().durability(Some(PersistMode::SyncAll)))
                         .commit()
                         .map_err(LogError::storage)?;
-                    in_batch = 0;
+                    (in_batch, batch_bytes) = (0, 0);
                 }
             }
         }
@@ -895,6 +902,8 @@ struct Wanted {
     compacted: bool,
 }
 
+/// Creates the topics that do not exist; refuses one with another
+/// partition count (its keys would be in other partitions).
 fn ensure_topics(settings: &KafkaSettings, meta: &BaseConsumer<Logged>, topics: &[Wanted]) -> Result<(), LogError> {
     let partitions_of = |name: &str| -> Result<Option<usize>, LogError> {
         let metadata = meta.fetch_metadata(Some(name), BROKER_WAIT).map_err(|e| {

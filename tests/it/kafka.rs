@@ -255,7 +255,6 @@ async fn the_pipeline_rides_out_a_broker_restart_mid_stream() {
     let sender = {
         let (client, url, bodies) = (client.clone(), server.url("/v1/posts"), bodies.clone());
         tokio::spawn(async move {
-            let mut retried = 0;
             for batch in 0..BATCHES {
                 let body = ndjson(batch * BATCH..(batch + 1) * BATCH, &bodies);
                 loop {
@@ -267,15 +266,11 @@ async fn the_pipeline_rides_out_a_broker_restart_mid_stream() {
                         .await;
                     match sent {
                         Ok(r) if r.status() == 202 => break,
-                        _ => {
-                            retried += 1;
-                            tokio::time::sleep(Duration::from_millis(300)).await;
-                        }
+                        _ => tokio::time::sleep(Duration::from_millis(300)).await,
                     }
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            retried
         })
     };
     tokio::time::sleep(Duration::from_millis(700)).await;
@@ -289,7 +284,7 @@ async fn the_pipeline_rides_out_a_broker_restart_mid_stream() {
         broker
     });
     let broker = restarted.await.unwrap();
-    let _retried = sender.await.unwrap();
+    sender.await.unwrap();
     let expected = (BATCHES * BATCH) as u64;
     wait_for_latest(&client, &server, expected, "after the broker restart").await;
     let mut server = server;
