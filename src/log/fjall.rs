@@ -6,7 +6,7 @@
 
 use std::collections::VecDeque;
 use std::path::Path;
-use std::sync::{Condvar, Mutex, RwLock};
+use std::sync::{Mutex, RwLock};
 use std::time::Duration;
 
 use ::fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode, Slice};
@@ -40,7 +40,7 @@ pub struct FjallLog {
     meta: Keyspace,
     state: Keyspace,
     /// Bumped after every append, to wake idle consumers.
-    appended: (Mutex<u64>, Condvar),
+    appended: super::Appended,
     /// Per topic, per partition: the next offset. One lock for appends
     /// keeps offsets dense and batches atomic.
     next: Mutex<Vec<Vec<u64>>>,
@@ -253,7 +253,7 @@ impl FjallLog {
             offsets,
             meta,
             state,
-            appended: (Mutex::new(0), Condvar::new()),
+            appended: super::Appended::default(),
             next: Mutex::new(next),
             recent,
             recent_bytes: RECENT_BYTES / partitions as usize,
@@ -471,33 +471,19 @@ impl Log for FjallLog {
         *next = assigned;
         drop(next);
         if grew {
-            let mut generation = self
-                .appended
-                .0
-                .lock()
-                .map_err(|_| LogError::storage("a writer panicked"))?;
-            *generation += 1;
-            self.appended.1.notify_all();
+            self.appended.notify();
         }
         Ok(positions)
     }
 
     fn wait_for_appends(&self, topic: Topic, seen: &[u64], timeout: Duration) {
-        let Ok(generation) = self.appended.0.lock() else {
-            return;
-        };
         let has_more = || {
             self.next
                 .lock()
                 .map(|next| next[topic.index()].iter().zip(seen).any(|(end, seen)| end > seen))
                 .unwrap_or(true)
         };
-        if has_more() {
-            return;
-        }
-        // Appends bump the generation under this lock, so none is missed
-        // between the check and the wait.
-        let _ = self.appended.1.wait_timeout(generation, timeout);
+        self.appended.wait_unless(has_more, timeout);
     }
 
     fn state(&self, key: &[u8]) -> Result<Option<Vec<u8>>, LogError> {

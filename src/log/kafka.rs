@@ -333,7 +333,7 @@ pub struct KafkaLog {
     /// appended or saw the broker report.
     known_end: Vec<Vec<AtomicU64>>,
     /// Bumped after every append of this process, to wake idle consumers.
-    appended: (Mutex<u64>, Condvar),
+    appended: super::Appended,
     state_db: Database,
     state: Keyspace,
     /// The offset of the changelog the local state holds up to.
@@ -404,7 +404,7 @@ impl KafkaLog {
             readers: Mutex::new(HashMap::new()),
             groups: Mutex::new(HashMap::new()),
             known_end,
-            appended: (Mutex::new(0), Condvar::new()),
+            appended: super::Appended::default(),
             state_db,
             state,
             state_meta,
@@ -1008,13 +1008,7 @@ impl Log for KafkaLog {
             self.commit_offsets(&tx.commits)?;
         }
         if !positions.is_empty() {
-            let mut generation = self
-                .appended
-                .0
-                .lock()
-                .map_err(|_| LogError::storage("a writer panicked"))?;
-            *generation += 1;
-            self.appended.1.notify_all();
+            self.appended.notify();
         }
         Ok(positions)
     }
@@ -1064,19 +1058,13 @@ impl Log for KafkaLog {
                 .any(|(end, seen)| end.load(Ordering::Acquire) > *seen)
         };
         loop {
-            let Ok(generation) = self.appended.0.lock() else {
-                return;
-            };
-            if known(self) {
-                return;
-            }
             let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
+            if known(self) || left.is_zero() {
                 return;
             }
             // Woken by this process's appends; another process's show in
             // the broker's end offsets, asked for every IDLE_CHECK.
-            let _ = self.appended.1.wait_timeout(generation, left.min(IDLE_CHECK));
+            self.appended.wait_unless(|| known(self), left.min(IDLE_CHECK));
             if known(self) {
                 return;
             }

@@ -362,6 +362,37 @@ pub trait Log: Send + Sync {
     }
 }
 
+/// Wakes consumers waiting for appends of this process: a backend bumps it
+/// after each append ([`Appended::notify`]) and [`Log::wait_for_appends`]
+/// waits on it ([`Appended::wait_unless`]).
+#[derive(Debug, Default)]
+pub(crate) struct Appended {
+    generation: std::sync::Mutex<u64>,
+    woken: std::sync::Condvar,
+}
+
+impl Appended {
+    /// Wakes every waiter.
+    pub(crate) fn notify(&self) {
+        if let Ok(mut generation) = self.generation.lock() {
+            *generation += 1;
+            self.woken.notify_all();
+        }
+    }
+
+    /// Waits up to `timeout` for a notify, unless `ready` says there is
+    /// news already. Appends notify under the lock `ready` is checked
+    /// under, so none is missed between the check and the wait.
+    pub(crate) fn wait_unless(&self, ready: impl Fn() -> bool, timeout: Duration) {
+        let Ok(generation) = self.generation.lock() else {
+            return;
+        };
+        if !ready() {
+            let _ = self.woken.wait_timeout(generation, timeout);
+        }
+    }
+}
+
 /// How long the log keeps records that every consumer has processed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Retention {
