@@ -109,11 +109,18 @@ impl KafkaSettings {
         }
     }
 
-    fn client(&self) -> ClientConfig {
+    /// A client's configuration: the brokers, chorus's `tunable` defaults
+    /// for this kind of client, then the environment's properties, which
+    /// win. What chorus's guarantees rest on (idempotence, `acks`, manual
+    /// commits, the group) the caller sets after, so nothing overrides it.
+    fn client(&self, tunable: &[(&str, &str)]) -> ClientConfig {
         let mut config = ClientConfig::new();
         config
             .set("bootstrap.servers", &self.brokers)
             .set("socket.timeout.ms", "10000");
+        for (key, value) in tunable {
+            config.set(*key, *value);
+        }
         for (key, value) in &self.properties {
             config.set(key, value);
         }
@@ -128,16 +135,17 @@ impl KafkaSettings {
     /// 16 MiB (a record larger than the broker's fetch size still comes,
     /// alone, up to that bound).
     fn reader(&self, group: &str) -> ClientConfig {
-        let mut config = self.client();
+        let mut config = self.client(&[
+            ("queued.max.messages.kbytes", "8192"),
+            ("fetch.max.bytes", "8388608"),
+            ("receive.message.max.bytes", "16777216"),
+            ("fetch.wait.max.ms", "100"),
+        ]);
         config
             .set("group.id", self.group_name(group))
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "true")
-            .set("auto.offset.reset", "earliest")
-            .set("queued.max.messages.kbytes", "8192")
-            .set("fetch.max.bytes", "8388608")
-            .set("receive.message.max.bytes", "16777216")
-            .set("fetch.wait.max.ms", "100");
+            .set("auto.offset.reset", "earliest");
         config
     }
 
@@ -357,7 +365,7 @@ impl KafkaLog {
         let topics = Topic::ALL.map(|t| settings.topic_name(t));
         let changelog = settings.changelog_name();
         let meta: BaseConsumer<Logged> = settings
-            .client()
+            .client(&[])
             .create_with_context(Logged)
             .map_err(|e| kafka_error("connecting to the brokers", &e))?;
         let mut wanted: Vec<Wanted> = topics
@@ -375,12 +383,13 @@ impl KafkaLog {
         });
         ensure_topics(&settings, &meta, &wanted)?;
         let producer: ThreadedProducer<Deliveries> = settings
-            .client()
+            .client(&[
+                ("linger.ms", "2"),
+                // librdkafka retries a produce by itself (idempotently) this long.
+                ("message.timeout.ms", &RETRY_FOR.as_millis().to_string()),
+            ])
             .set("enable.idempotence", "true")
             .set("acks", "all")
-            .set("linger.ms", "2")
-            // librdkafka retries a produce by itself (idempotently) this long.
-            .set("message.timeout.ms", RETRY_FOR.as_millis().to_string())
             .create_with_context(Deliveries)
             .map_err(|e| kafka_error("creating the producer", &e))?;
         std::fs::create_dir_all(state_dir).map_err(LogError::storage)?;
@@ -432,7 +441,7 @@ impl KafkaLog {
         }
         let group: BaseConsumer<Logged> = self
             .settings
-            .client()
+            .client(&[])
             .set("group.id", self.settings.group_name(consumer))
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
@@ -939,7 +948,7 @@ fn ensure_topics(settings: &KafkaSettings, meta: &BaseConsumer<Logged>, topics: 
         return Ok(());
     }
     let admin: AdminClient<Logged> = settings
-        .client()
+        .client(&[])
         .create_with_context(Logged)
         .map_err(|e| kafka_error("connecting to the brokers", &e))?;
     let new: Vec<NewTopic<'_>> = missing
@@ -1295,6 +1304,22 @@ mod tests {
             .map(|(k, _)| k)
             .collect();
         assert_eq!(keys, [&b"seen/b"[..], b"seen/c", b"seen/d"]);
+    }
+
+    #[test]
+    fn an_environment_property_tunes_a_reader_but_cannot_weaken_a_guarantee() {
+        let settings = KafkaSettings {
+            properties: vec![
+                ("fetch.wait.max.ms".into(), "10".into()),
+                ("enable.auto.commit".into(), "true".into()),
+                ("group.id".into(), "someone-else".into()),
+            ],
+            ..KafkaSettings::new("b:9092", "p.", 1, 1)
+        };
+        let reader = settings.reader("archive");
+        assert_eq!(reader.get("fetch.wait.max.ms"), Some("10"));
+        assert_eq!(reader.get("enable.auto.commit"), Some("false"));
+        assert_eq!(reader.get("group.id"), Some(settings.group_name("archive").as_str()));
     }
 
     #[test]
