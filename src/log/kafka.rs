@@ -26,22 +26,25 @@
 //!
 //! Every call blocks (on the network): see the rule in [`super::Log`].
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use ::fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{DeliveryResult, Message};
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
-use super::{Entry, Log, LogError, Position, StateEntry, Topic, Transaction, Value, partition_of, valid_consumer};
+use super::{
+    Entry, Log, LogError, Owned, Position, StateEntry, Topic, Transaction, Value, partition_of, valid_consumer,
+};
 
 /// Environment variables with this prefix set librdkafka properties: the
 /// rest of the name, lowercased, with `_` as `.` (`CHORUS_KAFKA_SASL_PASSWORD`
@@ -59,6 +62,13 @@ const RETRY_FOR: Duration = Duration::from_secs(60);
 const IDLE_CHECK: Duration = Duration::from_millis(200);
 /// Readers (one librdkafka consumer each) kept per topic partition.
 const READERS_PER_PARTITION: usize = 3;
+/// How often the thread that keeps this process in its consumer groups
+/// serves them (rebalances are served there; librdkafka heartbeats alone).
+const MEMBERSHIP_POLL: Duration = Duration::from_millis(100);
+/// State changes of this process the local store holds past the offset
+/// it has applied every change up to (another process's change in between
+/// keeps that offset back): past this many, it catches up first.
+const MAX_AHEAD_OF_APPLIED: usize = 100_000;
 
 /// Where the log is and how its topics are made. Its `Debug` shows the
 /// names of the extra properties, never their values (credentials).
@@ -197,6 +207,7 @@ fn kafka_error(what: &str, e: &KafkaError) -> LogError {
                 | C::CoordinatorNotAvailable
                 | C::NotCoordinator
                 | C::CoordinatorLoadInProgress
+                | C::RebalanceInProgress
                 | C::NotEnoughReplicas
                 | C::NotEnoughReplicasAfterAppend
                 | C::UnknownTopicOrPartition
@@ -335,8 +346,14 @@ pub struct KafkaLog {
     /// Idle readers per topic partition.
     readers: Mutex<HashMap<(usize, u32), Vec<Reader>>>,
     /// One consumer per consumer name, in its group: commits and reads the
-    /// group's offsets.
-    groups: Mutex<HashMap<String, Arc<BaseConsumer<Logged>>>>,
+    /// group's offsets, and, once a stage asks what it owns, is the
+    /// process's member of the group.
+    groups: Mutex<HashMap<String, Group>>,
+    /// The group consumers that joined their group, served by the
+    /// membership thread.
+    members: Arc<Mutex<Vec<Arc<BaseConsumer<GroupContext>>>>>,
+    membership_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    closing: Arc<AtomicBool>,
     /// Per topic, per partition: past the last record this process
     /// appended or saw the broker report.
     known_end: Vec<Vec<AtomicU64>>,
@@ -350,8 +367,111 @@ pub struct KafkaLog {
     /// store is rebuilt from it when it is lost, and catches up with it at
     /// every open.
     changelog: String,
-    /// The last changelog offset the local store holds (-1: none).
+    /// The changelog offset the local store holds every change up to (-1:
+    /// none).
     changelog_applied: std::sync::atomic::AtomicI64,
+    /// Offsets past `changelog_applied` of this process's own changes,
+    /// which the local store holds already.
+    changelog_ahead: Mutex<BTreeSet<i64>>,
+    /// Taken to write state (shared) or to catch up with the changelog
+    /// (alone).
+    state_lock: RwLock<()>,
+}
+
+/// A consumer name's group consumer.
+struct Group {
+    consumer: Arc<BaseConsumer<GroupContext>>,
+    membership: Arc<Membership>,
+    /// The topic it subscribed to, once it joined the group.
+    joined: Option<Topic>,
+}
+
+/// The partitions a consumer group gave this process, and the stage rounds
+/// that hold them now.
+#[derive(Default)]
+struct Membership {
+    held: Mutex<Held>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct Held {
+    assigned: BTreeSet<u32>,
+    /// Rounds under way (their [`Owned`] alive).
+    holders: usize,
+    /// A revocation waits for the rounds under way; none starts meanwhile.
+    revoking: bool,
+    /// Partitions came since the last round: the state catches up first.
+    gained: bool,
+}
+
+/// Held by a stage's round ([`Owned`]).
+struct Hold(Arc<Membership>);
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        if let Ok(mut held) = self.0.held.lock() {
+            held.holders -= 1;
+            self.0.changed.notify_all();
+        }
+    }
+}
+
+/// The context of a group consumer: serves its group's rebalances.
+struct GroupContext {
+    membership: Arc<Membership>,
+}
+
+logged_client_context!(GroupContext);
+
+impl ConsumerContext for GroupContext {
+    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(revoked) = rebalance else {
+            return;
+        };
+        let Ok(mut held) = self.membership.held.lock() else {
+            return;
+        };
+        held.revoking = true;
+        let partitions: Vec<i32> = revoked.elements().iter().map(|e| e.partition()).collect();
+        for p in &partitions {
+            held.assigned.remove(&(*p as u32));
+        }
+        // The rounds under way end (output written, offsets committed)
+        // before another process gets these partitions.
+        while held.holders > 0 {
+            held = match self.membership.changed.wait(held) {
+                Ok(held) => held,
+                Err(_) => return,
+            };
+        }
+        held.revoking = false;
+        self.membership.changed.notify_all();
+        tracing::info!(
+            ?partitions,
+            "Partitions handed over to another process of the consumer group."
+        );
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(assigned) => {
+                // The group consumer only holds the assignment: readers read.
+                if let Err(e) = consumer.pause(assigned) {
+                    tracing::warn!(error = %e, "Cannot pause a group consumer's fetches.");
+                }
+                let partitions: Vec<i32> = assigned.elements().iter().map(|e| e.partition()).collect();
+                if let Ok(mut held) = self.membership.held.lock() {
+                    held.assigned.extend(partitions.iter().map(|p| *p as u32));
+                    held.gained = true;
+                    self.membership.changed.notify_all();
+                }
+                tracing::info!(?partitions, "Partitions assigned by the consumer group.");
+            }
+            Rebalance::Revoke(_) => {}
+            Rebalance::Error(e) => tracing::warn!(error = %e, "A consumer group's rebalance failed."),
+        }
+    }
 }
 
 impl KafkaLog {
@@ -400,7 +520,13 @@ impl KafkaLog {
         let state_meta = state_db
             .keyspace("changelog", KeyspaceCreateOptions::default)
             .map_err(LogError::storage)?;
-        let applied = restore_state(&settings, &changelog, &state_db, (&state, &state_meta))?;
+        let applied = restore_state(
+            &settings,
+            &changelog,
+            &state_db,
+            (&state, &state_meta),
+            stored_applied(&state_meta)?,
+        )?;
         let known_end = Topic::ALL
             .iter()
             .map(|_| (0..settings.partitions).map(|_| AtomicU64::new(0)).collect())
@@ -412,6 +538,9 @@ impl KafkaLog {
             meta,
             readers: Mutex::new(HashMap::new()),
             groups: Mutex::new(HashMap::new()),
+            members: Arc::default(),
+            membership_thread: Mutex::new(None),
+            closing: Arc::default(),
             known_end,
             appended: super::Appended::default(),
             state_db,
@@ -419,6 +548,8 @@ impl KafkaLog {
             state_meta,
             changelog,
             changelog_applied: std::sync::atomic::AtomicI64::new(applied),
+            changelog_ahead: Mutex::default(),
+            state_lock: RwLock::new(()),
         })
     }
 
@@ -431,25 +562,150 @@ impl KafkaLog {
     }
 
     /// The consumer of a consumer name's group (made on first use).
-    fn group(&self, consumer: &str) -> Result<Arc<BaseConsumer<Logged>>, LogError> {
+    fn group(&self, consumer: &str) -> Result<Arc<BaseConsumer<GroupContext>>, LogError> {
+        let mut groups = self.groups.lock().map_err(|_| LogError::storage("a caller panicked"))?;
+        Ok(self.group_in(&mut groups, consumer)?.consumer.clone())
+    }
+
+    fn group_in<'g>(&self, groups: &'g mut HashMap<String, Group>, consumer: &str) -> Result<&'g mut Group, LogError> {
         if !valid_consumer(consumer) {
             return Err(LogError::BadConsumer(consumer.to_string()));
         }
-        let mut groups = self.groups.lock().map_err(|_| LogError::storage("a caller panicked"))?;
-        if let Some(group) = groups.get(consumer) {
-            return Ok(group.clone());
+        if !groups.contains_key(consumer) {
+            let membership = Arc::new(Membership::default());
+            let group: BaseConsumer<GroupContext> = self
+                .settings
+                .client(&[
+                    // How long a member that stopped answering (killed, cut
+                    // off) keeps its partitions from the others.
+                    ("session.timeout.ms", "10000"),
+                    ("heartbeat.interval.ms", "1000"),
+                    ("queued.max.messages.kbytes", "1024"),
+                ])
+                .set("group.id", self.settings.group_name(consumer))
+                .set("enable.auto.commit", "false")
+                .set("enable.auto.offset.store", "false")
+                .set("partition.assignment.strategy", "cooperative-sticky")
+                .create_with_context(GroupContext {
+                    membership: membership.clone(),
+                })
+                .map_err(|e| kafka_error("creating a group's consumer", &e))?;
+            let group = Group {
+                consumer: Arc::new(group),
+                membership,
+                joined: None,
+            };
+            groups.insert(consumer.to_string(), group);
         }
-        let group: BaseConsumer<Logged> = self
-            .settings
-            .client(&[])
-            .set("group.id", self.settings.group_name(consumer))
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .create_with_context(Logged)
-            .map_err(|e| kafka_error("creating a group's consumer", &e))?;
-        let group = Arc::new(group);
-        groups.insert(consumer.to_string(), group.clone());
-        Ok(group)
+        groups
+            .get_mut(consumer)
+            .ok_or_else(|| LogError::storage("a group vanished"))
+    }
+
+    /// Makes this process a member of `consumer`'s group, reading `topic`.
+    fn join(&self, consumer: &str, topic: Topic) -> Result<Arc<Membership>, LogError> {
+        let mut groups = self.groups.lock().map_err(|_| LogError::storage("a caller panicked"))?;
+        let group = self.group_in(&mut groups, consumer)?;
+        match group.joined {
+            Some(joined) if joined == topic => {}
+            Some(joined) => {
+                return Err(LogError::storage(format!(
+                    "the consumer {consumer} reads {joined} already: a consumer name reads one topic"
+                )));
+            }
+            None => {
+                group
+                    .consumer
+                    .subscribe(&[&self.topics[topic.index()]])
+                    .map_err(|e| kafka_error(&format!("joining the consumer group of {consumer}"), &e))?;
+                group.joined = Some(topic);
+                self.members
+                    .lock()
+                    .map_err(|_| LogError::storage("a caller panicked"))?
+                    .push(group.consumer.clone());
+                self.start_membership_thread()?;
+            }
+        }
+        Ok(group.membership.clone())
+    }
+
+    /// Starts (once) the thread that serves the groups this process joined.
+    fn start_membership_thread(&self) -> Result<(), LogError> {
+        let mut thread = self
+            .membership_thread
+            .lock()
+            .map_err(|_| LogError::storage("a caller panicked"))?;
+        if thread.is_some() {
+            return Ok(());
+        }
+        let (members, closing) = (self.members.clone(), self.closing.clone());
+        let handle = std::thread::Builder::new()
+            .name("kafka-groups".into())
+            .spawn(move || {
+                while !closing.load(Ordering::Acquire) {
+                    let list = members.lock().map(|m| m.clone()).unwrap_or_default();
+                    for member in &list {
+                        // Serves rebalances; its partitions are paused, so
+                        // a message here is one fetched before the pause.
+                        if let Some(Err(e)) = member.poll(Duration::ZERO) {
+                            forward_error(&e, "a consumer group member");
+                        }
+                    }
+                    std::thread::sleep(MEMBERSHIP_POLL);
+                }
+            })
+            .map_err(|e| LogError::storage(format!("cannot start the consumer group thread: {e}")))?;
+        *thread = Some(handle);
+        Ok(())
+    }
+
+    /// Brings the local state up to the changelog, alone (no state write
+    /// meanwhile): another process's changes to the keys of partitions this
+    /// one gained come in before it reads them.
+    fn catch_up_state(&self) -> Result<(), LogError> {
+        let _alone = self
+            .state_lock
+            .write()
+            .map_err(|_| LogError::storage("a caller panicked"))?;
+        let applied = restore_state(
+            &self.settings,
+            &self.changelog,
+            &self.state_db,
+            (&self.state, &self.state_meta),
+            self.changelog_applied.load(Ordering::Acquire),
+        )?;
+        self.changelog_applied.store(applied, Ordering::Release);
+        let mut ahead = self
+            .changelog_ahead
+            .lock()
+            .map_err(|_| LogError::storage("a caller panicked"))?;
+        *ahead = ahead.split_off(&(applied + 1));
+        Ok(())
+    }
+
+    /// Notes this process's changes at `offsets` as held by the local
+    /// store, and moves the applied offset over every change now held.
+    fn applied_own(&self, offsets: impl Iterator<Item = i64>) -> Result<(), LogError> {
+        let mut ahead = self
+            .changelog_ahead
+            .lock()
+            .map_err(|_| LogError::storage("a caller panicked"))?;
+        ahead.extend(offsets);
+        let mut applied = self.changelog_applied.load(Ordering::Acquire);
+        let before = applied;
+        while ahead.first() == Some(&(applied + 1)) {
+            ahead.pop_first();
+            applied += 1;
+        }
+        if applied > before {
+            self.changelog_applied.store(applied, Ordering::Release);
+            // Under the lock, so the stored offset never goes back; lost in
+            // a crash, it only makes the next open replay a little more.
+            self.state_meta
+                .insert(APPLIED_KEY, applied.to_be_bytes())
+                .map_err(LogError::storage)?;
+        }
+        Ok(())
     }
 
     /// A reader of a topic partition, preferably one already at `offset`.
@@ -618,7 +874,7 @@ impl KafkaLog {
     /// One try of [`Log::committed`].
     fn committed_once(
         &self,
-        group: &BaseConsumer<Logged>,
+        group: &BaseConsumer<GroupContext>,
         consumer: &str,
         topic: Topic,
         partition: u32,
@@ -746,6 +1002,19 @@ impl KafkaLog {
     /// Writes state changes: to the changelog first (acknowledged), then
     /// to the local store with the changelog offset it now holds.
     fn write_state(&self, tx: &Transaction<'_>) -> Result<(), LogError> {
+        let far_ahead = self
+            .changelog_ahead
+            .lock()
+            .map_err(|_| LogError::storage("a caller panicked"))?
+            .len()
+            > MAX_AHEAD_OF_APPLIED;
+        if far_ahead {
+            self.catch_up_state()?;
+        }
+        let _writing = self
+            .state_lock
+            .read()
+            .map_err(|_| LogError::storage("a caller panicked"))?;
         let mut records: Vec<Outgoing<'_>> = tx
             .state
             .iter()
@@ -762,7 +1031,7 @@ impl KafkaLog {
             key,
             value: None,
         }));
-        let last = self.send(&records)?.into_iter().map(|(_, offset)| offset as i64).max();
+        let offsets = self.send(&records)?;
         let mut batch = self.state_db.batch().durability(Some(PersistMode::SyncAll));
         for &(key, value) in &tx.state {
             batch.insert(&self.state, key, value);
@@ -770,14 +1039,11 @@ impl KafkaLog {
         for &key in &tx.removed_state {
             batch.remove(&self.state, key);
         }
-        if let Some(last) = last {
-            // Writers may finish out of order: the store says the highest
-            // offset written; catching up from there replays nothing
-            // older, and replaying is harmless (the changelog is in order).
-            let applied = self.changelog_applied.fetch_max(last, Ordering::AcqRel).max(last);
-            batch.insert(&self.state_meta, APPLIED_KEY, applied.to_be_bytes());
-        }
-        batch.commit().map_err(LogError::storage)
+        batch.commit().map_err(LogError::storage)?;
+        // Only now: the applied offset never passes a change the store
+        // does not hold (writers finish out of order, and other processes
+        // write the changelog too).
+        self.applied_own(offsets.into_iter().map(|(_, offset)| offset as i64))
     }
 
     /// Commits consumer offsets, one request per consumer name.
@@ -825,23 +1091,29 @@ struct Outgoing<'a> {
 /// The key of the changelog offset the local state holds.
 const APPLIED_KEY: &[u8] = b"applied";
 
-/// Brings the local state store up to the changelog: applies every change
-/// past the offset it holds (all of them into an empty store, as on a new
-/// machine); returns the offset it holds then (-1: none).
-fn restore_state(
-    settings: &KafkaSettings,
-    changelog: &str,
-    db: &Database,
-    (state, meta): (&Keyspace, &Keyspace),
-) -> Result<i64, LogError> {
-    let mut applied = match meta.get(APPLIED_KEY).map_err(LogError::storage)? {
+/// The changelog offset the local store says it holds every change up to
+/// (-1: none).
+fn stored_applied(meta: &Keyspace) -> Result<i64, LogError> {
+    Ok(match meta.get(APPLIED_KEY).map_err(LogError::storage)? {
         Some(v) => i64::from_be_bytes(
             v.as_ref()
                 .try_into()
                 .map_err(|_| LogError::storage("damaged state meta"))?,
         ),
         None => -1,
-    };
+    })
+}
+
+/// Brings the local state store up to the changelog: applies every change
+/// past `applied` (all of them into an empty store, as on a new machine);
+/// returns the offset it holds every change up to then.
+fn restore_state(
+    settings: &KafkaSettings,
+    changelog: &str,
+    db: &Database,
+    (state, meta): (&Keyspace, &Keyspace),
+    mut applied: i64,
+) -> Result<i64, LogError> {
     let consumer: BaseConsumer<Logged> = settings
         .reader("state-restore")
         .create_with_context(Logged)
@@ -1054,6 +1326,33 @@ impl Log for KafkaLog {
         super::fjall::scan_prefix(&self.state, prefix, after, max)
     }
 
+    fn owned(&self, consumer: &str, topic: Topic) -> Result<Owned, LogError> {
+        let membership = self.join(consumer, topic)?;
+        let (partitions, gained) = {
+            let mut held = membership
+                .held
+                .lock()
+                .map_err(|_| LogError::storage("a caller panicked"))?;
+            while held.revoking {
+                held = membership
+                    .changed
+                    .wait(held)
+                    .map_err(|_| LogError::storage("a caller panicked"))?;
+            }
+            held.holders += 1;
+            let gained = std::mem::take(&mut held.gained);
+            (held.assigned.iter().copied().collect(), gained)
+        };
+        let hold = Hold(membership.clone());
+        if gained && let Err(e) = self.catch_up_state() {
+            if let Ok(mut held) = membership.held.lock() {
+                held.gained = true;
+            }
+            return Err(e);
+        }
+        Ok(Owned::held(partitions, Box::new(hold)))
+    }
+
     fn end_offsets(&self, topic: Topic) -> Result<Vec<u64>, LogError> {
         retrying("reading end offsets", || self.ends_within(topic, BROKER_WAIT))
     }
@@ -1089,6 +1388,12 @@ impl Log for KafkaLog {
 
 impl Drop for KafkaLog {
     fn drop(&mut self) {
+        // The group consumers leave their groups as they are dropped after
+        // this (handing their partitions over at once).
+        self.closing.store(true, Ordering::Release);
+        if let Some(thread) = self.membership_thread.get_mut().ok().and_then(Option::take) {
+            let _ = thread.join();
+        }
         // Whatever a failed write left queued is not waited for long.
         let _ = self.producer.flush(Duration::from_secs(5));
     }
@@ -1304,6 +1609,83 @@ mod tests {
             .map(|(k, _)| k)
             .collect();
         assert_eq!(keys, [&b"seen/b"[..], b"seen/c", b"seen/d"]);
+    }
+
+    /// Asks `log` what it owns until `wanted` says yes (a group's join and
+    /// rebalance take the broker a few seconds).
+    fn owned_until(log: &KafkaLog, wanted: impl Fn(&[u32]) -> bool, what: &str) -> Vec<u32> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let owned = log.owned("enrich", Topic::Raw).unwrap().partitions;
+            if wanted(&owned) {
+                return owned;
+            }
+            assert!(Instant::now() < deadline, "{what}: still {owned:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    #[test]
+    fn two_processes_split_the_partitions_and_hand_them_over_with_their_state() {
+        let settings = settings(4);
+        let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let a = KafkaLog::open(settings.clone(), dir_a.path()).unwrap();
+        owned_until(&a, |p| p == [0, 1, 2, 3], "the only member owns every partition");
+        let b = KafkaLog::open(settings.clone(), dir_b.path()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let (of_a, of_b) = loop {
+            let (of_a, of_b) = (
+                a.owned("enrich", Topic::Raw).unwrap().partitions,
+                b.owned("enrich", Topic::Raw).unwrap().partitions,
+            );
+            if !of_a.is_empty() && !of_b.is_empty() && of_a.len() + of_b.len() == 4 {
+                break (of_a, of_b);
+            }
+            assert!(Instant::now() < deadline, "never split: {of_a:?} {of_b:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let mut both: Vec<u32> = of_a.iter().chain(&of_b).copied().collect();
+        both.sort();
+        assert_eq!(both, [0, 1, 2, 3], "{of_a:?} {of_b:?}");
+
+        // a writes state and commits for its partitions while b works on
+        // (b's own state changes take the changelog's offsets in between).
+        let round = a.owned("enrich", Topic::Raw).unwrap();
+        for &p in &round.partitions {
+            a.write(
+                Transaction::new()
+                    .put_state(format!("seen/{p}").as_bytes(), b"from a")
+                    .commit("enrich", Topic::Raw, p, 7),
+            )
+            .unwrap();
+            b.write(Transaction::new().put_state(format!("b/{p}").as_bytes(), b"from b"))
+                .unwrap();
+        }
+        // A round holds its partitions: a rebalance waits for it to end.
+        let handed_over = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                std::thread::sleep(Duration::from_secs(3));
+                assert!(
+                    !handed_over.load(Ordering::Acquire),
+                    "a's partitions went while its round was under way"
+                );
+                drop(round);
+            });
+            // a leaves (as a process that stops); b gets everything, and
+            // a's state and commits with it.
+            drop(a);
+            handed_over.store(true, Ordering::Release);
+        });
+        owned_until(&b, |p| p == [0, 1, 2, 3], "b takes over every partition");
+        for &p in &of_a {
+            assert_eq!(
+                b.state(format!("seen/{p}").as_bytes()).unwrap().as_deref(),
+                Some(&b"from a"[..]),
+                "partition {p}'s state came with it"
+            );
+            assert_eq!(b.committed("enrich", Topic::Raw, p).unwrap(), 7);
+        }
     }
 
     #[test]

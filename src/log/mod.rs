@@ -350,6 +350,20 @@ pub trait Log: Send + Sync {
         Ok(0)
     }
 
+    /// The partitions of `topic` that `consumer` reads in this process now,
+    /// kept from any other process until the [`Owned`] is dropped: a stage
+    /// asks for it before each round of reads and drops it before it waits.
+    /// Processes sharing a log under the same consumer name split the
+    /// partitions between them: on Kafka, they are one consumer group with
+    /// cooperative rebalancing, a partition handed over only once its old
+    /// owner's batch is written and committed, and the new owner's state
+    /// caught up first. The embedded log belongs to one process: it owns
+    /// every partition.
+    fn owned(&self, consumer: &str, topic: Topic) -> Result<Owned, LogError> {
+        let _ = (consumer, topic);
+        Ok(Owned::all(self.partitions()))
+    }
+
     /// How many records `consumer` has not committed yet, summed over the
     /// topic's partitions.
     fn lag(&self, consumer: &str, topic: Topic) -> Result<u64, LogError> {
@@ -359,6 +373,37 @@ pub trait Log: Send + Sync {
             lag += end.saturating_sub(committed);
         }
         Ok(lag)
+    }
+}
+
+/// What [`Log::owned`] answers: partitions, held while this lives.
+pub struct Owned {
+    /// In order.
+    pub partitions: Vec<u32>,
+    _hold: Option<Box<dyn Send>>,
+}
+
+impl Owned {
+    /// Every partition, held by nothing (a log of one process).
+    pub fn all(partitions: u32) -> Owned {
+        Owned {
+            partitions: (0..partitions).collect(),
+            _hold: None,
+        }
+    }
+
+    /// `partitions`, held until `hold` is dropped.
+    pub(crate) fn held(partitions: Vec<u32>, hold: Box<dyn Send>) -> Owned {
+        Owned {
+            partitions,
+            _hold: Some(hold),
+        }
+    }
+}
+
+impl fmt::Debug for Owned {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Owned").field("partitions", &self.partitions).finish()
     }
 }
 

@@ -235,17 +235,31 @@ fn worker(
     shutdown: &CancellationToken,
 ) -> Result<(), LogError> {
     let partitions = log.partitions();
-    let mine: Vec<u32> = (0..partitions).filter(|p| *p as usize % workers == w).collect();
-    // Next offset per partition; partitions of other workers never count
-    // as news.
+    // Next offset per partition; partitions of other workers (and other
+    // processes) never count as news.
     let mut next = vec![u64::MAX; partitions as usize];
-    for &p in &mine {
-        next[p as usize] = log.committed(CONSUMER, Topic::Raw, p)?;
-    }
     let mut drain = super::Drain::new(shutdown.clone());
     let mut sweeper = Sweeper::new(seen_retention_secs);
     loop {
         let mut busy = false;
+        // The partitions of this worker among those of this process, held
+        // for the round (another process of the group gets them between
+        // rounds, never during one).
+        let owned = log.owned(CONSUMER, Topic::Raw)?;
+        let mine: Vec<u32> = owned
+            .partitions
+            .iter()
+            .copied()
+            .filter(|p| *p as usize % workers == w)
+            .collect();
+        for p in 0..partitions {
+            match (mine.contains(&p), next[p as usize] == u64::MAX) {
+                // Gained: read on from its group's commit.
+                (true, true) => next[p as usize] = log.committed(CONSUMER, Topic::Raw, p)?,
+                (false, false) => next[p as usize] = u64::MAX,
+                _ => {}
+            }
+        }
         if !shutdown.is_cancelled() {
             sweeper.step(log, &mine, metrics)?;
         }
@@ -258,6 +272,7 @@ fn worker(
                 busy = true;
             }
         }
+        drop(owned);
         if drain.should_stop(busy) {
             return Ok(());
         }
