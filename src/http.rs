@@ -28,10 +28,10 @@ use crate::wire::{IngestResponse, TRUNCATED_HEADER};
 pub struct AppState {
     /// The pipeline's log.
     pub log: Arc<dyn Log>,
-    /// SQL over the data directory.
-    pub query: Arc<QueryEngine>,
-    /// The batch views.
-    pub batch: Arc<crate::views::Batch>,
+    /// Queries, when the process has the serve role.
+    pub serving: Option<Serving>,
+    /// The stages this process runs; routes of the others answer 404.
+    pub roles: crate::topology::Roles,
     /// Counters.
     pub metrics: Arc<Metrics>,
     /// Accepted bearer tokens; empty: no authentication.
@@ -73,8 +73,36 @@ pub struct AppState {
     pub alerts: crate::alerts::Alerts,
     /// Searches running at once ([`MAX_CONCURRENT_SEARCHES`]).
     pub search_permits: Arc<tokio::sync::Semaphore>,
+}
+
+/// What a process with the serve role answers queries from.
+pub struct Serving {
+    /// SQL over the data directory.
+    pub query: Arc<QueryEngine>,
+    /// The batch views.
+    pub batch: Arc<crate::views::Batch>,
     /// The archive's lifecycle (`POST /v1/lifecycle`).
     pub lifecycle: Arc<crate::lifecycle::Lifecycle>,
+}
+
+impl AppState {
+    /// The views' states, where this process serves them.
+    fn views(&self) -> Vec<crate::wire::ViewStatus> {
+        self.serving.as_ref().map(|s| s.batch.status()).unwrap_or_default()
+    }
+
+    /// `404` for a route of a stage this process does not run.
+    fn not_here(&self) -> Response {
+        let message = if self.roles.all() {
+            "no such route".to_string()
+        } else {
+            format!(
+                "no such route here: this process runs the roles {} (chorus run --roles)",
+                self.roles
+            )
+        };
+        error(StatusCode::NOT_FOUND, message)
+    }
 }
 
 /// Listeners of `GET /v1/stream` at once; one more gets 429.
@@ -137,30 +165,39 @@ pub fn free_bytes(path: &std::path::Path) -> Option<u64> {
 
 /// The API's routes.
 pub fn router(state: Arc<AppState>) -> Router {
-    let api = Router::new()
-        .route("/v1/posts", post(ingest))
-        .route("/v1/sql", post(sql))
-        .route(
-            "/v1/views",
-            get(|State(state): State<Arc<AppState>>| async move { Json(state.batch.status()) }),
-        )
-        .route("/v1/views/{name}", get(view))
-        .route("/v1/batch", post(batch))
-        .route("/v1/lifecycle", post(lifecycle))
-        .route("/v1/search", get(search))
-        .route("/v1/stream", get(stream))
-        .route(
-            "/v1/alerts",
-            get(|State(state): State<Arc<AppState>>| async move { Json(state.alerts.states()) }),
-        )
+    // Every process answers for its health, counters, status and log.
+    let mut api = Router::new()
         .route("/metrics", get(metrics))
         .route("/v1/status", get(status))
-        .route("/v1/log/{topic}/{partition}", get(read_log))
-        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
-    Router::new()
-        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
-        .merge(crate::dashboard::routes())
+        .route("/v1/log/{topic}/{partition}", get(read_log));
+    if state.roles.has(crate::topology::Role::Ingest) {
+        api = api.route("/v1/posts", post(ingest));
+    }
+    if state.serving.is_some() {
+        api = api
+            .route("/v1/sql", post(sql))
+            .route(
+                "/v1/views",
+                get(|State(state): State<Arc<AppState>>| async move { Json(state.views()) }),
+            )
+            .route("/v1/views/{name}", get(view))
+            .route("/v1/batch", post(batch))
+            .route("/v1/lifecycle", post(lifecycle))
+            .route("/v1/search", get(search))
+            .route("/v1/stream", get(stream))
+            .route(
+                "/v1/alerts",
+                get(|State(state): State<Arc<AppState>>| async move { Json(state.alerts.states()) }),
+            );
+    }
+    let api = api.route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    let mut router = Router::new().route("/healthz", get(|| async { Json(json!({"status": "ok"})) }));
+    if state.serving.is_some() {
+        router = router.merge(crate::dashboard::routes());
+    }
+    router
         .merge(api)
+        .fallback(|State(state): State<Arc<AppState>>| async move { state.not_here() })
         .layer(middleware::from_fn_with_state(state.clone(), check_origin))
         .with_state(state)
 }
@@ -598,7 +635,11 @@ async fn sql(
         Ok(r) => r,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("expected {{\"sql\": \"…\"}}: {e}")),
     };
-    sql_answer(state.query.sql(&request.sql).await, format)
+    // The routes that use it exist only when it does.
+    let Some(serving) = &state.serving else {
+        return state.not_here();
+    };
+    sql_answer(serving.query.sql(&request.sql).await, format)
 }
 
 /// The `format` parameter of an SQL answer: `None` is JSON.
@@ -670,7 +711,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
             .into_iter()
             .map(|a| (a.name, a.breaches, a.breached))
             .collect(),
-        views: state.batch.status(),
+        views: state.views(),
     };
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
@@ -690,14 +731,18 @@ async fn view(
         Ok(format) => format,
         Err(response) => return *response,
     };
-    if !state.batch.views().iter().any(|v| v.name == name) {
-        let names: Vec<&str> = state.batch.views().iter().map(|v| v.name.as_str()).collect();
+    // The routes that use it exist only when it does.
+    let Some(serving) = &state.serving else {
+        return state.not_here();
+    };
+    if !serving.batch.views().iter().any(|v| v.name == name) {
+        let names: Vec<&str> = serving.batch.views().iter().map(|v| v.name.as_str()).collect();
         return error(
             StatusCode::NOT_FOUND,
             format!("no view is named {name:?}; the views are: {}", names.join(", ")),
         );
     }
-    let built = state
+    let built = serving
         .batch
         .status()
         .into_iter()
@@ -711,7 +756,7 @@ async fn view(
         );
     }
     let sql = format!("SELECT * FROM {}.{name}", crate::views::SCHEMA);
-    sql_answer(state.query.sql(&sql).await, format)
+    sql_answer(serving.query.sql(&sql).await, format)
 }
 
 #[derive(serde::Deserialize)]
@@ -722,7 +767,11 @@ struct BatchParams {
 /// `POST /v1/batch[?view=NAME]`: runs the views (or one) now and answers
 /// with each run's outcome once all are done.
 async fn batch(State(state): State<Arc<AppState>>, Query(params): Query<BatchParams>) -> Response {
-    match state.batch.run(params.view.as_deref(), Arc::new(|_| {})).await {
+    // The routes that use it exist only when it does.
+    let Some(serving) = &state.serving else {
+        return state.not_here();
+    };
+    match serving.batch.run(params.view.as_deref(), Arc::new(|_| {})).await {
         Ok(runs) => Json(runs).into_response(),
         Err(e) => error(StatusCode::NOT_FOUND, e),
     }
@@ -743,7 +792,11 @@ async fn off_the_workers<T: Send + 'static>(
 /// `POST /v1/lifecycle`: one pass of the archive's lifecycle now
 /// (after the one under way, if any), answered once it is done.
 async fn lifecycle(State(state): State<Arc<AppState>>) -> Response {
-    let (lifecycle, stop) = (state.lifecycle.clone(), state.stop.clone());
+    let Some(serving) = &state.serving else {
+        return state.not_here();
+    };
+    let lifecycle = serving.lifecycle.clone();
+    let stop = state.stop.clone();
     match tokio::task::spawn_blocking(move || lifecycle.run(&stop)).await {
         Ok(Ok(run)) => Json(run).into_response(),
         Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
@@ -763,7 +816,7 @@ async fn status(State(state): State<Arc<AppState>>) -> Response {
                 .await
                 .ok()
                 .flatten();
-            status.views = state.batch.status();
+            status.views = state.views();
             Json(status).into_response()
         }
         Err(e) => unavailable(&e.to_string()),
@@ -986,10 +1039,22 @@ mod tests {
             Arc::new(Metrics::default()),
             (log.clone(), None, Default::default()),
         ));
+        let lifecycle = Arc::new(crate::lifecycle::Lifecycle::new(
+            dir.join("archive"),
+            Default::default(),
+            Default::default(),
+            Default::default(),
+            Arc::new(RwLock::new(())),
+            Arc::new(Metrics::default()),
+        ));
         let state = Arc::new(AppState {
             log,
-            query,
-            batch,
+            serving: Some(Serving {
+                query,
+                batch,
+                lifecycle,
+            }),
+            roles: Default::default(),
             metrics: Arc::new(Metrics::default()),
             tokens: Vec::new(),
             max_body_bytes: 1 << 20,
@@ -1009,14 +1074,6 @@ mod tests {
             live: None,
             alerts: Default::default(),
             search_permits: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_SEARCHES)),
-            lifecycle: Arc::new(crate::lifecycle::Lifecycle::new(
-                dir.join("archive"),
-                Default::default(),
-                Default::default(),
-                Default::default(),
-                Arc::new(RwLock::new(())),
-                Arc::new(Metrics::default()),
-            )),
         });
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());

@@ -52,6 +52,11 @@ enum Command {
         /// Listen address (default: [server] listen, 127.0.0.1:7700).
         #[arg(long)]
         listen: Option<SocketAddr>,
+        /// Run only these stages, comma-separated: ingest, enrich, archive,
+        /// index, serve, batch (default: all). Processes that split them
+        /// share a Kafka log; serve and batch run with archive.
+        #[arg(long, default_value = "ingest,enrich,archive,index,serve,batch")]
+        roles: chorus::topology::Roles,
     },
     /// `run` plus a built-in generator of realistic posts.
     Demo {
@@ -405,13 +410,13 @@ mod commands {
         let stdout = std::io::stdout();
         let mut out = std::io::BufWriter::new(stdout.lock());
         match command {
-            Command::Run { listen } => serve::run(config, &data, listen, None).await?,
+            Command::Run { listen, roles } => serve::run(config, &data, listen, None, roles).await?,
             Command::Demo { listen, rate, count } => {
                 let options = serve::DemoOptions {
                     rate: rate.unwrap_or(config.demo.rate),
                     count,
                 };
-                serve::run(config, &data, listen, Some(options)).await?;
+                serve::run(config, &data, listen, Some(options), Default::default()).await?;
             }
             Command::Ingest {
                 files,

@@ -331,24 +331,48 @@ impl Pipeline {
         crate::sources::output::Output::Log(self.log(), self.config.server.limits())
     }
 
-    /// Runs the enrich stage and the archive (and the HTTP API when a
-    /// listener is given, the demo generator when asked) until `shutdown`,
-    /// then stops them in order: the API and the generator first, then
-    /// enrich, then the archive; each stage first drains what its input
-    /// holds (at most [`crate::transforms::DRAIN_GRACE`]), so a clean stop
-    /// leaves every accepted post in the archive.
+    /// Runs the stages of `front.roles` (all by default: enrich, the
+    /// archive and the sinks beside it; the HTTP API when a listener is
+    /// given, the demo generator when asked) until `shutdown`, then stops
+    /// them in order: the API and the generator first, then enrich, then
+    /// the archive; each stage first drains what its input holds (at most
+    /// [`crate::transforms::DRAIN_GRACE`]), so a clean stop leaves every
+    /// accepted post in the archive.
     pub async fn run(&self, front: Front, shutdown: CancellationToken) -> Result<(), PipelineError> {
-        let Front { listener, demo } = front;
-        let archive = self.archive()?;
+        let Front { listener, demo, roles } = front;
+        roles.check(&self.config).map_err(PipelineError::Other)?;
+        // Opened (which removes what a crash left uncommitted) only where
+        // the archive runs.
+        let archive = if roles.has(Role::Archive) {
+            Some(self.archive()?)
+        } else {
+            None
+        };
         // A failing component cancels `stop`, which stops the others.
         let stop = shutdown.child_token();
         // The stages stop one after the other, each draining what the one
         // before it wrote: see the end of this function.
         let (enrich_stop, archive_stop) = (CancellationToken::new(), CancellationToken::new());
         // Opened before any stage starts: the speed layer may be built
-        // again from posts_latest, which nothing may change meanwhile.
-        let (query, batch, speed) = self.layers().await?;
-        let enrich_task = {
+        // again from posts_latest, which nothing may change meanwhile. It
+        // runs with the archive, and queries (serve) with both.
+        let layers = if roles.has(Role::Archive) {
+            Some(self.layers().await?)
+        } else {
+            None
+        };
+        let speed = layers.as_ref().and_then(|(_, _, speed)| speed.clone());
+        let enrich_task = if roles.has(Role::Enrich) {
+            // The seen-state keeps what each post counts for the speed
+            // layer: of this process's, or of the views' columns when the
+            // speed layer runs in another process (which writes them first).
+            let (priors, elsewhere) = match &layers {
+                Some(_) => (speed.as_ref().map(|s| s.priors().clone()), false),
+                None => {
+                    let views = self.config.views().map_err(PipelineError::Other)?;
+                    (crate::views::priors(&views, &self.config.batch).await, true)
+                }
+            };
             let (log, metrics, stop, own, config) =
                 (self.log(), self.metrics.clone(), stop.clone(), enrich_stop.clone(), {
                     // The seen-state lives as long as the log keeps records.
@@ -356,26 +380,38 @@ impl Pipeline {
                     if enrich.seen_retention_secs == 0 {
                         enrich.seen_retention_secs = self.config.log.retention_hours.saturating_mul(3600);
                     }
-                    // With the speed layer, it keeps what each post counts.
-                    enrich.priors = speed.as_ref().map(|s| s.priors().clone());
+                    enrich.priors = priors;
                     enrich
                 });
-            spawn_thread("enrich", move || {
-                let result = enrich::run(log, &config, metrics, own).map_err(PipelineError::from);
+            Some(spawn_thread("enrich", move || {
+                let result = match (&config.priors, elsewhere) {
+                    (Some(priors), true) => enrich::wait_for_priors(&*log, priors, &own),
+                    _ => Ok(true),
+                }
+                .and_then(|ready| match ready {
+                    true => enrich::run(log, &config, metrics, own),
+                    false => Ok(()),
+                })
+                .map_err(PipelineError::from);
                 stop.cancel();
                 result
-            })?
+            })?)
+        } else {
+            None
         };
-        let archive_task = {
-            let (stop, own) = (stop.clone(), archive_stop.clone());
-            spawn_thread("archive", move || {
-                let result = archive.run(own).map_err(PipelineError::from);
-                stop.cancel();
-                result
-            })?
+        let archive_task = match archive {
+            Some(archive) => {
+                let (stop, own) = (stop.clone(), archive_stop.clone());
+                Some(spawn_thread("archive", move || {
+                    let result = archive.run(own).map_err(PipelineError::from);
+                    stop.cancel();
+                    result
+                })?)
+            }
+            None => None,
         };
         // The index reads what the archive reads, and stops with it.
-        let (index_task, searcher) = match self.index_sink()? {
+        let (index_task, searcher) = match roles.has(Role::Index).then(|| self.index_sink()).transpose()?.flatten() {
             Some((sink, searcher)) => {
                 let (log, stop, own) = (self.log(), stop.clone(), archive_stop.clone());
                 let task = spawn_thread("index", move || {
@@ -388,7 +424,7 @@ impl Pipeline {
             None => (None, None),
         };
         // The speed layer reads what the archive reads, and stops with it.
-        let speed_task = if self.consumers().inputs().contains(&crate::views::speed::INPUT) {
+        let speed_task = if layers.is_some() && self.consumers().inputs().contains(&crate::views::speed::INPUT) {
             let (log, stop, own) = (self.log(), stop.clone(), archive_stop.clone());
             Some(spawn_thread("speed", move || {
                 let mut sink = crate::views::speed::SpeedSink::new(speed.as_deref(), &*log);
@@ -401,7 +437,7 @@ impl Pipeline {
             None
         };
         // The warehouse export reads what the archive reads, and stops with it.
-        let warehouse_task = if self.config.warehouse.enabled() {
+        let warehouse_task = if roles.has(Role::Archive) && self.config.warehouse.enabled() {
             let sink = crate::warehouse::sink::WarehouseSink::new(
                 self.config.warehouse.clone(),
                 self.log(),
@@ -421,14 +457,18 @@ impl Pipeline {
         } else {
             None
         };
-        let exporter = self
-            .exporter(&query)
-            .map(|exporter| tokio::spawn(exporter.run(stop.clone())));
-        let retention_task = {
+        let exporter = match (&layers, roles.has(Role::Batch)) {
+            (Some((query, _, _)), true) => self
+                .exporter(query)
+                .map(|exporter| tokio::spawn(exporter.run(stop.clone()))),
+            _ => None,
+        };
+        // Retention keeps what any stage, in any process, has not committed.
+        let retention_task = if roles.has(Role::Archive) {
             let (log, stop, retention) = (self.log(), stop.clone(), self.config.log.retention());
             let consumers = self.consumers();
             let pause = self.config.log.retention_check_secs.clamp(1, 86_400) * 10;
-            spawn_thread("retention", move || {
+            Some(spawn_thread("retention", move || {
                 while !stop.is_cancelled() {
                     if let Err(e) = enforce_retention(&*log, &consumers, &retention) {
                         tracing::warn!(error = %e, "Log retention failed; will retry.");
@@ -442,12 +482,14 @@ impl Pipeline {
                     }
                 }
                 Ok(())
-            })?
+            })?)
+        } else {
+            None
         };
         // The archive's lifecycle: a pass every interval, and one on request
         // (`POST /v1/lifecycle`), never two at once.
         let lifecycle = self.lifecycle();
-        let lifecycle_task = if self.config.lifecycle.scheduler {
+        let lifecycle_task = if roles.has(Role::Archive) && self.config.lifecycle.scheduler {
             let (lifecycle, stop) = (lifecycle.clone(), stop.clone());
             Some(spawn_thread("lifecycle", move || {
                 lifecycle.run_every_interval(&stop);
@@ -471,13 +513,34 @@ impl Pipeline {
                 std::fs::write(&path, serde_json::to_vec_pretty(&info).unwrap_or_default())
                     .map_err(|e| PipelineError::Other(format!("{}: {e}", path.display())))?;
                 server_file = Some(path);
-                if self.config.batch.scheduler {
-                    scheduler = Some(tokio::spawn(batch.clone().schedule(stop.clone())));
+                let serving = match (&layers, roles.has(Role::Serve)) {
+                    (Some((query, batch, _)), true) => Some(http::Serving {
+                        query: query.clone(),
+                        batch: batch.clone(),
+                        lifecycle: lifecycle.clone(),
+                    }),
+                    _ => None,
+                };
+                if let (Some(serving), true) = (&serving, roles.has(Role::Batch) && self.config.batch.scheduler) {
+                    scheduler = Some(tokio::spawn(serving.batch.clone().schedule(stop.clone())));
                 }
+                let searcher = searcher.filter(|_| serving.is_some());
+                let live = match serving {
+                    Some(_) => Some(
+                        crate::sinks::index::live::Live::start(
+                            self.log(),
+                            self.config.index.stemming,
+                            crate::sinks::index::live::BACKLOG,
+                            stop.clone(),
+                        )
+                        .map_err(|e| PipelineError::Other(format!("cannot start the live stream: {e}")))?,
+                    ),
+                    None => None,
+                };
                 let state = Arc::new(AppState {
                     log: self.log(),
-                    query,
-                    batch,
+                    serving,
+                    roles: roles.clone(),
                     metrics: self.metrics.clone(),
                     tokens: self.config.tokens(),
                     max_body_bytes: self.config.server.max_body_bytes,
@@ -505,17 +568,8 @@ impl Pipeline {
                         None => Default::default(),
                     },
                     search_permits: Arc::new(tokio::sync::Semaphore::new(http::MAX_CONCURRENT_SEARCHES)),
-                    lifecycle: lifecycle.clone(),
-                    searcher: searcher.clone(),
-                    live: Some(
-                        crate::sinks::index::live::Live::start(
-                            self.log(),
-                            self.config.index.stemming,
-                            crate::sinks::index::live::BACKLOG,
-                            stop.clone(),
-                        )
-                        .map_err(|e| PipelineError::Other(format!("cannot start the live stream: {e}")))?,
-                    ),
+                    searcher,
+                    live,
                 });
                 let stop = stop.clone();
                 Some(tokio::spawn(async move {
@@ -528,7 +582,7 @@ impl Pipeline {
         };
         // The demo generator: a failure stops the pipeline (it is the
         // demo's only input).
-        let generator = demo.map(|options| {
+        let generator = demo.filter(|_| roles.has(Role::Ingest)).map(|options| {
             let (log, stop) = (self.log(), stop.clone());
             let seed = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -543,7 +597,12 @@ impl Pipeline {
         // Collectors of `[[sources]]`: a failing one is logged and stops
         // alone; the pipeline keeps serving.
         let mut collectors = Vec::new();
-        for source in self.config.sources.clone() {
+        let sources = if roles.has(Role::Ingest) {
+            self.config.sources.clone()
+        } else {
+            Vec::new()
+        };
+        for source in sources {
             let (data, output, metrics, stop) = (
                 self.data.clone(),
                 crate::sources::output::Output::Log(self.log(), self.config.server.limits()),
@@ -583,12 +642,14 @@ impl Pipeline {
         }
         // The API has stopped, so `posts.raw` no longer grows: enrich drains
         // it, then the archive drains `posts.enriched` and flushes.
-        let mut tasks = vec![(Some(enrich_stop), enrich_task), (Some(archive_stop), archive_task)];
-        tasks.extend(index_task.map(|task| (None, task)));
-        tasks.extend(speed_task.map(|task| (None, task)));
-        tasks.extend(warehouse_task.map(|task| (None, task)));
+        let mut tasks = Vec::new();
+        tasks.extend(enrich_task.map(|task| (Some(enrich_stop), task)));
+        tasks.extend(archive_task.map(|task| (Some(archive_stop.clone()), task)));
+        tasks.extend(index_task.map(|task| (Some(archive_stop.clone()), task)));
+        tasks.extend(speed_task.map(|task| (Some(archive_stop.clone()), task)));
+        tasks.extend(warehouse_task.map(|task| (Some(archive_stop.clone()), task)));
         tasks.extend(lifecycle_task.map(|task| (None, task)));
-        tasks.push((None, retention_task));
+        tasks.extend(retention_task.map(|task| (None, task)));
         for (token, task) in tasks {
             if let Some(token) = token {
                 token.cancel();
@@ -651,6 +712,130 @@ pub struct Front {
     pub listener: Option<TcpListener>,
     /// The demo generator.
     pub demo: Option<DemoOptions>,
+    /// The stages this process runs.
+    pub roles: Roles,
+}
+
+/// A stage a process runs (`chorus run --roles`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Role {
+    /// The ingest API (`POST /v1/posts`), the `[[sources]]` collectors and
+    /// the demo generator: what writes `posts.raw`.
+    Ingest,
+    /// The enrich stage (`posts.raw` → `posts.enriched`); on Kafka, a member
+    /// of its consumer group.
+    Enrich,
+    /// The archive, the speed layer, the warehouse sink, the lifecycle and
+    /// log retention.
+    Archive,
+    /// The search index.
+    Index,
+    /// Queries: SQL, views, search, the live stream, alerts and the
+    /// dashboard.
+    Serve,
+    /// The batch views' scheduler and their export to the warehouse.
+    Batch,
+}
+
+impl Role {
+    /// Every role, in pipeline order.
+    pub const ALL: [Role; 6] = [
+        Role::Ingest,
+        Role::Enrich,
+        Role::Archive,
+        Role::Index,
+        Role::Serve,
+        Role::Batch,
+    ];
+
+    /// The role's name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Ingest => "ingest",
+            Role::Enrich => "enrich",
+            Role::Archive => "archive",
+            Role::Index => "index",
+            Role::Serve => "serve",
+            Role::Batch => "batch",
+        }
+    }
+}
+
+/// The stages a process runs: all of them unless `--roles` says otherwise.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Roles(std::collections::BTreeSet<Role>);
+
+impl Default for Roles {
+    fn default() -> Self {
+        Roles(Role::ALL.into_iter().collect())
+    }
+}
+
+impl std::str::FromStr for Roles {
+    type Err = String;
+
+    /// A comma-separated list of role names.
+    fn from_str(text: &str) -> Result<Roles, String> {
+        let mut roles = std::collections::BTreeSet::new();
+        for name in text.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            let role = Role::ALL.into_iter().find(|r| r.name() == name).ok_or_else(|| {
+                let names: Vec<&str> = Role::ALL.iter().map(|r| r.name()).collect();
+                format!("unknown role {name:?}: the roles are {}", names.join(", "))
+            })?;
+            roles.insert(role);
+        }
+        if roles.is_empty() {
+            return Err("no role given: name at least one of ingest, enrich, archive, index, serve, batch".into());
+        }
+        Ok(Roles(roles))
+    }
+}
+
+impl std::fmt::Display for Roles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.0.iter().map(|r| r.name()).collect();
+        f.write_str(&names.join(","))
+    }
+}
+
+impl Roles {
+    /// Whether the process runs `role`.
+    pub fn has(&self, role: Role) -> bool {
+        self.0.contains(&role)
+    }
+
+    /// Whether the process runs every stage.
+    pub fn all(&self) -> bool {
+        Role::ALL.iter().all(|r| self.has(*r))
+    }
+
+    /// Refuses a split that cannot work with `config`.
+    pub fn check(&self, config: &Config) -> Result<(), String> {
+        if self.all() {
+            return Ok(());
+        }
+        if config.log.backend == LogBackend::Embedded {
+            return Err(format!(
+                "--roles {self}: the embedded log belongs to one process, which runs every stage; \
+                 stages in separate processes share a Kafka log ([log] backend = \"kafka\")"
+            ));
+        }
+        // SQL reads the archive and the log's tail past it through the
+        // archive stage's own bookkeeping, in its process.
+        if self.has(Role::Serve) && !self.has(Role::Archive) {
+            return Err(format!(
+                "--roles {self}: serve answers from the archive of its own process: \
+                 run it with archive (a query process of its own is not built yet)"
+            ));
+        }
+        if self.has(Role::Batch) && !(self.has(Role::Archive) && self.has(Role::Serve)) {
+            return Err(format!(
+                "--roles {self}: batch builds the views over the archive of its own process: \
+                 run it with archive and serve"
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The demo generator's settings.
@@ -695,4 +880,49 @@ pub fn check_listen(address: SocketAddr, tokens: &[String]) -> Result<(), Pipeli
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn on_kafka() -> Config {
+        let mut config = Config::default();
+        config.log.backend = LogBackend::Kafka;
+        config
+    }
+
+    #[test]
+    fn roles_split_the_stages_that_can_run_apart() {
+        let all: Roles = "ingest,enrich,archive,index,serve,batch".parse().unwrap();
+        assert_eq!(all, Roles::default());
+        assert!(
+            all.check(&Config::default()).is_ok(),
+            "one process runs all on the embedded log"
+        );
+        let kafka = on_kafka();
+        for split in [
+            "ingest",
+            "enrich",
+            "ingest, enrich",
+            "archive,index",
+            "archive,serve",
+            "archive,serve,batch",
+        ] {
+            let roles: Roles = split.parse().unwrap();
+            assert!(roles.check(&kafka).is_ok(), "{split}: {:?}", roles.check(&kafka));
+            assert!(roles.check(&Config::default()).is_err(), "{split} on the embedded log");
+        }
+        for (split, says) in [
+            ("serve", "run it with archive"),
+            ("index,serve", "run it with archive"),
+            ("archive,batch", "run it with archive and serve"),
+        ] {
+            let error = split.parse::<Roles>().unwrap().check(&kafka).unwrap_err();
+            assert!(error.contains(says), "{split}: {error}");
+        }
+        assert_eq!("enrich,ingest".parse::<Roles>().unwrap().to_string(), "ingest,enrich");
+        assert!("ingest,,".parse::<Roles>().is_ok());
+        assert!(" , ".parse::<Roles>().unwrap_err().contains("no role given"));
+    }
 }

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cli::{ingest, status, tail};
 use crate::config::{Config, TOKENS_ENV};
 use crate::mapping::Format;
-use crate::topology::{self, Front, Pipeline, ServerInfo};
+use crate::topology::{self, Front, Pipeline, Role, Roles, ServerInfo};
 use crate::wire::sql;
 
 pub use crate::topology::DemoOptions;
@@ -51,8 +51,10 @@ pub async fn run(
     data: &Path,
     listen: Option<SocketAddr>,
     demo: Option<DemoOptions>,
+    roles: Roles,
 ) -> anyhow::Result<()> {
     let address = listen.unwrap_or(config.server.listen);
+    roles.check(&config).map_err(anyhow::Error::msg)?;
     topology::check_listen(address, &config.tokens())?;
     for source in &config.sources {
         source
@@ -74,8 +76,14 @@ pub async fn run(
     let bound = listener.local_addr()?;
     let shutdown = CancellationToken::new();
     cancel_on_signals(shutdown.clone());
-    eprintln!("chorus: serving {} at http://{bound}", data.display());
-    eprintln!("chorus: dashboard at http://{bound}/");
+    if roles.all() {
+        eprintln!("chorus: serving {} at http://{bound}", data.display());
+    } else {
+        eprintln!("chorus: running {roles} on {} at http://{bound}", data.display());
+    }
+    if roles.has(Role::Serve) {
+        eprintln!("chorus: dashboard at http://{bound}/");
+    }
     if let Some(options) = demo {
         eprintln!(
             "chorus: demo generating {} posts/s; open the dashboard, or try:\n  chorus search \"update\"\n  chorus sql \"SELECT community, sentiment, count(*) AS posts FROM posts GROUP BY 1, 2 ORDER BY 3 DESC LIMIT 10\"",
@@ -85,6 +93,7 @@ pub async fn run(
     let front = Front {
         listener: Some(listener),
         demo,
+        roles,
     };
     let result = pipeline.run(front, shutdown.clone()).await;
     shutdown.cancel();

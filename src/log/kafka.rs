@@ -1314,6 +1314,10 @@ impl Log for KafkaLog {
         })
     }
 
+    fn refresh_state(&self) -> Result<(), LogError> {
+        self.catch_up_state()
+    }
+
     fn state(&self, key: &[u8]) -> Result<Option<Vec<u8>>, LogError> {
         Ok(self.state.get(key).map_err(LogError::storage)?.map(|v| v.to_vec()))
     }

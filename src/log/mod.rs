@@ -326,6 +326,12 @@ pub trait Log: Send + Sync {
     /// sweeping a stage's state in bounded steps.
     fn scan_state(&self, prefix: &[u8], after: Option<&[u8]>, max: usize) -> Result<Vec<StateEntry>, LogError>;
 
+    /// Brings this process's view of the state up to what other processes
+    /// sharing the log wrote (a no-op where only one process writes it).
+    fn refresh_state(&self) -> Result<(), LogError> {
+        Ok(())
+    }
+
     /// Disk bytes the state takes (0 where the backend cannot tell).
     fn state_bytes(&self) -> u64 {
         0

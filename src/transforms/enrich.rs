@@ -124,6 +124,38 @@ pub fn priors_done(log: &dyn Log, priors: &Priors) -> Result<(), LogError> {
     log.write(&tx).map(|_| ())
 }
 
+/// Waits until the state holds the priors in `priors`' layout, written by
+/// the speed layer of another process (the one with the archive role) when
+/// it opens; the stage must not start before. Returns `false` if
+/// `shutdown` came first.
+pub fn wait_for_priors(log: &dyn Log, priors: &Priors, shutdown: &CancellationToken) -> Result<bool, LogError> {
+    let started = std::time::Instant::now();
+    let mut said = None;
+    loop {
+        log.refresh_state()?;
+        if priors_state(log)?.is_some_and(|p| p.id == priors.id()) {
+            if said.is_some() {
+                tracing::info!("The speed layer's priors are in the state: enriching.");
+            }
+            return Ok(true);
+        }
+        if said.is_none_or(|at: std::time::Instant| at.elapsed() >= Duration::from_secs(10)) {
+            said = Some(std::time::Instant::now());
+            tracing::warn!(
+                waited_secs = started.elapsed().as_secs(),
+                "The enrich stage waits for the speed layer's priors: the process with the archive role \
+                 writes them when it starts (with the same views)."
+            );
+        }
+        for _ in 0..10 {
+            if shutdown.is_cancelled() {
+                return Ok(false);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
 impl Default for EnrichConfig {
     fn default() -> Self {
         EnrichConfig {

@@ -427,6 +427,23 @@ pub fn read_version(dir: &Path) -> Result<Vec<arrow::array::RecordBatch>, String
         .map_err(|e| format!("{}: {e}", path.display()))
 }
 
+/// The columns the seen-state keeps for the speed layer of `views`, as
+/// [`open_speed`] chooses them, without opening it: for an enrich stage
+/// whose speed layer runs in another process. `None` when there would be
+/// no speed layer.
+pub async fn priors(views: &[View], batch: &BatchConfig) -> Option<crate::transforms::enrich::Priors> {
+    if !batch.speed_layer {
+        return None;
+    }
+    let mut mergeable = Vec::new();
+    for view in views {
+        if let Ok(m) = speed::analyze(&view.name, &view.sql).await {
+            mergeable.push(m);
+        }
+    }
+    (!mergeable.is_empty()).then(|| speed::priors_of(&mergeable))
+}
+
 /// The speed layer of `views` (those whose aggregates merge), restored
 /// from `log`'s state (or built again from `posts_latest` with `engine`,
 /// within `batch`'s bounds), and why each other view is served batch-only.

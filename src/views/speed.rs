@@ -958,7 +958,7 @@ pub struct Base {
 
 /// The columns the seen-state keeps of each post for `views`: those their
 /// expressions read (`dt` and `hour` come from `created_at`).
-fn priors_of(views: &[Mergeable]) -> Priors {
+pub(crate) fn priors_of(views: &[Mergeable]) -> Priors {
     let mut keep = [false; 23];
     for &i in views.iter().flat_map(|v| &v.reads) {
         match i {

@@ -411,3 +411,154 @@ async fn other_kafka_clients_write_posts_chorus_takes_and_read_its_posts_as_json
     assert_eq!(ours[0]["sentiment"], "positive");
     server.stop();
 }
+
+/// A counter's value in `/metrics` (0 when absent).
+async fn counter(client: &reqwest::Client, server: &Server, name: &str) -> u64 {
+    let text = crate::server::metrics(client, server).await;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok())
+        .unwrap_or(0.0) as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_enrich_process_takes_half_the_partitions_and_its_kill_loses_nothing() {
+    const BATCH: usize = 500;
+    const SESSION_MS: &str = "6000";
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path().join("broker"));
+    let config = format!(
+        "[log]\nbackend = \"kafka\"\nbrokers = \"{}\"\ntopic_prefix = \"it-roles.\"\npartitions = 4\n\
+         [archive]\nmax_file_age_secs = 1\n[query]\nmax_seconds = 300\n",
+        broker.address
+    );
+    let env = [("CHORUS_KAFKA_SESSION_TIMEOUT_MS", SESSION_MS)];
+    // Every stage in one process; a second one that only enriches, with
+    // its own data directory (its local state), on the same brokers.
+    let main = Server::start(&dir.path().join("main"), &config, &env);
+    let helper = Server::start_with(
+        &dir.path().join("helper"),
+        &config,
+        &env,
+        &["--listen", "127.0.0.1:0", "--roles", "enrich"],
+    );
+    let client = reqwest::Client::new();
+    let bodies = corpus_bodies();
+
+    // The helper answers for itself but takes no posts and serves no SQL.
+    let refused = client
+        .post(helper.url("/v1/posts"))
+        .body(ndjson(0..1, &bodies))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 404);
+    let message: Value = refused.json().await.unwrap();
+    assert!(message["error"].as_str().unwrap().contains("roles enrich"), "{message}");
+
+    // Posts until both processes have enriched some: the group split the
+    // partitions between them.
+    let mut sent = 0;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        send_all(&client, &main, sent..sent + BATCH, &bodies).await;
+        sent += BATCH;
+        let (by_main, by_helper) = (
+            counter(&client, &main, "chorus_enrich_posts_read_total").await,
+            counter(&client, &helper, "chorus_enrich_posts_read_total").await,
+        );
+        if by_main > 0 && by_helper > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the partitions were not split: main enriched {by_main}, helper {by_helper}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Sent again: an exact re-submission is dropped by the enrich stage of
+    // whichever process owns its partition, so `posts` (every version)
+    // holds each post once.
+    send_all(&client, &main, 0..BATCH, &bodies).await;
+    wait_for_count(&client, &main, sent as u64, Duration::from_secs(120)).await;
+    wait_for_latest(&client, &main, sent as u64, "with two enrich processes").await;
+
+    // kill -9 of the helper while posts stream in; the main process takes
+    // its partitions over once the session timeout has passed.
+    let sender = {
+        let (client, main_url, bodies) = (client.clone(), main.url("/v1/posts"), bodies.clone());
+        let first = sent;
+        tokio::spawn(async move {
+            for batch in 0..10 {
+                let start = first + batch * BATCH;
+                let body = ndjson(start..start + BATCH, &bodies);
+                loop {
+                    let r = client.post(&main_url).body(body.clone()).send().await.unwrap();
+                    if r.status() == 202 {
+                        break;
+                    }
+                    assert_eq!(r.status(), 429, "{}", r.text().await.unwrap());
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    helper.kill9();
+    let killed = Instant::now();
+    sender.await.unwrap();
+    sent += 10 * BATCH;
+    wait_for_latest(&client, &main, sent as u64, "after the helper was killed").await;
+    let took = killed.elapsed();
+    // The session timeout, then a rebalance, a catch-up of the state and
+    // an archive file: well within 30 s here.
+    assert!(took < Duration::from_secs(30), "took over in {took:?}");
+    // Nothing doubled, nothing lost: every post sent, once, in SQL and
+    // search.
+    let rows = sql(
+        &client,
+        &main,
+        "SELECT count(*) AS n, count(DISTINCT id) AS ids, min(CAST(substr(id, 4) AS BIGINT)) AS lo, \
+         max(CAST(substr(id, 4) AS BIGINT)) AS hi FROM posts_latest",
+    )
+    .await;
+    assert_eq!(
+        (
+            rows[0]["n"].as_u64(),
+            rows[0]["ids"].as_u64(),
+            rows[0]["lo"].as_u64(),
+            rows[0]["hi"].as_u64()
+        ),
+        (Some(sent as u64), Some(sent as u64), Some(0), Some(sent as u64 - 1))
+    );
+    main.stop();
+    drop(broker);
+}
+
+#[test]
+fn roles_are_refused_where_they_cannot_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("chorus.toml");
+    std::fs::write(&config, "").unwrap();
+    let data = dir.path().join("data");
+    for (roles, says) in [
+        ("enrich", "embedded log belongs to one process"),
+        (
+            "ingest,enrich,archive,index,serve,batch,search",
+            "unknown role \"search\"",
+        ),
+        ("", "no role given"),
+    ] {
+        let out = crate::server::chorus()
+            .arg("--data")
+            .arg(&data)
+            .arg("--config")
+            .arg(&config)
+            .args(["run", "--listen", "127.0.0.1:0", "--roles", roles])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "--roles {roles} was accepted");
+        assert!(stderr.contains(says), "--roles {roles}: {stderr}");
+    }
+}

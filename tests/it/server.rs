@@ -28,6 +28,11 @@ impl Server {
 
     /// Starts `chorus run` listening on `listen`.
     pub fn start_on(data: &Path, config: &str, env: &[(&str, &str)], listen: &str) -> Server {
+        Server::start_with(data, config, env, &["--listen", listen])
+    }
+
+    /// Starts `chorus run` with `args`.
+    pub fn start_with(data: &Path, config: &str, env: &[(&str, &str)], args: &[&str]) -> Server {
         let config_path = data.with_extension("toml");
         std::fs::write(&config_path, config).unwrap();
         let _ = std::fs::remove_file(data.join("server.json"));
@@ -36,7 +41,8 @@ impl Server {
             .arg(data)
             .arg("--config")
             .arg(&config_path)
-            .args(["run", "--listen", listen])
+            .arg("run")
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         // CHORUS_TEST_SERVER_LOG=FILE: the servers' logs, appended to FILE.
