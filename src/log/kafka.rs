@@ -334,6 +334,9 @@ struct Reader {
     next: u64,
     /// Whether the broker said the partition ends at `next`.
     at_end: bool,
+    /// Whether its fetching is paused (its partition is read from
+    /// [`Recent`]: an idle reader would fetch ahead for nothing).
+    paused: bool,
 }
 
 /// The [`Log`] on a Kafka-protocol broker.
@@ -359,6 +362,8 @@ pub struct KafkaLog {
     known_end: Vec<Vec<AtomicU64>>,
     /// Bumped after every append of this process, to wake idle consumers.
     appended: super::Appended,
+    /// What this process appended lately, which its own stages read back.
+    recent: Recent,
     state_db: Database,
     state: Keyspace,
     /// The offset of the changelog the local state holds up to.
@@ -376,6 +381,84 @@ pub struct KafkaLog {
     /// Taken to write state (shared) or to catch up with the changelog
     /// (alone).
     state_lock: RwLock<()>,
+}
+
+/// Records this process appended, once the broker acknowledged them, by
+/// topic partition and offset: its own stages read them from here instead
+/// of fetching them back (in one process, enrich reads what ingest wrote,
+/// and every sink what enrich wrote). A read is answered from here only
+/// with a run of consecutive offsets from the one asked for, so it is
+/// exactly what the broker would answer (nothing else can lie between two
+/// consecutive offsets); anything else goes to the broker.
+struct Recent {
+    /// Per topic, per partition.
+    partitions: Vec<Vec<Mutex<RecentPartition>>>,
+}
+
+#[derive(Default)]
+struct RecentPartition {
+    records: std::collections::BTreeMap<u64, Value>,
+    bytes: usize,
+}
+
+/// Bytes of records [`Recent`] keeps per topic partition (the oldest go
+/// first): a few seconds of appends at full speed, so a stage that keeps up
+/// never fetches what this process wrote.
+const RECENT_BYTES: usize = 4 << 20;
+
+impl Recent {
+    fn new(partitions: u32) -> Recent {
+        Recent {
+            partitions: Topic::ALL
+                .iter()
+                .map(|_| (0..partitions).map(|_| Mutex::default()).collect())
+                .collect(),
+        }
+    }
+
+    fn partition(&self, topic: Topic, partition: u32) -> Option<&Mutex<RecentPartition>> {
+        self.partitions.get(topic.index())?.get(partition as usize)
+    }
+
+    /// Keeps records the broker acknowledged at these positions.
+    fn keep(&self, topic: Topic, records: impl Iterator<Item = (Position, Value)>) {
+        for (at, value) in records {
+            let Some(partition) = self.partition(topic, at.partition) else {
+                continue;
+            };
+            let Ok(mut partition) = partition.lock() else {
+                continue;
+            };
+            partition.bytes += value.len();
+            if let Some(old) = partition.records.insert(at.offset, value) {
+                partition.bytes -= old.len();
+            }
+            while partition.bytes > RECENT_BYTES {
+                match partition.records.pop_first() {
+                    Some((_, old)) => partition.bytes -= old.len(),
+                    None => break,
+                }
+            }
+        }
+    }
+
+    /// The records from `offset` on, as [`Log::read`] bounds them, if this
+    /// process appended the one at `offset` lately.
+    fn read(&self, topic: Topic, partition: u32, offset: u64, max: usize, max_bytes: usize) -> Option<Vec<Entry>> {
+        let partition = self.partition(topic, partition)?.lock().ok()?;
+        let (mut out, mut bytes) = (Vec::new(), 0usize);
+        for (&at, value) in partition.records.range(offset..) {
+            if at != offset + out.len() as u64 || out.len() >= max.max(1) || bytes >= max_bytes {
+                break;
+            }
+            bytes += value.len();
+            out.push(Entry {
+                offset: at,
+                value: value.clone(),
+            });
+        }
+        (!out.is_empty()).then_some(out)
+    }
 }
 
 /// A consumer name's group consumer.
@@ -527,6 +610,7 @@ impl KafkaLog {
             (&state, &state_meta),
             stored_applied(&state_meta)?,
         )?;
+        let partitions = settings.partitions;
         let known_end = Topic::ALL
             .iter()
             .map(|_| (0..settings.partitions).map(|_| AtomicU64::new(0)).collect())
@@ -543,6 +627,7 @@ impl KafkaLog {
             closing: Arc::default(),
             known_end,
             appended: super::Appended::default(),
+            recent: Recent::new(partitions),
             state_db,
             state,
             state_meta,
@@ -731,8 +816,18 @@ impl KafkaLog {
                     .map_err(|e| kafka_error("creating a reader", &e))?,
                 next: u64::MAX,
                 at_end: false,
+                paused: false,
             },
         };
+        if reader.paused {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition(&self.topics[topic.index()], partition as i32);
+            reader
+                .consumer
+                .resume(&tpl)
+                .map_err(|e| kafka_error("resuming a reader", &e))?;
+            reader.paused = false;
+        }
         if reader.next != offset {
             let mut tpl = TopicPartitionList::new();
             tpl.add_partition_offset(
@@ -751,6 +846,23 @@ impl KafkaLog {
         Ok(reader)
     }
 
+    /// Stops the idle readers of a partition from fetching ahead: its reads
+    /// are answered from [`Recent`] for now.
+    fn pause_idle(&self, topic: Topic, partition: u32) {
+        let Ok(mut readers) = self.readers.lock() else {
+            return;
+        };
+        for reader in readers.get_mut(&(topic.index(), partition)).into_iter().flatten() {
+            if !reader.paused {
+                let mut tpl = TopicPartitionList::new();
+                tpl.add_partition(&self.topics[topic.index()], partition as i32);
+                // Should it fail, the reader only fetches for nothing.
+                let _ = reader.consumer.pause(&tpl);
+                reader.paused = true;
+            }
+        }
+    }
+
     fn put_reader(&self, topic: Topic, partition: u32, reader: Reader) {
         if let Ok(mut readers) = self.readers.lock() {
             let list = readers.entry((topic.index(), partition)).or_default();
@@ -763,17 +875,58 @@ impl KafkaLog {
     /// The end offsets, asking the broker with this timeout.
     fn ends_within(&self, topic: Topic, timeout: Duration) -> Result<Vec<u64>, LogError> {
         let name = &self.topics[topic.index()];
-        (0..self.settings.partitions)
-            .map(|p| {
-                let (_, high) = self
-                    .meta
-                    .fetch_watermarks(name, p as i32, timeout)
-                    .map_err(|e| kafka_error(&format!("reading the end of {name} partition {p}"), &e))?;
-                let end = high.max(0) as u64;
-                self.saw_end(topic, p, end);
+        let failed = |e: &KafkaError| kafka_error(&format!("reading the end of {name}"), e);
+        // One ListOffsets request for every partition (asking for the
+        // latest offset), not two per partition as watermarks take.
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..self.settings.partitions {
+            tpl.add_partition_offset(name, p as i32, Offset::End)
+                .map_err(|e| failed(&e))?;
+        }
+        let answer = self.meta.offsets_for_times(tpl, timeout).map_err(|e| failed(&e))?;
+        let mut ends = vec![None; self.settings.partitions as usize];
+        for element in answer.elements() {
+            element.error().map_err(|e| failed(&e))?;
+            if let (Some(end), Offset::Offset(n)) = (ends.get_mut(element.partition() as usize), element.offset()) {
+                *end = Some(n.max(0) as u64);
+            }
+        }
+        ends.into_iter()
+            .enumerate()
+            .map(|(p, end)| {
+                let end = end.ok_or_else(|| {
+                    LogError::Unavailable(format!("the broker did not say where {name} partition {p} ends"))
+                })?;
+                self.saw_end(topic, p as u32, end);
                 Ok(end)
             })
             .collect()
+    }
+
+    /// The committed offset of every partition of `topic` in `consumer`'s
+    /// group, in one request.
+    fn committed_all(&self, consumer: &str, topic: Topic) -> Result<Vec<u64>, LogError> {
+        let group = self.group(consumer)?;
+        let name = &self.topics[topic.index()];
+        retrying("reading committed offsets", || {
+            let mut tpl = TopicPartitionList::new();
+            for p in 0..self.settings.partitions {
+                tpl.add_partition(name, p as i32);
+            }
+            let committed = group
+                .committed_offsets(tpl, BROKER_WAIT)
+                .map_err(|e| kafka_error(&format!("reading {consumer}'s offsets"), &e))?;
+            let mut offsets = vec![0; self.settings.partitions as usize];
+            for element in committed.elements() {
+                if let (Some(slot), Offset::Offset(n)) =
+                    (offsets.get_mut(element.partition() as usize), element.offset())
+                    && n >= 0
+                {
+                    *slot = n as u64;
+                }
+            }
+            Ok(offsets)
+        })
     }
 
     /// One try of [`Log::read`]; a reader that failed is dropped.
@@ -917,9 +1070,11 @@ impl KafkaLog {
             .collect();
         let delivered = self.send(&records)?;
         let mut positions = Vec::with_capacity(appends.len());
-        for ((partition, offset), &(topic, _, _)) in delivered.into_iter().zip(appends) {
+        for ((partition, offset), &(topic, _, value)) in delivered.into_iter().zip(appends) {
             let at = Position { partition, offset };
             self.saw_end(topic, at.partition, at.offset + 1);
+            self.recent
+                .keep(topic, std::iter::once((at, Value::from(value.to_vec()))));
             positions.push(at);
         }
         Ok(positions)
@@ -1303,6 +1458,10 @@ impl Log for KafkaLog {
         max_bytes: usize,
     ) -> Result<Vec<Entry>, LogError> {
         self.check_partition(topic, partition)?;
+        if let Some(entries) = self.recent.read(topic, partition, offset, max, max_bytes) {
+            self.pause_idle(topic, partition);
+            return Ok(entries);
+        }
         retrying("reading", || self.read_once(topic, partition, offset, max, max_bytes))
     }
 
@@ -1359,6 +1518,12 @@ impl Log for KafkaLog {
 
     fn end_offsets(&self, topic: Topic) -> Result<Vec<u64>, LogError> {
         retrying("reading end offsets", || self.ends_within(topic, BROKER_WAIT))
+    }
+
+    fn lag(&self, consumer: &str, topic: Topic) -> Result<u64, LogError> {
+        let ends = self.end_offsets(topic)?;
+        let committed = self.committed_all(consumer, topic)?;
+        Ok(ends.iter().zip(&committed).map(|(end, c)| end.saturating_sub(*c)).sum())
     }
 
     fn wait_for_appends(&self, topic: Topic, seen: &[u64], timeout: Duration) {
@@ -1581,6 +1746,73 @@ mod tests {
                 ("security.protocol".to_string(), "sasl_plaintext".to_string()),
             ]
         );
+    }
+
+    #[test]
+    fn a_process_reads_its_own_appends_back_as_the_broker_holds_them() {
+        for json in [true, false] {
+            let settings = KafkaSettings { json, ..settings(1) };
+            let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+            let a = KafkaLog::open(settings.clone(), dir_a.path()).unwrap();
+            let b = KafkaLog::open(settings.clone(), dir_b.path()).unwrap();
+            let post = |i: u32| {
+                crate::record::RawPost {
+                    incoming: crate::record::IncomingPost::new(
+                        "reddit",
+                        &format!("t1_{i}"),
+                        &format!("post {i}, \"quoted\" \u{1F600}"),
+                        1_700_000_000_000_000,
+                    ),
+                    ingested_at: 1_700_000_000_000_000 + i64::from(i),
+                }
+                .to_log_bytes()
+            };
+            // Another process's record between two of this one's.
+            let (p0, p1, p2, p3) = (post(0), post(1), post(2), post(3));
+            a.append(Topic::Raw, &[(b"k".as_slice(), p0.as_slice())]).unwrap();
+            b.append(Topic::Raw, &[(b"k".as_slice(), p1.as_slice())]).unwrap();
+            a.append(
+                Topic::Raw,
+                &[(b"k".as_slice(), p2.as_slice()), (b"k".as_slice(), p3.as_slice())],
+            )
+            .unwrap();
+            // Read in steps through the process's own appends; each answer is
+            // the broker's (a fresh process has nothing of its own).
+            let c = KafkaLog::open(settings.clone(), tempfile::tempdir().unwrap().path()).unwrap();
+            let mut offset = 0;
+            let mut seen = Vec::new();
+            while offset < 4 {
+                let own = a.read(Topic::Raw, 0, offset, 10, 1 << 20).unwrap();
+                let broker = c.read(Topic::Raw, 0, offset, own.len(), 1 << 20).unwrap();
+                assert_eq!(own, broker, "json {json}, from {offset}");
+                offset = own.last().unwrap().offset + 1;
+                seen.extend(own.into_iter().map(|e| e.value.to_vec()));
+            }
+            assert_eq!(seen, vec![p0.clone(), p1, p2, p3], "json {json}");
+            // A bound on records holds as on the broker's answers.
+            assert_eq!(a.read(Topic::Raw, 0, 2, 1, 1 << 20).unwrap().len(), 1);
+            assert_eq!(a.read(Topic::Raw, 0, 2, 10, 1).unwrap().len(), 1);
+        }
+    }
+
+    #[test]
+    fn end_offsets_and_lag_in_one_request_each_agree_with_the_watermarks() {
+        let settings = settings(3);
+        let dir = tempfile::tempdir().unwrap();
+        let log = KafkaLog::open(settings.clone(), dir.path()).unwrap();
+        let keys: Vec<Vec<u8>> = (0..50).map(|i| format!("k{i}").into_bytes()).collect();
+        let records: Vec<(&[u8], &[u8])> = keys.iter().map(|k| (k.as_slice(), b"v".as_slice())).collect();
+        log.append(Topic::Raw, &records).unwrap();
+        log.commit("enrich", Topic::Raw, 1, 2).unwrap();
+        let ends = log.end_offsets(Topic::Raw).unwrap();
+        let name = settings.topic_name(Topic::Raw);
+        for (p, end) in ends.iter().enumerate() {
+            let (_, high) = log.meta.fetch_watermarks(&name, p as i32, BROKER_WAIT).unwrap();
+            assert_eq!(*end, high as u64, "partition {p}");
+        }
+        assert_eq!(ends.iter().sum::<u64>(), 50);
+        assert_eq!(log.lag("enrich", Topic::Raw).unwrap(), 48);
+        assert_eq!(log.end_offsets(Topic::Dead).unwrap(), vec![0, 0, 0]);
     }
 
     #[test]
