@@ -420,24 +420,19 @@ impl Recent {
         self.partitions.get(topic.index())?.get(partition as usize)
     }
 
-    /// Keeps records the broker acknowledged at these positions.
-    fn keep(&self, topic: Topic, records: impl Iterator<Item = (Position, Value)>) {
-        for (at, value) in records {
-            let Some(partition) = self.partition(topic, at.partition) else {
-                continue;
-            };
-            let Ok(mut partition) = partition.lock() else {
-                continue;
-            };
-            partition.bytes += value.len();
-            if let Some(old) = partition.records.insert(at.offset, value) {
-                partition.bytes -= old.len();
-            }
-            while partition.bytes > RECENT_BYTES {
-                match partition.records.pop_first() {
-                    Some((_, old)) => partition.bytes -= old.len(),
-                    None => break,
-                }
+    /// Keeps a record the broker acknowledged at `at`.
+    fn keep(&self, topic: Topic, at: Position, value: &[u8]) {
+        let Some(Ok(mut partition)) = self.partition(topic, at.partition).map(Mutex::lock) else {
+            return;
+        };
+        partition.bytes += value.len();
+        if let Some(old) = partition.records.insert(at.offset, Value::from(value.to_vec())) {
+            partition.bytes -= old.len();
+        }
+        while partition.bytes > RECENT_BYTES {
+            match partition.records.pop_first() {
+                Some((_, old)) => partition.bytes -= old.len(),
+                None => break,
             }
         }
     }
@@ -820,11 +815,9 @@ impl KafkaLog {
             },
         };
         if reader.paused {
-            let mut tpl = TopicPartitionList::new();
-            tpl.add_partition(&self.topics[topic.index()], partition as i32);
             reader
                 .consumer
-                .resume(&tpl)
+                .resume(&self.one_partition(topic, partition))
                 .map_err(|e| kafka_error("resuming a reader", &e))?;
             reader.paused = false;
         }
@@ -846,6 +839,13 @@ impl KafkaLog {
         Ok(reader)
     }
 
+    /// The list of one topic partition, for pausing and resuming a reader.
+    fn one_partition(&self, topic: Topic, partition: u32) -> TopicPartitionList {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&self.topics[topic.index()], partition as i32);
+        tpl
+    }
+
     /// Stops the idle readers of a partition from fetching ahead: its reads
     /// are answered from [`Recent`] for now.
     fn pause_idle(&self, topic: Topic, partition: u32) {
@@ -854,10 +854,8 @@ impl KafkaLog {
         };
         for reader in readers.get_mut(&(topic.index(), partition)).into_iter().flatten() {
             if !reader.paused {
-                let mut tpl = TopicPartitionList::new();
-                tpl.add_partition(&self.topics[topic.index()], partition as i32);
                 // Should it fail, the reader only fetches for nothing.
-                let _ = reader.consumer.pause(&tpl);
+                let _ = reader.consumer.pause(&self.one_partition(topic, partition));
                 reader.paused = true;
             }
         }
@@ -907,25 +905,9 @@ impl KafkaLog {
     /// group, in one request.
     fn committed_all(&self, consumer: &str, topic: Topic) -> Result<Vec<u64>, LogError> {
         let group = self.group(consumer)?;
-        let name = &self.topics[topic.index()];
+        let partitions: Vec<u32> = (0..self.settings.partitions).collect();
         retrying("reading committed offsets", || {
-            let mut tpl = TopicPartitionList::new();
-            for p in 0..self.settings.partitions {
-                tpl.add_partition(name, p as i32);
-            }
-            let committed = group
-                .committed_offsets(tpl, BROKER_WAIT)
-                .map_err(|e| kafka_error(&format!("reading {consumer}'s offsets"), &e))?;
-            let mut offsets = vec![0; self.settings.partitions as usize];
-            for element in committed.elements() {
-                if let (Some(slot), Offset::Offset(n)) =
-                    (offsets.get_mut(element.partition() as usize), element.offset())
-                    && n >= 0
-                {
-                    *slot = n as u64;
-                }
-            }
-            Ok(offsets)
+            self.committed_once(&group, consumer, topic, &partitions)
         })
     }
 
@@ -1024,28 +1006,34 @@ impl KafkaLog {
         }
     }
 
-    /// One try of [`Log::committed`].
+    /// One try of reading the committed offsets of `partitions` (0 where
+    /// none is committed), in one request.
     fn committed_once(
         &self,
         group: &BaseConsumer<GroupContext>,
         consumer: &str,
         topic: Topic,
-        partition: u32,
-    ) -> Result<u64, LogError> {
+        partitions: &[u32],
+    ) -> Result<Vec<u64>, LogError> {
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition(&self.topics[topic.index()], partition as i32);
+        for &p in partitions {
+            tpl.add_partition(&self.topics[topic.index()], p as i32);
+        }
         let committed = group
             .committed_offsets(tpl, BROKER_WAIT)
             .map_err(|e| kafka_error(&format!("reading {consumer}'s offsets"), &e))?;
-        let offset = committed
-            .elements()
-            .first()
-            .map(|e| e.offset())
-            .unwrap_or(Offset::Invalid);
-        Ok(match offset {
-            Offset::Offset(n) if n >= 0 => n as u64,
-            _ => 0,
-        })
+        Ok(partitions
+            .iter()
+            .map(|&p| {
+                match committed
+                    .find_partition(&self.topics[topic.index()], p as i32)
+                    .map(|e| e.offset())
+                {
+                    Some(Offset::Offset(n)) if n >= 0 => n as u64,
+                    _ => 0,
+                }
+            })
+            .collect())
     }
 
     /// Appends the records and waits for the broker to acknowledge each.
@@ -1073,8 +1061,7 @@ impl KafkaLog {
         for ((partition, offset), &(topic, _, value)) in delivered.into_iter().zip(appends) {
             let at = Position { partition, offset };
             self.saw_end(topic, at.partition, at.offset + 1);
-            self.recent
-                .keep(topic, std::iter::once((at, Value::from(value.to_vec()))));
+            self.recent.keep(topic, at, value);
             positions.push(at);
         }
         Ok(positions)
@@ -1469,7 +1456,7 @@ impl Log for KafkaLog {
         self.check_partition(topic, partition)?;
         let group = self.group(consumer)?;
         retrying("reading committed offsets", || {
-            self.committed_once(&group, consumer, topic, partition)
+            Ok(self.committed_once(&group, consumer, topic, &[partition])?[0])
         })
     }
 
