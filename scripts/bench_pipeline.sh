@@ -32,8 +32,8 @@ echo "data directory: $(du -sh "$DIR/data/log" 2>/dev/null | cut -f1) log, $(du 
 echo "server CPU by thread:"
 for t in /proc/$PID/task/*; do
     # A thread may exit while this runs: skip it.
-    name="$(tr ' ' '_' < "$t/comm" 2>/dev/null)" || continue
-    ticks="$(awk '{print $14 + $15}' "$t/stat" 2>/dev/null)" || continue
+    name="$(tr ' ' '_' 2>/dev/null < "$t/comm")" || continue
+    ticks="$(awk '{print $14 + $15}' 2>/dev/null < "$t/stat")" || continue
     echo "$name $ticks"
 done | awk -v t="$TICKS" -v n="$POSTS" '{ sub(/-[0-9]+$/, "", $1); cpu[$1] += $2 }
     END { for (k in cpu) if (cpu[k] > 0) printf "  %-18s %7.1f s %7.2f us per post\n", k, cpu[k] / t, cpu[k] / t * 1e6 / n }' | sort -k2 -rn

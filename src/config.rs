@@ -63,6 +63,10 @@ pub struct ServerConfig {
     /// Ingest answers 429 with `Retry-After` while more raw posts than this
     /// wait for the enrich stage.
     pub max_enrich_lag: u64,
+    /// Ingest also answers 429 while the posts waiting would take the
+    /// enrich stage longer than this to drain at its measured rate (0: the
+    /// count alone).
+    pub max_enrich_wait_ms: u64,
     /// Origins (`scheme://host[:port]`) whose web pages may call the API
     /// besides the server's own; other `Origin`s get 403.
     pub allowed_origins: Vec<String>,
@@ -89,6 +93,7 @@ impl Default for ServerConfig {
             max_body_bytes: 16 * 1024 * 1024,
             max_post_bytes: crate::record::DEFAULT_MAX_POST_BYTES,
             max_enrich_lag: 30_000,
+            max_enrich_wait_ms: 1_000,
             allowed_origins: Vec::new(),
             max_connections: 1024,
             header_timeout_secs: 10,
@@ -340,6 +345,10 @@ max_post_bytes = 1048576
 # 429 with Retry-After instead of buffering (under a second of work on two
 # cores: it bounds the delay from 202 to visible in SQL).
 max_enrich_lag = 30000
+# ... or while they would take enrichment longer than this (milliseconds)
+# at the rate it was last seen to drain a backlog: the same bound on the
+# delay where enrichment is slower (through a broker); 0 turns it off.
+max_enrich_wait_ms = 1000
 # Web pages of these origins (e.g. "https://dash.example.org") may call the
 # API besides the server's own; a request with any other Origin gets 403.
 # Without tokens, a Host that is not a loopback name or the listen address

@@ -4,6 +4,9 @@
 //! and ingest throttles on the lag of those that read `posts.raw`. A new
 //! stage or sink registers its [`Input`] here and nowhere else.
 
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use crate::config::Config;
 use crate::log::{Input, Log, LogError, Topic};
 use crate::sinks::archive;
@@ -118,6 +121,20 @@ impl Consumers {
         Ok(lag)
     }
 
+    /// The records the consumers of `posts.raw` have committed, summed over
+    /// its partitions (the slowest consumer's): how far enrichment got.
+    pub fn ingest_committed(&self, log: &dyn Log) -> Result<u64, LogError> {
+        let mut slowest: Option<u64> = None;
+        for input in self.inputs.iter().filter(|i| i.topic == Topic::Raw) {
+            let mut committed = 0u64;
+            for partition in 0..log.partitions() {
+                committed = committed.saturating_add(log.committed(input.consumer, input.topic, partition)?);
+            }
+            slowest = Some(slowest.map_or(committed, |s| s.min(committed)));
+        }
+        Ok(slowest.unwrap_or(0))
+    }
+
     /// The consumers an offline run waits for before it stops the stages,
     /// with what they have not committed: every consumer behind but the
     /// archive's, which buffer files by age and write what they hold when
@@ -127,6 +144,102 @@ impl Consumers {
         let mut positions = self.positions(log)?;
         positions.retain(|p| p.lag() > 0 && ![archive::INPUT, archive::ERRORS_INPUT].contains(&p.input));
         Ok(positions)
+    }
+}
+
+/// Ingest's bound on the posts waiting for enrichment: at most
+/// `[server] max_enrich_lag`, and at most what the enrich stage drains in
+/// `max_enrich_wait_ms` at the rate it was last seen to drain a backlog, so
+/// that the delay from `202` to visible stays bounded whatever the stage's
+/// speed (30,000 posts are half a second of work on the embedded log, four
+/// seconds through a broker on the same two cores).
+///
+/// The rate comes from the enrich consumer's committed offsets, read at
+/// most once a second and only counted while posts were waiting at both
+/// readings (an idle stage's rate is the traffic's, not what it can do), so
+/// it holds for enrich processes anywhere in the consumer group.
+#[derive(Debug)]
+pub struct Throttle {
+    max_lag: u64,
+    max_wait: Duration,
+    drain: Mutex<Drain>,
+}
+
+#[derive(Debug, Default)]
+struct Drain {
+    last: Option<Reading>,
+    per_second: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Reading {
+    at: Instant,
+    committed: u64,
+    lag: u64,
+}
+
+/// Committed offsets are read at most this often for the drain rate.
+const READ_EVERY: Duration = Duration::from_secs(1);
+/// The rate bound never goes under this many posts (one client's batch
+/// always gets through a slow stage).
+const MIN_BOUND: u64 = 1_000;
+
+impl Throttle {
+    /// Throttle above `max_lag` posts, or above `max_wait` of the measured
+    /// drain rate (zero: the count alone).
+    pub fn new(max_lag: u64, max_wait: Duration) -> Throttle {
+        Throttle {
+            max_lag,
+            max_wait,
+            drain: Mutex::new(Drain::default()),
+        }
+    }
+
+    /// The posts waiting for enrichment and the bound they must stay under.
+    pub fn check(&self, consumers: &Consumers, log: &dyn Log) -> Result<(u64, u64), LogError> {
+        let lag = consumers.ingest_lag(log)?;
+        let bound = self.bound(Instant::now(), lag, || consumers.ingest_committed(log))?;
+        Ok((lag, bound))
+    }
+
+    /// The bound at `now`, `lag` posts waiting; `committed` reads how far
+    /// the stage got when a reading is due.
+    fn bound(
+        &self,
+        now: Instant,
+        lag: u64,
+        committed: impl FnOnce() -> Result<u64, LogError>,
+    ) -> Result<u64, LogError> {
+        if self.max_wait.is_zero() {
+            return Ok(self.max_lag);
+        }
+        let mut drain = self.drain.lock().unwrap_or_else(|p| p.into_inner());
+        if drain
+            .last
+            .is_none_or(|r| now.saturating_duration_since(r.at) >= READ_EVERY)
+        {
+            let reading = Reading {
+                at: now,
+                committed: committed()?,
+                lag,
+            };
+            if let Some(last) = drain.last
+                && last.lag > 0
+                && lag > 0
+                && reading.committed >= last.committed
+            {
+                let seconds = now.saturating_duration_since(last.at).as_secs_f64();
+                let rate = (reading.committed - last.committed) as f64 / seconds;
+                drain.per_second = Some(drain.per_second.map_or(rate, |r| (r + rate) / 2.0));
+            }
+            drain.last = Some(reading);
+        }
+        Ok(match drain.per_second {
+            None => self.max_lag,
+            Some(rate) => {
+                ((rate * self.max_wait.as_secs_f64()) as u64).clamp(MIN_BOUND.min(self.max_lag), self.max_lag)
+            }
+        })
     }
 }
 
@@ -178,5 +291,64 @@ mod tests {
         assert_eq!((behind[0].input, behind[0].lag()), (crate::warehouse::INPUT, 6));
         log.commit(crate::warehouse::CONSUMER, Topic::Enriched, 0, 10).unwrap();
         assert!(consumers.unsettled(&log).unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_throttle_bounds_the_wait_by_the_rate_enrichment_drains_a_backlog() {
+        let throttle = Throttle::new(30_000, Duration::from_millis(1_000));
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let reads = std::cell::Cell::new(0);
+        let committed = |n: u64| {
+            let reads = &reads;
+            move || {
+                reads.set(reads.get() + 1);
+                Ok(n)
+            }
+        };
+        // No rate measured yet: the count alone.
+        assert_eq!(throttle.bound(at(0), 9_000, committed(0)).unwrap(), 30_000);
+        // Within a second the offsets are not read again.
+        assert_eq!(throttle.bound(at(500), 9_000, committed(1)).unwrap(), 30_000);
+        assert_eq!(reads.get(), 1);
+        // 4,000 posts drained in two seconds with a backlog all along:
+        // 2,000/s, so a second's wait is 2,000 posts.
+        assert_eq!(throttle.bound(at(2_000), 8_000, committed(4_000)).unwrap(), 2_000);
+        assert_eq!(reads.get(), 2);
+        // An idle stage (nothing waiting) says nothing about its speed.
+        assert_eq!(throttle.bound(at(3_000), 0, committed(4_100)).unwrap(), 2_000);
+        assert_eq!(throttle.bound(at(4_000), 5_000, committed(4_200)).unwrap(), 2_000);
+        // Faster now (20,000/s): the mean of the readings, 11,000.
+        assert_eq!(throttle.bound(at(5_000), 5_000, committed(24_200)).unwrap(), 11_000);
+        // Very fast: the count bound caps it; a stalled stage: one batch's worth floors it.
+        assert_eq!(throttle.bound(at(6_000), 5_000, committed(524_200)).unwrap(), 30_000);
+        for second in 7..20 {
+            throttle.bound(at(second * 1_000), 5_000, committed(524_200)).unwrap();
+        }
+        assert_eq!(
+            throttle.bound(at(20_000), 5_000, committed(524_200)).unwrap(),
+            MIN_BOUND
+        );
+        // Zero wait turns the rate bound off.
+        let count_only = Throttle::new(30_000, Duration::ZERO);
+        assert_eq!(count_only.bound(at(0), 9_000, committed(0)).unwrap(), 30_000);
+        // A failed reading is the caller's error, not a bound.
+        let failing = Throttle::new(30_000, Duration::from_secs(1));
+        assert!(
+            failing
+                .bound(at(0), 1, || Err(LogError::Unavailable("gone".into())))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn ingest_committed_sums_the_enrich_consumers_partitions() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = FjallLog::open(dir.path(), 2).unwrap();
+        let consumers = Consumers::of(&Default::default());
+        assert_eq!(consumers.ingest_committed(&log).unwrap(), 0);
+        log.commit(enrich::CONSUMER, Topic::Raw, 0, 5).unwrap();
+        log.commit(enrich::CONSUMER, Topic::Raw, 1, 7).unwrap();
+        assert_eq!(consumers.ingest_committed(&log).unwrap(), 12);
     }
 }

@@ -40,8 +40,8 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// The bounds of an accepted post.
     pub limits: crate::record::Limits,
-    /// Ingest throttles above this enrich lag.
-    pub max_enrich_lag: u64,
+    /// Ingest throttles above this many posts waiting for enrichment.
+    pub throttle: crate::consumers::Throttle,
     /// The stages that read the log (lag, status, metrics).
     pub consumers: crate::consumers::Consumers,
     /// Bounds of the listener.
@@ -113,30 +113,30 @@ pub const MAX_CONCURRENT_SEARCHES: usize = 8;
 /// clients see it alive.
 const STREAM_KEEPALIVE: Duration = Duration::from_secs(15);
 
-/// Posts counted against `max_enrich_lag` for the duration of an append.
+/// Posts counted against the throttle's bound for the duration of an append.
 struct Pending<'a> {
     counter: &'a std::sync::atomic::AtomicU64,
     posts: u64,
 }
 
 impl<'a> Pending<'a> {
-    /// Counts `posts` as pending, then reads the lag: `Err` with the posts
-    /// waiting before them (the lag plus those pending elsewhere) when
-    /// adding these would pass `bound`. Counting before reading makes any
+    /// Counts `posts` as pending, then reads the lag and its bound: `Err`
+    /// with the posts waiting before them (the lag plus those pending
+    /// elsewhere) when adding these would pass the bound. Counting before reading makes any
     /// two bodies see each other, so the bound holds exactly; a body is
     /// always let through when nothing else waits, however large it is.
     fn reserve(
         counter: &'a std::sync::atomic::AtomicU64,
         posts: u64,
-        lag: impl FnOnce() -> Result<u64, LogError>,
-        bound: u64,
-    ) -> Result<Result<Self, u64>, LogError> {
+        lag_and_bound: impl FnOnce() -> Result<(u64, u64), LogError>,
+    ) -> Result<Result<Self, (u64, u64)>, LogError> {
         use std::sync::atomic::Ordering;
         let others = counter.fetch_add(posts, Ordering::AcqRel);
         let pending = Self { counter, posts };
-        let waiting = lag()?.saturating_add(others);
+        let (lag, bound) = lag_and_bound()?;
+        let waiting = lag.saturating_add(others);
         if waiting > 0 && waiting.saturating_add(posts) > bound {
-            return Ok(Err(waiting));
+            return Ok(Err((waiting, bound)));
         }
         Ok(Ok(pending))
     }
@@ -492,9 +492,9 @@ async fn ingest(
     // Saturated: tell the client to come back instead of buffering (the
     // posts of bodies being appended count too).
     let pending = state.ingest_pending.load(std::sync::atomic::Ordering::Acquire);
-    match off_the_workers(&state, |state| state.consumers.ingest_lag(&*state.log)).await {
-        Ok(lag) if lag.saturating_add(pending) > state.max_enrich_lag => {
-            return saturated(&state, lag.saturating_add(pending));
+    match off_the_workers(&state, |state| state.throttle.check(&state.consumers, &*state.log)).await {
+        Ok((lag, bound)) if lag.saturating_add(pending) > bound => {
+            return saturated(&state, lag.saturating_add(pending), bound);
         }
         Ok(_) => {}
         Err(e) => return unavailable(&e.to_string()),
@@ -529,12 +529,9 @@ async fn ingest(
         let all_malformed = parsed.all_malformed();
         // Checked again now that the body's posts are counted, so bodies
         // read side by side cannot all pass the bound.
-        let _pending = match Pending::reserve(
-            &state.ingest_pending,
-            parsed.posts.len() as u64,
-            || state.consumers.ingest_lag(&*state.log),
-            state.max_enrich_lag,
-        )? {
+        let _pending = match Pending::reserve(&state.ingest_pending, parsed.posts.len() as u64, || {
+            state.throttle.check(&state.consumers, &*state.log)
+        })? {
             Ok(p) => p,
             Err(waiting) => return Ok::<_, LogError>(Err(waiting)),
         };
@@ -543,7 +540,7 @@ async fn ingest(
     });
     let (appended, rejected, rejected_total, all_malformed) = match task.await {
         Ok(Ok(Ok(result))) => result,
-        Ok(Ok(Err(waiting))) => return saturated(&state, waiting),
+        Ok(Ok(Err((waiting, bound)))) => return saturated(&state, waiting, bound),
         Ok(Err(e)) => return unavailable(&e.to_string()),
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, format!("ingest task failed: {e}")),
     };
@@ -577,14 +574,15 @@ async fn ingest(
     (status, Json(answer)).into_response()
 }
 
-/// The 429 of a pipeline with `waiting` posts not yet enriched.
-fn saturated(state: &AppState, waiting: u64) -> Response {
+/// The 429 of a pipeline with `waiting` posts not yet enriched, over
+/// `bound`.
+fn saturated(state: &AppState, waiting: u64, bound: u64) -> Response {
     state.metrics.ingest_throttled.add(1);
     retry_later(
         StatusCode::TOO_MANY_REQUESTS,
         format!(
-            "{waiting} posts wait for enrichment ([server] max_enrich_lag = {}); retry later",
-            state.max_enrich_lag
+            "{waiting} posts wait for enrichment, over the {bound} this pipeline takes ([server] max_enrich_lag, \
+             or what enrichment drains in max_enrich_wait_ms); retry later"
         ),
         "1",
     )
@@ -1059,7 +1057,7 @@ mod tests {
             tokens: Vec::new(),
             max_body_bytes: 1 << 20,
             limits: Default::default(),
-            max_enrich_lag,
+            throttle: crate::consumers::Throttle::new(max_enrich_lag, Duration::ZERO),
             consumers: crate::consumers::Consumers::of(&Default::default()),
             http: HttpLimits::default(),
             allowed_origins: Vec::new(),

@@ -545,7 +545,10 @@ impl Pipeline {
                     tokens: self.config.tokens(),
                     max_body_bytes: self.config.server.max_body_bytes,
                     limits: self.config.server.limits(),
-                    max_enrich_lag: self.config.server.max_enrich_lag,
+                    throttle: crate::consumers::Throttle::new(
+                        self.config.server.max_enrich_lag,
+                        std::time::Duration::from_millis(self.config.server.max_enrich_wait_ms),
+                    ),
                     consumers: self.consumers(),
                     http: self.config.server.http_limits(),
                     allowed_origins: self.config.server.allowed_origins.clone(),
