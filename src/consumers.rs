@@ -62,11 +62,8 @@ impl Consumers {
             .iter()
             .map(|input| {
                 let ends = log.end_offsets(input.topic)?;
-                let partitions = ends
-                    .iter()
-                    .enumerate()
-                    .map(|(p, end)| Ok((*end, log.committed(input.consumer, input.topic, p as u32)?)))
-                    .collect::<Result<_, LogError>>()?;
+                let committed = log.committed_all(input.consumer, input.topic)?;
+                let partitions = ends.into_iter().zip(committed).collect();
                 Ok(Position {
                     input: *input,
                     partitions,
@@ -81,8 +78,8 @@ impl Consumers {
     pub fn safe_offsets(&self, log: &dyn Log, topic: Topic) -> Result<Vec<u64>, LogError> {
         let mut safe = log.end_offsets(topic)?;
         for input in self.inputs.iter().filter(|i| i.topic == topic) {
-            for (p, offset) in safe.iter_mut().enumerate() {
-                *offset = (*offset).min(log.committed(input.consumer, topic, p as u32)?);
+            for (offset, committed) in safe.iter_mut().zip(log.committed_all(input.consumer, topic)?) {
+                *offset = (*offset).min(committed);
             }
         }
         Ok(safe)
@@ -126,10 +123,7 @@ impl Consumers {
     pub fn ingest_committed(&self, log: &dyn Log) -> Result<u64, LogError> {
         let mut slowest: Option<u64> = None;
         for input in self.inputs.iter().filter(|i| i.topic == Topic::Raw) {
-            let mut committed = 0u64;
-            for partition in 0..log.partitions() {
-                committed = committed.saturating_add(log.committed(input.consumer, input.topic, partition)?);
-            }
+            let committed = log.committed_all(input.consumer, input.topic)?.iter().sum();
             slowest = Some(slowest.map_or(committed, |s| s.min(committed)));
         }
         Ok(slowest.unwrap_or(0))

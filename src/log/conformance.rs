@@ -217,6 +217,15 @@ pub fn concurrent_appends_get_distinct_positions_and_lag_counts_them(new: NewPla
         assert!(lasts[p].is_none_or(|last| last <= *end));
     }
     assert_eq!(log.lag("enrich", Topic::Raw).unwrap(), 0);
+    // All partitions' committed offsets at once are each partition's.
+    log.commit("enrich", Topic::Raw, 1, ends[1] / 2).unwrap();
+    let one_by_one: Vec<u64> = (0..3)
+        .map(|p| log.committed("enrich", Topic::Raw, p).unwrap())
+        .collect();
+    assert_eq!(log.committed_all("enrich", Topic::Raw).unwrap(), one_by_one);
+    assert_eq!(one_by_one, vec![ends[0], ends[1] / 2, ends[2]]);
+    assert_eq!(log.committed_all("nobody", Topic::Raw).unwrap(), vec![0, 0, 0]);
+    assert_eq!(log.lag("enrich", Topic::Raw).unwrap(), ends[1] - ends[1] / 2);
 }
 
 /// A transaction's appends (to several topics), state and commits are

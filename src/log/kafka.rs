@@ -901,16 +901,6 @@ impl KafkaLog {
             .collect()
     }
 
-    /// The committed offset of every partition of `topic` in `consumer`'s
-    /// group, in one request.
-    fn committed_all(&self, consumer: &str, topic: Topic) -> Result<Vec<u64>, LogError> {
-        let group = self.group(consumer)?;
-        let partitions: Vec<u32> = (0..self.settings.partitions).collect();
-        retrying("reading committed offsets", || {
-            self.committed_once(&group, consumer, topic, &partitions)
-        })
-    }
-
     /// One try of [`Log::read`]; a reader that failed is dropped.
     fn read_once(
         &self,
@@ -1507,10 +1497,13 @@ impl Log for KafkaLog {
         retrying("reading end offsets", || self.ends_within(topic, BROKER_WAIT))
     }
 
-    fn lag(&self, consumer: &str, topic: Topic) -> Result<u64, LogError> {
-        let ends = self.end_offsets(topic)?;
-        let committed = self.committed_all(consumer, topic)?;
-        Ok(ends.iter().zip(&committed).map(|(end, c)| end.saturating_sub(*c)).sum())
+    /// One OffsetFetch request for every partition.
+    fn committed_all(&self, consumer: &str, topic: Topic) -> Result<Vec<u64>, LogError> {
+        let group = self.group(consumer)?;
+        let partitions: Vec<u32> = (0..self.settings.partitions).collect();
+        retrying("reading committed offsets", || {
+            self.committed_once(&group, consumer, topic, &partitions)
+        })
     }
 
     fn wait_for_appends(&self, topic: Topic, seen: &[u64], timeout: Duration) {

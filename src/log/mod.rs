@@ -370,15 +370,20 @@ pub trait Log: Send + Sync {
         Ok(Owned::all(self.partitions()))
     }
 
+    /// The offset `consumer` resumes from in each partition of `topic`
+    /// (one request on a broker, not one per partition).
+    fn committed_all(&self, consumer: &str, topic: Topic) -> Result<Vec<u64>, LogError> {
+        (0..self.partitions())
+            .map(|partition| self.committed(consumer, topic, partition))
+            .collect()
+    }
+
     /// How many records `consumer` has not committed yet, summed over the
     /// topic's partitions.
     fn lag(&self, consumer: &str, topic: Topic) -> Result<u64, LogError> {
-        let mut lag = 0;
-        for (partition, end) in self.end_offsets(topic)?.into_iter().enumerate() {
-            let committed = self.committed(consumer, topic, partition as u32)?;
-            lag += end.saturating_sub(committed);
-        }
-        Ok(lag)
+        let ends = self.end_offsets(topic)?;
+        let committed = self.committed_all(consumer, topic)?;
+        Ok(ends.iter().zip(&committed).map(|(end, c)| end.saturating_sub(*c)).sum())
     }
 }
 

@@ -707,10 +707,13 @@ impl Tables {
         cache.resize_with(partitions, Vec::new);
         let mut out = Vec::new();
         let mut snapshot = Snapshot::default();
+        // Where each partition ends now, and what the archive committed,
+        // each in one request: the tail is read up to those ends and no
+        // further (on a broker, a read past the end waits for its answer).
+        let ends = self.log.end_offsets(Topic::Enriched)?;
+        let archived = self.log.committed_all(archive::CONSUMER, Topic::Enriched)?;
         for (p, cached) in cache.iter_mut().enumerate() {
-            snapshot
-                .archived
-                .push(self.log.committed(archive::CONSUMER, Topic::Enriched, p as u32)?);
+            snapshot.archived.push(archived[p]);
             // Posts the running archive holds (committed or buffered), then
             // the log past them.
             let start = match self.archive_tail.get(p as u32) {
@@ -718,7 +721,7 @@ impl Tables {
                     out.extend(tail.batches);
                     tail.next
                 }
-                None => self.log.committed(archive::CONSUMER, Topic::Enriched, p as u32)?,
+                None => archived[p],
             };
             // Drop what the archive now holds; cut a batch it holds in part.
             cached.retain(|b| b.next > start);
@@ -730,7 +733,7 @@ impl Tables {
                 b.offsets.drain(..skip);
             }
             let mut next = cached.last().map_or(start, |b| b.next);
-            loop {
+            while next < ends[p] {
                 let entries = self
                     .log
                     .read(Topic::Enriched, p as u32, next, 8192, crate::log::READ_BYTES)?;
