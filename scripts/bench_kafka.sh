@@ -9,7 +9,9 @@
 #      through two topics as chorus's stages move them, a relay and a sink
 #      in consumer groups, offsets committed after the output is durable;
 #   3. chorus: `chorus run` with `[log] backend = "kafka"` and
-#      scripts/bench_pipeline.sh (posts over HTTP until visible in SQL).
+#      scripts/bench_pipeline.sh (posts over HTTP until visible in SQL);
+#   4. the same with a second process, `chorus run --roles enrich`, in the
+#      enrich consumer group (two enrich processes split the partitions).
 #
 # It prints each part's figures and the CPU the broker used for it.
 #
@@ -65,7 +67,14 @@ start_broker plain
 "$CARGO_TARGET_DIR/release/examples/bench_kafka_plain" "127.0.0.1:$PORT" "$POSTS" 4
 stop_broker "plain pipeline"
 
+chorus_config() {
+    printf '[log]\nbackend = "kafka"\nbrokers = "127.0.0.1:%s"\nencoding = "%s"\n' "$PORT" "$ENCODING"
+}
+
 start_broker chorus
-CHORUS_BENCH_CONFIG=$'[log]\nbackend = "kafka"\nbrokers = "127.0.0.1:'"$PORT"$'"\nencoding = "'"$ENCODING"$'"' \
-    scripts/bench_pipeline.sh "$POSTS"
+CHORUS_BENCH_CONFIG="$(chorus_config)" scripts/bench_pipeline.sh "$POSTS"
 stop_broker "chorus"
+
+start_broker chorus-2-enrich
+CHORUS_BENCH_CONFIG="$(chorus_config)" CHORUS_BENCH_HELPER_ROLES=enrich scripts/bench_pipeline.sh "$POSTS"
+stop_broker "chorus, 2 enrich processes"

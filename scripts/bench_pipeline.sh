@@ -8,7 +8,9 @@
 # Usage: scripts/bench_pipeline.sh [POSTS] [CONCURRENCY]   (default 1000000, 4)
 # Extra TOML for the server can be given in $CHORUS_BENCH_CONFIG (e.g.
 # [log] backend = "kafka" with the brokers of a running broker); another
-# server binary (to compare two builds) in $CHORUS_BIN.
+# server binary (to compare two builds) in $CHORUS_BIN. With
+# $CHORUS_BENCH_HELPER_ROLES (e.g. "enrich", on Kafka) a second process with
+# only those roles runs beside it, in the same consumer groups.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/chorus/target}"
@@ -18,6 +20,10 @@ cargo build --release --quiet --bin chorus --example bench_ingest
 BIN="${CHORUS_BIN:-$CARGO_TARGET_DIR/release/chorus}"
 . scripts/server.sh
 start_server "$BIN" "${CHORUS_BENCH_CONFIG:-}"
+if [ -n "${CHORUS_BENCH_HELPER_ROLES:-}" ]; then
+    start_helper "$BIN" "$CHORUS_BENCH_HELPER_ROLES"
+    echo "bench: a second process with --roles $CHORUS_BENCH_HELPER_ROLES beside the server" >&2
+fi
 echo "bench: $POSTS posts to http://$ADDR, concurrency $CONCURRENCY" >&2
 "$CARGO_TARGET_DIR/release/examples/bench_ingest" "http://$ADDR" "$POSTS" 1000 "$CONCURRENCY"
 echo "server peak RSS: $(grep VmHWM /proc/$PID/status | awk '{print $2/1024 " MiB"}')"
@@ -25,6 +31,9 @@ echo "server peak RSS: $(grep VmHWM /proc/$PID/status | awk '{print $2/1024 " Mi
 # what else the shared machine runs.
 TICKS="$(getconf CLK_TCK)"
 awk -v t="$TICKS" -v n="$POSTS" '{cpu = ($14 + $15) / t; printf "server CPU: %.1f s, %.1f us per post\n", cpu, cpu * 1e6 / n}' "/proc/$PID/stat"
+if [ -n "${HELPER_PID:-}" ]; then
+    awk -v t="$TICKS" -v n="$POSTS" '{cpu = ($14 + $15) / t; printf "second process CPU: %.1f s, %.1f us per post\n", cpu, cpu * 1e6 / n}' "/proc/$HELPER_PID/stat"
+fi
 # (With [log] backend = "kafka" the log is on the broker: no log/ here.)
 echo "data directory: $(du -sh "$DIR/data/log" 2>/dev/null | cut -f1) log, $(du -sh "$DIR/data/archive" | cut -f1) archive"
 # CPU by thread (the stages' threads are named: enrich-N, archive, index,

@@ -3,9 +3,13 @@
 # configuration TOML, waits for its server.json and sets PID and ADDR;
 # the server is killed and $DIR removed when the script exits (moved to
 # $CHORUS_BENCH_KEEP instead when that is set, to look at or reuse).
+# start_helper BIN ROLES then starts a second process with the same
+# configuration and only ROLES (`run --roles`), on its own data directory
+# $DIR/helper, and waits until its consumer group gave it partitions.
 start_server() {
     DIR="$(mktemp -d)"
-    trap 'kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; if [ -n "${CHORUS_BENCH_KEEP:-}" ]; then mv "$DIR" "$CHORUS_BENCH_KEEP"; else rm -rf "$DIR"; fi' EXIT
+    HELPER_PID=""
+    trap 'kill $PID $HELPER_PID 2>/dev/null || true; wait $PID $HELPER_PID 2>/dev/null || true; if [ -n "${CHORUS_BENCH_KEEP:-}" ]; then mv "$DIR" "$CHORUS_BENCH_KEEP"; else rm -rf "$DIR"; fi' EXIT
     printf '%s\n' "$2" > "$DIR/chorus.toml"
     "$1" --data "$DIR/data" --config "$DIR/chorus.toml" run --listen 127.0.0.1:0 2> "$DIR/server.log" &
     PID=$!
@@ -14,4 +18,17 @@ start_server() {
         sleep 0.1
     done
     ADDR="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["address"])' "$DIR/data/server.json")"
+}
+
+start_helper() {
+    "$1" --data "$DIR/helper" --config "$DIR/chorus.toml" run --listen 127.0.0.1:0 --roles "$2" 2> "$DIR/helper.log" &
+    HELPER_PID=$!
+    for _ in $(seq 600); do
+        grep -q "Partitions assigned" "$DIR/helper.log" && return 0
+        kill -0 "$HELPER_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    echo "the --roles $2 process got no partitions:" >&2
+    tail -20 "$DIR/helper.log" >&2
+    return 1
 }
