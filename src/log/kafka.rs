@@ -362,8 +362,11 @@ pub struct KafkaLog {
     known_end: Vec<Vec<AtomicU64>>,
     /// Bumped after every append of this process, to wake idle consumers.
     appended: super::Appended,
-    /// What this process appended lately, which its own stages read back.
+    /// What this process appended or fetched lately, which its stages read
+    /// (again).
     recent: Recent,
+    /// Records fetched from the broker by reads (not served by `recent`).
+    fetched: AtomicU64,
     state_db: Database,
     state: Keyspace,
     /// The offset of the changelog the local state holds up to.
@@ -383,13 +386,16 @@ pub struct KafkaLog {
     state_lock: RwLock<()>,
 }
 
-/// Records this process appended, once the broker acknowledged them, by
-/// topic partition and offset: its own stages read them from here instead
-/// of fetching them back (in one process, enrich reads what ingest wrote,
-/// and every sink what enrich wrote). A read is answered from here only
-/// with a run of consecutive offsets from the one asked for, so it is
-/// exactly what the broker would answer (nothing else can lie between two
-/// consecutive offsets); anything else goes to the broker.
+/// Records this process appended, once the broker acknowledged them, and
+/// records it fetched, by topic partition and offset: its stages read them
+/// from here instead of fetching them (again). In one process, enrich reads
+/// what ingest wrote, and every sink what enrich wrote; where another
+/// process enriched, the archive, the index and queries share one fetch of
+/// its output instead of each seeking a reader back and forth over it. A
+/// read is answered from here only with a run of consecutive offsets from
+/// the one asked for, so it is exactly what the broker would answer
+/// (nothing else can lie between two consecutive offsets); anything else
+/// goes to the broker.
 struct Recent {
     /// Per topic, per partition.
     partitions: Vec<Vec<Mutex<RecentPartition>>>,
@@ -420,13 +426,13 @@ impl Recent {
         self.partitions.get(topic.index())?.get(partition as usize)
     }
 
-    /// Keeps a record the broker acknowledged at `at`.
-    fn keep(&self, topic: Topic, at: Position, value: &[u8]) {
+    /// Keeps a record the broker holds at `at` (it acknowledged or sent it).
+    fn keep(&self, topic: Topic, at: Position, value: Value) {
         let Some(Ok(mut partition)) = self.partition(topic, at.partition).map(Mutex::lock) else {
             return;
         };
         partition.bytes += value.len();
-        if let Some(old) = partition.records.insert(at.offset, Value::from(value.to_vec())) {
+        if let Some(old) = partition.records.insert(at.offset, value) {
             partition.bytes -= old.len();
         }
         while partition.bytes > RECENT_BYTES {
@@ -623,6 +629,7 @@ impl KafkaLog {
             known_end,
             appended: super::Appended::default(),
             recent: Recent::new(partitions),
+            fetched: AtomicU64::new(0),
             state_db,
             state,
             state_meta,
@@ -986,6 +993,14 @@ impl KafkaLog {
         if let Some(last) = out.last() {
             self.saw_end(topic, partition, last.offset + 1);
         }
+        self.fetched.fetch_add(out.len() as u64, Ordering::Relaxed);
+        for entry in &out {
+            let at = Position {
+                partition,
+                offset: entry.offset,
+            };
+            self.recent.keep(topic, at, entry.value.clone());
+        }
         match result {
             Ok(()) => {
                 self.put_reader(topic, partition, reader);
@@ -1051,7 +1066,7 @@ impl KafkaLog {
         for ((partition, offset), &(topic, _, value)) in delivered.into_iter().zip(appends) {
             let at = Position { partition, offset };
             self.saw_end(topic, at.partition, at.offset + 1);
-            self.recent.keep(topic, at, value);
+            self.recent.keep(topic, at, Value::from(value.to_vec()));
             positions.push(at);
         }
         Ok(positions)
@@ -1769,6 +1784,16 @@ mod tests {
                 seen.extend(own.into_iter().map(|e| e.value.to_vec()));
             }
             assert_eq!(seen, vec![p0.clone(), p1, p2, p3], "json {json}");
+            // What a process fetched once, its other readers get from
+            // memory: the same records, no second fetch.
+            let fetched = c.fetched.load(Ordering::Relaxed);
+            assert!(fetched >= 4, "json {json}: {fetched} fetched");
+            assert_eq!(
+                c.read(Topic::Raw, 0, 0, 10, 1 << 20).unwrap(),
+                a.read(Topic::Raw, 0, 0, 10, 1 << 20).unwrap()
+            );
+            assert_eq!(c.read(Topic::Raw, 0, 1, 2, 1 << 20).unwrap().len(), 2);
+            assert_eq!(c.fetched.load(Ordering::Relaxed), fetched, "json {json}");
             // A bound on records holds as on the broker's answers.
             assert_eq!(a.read(Topic::Raw, 0, 2, 1, 1 << 20).unwrap().len(), 1);
             assert_eq!(a.read(Topic::Raw, 0, 2, 10, 1).unwrap().len(), 1);
