@@ -1929,6 +1929,52 @@ mod tests {
         }
     }
 
+    /// Waits until the members' partitions are disjoint, none empty, and
+    /// cover `0..partitions`; returns them.
+    fn split_between(members: &[&KafkaLog], partitions: u32, what: &str) -> Vec<Vec<u32>> {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let owned: Vec<Vec<u32>> = members
+                .iter()
+                .map(|m| m.owned("enrich", Topic::Raw).unwrap().partitions)
+                .collect();
+            let mut all: Vec<u32> = owned.iter().flatten().copied().collect();
+            all.sort();
+            if owned.iter().all(|o| !o.is_empty()) && all == (0..partitions).collect::<Vec<_>>() {
+                return owned;
+            }
+            assert!(Instant::now() < deadline, "{what}: never split, {owned:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    #[test]
+    fn three_members_split_the_partitions_and_two_take_over_when_one_leaves() {
+        let settings = settings(6);
+        let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+        let a = KafkaLog::open(settings.clone(), dirs[0].path()).unwrap();
+        let b = KafkaLog::open(settings.clone(), dirs[1].path()).unwrap();
+        let c = KafkaLog::open(settings.clone(), dirs[2].path()).unwrap();
+        let owned = split_between(&[&a, &b, &c], 6, "three members");
+        // Cooperative-sticky spreads them evenly.
+        assert!(owned.iter().all(|o| o.len() == 2), "{owned:?}");
+        // Each member commits its own partitions; c then leaves.
+        for (member, partitions) in [&a, &b, &c].into_iter().zip(&owned) {
+            for &p in partitions {
+                member
+                    .write(Transaction::new().commit("enrich", Topic::Raw, p, u64::from(p) + 10))
+                    .unwrap();
+            }
+        }
+        drop(c);
+        let owned = split_between(&[&a, &b], 6, "after one left");
+        assert!(owned.iter().all(|o| o.len() == 3), "{owned:?}");
+        // The partitions came with the commits their earlier owner made.
+        for p in 0..6 {
+            assert_eq!(a.committed("enrich", Topic::Raw, p).unwrap(), u64::from(p) + 10);
+        }
+    }
+
     #[test]
     fn an_environment_property_tunes_a_reader_but_cannot_weaken_a_guarantee() {
         let settings = KafkaSettings {
