@@ -1929,6 +1929,35 @@ mod tests {
         }
     }
 
+    /// Why a stage's output, state and commit are not one transaction here
+    /// (README, "What holds"): the broker takes a transactional producer's
+    /// records but cannot commit its transaction (tansu 0.6 routes no
+    /// EndTxn request). Should a broker version commit it, this fails and
+    /// the guarantee can be raised to exactly-once.
+    #[test]
+    fn the_broker_cannot_commit_a_kafka_transaction() {
+        use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+        let settings = settings(1);
+        let log = KafkaLog::open(settings.clone(), tempfile::tempdir().unwrap().path()).unwrap();
+        let producer: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", &broker().address)
+            .set("transactional.id", format!("{}tx", settings.topic_prefix))
+            .create()
+            .unwrap();
+        let timeout = Duration::from_secs(20);
+        let committed = producer.init_transactions(timeout).and_then(|()| {
+            producer.begin_transaction()?;
+            producer
+                .send(BaseRecord::to(&settings.topic_name(Topic::Raw)).key("k").payload("{}"))
+                .map_err(|(e, _)| e)?;
+            producer.commit_transaction(timeout)
+        });
+        let error = committed.expect_err("the broker committed a transaction: exactly-once is possible now");
+        // librdkafka refuses as soon as it sees the broker's API versions.
+        assert!(error.to_string().contains("EndTxn"), "{error}");
+        drop(log);
+    }
+
     /// Waits until the members' partitions are disjoint, none empty, and
     /// cover `0..partitions`; returns them.
     fn split_between(members: &[&KafkaLog], partitions: u32, what: &str) -> Vec<Vec<u32>> {
