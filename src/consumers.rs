@@ -149,9 +149,13 @@ impl Consumers {
 /// seconds through a broker on the same two cores).
 ///
 /// The rate comes from the enrich consumer's committed offsets, read at
-/// most once a second and only counted while posts were waiting at both
-/// readings (an idle stage's rate is the traffic's, not what it can do), so
-/// it holds for enrich processes anywhere in the consumer group.
+/// most once a second, so it holds for enrich processes anywhere in the
+/// consumer group. A reading counts when posts were waiting at the one
+/// before: as the stage's speed if they still wait, as a floor under it if
+/// it emptied the queue (an idle stage's rate is the traffic's, not what it
+/// can do). A reading without progress (a stalled stage, a rebalance)
+/// leaves the rate as it was: the stage is not throttled down to nothing,
+/// and ingest still stops at what it drained in `max_wait` before.
 #[derive(Debug)]
 pub struct Throttle {
     max_lag: u64,
@@ -219,12 +223,18 @@ impl Throttle {
             };
             if let Some(last) = drain.last
                 && last.lag > 0
-                && lag > 0
-                && reading.committed >= last.committed
+                && reading.committed > last.committed
             {
                 let seconds = now.saturating_duration_since(last.at).as_secs_f64();
                 let rate = (reading.committed - last.committed) as f64 / seconds;
-                drain.per_second = Some(drain.per_second.map_or(rate, |r| (r + rate) / 2.0));
+                drain.per_second = match (drain.per_second, lag > 0) {
+                    // Busy all along: its speed.
+                    (Some(r), true) => Some((r + rate) / 2.0),
+                    (None, true) => Some(rate),
+                    // It emptied the queue: at least that fast.
+                    (Some(r), false) => Some(r.max(rate)),
+                    (None, false) => None,
+                };
             }
             drain.last = Some(reading);
         }
@@ -309,20 +319,25 @@ mod tests {
         // 2,000/s, so a second's wait is 2,000 posts.
         assert_eq!(throttle.bound(at(2_000), 8_000, committed(4_000)).unwrap(), 2_000);
         assert_eq!(reads.get(), 2);
-        // An idle stage (nothing waiting) says nothing about its speed.
-        assert_eq!(throttle.bound(at(3_000), 0, committed(4_100)).unwrap(), 2_000);
-        assert_eq!(throttle.bound(at(4_000), 5_000, committed(4_200)).unwrap(), 2_000);
+        // It emptied the queue at 1,000/s: a floor, not its speed.
+        assert_eq!(throttle.bound(at(3_000), 0, committed(5_000)).unwrap(), 2_000);
+        // Idle (nothing waited at the reading before): says nothing.
+        assert_eq!(throttle.bound(at(4_000), 5_000, committed(5_100)).unwrap(), 2_000);
         // Faster now (20,000/s): the mean of the readings, 11,000.
-        assert_eq!(throttle.bound(at(5_000), 5_000, committed(24_200)).unwrap(), 11_000);
-        // Very fast: the count bound caps it; a stalled stage: one batch's worth floors it.
-        assert_eq!(throttle.bound(at(6_000), 5_000, committed(524_200)).unwrap(), 30_000);
-        for second in 7..20 {
-            throttle.bound(at(second * 1_000), 5_000, committed(524_200)).unwrap();
+        assert_eq!(throttle.bound(at(5_000), 5_000, committed(25_100)).unwrap(), 11_000);
+        // Stalled (a rebalance, a dead process): the rate stays as it was.
+        for second in 6..12 {
+            assert_eq!(
+                throttle.bound(at(second * 1_000), 9_000, committed(25_100)).unwrap(),
+                11_000
+            );
         }
-        assert_eq!(
-            throttle.bound(at(20_000), 5_000, committed(524_200)).unwrap(),
-            MIN_BOUND
-        );
+        // Then it empties the queue at 40,000/s: at least that.
+        assert_eq!(throttle.bound(at(13_000), 0, committed(105_100)).unwrap(), 30_000);
+        // Slow (500/s with a backlog): one batch's worth floors the bound.
+        let slow = Throttle::new(30_000, Duration::from_millis(1_000));
+        slow.bound(at(0), 9_000, committed(0)).unwrap();
+        assert_eq!(slow.bound(at(1_000), 9_000, committed(500)).unwrap(), MIN_BOUND);
         // Zero wait turns the rate bound off.
         let count_only = Throttle::new(30_000, Duration::ZERO);
         assert_eq!(count_only.bound(at(0), 9_000, committed(0)).unwrap(), 30_000);
