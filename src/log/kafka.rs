@@ -667,6 +667,13 @@ impl KafkaLog {
                     // off) keeps its partitions from the others.
                     ("session.timeout.ms", "10000"),
                     ("heartbeat.interval.ms", "1000"),
+                    // The rebalance timeout a JoinGroup names: how long the
+                    // group waits for members to rejoin. librdkafka's 300 s
+                    // held a new member without partitions for five minutes
+                    // when the member before it was killed mid-rebalance
+                    // (tansu 0.6). This thread polls every 100 ms and a
+                    // round that blocks a revocation ends in well under it.
+                    ("max.poll.interval.ms", "30000"),
                     ("queued.max.messages.kbytes", "1024"),
                 ])
                 .set("group.id", self.settings.group_name(consumer))
