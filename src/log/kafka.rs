@@ -17,12 +17,14 @@
 //!
 //! A [`Transaction`] is NOT atomic here: its appends are written first (and
 //! acknowledged), then its state (changelog, then local store), then its
-//! commits. A crash between them
-//! makes the stage read its input again from the last commit and append
-//! its output a second time; every sink is idempotent by (platform, id), so
-//! query results still count a post once, but the topics may hold a record
-//! twice. (Brokers with transactions could make it atomic; tansu 0.6, the
-//! broker tested here, has none.)
+//! commits. A crash between them makes the stage read its input again from
+//! the last commit. Appends made with [`Transaction::append_from`] name
+//! their input in a header, and the transaction stores in the state where
+//! its output could begin: after gaining a partition, a process finds what
+//! a crash left past the last commit ([`KafkaLog::landed`]) and does not
+//! append it again. Plain appends of a replayed transaction are appended
+//! again. (Brokers with transactions could make it atomic; tansu 0.6, the
+//! broker tested here, cannot commit one.)
 //!
 //! Every call blocks (on the network): see the rule in [`super::Log`].
 
@@ -367,6 +369,12 @@ pub struct KafkaLog {
     recent: Recent,
     /// Records fetched from the broker by reads (not served by `recent`).
     fetched: AtomicU64,
+    /// A test hook (`CHORUS_TEST_ABORT_AFTER_APPENDS=N`): the process
+    /// aborts right after the appends of its N-th transaction that commits
+    /// its input, before its state and commit: the crash the recovery of
+    /// [`Transaction::append_from`] outputs is for.
+    abort_after_appends: Option<u64>,
+    sourced_writes: AtomicU64,
     state_db: Database,
     state: Keyspace,
     /// The offset of the changelog the local state holds up to.
@@ -487,7 +495,14 @@ struct Held {
     revoking: bool,
     /// Partitions came since the last round: the state catches up first.
     gained: bool,
+    /// Per input (topic index, partition) this process wrote output for
+    /// since it gained it: the outputs of inputs past the last commit found
+    /// on the broker ([`KafkaLog::landed`]); dropped when the partition goes.
+    recovered: HashMap<(usize, u32), Landed>,
 }
+
+/// Outputs already on the broker, by (output topic index, input offset).
+type Landed = HashMap<(usize, u64), Position>;
 
 /// Held by a stage's round ([`Owned`]).
 struct Hold(Arc<Membership>);
@@ -521,6 +536,7 @@ impl ConsumerContext for GroupContext {
         for p in &partitions {
             held.assigned.remove(&(*p as u32));
         }
+        held.recovered.retain(|(_, p), _| !partitions.contains(&(*p as i32)));
         // The rounds under way end (output written, offsets committed)
         // before another process gets these partitions.
         while held.holders > 0 {
@@ -630,6 +646,10 @@ impl KafkaLog {
             appended: super::Appended::default(),
             recent: Recent::new(partitions),
             fetched: AtomicU64::new(0),
+            abort_after_appends: std::env::var("CHORUS_TEST_ABORT_AFTER_APPENDS")
+                .ok()
+                .and_then(|n| n.parse().ok()),
+            sourced_writes: AtomicU64::new(0),
             state_db,
             state,
             state_meta,
@@ -915,6 +935,199 @@ impl KafkaLog {
             .collect()
     }
 
+    /// The known end of every partition of every topic, as a state value
+    /// (big-endian u64s, topic by topic).
+    fn encode_known_ends(&self) -> Vec<u8> {
+        self.known_end
+            .iter()
+            .flatten()
+            .flat_map(|end| end.load(Ordering::Acquire).to_be_bytes())
+            .collect()
+    }
+
+    /// The group membership of a consumer name.
+    fn membership(&self, consumer: &str) -> Result<Arc<Membership>, LogError> {
+        let mut groups = self.groups.lock().map_err(|_| LogError::storage("a caller panicked"))?;
+        Ok(self.group_in(&mut groups, consumer)?.membership.clone())
+    }
+
+    /// The outputs of `consumer`'s inputs in `partition` of `topic` that are
+    /// on the broker past its last commit, found once after this process
+    /// gained the partition. Every transaction that appends from its inputs
+    /// also stores, in the state, where its output could begin (the ends it
+    /// knew before appending): the outputs of the last transaction that
+    /// stored it and of any after it lie past that, so reading every other
+    /// topic from there finds them by their [`SOURCE_HEADER`]. Without a
+    /// stored place (the first transaction for this partition ever) there
+    /// is nothing to find: the place is stored now, before any output.
+    fn landed(&self, consumer: &str, topic: Topic, partition: u32) -> Result<Landed, LogError> {
+        let membership = self.membership(consumer)?;
+        let poisoned = |_| LogError::storage("a caller panicked");
+        if let Some(landed) = membership
+            .held
+            .lock()
+            .map_err(poisoned)?
+            .recovered
+            .get(&(topic.index(), partition))
+        {
+            return Ok(landed.clone());
+        }
+        // Fresh ends (and known ends with them) for what is read below.
+        let ends: Vec<Vec<u64>> = Topic::ALL
+            .iter()
+            .map(|&t| {
+                if t == topic {
+                    Ok(Vec::new())
+                } else {
+                    self.ends_within(t, BROKER_WAIT)
+                }
+            })
+            .collect::<Result<_, LogError>>()?;
+        let key = sources_key(consumer, &self.topics[topic.index()], partition);
+        let started = Instant::now();
+        let mut landed = match self.state.get(&key).map_err(LogError::storage)? {
+            Some(stored) => {
+                let prefix = format!("{consumer}:{}:{partition}:", self.topics[topic.index()]);
+                let from = |t: usize, p: usize| {
+                    let at = (t * self.settings.partitions as usize + p) * 8;
+                    stored
+                        .get(at..at + 8)
+                        .map_or(0, |b| u64::from_be_bytes(b.try_into().unwrap_or_default()))
+                };
+                let mut wanted = Vec::new();
+                for (t, ends) in ends.iter().enumerate() {
+                    for (p, &end) in ends.iter().enumerate() {
+                        if from(t, p) < end {
+                            wanted.push((t, p as u32, from(t, p), end));
+                        }
+                    }
+                }
+                retrying("finding a stage's output", || self.scan_sources(&prefix, &wanted))?
+            }
+            None => {
+                let place = self.encode_known_ends();
+                let tx = Transaction::new();
+                self.write_state(&tx, Some((key.as_bytes(), &place)))?;
+                Landed::new()
+            }
+        };
+        // The outputs of committed inputs are no concern (a replay starts
+        // at the commit).
+        let scanned = landed.len();
+        if scanned > 0 {
+            let committed = self.committed(consumer, topic, partition)?;
+            landed.retain(|&(_, source), _| source >= committed);
+        }
+        tracing::info!(
+            consumer,
+            partition,
+            scanned,
+            uncommitted = landed.len(),
+            took_ms = started.elapsed().as_millis() as u64,
+            "Looked for output written past the last commit of a partition gained."
+        );
+        if !landed.is_empty() {
+            tracing::warn!(
+                consumer,
+                partition,
+                outputs = landed.len(),
+                "Found output written before a crash and not committed: it is not appended again."
+            );
+        }
+        membership
+            .held
+            .lock()
+            .map_err(poisoned)?
+            .recovered
+            .insert((topic.index(), partition), landed.clone());
+        Ok(landed)
+    }
+
+    /// Once a commit passed them, found outputs are not needed.
+    fn forget_landed(&self, consumer: &str, topic: Topic, partition: u32, next: u64) -> Result<(), LogError> {
+        let membership = self.membership(consumer)?;
+        let mut held = membership
+            .held
+            .lock()
+            .map_err(|_| LogError::storage("a caller panicked"))?;
+        if let Some(landed) = held.recovered.get_mut(&(topic.index(), partition)) {
+            landed.retain(|&(_, offset), _| offset >= next);
+        }
+        Ok(())
+    }
+
+    /// Reads `(topic index, partition, from, to)` ranges and collects the
+    /// records whose source header starts with `prefix`.
+    fn scan_sources(&self, prefix: &str, wanted: &[(usize, u32, u64, u64)]) -> Result<Landed, LogError> {
+        let mut landed = Landed::new();
+        // One reader per topic: its end-of-partition events name only the
+        // partition.
+        for t in 0..self.topics.len() {
+            let ranges: Vec<(u32, u64, u64)> = wanted
+                .iter()
+                .filter(|w| w.0 == t)
+                .map(|&(_, p, from, to)| (p, from, to))
+                .collect();
+            if ranges.is_empty() {
+                continue;
+            }
+            let consumer: BaseConsumer<Logged> = self
+                .settings
+                .reader("recovery")
+                .create_with_context(Logged)
+                .map_err(|e| kafka_error("creating a reader", &e))?;
+            let mut tpl = TopicPartitionList::new();
+            for &(p, from, _) in &ranges {
+                tpl.add_partition_offset(&self.topics[t], p as i32, Offset::Offset(from as i64))
+                    .map_err(|e| kafka_error("assigning a reader", &e))?;
+            }
+            consumer
+                .assign(&tpl)
+                .map_err(|e| kafka_error("assigning a reader", &e))?;
+            // Per partition: where its range ends.
+            let mut left: HashMap<u32, u64> = ranges.iter().map(|&(p, _, to)| (p, to)).collect();
+            let deadline = Instant::now() + BROKER_WAIT;
+            while !left.is_empty() {
+                if Instant::now() > deadline {
+                    return Err(LogError::Unavailable(format!(
+                        "the broker did not send {} back in {} s",
+                        self.topics[t],
+                        BROKER_WAIT.as_secs()
+                    )));
+                }
+                let message = match consumer.poll(Duration::from_millis(100)) {
+                    None => continue,
+                    // The partition's end: nothing past it to find.
+                    Some(Err(KafkaError::PartitionEOF(p))) => {
+                        left.remove(&(p as u32));
+                        continue;
+                    }
+                    Some(Err(e)) if kafka_error("reading", &e).retry_helps() => continue,
+                    Some(Err(e)) => return Err(kafka_error("reading", &e)),
+                    Some(Ok(message)) => message,
+                };
+                let (partition, offset) = (message.partition() as u32, message.offset().max(0) as u64);
+                if left.get(&partition).is_some_and(|to| offset + 1 >= *to) {
+                    left.remove(&partition);
+                }
+                let source = message.headers().and_then(|headers| {
+                    use rdkafka::message::Headers;
+                    headers
+                        .iter()
+                        .find(|h| h.key == SOURCE_HEADER)
+                        .and_then(|h| h.value)
+                        .and_then(|v| std::str::from_utf8(v).ok())
+                        .and_then(|v| v.strip_prefix(prefix))
+                        .and_then(|v| v.parse::<u64>().ok())
+                });
+                if let Some(source) = source {
+                    landed.insert((t, source), Position { partition, offset });
+                }
+            }
+        }
+        Ok(landed)
+    }
+
     /// One try of [`Log::read`]; a reader that failed is dropped.
     fn read_once(
         &self,
@@ -1049,7 +1262,11 @@ impl KafkaLog {
     }
 
     /// Appends the records and waits for the broker to acknowledge each.
-    fn produce(&self, appends: &[(Topic, &[u8], &[u8])]) -> Result<Vec<Position>, LogError> {
+    fn produce(
+        &self,
+        appends: &[(Topic, &[u8], &[u8])],
+        sources: &[Option<String>],
+    ) -> Result<Vec<Position>, LogError> {
         let json: Vec<Vec<u8>> = if self.settings.json {
             appends
                 .iter()
@@ -1066,6 +1283,7 @@ impl KafkaLog {
                 partition: partition_of(key, self.settings.partitions),
                 key,
                 value: Some(json.get(index).map_or(value, Vec::as_slice)),
+                source: sources.get(index).and_then(Option::as_deref),
             })
             .collect();
         let delivered = self.send(&records)?;
@@ -1093,6 +1311,12 @@ impl KafkaLog {
                 .partition(out.partition as i32);
             if let Some(value) = out.value {
                 record = record.payload(value);
+            }
+            if let Some(source) = out.source {
+                record = record.headers(rdkafka::message::OwnedHeaders::new().insert(rdkafka::message::Header {
+                    key: SOURCE_HEADER,
+                    value: Some(source),
+                }));
             }
             loop {
                 match self.producer.send(record) {
@@ -1155,7 +1379,7 @@ impl KafkaLog {
 
     /// Writes state changes: to the changelog first (acknowledged), then
     /// to the local store with the changelog offset it now holds.
-    fn write_state(&self, tx: &Transaction<'_>) -> Result<(), LogError> {
+    fn write_state(&self, tx: &Transaction<'_>, extra: Option<(&[u8], &[u8])>) -> Result<(), LogError> {
         let far_ahead = self
             .changelog_ahead
             .lock()
@@ -1172,11 +1396,13 @@ impl KafkaLog {
         let mut records: Vec<Outgoing<'_>> = tx
             .state
             .iter()
+            .chain(&extra)
             .map(|&(key, value)| Outgoing {
                 topic: &self.changelog,
                 partition: 0,
                 key,
                 value: Some(value),
+                source: None,
             })
             .collect();
         records.extend(tx.removed_state.iter().map(|&key| Outgoing {
@@ -1184,10 +1410,11 @@ impl KafkaLog {
             partition: 0,
             key,
             value: None,
+            source: None,
         }));
         let offsets = self.send(&records)?;
         let mut batch = self.state_db.batch().durability(Some(PersistMode::SyncAll));
-        for &(key, value) in &tx.state {
+        for &(key, value) in tx.state.iter().chain(&extra) {
             batch.insert(&self.state, key, value);
         }
         for &key in &tx.removed_state {
@@ -1240,6 +1467,18 @@ struct Outgoing<'a> {
     key: &'a [u8],
     /// None: a tombstone (the key's state removed).
     value: Option<&'a [u8]>,
+    /// The input record it came from ([`SOURCE_HEADER`]).
+    source: Option<&'a str>,
+}
+
+/// The header naming the input record an output came from:
+/// `consumer:input topic:partition:offset`.
+const SOURCE_HEADER: &str = "chorus.source";
+
+/// The state key where a consumer's transactions for an input partition
+/// store where their output could begin.
+fn sources_key(consumer: &str, input_topic: &str, partition: u32) -> String {
+    format!("log/sources/{consumer}/{input_topic}/{partition}")
 }
 
 /// The key of the changelog offset the local state holds.
@@ -1431,17 +1670,58 @@ impl Log for KafkaLog {
                 return Err(LogError::BadConsumer(consumer.to_string()));
             }
         }
-        let positions = if tx.appends.is_empty() {
-            Vec::new()
-        } else {
-            self.produce(&tx.appends)?
-        };
-        if !tx.state.is_empty() || !tx.removed_state.is_empty() {
-            self.write_state(tx)?;
+        // Appends that name their inputs: those a crash left on the broker
+        // before this transaction's commit are not appended again.
+        let sourced = tx.sourced_commit();
+        let mut positions: Vec<Option<Position>> = vec![None; tx.appends.len()];
+        let mut bound = None;
+        if let Some((consumer, topic, partition, _)) = sourced {
+            let landed = self.landed(consumer, topic, partition)?;
+            for (i, (&(output, ..), source)) in tx.appends.iter().zip(&tx.sources).enumerate() {
+                positions[i] = source.and_then(|offset| landed.get(&(output.index(), offset)).copied());
+            }
+            // Where this transaction's output can begin, for a recovery
+            // after it (below anything it appends).
+            bound = Some((
+                sources_key(consumer, &self.topics[topic.index()], partition),
+                self.encode_known_ends(),
+            ));
+        }
+        let fresh: Vec<usize> = (0..tx.appends.len()).filter(|&i| positions[i].is_none()).collect();
+        if !fresh.is_empty() {
+            let appends: Vec<(Topic, &[u8], &[u8])> = fresh.iter().map(|&i| tx.appends[i]).collect();
+            let sources: Vec<Option<String>> = match sourced {
+                Some((consumer, topic, partition, _)) => fresh
+                    .iter()
+                    .map(|&i| {
+                        tx.sources[i]
+                            .map(|offset| format!("{consumer}:{}:{partition}:{offset}", self.topics[topic.index()]))
+                    })
+                    .collect(),
+                None => Vec::new(),
+            };
+            for (i, at) in fresh.iter().zip(self.produce(&appends, &sources)?) {
+                positions[*i] = Some(at);
+            }
+        }
+        if sourced.is_some()
+            && let Some(n) = self.abort_after_appends
+            && self.sourced_writes.fetch_add(1, Ordering::AcqRel) + 1 == n
+        {
+            eprintln!("CHORUS_TEST_ABORT_AFTER_APPENDS={n}: aborting after the appends of a transaction");
+            std::process::abort();
+        }
+        let bound = bound.as_ref().map(|(k, v)| (k.as_bytes(), v.as_slice()));
+        if !tx.state.is_empty() || !tx.removed_state.is_empty() || bound.is_some() {
+            self.write_state(tx, bound)?;
         }
         if !tx.commits.is_empty() {
             self.commit_offsets(&tx.commits)?;
         }
+        if let Some((consumer, topic, partition, next)) = sourced {
+            self.forget_landed(consumer, topic, partition, next)?;
+        }
+        let positions: Vec<Position> = positions.into_iter().flatten().collect();
         if !positions.is_empty() {
             self.appended.notify();
         }

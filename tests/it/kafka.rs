@@ -215,6 +215,11 @@ async fn a_kill_during_ingest_loses_no_acknowledged_post_and_counts_each_once() 
     assert!(acked.len() < BATCHES, "every batch went through before the kill");
 
     // After the restart, a client sends what it never saw acknowledged.
+    // The restart waits out the killed member's session (10 s): a member
+    // that joined the enrich group while its killed predecessor was still in
+    // it got no partitions for over five minutes in 3 of ~12 runs under load
+    // on tansu 0.6 (not understood yet; the README says so).
+    tokio::time::sleep(Duration::from_secs(11)).await;
     let server = Server::start(&data, &config, &[]);
     let missing: Vec<usize> = (0..BATCHES).filter(|b| !acked.contains(b)).collect();
     for batch in &missing {
@@ -510,9 +515,10 @@ async fn a_second_enrich_process_takes_half_the_partitions_and_its_kill_loses_no
     sent += 10 * BATCH;
     wait_for_latest(&client, &main, sent as u64, "after the helper was killed").await;
     let took = killed.elapsed();
-    // The session timeout, then a rebalance, a catch-up of the state and
-    // an archive file: well within 30 s here.
-    assert!(took < Duration::from_secs(30), "took over in {took:?}");
+    // The session timeout, then a rebalance, a catch-up of the state, the
+    // search for output past the last commit and an archive file: 10-20 s
+    // alone, up to 32 s with other brokers' tests beside it.
+    assert!(took < Duration::from_secs(60), "took over in {took:?}");
     // Nothing doubled, nothing lost: every post sent, once, in SQL and
     // search.
     let rows = sql(
@@ -561,4 +567,76 @@ fn roles_are_refused_where_they_cannot_work() {
         assert!(!out.status.success(), "--roles {roles} was accepted");
         assert!(stderr.contains(says), "--roles {roles}: {stderr}");
     }
+}
+
+/// A stage killed mid-transaction: the enrich stage's output is on the
+/// broker, its state and its commit are not (a test hook aborts the process
+/// right after the appends: tansu has no Kafka transactions to make the
+/// three one). After the restart the stage reads that input again, finds
+/// its output on the broker by the input each record names, and does not
+/// append it twice: `posts` (every version of every post) and the topic
+/// hold each post once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stage_killed_between_its_appends_and_its_commit_appends_nothing_twice() {
+    const BODIES: usize = 6;
+    const BATCH: usize = 1000;
+    let OnKafka {
+        broker,
+        data,
+        config,
+        server,
+        _dir,
+    } = on_kafka("it-midtx.", "json");
+    server.stop();
+    let mut server = Server::start_with(
+        &data,
+        &config,
+        &[("CHORUS_TEST_ABORT_AFTER_APPENDS", "2")],
+        &["--listen", "127.0.0.1:0"],
+    );
+    let bodies = corpus_bodies();
+    let client = reqwest::Client::new();
+    let mut acked = Vec::new();
+    for body in 0..BODIES {
+        let sent = client
+            .post(server.url("/v1/posts"))
+            .body(ndjson(body * BATCH..(body + 1) * BATCH, &bodies))
+            .send()
+            .await;
+        match sent {
+            Ok(r) if r.status() == 202 => acked.push(body),
+            _ => break,
+        }
+    }
+    // The hook fired: the process aborted (SIGABRT), it did not stop.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the process did not abort mid-transaction");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(!status.success(), "{status:?}");
+    assert!(!acked.is_empty(), "nothing was acknowledged before the abort");
+
+    let server = Server::start(&data, &config, &[]);
+    for body in (0..BODIES).filter(|b| !acked.contains(b)) {
+        send_all(&client, &server, body * BATCH..(body + 1) * BATCH, &bodies).await;
+    }
+    let expected = (BODIES * BATCH) as u64;
+    wait_for_latest(&client, &server, expected, "after the restart").await;
+    let rows = sql(
+        &client,
+        &server,
+        "SELECT count(*) AS n, count(DISTINCT id) AS ids FROM posts",
+    )
+    .await;
+    assert_eq!(
+        (rows[0]["n"].as_u64(), rows[0]["ids"].as_u64()),
+        (Some(expected), Some(expected)),
+        "every version of every post once in posts"
+    );
+    assert_eq!(records_on(&broker, "it-midtx.posts.enriched", 3), expected);
+    server.stop();
 }
