@@ -21,7 +21,7 @@
 //! the last commit. Appends made with [`Transaction::append_from`] name
 //! their input in a header, and the transaction stores in the state where
 //! its output could begin: after gaining a partition, a process finds what
-//! a crash left past the last commit ([`KafkaLog::landed`]) and does not
+//! a crash left past the last commit and does not
 //! append it again. Plain appends of a replayed transaction are appended
 //! again. (Brokers with transactions could make it atomic; tansu 0.6, the
 //! broker tested here, cannot commit one.)
