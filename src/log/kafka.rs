@@ -18,13 +18,12 @@
 //! A [`Transaction`] is NOT atomic here: its appends are written first (and
 //! acknowledged), then its state (changelog, then local store), then its
 //! commits. A crash between them makes the stage read its input again from
-//! the last commit. Appends made with [`Transaction::append_from`] name
-//! their input in a header, and the transaction stores in the state where
-//! its output could begin: after gaining a partition, a process finds what
-//! a crash left past the last commit and does not
-//! append it again. Plain appends of a replayed transaction are appended
-//! again. (Brokers with transactions could make it atomic; tansu 0.6, the
-//! broker tested here, cannot commit one.)
+//! the last commit. A transaction that appends and commits one input
+//! partition also stores, in the state, where its output could begin: after
+//! gaining a partition, a process reads what was appended past there once,
+//! and an append of the replay that is already there (same topic, key and
+//! value) is not appended again. (Brokers with transactions could make it
+//! atomic; tansu 0.6, the broker tested here, cannot commit one.)
 //!
 //! Every call blocks (on the network): see the rule in [`super::Log`].
 
@@ -371,10 +370,10 @@ pub struct KafkaLog {
     fetched: AtomicU64,
     /// A test hook (`CHORUS_TEST_ABORT_AFTER_APPENDS=N`): the process
     /// aborts right after the appends of its N-th transaction that commits
-    /// its input, before its state and commit: the crash the recovery of
-    /// [`Transaction::append_from`] outputs is for.
+    /// its input, before its state and commit: the crash
+    /// [`KafkaLog::landed`] is for.
     abort_after_appends: Option<u64>,
-    sourced_writes: AtomicU64,
+    input_writes: AtomicU64,
     state_db: Database,
     state: Keyspace,
     /// The offset of the changelog the local state holds up to.
@@ -496,13 +495,38 @@ struct Held {
     /// Partitions came since the last round: the state catches up first.
     gained: bool,
     /// Per input (topic index, partition) this process wrote output for
-    /// since it gained it: the outputs of inputs past the last commit found
-    /// on the broker ([`KafkaLog::landed`]); dropped when the partition goes.
-    recovered: HashMap<(usize, u32), Landed>,
+    /// since it gained it: what was appended past the place its last
+    /// transaction stored ([`KafkaLog::landed`]), until the replay is past
+    /// it; dropped when the partition goes.
+    recovered: HashMap<(usize, u32), Arc<Landed>>,
 }
 
-/// Outputs already on the broker, by (output topic index, input offset).
-type Landed = HashMap<(usize, u64), Position>;
+/// Records on the broker, by [`fingerprint`] of topic, key and value.
+type Landed = HashMap<u64, Position>;
+
+/// Records of one partition read back at most after a crash, to find what a
+/// stage's last transaction appended (bounds the time and memory: 24 bytes
+/// a record).
+const RECOVERY_READ: u64 = 1_000_000;
+
+/// A record's value as [`Log::read`] gives it: chorus's encoding of a JSON
+/// record (its timestamp the `ingested_at` of a post without one), any
+/// other value as it is.
+fn record_value(topic: Topic, message: &rdkafka::message::BorrowedMessage<'_>) -> Vec<u8> {
+    let payload = message.payload().unwrap_or_default();
+    super::json::from_json(topic, payload, message.timestamp().to_millis().map(|ms| ms * 1000))
+        .unwrap_or_else(|| payload.to_vec())
+}
+
+/// What identifies an append: its topic, key and value.
+fn fingerprint(topic: Topic, key: &[u8], value: &[u8]) -> u64 {
+    let mut bytes = Vec::with_capacity(9 + key.len() + value.len());
+    bytes.push(topic.index() as u8);
+    bytes.extend_from_slice(&(key.len() as u64).to_be_bytes());
+    bytes.extend_from_slice(key);
+    bytes.extend_from_slice(value);
+    xxhash_rust::xxh3::xxh3_64(&bytes)
+}
 
 /// Held by a stage's round ([`Owned`]).
 struct Hold(Arc<Membership>);
@@ -649,7 +673,7 @@ impl KafkaLog {
             abort_after_appends: std::env::var("CHORUS_TEST_ABORT_AFTER_APPENDS")
                 .ok()
                 .and_then(|n| n.parse().ok()),
-            sourced_writes: AtomicU64::new(0),
+            input_writes: AtomicU64::new(0),
             state_db,
             state,
             state_meta,
@@ -951,16 +975,18 @@ impl KafkaLog {
         Ok(self.group_in(&mut groups, consumer)?.membership.clone())
     }
 
-    /// The outputs of `consumer`'s inputs in `partition` of `topic` that are
-    /// on the broker past its last commit, found once after this process
-    /// gained the partition. Every transaction that appends from its inputs
-    /// also stores, in the state, where its output could begin (the ends it
-    /// knew before appending): the outputs of the last transaction that
-    /// stored it and of any after it lie past that, so reading every other
-    /// topic from there finds them by their [`SOURCE_HEADER`]. Without a
-    /// stored place (the first transaction for this partition ever) there
-    /// is nothing to find: the place is stored now, before any output.
-    fn landed(&self, consumer: &str, topic: Topic, partition: u32) -> Result<Landed, LogError> {
+    /// What may be the output of `consumer`'s inputs in `partition` of
+    /// `topic` past its last commit, read once after this process gained
+    /// the partition. Every transaction that appends and commits an input
+    /// partition also stores, in the state, where its output could begin
+    /// (the ends it knew before appending): the output of the last one that
+    /// stored it, and of any after it whose state a crash lost, lies past
+    /// that, so every other topic is read from there. A replay of the same
+    /// input appends the same bytes, found here by their [`fingerprint`].
+    /// Without a stored place (the first transaction for this partition
+    /// ever) there is nothing to find: the place is stored now, before any
+    /// output.
+    fn landed(&self, consumer: &str, topic: Topic, partition: u32) -> Result<Arc<Landed>, LogError> {
         let membership = self.membership(consumer)?;
         let poisoned = |_| LogError::storage("a caller panicked");
         if let Some(landed) = membership
@@ -985,9 +1011,8 @@ impl KafkaLog {
             .collect::<Result<_, LogError>>()?;
         let key = sources_key(consumer, &self.topics[topic.index()], partition);
         let started = Instant::now();
-        let mut landed = match self.state.get(&key).map_err(LogError::storage)? {
+        let landed = match self.state.get(&key).map_err(LogError::storage)? {
             Some(stored) => {
-                let prefix = format!("{consumer}:{}:{partition}:", self.topics[topic.index()]);
                 let from = |t: usize, p: usize| {
                     let at = (t * self.settings.partitions as usize + p) * 8;
                     stored
@@ -1002,7 +1027,7 @@ impl KafkaLog {
                         }
                     }
                 }
-                retrying("finding a stage's output", || self.scan_sources(&prefix, &wanted))?
+                retrying("finding a stage's output", || self.scan_outputs(&wanted))?
             }
             None => {
                 let place = self.encode_known_ends();
@@ -1011,29 +1036,14 @@ impl KafkaLog {
                 Landed::new()
             }
         };
-        // The outputs of committed inputs are no concern (a replay starts
-        // at the commit).
-        let scanned = landed.len();
-        if scanned > 0 {
-            let committed = self.committed(consumer, topic, partition)?;
-            landed.retain(|&(_, source), _| source >= committed);
-        }
         tracing::info!(
             consumer,
             partition,
-            scanned,
-            uncommitted = landed.len(),
+            records = landed.len(),
             took_ms = started.elapsed().as_millis() as u64,
-            "Looked for output written past the last commit of a partition gained."
+            "Read the output appended since the last transaction of a partition gained: a replay does not append it again."
         );
-        if !landed.is_empty() {
-            tracing::warn!(
-                consumer,
-                partition,
-                outputs = landed.len(),
-                "Found output written before a crash and not committed: it is not appended again."
-            );
-        }
+        let landed = Arc::new(landed);
         membership
             .held
             .lock()
@@ -1043,22 +1053,27 @@ impl KafkaLog {
         Ok(landed)
     }
 
-    /// Once a commit passed them, found outputs are not needed.
-    fn forget_landed(&self, consumer: &str, topic: Topic, partition: u32, next: u64) -> Result<(), LogError> {
+    /// A transaction whose appends were none of them found: the replay is
+    /// past what a crash left (it resumes from the commit, in order), so
+    /// what was read is not needed any more.
+    fn replay_done(&self, consumer: &str, topic: Topic, partition: u32) -> Result<(), LogError> {
         let membership = self.membership(consumer)?;
         let mut held = membership
             .held
             .lock()
             .map_err(|_| LogError::storage("a caller panicked"))?;
         if let Some(landed) = held.recovered.get_mut(&(topic.index(), partition)) {
-            landed.retain(|&(_, offset), _| offset >= next);
+            *landed = Arc::default();
         }
         Ok(())
     }
 
-    /// Reads `(topic index, partition, from, to)` ranges and collects the
-    /// records whose source header starts with `prefix`.
-    fn scan_sources(&self, prefix: &str, wanted: &[(usize, u32, u64, u64)]) -> Result<Landed, LogError> {
+    /// Reads `(topic index, partition, from, to)` ranges: the records'
+    /// fingerprints (their values as [`Log::read`] gives them), at most
+    /// [`RECOVERY_READ`] records of a range (a crash's output follows the
+    /// place stored just before it; what other processes appended long
+    /// after is not read).
+    fn scan_outputs(&self, wanted: &[(usize, u32, u64, u64)]) -> Result<Landed, LogError> {
         let mut landed = Landed::new();
         // One reader per topic: its end-of-partition events name only the
         // partition.
@@ -1107,22 +1122,20 @@ impl KafkaLog {
                     Some(Ok(message)) => message,
                 };
                 let (partition, offset) = (message.partition() as u32, message.offset().max(0) as u64);
+                let from = ranges.iter().find(|r| r.0 == partition).map_or(0, |r| r.1);
                 if left.get(&partition).is_some_and(|to| offset + 1 >= *to) {
                     left.remove(&partition);
+                } else if offset.saturating_sub(from) + 1 >= RECOVERY_READ && left.remove(&partition).is_some() {
+                    tracing::warn!(
+                        topic = self.topics[t],
+                        partition,
+                        "Read {RECOVERY_READ} records past a stage's last transaction and stopped there."
+                    );
                 }
-                let source = message.headers().and_then(|headers| {
-                    use rdkafka::message::Headers;
-                    headers
-                        .iter()
-                        .find(|h| h.key == SOURCE_HEADER)
-                        .and_then(|h| h.value)
-                        .and_then(|v| std::str::from_utf8(v).ok())
-                        .and_then(|v| v.strip_prefix(prefix))
-                        .and_then(|v| v.parse::<u64>().ok())
-                });
-                if let Some(source) = source {
-                    landed.insert((t, source), Position { partition, offset });
-                }
+                let topic = Topic::ALL[t];
+                let value = record_value(topic, &message);
+                let key = message.key().unwrap_or_default();
+                landed.insert(fingerprint(topic, key, &value), Position { partition, offset });
             }
         }
         Ok(landed)
@@ -1196,10 +1209,7 @@ impl KafkaLog {
                     if at < 0 || (at as u64) < reader.next {
                         continue;
                     }
-                    let payload = message.payload().unwrap_or_default();
-                    let value =
-                        super::json::from_json(topic, payload, message.timestamp().to_millis().map(|ms| ms * 1000))
-                            .unwrap_or_else(|| payload.to_vec());
+                    let value = record_value(topic, &message);
                     bytes += value.len();
                     reader.next = at as u64 + 1;
                     reader.at_end = false;
@@ -1262,11 +1272,7 @@ impl KafkaLog {
     }
 
     /// Appends the records and waits for the broker to acknowledge each.
-    fn produce(
-        &self,
-        appends: &[(Topic, &[u8], &[u8])],
-        sources: &[Option<String>],
-    ) -> Result<Vec<Position>, LogError> {
+    fn produce(&self, appends: &[(Topic, &[u8], &[u8])]) -> Result<Vec<Position>, LogError> {
         let json: Vec<Vec<u8>> = if self.settings.json {
             appends
                 .iter()
@@ -1283,7 +1289,6 @@ impl KafkaLog {
                 partition: partition_of(key, self.settings.partitions),
                 key,
                 value: Some(json.get(index).map_or(value, Vec::as_slice)),
-                source: sources.get(index).and_then(Option::as_deref),
             })
             .collect();
         let delivered = self.send(&records)?;
@@ -1311,12 +1316,6 @@ impl KafkaLog {
                 .partition(out.partition as i32);
             if let Some(value) = out.value {
                 record = record.payload(value);
-            }
-            if let Some(source) = out.source {
-                record = record.headers(rdkafka::message::OwnedHeaders::new().insert(rdkafka::message::Header {
-                    key: SOURCE_HEADER,
-                    value: Some(source),
-                }));
             }
             loop {
                 match self.producer.send(record) {
@@ -1402,7 +1401,6 @@ impl KafkaLog {
                 partition: 0,
                 key,
                 value: Some(value),
-                source: None,
             })
             .collect();
         records.extend(tx.removed_state.iter().map(|&key| Outgoing {
@@ -1410,7 +1408,6 @@ impl KafkaLog {
             partition: 0,
             key,
             value: None,
-            source: None,
         }));
         let offsets = self.send(&records)?;
         let mut batch = self.state_db.batch().durability(Some(PersistMode::SyncAll));
@@ -1467,13 +1464,7 @@ struct Outgoing<'a> {
     key: &'a [u8],
     /// None: a tombstone (the key's state removed).
     value: Option<&'a [u8]>,
-    /// The input record it came from ([`SOURCE_HEADER`]).
-    source: Option<&'a str>,
 }
-
-/// The header naming the input record an output came from:
-/// `consumer:input topic:partition:offset`.
-const SOURCE_HEADER: &str = "chorus.source";
 
 /// The state key where a consumer's transactions for an input partition
 /// store where their output could begin.
@@ -1670,15 +1661,20 @@ impl Log for KafkaLog {
                 return Err(LogError::BadConsumer(consumer.to_string()));
             }
         }
-        // Appends that name their inputs: those a crash left on the broker
-        // before this transaction's commit are not appended again.
-        let sourced = tx.sourced_commit();
+        // The output of an input partition that a crash left on the broker
+        // before this transaction's commit is not appended again.
+        let input = tx.input_commit();
         let mut positions: Vec<Option<Position>> = vec![None; tx.appends.len()];
         let mut bound = None;
-        if let Some((consumer, topic, partition, _)) = sourced {
+        if let Some((consumer, topic, partition, _)) = input {
             let landed = self.landed(consumer, topic, partition)?;
-            for (i, (&(output, ..), source)) in tx.appends.iter().zip(&tx.sources).enumerate() {
-                positions[i] = source.and_then(|offset| landed.get(&(output.index(), offset)).copied());
+            if !landed.is_empty() {
+                for (at, &(output, key, value)) in positions.iter_mut().zip(&tx.appends) {
+                    *at = landed.get(&fingerprint(output, key, value)).copied();
+                }
+                if positions.iter().all(Option::is_none) {
+                    self.replay_done(consumer, topic, partition)?;
+                }
             }
             // Where this transaction's output can begin, for a recovery
             // after it (below anything it appends).
@@ -1690,23 +1686,13 @@ impl Log for KafkaLog {
         let fresh: Vec<usize> = (0..tx.appends.len()).filter(|&i| positions[i].is_none()).collect();
         if !fresh.is_empty() {
             let appends: Vec<(Topic, &[u8], &[u8])> = fresh.iter().map(|&i| tx.appends[i]).collect();
-            let sources: Vec<Option<String>> = match sourced {
-                Some((consumer, topic, partition, _)) => fresh
-                    .iter()
-                    .map(|&i| {
-                        tx.sources[i]
-                            .map(|offset| format!("{consumer}:{}:{partition}:{offset}", self.topics[topic.index()]))
-                    })
-                    .collect(),
-                None => Vec::new(),
-            };
-            for (i, at) in fresh.iter().zip(self.produce(&appends, &sources)?) {
+            for (i, at) in fresh.iter().zip(self.produce(&appends)?) {
                 positions[*i] = Some(at);
             }
         }
-        if sourced.is_some()
+        if input.is_some()
             && let Some(n) = self.abort_after_appends
-            && self.sourced_writes.fetch_add(1, Ordering::AcqRel) + 1 == n
+            && self.input_writes.fetch_add(1, Ordering::AcqRel) + 1 == n
         {
             eprintln!("CHORUS_TEST_ABORT_AFTER_APPENDS={n}: aborting after the appends of a transaction");
             std::process::abort();
@@ -1717,9 +1703,6 @@ impl Log for KafkaLog {
         }
         if !tx.commits.is_empty() {
             self.commit_offsets(&tx.commits)?;
-        }
-        if let Some((consumer, topic, partition, next)) = sourced {
-            self.forget_landed(consumer, topic, partition, next)?;
         }
         let positions: Vec<Position> = positions.into_iter().flatten().collect();
         if !positions.is_empty() {

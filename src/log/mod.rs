@@ -221,8 +221,6 @@ impl LogError {
 #[derive(Debug, Default)]
 pub struct Transaction<'a> {
     appends: Vec<(Topic, &'a [u8], &'a [u8])>,
-    /// Per append: the offset of the input record it came from, if given.
-    sources: Vec<Option<u64>>,
     state: Vec<(&'a [u8], &'a [u8])>,
     removed_state: Vec<&'a [u8]>,
     commits: Vec<(&'a str, Topic, u32, u64)>,
@@ -237,27 +235,18 @@ impl<'a> Transaction<'a> {
     /// Appends `(key, value)` to `topic`, in the partition of `key`.
     pub fn append(&mut self, topic: Topic, key: &'a [u8], value: &'a [u8]) -> &mut Self {
         self.appends.push((topic, key, value));
-        self.sources.push(None);
         self
     }
 
-    /// Appends `(key, value)` to `topic` as the output of the input record
-    /// at `input_offset` of the one partition this transaction commits. A
-    /// backend whose transactions are not atomic (Kafka without broker
-    /// transactions) tags the record with it, finds such records again when
-    /// a crash came between a transaction's appends and its commit, and
-    /// does not append them a second time when the stage replays its input.
-    pub fn append_from(&mut self, topic: Topic, key: &'a [u8], value: &'a [u8], input_offset: u64) -> &mut Self {
-        self.appends.push((topic, key, value));
-        self.sources.push(Some(input_offset));
-        self
-    }
-
-    /// The commit of a transaction whose appends name their inputs: one
-    /// commit, every append from it.
-    fn sourced_commit(&self) -> Option<(&'a str, Topic, u32, u64)> {
+    /// The commit of a transaction that appends the output of one input
+    /// partition and commits it. A backend whose transactions are not
+    /// atomic (Kafka without broker transactions) finds such output again
+    /// when a crash came between the appends and the commit, by topic, key
+    /// and value (a stage's output of the same input is the same bytes), and
+    /// does not append it a second time when the stage replays its input.
+    fn input_commit(&self) -> Option<(&'a str, Topic, u32, u64)> {
         match self.commits.as_slice() {
-            [commit] if !self.appends.is_empty() && self.sources.iter().all(Option::is_some) => Some(*commit),
+            [commit] if !self.appends.is_empty() => Some(*commit),
             _ => None,
         }
     }

@@ -318,9 +318,6 @@ fn worker(
 /// transaction with the commit of `next_offset`; with `priors` (the speed
 /// layer's columns and their layout id), each record carries the version
 /// of its post it replaces.
-/// A dead letter's key and value, and the offset of the input it came from.
-type SourcedLetter = ((Vec<u8>, Vec<u8>), u64);
-
 fn process(
     log: &dyn Log,
     (partition, priors): (u32, Option<&([bool; 23], u32)>),
@@ -329,8 +326,7 @@ fn process(
     metrics: &Metrics,
 ) -> Result<(), LogError> {
     metrics.enrich_in.add(entries.len() as u64);
-    // Dead letters with the offset of the input each came from.
-    let mut dead: Vec<SourcedLetter> = Vec::new();
+    let mut dead: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
     let mut raws: Vec<RawView> = Vec::with_capacity(entries.len());
     // Per kept post: its state key (prefix + post key) and seen-state value.
     let mut seen: Vec<(Vec<u8>, SeenValue)> = Vec::with_capacity(entries.len());
@@ -346,9 +342,11 @@ fn process(
         let raw = match RawView::from_log_bytes(&entry.value) {
             Ok(raw) => raw,
             Err(e) => {
-                dead.push((
-                    dead_letter(Topic::Raw, partition, entry, &format!("not a raw post: {e}")),
-                    entry.offset,
+                dead.push(dead_letter(
+                    Topic::Raw,
+                    partition,
+                    entry,
+                    &format!("not a raw post: {e}"),
                 ));
                 continue;
             }
@@ -356,9 +354,11 @@ fn process(
         // Posts are checked at ingest; this keeps a record written by an
         // earlier version (or another producer) from stopping the stage.
         if let Err(e) = raw.incoming.check(&Limits::ANY_BODY) {
-            dead.push((
-                dead_letter(Topic::Raw, partition, entry, &format!("out of bounds: {e}")),
-                entry.offset,
+            dead.push(dead_letter(
+                Topic::Raw,
+                partition,
+                entry,
+                &format!("out of bounds: {e}"),
             ));
             continue;
         }
@@ -389,7 +389,7 @@ fn process(
     let bodies: Vec<&str> = raws.iter().map(|raw| raw.incoming.body.as_ref()).collect();
     let cleaned = score_or_isolate(&bodies);
     drop(bodies);
-    let mut enriched: Vec<(&[u8], Vec<u8>, u64)> = Vec::with_capacity(raws.len());
+    let mut enriched: Vec<(&[u8], Vec<u8>)> = Vec::with_capacity(raws.len());
     let mut kept_seen: Vec<(&[u8], &[u8])> = Vec::with_capacity(seen.len());
     // With priors: the entry each key ends the batch with.
     let mut latest: FxHashMap<&[u8], Vec<u8>> = FxHashMap::default();
@@ -429,27 +429,22 @@ fn process(
                     kept_seen.push((&seen.0, &seen.1));
                 }
                 // The post key is the state key without its prefix.
-                enriched.push((&seen.0[SEEN_PREFIX.len()..], record, entry.offset));
+                enriched.push((&seen.0[SEEN_PREFIX.len()..], record));
             }
-            Err(panic) => dead.push((
-                dead_letter(
-                    Topic::Raw,
-                    partition,
-                    entry,
-                    &format!("cleanup or scoring failed: {panic}"),
-                ),
-                entry.offset,
+            Err(panic) => dead.push(dead_letter(
+                Topic::Raw,
+                partition,
+                entry,
+                &format!("cleanup or scoring failed: {panic}"),
             )),
         }
     }
-    // Each output names its input, so that a replay after a crash between
-    // the appends and the commit does not append it twice (Kafka).
     let mut tx = Transaction::new();
-    for (key, value, offset) in &enriched {
-        tx.append_from(Topic::Enriched, key, value, *offset);
+    for (key, value) in &enriched {
+        tx.append(Topic::Enriched, key, value);
     }
-    for ((key, value), offset) in &dead {
-        tx.append_from(Topic::Dead, key, value, *offset);
+    for (key, value) in &dead {
+        tx.append(Topic::Dead, key, value);
     }
     for (state_key, value) in kept_seen {
         tx.put_state(state_key, value);
