@@ -2143,21 +2143,7 @@ mod tests {
         let a = KafkaLog::open(settings.clone(), dir_a.path()).unwrap();
         owned_until(&a, |p| p == [0, 1, 2, 3], "the only member owns every partition");
         let b = KafkaLog::open(settings.clone(), dir_b.path()).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let (of_a, of_b) = loop {
-            let (of_a, of_b) = (
-                a.owned("enrich", Topic::Raw).unwrap().partitions,
-                b.owned("enrich", Topic::Raw).unwrap().partitions,
-            );
-            if !of_a.is_empty() && !of_b.is_empty() && of_a.len() + of_b.len() == 4 {
-                break (of_a, of_b);
-            }
-            assert!(Instant::now() < deadline, "never split: {of_a:?} {of_b:?}");
-            std::thread::sleep(Duration::from_millis(100));
-        };
-        let mut both: Vec<u32> = of_a.iter().chain(&of_b).copied().collect();
-        both.sort();
-        assert_eq!(both, [0, 1, 2, 3], "{of_a:?} {of_b:?}");
+        let of_a = split_between(&[&a, &b], 4, "two members").swap_remove(0);
 
         // a writes state and commits for its partitions while b works on
         // (b's own state changes take the changelog's offsets in between).
