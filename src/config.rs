@@ -296,6 +296,7 @@ impl Config {
         if self.log.segment_records == 0 {
             return Err("[log] segment_records must be at least 1".into());
         }
+        self.archive.root(std::path::Path::new("."))?;
         self.warehouse.check(&self.views()?)?;
         let mut names = std::collections::HashSet::new();
         for alert in &self.alerts {
@@ -414,6 +415,11 @@ batch = 2000
 seen_retention_secs = 0
 
 [archive]
+# Where the archive is (file:///an/absolute/directory); by default the data
+# directory's archive/. Processes of one pipeline on one machine (or a shared
+# file system) give the same url: `chorus run --roles serve` answers SQL from
+# the files the process with the archive role writes.
+# url = "file:///var/lib/chorus/archive"
 # Parquet files roll when the posts buffered for them reach this size
 # (bytes, all log partitions together, as one Firehose stream's buffer) or
 # age (seconds), whichever comes first: Firehose's buffering hints.

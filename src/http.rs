@@ -54,6 +54,8 @@ pub struct AppState {
     pub listen: std::net::SocketAddr,
     /// The data directory, whose disk ingest watches.
     pub data_dir: std::path::PathBuf,
+    /// The archive's directory (`[archive] url`), for `/v1/status`.
+    pub archive_root: std::path::PathBuf,
     /// Ingest answers 507 while the data directory's disk has less free.
     pub min_free_bytes: u64,
     /// Cancelled to stop the pipeline when the log fails for good.
@@ -181,14 +183,18 @@ pub fn router(state: Arc<AppState>) -> Router {
                 get(|State(state): State<Arc<AppState>>| async move { Json(state.views()) }),
             )
             .route("/v1/views/{name}", get(view))
-            .route("/v1/batch", post(batch))
-            .route("/v1/lifecycle", post(lifecycle))
             .route("/v1/search", get(search))
             .route("/v1/stream", get(stream))
             .route(
                 "/v1/alerts",
                 get(|State(state): State<Arc<AppState>>| async move { Json(state.alerts.states()) }),
             );
+    }
+    // What changes the archive, where the process writes it.
+    if state.serving.is_some() && state.roles.has(crate::topology::Role::Archive) {
+        api = api
+            .route("/v1/batch", post(batch))
+            .route("/v1/lifecycle", post(lifecycle));
     }
     let api = api.route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     let mut router = Router::new().route("/healthz", get(|| async { Json(json!({"status": "ok"})) }));
@@ -809,7 +815,7 @@ async fn status(State(state): State<Arc<AppState>>) -> Response {
                 documents: s.documents(),
                 bytes: s.disk_bytes(),
             });
-            let root = state.data_dir.join(crate::sinks::archive::DIR);
+            let root = state.archive_root.clone();
             status.archive = tokio::task::spawn_blocking(move || crate::sinks::archive::summary(&root).ok())
                 .await
                 .ok()
@@ -1063,6 +1069,7 @@ mod tests {
             allowed_origins: Vec::new(),
             listen: "127.0.0.1:0".parse().unwrap(),
             data_dir: dir.to_path_buf(),
+            archive_root: dir.join("archive"),
             min_free_bytes: 0,
             stop: CancellationToken::new(),
             failure: Default::default(),

@@ -85,6 +85,8 @@ pub fn running_server(data: &Path) -> Option<ServerInfo> {
 /// An opened data directory and the shared parts of its pipeline.
 pub struct Pipeline {
     data: PathBuf,
+    /// `[archive] url`'s directory, or the data directory's `archive/`.
+    archive_root: PathBuf,
     config: Config,
     log: Arc<dyn Log>,
     metrics: Arc<Metrics>,
@@ -95,6 +97,7 @@ pub struct Pipeline {
 impl Pipeline {
     /// Opens (creating) the data directory. Fails if another process has it.
     pub fn open(data: &Path, config: Config) -> Result<Pipeline, PipelineError> {
+        let archive_root = config.archive.root(data).map_err(PipelineError::Other)?;
         let in_use = |e: LogError| match e {
             LogError::Storage(msg) if msg.to_lowercase().contains("lock") => PipelineError::Other(format!(
                 "{} is in use by another chorus process ({msg})",
@@ -122,6 +125,7 @@ impl Pipeline {
         };
         Ok(Pipeline {
             data: data.to_path_buf(),
+            archive_root,
             config,
             log,
             metrics: Arc::new(Metrics::default()),
@@ -152,7 +156,7 @@ impl Pipeline {
 
     /// The archive's root directory.
     pub fn archive_root(&self) -> PathBuf {
-        self.data.join(crate::sinks::archive::DIR)
+        self.archive_root.clone()
     }
 
     /// A query engine over this directory, within `[query]`'s bounds;
@@ -213,6 +217,32 @@ impl Pipeline {
             (self.log(), speed.clone(), batch_only),
         );
         Ok((engine, Arc::new(batch), speed))
+    }
+
+    /// A query engine and the batch views' status for a process that reads
+    /// an archive another process writes (`--roles serve` without
+    /// `archive`): the views' versions of final columns are served; those of
+    /// partial sums need the speed layer, which runs with the archive.
+    fn reader_layers(&self) -> Result<(Arc<QueryEngine>, Arc<crate::views::Batch>), PipelineError> {
+        let views = self.config.views().map_err(PipelineError::Other)?;
+        let engine = Arc::new(self.query_engine_with(None)?);
+        let batch_only = views
+            .iter()
+            .filter(|_| self.config.batch.speed_layer)
+            .map(|v| {
+                let reason = "served by the process that runs the archive role (with the speed layer)";
+                (v.name.clone(), reason.to_string())
+            })
+            .collect();
+        let batch = crate::views::Batch::new(
+            engine.clone(),
+            &self.archive_root(),
+            views,
+            self.config.batch.clone(),
+            self.metrics.clone(),
+            (self.log(), None, batch_only),
+        );
+        Ok((engine, Arc::new(batch)))
     }
 
     /// The archive's lifecycle (compaction), sharing the archive's gate.
@@ -519,6 +549,16 @@ impl Pipeline {
                         batch: batch.clone(),
                         lifecycle: lifecycle.clone(),
                     }),
+                    // A query process of its own: the archive's files as
+                    // another process writes them, and the log past them.
+                    (None, true) => {
+                        let (query, batch) = self.reader_layers()?;
+                        Some(http::Serving {
+                            query,
+                            batch,
+                            lifecycle: lifecycle.clone(),
+                        })
+                    }
                     _ => None,
                 };
                 if let (Some(serving), true) = (&serving, roles.has(Role::Batch) && self.config.batch.scheduler) {
@@ -554,6 +594,7 @@ impl Pipeline {
                     allowed_origins: self.config.server.allowed_origins.clone(),
                     listen: address,
                     data_dir: self.data.clone(),
+                    archive_root: self.archive_root(),
                     min_free_bytes: self.config.log.min_free_bytes,
                     stop: stop.clone(),
                     failure: Default::default(),
@@ -823,14 +864,6 @@ impl Roles {
                  stages in separate processes share a Kafka log ([log] backend = \"kafka\")"
             ));
         }
-        // SQL reads the archive and the log's tail past it through the
-        // archive stage's own bookkeeping, in its process.
-        if self.has(Role::Serve) && !self.has(Role::Archive) {
-            return Err(format!(
-                "--roles {self}: serve answers from the archive of its own process: \
-                 run it with archive (a query process of its own is not built yet)"
-            ));
-        }
         if self.has(Role::Batch) && !(self.has(Role::Archive) && self.has(Role::Serve)) {
             return Err(format!(
                 "--roles {self}: batch builds the views over the archive of its own process: \
@@ -911,14 +944,15 @@ mod tests {
             "archive,index",
             "archive,serve",
             "archive,serve,batch",
+            "serve",
+            "index,serve",
         ] {
             let roles: Roles = split.parse().unwrap();
             assert!(roles.check(&kafka).is_ok(), "{split}: {:?}", roles.check(&kafka));
             assert!(roles.check(&Config::default()).is_err(), "{split} on the embedded log");
         }
         for (split, says) in [
-            ("serve", "run it with archive"),
-            ("index,serve", "run it with archive"),
+            ("serve,batch", "run it with archive and serve"),
             ("archive,batch", "run it with archive and serve"),
         ] {
             let error = split.parse::<Roles>().unwrap().check(&kafka).unwrap_err();

@@ -312,7 +312,8 @@ fn write_lifecycle(run: &crate::wire::LifecycleRun, out: &mut dyn Write) -> std:
 /// `chorus ddl redshift`: the tables (a view's from its current version's
 /// columns, when it has one) and the load of the archive at `s3`.
 pub fn redshift_ddl(config: &Config, data: &Path, s3: &str, iam_role: &str) -> anyhow::Result<String> {
-    let store = crate::views::Store::new(&data.join(crate::sinks::archive::DIR));
+    let root = config.archive.root(data).map_err(|e| anyhow::anyhow!(e))?;
+    let store = crate::views::Store::new(&root);
     let mut views = Vec::new();
     for view in config.views().map_err(|e| anyhow::anyhow!(e))? {
         let Some(version) = store.current(&view.name)? else {

@@ -63,6 +63,9 @@ pub const POSTS: &str = "posts";
 pub const POSTS_LATEST: &str = "posts_latest";
 /// Memory for the parsed footers of archive files (about 10 KB a file).
 const FOOTER_CACHE_BYTES: usize = 256 << 20;
+/// Plans of one query, at most, when compactions keep changing the files
+/// under it (see `files`).
+const MAX_PLANS: u32 = 5;
 
 /// Bytes read at once from the end of an archive file for its footer.
 const FOOTER_HINT_BYTES: usize = 64 << 10;
@@ -198,6 +201,8 @@ struct Tables {
     /// directory listings is off, since the archive adds files all the time.
     /// Each query gets its own memory pool beside these.
     runtime: Arc<RuntimeEnv>,
+    /// The archive's files; each query lists them as of its snapshot.
+    files: files::ArchiveFiles,
     /// The batch views served as `views.<name>`.
     views: Vec<String>,
     /// The speed layer of those that merge.
@@ -252,10 +257,6 @@ impl QueryEngine {
             .with_disk_manager_builder(spill)
             .build_arc()
             .map_err(|e| QueryError::Failed(format!("the query runtime: {e}")))?;
-        runtime.register_object_store(
-            datafusion::execution::object_store::ObjectStoreUrl::local_filesystem().as_ref(),
-            Arc::new(files::ArchiveFiles::new(archive_root)),
-        );
         let threads = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(std::thread::available_parallelism().map_or(2, usize::from))
             .thread_name("query")
@@ -280,6 +281,7 @@ impl QueryEngine {
                 archive_tail,
                 tail: std::sync::Mutex::new(Vec::new()),
                 runtime,
+                files: files::ArchiveFiles::new(archive_root),
                 views: Vec::new(),
                 speed: None,
             }),
@@ -456,69 +458,88 @@ impl Tables {
         if let Statement::Sql(sql) = statement {
             Tables::check(sql, config)?;
         }
-        // Fair, not greedy: with a greedy pool one partition's sort took
-        // half the pool while another's merge (which cannot spill) asked for
-        // more, and `by_location` over 10M posts failed; a fair pool caps
-        // each spilling consumer at its share of what the others leave.
-        let pool = TrackConsumersPool::new(
-            FairSpillPool::new(config.max_memory),
-            std::num::NonZeroUsize::new(3).expect("3 is not zero"),
-        );
-        let runtime = Arc::new(RuntimeEnv {
-            memory_pool: Arc::new(pool),
-            disk_manager: self.runtime.disk_manager.clone(),
-            cache_manager: self.runtime.cache_manager.clone(),
-            object_store_registry: self.runtime.object_store_registry.clone(),
-        });
-        // A sort keeps this much aside for merging what it spilled (10 MB
-        // by default, too little for a window over millions of posts).
-        let mut session =
-            SessionConfig::new().with_sort_spill_reservation_bytes((config.max_memory / 16).max(10 << 20));
-        // The bytes read from a file's end to get its footer in one read:
-        // DataFusion's 512 KiB (sized for object stores' round trips) read
-        // and zeroed 370 MB to plan a query over 721 archive files of
-        // ~5 KB footers, 0.4 s of each query. A larger footer costs a
-        // second read of a local file, not a wrong answer.
-        session.options_mut().execution.parquet.metadata_size_hint = Some(FOOTER_HINT_BYTES);
-        let ctx = SessionContext::new_with_config_rt(session, runtime);
-        register_functions(&ctx, config.max_value_bytes);
-        let (plan, snapshot) = {
-            // Files and offsets are read under the gate, and the physical
-            // plan (which lists the files) is made before it is released.
-            let _gate = self.gate.read().await;
-            let needs_latest = match statement {
-                Statement::Sql(sql) => sql.to_ascii_lowercase().contains(POSTS_LATEST),
-                Statement::Aggregate(..) => true,
-            };
-            let snapshot = self.register_tables(&ctx, needs_latest, config.max_memory).await?;
-            // A batch run reads posts, not the views (whose speed layer it
-            // holds paused); a query that names no view does not pay for
-            // merging them.
-            if let Statement::Sql(sql) = statement
-                && !batch
-                && sql.to_ascii_lowercase().contains(crate::views::SCHEMA)
-            {
-                self.register_views(&ctx).await?;
-            }
-            let df = match statement {
-                Statement::Sql(sql) => {
-                    let options = SQLOptions::new()
-                        .with_allow_ddl(false)
-                        .with_allow_dml(false)
-                        .with_allow_statements(false);
-                    ctx.sql_with_options(sql, options).await.map_err(refusal)?
+        for attempt in 1..=MAX_PLANS {
+            let registry = Arc::new(datafusion::execution::object_store::DefaultObjectStoreRegistry::new());
+            // Fair, not greedy: with a greedy pool one partition's sort took
+            // half the pool while another's merge (which cannot spill) asked for
+            // more, and `by_location` over 10M posts failed; a fair pool caps
+            // each spilling consumer at its share of what the others leave.
+            let pool = TrackConsumersPool::new(
+                FairSpillPool::new(config.max_memory),
+                std::num::NonZeroUsize::new(3).expect("3 is not zero"),
+            );
+            let runtime = Arc::new(RuntimeEnv {
+                memory_pool: Arc::new(pool),
+                disk_manager: self.runtime.disk_manager.clone(),
+                cache_manager: self.runtime.cache_manager.clone(),
+                // The archive's files as of this query's snapshot.
+                object_store_registry: registry.clone(),
+            });
+            // A sort keeps this much aside for merging what it spilled (10 MB
+            // by default, too little for a window over millions of posts).
+            let mut session =
+                SessionConfig::new().with_sort_spill_reservation_bytes((config.max_memory / 16).max(10 << 20));
+            // The bytes read from a file's end to get its footer in one read:
+            // DataFusion's 512 KiB (sized for object stores' round trips) read
+            // and zeroed 370 MB to plan a query over 721 archive files of
+            // ~5 KB footers, 0.4 s of each query. A larger footer costs a
+            // second read of a local file, not a wrong answer.
+            session.options_mut().execution.parquet.metadata_size_hint = Some(FOOTER_HINT_BYTES);
+            let ctx = SessionContext::new_with_config_rt(session, runtime);
+            register_functions(&ctx, config.max_value_bytes);
+            let (plan, snapshot) = {
+                // Files and offsets are read under the gate, and the physical
+                // plan (which lists the files) is made before it is released.
+                let _gate = self.gate.read().await;
+                let needs_latest = match statement {
+                    Statement::Sql(sql) => sql.to_ascii_lowercase().contains(POSTS_LATEST),
+                    Statement::Aggregate(..) => true,
+                };
+                let (snapshot, files) = self
+                    .register_tables(&ctx, &registry, needs_latest, config.max_memory)
+                    .await?;
+                // A batch run reads posts, not the views (whose speed layer it
+                // holds paused); a query that names no view does not pay for
+                // merging them.
+                if let Statement::Sql(sql) = statement
+                    && !batch
+                    && sql.to_ascii_lowercase().contains(crate::views::SCHEMA)
+                {
+                    self.register_views(&ctx).await?;
                 }
-                Statement::Aggregate(filter, groups, aggregates) => {
-                    let mut df = ctx.table(POSTS_LATEST).await.map_err(refusal)?;
-                    if let Some(filter) = filter {
-                        df = df.filter(filter.clone()).map_err(refusal)?;
+                let df = match statement {
+                    Statement::Sql(sql) => {
+                        let options = SQLOptions::new()
+                            .with_allow_ddl(false)
+                            .with_allow_dml(false)
+                            .with_allow_statements(false);
+                        ctx.sql_with_options(sql, options).await.map_err(refusal)?
                     }
-                    df.aggregate(groups.clone(), aggregates.clone()).map_err(refusal)?
+                    Statement::Aggregate(filter, groups, aggregates) => {
+                        let mut df = ctx.table(POSTS_LATEST).await.map_err(refusal)?;
+                        if let Some(filter) = filter {
+                            df = df.filter(filter.clone()).map_err(refusal)?;
+                        }
+                        df.aggregate(groups.clone(), aggregates.clone()).map_err(refusal)?
+                    }
+                };
+                let plan = df.create_physical_plan().await.map_err(refusal)?;
+                if files.stale() {
+                    // A compaction rewrote files committed after the offsets
+                    // read (a serve process of its own): read them again.
+                    tracing::debug!(
+                        attempt,
+                        "The archive changed while a query was planned; planning it again."
+                    );
+                    continue;
                 }
+                (plan, snapshot)
             };
-            (df.create_physical_plan().await.map_err(refusal)?, snapshot)
-        };
-        Ok((ctx, plan, snapshot))
+            return Ok((ctx, plan, snapshot));
+        }
+        Err(QueryError::Failed(format!(
+            "the archive was compacted under the query {MAX_PLANS} times in a row; try again"
+        )))
     }
 
     /// The checks of an SQL text before it is planned.
@@ -586,9 +607,10 @@ impl Tables {
     async fn register_tables(
         &self,
         ctx: &SessionContext,
+        registry: &datafusion::execution::object_store::DefaultObjectStoreRegistry,
         needs_latest: bool,
         max_memory: usize,
-    ) -> Result<Snapshot, QueryError> {
+    ) -> Result<(Snapshot, files::ArchiveFiles), QueryError> {
         let failed = |e: DataFusionError| QueryError::Failed(e.to_string());
         let dir = self.archive_root.join(archive::POSTS_DIR);
         std::fs::create_dir_all(&dir).map_err(|e| QueryError::Failed(format!("{}: {e}", dir.display())))?;
@@ -608,7 +630,16 @@ impl Tables {
             .map_err(failed)?
             .with_cache(self.runtime.cache_manager.get_file_statistic_cache());
         let archived = PaddedHours(Arc::new(archived));
+        // The committed offsets are read first, then the files listed (when
+        // the plan is made, or `posts_latest`'s keys read below) leaving out
+        // those of later rolls: see `files`.
         let (recent, snapshot) = self.recent_batches()?;
+        let files = self.files.snapshot(&snapshot.archived);
+        datafusion::execution::object_store::ObjectStoreRegistry::register_store(
+            registry,
+            datafusion::execution::object_store::ObjectStoreUrl::local_filesystem().as_ref(),
+            Arc::new(files.clone()),
+        );
         let recent = MemTable::try_new(posts_schema(), vec![recent]).map_err(failed)?;
         let df = ctx
             .read_table(Arc::new(archived))
@@ -624,7 +655,7 @@ impl Tables {
         latest::register(ctx, POSTS, &columns, needs_latest, max_memory)
             .await
             .map_err(failed)?;
-        Ok(snapshot)
+        Ok((snapshot, files))
     }
 
     /// `views.<name>` for each view with a version: its Parquet files.

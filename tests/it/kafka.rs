@@ -649,3 +649,150 @@ async fn a_stage_killed_between_its_appends_and_its_commit_appends_nothing_twice
     assert_eq!(records_on(&broker, "it-midtx.posts.enriched", 3), expected);
     server.stop();
 }
+
+/// Post files of the archive at `root`: (compacted, rolled).
+fn archive_files(root: &std::path::Path) -> (usize, usize) {
+    let mut stack = vec![root.join("posts")];
+    let (mut compacted, mut rolled) = (0, 0);
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if entry.path().is_dir() {
+                stack.push(entry.path());
+            } else if name.starts_with("c-") {
+                compacted += 1;
+            } else if name.starts_with('p') {
+                rolled += 1;
+            }
+        }
+    }
+    (compacted, rolled)
+}
+
+/// `chorus run --roles index,serve` in a process of its own (its own data
+/// directory, the archive shared through `[archive] url`) answers SQL over
+/// the files the archive process writes and the log past them, and search
+/// from its own index. Queried without pause while posts stream in, files
+/// roll every second and every hour is compacted again every second, it
+/// never counts a post twice and never loses one it counted before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_process_of_its_own_counts_each_post_once_across_rolls_and_compactions() {
+    const BATCH: usize = 250;
+    const BATCHES: usize = 24;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path().join("broker"));
+    let archive = dir.path().join("shared-archive");
+    let config = format!(
+        "[log]\nbackend = \"kafka\"\nbrokers = \"{}\"\ntopic_prefix = \"it-serve.\"\npartitions = 3\n\
+         [archive]\nurl = \"file://{}\"\nmax_file_age_secs = 1\n\
+         [lifecycle]\ninterval_secs = 1\ncompact_after_secs = 0\ncompact_min_files = 2\n\
+         [query]\nmax_seconds = 300\n",
+        broker.address,
+        archive.display()
+    );
+    let writer = Server::start_with(
+        &dir.path().join("writer"),
+        &config,
+        &[],
+        &["--listen", "127.0.0.1:0", "--roles", "ingest,enrich,archive"],
+    );
+    let reader = Server::start_with(
+        &dir.path().join("reader"),
+        &config,
+        &[],
+        &["--listen", "127.0.0.1:0", "--roles", "index,serve"],
+    );
+    let client = reqwest::Client::new();
+    let bodies = corpus_bodies();
+
+    // A second process cannot write the same archive.
+    let out = crate::server::chorus()
+        .arg("--data")
+        .arg(dir.path().join("third"))
+        .arg("--config")
+        .arg(dir.path().join("writer.toml"))
+        .args(["run", "--listen", "127.0.0.1:0", "--roles", "archive"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a second archive process started");
+    assert!(stderr.contains("written by another chorus process"), "{stderr}");
+    // What changes the archive is not the reader's to do.
+    for route in ["/v1/batch", "/v1/lifecycle"] {
+        let r = client.post(reader.url(route)).send().await.unwrap();
+        assert_eq!(r.status(), 404, "{route}");
+    }
+
+    // Posts stream in while the reader is queried without pause.
+    let sender = {
+        let (client, writer_url, bodies) = (client.clone(), writer.url("/v1/posts"), bodies.clone());
+        tokio::spawn(async move {
+            for batch in 0..BATCHES {
+                let body = ndjson(batch * BATCH..(batch + 1) * BATCH, &bodies);
+                loop {
+                    let r = client.post(&writer_url).body(body.clone()).send().await.unwrap();
+                    if r.status() == 202 {
+                        break;
+                    }
+                    assert_eq!(r.status(), 429, "{}", r.text().await.unwrap());
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                tokio::time::sleep(Duration::from_millis(400)).await;
+            }
+        })
+    };
+    let total = (BATCH * BATCHES) as u64;
+    let (mut seen, mut queries) = (0u64, 0);
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let mut settled = None;
+    loop {
+        let rows = sql(
+            &client,
+            &reader,
+            "SELECT count(*) AS n, count(DISTINCT id) AS ids FROM posts",
+        )
+        .await;
+        queries += 1;
+        let (n, ids) = (rows[0]["n"].as_u64().unwrap(), rows[0]["ids"].as_u64().unwrap());
+        assert_eq!(n, ids, "query {queries}: a post counted twice ({n} rows, {ids} ids)");
+        assert!(n >= seen, "query {queries}: {n} posts after {seen}: some were lost");
+        assert!(n <= total, "query {queries}: {n} posts of {total} sent");
+        seen = n;
+        // Once every post is there, the compactions go on a while longer
+        // (every hour is compacted again as late files come): keep asking.
+        if n == total && settled.is_none() {
+            settled = Some(Instant::now());
+        }
+        if settled.is_some_and(|at| at.elapsed() > Duration::from_secs(5)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {n} of {total} posts after {queries} queries"
+        );
+    }
+    sender.await.unwrap();
+    // Rolled files were compacted under the queries.
+    let (compacted, _) = archive_files(&archive);
+    assert!(compacted > 0, "nothing was compacted");
+    assert!(
+        archive.join(".retired").exists(),
+        "no file was replaced by a compaction"
+    );
+    wait_for_latest(&client, &reader, total, "in the reader").await;
+
+    // Search from the reader's own index.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let found: Value = get_json(&client, &reader, "/v1/search?limit=1").await;
+        if found["total"] == total {
+            break;
+        }
+        assert!(Instant::now() < deadline, "search found {found}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!("{queries} queries, {compacted} compacted files");
+    reader.stop();
+    writer.stop();
+    drop(broker);
+}

@@ -4,17 +4,21 @@
 //! over a month opens instead of thousands.
 //!
 //! The swap is atomic for queries and safe across a crash. The new file is
-//! written and synced under `.tmp`, then a journal (`.compaction.json`: the
-//! directory, the new file, the files it replaces) is written. Under the
-//! query gate (a query lists the files under it, so it sees the old files
-//! or the new one, never both or neither) the new file is renamed into the
-//! directory — the commit point — and the files it replaces are moved to
-//! `.retired/<run>/`, outside what SQL, DuckDB or Athena read. A query that
-//! listed them before the swap still reads them there
-//! ([`crate::query::files`]) until they are removed after a grace period.
-//! A crash after the commit point is finished at the next start (the
-//! journal's sources still in the directory are moved); before it, the
-//! directory was never touched.
+//! written and synced under `.tmp`, with the names of the files it replaces
+//! in its footer ([`REPLACES_KEY`]); then a journal (`.compaction.json`:
+//! per swap the directory, the new file, the files it replaces) is written,
+//! and the new file is renamed into the directory — the commit point. From
+//! then on a query's listing leaves the replaced files out
+//! ([`crate::query::files`]), in this process or another. They are moved
+//! to `.retired/<run>/`, outside what SQL, DuckDB or Athena read, a second
+//! ([`SWAP_GRACE`]) later: a directory listing that began before the new
+//! file appeared has ended by then, so no listing misses both the new file
+//! and the old ones (a listing of a directory being changed may or may not
+//! show an entry added or removed meanwhile). A query that listed them
+//! before the swap still reads them there ([`crate::query::files`]) until
+//! they are removed after a grace period. A crash after the commit point is
+//! finished at the next start or pass (the journal's sources still in the
+//! directory are moved); before it, the directory was never touched.
 //!
 //! A compacted file is named `c-<run>.parquet`: not a `p<partition>-…` name,
 //! so the start-up check for files renamed but never committed leaves it
@@ -40,6 +44,28 @@ use crate::wire::Compaction;
 /// listed them can still be reading.
 pub const RETIRED_DIR: &str = ".retired";
 const JOURNAL: &str = ".compaction.json";
+/// The key, in a compacted file's footer, of the names (a JSON array) of
+/// the files it replaces in its directory.
+pub const REPLACES_KEY: &str = "chorus.replaces";
+/// How long replaced files stay beside the file that replaces them.
+pub const SWAP_GRACE: Duration = Duration::from_secs(1);
+
+/// The names the compacted file at `path` replaces (none if it says none).
+pub fn replaced_by(path: &Path) -> Result<Vec<String>, String> {
+    use parquet::file::reader::FileReader as _;
+    let file = File::open(path).map_err(|e| e.to_string())?;
+    let reader = parquet::file::reader::SerializedFileReader::new(file).map_err(|e| e.to_string())?;
+    let value = reader
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .and_then(|kv| kv.iter().find(|kv| kv.key == REPLACES_KEY))
+        .and_then(|kv| kv.value.clone());
+    match value {
+        Some(text) => serde_json::from_str(&text).map_err(|e| format!("{REPLACES_KEY}: {e}")),
+        None => Ok(Vec::new()),
+    }
+}
 
 /// The swap of one hour, as the journal records it.
 #[derive(Debug, Serialize, Deserialize)]
@@ -144,7 +170,10 @@ pub fn compact(
     min_files: usize,
     stop: &CancellationToken,
 ) -> Result<Compaction, ArchiveError> {
+    // A pass an error cut short left swaps to finish.
+    recover(root)?;
     let mut done = Compaction::default();
+    let mut pending: Vec<(Journal, std::time::Instant)> = Vec::new();
     let closed_before = now.saturating_sub(i64::try_from(closed_for.as_micros()).unwrap_or(i64::MAX));
     let run = now;
     for hour in hours(root)? {
@@ -162,7 +191,8 @@ pub fn compact(
         if sources.len() < min_files.max(2) {
             continue;
         }
-        match compact_hour(root, config, gate, &hour.dir, &sources, run)? {
+        retire_due(root, gate, &mut pending, SWAP_GRACE)?;
+        match compact_hour(root, config, gate, (&hour.dir, &sources), run, &mut pending)? {
             Ok((rows, bytes)) => {
                 done.hours += 1;
                 done.files_before += sources.len() as u64;
@@ -177,18 +207,49 @@ pub fn compact(
             }
         }
     }
+    if let Some((_, at)) = pending.last() {
+        std::thread::sleep(SWAP_GRACE.saturating_sub(at.elapsed()));
+    }
+    retire_due(root, gate, &mut pending, Duration::ZERO)?;
     Ok(done)
 }
 
-/// Compacts one hour's `sources`: its rows and the new file's bytes, or
-/// why it was left as it was.
+/// Retires the sources of the swaps in `pending` made at least `after`
+/// ago, and writes the journal of the rest.
+fn retire_due(
+    root: &Path,
+    gate: &RwLock<()>,
+    pending: &mut Vec<(Journal, std::time::Instant)>,
+    after: Duration,
+) -> Result<(), ArchiveError> {
+    let due = pending.iter().take_while(|(_, at)| at.elapsed() >= after).count();
+    if due == 0 {
+        return Ok(());
+    }
+    {
+        let _gate = gate.blocking_write();
+        for (journal, _) in &pending[..due] {
+            retire(root, journal)?;
+        }
+    }
+    pending.drain(..due);
+    if pending.is_empty() {
+        remove_journal(root)
+    } else {
+        write_journal(root, pending.iter().map(|(j, _)| j))
+    }
+}
+
+/// Compacts one hour's `sources` (in `dir`) into a file put in place, its
+/// swap added to `pending` (the sources are retired later): its rows and
+/// the new file's bytes, or why it was left as it was.
 fn compact_hour(
     root: &Path,
     config: &ArchiveConfig,
     gate: &RwLock<()>,
-    dir: &Path,
-    sources: &[(String, u64)],
+    (dir, sources): (&Path, &[(String, u64)]),
     run: i64,
+    pending: &mut Vec<(Journal, std::time::Instant)>,
 ) -> Result<Result<(u64, u64), String>, ArchiveError> {
     let abs_dir = root.join(dir);
     let file = format!("c-{run:020}.parquet");
@@ -213,15 +274,14 @@ fn compact_hour(
         sources: sources.iter().map(|(name, _)| name.clone()).collect(),
         retired: Path::new(RETIRED_DIR).join(format!("{run:020}")).join(dir),
     };
-    write_journal(root, &journal)?;
+    write_journal(root, pending.iter().map(|(j, _)| j).chain([&journal]))?;
     {
         let _gate = gate.blocking_write();
         let target = abs_dir.join(&file);
         fs::rename(&tmp, &target).map_err(io(&target))?;
         sync_dir(&abs_dir)?;
-        retire(root, &journal)?;
     }
-    remove_journal(root)?;
+    pending.push((journal, std::time::Instant::now()));
     Ok(Ok((rows, bytes)))
 }
 
@@ -255,6 +315,9 @@ fn write_compacted(
             writer.write(&batch).map_err(|e| failed(tmp, &e))?;
         }
     }
+    let names: Vec<&str> = sources.iter().map(|(name, _)| name.as_str()).collect();
+    let names = serde_json::to_string(&names).map_err(|e| failed(tmp, &e))?;
+    writer.append_key_value_metadata(parquet::file::metadata::KeyValue::new(REPLACES_KEY.to_string(), names));
     let out = writer.into_inner().map_err(|e| failed(tmp, &e))?;
     out.sync_all().map_err(|e| failed(tmp, &e))?;
     if rows != expected_rows {
@@ -267,10 +330,12 @@ fn write_compacted(
     Ok((rows, bytes))
 }
 
-fn write_journal(root: &Path, journal: &Journal) -> Result<(), ArchiveError> {
+/// Writes the journal of `swaps` (made or about to be, sources not retired).
+fn write_journal<'a>(root: &Path, swaps: impl IntoIterator<Item = &'a Journal>) -> Result<(), ArchiveError> {
     let path = root.join(JOURNAL);
     let tmp = root.join(format!("{JOURNAL}.tmp"));
-    let text = serde_json::to_vec(journal).map_err(|e| io(&path)(std::io::Error::other(e)))?;
+    let swaps: Vec<&Journal> = swaps.into_iter().collect();
+    let text = serde_json::to_vec(&swaps).map_err(|e| io(&path)(std::io::Error::other(e)))?;
     let mut f = File::create(&tmp).map_err(io(&tmp))?;
     std::io::Write::write_all(&mut f, &text)
         .and_then(|()| f.sync_all())
@@ -305,9 +370,9 @@ fn retire(root: &Path, journal: &Journal) -> Result<(), ArchiveError> {
     sync_dir(&dir)
 }
 
-/// Finishes a swap a crash interrupted: past its commit point (the new
-/// file in place), the sources are retired; before it, nothing changed.
-/// Called at start, before anything reads the archive.
+/// Finishes the swaps a crash (or an error) interrupted: past its commit
+/// point (the new file in place), a swap's sources are retired; before it,
+/// nothing changed. Called at start and before each pass.
 pub fn recover(root: &Path) -> Result<(), ArchiveError> {
     let path = root.join(JOURNAL);
     let text = match fs::read(&path) {
@@ -315,15 +380,20 @@ pub fn recover(root: &Path) -> Result<(), ArchiveError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(io(&path)(e)),
     };
-    let journal: Journal = serde_json::from_slice(&text).map_err(|e| {
-        io(&path)(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("not a compaction journal ({e}); remove it once the archive is checked"),
-        ))
-    })?;
-    if root.join(&journal.dir).join(&journal.file).exists() {
-        tracing::info!(dir = %journal.dir.display(), "Finishing a compaction a stop interrupted.");
-        retire(root, &journal)?;
+    // A list of swaps; a journal written before them held one.
+    let swaps: Vec<Journal> = serde_json::from_slice(&text)
+        .or_else(|_| serde_json::from_slice(&text).map(|one: Journal| vec![one]))
+        .map_err(|e| {
+            io(&path)(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("not a compaction journal ({e}); remove it once the archive is checked"),
+            ))
+        })?;
+    for journal in &swaps {
+        if root.join(&journal.dir).join(&journal.file).exists() {
+            tracing::info!(dir = %journal.dir.display(), "Finishing a compaction a stop interrupted.");
+            retire(root, journal)?;
+        }
     }
     remove_journal(root)
 }
@@ -474,6 +544,9 @@ mod tests {
         let concat = |b: &[RecordBatch]| arrow::compute::concat_batches(&schema(), b).unwrap();
         assert_eq!(concat(&rows_after), concat(&rows_before));
         assert_eq!(ids(&rows_after).len(), 15);
+        // Its footer names the files it replaced, for queries that list
+        // the directory while both are there.
+        assert_eq!(replaced_by(&hour_dir(root, 0).join(&after[0])).unwrap(), before[0]);
 
         // The replaced files wait under .retired, out of posts/.
         let retired = root
@@ -573,7 +646,8 @@ mod tests {
         // Before: the new file written and journalled, never renamed.
         let tmp = root.join(TMP_DIR).join("compact.parquet.tmp");
         write_compacted(&hour_dir(root, 0), &sources, &tmp, &ArchiveConfig::default()).unwrap();
-        write_journal(root, &journal(1)).unwrap();
+        // (A journal of one swap, as written before swaps were listed.)
+        fs::write(root.join(JOURNAL), serde_json::to_vec(&journal(1)).unwrap()).unwrap();
         recover(root).unwrap();
         assert_eq!(names(&hour_dir(root, 0)), source_names);
         assert!(!root.join(JOURNAL).exists());
@@ -582,7 +656,7 @@ mod tests {
         // them were). The archive's start finishes the swap.
         let j = journal(2);
         fs::rename(&tmp, hour_dir(root, 0).join(&j.file)).unwrap();
-        write_journal(root, &j).unwrap();
+        write_journal(root, [&j]).unwrap();
         fs::create_dir_all(root.join(&j.retired)).unwrap();
         for name in &source_names[..2] {
             fs::rename(hour_dir(root, 0).join(name), root.join(&j.retired).join(name)).unwrap();

@@ -80,6 +80,11 @@ const UNIQUE_COLUMNS: &[&str] = &[
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ArchiveConfig {
+    /// Where the archive is: `file:///an/absolute/directory`; none, the
+    /// data directory's `archive/`. Processes that share a Kafka log share
+    /// the archive through it (`chorus run --roles serve` on another
+    /// data directory reads the files the archive process writes).
+    pub url: Option<String>,
     /// Files roll once the posts buffered for them, all log partitions
     /// together, reach this many bytes as on the log (Firehose's buffer
     /// size, one buffer per stream, measured before compression): it also
@@ -97,10 +102,33 @@ pub struct ArchiveConfig {
 impl Default for ArchiveConfig {
     fn default() -> Self {
         ArchiveConfig {
+            url: None,
             max_file_bytes: 64 * 1024 * 1024,
             max_file_age_secs: 60,
             row_group_rows: 128 * 1024,
             zstd_level: 1,
+        }
+    }
+}
+
+impl ArchiveConfig {
+    /// The archive's directory: `url`'s, or `data`'s `archive/`.
+    pub fn root(&self, data: &Path) -> Result<PathBuf, String> {
+        let Some(url) = &self.url else {
+            return Ok(data.join(DIR));
+        };
+        match url.split_once("://") {
+            Some(("file", path)) if path.starts_with('/') && path.len() > 1 => Ok(PathBuf::from(path)),
+            Some(("file", _)) => Err(format!(
+                "[archive] url = {url:?}: a file URL names an absolute directory, as file:///var/lib/chorus/archive"
+            )),
+            Some((scheme, _)) => Err(format!(
+                "[archive] url = {url:?}: {scheme}:// archives are not supported yet; the archive is a local \
+                 directory (file:///…), which processes on one machine (or a shared file system) share"
+            )),
+            None => Err(format!(
+                "[archive] url = {url:?} is not a URL: give file:///an/absolute/directory"
+            )),
         }
     }
 }
@@ -125,6 +153,12 @@ pub enum ArchiveError {
     /// Arrow conversion failed.
     #[error("archive arrow: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
+    /// Another process writes this archive.
+    #[error(
+        "the archive {0} is written by another chorus process: one process runs the archive role per archive \
+         ([archive] url); the others read it (--roles serve)"
+    )]
+    InUse(PathBuf),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ArchiveError + '_ {
@@ -277,7 +311,12 @@ pub struct Archive {
     /// so that no post is seen both in a file and in the log.
     gate: Arc<RwLock<()>>,
     tail: Arc<ArchiveTail>,
+    /// Held while the archive is open: one process writes an archive.
+    _lock: File,
 }
+
+/// The file a process writing the archive holds a lock on.
+const LOCK_FILE: &str = ".lock";
 
 impl Archive {
     /// An archive under `root` (created), after removing what a crash
@@ -290,6 +329,21 @@ impl Archive {
         gate: Arc<RwLock<()>>,
         tail: Arc<ArchiveTail>,
     ) -> Result<Archive, ArchiveError> {
+        fs::create_dir_all(root).map_err(io(root))?;
+        let lock_path = root.join(LOCK_FILE);
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io(&lock_path))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(ArchiveError::InUse(root.to_path_buf()));
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(io(&lock_path)(e)),
+        }
         create_dir_synced(&root.join(POSTS_DIR))?;
         let tmp = root.join(TMP_DIR);
         if tmp.exists() {
@@ -318,6 +372,7 @@ impl Archive {
             metrics,
             gate,
             tail,
+            _lock: lock,
         })
     }
 
