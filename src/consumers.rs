@@ -108,25 +108,24 @@ impl Consumers {
         })
     }
 
-    /// The lag ingest throttles on: the largest among the consumers of
-    /// `posts.raw`.
-    pub fn ingest_lag(&self, log: &dyn Log) -> Result<u64, LogError> {
-        let mut lag = 0;
+    /// What ingest throttles on, from one reading of `posts.raw`'s ends and
+    /// of each of its consumers' committed offsets: the posts waiting (the
+    /// largest lag among them) and how far enrichment got (the slowest
+    /// one's committed offsets, summed over the partitions).
+    pub fn ingest_backlog(&self, log: &dyn Log) -> Result<(u64, u64), LogError> {
+        let mut ends = None;
+        let (mut lag, mut slowest) = (0, None::<u64>);
         for input in self.inputs.iter().filter(|i| i.topic == Topic::Raw) {
-            lag = lag.max(log.lag(input.consumer, input.topic)?);
+            let ends = match &ends {
+                Some(ends) => ends,
+                None => ends.insert(log.end_offsets(Topic::Raw)?),
+            };
+            let committed = log.committed_all(input.consumer, input.topic)?;
+            lag = lag.max(ends.iter().zip(&committed).map(|(e, c)| e.saturating_sub(*c)).sum());
+            let sum = committed.iter().sum();
+            slowest = Some(slowest.map_or(sum, |s: u64| s.min(sum)));
         }
-        Ok(lag)
-    }
-
-    /// The records the consumers of `posts.raw` have committed, summed over
-    /// its partitions (the slowest consumer's): how far enrichment got.
-    pub fn ingest_committed(&self, log: &dyn Log) -> Result<u64, LogError> {
-        let mut slowest: Option<u64> = None;
-        for input in self.inputs.iter().filter(|i| i.topic == Topic::Raw) {
-            let committed = log.committed_all(input.consumer, input.topic)?.iter().sum();
-            slowest = Some(slowest.map_or(committed, |s| s.min(committed)));
-        }
-        Ok(slowest.unwrap_or(0))
+        Ok((lag, slowest.unwrap_or(0)))
     }
 
     /// The consumers an offline run waits for before it stops the stages,
@@ -195,8 +194,8 @@ impl Throttle {
 
     /// The posts waiting for enrichment and the bound they must stay under.
     pub fn check(&self, consumers: &Consumers, log: &dyn Log) -> Result<(u64, u64), LogError> {
-        let lag = consumers.ingest_lag(log)?;
-        let bound = self.bound(Instant::now(), lag, || consumers.ingest_committed(log))?;
+        let (lag, committed) = consumers.ingest_backlog(log)?;
+        let bound = self.bound(Instant::now(), lag, || Ok(committed))?;
         Ok((lag, bound))
     }
 
@@ -279,7 +278,7 @@ mod tests {
         assert_eq!(consumers.safe_offsets(&log, Topic::Raw).unwrap(), vec![0]);
         let positions = consumers.positions(&log).unwrap();
         assert_eq!(positions.iter().map(Position::lag).collect::<Vec<_>>(), vec![0, 7]);
-        assert_eq!(consumers.ingest_lag(&log).unwrap(), 0);
+        assert_eq!(consumers.ingest_backlog(&log).unwrap(), (0, 0));
     }
 
     #[test]
@@ -351,13 +350,19 @@ mod tests {
     }
 
     #[test]
-    fn ingest_committed_sums_the_enrich_consumers_partitions() {
+    fn the_backlog_is_the_enrich_consumers_lag_and_committed_offsets_summed() {
         let dir = tempfile::tempdir().unwrap();
         let log = FjallLog::open(dir.path(), 2).unwrap();
         let consumers = Consumers::of(&Default::default());
-        assert_eq!(consumers.ingest_committed(&log).unwrap(), 0);
+        assert_eq!(consumers.ingest_backlog(&log).unwrap(), (0, 0));
+        let records: Vec<(Vec<u8>, Vec<u8>)> = (0..40u32).map(|i| (i.to_be_bytes().to_vec(), b"{}".to_vec())).collect();
+        let refs: Vec<(&[u8], &[u8])> = records.iter().map(|(k, v)| (k.as_slice(), v.as_slice())).collect();
+        log.append(Topic::Raw, &refs).unwrap();
+        assert_eq!(consumers.ingest_backlog(&log).unwrap(), (40, 0));
+        let ends = log.end_offsets(Topic::Raw).unwrap();
+        assert!(ends.iter().all(|e| *e >= 7), "{ends:?}");
         log.commit(enrich::CONSUMER, Topic::Raw, 0, 5).unwrap();
         log.commit(enrich::CONSUMER, Topic::Raw, 1, 7).unwrap();
-        assert_eq!(consumers.ingest_committed(&log).unwrap(), 12);
+        assert_eq!(consumers.ingest_backlog(&log).unwrap(), (40 - 12, 12));
     }
 }
