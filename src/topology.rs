@@ -208,15 +208,27 @@ impl Pipeline {
             crate::views::open_speed(&*self.log, (&self.archive_root(), &engine), &views, &self.config.batch).await
         };
         let engine = Arc::new(self.query_engine_with(speed.clone())?);
-        let batch = crate::views::Batch::new(
+        let batch = self.batch_layer(&engine, views, speed.clone(), batch_only);
+        Ok((engine, batch, speed))
+    }
+
+    /// The batch layer over `engine`: `views`, merged with `speed` but for
+    /// those `batch_only` gives a reason for.
+    fn batch_layer(
+        &self,
+        engine: &Arc<QueryEngine>,
+        views: Vec<crate::views::View>,
+        speed: Option<Arc<crate::views::speed::Speed>>,
+        batch_only: std::collections::HashMap<String, String>,
+    ) -> Arc<crate::views::Batch> {
+        Arc::new(crate::views::Batch::new(
             engine.clone(),
             &self.archive_root(),
             views,
             self.config.batch.clone(),
             self.metrics.clone(),
-            (self.log(), speed.clone(), batch_only),
-        );
-        Ok((engine, Arc::new(batch), speed))
+            (self.log(), speed, batch_only),
+        ))
     }
 
     /// A query engine and the batch views' status for a process that reads
@@ -234,15 +246,8 @@ impl Pipeline {
                 (v.name.clone(), reason.to_string())
             })
             .collect();
-        let batch = crate::views::Batch::new(
-            engine.clone(),
-            &self.archive_root(),
-            views,
-            self.config.batch.clone(),
-            self.metrics.clone(),
-            (self.log(), None, batch_only),
-        );
-        Ok((engine, Arc::new(batch)))
+        let batch = self.batch_layer(&engine, views, None, batch_only);
+        Ok((engine, batch))
     }
 
     /// The archive's lifecycle (compaction), sharing the archive's gate.

@@ -100,6 +100,33 @@ async fn restart_and_resend(
     server
 }
 
+/// Sends `batches` batches of `batch` posts from `first` on, one every
+/// `pause` (a 429 is retried), in a task of its own.
+fn stream_posts(
+    client: &reqwest::Client,
+    server: &Server,
+    bodies: &[String],
+    (first, batches, batch): (usize, usize, usize),
+    pause: Duration,
+) -> tokio::task::JoinHandle<()> {
+    let (client, url, bodies) = (client.clone(), server.url("/v1/posts"), bodies.to_vec());
+    tokio::spawn(async move {
+        for b in 0..batches {
+            let start = first + b * batch;
+            let body = ndjson(start..start + batch, &bodies);
+            loop {
+                let r = client.post(&url).body(body.clone()).send().await.unwrap();
+                if r.status() == 202 {
+                    break;
+                }
+                assert_eq!(r.status(), 429, "{}", r.text().await.unwrap());
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            tokio::time::sleep(pause).await;
+        }
+    })
+}
+
 async fn send_all(client: &reqwest::Client, server: &Server, range: std::ops::Range<usize>, bodies: &[String]) {
     for start in range.clone().step_by(1000) {
         let body = ndjson(start..(start + 1000).min(range.end), bodies);
@@ -502,25 +529,7 @@ async fn a_second_enrich_process_takes_half_the_partitions_and_its_kill_loses_no
 
     // kill -9 of the helper while posts stream in; the main process takes
     // its partitions over once the session timeout has passed.
-    let sender = {
-        let (client, main_url, bodies) = (client.clone(), main.url("/v1/posts"), bodies.clone());
-        let first = sent;
-        tokio::spawn(async move {
-            for batch in 0..10 {
-                let start = first + batch * BATCH;
-                let body = ndjson(start..start + BATCH, &bodies);
-                loop {
-                    let r = client.post(&main_url).body(body.clone()).send().await.unwrap();
-                    if r.status() == 202 {
-                        break;
-                    }
-                    assert_eq!(r.status(), 429, "{}", r.text().await.unwrap());
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        })
-    };
+    let sender = stream_posts(&client, &main, &bodies, (sent, 10, BATCH), Duration::from_millis(100));
     tokio::time::sleep(Duration::from_millis(500)).await;
     helper.kill9();
     let killed = Instant::now();
@@ -724,23 +733,13 @@ async fn a_query_process_of_its_own_counts_each_post_once_across_rolls_and_compa
     }
 
     // Posts stream in while the reader is queried without pause.
-    let sender = {
-        let (client, writer_url, bodies) = (client.clone(), writer.url("/v1/posts"), bodies.clone());
-        tokio::spawn(async move {
-            for batch in 0..BATCHES {
-                let body = ndjson(batch * BATCH..(batch + 1) * BATCH, &bodies);
-                loop {
-                    let r = client.post(&writer_url).body(body.clone()).send().await.unwrap();
-                    if r.status() == 202 {
-                        break;
-                    }
-                    assert_eq!(r.status(), 429, "{}", r.text().await.unwrap());
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                tokio::time::sleep(Duration::from_millis(400)).await;
-            }
-        })
-    };
+    let sender = stream_posts(
+        &client,
+        &writer,
+        &bodies,
+        (0, BATCHES, BATCH),
+        Duration::from_millis(400),
+    );
     let total = (BATCH * BATCHES) as u64;
     let (mut seen, mut queries) = (0u64, 0);
     let deadline = Instant::now() + Duration::from_secs(300);
