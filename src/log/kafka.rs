@@ -543,6 +543,108 @@ impl Drop for Hold {
 /// The context of a group consumer: serves its group's rebalances.
 struct GroupContext {
     membership: Arc<Membership>,
+    /// The group's name on the brokers.
+    group_id: String,
+    /// Partitions of the topics it reads.
+    partitions: u32,
+    /// A member given no partition this long while its group reads nothing
+    /// joins again ([`rejoin_if_stranded`]).
+    rejoin_after: Duration,
+    /// Since when it holds no partition.
+    stranded: Mutex<Option<Stranded>>,
+}
+
+/// Joins the group again when `member` has held no partition for its
+/// `rejoin_after` while its group committed nothing on a topic with records
+/// left to read. tansu 0.6 can form a group that way for good: a process
+/// restarted while its killed predecessor, the group's leader, was still in
+/// the group joined as a follower; the leader's session ran out between the
+/// join and the sync, and the coordinator completed the sync with the
+/// follower's (empty) assignment instead of a new round, so the only live
+/// member got no partition for as long as it lived (seen in the broker's
+/// debug log, ~3 restarts in 4 right after a kill -9). A member without
+/// partitions beside members that read them (more members than partitions)
+/// sees the group commit, and stays as it is. (The broker drops the
+/// connection on a group description, which would have said who is in it.)
+fn rejoin_if_stranded(member: &BaseConsumer<GroupContext>) {
+    let context = member.context();
+    let empty = context.membership.held.lock().is_ok_and(|h| h.assigned.is_empty());
+    let Ok(mut stranded) = context.stranded.lock() else {
+        return;
+    };
+    if !empty {
+        *stranded = None;
+        return;
+    }
+    let topic = match member.subscription() {
+        Ok(list) => match list.elements().first() {
+            Some(e) => e.topic().to_string(),
+            None => return,
+        },
+        Err(_) => return,
+    };
+    let Some(since) = stranded.as_ref().map(|s| s.since) else {
+        *stranded = Some(Stranded {
+            since: Instant::now(),
+            committed: group_committed(member, &topic, context.partitions),
+        });
+        return;
+    };
+    if since.elapsed() < context.rejoin_after {
+        return;
+    }
+    let before = stranded.take().and_then(|s| s.committed);
+    let now = group_committed(member, &topic, context.partitions);
+    let stuck = match (&before, &now) {
+        (Some(before), Some(now)) if before == now => (0..context.partitions).any(|p| {
+            member
+                .fetch_watermarks(&topic, p as i32, Duration::from_secs(5))
+                .is_ok_and(|(_, high)| high > now[p as usize].max(0))
+        }),
+        _ => false,
+    };
+    *stranded = Some(Stranded {
+        since: Instant::now(),
+        committed: now,
+    });
+    if !stuck {
+        return;
+    }
+    drop(stranded);
+    tracing::warn!(
+        group = %context.group_id,
+        seconds = context.rejoin_after.as_secs(),
+        "Given no partition while the consumer group read nothing of a topic with records waiting: joining it again."
+    );
+    member.unsubscribe();
+    if let Err(e) = member.subscribe(&[&topic]) {
+        tracing::error!(group = %context.group_id, error = %e, "Cannot join the consumer group again.");
+    }
+}
+
+/// A member without partitions, since when, and its group's committed
+/// offsets then.
+struct Stranded {
+    since: Instant,
+    committed: Option<Vec<i64>>,
+}
+
+/// The group's committed offsets of `topic`'s partitions (-1: none), if
+/// the broker answers within a few seconds (this thread serves the group's
+/// rebalances meanwhile).
+fn group_committed(member: &BaseConsumer<GroupContext>, topic: &str, partitions: u32) -> Option<Vec<i64>> {
+    let mut list = TopicPartitionList::new();
+    for p in 0..partitions {
+        list.add_partition(topic, p as i32);
+    }
+    let committed = member.committed_offsets(list, Duration::from_secs(5)).ok()?;
+    let mut out = vec![-1; partitions as usize];
+    for e in committed.elements() {
+        if let (Offset::Offset(n), Some(slot)) = (e.offset(), out.get_mut(e.partition() as usize)) {
+            *slot = n;
+        }
+    }
+    Some(out)
 }
 
 logged_client_context!(GroupContext);
@@ -704,7 +806,7 @@ impl KafkaLog {
         }
         if !groups.contains_key(consumer) {
             let membership = Arc::new(Membership::default());
-            let group: BaseConsumer<GroupContext> = self
+            let config = self
                 .settings
                 .client(&[
                     // How long a member that stopped answering (killed, cut
@@ -712,11 +814,9 @@ impl KafkaLog {
                     ("session.timeout.ms", "10000"),
                     ("heartbeat.interval.ms", "1000"),
                     // The rebalance timeout a JoinGroup names: how long the
-                    // group waits for members to rejoin. librdkafka's 300 s
-                    // held a new member without partitions for five minutes
-                    // when the member before it was killed mid-rebalance
-                    // (tansu 0.6). This thread polls every 100 ms and a
-                    // round that blocks a revocation ends in well under it.
+                    // group waits for members to rejoin (librdkafka: 300 s).
+                    // This thread polls every 100 ms and a round that blocks
+                    // a revocation ends in well under it.
                     ("max.poll.interval.ms", "30000"),
                     ("queued.max.messages.kbytes", "1024"),
                 ])
@@ -724,8 +824,18 @@ impl KafkaLog {
                 .set("enable.auto.commit", "false")
                 .set("enable.auto.offset.store", "false")
                 .set("partition.assignment.strategy", "cooperative-sticky")
+                .clone();
+            let session = config
+                .get("session.timeout.ms")
+                .and_then(|ms| ms.parse().ok())
+                .map_or(Duration::from_secs(10), Duration::from_millis);
+            let group: BaseConsumer<GroupContext> = config
                 .create_with_context(GroupContext {
                     membership: membership.clone(),
+                    group_id: self.settings.group_name(consumer),
+                    partitions: self.settings.partitions,
+                    rejoin_after: session * 2,
+                    stranded: Mutex::new(None),
                 })
                 .map_err(|e| kafka_error("creating a group's consumer", &e))?;
             let group = Group {
@@ -788,6 +898,7 @@ impl KafkaLog {
                         if let Some(Err(e)) = member.poll(Duration::ZERO) {
                             forward_error(&e, "a consumer group member");
                         }
+                        rejoin_if_stranded(member);
                     }
                     std::thread::sleep(MEMBERSHIP_POLL);
                 }
