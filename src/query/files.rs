@@ -206,7 +206,10 @@ impl ArchiveFiles {
 
     /// [`Self::keep`], on a blocking thread when it may read footers.
     async fn kept(&self, objects: Vec<ObjectMeta>) -> Result<Vec<ObjectMeta>> {
-        if !objects.iter().any(|o| o.location.filename().is_some_and(|n| n.starts_with("c-"))) {
+        if !objects
+            .iter()
+            .any(|o| o.location.filename().is_some_and(|n| n.starts_with("c-")))
+        {
             return Ok(self.keep(objects));
         }
         let this = self.clone();

@@ -114,20 +114,21 @@ impl Default for ArchiveConfig {
 impl ArchiveConfig {
     /// The archive's directory: `url`'s, or `data`'s `archive/`.
     pub fn root(&self, data: &Path) -> Result<PathBuf, String> {
-        let Some(url) = &self.url else {
+        let Some(text) = &self.url else {
             return Ok(data.join(DIR));
         };
-        match url.split_once("://") {
-            Some(("file", path)) if path.starts_with('/') && path.len() > 1 => Ok(PathBuf::from(path)),
-            Some(("file", _)) => Err(format!(
-                "[archive] url = {url:?}: a file URL names an absolute directory, as file:///var/lib/chorus/archive"
-            )),
-            Some((scheme, _)) => Err(format!(
-                "[archive] url = {url:?}: {scheme}:// archives are not supported yet; the archive is a local \
+        let url = url::Url::parse(text)
+            .map_err(|e| format!("[archive] url = {text:?} is not a URL ({e}): give file:///an/absolute/directory"))?;
+        match url.scheme() {
+            "file" => url.to_file_path().map_err(|()| {
+                format!(
+                    "[archive] url = {text:?}: a file URL names an absolute directory on this machine, as \
+                     file:///var/lib/chorus/archive"
+                )
+            }),
+            scheme => Err(format!(
+                "[archive] url = {text:?}: {scheme}:// archives are not supported yet; the archive is a local \
                  directory (file:///…), which processes on one machine (or a shared file system) share"
-            )),
-            None => Err(format!(
-                "[archive] url = {url:?} is not a URL: give file:///an/absolute/directory"
             )),
         }
     }
@@ -906,6 +907,31 @@ mod tests {
         }
         shutdown.cancel();
         runner.join().unwrap().unwrap();
+    }
+
+    #[test]
+    fn the_archive_url_names_a_local_directory_or_is_refused_clearly() {
+        let data = Path::new("/data");
+        let at = |url: Option<&str>| {
+            ArchiveConfig {
+                url: url.map(String::from),
+                ..ArchiveConfig::default()
+            }
+            .root(data)
+        };
+        assert_eq!(at(None).unwrap(), Path::new("/data/archive"));
+        assert_eq!(
+            at(Some("file:///srv/a%20b/archive")).unwrap(),
+            Path::new("/srv/a b/archive")
+        );
+        for (url, says) in [
+            ("s3://bucket/prefix", "s3:// archives are not supported yet"),
+            ("/srv/archive", "is not a URL"),
+            ("file://host/srv/archive", "absolute directory on this machine"),
+        ] {
+            let e = at(Some(url)).unwrap_err();
+            assert!(e.contains(says), "{url}: {e}");
+        }
     }
 
     #[test]
