@@ -5,7 +5,9 @@
 //! SQL (p50, p99), measured with one probe post per batch.
 //!
 //! Usage: bench_ingest URL POSTS [BATCH] [CONCURRENCY] [CORPUS]
-//! (CORPUS: NDJSON with a "body" field; default the Reddit corpus.)
+//! (CORPUS: NDJSON with a "body" field; default the Reddit corpus.) The SQL
+//! goes to `$CHORUS_BENCH_QUERY_URL` when set (a query process of its own),
+//! else to URL.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -82,6 +84,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
     let base = args.get(1).cloned().unwrap_or_else(|| "http://127.0.0.1:7700".into());
+    let query_base = std::env::var("CHORUS_BENCH_QUERY_URL").unwrap_or_else(|_| base.clone());
     let posts: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(100_000);
     let batch_size: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(1000);
     let concurrency: usize = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(4);
@@ -179,7 +182,7 @@ async fn main() {
             "SELECT id FROM posts WHERE dt >= DATE '{today}' AND community = '{PROBE_COMMUNITY}' \
              AND created_at >= to_timestamp_seconds({since})"
         );
-        let rows = sql(&client, &base, &probe_query).await;
+        let rows = sql(&client, &query_base, &probe_query).await;
         let polled = Instant::now();
         let acked_now = acked.lock().unwrap().clone();
         for row in rows {
@@ -217,7 +220,7 @@ async fn main() {
     loop {
         let rows = sql(
             &client,
-            &base,
+            &query_base,
             "SELECT count(*) AS n FROM posts WHERE platform = 'bench'",
         )
         .await;

@@ -11,7 +11,10 @@
 #   3. chorus: `chorus run` with `[log] backend = "kafka"` and
 #      scripts/bench_pipeline.sh (posts over HTTP until visible in SQL);
 #   4. the same with a second process, `chorus run --roles enrich`, in the
-#      enrich consumer group (two enrich processes split the partitions).
+#      enrich consumer group (two enrich processes split the partitions);
+#   5. the server without serve (`--roles ingest,enrich,archive,index`) and
+#      SQL from a process of its own (`--roles serve`) over the shared
+#      archive and the log's tail.
 #
 # It prints each part's figures and the CPU the broker used for it.
 #
@@ -78,3 +81,7 @@ stop_broker "chorus"
 start_broker chorus-2-enrich
 CHORUS_BENCH_CONFIG="$(chorus_config)" CHORUS_BENCH_HELPER_ROLES=enrich scripts/bench_pipeline.sh "$POSTS"
 stop_broker "chorus, 2 enrich processes"
+
+start_broker chorus-reader
+CHORUS_BENCH_CONFIG="$(chorus_config)" CHORUS_BENCH_READER_ROLES=serve scripts/bench_pipeline.sh "$POSTS"
+stop_broker "chorus, SQL in a process of its own"

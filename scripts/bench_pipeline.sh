@@ -10,7 +10,10 @@
 # [log] backend = "kafka" with the brokers of a running broker); another
 # server binary (to compare two builds) in $CHORUS_BIN. With
 # $CHORUS_BENCH_HELPER_ROLES (e.g. "enrich", on Kafka) a second process with
-# only those roles runs beside it, in the same consumer groups.
+# only those roles runs beside it, in the same consumer groups. With
+# $CHORUS_BENCH_READER_ROLES (e.g. "serve", on Kafka) the server runs
+# ingest,enrich,archive,index only and the SQL probes go to a process of its
+# own with those roles, sharing the server's archive through [archive] url.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/chorus/target}"
@@ -19,13 +22,23 @@ CONCURRENCY="${2:-4}"
 cargo build --release --quiet --bin chorus --example bench_ingest
 BIN="${CHORUS_BIN:-$CARGO_TARGET_DIR/release/chorus}"
 . scripts/server.sh
-start_server "$BIN" "${CHORUS_BENCH_CONFIG:-}"
+CONFIG="${CHORUS_BENCH_CONFIG:-}"
+if [ -n "${CHORUS_BENCH_READER_ROLES:-}" ]; then
+    CONFIG="$CONFIG"$'\n[archive]\nurl = "file://@DIR@/data/archive"'
+fi
+start_server "$BIN" "$CONFIG" ${CHORUS_BENCH_READER_ROLES:+--roles ingest,enrich,archive,index}
+QUERY_URL="http://$ADDR"
+if [ -n "${CHORUS_BENCH_READER_ROLES:-}" ]; then
+    start_reader "$BIN" "$CHORUS_BENCH_READER_ROLES"
+    QUERY_URL="http://$READER_ADDR"
+    echo "bench: SQL from a second process with --roles $CHORUS_BENCH_READER_ROLES at $QUERY_URL" >&2
+fi
 if [ -n "${CHORUS_BENCH_HELPER_ROLES:-}" ]; then
     start_helper "$BIN" "$CHORUS_BENCH_HELPER_ROLES"
     echo "bench: a second process with --roles $CHORUS_BENCH_HELPER_ROLES beside the server" >&2
 fi
 echo "bench: $POSTS posts to http://$ADDR, concurrency $CONCURRENCY" >&2
-"$CARGO_TARGET_DIR/release/examples/bench_ingest" "http://$ADDR" "$POSTS" 1000 "$CONCURRENCY"
+CHORUS_BENCH_QUERY_URL="$QUERY_URL" "$CARGO_TARGET_DIR/release/examples/bench_ingest" "http://$ADDR" "$POSTS" 1000 "$CONCURRENCY"
 echo "server peak RSS: $(grep VmHWM /proc/$PID/status | awk '{print $2/1024 " MiB"}')"
 # CPU the server used (user + system), less sensitive than wall time to
 # what else the shared machine runs.
@@ -33,6 +46,10 @@ TICKS="$(getconf CLK_TCK)"
 awk -v t="$TICKS" -v n="$POSTS" '{cpu = ($14 + $15) / t; printf "server CPU: %.1f s, %.1f us per post\n", cpu, cpu * 1e6 / n}' "/proc/$PID/stat"
 if [ -n "${HELPER_PID:-}" ]; then
     awk -v t="$TICKS" -v n="$POSTS" '{cpu = ($14 + $15) / t; printf "second process CPU: %.1f s, %.1f us per post\n", cpu, cpu * 1e6 / n}' "/proc/$HELPER_PID/stat"
+fi
+if [ -n "${READER_PID:-}" ]; then
+    awk -v t="$TICKS" -v n="$POSTS" '{cpu = ($14 + $15) / t; printf "query process CPU: %.1f s, %.1f us per post\n", cpu, cpu * 1e6 / n}' "/proc/$READER_PID/stat"
+    echo "query process peak RSS: $(grep VmHWM /proc/$READER_PID/status | awk '{print $2/1024 " MiB"}')"
 fi
 # (With [log] backend = "kafka" the log is on the broker: no log/ here.)
 echo "data directory: $(du -sh "$DIR/data/log" 2>/dev/null | cut -f1) log, $(du -sh "$DIR/data/archive" | cut -f1) archive"
