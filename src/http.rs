@@ -746,11 +746,23 @@ async fn view(
             format!("no view is named {name:?}; the views are: {}", names.join(", ")),
         );
     }
-    let built = serving
-        .batch
-        .status()
-        .into_iter()
-        .any(|v| v.name == name && (v.version.is_some() || v.speed_layer));
+    let status = serving.batch.status().into_iter().find(|v| v.name == name);
+    // A version of partial sums is served only with the speed layer that
+    // adds to it (a query process of its own has none).
+    if let Some(v) = &status
+        && !v.speed_layer
+        && v.version.as_ref().is_some_and(|version| version.partial)
+    {
+        let why = v.batch_only.as_deref().unwrap_or("the speed layer is off");
+        return error(
+            StatusCode::NOT_FOUND,
+            format!(
+                "view {name}'s version holds the speed layer's partial sums, not served here ({why}); \
+                 the next run with [batch] speed_layer = false makes one that is"
+            ),
+        );
+    }
+    let built = status.is_some_and(|v| v.version.is_some() || v.speed_layer);
     if !built {
         return error(
             StatusCode::NOT_FOUND,

@@ -701,7 +701,12 @@ async fn a_query_process_of_its_own_counts_each_post_once_across_rolls_and_compa
         &dir.path().join("writer"),
         &config,
         &[],
-        &["--listen", "127.0.0.1:0", "--roles", "ingest,enrich,archive"],
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--roles",
+            "ingest,enrich,archive,serve,batch",
+        ],
     );
     let reader = Server::start_with(
         &dir.path().join("reader"),
@@ -788,7 +793,54 @@ async fn a_query_process_of_its_own_counts_each_post_once_across_rolls_and_compa
         assert!(Instant::now() < deadline, "search found {found}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // A view the writer built (speed layer off, the default: its final
+    // columns) is served by the reader as by the writer.
+    let runs = crate::server::batch(&client, &writer, Some("by_location")).await;
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    let by_writer: Value = get_json(&client, &writer, "/v1/views/by_location").await;
+    let by_reader: Value = get_json(&client, &reader, "/v1/views/by_location").await;
+    assert_eq!(by_reader, by_writer);
+    assert_eq!(by_reader["rows"][0]["count_id"], total, "{by_reader}");
     eprintln!("{queries} queries, {compacted} compacted files");
+    reader.stop();
+    writer.stop();
+    drop(broker);
+}
+
+/// With the speed layer on, a view's version holds partial sums the writer's
+/// speed layer adds to: a query process of its own, which has none, says so
+/// instead of answering with part of the view.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_process_says_why_it_does_not_serve_a_view_of_partial_sums() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path().join("broker"));
+    let config = format!(
+        "[log]\nbackend = \"kafka\"\nbrokers = \"{}\"\ntopic_prefix = \"it-partial.\"\npartitions = 2\n\
+         [archive]\nurl = \"file://{}\"\nmax_file_age_secs = 1\n[batch]\nspeed_layer = true\n",
+        broker.address,
+        dir.path().join("shared-archive").display()
+    );
+    let writer = Server::start(&dir.path().join("writer"), &config, &[]);
+    let reader = Server::start_with(
+        &dir.path().join("reader"),
+        &config,
+        &[],
+        &["--listen", "127.0.0.1:0", "--roles", "serve"],
+    );
+    let client = reqwest::Client::new();
+    send_all(&client, &writer, 0..1000, &corpus_bodies()).await;
+    wait_for_count(&client, &writer, 1000, Duration::from_secs(120)).await;
+    crate::server::batch(&client, &writer, Some("by_location")).await;
+    let served: Value = get_json(&client, &writer, "/v1/views/by_location").await;
+    assert_eq!(served["rows"][0]["count_id"], 1000, "{served}");
+    let refused = client.get(reader.url("/v1/views/by_location")).send().await.unwrap();
+    assert_eq!(refused.status(), 404);
+    let message: Value = refused.json().await.unwrap();
+    let message = message["error"].as_str().unwrap();
+    assert!(
+        message.contains("partial sums, not served here") && message.contains("runs the archive role"),
+        "{message}"
+    );
     reader.stop();
     writer.stop();
     drop(broker);
