@@ -478,12 +478,7 @@ async fn a_second_enrich_process_takes_half_the_partitions_and_its_kill_loses_no
     // Every stage in one process; a second one that only enriches, with
     // its own data directory (its local state), on the same brokers.
     let main = Server::start(&dir.path().join("main"), &config, &env);
-    let helper = Server::start_with(
-        &dir.path().join("helper"),
-        &config,
-        &env,
-        &["--listen", "127.0.0.1:0", "--roles", "enrich"],
-    );
+    let helper = Server::start_roles(&dir.path().join("helper"), &config, &env, "enrich");
     let client = reqwest::Client::new();
     let bodies = corpus_bodies();
 
@@ -697,23 +692,13 @@ async fn a_query_process_of_its_own_counts_each_post_once_across_rolls_and_compa
         broker.address,
         archive.display()
     );
-    let writer = Server::start_with(
+    let writer = Server::start_roles(
         &dir.path().join("writer"),
         &config,
         &[],
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--roles",
-            "ingest,enrich,archive,serve,batch",
-        ],
+        "ingest,enrich,archive,serve,batch",
     );
-    let reader = Server::start_with(
-        &dir.path().join("reader"),
-        &config,
-        &[],
-        &["--listen", "127.0.0.1:0", "--roles", "index,serve"],
-    );
+    let reader = Server::start_roles(&dir.path().join("reader"), &config, &[], "index,serve");
     let client = reqwest::Client::new();
     let bodies = corpus_bodies();
 
@@ -821,12 +806,7 @@ async fn a_query_process_says_why_it_does_not_serve_a_view_of_partial_sums() {
         dir.path().join("shared-archive").display()
     );
     let writer = Server::start(&dir.path().join("writer"), &config, &[]);
-    let reader = Server::start_with(
-        &dir.path().join("reader"),
-        &config,
-        &[],
-        &["--listen", "127.0.0.1:0", "--roles", "serve"],
-    );
+    let reader = Server::start_roles(&dir.path().join("reader"), &config, &[], "serve");
     let client = reqwest::Client::new();
     send_all(&client, &writer, 0..1000, &corpus_bodies()).await;
     wait_for_count(&client, &writer, 1000, Duration::from_secs(120)).await;

@@ -31,6 +31,11 @@ impl Server {
         Server::start_with(data, config, env, &["--listen", listen])
     }
 
+    /// Starts `chorus run --roles ROLES` listening on a free port.
+    pub fn start_roles(data: &Path, config: &str, env: &[(&str, &str)], roles: &str) -> Server {
+        Server::start_with(data, config, env, &["--listen", "127.0.0.1:0", "--roles", roles])
+    }
+
     /// Starts `chorus run` with `args`.
     pub fn start_with(data: &Path, config: &str, env: &[(&str, &str)], args: &[&str]) -> Server {
         let config_path = data.with_extension("toml");
