@@ -576,6 +576,14 @@ fn rejoin_if_stranded(member: &BaseConsumer<GroupContext>) {
         *stranded = None;
         return;
     }
+    // Checked every poll of this thread: the topic and the offsets are
+    // asked only when a reading is due.
+    if stranded
+        .as_ref()
+        .is_some_and(|s| s.since.elapsed() < context.rejoin_after)
+    {
+        return;
+    }
     let topic = match member.subscription() {
         Ok(list) => match list.elements().first() {
             Some(e) => e.topic().to_string(),
@@ -583,14 +591,11 @@ fn rejoin_if_stranded(member: &BaseConsumer<GroupContext>) {
         },
         Err(_) => return,
     };
-    let Some(since) = stranded.as_ref().map(|s| s.since) else {
+    if stranded.is_none() {
         *stranded = Some(Stranded {
             since: Instant::now(),
             committed: group_committed(member, &topic, context.partitions),
         });
-        return;
-    };
-    if since.elapsed() < context.rejoin_after {
         return;
     }
     let before = stranded.take().and_then(|s| s.committed);
