@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::server::{Server, corpus_bodies, metrics, ndjson, post, post_accepted, run_cli, sql, wait_for_count};
+use crate::server::{
+    Server, corpus_bodies, metrics, ndjson, post, post_accepted, run_cli, sql, wait_for_count, wait_idle,
+};
 
 /// Files roll every second; the scheduler is off (passes happen when the
 /// test says); an hour is compacted as soon as it has two files.
@@ -51,7 +53,9 @@ async fn compaction_under_running_queries_keeps_every_post_once() {
     for round in 0..4 {
         post_accepted(&client, &server, ndjson(round * 300..(round + 1) * 300, &bodies)).await;
         wait_for_count(&client, &server, (round as u64 + 1) * 300, Duration::from_secs(120)).await;
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        // Archived (committed in files), not only visible from the log
+        // tail: a file still to roll would join the pass after `before`.
+        wait_idle(&client, &server).await;
     }
     let before = files_per_hour(&data);
     let many = before.values().filter(|f| f.len() >= 2).count();
@@ -133,7 +137,7 @@ async fn compaction_under_running_queries_keeps_every_post_once() {
         .collect();
     post_accepted(&client, &server, resent).await;
     wait_for_count(&client, &server, 1240, Duration::from_secs(120)).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    wait_idle(&client, &server).await;
     let latest = sql(&client, &server, CHECK_LATEST).await;
     assert_eq!(latest[0]["n"], 1200);
     assert_ne!(latest, expected_latest);
