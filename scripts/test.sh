@@ -13,6 +13,9 @@
 #   * tansu 0.6.0 (crates.io), a Kafka-protocol broker on its sqlite
 #     engine, built once into ~/.cache/chorus/tansu (about 12 minutes);
 #     the Kafka log's tests start their own broker with it;
+#   * s3s-fs 0.14.1 (crates.io), an S3-compatible server over a directory,
+#     built once into ~/.cache/chorus/s3s (a few minutes); the tests of the
+#     archive on object storage start their own server with it;
 #   * chromium (apt) and playwright-core (npm, under ~/.cache/chorus/node),
 #     with which tests/browser/dashboard.cjs drives the dashboard.
 # The disk-full tests mount a tmpfs, which needs root. A missing peer fails
@@ -48,6 +51,14 @@ if [ ! -x "$TANSU_ROOT/bin/tansu" ]; then
         --root "$TANSU_ROOT" tansu@0.6.0 --features dynostore,libsql
 fi
 export CHORUS_TEST_TANSU="$TANSU_ROOT/bin/tansu"
+
+S3S_ROOT="${CHORUS_S3S_ROOT:-$HOME/.cache/chorus/s3s}"
+if [ ! -x "$S3S_ROOT/bin/s3s-fs" ]; then
+    echo "test.sh: building the s3s-fs server into $S3S_ROOT (once)" >&2
+    CARGO_TARGET_DIR="$HOME/.cache/chorus/s3s-target" cargo install --quiet --locked \
+        --root "$S3S_ROOT" s3s-fs@0.14.1 --features binary
+fi
+export CHORUS_TEST_S3S="$S3S_ROOT/bin/s3s-fs"
 
 if ! command -v chromium >/dev/null; then
     echo "test.sh: installing chromium" >&2

@@ -40,6 +40,8 @@ pub mod query;
 pub mod record;
 pub mod sinks;
 pub mod sources;
+#[doc(hidden)]
+pub mod testing;
 pub mod topology;
 pub mod transforms;
 pub mod views;

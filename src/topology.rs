@@ -308,7 +308,7 @@ impl Pipeline {
 
     fn archive(&self) -> Result<Archive, ArchiveError> {
         Archive::open(
-            &self.archive_root(),
+            crate::sinks::archive::Placement::Dir(self.archive_root()),
             self.log(),
             self.config.archive.clone(),
             self.metrics.clone(),

@@ -1955,10 +1955,9 @@ pub mod testing {
     //! `scripts/test.sh`, named by `CHORUS_TEST_TANSU`) on its sqlite
     //! engine, in a temporary directory, stopped with the test process.
 
-    use std::net::TcpListener;
     use std::path::PathBuf;
     use std::process::{Child, Command, Stdio};
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
 
     /// Names the tansu binary.
     pub const TANSU_ENV: &str = "CHORUS_TEST_TANSU";
@@ -1976,8 +1975,7 @@ pub mod testing {
         /// until it answers. Panics (failing the test) when tansu is not
         /// there: no test may skip for want of its peer.
         pub fn start(dir: PathBuf) -> Broker {
-            let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-            Broker::start_on(dir, port)
+            Broker::start_on(dir, crate::testing::free_port())
         }
 
         /// [`Broker::start`] on a given port (a restart keeps its address).
@@ -1997,37 +1995,8 @@ pub mod testing {
                 .stdin(Stdio::null())
                 .stdout(log.try_clone().unwrap())
                 .stderr(log);
-            // The broker dies with the test process, however that ends:
-            // PR_SET_PDEATHSIG fires when the thread that started it ends,
-            // so it is started by a thread that lives as long as the
-            // process (a test's own thread ends with the test).
-            unsafe {
-                use std::os::unix::process::CommandExt;
-                command.pre_exec(|| {
-                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                    Ok(())
-                });
-            }
-            let (sent, spawned) = std::sync::mpsc::channel();
-            std::thread::spawn(move || {
-                let _ = sent.send(command.spawn());
-                loop {
-                    std::thread::park();
-                }
-            });
-            let child = spawned
-                .recv()
-                .unwrap()
-                .unwrap_or_else(|e| panic!("starting {tansu}: {e}"));
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while std::net::TcpStream::connect(&address).is_err() {
-                assert!(
-                    Instant::now() < deadline,
-                    "tansu did not listen on {address} within 30 s; see {}",
-                    dir.join("broker.log").display()
-                );
-                std::thread::sleep(Duration::from_millis(50));
-            }
+            let child = crate::testing::spawn_tied(command).unwrap_or_else(|e| panic!("starting {tansu}: {e}"));
+            crate::testing::wait_listening(&address, "tansu", &dir.join("broker.log"));
             Broker { child, address, dir }
         }
 

@@ -664,7 +664,7 @@ mod tests {
         let log_dir = tempfile::tempdir().unwrap();
         let log: Arc<dyn crate::log::Log> = Arc::new(crate::log::fjall::FjallLog::open(log_dir.path(), 1).unwrap());
         let _archive = super::super::Archive::open(
-            root,
+            super::super::Placement::Dir(root.to_path_buf()),
             log,
             ArchiveConfig::default(),
             Arc::new(crate::metrics::Metrics::default()),

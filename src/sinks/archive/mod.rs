@@ -34,6 +34,9 @@ use crate::sinks::consume::{self, Commit, Committed, Input, Sink};
 use crate::transforms::enrich::{DeadLetter, dead_letter};
 
 pub mod compact;
+pub mod objects;
+
+pub use objects::{Endpoint, ObjectArchive};
 
 /// The archive's consumer name on `posts.enriched`.
 pub const CONSUMER: &str = "archive";
@@ -97,6 +100,22 @@ pub struct ArchiveConfig {
     pub row_group_rows: usize,
     /// zstd level of the Parquet pages.
     pub zstd_level: i32,
+    /// An `s3://` archive's S3-compatible server (path-style requests);
+    /// none: AWS.
+    pub endpoint: Option<String>,
+    /// An `s3://` archive's region; none: `AWS_REGION`, else `us-east-1`.
+    pub region: Option<String>,
+    /// Whether an `endpoint` may be plain `http://`.
+    pub allow_http: bool,
+}
+
+/// Where an archive is, as `[archive] url` says.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Location {
+    /// A directory on this machine.
+    Dir(PathBuf),
+    /// A bucket (and prefix) of an object store: `s3://bucket/prefix`.
+    Objects(url::Url),
 }
 
 impl Default for ArchiveConfig {
@@ -107,29 +126,63 @@ impl Default for ArchiveConfig {
             max_file_age_secs: 60,
             row_group_rows: 128 * 1024,
             zstd_level: 1,
+            endpoint: None,
+            region: None,
+            allow_http: false,
         }
     }
 }
 
 impl ArchiveConfig {
-    /// The archive's directory: `url`'s, or `data`'s `archive/`.
+    /// The archive's directory: `url`'s, or `data`'s `archive/`. An
+    /// `s3://` archive is refused here until every part of chorus reads
+    /// and writes it (queries, compaction and retention still work on a
+    /// directory only).
     pub fn root(&self, data: &Path) -> Result<PathBuf, String> {
+        match self.location(data)? {
+            Location::Dir(dir) => Ok(dir),
+            Location::Objects(url) => Err(format!(
+                "[archive] url = \"{url}\": s3:// archives are not supported yet; the archive is a local \
+                 directory (file:///…), which processes on one machine (or a shared file system) share"
+            )),
+        }
+    }
+
+    /// Where the archive is: `url`'s directory or bucket, or `data`'s
+    /// `archive/`.
+    pub fn location(&self, data: &Path) -> Result<Location, String> {
         let Some(text) = &self.url else {
-            return Ok(data.join(DIR));
+            return Ok(Location::Dir(data.join(DIR)));
         };
-        let url = url::Url::parse(text)
-            .map_err(|e| format!("[archive] url = {text:?} is not a URL ({e}): give file:///an/absolute/directory"))?;
+        let url = url::Url::parse(text).map_err(|e| {
+            format!(
+                "[archive] url = {text:?} is not a URL ({e}): give file:///an/absolute/directory or s3://bucket/prefix"
+            )
+        })?;
         match url.scheme() {
-            "file" => url.to_file_path().map_err(|()| {
+            "file" => url.to_file_path().map(Location::Dir).map_err(|()| {
                 format!(
                     "[archive] url = {text:?}: a file URL names an absolute directory on this machine, as \
                      file:///var/lib/chorus/archive"
                 )
             }),
-            scheme => Err(format!(
-                "[archive] url = {text:?}: {scheme}:// archives are not supported yet; the archive is a local \
-                 directory (file:///…), which processes on one machine (or a shared file system) share"
+            "s3" if url.host_str().is_some_and(|b| !b.is_empty()) => Ok(Location::Objects(url)),
+            "s3" => Err(format!(
+                "[archive] url = {text:?} names no bucket: give s3://bucket/prefix"
             )),
+            scheme => Err(format!(
+                "[archive] url = {text:?}: {scheme}:// is not an archive location; give file:///an/absolute/directory \
+                 or s3://bucket/prefix"
+            )),
+        }
+    }
+
+    /// How an `s3://` archive's store is reached.
+    pub fn endpoint(&self) -> Endpoint {
+        Endpoint {
+            endpoint: self.endpoint.clone(),
+            region: self.region.clone(),
+            allow_http: self.allow_http,
         }
     }
 }
@@ -154,6 +207,14 @@ pub enum ArchiveError {
     /// Arrow conversion failed.
     #[error("archive arrow: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
+    /// A request to the object store failed.
+    #[error("archive {key}: {source}")]
+    Store {
+        /// The object (its URL).
+        key: String,
+        /// The cause.
+        source: object_store::Error,
+    },
     /// Another process writes this archive.
     #[error(
         "the archive {0} is written by another chorus process: one process runs the archive role per archive \
@@ -301,9 +362,26 @@ impl ArchiveTail {
     }
 }
 
+/// Where the archive sink puts its files.
+#[derive(Debug)]
+pub enum Placement {
+    /// Renamed (and synced) into a directory: the archive's root.
+    Dir(PathBuf),
+    /// Put into an object store; files are written in `staging` first.
+    Objects {
+        /// A local directory for the files being written.
+        staging: PathBuf,
+        /// The archive.
+        store: Box<ObjectArchive>,
+    },
+}
+
 /// The archive sink, ready to run.
 pub struct Archive {
+    /// The archive's directory, or the staging directory of an archive on
+    /// an object store.
     root: PathBuf,
+    objects: Option<ObjectArchive>,
     log: Arc<dyn Log>,
     config: ArchiveConfig,
     metrics: Arc<Metrics>,
@@ -320,17 +398,24 @@ pub struct Archive {
 const LOCK_FILE: &str = ".lock";
 
 impl Archive {
-    /// An archive under `root` (created), after removing what a crash
-    /// left uncommitted.
+    /// The archive at `placement` (a directory is created), after removing
+    /// what a crash left uncommitted.
     pub fn open(
-        root: &Path,
+        placement: Placement,
         log: Arc<dyn Log>,
         config: ArchiveConfig,
         metrics: Arc<Metrics>,
         gate: Arc<RwLock<()>>,
         tail: Arc<ArchiveTail>,
     ) -> Result<Archive, ArchiveError> {
+        let (root, objects) = match placement {
+            Placement::Dir(root) => (root, None),
+            Placement::Objects { staging, store } => (staging, Some(*store)),
+        };
+        let root = root.as_path();
         fs::create_dir_all(root).map_err(io(root))?;
+        // On an object store this only keeps a second process on this
+        // machine from writing through the same staging directory.
         let lock_path = root.join(LOCK_FILE);
         let lock = File::options()
             .create(true)
@@ -345,29 +430,46 @@ impl Archive {
             }
             Err(fs::TryLockError::Error(e)) => return Err(io(&lock_path)(e)),
         }
-        create_dir_synced(&root.join(POSTS_DIR))?;
         let tmp = root.join(TMP_DIR);
         if tmp.exists() {
             fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
         }
         fs::create_dir_all(&tmp).map_err(io(&tmp))?;
-        compact::recover(root)?;
+        if objects.is_none() {
+            create_dir_synced(&root.join(POSTS_DIR))?;
+            compact::recover(root)?;
+        }
         for (dir, consumer, topic) in [
             (POSTS_DIR, CONSUMER, Topic::Enriched),
             (ERRORS_DIR, ERRORS_CONSUMER, Topic::Dead),
         ] {
-            for path in files_under(&root.join(dir))? {
-                let Some((p, first, _)) = path.file_name().and_then(|n| n.to_str()).and_then(parse_file_name) else {
-                    continue;
-                };
-                if p < log.partitions() && first >= log.committed(consumer, topic, p)? {
-                    // Renamed but never committed: the replay rewrites it.
-                    fs::remove_file(&path).map_err(io(&path))?;
+            let uncommitted = |name: &str| -> Result<bool, ArchiveError> {
+                Ok(match parse_file_name(name) {
+                    Some((p, first, _)) => p < log.partitions() && first >= log.committed(consumer, topic, p)?,
+                    None => false,
+                })
+            };
+            // Placed but never committed: the replay writes it again.
+            match &objects {
+                None => {
+                    for path in files_under(&root.join(dir))? {
+                        if uncommitted(path.file_name().and_then(|n| n.to_str()).unwrap_or_default())? {
+                            fs::remove_file(&path).map_err(io(&path))?;
+                        }
+                    }
+                }
+                Some(store) => {
+                    for (key, _) in store.list(dir)? {
+                        if uncommitted(key.rsplit('/').next().unwrap_or_default())? {
+                            store.delete(&key)?;
+                        }
+                    }
                 }
             }
         }
         Ok(Archive {
             root: root.to_path_buf(),
+            objects,
             log,
             config,
             metrics,
@@ -375,6 +477,26 @@ impl Archive {
             tail,
             _lock: lock,
         })
+    }
+
+    /// Puts the finished file `tmp` at `rel` (a path under the archive):
+    /// renamed into its directory and synced, or put whole into the
+    /// object store. Durable when this returns.
+    fn place(&self, tmp: &Path, rel: &Path) -> Result<(), ArchiveError> {
+        match &self.objects {
+            None => {
+                let target = self.root.join(rel);
+                let dir = target.parent().unwrap_or(&self.root);
+                create_dir_synced(dir)?;
+                fs::rename(tmp, &target).map_err(io(&target))?;
+                sync_dir(dir)
+            }
+            Some(store) => {
+                let key: Vec<String> = rel.iter().map(|p| p.to_string_lossy().into_owned()).collect();
+                store.put_file(tmp, &key.join("/"))?;
+                fs::remove_file(tmp).map_err(io(tmp))
+            }
+        }
     }
 
     /// A Parquet file being written at `tmp`.
@@ -530,9 +652,7 @@ impl Sink for PostsSink<'_> {
             for ((dt, hour), open) in std::mem::take(&mut files.open) {
                 open.writer.close()?;
                 open.handle.sync_all().map_err(io(&open.tmp))?;
-                let dir = archive.root.join(partition_dir(dt, hour));
-                create_dir_synced(&dir)?;
-                done.push((open.tmp, dir.join(&name)));
+                done.push((open.tmp, partition_dir(dt, hour).join(&name)));
             }
             rolled.push((partition, first, std::mem::take(&mut files.rows), done));
             files.buffered_bytes = 0;
@@ -541,10 +661,7 @@ impl Sink for PostsSink<'_> {
             let _gate = archive.gate.blocking_write();
             for (_, _, _, done) in &rolled {
                 for (tmp, target) in done {
-                    fs::rename(tmp, target).map_err(io(target))?;
-                    if let Some(dir) = target.parent() {
-                        sync_dir(dir)?;
-                    }
+                    archive.place(tmp, target)?;
                 }
             }
             let committed = commit.now()?;
@@ -615,14 +732,10 @@ impl Sink for ErrorsSink<'_> {
             };
             let name = file_name(partition, first, next - 1, "ndjson");
             for (dt, lines) in std::mem::take(&mut file.lines) {
-                let dir = archive.root.join(ERRORS_DIR).join(format!("dt={dt}"));
-                create_dir_synced(&dir)?;
                 let tmp = archive.root.join(TMP_DIR).join(format!("{name}.{dt}.tmp"));
                 let mut f = File::create(&tmp).map_err(io(&tmp))?;
                 f.write_all(&lines).and_then(|()| f.sync_all()).map_err(io(&tmp))?;
-                let target = dir.join(&name);
-                fs::rename(&tmp, &target).map_err(io(&target))?;
-                sync_dir(&dir)?;
+                archive.place(&tmp, &Path::new(ERRORS_DIR).join(format!("dt={dt}")).join(&name))?;
                 count += lines.iter().filter(|&&b| b == b'\n').count() as u64;
             }
         }
@@ -723,7 +836,7 @@ mod tests {
 
     fn open_archive(root: &Path, log: &Arc<dyn Log>, config: ArchiveConfig) -> Archive {
         Archive::open(
-            root,
+            Placement::Dir(root.to_path_buf()),
             log.clone(),
             config,
             Arc::new(Metrics::default()),
@@ -735,34 +848,80 @@ mod tests {
 
     /// Runs `archive` until it has `files` files open, then stops it (it
     /// flushes and commits); the post files under `root`, sorted.
-    fn run_until_open_then_stop(archive: Archive, root: &Path, files: usize) -> Vec<String> {
+    /// Runs `archive` until it has `files` files open in `staging`, then
+    /// stops it (which flushes and commits them).
+    fn run_until_open_then_stop(archive: Archive, staging: &Path, files: usize) {
         let shutdown = CancellationToken::new();
         let runner = {
             let shutdown = shutdown.clone();
             std::thread::spawn(move || archive.run(shutdown))
         };
         let deadline = Instant::now() + Duration::from_secs(30);
-        while files_under(&root.join(TMP_DIR)).unwrap().len() < files {
+        while files_under(&staging.join(TMP_DIR)).unwrap().len() < files {
             assert!(Instant::now() < deadline, "the archive did not open its files");
             std::thread::sleep(Duration::from_millis(5));
         }
         shutdown.cancel();
         runner.join().unwrap().unwrap();
-        let mut names: Vec<String> = files_under(&root.join(POSTS_DIR))
-            .unwrap()
-            .iter()
-            .map(|p| p.strip_prefix(root).unwrap().display().to_string())
-            .collect();
-        names.sort();
-        names
     }
 
-    #[test]
-    fn writes_hive_files_commits_them_and_removes_uncommitted_leftovers() {
+    /// An archive as a reader finds it: in a directory or an object store.
+    enum Seen<'a> {
+        Dir(&'a Path),
+        Objects(&'a ObjectArchive),
+    }
+
+    impl Seen<'_> {
+        /// The post files, sorted, as paths under the archive.
+        fn names(&self) -> Vec<String> {
+            let mut names: Vec<String> = match self {
+                Seen::Dir(root) => files_under(&root.join(POSTS_DIR))
+                    .unwrap()
+                    .iter()
+                    .map(|p| p.strip_prefix(root).unwrap().display().to_string())
+                    .collect(),
+                Seen::Objects(store) => store.list(POSTS_DIR).unwrap().into_iter().map(|(k, _)| k).collect(),
+            };
+            names.sort();
+            names
+        }
+
+        fn read(&self, name: &str) -> Vec<u8> {
+            match self {
+                Seen::Dir(root) => std::fs::read(root.join(name)).unwrap(),
+                Seen::Objects(store) => store.read(name).unwrap(),
+            }
+        }
+
+        /// Puts a file there as a crashed writer would have left it.
+        fn plant(&self, name: &str, bytes: &[u8]) {
+            match self {
+                Seen::Dir(root) => {
+                    let path = root.join(name);
+                    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                    std::fs::write(path, bytes).unwrap();
+                }
+                Seen::Objects(store) => {
+                    let tmp = tempfile::NamedTempFile::new().unwrap();
+                    std::fs::write(tmp.path(), bytes).unwrap();
+                    store.put_file(tmp.path(), name).unwrap();
+                }
+            }
+        }
+    }
+
+    /// Writes posts of three hours through archives `open` makes (files
+    /// written in `staging`, read back as `seen`): each file holds the
+    /// posts of its hour, is committed with its offsets, and a crash's
+    /// leftovers (placed, not committed) are removed at the next start.
+    fn writes_hive_files_commits_them_and_removes_leftovers(
+        open: &dyn Fn(&Arc<dyn Log>) -> Archive,
+        staging: &Path,
+        seen: &Seen<'_>,
+    ) {
         use crate::log::fjall::FjallLog;
         let dir = tempfile::tempdir().unwrap();
         let log: Arc<dyn Log> = Arc::new(FjallLog::open(&dir.path().join("log"), 1).unwrap());
-        let root = dir.path().join("archive");
         // Two hours of one day, and the next day.
         let hour = 3_600_000_000i64;
         let times = [
@@ -772,9 +931,9 @@ mod tests {
         ];
         let posts: Vec<(String, i64)> = times.iter().enumerate().map(|(i, t)| (format!("t1_{i}"), *t)).collect();
         append_posts(&log, &posts);
-        let open = |log: &Arc<dyn Log>| open_archive(&root, log, ArchiveConfig::default());
         // Shut down at once: what was read is flushed and committed.
-        let names = run_until_open_then_stop(open(&log), &root, 3);
+        run_until_open_then_stop(open(&log), staging, 3);
+        let names = seen.names();
         assert_eq!(
             names,
             [
@@ -784,13 +943,13 @@ mod tests {
             ]
         );
         assert_eq!(log.committed(CONSUMER, Topic::Enriched, 0).unwrap(), 3);
-        let file = File::open(root.join(&names[1])).unwrap();
+        let file = bytes::Bytes::from(seen.read(&names[1]));
         let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
         assert_eq!(reader.metadata().file_metadata().num_rows(), 1);
         assert_eq!(reader.schema().fields().len(), crate::record::column::ALL.len());
         // The values are the post's, as appended and scored.
         let read_file = |name: &str| {
-            let file = File::open(root.join(name)).unwrap();
+            let file = bytes::Bytes::from(seen.read(name));
             let batch = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
                 .unwrap()
                 .build()
@@ -820,22 +979,86 @@ mod tests {
         let before: Vec<_> = names.iter().map(|n| read_file(n)).collect();
         assert_eq!(before, [expected("t1_0"), expected("t1_1"), expected("t1_2")]);
 
-        // A crash after the renames and before the commit: the offset stays
-        // where it was, the files are removed at start and the replay
-        // writes the very same names and rows again — no row twice.
+        // A crash after the files are placed and before the commit: the
+        // offset stays where it was, the files are removed at start and
+        // the replay writes the very same names and rows again — no row
+        // twice.
         log.commit(CONSUMER, Topic::Enriched, 0, 0).unwrap();
-        let again = run_until_open_then_stop(open(&log), &root, 3);
-        assert_eq!(again, names);
-        assert_eq!(again.iter().map(|n| read_file(n)).collect::<Vec<_>>(), before);
+        run_until_open_then_stop(open(&log), staging, 3);
+        assert_eq!(seen.names(), names);
+        assert_eq!(names.iter().map(|n| read_file(n)).collect::<Vec<_>>(), before);
         assert_eq!(log.committed(CONSUMER, Topic::Enriched, 0).unwrap(), 3);
 
-        // A crash after a rename and before the commit leaves a file whose
-        // first offset is not committed: it is removed at the next start.
-        let leftover = root.join("posts/dt=2019-01-02/hour=00/p0-000000000003-000000000009.parquet");
-        std::fs::write(&leftover, b"partial").unwrap();
+        // A crash after a placement and before the commit leaves a file
+        // whose first offset is not committed: it is removed at the next
+        // start; the committed ones stay.
+        let leftover = "posts/dt=2019-01-02/hour=00/p0-000000000003-000000000009.parquet";
+        seen.plant(leftover, b"partial");
+        assert!(seen.names().contains(&leftover.to_string()));
         drop(open(&log));
-        assert!(!leftover.exists());
-        assert!(root.join(&names[0]).exists(), "committed files stay");
+        assert_eq!(seen.names(), names);
+    }
+
+    #[test]
+    fn writes_hive_files_commits_them_and_removes_uncommitted_leftovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("archive");
+        let open = |log: &Arc<dyn Log>| open_archive(&root, log, ArchiveConfig::default());
+        writes_hive_files_commits_them_and_removes_leftovers(&open, &root, &Seen::Dir(&root));
+    }
+
+    /// The same on a real S3-compatible server (s3s-fs): each file is put
+    /// whole before its offsets commit, and leftover objects are deleted.
+    #[test]
+    fn on_an_s3_server_files_are_put_before_their_commit_and_leftover_objects_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = objects::testing::S3Server::start(dir.path(), "chorus");
+        let url = "s3://chorus/team/archive";
+        let staging = dir.path().join("staging");
+        let open = |log: &Arc<dyn Log>| {
+            Archive::open(
+                Placement::Objects {
+                    staging: staging.clone(),
+                    store: Box::new(server.archive(url)),
+                },
+                log.clone(),
+                ArchiveConfig::default(),
+                Arc::new(Metrics::default()),
+                Arc::new(RwLock::new(())),
+                Arc::new(ArchiveTail::default()),
+            )
+            .unwrap()
+        };
+        let reader = server.archive(url);
+        writes_hive_files_commits_them_and_removes_leftovers(&open, &staging, &Seen::Objects(&reader));
+        // Under the URL's prefix in the bucket, nothing left in staging.
+        assert!(
+            server
+                .dir()
+                .join("chorus/team/archive/posts/dt=2019-01-01/hour=00")
+                .is_dir()
+        );
+        assert!(files_under(&staging.join(TMP_DIR)).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_file_larger_than_a_part_is_put_in_parts_and_reads_back_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = objects::testing::S3Server::start(dir.path(), "chorus");
+        let store = server.archive("s3://chorus/big");
+        let local = dir.path().join("big");
+        // Two and a half parts of bytes that differ from part to part.
+        let bytes: Vec<u8> = (0..objects::PART_BYTES * 5 / 2).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&local, &bytes).unwrap();
+        store.put_file(&local, "posts/x/big.parquet").unwrap();
+        assert_eq!(store.read("posts/x/big.parquet").unwrap(), bytes);
+        assert_eq!(
+            store.list("posts").unwrap(),
+            [("posts/x/big.parquet".to_string(), bytes.len() as u64)]
+        );
+        store.delete("posts/x/big.parquet").unwrap();
+        store.delete("posts/x/big.parquet").unwrap();
+        assert!(store.list("posts").unwrap().is_empty());
     }
 
     #[test]
@@ -930,6 +1153,24 @@ mod tests {
             ("file://host/srv/archive", "absolute directory on this machine"),
         ] {
             let e = at(Some(url)).unwrap_err();
+            assert!(e.contains(says), "{url}: {e}");
+        }
+        let location = |url: &str| {
+            ArchiveConfig {
+                url: Some(url.to_string()),
+                ..ArchiveConfig::default()
+            }
+            .location(data)
+        };
+        assert_eq!(
+            location("s3://bucket/a/prefix").unwrap(),
+            Location::Objects(url::Url::parse("s3://bucket/a/prefix").unwrap())
+        );
+        for (url, says) in [
+            ("s3:///prefix", "names no bucket"),
+            ("http://host/archive", "http:// is not an archive location"),
+        ] {
+            let e = location(url).unwrap_err();
             assert!(e.contains(says), "{url}: {e}");
         }
     }
