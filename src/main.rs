@@ -120,15 +120,16 @@ enum Command {
     /// Compact the archive's closed hour partitions and remove the files
     /// compaction replaced, now (as `[lifecycle]` does every interval).
     Lifecycle,
-    /// Print the DDL that creates chorus's tables in another engine and
-    /// loads the archive into them.
+    /// Print the DDL with which another engine reads the archive where it
+    /// is (Athena, Trino, Redshift Spectrum) or loads it (Redshift).
     Ddl {
         /// The engine.
         #[arg(value_enum)]
         engine: DdlEngine,
-        /// Where the archive is on S3 (its root: posts/ and views/ under it).
-        #[arg(long, default_value = "s3://<bucket>/<prefix>")]
-        s3: String,
+        /// Where the archive is on S3 (its root: posts/ and views/ under
+        /// it); default: `[archive] url` when it is s3://.
+        #[arg(long)]
+        s3: Option<String>,
         /// The IAM role Redshift's COPY reads the archive with.
         #[arg(long, default_value = "arn:aws:iam::<account>:role/<role>")]
         iam_role: String,
@@ -304,7 +305,12 @@ enum SearchFormat {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum DdlEngine {
-    /// Amazon Redshift: the tables, COPY … FORMAT AS PARQUET from the archive, the merge.
+    /// Amazon Athena: an external table with partition projection on dt and hour.
+    Athena,
+    /// Trino's Hive connector: an external table partitioned by dt and hour.
+    Trino,
+    /// Amazon Redshift: the tables, COPY … FORMAT AS PARQUET from the archive, the merge; and the
+    /// archive as a Spectrum external table.
     Redshift,
 }
 
@@ -396,6 +402,7 @@ mod commands {
     use chorus::cli::{serve, tail};
     use chorus::config::Config;
     use chorus::log::Topic;
+    use chorus::warehouse::external::Engine;
     use chorus::wire::sql;
 
     use chorus::sources::SourceConfig;
@@ -482,13 +489,16 @@ mod commands {
                 serve::tail(config, &data, &options, &mut out).await?;
             }
             Command::Status => serve::status(config, &data, &mut out).await?,
-            Command::Ddl { engine, s3, iam_role } => match engine {
-                super::DdlEngine::Redshift => {
-                    use std::io::Write as _;
-                    let ddl = serve::redshift_ddl(&config, &data, &s3, &iam_role)?;
-                    out.write_all(ddl.as_bytes())?;
-                }
-            },
+            Command::Ddl { engine, s3, iam_role } => {
+                use std::io::Write as _;
+                let s3 = serve::archive_s3_url(&config, &data, s3)?;
+                let ddl = match engine {
+                    super::DdlEngine::Redshift => serve::redshift_ddl(&config, &data, &s3, &iam_role)?,
+                    super::DdlEngine::Athena => serve::external_ddl(&config, &data, &s3, Engine::Athena)?,
+                    super::DdlEngine::Trino => serve::external_ddl(&config, &data, &s3, Engine::Trino)?,
+                };
+                out.write_all(ddl.as_bytes())?;
+            }
             Command::Collect {
                 source,
                 to,

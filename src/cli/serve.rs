@@ -15,6 +15,7 @@ use crate::cli::{ingest, status, tail};
 use crate::config::{Config, TOKENS_ENV};
 use crate::mapping::Format;
 use crate::topology::{self, Front, Pipeline, Role, Roles, ServerInfo};
+use crate::warehouse::external::Engine;
 use crate::wire::sql;
 
 pub use crate::topology::DemoOptions;
@@ -310,7 +311,8 @@ fn write_lifecycle(run: &crate::wire::LifecycleRun, out: &mut dyn Write) -> std:
 }
 
 /// `chorus ddl redshift`: the tables (a view's from its current version's
-/// columns, when it has one) and the load of the archive at `s3`.
+/// columns, when it has one), the load of the archive at `s3`, and the
+/// archive as a Spectrum external table.
 pub fn redshift_ddl(config: &Config, data: &Path, s3: &str, iam_role: &str) -> anyhow::Result<String> {
     let root = config.archive.root(data).map_err(|e| anyhow::anyhow!(e))?;
     let store = crate::views::Store::new(&root);
@@ -333,12 +335,52 @@ pub fn redshift_ddl(config: &Config, data: &Path, s3: &str, iam_role: &str) -> a
             .clone();
         views.push((view.name, version.version, schema));
     }
-    Ok(crate::warehouse::redshift_ddl(
-        &config.warehouse.schema,
-        s3,
-        iam_role,
-        &views,
+    let mut ddl = crate::warehouse::redshift_ddl(&config.warehouse.schema, s3, iam_role, &views)?;
+    ddl.push_str("\n-- The archive read in place by Redshift Spectrum, without loading it.\n");
+    let external = format!("{}_archive", config.warehouse.schema);
+    ddl.push_str(&crate::warehouse::external::ddl(
+        Engine::Spectrum,
+        &crate::record::batch::schema(),
+        (&external, s3),
+        Some((&config.warehouse.schema, iam_role)),
+        &archive_hours(config, data),
+    )?);
+    Ok(ddl)
+}
+
+/// `chorus ddl athena|trino`: the archive at `s3` as an external table.
+pub fn external_ddl(config: &Config, data: &Path, s3: &str, engine: Engine) -> anyhow::Result<String> {
+    let schema = match engine {
+        Engine::Trino => format!("hive.{}", config.warehouse.schema),
+        _ => config.warehouse.schema.clone(),
+    };
+    Ok(crate::warehouse::external::ddl(
+        engine,
+        &crate::record::batch::schema(),
+        (&schema, s3),
+        None,
+        &archive_hours(config, data),
     )?)
+}
+
+/// The archive's root on S3 for the DDL: `given`, else `[archive] url`
+/// when it is s3://, else a placeholder to replace.
+pub fn archive_s3_url(config: &Config, data: &Path, given: Option<String>) -> anyhow::Result<String> {
+    if let Some(url) = given {
+        return Ok(url);
+    }
+    Ok(match config.archive.location(data).map_err(|e| anyhow::anyhow!(e))? {
+        crate::sinks::archive::Location::Objects(url) => url.to_string(),
+        crate::sinks::archive::Location::Dir(_) => "s3://<bucket>/<prefix>".to_string(),
+    })
+}
+
+/// The hour partitions of a local archive (none for one elsewhere).
+fn archive_hours(config: &Config, data: &Path) -> Vec<(chrono::NaiveDate, u32)> {
+    match config.archive.location(data) {
+        Ok(crate::sinks::archive::Location::Dir(root)) => crate::warehouse::external::hours_under(&root),
+        _ => Vec::new(),
+    }
 }
 
 /// `chorus search`: through the running server, else over the index of a

@@ -23,6 +23,7 @@
 //! posts load from the archive with the `COPY … FORMAT AS PARQUET` that
 //! `chorus ddl redshift` prints.
 
+pub mod external;
 pub mod sink;
 
 use std::collections::HashMap;

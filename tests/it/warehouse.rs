@@ -618,3 +618,86 @@ async fn offline_batch_exports_the_views_and_ddl_prints_their_tables() {
     .await;
     assert_eq!(columns, 23);
 }
+
+/// `chorus ddl athena|trino|redshift` over a real archive: each engine's
+/// table has the columns of the archive's Parquet files, in their order,
+/// with the type that engine reads each Parquet type as, then `dt` and
+/// `hour`; Spectrum gets one partition per hour directory the archive has.
+/// (No Athena, Trino or Redshift runs here: the statements are checked
+/// against the files, not run.)
+#[test]
+fn the_external_tables_have_the_archive_files_columns_and_partitions() {
+    use chorus::warehouse::external::{Engine, column_type, parse_columns};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config_path = dir.path().join("chorus.toml");
+    std::fs::write(&config_path, "[index]\nenabled = false\n").unwrap();
+    let input = dir.path().join("posts.ndjson");
+    std::fs::write(&input, ndjson(0..300, &corpus_bodies(), false)).unwrap();
+    let (ok, _, err) = run_cli(&data, &config_path, &["ingest", input.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    // The schema of a file the archive wrote, and its hour directories.
+    let posts = data.join("archive/posts");
+    let mut hours = Vec::new();
+    let mut file = None;
+    for day in std::fs::read_dir(&posts).unwrap() {
+        let day = day.unwrap().path();
+        for hour in std::fs::read_dir(&day).unwrap() {
+            let hour = hour.unwrap().path();
+            let name = |p: &std::path::Path| p.file_name().unwrap().to_str().unwrap().to_string();
+            hours.push(format!("{}/{}", name(&day), name(&hour)));
+            file = std::fs::read_dir(&hour)
+                .unwrap()
+                .next()
+                .map(|f| f.unwrap().path())
+                .or(file);
+        }
+    }
+    hours.sort();
+    assert!(hours.len() > 1, "{hours:?}");
+    let parquet = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+        std::fs::File::open(file.unwrap()).unwrap(),
+    )
+    .unwrap()
+    .schema()
+    .clone();
+    for (engine, name) in [
+        (Engine::Athena, "athena"),
+        (Engine::Trino, "trino"),
+        (Engine::Spectrum, "redshift"),
+    ] {
+        let (ok, ddl, err) = run_cli(&data, &config_path, &["ddl", name, "--s3", "s3://bucket/team/chorus"]);
+        assert!(ok, "{err}");
+        let columns = parse_columns(engine, &ddl[ddl.find("archive read in place").unwrap_or(0)..]);
+        let mut expected: Vec<String> = parquet.fields().iter().map(|f| f.name().clone()).collect();
+        expected.extend(["dt".to_string(), "hour".to_string()]);
+        assert_eq!(
+            columns.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(),
+            expected,
+            "{name}:\n{ddl}"
+        );
+        for (field, (_, ty)) in parquet.fields().iter().zip(&columns) {
+            assert_eq!(
+                Some(ty.as_str()),
+                column_type(engine, field.data_type()),
+                "{name}: {field}"
+            );
+        }
+        assert!(ddl.contains("'s3://bucket/team/chorus/posts/'"), "{name}:\n{ddl}");
+        if engine == Engine::Spectrum {
+            let added: Vec<String> = ddl
+                .lines()
+                .filter(|l| l.contains("ADD IF NOT EXISTS PARTITION"))
+                .map(|l| {
+                    let location = l.split("LOCATION 's3://bucket/team/chorus/posts/").nth(1).unwrap();
+                    location.trim_end_matches("/';").to_string()
+                })
+                .collect();
+            assert_eq!(added, hours, "{ddl}");
+        }
+    }
+    // Without --s3, an archive on disk gets a placeholder to replace.
+    let (ok, ddl, err) = run_cli(&data, &config_path, &["ddl", "athena"]);
+    assert!(ok, "{err}");
+    assert!(ddl.contains("LOCATION 's3://<bucket>/<prefix>/posts/'"), "{ddl}");
+}
