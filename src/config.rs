@@ -443,6 +443,17 @@ interval_secs = 600
 compact_after_secs = 3600
 compact_min_files = 4
 keep_retired_secs = 3600
+# Retention: each pass removes the hour partitions of the archive (and the
+# days of dead letters) that ended more than this many days ago; 0 keeps
+# everything (index documents and log records have their own retention:
+# [index] retention_days, [log] retention_hours).
+archive_retention_days = 0
+# For a bucket: `chorus lifecycle --s3-rules` prints S3 lifecycle rules that
+# move the archive's objects to Standard-IA and then Glacier Instant
+# Retrieval (still read in place) this many days after they were written
+# (0: never), and expire them after archive_retention_days.
+s3_infrequent_access_after_days = 0
+s3_glacier_ir_after_days = 0
 
 [index]
 # The search index (GET /v1/search, chorus search, the dashboard), written

@@ -117,9 +117,16 @@ enum Command {
         #[arg(long)]
         view: Option<String>,
     },
-    /// Compact the archive's closed hour partitions and remove the files
-    /// compaction replaced, now (as `[lifecycle]` does every interval).
-    Lifecycle,
+    /// Compact the archive's closed hour partitions, remove the hours past
+    /// its retention and the files compaction replaced, now (as
+    /// `[lifecycle]` does every interval).
+    Lifecycle {
+        /// Print the S3 lifecycle rules (JSON for `aws s3api
+        /// put-bucket-lifecycle-configuration`) of `[lifecycle]`'s retention
+        /// and storage classes instead.
+        #[arg(long)]
+        s3_rules: bool,
+    },
     /// Print the DDL with which another engine reads the archive where it
     /// is (Athena, Trino, Redshift Spectrum) or loads it (Redshift).
     Ddl {
@@ -462,7 +469,12 @@ mod commands {
                     return Ok(ExitCode::FAILURE);
                 }
             }
-            Command::Lifecycle => {
+            Command::Lifecycle { s3_rules: true } => {
+                use std::io::Write as _;
+                let rules = serve::s3_rules(&config, &data)?;
+                writeln!(out, "{rules}")?;
+            }
+            Command::Lifecycle { s3_rules: false } => {
                 let run = serve::lifecycle(config, &data, &mut out).await?;
                 if !run.compaction.skipped.is_empty() {
                     return Ok(ExitCode::FAILURE);

@@ -89,6 +89,8 @@ pub struct Metrics {
     pub archive_hours_compacted: Counter,
     /// Archive files compaction made unneeded (files before less after).
     pub archive_files_compacted: Counter,
+    /// Hour partitions of the archive removed by its retention.
+    pub archive_hours_expired: Counter,
 }
 
 /// Gauges read at scrape time (they live in the log).
@@ -107,7 +109,7 @@ pub struct Gauges {
 impl Metrics {
     /// The Prometheus text exposition of the counters and `gauges`.
     pub fn render(&self, gauges: &Gauges) -> String {
-        let counters: [(&str, &str, &Counter); 32] = [
+        let counters: [(&str, &str, &Counter); 33] = [
             (
                 "chorus_ingest_posts_accepted_total",
                 "Posts accepted by the ingest API.",
@@ -263,6 +265,11 @@ impl Metrics {
                 "chorus_archive_files_compacted_total",
                 "Archive files compaction made unneeded.",
                 &self.archive_files_compacted,
+            ),
+            (
+                "chorus_archive_hours_expired_total",
+                "Hour partitions of the archive removed by its retention.",
+                &self.archive_hours_expired,
             ),
         ];
         let mut out = String::new();

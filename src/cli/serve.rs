@@ -276,8 +276,35 @@ pub async fn lifecycle(config: Config, data: &Path, out: &mut dyn Write) -> anyh
     Ok(run)
 }
 
+/// `chorus lifecycle --s3-rules`: the S3 lifecycle configuration of
+/// `[lifecycle]`, for the archive's prefix in its bucket (`[archive] url`
+/// when it is s3://, else a placeholder), pretty-printed.
+pub fn s3_rules(config: &Config, data: &Path) -> anyhow::Result<String> {
+    let prefix = match config.archive.location(data).map_err(|e| anyhow::anyhow!(e))? {
+        crate::sinks::archive::Location::Objects(url) => match url.path().trim_matches('/') {
+            "" => String::new(),
+            path => format!("{path}/"),
+        },
+        crate::sinks::archive::Location::Dir(_) => "<prefix>/".to_string(),
+    };
+    let rules = crate::lifecycle::s3_rules(&config.lifecycle, &prefix).map_err(|e| anyhow::anyhow!(e))?;
+    Ok(serde_json::to_string_pretty(&rules)?)
+}
+
 /// A lifecycle pass, for people.
 fn write_lifecycle(run: &crate::wire::LifecycleRun, out: &mut dyn Write) -> std::io::Result<()> {
+    let e = &run.expired;
+    if e.hours > 0 || e.error_days > 0 {
+        writeln!(
+            out,
+            "expired {} hour partition{} ({} files) and {} day{} of dead letters past the archive's retention",
+            e.hours,
+            if e.hours == 1 { "" } else { "s" },
+            e.files,
+            e.error_days,
+            if e.error_days == 1 { "" } else { "s" }
+        )?;
+    }
     let c = &run.compaction;
     let mb = |bytes: u64| bytes as f64 / 1e6;
     if c.hours == 0 {

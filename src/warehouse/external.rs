@@ -235,33 +235,12 @@ pub fn ddl(
     Ok(out)
 }
 
-/// The hour partitions under an archive directory's `posts/`, sorted.
+/// The hour partitions under an archive directory's `posts/`, sorted
+/// (none when it cannot be read).
 pub fn hours_under(root: &std::path::Path) -> Vec<(NaiveDate, u32)> {
-    let mut out = Vec::new();
-    let posts = root.join(crate::sinks::archive::POSTS_DIR);
-    for day in std::fs::read_dir(posts).into_iter().flatten().flatten() {
-        let name = day.file_name();
-        let Some(dt) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix("dt="))
-            .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
-        else {
-            continue;
-        };
-        for hour in std::fs::read_dir(day.path()).into_iter().flatten().flatten() {
-            if let Some(h) = hour
-                .file_name()
-                .to_str()
-                .and_then(|n| n.strip_prefix("hour="))
-                .and_then(|h| h.parse::<u32>().ok())
-                .filter(|h| *h < 24)
-            {
-                out.push((dt, h));
-            }
-        }
-    }
-    out.sort();
-    out
+    crate::sinks::archive::compact::hour_partitions(root)
+        .map(|hours| hours.into_iter().map(|(dt, hour, _)| (dt, hour)).collect())
+        .unwrap_or_default()
 }
 
 /// The column list (name, type) of a `CREATE … TABLE` statement in `ddl`

@@ -148,11 +148,25 @@ pub struct Compaction {
     pub skipped: Vec<String>,
 }
 
+/// What retention removed from the archive in a lifecycle pass.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Expired {
+    /// Hour partitions of posts past `[lifecycle] archive_retention_days`.
+    pub hours: u64,
+    /// Their files.
+    pub files: u64,
+    /// Days of dead letters past it.
+    pub error_days: u64,
+}
+
 /// The answer of `POST /v1/lifecycle` (and what `chorus lifecycle` prints).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct LifecycleRun {
     /// The archive's closed hours compacted.
     pub compaction: Compaction,
+    /// What retention removed (nothing unless the archive has one).
+    #[serde(default)]
+    pub expired: Expired,
     /// Files compaction replaced earlier, removed now that no query can
     /// still read them.
     pub retired_removed: u64,

@@ -169,3 +169,70 @@ async fn compaction_under_running_queries_keeps_every_post_once() {
     assert_eq!(sql(&client, &server, CHECK_LATEST).await, latest);
     server.stop();
 }
+
+/// `[lifecycle] archive_retention_days`: a pass removes the hour
+/// partitions that ended longer ago than that (SQL no longer counts their
+/// posts) and keeps the recent ones, offline and through a running server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_removes_the_hours_past_it_and_keeps_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config_path = data.with_extension("toml");
+    let config = "[index]\nenabled = false\n[lifecycle]\nscheduler = false\narchive_retention_days = 30\n\
+                  keep_retired_secs = 0\n[batch]\nscheduler = false\n";
+    std::fs::write(&config_path, config).unwrap();
+    let bodies = corpus_bodies();
+    // 300 posts of January 2019, and 50 of the last hours.
+    let now = chrono::Utc::now().timestamp();
+    let recent: String = (0..50)
+        .map(|i| {
+            let mut p = post(10_000 + i, &bodies);
+            p["created_at"] = json!(now - 7200 + i as i64 * 60);
+            p.to_string() + "\n"
+        })
+        .collect();
+    let input = dir.path().join("posts.ndjson");
+    std::fs::write(&input, ndjson(0..300, &bodies) + &recent).unwrap();
+    let (ok, _, err) = run_cli(&data, &config_path, &["ingest", input.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let count = |data: &Path| -> String { crate::server::sql_first_row(data, "SELECT count(*) FROM posts") };
+    assert_eq!(count(&data), "350");
+    let old_hours = files_per_hour(&data)
+        .keys()
+        .filter(|h| h.starts_with("dt=2019"))
+        .count();
+    assert!(old_hours >= 24, "{old_hours}");
+
+    let (ok, out, err) = run_cli(&data, &config_path, &["lifecycle"]);
+    assert!(ok, "{err}");
+    assert!(out.contains(&format!("expired {old_hours} hour partitions")), "{out}");
+    assert_eq!(count(&data), "50");
+    assert!(files_per_hour(&data).keys().all(|h| !h.starts_with("dt=2019")));
+
+    // Through a running server: old posts re-sent with new scores land in old
+    // hours again,
+    // and the next pass removes them; the metric counts every hour.
+    let server = Server::start(&data, config, &[]);
+    let client = reqwest::Client::new();
+    let resent: String = (0..10)
+        .map(|i| {
+            let mut p = post(i, &bodies);
+            p["score"] = json!(1000 + i);
+            p.to_string() + "\n"
+        })
+        .collect();
+    post_accepted(&client, &server, resent).await;
+    wait_for_count(&client, &server, 60, Duration::from_secs(120)).await;
+    wait_idle(&client, &server).await;
+    let r = client.post(server.url("/v1/lifecycle")).send().await.unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let run: Value = r.json().await.unwrap();
+    assert!(run["expired"]["hours"].as_u64().unwrap() >= 1, "{run}");
+    assert_eq!(
+        sql(&client, &server, "SELECT count(*) AS n FROM posts").await[0]["n"],
+        50
+    );
+    let m = metrics(&client, &server).await;
+    assert!(m.contains("chorus_archive_hours_expired_total "), "{m}");
+    server.stop();
+}

@@ -88,8 +88,9 @@ struct Hour {
     end: i64,
 }
 
-/// The hour directories under `posts/`, oldest first.
-fn hours(root: &Path) -> Result<Vec<Hour>, ArchiveError> {
+/// The hour partitions under `posts/` (`dt=…/hour=…` directories), oldest
+/// first: each one's date, hour and directory relative to `root`.
+pub fn hour_partitions(root: &Path) -> Result<Vec<(NaiveDate, u32, PathBuf)>, ArchiveError> {
     let posts = root.join(POSTS_DIR);
     let mut out = Vec::new();
     for (dt_name, dt_path) in subdirs(&posts)? {
@@ -100,20 +101,86 @@ fn hours(root: &Path) -> Result<Vec<Hour>, ArchiveError> {
             continue;
         };
         for (hour_name, _) in subdirs(&dt_path)? {
-            let Some(hour) = hour_name.strip_prefix("hour=").and_then(|h| h.parse::<u32>().ok()) else {
+            let Some(hour) = hour_name
+                .strip_prefix("hour=")
+                .and_then(|h| h.parse::<u32>().ok())
+                .filter(|h| *h < 24)
+            else {
                 continue;
             };
-            let Some(start) = dt.and_hms_opt(hour, 0, 0) else {
-                continue;
-            };
-            out.push(Hour {
-                dir: Path::new(POSTS_DIR).join(&dt_name).join(&hour_name),
-                end: start.and_utc().timestamp_micros() + 3_600_000_000,
-            });
+            out.push((dt, hour, Path::new(POSTS_DIR).join(&dt_name).join(&hour_name)));
         }
     }
-    out.sort_by(|a, b| a.dir.cmp(&b.dir));
+    out.sort_by(|a, b| a.2.cmp(&b.2));
     Ok(out)
+}
+
+/// The hour directories under `posts/`, oldest first.
+fn hours(root: &Path) -> Result<Vec<Hour>, ArchiveError> {
+    Ok(hour_partitions(root)?
+        .into_iter()
+        .filter_map(|(dt, hour, dir)| {
+            let start = dt.and_hms_opt(hour, 0, 0)?;
+            Some(Hour {
+                dir,
+                end: start.and_utc().timestamp_micros() + 3_600_000_000,
+            })
+        })
+        .collect())
+}
+
+pub use crate::wire::Expired;
+
+/// Retention: the hour partitions of posts that ended at or before
+/// `cutoff` (µs) are retired (moved under `retired/<now>/`, where the
+/// queries that listed them still read them, and removed with the other
+/// retired files once no query can), and the dead letters of days that
+/// ended by then removed.
+pub fn expire(root: &Path, gate: &RwLock<()>, now: i64, cutoff: i64) -> Result<Expired, ArchiveError> {
+    let mut expired = Expired::default();
+    for hour in hours(root)?.into_iter().filter(|h| h.end <= cutoff) {
+        let dir = root.join(&hour.dir);
+        let names: Vec<String> = entries(&dir)?
+            .iter()
+            .filter_map(|e| e.file_name().to_str().map(str::to_string))
+            .collect();
+        let retired = root.join(RETIRED_DIR).join(now.to_string()).join(&hour.dir);
+        create_dir_synced(&retired)?;
+        {
+            let _gate = gate.blocking_write();
+            for name in &names {
+                let to = retired.join(name);
+                fs::rename(dir.join(name), &to).map_err(io(&to))?;
+            }
+            fs::remove_dir(&dir).map_err(io(&dir))?;
+        }
+        sync_dir(&retired)?;
+        if let Some(day) = dir.parent() {
+            // The day's directory goes with its last hour.
+            if entries(day)?.is_empty() {
+                fs::remove_dir(day).map_err(io(day))?;
+            }
+            sync_dir(day.parent().unwrap_or(root))?;
+        }
+        expired.hours += 1;
+        expired.files += names.len() as u64;
+    }
+    let cutoff_day = chrono::DateTime::from_timestamp_micros(cutoff).map(|t| t.date_naive());
+    for (name, path) in subdirs(&root.join(super::ERRORS_DIR))? {
+        let day = name
+            .strip_prefix("dt=")
+            .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok());
+        if let (Some(day), Some(cutoff_day)) = (day, cutoff_day)
+            && day < cutoff_day
+        {
+            fs::remove_dir_all(&path).map_err(io(&path))?;
+            expired.error_days += 1;
+        }
+    }
+    if expired.error_days > 0 {
+        sync_dir(&root.join(super::ERRORS_DIR))?;
+    }
+    Ok(expired)
 }
 
 /// The entries of `dir` (missing: none).
@@ -686,6 +753,58 @@ mod tests {
         assert!(
             e.contains(".compaction.json") && e.contains("not a compaction journal"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn retention_retires_the_hours_that_ended_before_the_cutoff_and_the_old_dead_letters() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        write_file(root, DAY - 38 * HOUR, 0, &["old"]);
+        for hour in 0..3 {
+            write_file(root, DAY + hour * HOUR, 10 + hour as u64, &["a", "b"]);
+        }
+        for day in ["2018-12-30", "2019-01-01"] {
+            let errors = root.join(super::super::ERRORS_DIR).join(format!("dt={day}"));
+            fs::create_dir_all(&errors).unwrap();
+            fs::write(errors.join("p0-000000000000-000000000000.ndjson"), b"{}\n").unwrap();
+        }
+        let gate = RwLock::new(());
+        // Kept: what ended after the cutoff (hours 1 and 2 of the day).
+        let expired = expire(root, &gate, NOW, DAY + HOUR + HOUR / 2).unwrap();
+        assert_eq!(
+            expired,
+            Expired {
+                hours: 2,
+                files: 2,
+                error_days: 1
+            }
+        );
+        let left: Vec<PathBuf> = hour_partitions(root).unwrap().into_iter().map(|(_, _, d)| d).collect();
+        assert_eq!(
+            left,
+            [
+                Path::new("posts/dt=2019-01-01/hour=01"),
+                Path::new("posts/dt=2019-01-01/hour=02")
+            ]
+        );
+        assert!(!root.join("posts/dt=2018-12-30").exists(), "an emptied day goes too");
+        assert!(!root.join("errors/dt=2018-12-30").exists());
+        assert!(root.join("errors/dt=2019-01-01").exists());
+        // Retired where a query that listed them still finds them, then
+        // removed with the other retired files.
+        let retired = root.join(RETIRED_DIR).join(NOW.to_string());
+        assert_eq!(ids(&rows(&retired.join("posts/dt=2018-12-30/hour=10"))), ["old"]);
+        assert_eq!(ids(&rows(&retired.join("posts/dt=2019-01-01/hour=00"))), ["a", "b"]);
+        assert_eq!(remove_retired(root, NOW + 1, Duration::from_secs(3600)).unwrap(), 0);
+        assert_eq!(
+            remove_retired(root, NOW + 2 * HOUR, Duration::from_secs(3600)).unwrap(),
+            2
+        );
+        // Nothing more to do at the same cutoff.
+        assert_eq!(
+            expire(root, &gate, NOW, DAY + HOUR + HOUR / 2).unwrap(),
+            Expired::default()
         );
     }
 }
