@@ -44,6 +44,9 @@ pub struct Config {
     pub batch: crate::views::BatchConfig,
     /// The export to PostgreSQL/Redshift (`[warehouse]`), off by default.
     pub warehouse: crate::warehouse::WarehouseConfig,
+    /// The delivery to an OpenSearch cluster (`[opensearch]`), off by
+    /// default.
+    pub opensearch: crate::sinks::opensearch::OpenSearchConfig,
 }
 
 /// The HTTP listener.
@@ -298,6 +301,7 @@ impl Config {
         }
         self.archive.root(std::path::Path::new("."))?;
         self.warehouse.check(&self.views()?)?;
+        self.opensearch.validate()?;
         let mut names = std::collections::HashSet::new();
         for alert in &self.alerts {
             alert.validate()?;
@@ -595,6 +599,31 @@ max_backoff_secs = 30
 attempt_timeout_secs = 300
 # Whether the batch views are exported after each run.
 views = true
+
+[opensearch]
+# Posts delivered to an OpenSearch (or Elasticsearch) cluster through _bulk,
+# as the reference's Firehose did: one document per post (_id
+# "<platform>:<id>", versioned by ingested_at, so a replay or a late older
+# version never duplicates or overwrites), in the index of its creation
+# time. Off until a URL is set; basic authentication from
+# $CHORUS_OPENSEARCH_USERNAME and $CHORUS_OPENSEARCH_PASSWORD.
+# url = "https://search-chorus-abc123.us-east-1.es.amazonaws.com"
+index = "chorus-posts"
+# The index name's suffix: "none", "hour" (-YYYY.MM.DD-HH), "day"
+# (-YYYY.MM.DD), "week" (-YYYY-wWW) or "month" (-YYYY.MM).
+rotation = "day"
+# A bulk request holds at most this many documents and bytes; a batch goes
+# at least every flush_ms while posts arrive.
+batch_docs = 1000
+batch_bytes = 5242880
+flush_ms = 1000
+# Longest one request may take (seconds), and the longest pause between
+# retries while the cluster is unreachable or busy (nothing is committed
+# meanwhile: the log keeps the posts).
+timeout_secs = 30
+max_backoff_secs = 30
+# An index template with the mapping of the columns is put at start.
+template = true
 "#;
 
 #[cfg(test)]

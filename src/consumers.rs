@@ -45,6 +45,9 @@ impl Consumers {
         if config.warehouse.enabled() {
             inputs.push(crate::warehouse::INPUT);
         }
+        if config.opensearch.enabled() {
+            inputs.push(crate::sinks::opensearch::INPUT);
+        }
         if config.batch.speed_layer && config.views().is_ok_and(|v| !v.is_empty()) {
             inputs.push(crate::views::speed::INPUT);
         }

@@ -77,6 +77,14 @@ pub struct Metrics {
     pub warehouse_rows: Counter,
     /// Failed warehouse attempts that are being retried.
     pub warehouse_retries: Counter,
+    /// Documents indexed in OpenSearch.
+    pub opensearch_documents: Counter,
+    /// Older versions OpenSearch refused (a newer one was indexed).
+    pub opensearch_stale: Counter,
+    /// Documents OpenSearch refused for good (sent to the dead letters).
+    pub opensearch_failed: Counter,
+    /// OpenSearch requests and documents retried.
+    pub opensearch_retries: Counter,
     /// View versions exported to the warehouse.
     pub warehouse_view_exports: Counter,
     /// View versions the warehouse could not take (not retried).
@@ -109,7 +117,7 @@ pub struct Gauges {
 impl Metrics {
     /// The Prometheus text exposition of the counters and `gauges`.
     pub fn render(&self, gauges: &Gauges) -> String {
-        let counters: [(&str, &str, &Counter); 33] = [
+        let counters: [(&str, &str, &Counter); 37] = [
             (
                 "chorus_ingest_posts_accepted_total",
                 "Posts accepted by the ingest API.",
@@ -235,6 +243,26 @@ impl Metrics {
                 "chorus_warehouse_retries_total",
                 "Warehouse attempts that failed and are retried (the warehouse was unreachable).",
                 &self.warehouse_retries,
+            ),
+            (
+                "chorus_opensearch_documents_total",
+                "Documents indexed in OpenSearch.",
+                &self.opensearch_documents,
+            ),
+            (
+                "chorus_opensearch_stale_total",
+                "Older versions of posts OpenSearch refused because a newer one is indexed.",
+                &self.opensearch_stale,
+            ),
+            (
+                "chorus_opensearch_failed_total",
+                "Documents OpenSearch refused, sent to the dead letters.",
+                &self.opensearch_failed,
+            ),
+            (
+                "chorus_opensearch_retries_total",
+                "OpenSearch requests and documents retried (unreachable, 429 or 5xx).",
+                &self.opensearch_retries,
             ),
             (
                 "chorus_warehouse_view_exports_total",

@@ -492,6 +492,27 @@ impl Pipeline {
         } else {
             None
         };
+        // So does the delivery to OpenSearch.
+        let opensearch_task = if roles.has(Role::Archive) && self.config.opensearch.enabled() {
+            let sink = crate::sinks::opensearch::OpenSearchSink::new(
+                self.config.opensearch.clone(),
+                self.log(),
+                self.metrics.clone(),
+                archive_stop.clone(),
+            )
+            .map_err(|e| PipelineError::Other(e.to_string()))?;
+            let (log, stop) = (self.log(), stop.clone());
+            Some(spawn_thread("opensearch", move || {
+                let result = sink.run(&*log).map_err(|e| {
+                    tracing::error!(error = %e, "The OpenSearch delivery failed; stopping.");
+                    PipelineError::Other(e.to_string())
+                });
+                stop.cancel();
+                result
+            })?)
+        } else {
+            None
+        };
         let exporter = match (&layers, roles.has(Role::Batch)) {
             (Some((query, _, _)), true) => self
                 .exporter(query)
@@ -697,6 +718,7 @@ impl Pipeline {
         tasks.extend(index_task.map(|task| (Some(archive_stop.clone()), task)));
         tasks.extend(speed_task.map(|task| (Some(archive_stop.clone()), task)));
         tasks.extend(warehouse_task.map(|task| (Some(archive_stop.clone()), task)));
+        tasks.extend(opensearch_task.map(|task| (Some(archive_stop.clone()), task)));
         tasks.extend(lifecycle_task.map(|task| (None, task)));
         tasks.extend(retention_task.map(|task| (None, task)));
         for (token, task) in tasks {

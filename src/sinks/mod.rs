@@ -3,3 +3,4 @@
 pub mod archive;
 pub mod consume;
 pub mod index;
+pub mod opensearch;

@@ -9,6 +9,7 @@ mod hardening;
 mod kafka;
 mod lifecycle;
 mod mapping;
+mod opensearch;
 mod pipeline;
 mod reddit;
 mod replay;
