@@ -471,7 +471,8 @@ impl Pipeline {
         } else {
             None
         };
-        // The warehouse export reads what the archive reads, and stops with it.
+        // The warehouse export and the delivery to OpenSearch read what the
+        // archive reads, and stop with it.
         let warehouse_task = if roles.has(Role::Archive) && self.config.warehouse.enabled() {
             let sink = crate::warehouse::sink::WarehouseSink::new(
                 self.config.warehouse.clone(),
@@ -480,19 +481,10 @@ impl Pipeline {
                 archive_stop.clone(),
             )
             .map_err(|e| PipelineError::Other(e.to_string()))?;
-            let (log, stop) = (self.log(), stop.clone());
-            Some(spawn_thread("warehouse", move || {
-                let result = sink.run(&*log).map_err(|e| {
-                    tracing::error!(error = %e, "The warehouse export failed; stopping.");
-                    PipelineError::Other(e.to_string())
-                });
-                stop.cancel();
-                result
-            })?)
+            Some(self.spawn_sink("warehouse", "The warehouse export", &stop, move |log| sink.run(log))?)
         } else {
             None
         };
-        // So does the delivery to OpenSearch.
         let opensearch_task = if roles.has(Role::Archive) && self.config.opensearch.enabled() {
             let sink = crate::sinks::opensearch::OpenSearchSink::new(
                 self.config.opensearch.clone(),
@@ -501,15 +493,7 @@ impl Pipeline {
                 archive_stop.clone(),
             )
             .map_err(|e| PipelineError::Other(e.to_string()))?;
-            let (log, stop) = (self.log(), stop.clone());
-            Some(spawn_thread("opensearch", move || {
-                let result = sink.run(&*log).map_err(|e| {
-                    tracing::error!(error = %e, "The OpenSearch delivery failed; stopping.");
-                    PipelineError::Other(e.to_string())
-                });
-                stop.cancel();
-                result
-            })?)
+            Some(self.spawn_sink("opensearch", "The OpenSearch delivery", &stop, move |log| sink.run(log))?)
         } else {
             None
         };
@@ -922,6 +906,29 @@ pub fn enforce_retention(log: &dyn Log, consumers: &Consumers, retention: &Reten
         removed += n;
     }
     Ok(removed)
+}
+
+impl Pipeline {
+    /// Runs a sink (`run`, on the log) on a thread of its own named
+    /// `name`; when it ends, for whatever reason, the whole process stops
+    /// (`stop`), a failure logged as `what` failing.
+    fn spawn_sink<E: std::fmt::Display>(
+        &self,
+        name: &str,
+        what: &'static str,
+        stop: &CancellationToken,
+        run: impl FnOnce(&dyn Log) -> Result<(), E> + Send + 'static,
+    ) -> Result<std::thread::JoinHandle<Result<(), PipelineError>>, PipelineError> {
+        let (log, stop) = (self.log(), stop.clone());
+        spawn_thread(name, move || {
+            let result = run(&*log).map_err(|e| {
+                tracing::error!(error = %e, "{what} failed; stopping.");
+                PipelineError::Other(e.to_string())
+            });
+            stop.cancel();
+            result
+        })
+    }
 }
 
 fn spawn_thread(

@@ -20,6 +20,19 @@ pub use crate::log::Input;
 use crate::log::{Entry, Log, LogError, READ_BYTES, Transaction};
 use crate::transforms::Drain;
 
+/// Sleeps `pause` in short steps: false as soon as `stop` is cancelled
+/// (a sink waiting to retry gives up when the process stops).
+pub fn pause_unless_stopped(stop: &CancellationToken, pause: Duration) -> bool {
+    let deadline = std::time::Instant::now() + pause;
+    while std::time::Instant::now() < deadline {
+        if stop.is_cancelled() {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50).min(pause));
+    }
+    !stop.is_cancelled()
+}
+
 /// Records read from a partition at once, at most (and at most
 /// [`READ_BYTES`]): a sink handed this many at once is behind the log.
 pub const READ_RECORDS: usize = 4096;

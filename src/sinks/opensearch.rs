@@ -491,14 +491,11 @@ impl OpenSearchSink {
 
 /// Sleeps `pause`, or returns `Stopped` once `stop` is cancelled.
 fn pause_unless(stop: &CancellationToken, pause: Duration) -> Result<(), OpenSearchError> {
-    let deadline = Instant::now() + pause;
-    while Instant::now() < deadline {
-        if stop.is_cancelled() {
-            return Err(OpenSearchError::Stopped);
-        }
-        std::thread::sleep(Duration::from_millis(50));
+    if consume::pause_unless_stopped(stop, pause) {
+        Ok(())
+    } else {
+        Err(OpenSearchError::Stopped)
     }
-    Ok(())
 }
 
 /// A response's body, up to [`MAX_ANSWER_BYTES`].

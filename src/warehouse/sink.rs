@@ -229,12 +229,8 @@ impl Sink for WarehouseSink {
                         let pause = super::backoff(attempt, max_pause);
                         tracing::warn!(error = %e, attempt, retry_in_ms = pause.as_millis() as u64,
                             posts = batch.num_rows(), "Cannot merge posts into the warehouse; will retry.");
-                        let deadline = Instant::now() + pause;
-                        while Instant::now() < deadline {
-                            if self.stop.is_cancelled() {
-                                return Err(WarehouseError::Stopped);
-                            }
-                            std::thread::sleep(Duration::from_millis(50));
+                        if !consume::pause_unless_stopped(&self.stop, pause) {
+                            return Err(WarehouseError::Stopped);
                         }
                     }
                     Err(e) => return Err(e),
