@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs chorus's whole test suite. Installs the test peers it needs when they
 # are missing, then runs every test:
-#   * DuckDB (PyPI), the independent reader of the Parquet archive, in a
-#     virtualenv under ~/.cache/chorus (needs python3 with venv and pip);
+#   * DuckDB and its httpfs extension (PyPI), the independent reader of the
+#     Parquet archive (on disk and on an S3 server), in a virtualenv under
+#     ~/.cache/chorus (needs python3 with venv and pip);
 #   * cargo-fuzz (crates.io), for a short run of every fuzz target from its
 #     committed corpus (FUZZ_SECONDS each, default 20; 0 skips it on purpose).
 #   * strace (apt), with which a test watches the archive sync each directory
@@ -25,10 +26,10 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/chorus/target}"
 
 VENV="${CHORUS_TEST_VENV:-$HOME/.cache/chorus/venv-test}"
-if ! "$VENV/bin/python" -c "import duckdb" 2>/dev/null; then
-    echo "test.sh: installing DuckDB into $VENV" >&2
+if ! "$VENV/bin/python" -c "import duckdb, duckdb_extension_httpfs" 2>/dev/null; then
+    echo "test.sh: installing DuckDB and its httpfs extension into $VENV" >&2
     python3 -m venv "$VENV"
-    "$VENV/bin/pip" install --quiet --disable-pip-version-check "duckdb==1.4.2"
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check "duckdb==1.4.2" "duckdb-extension-httpfs==1.4.2"
 fi
 export CHORUS_TEST_PYTHON="$VENV/bin/python"
 if ! command -v strace >/dev/null; then

@@ -701,3 +701,84 @@ fn the_external_tables_have_the_archive_files_columns_and_partitions() {
     assert!(ok, "{err}");
     assert!(ddl.contains("LOCATION 's3://<bucket>/<prefix>/posts/'"), "{ddl}");
 }
+
+/// An engine that reads the archive where it is, on S3: the archive's
+/// files put into a real S3-compatible server (s3s-fs) by chorus's object
+/// writer, then read by DuckDB through its httpfs extension (from PyPI,
+/// installed by scripts/test.sh) with Hive partitioning: the same posts,
+/// scores and partitions as chorus's own SQL over them.
+#[test]
+fn duckdb_reads_the_archive_on_an_s3_server_as_chorus_does() {
+    use chorus::sinks::archive::objects::testing::{ACCESS_KEY, S3Server, SECRET_KEY};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config_path = dir.path().join("chorus.toml");
+    std::fs::write(&config_path, "[index]\nenabled = false\n").unwrap();
+    let input = dir.path().join("posts.ndjson");
+    std::fs::write(&input, ndjson(0..400, &corpus_bodies(), false)).unwrap();
+    let (ok, _, err) = run_cli(&data, &config_path, &["ingest", input.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    const CHECK: &str = "SELECT count(*) AS n, count(DISTINCT id) AS ids, sum(score) AS score, \
+                         sum(vader_compound) AS compound, count(DISTINCT dt) AS days, count(DISTINCT hour) AS hours";
+    let (ok, ours, err) = run_cli(
+        &data,
+        &config_path,
+        &["sql", "--format", "json", &format!("{CHECK} FROM posts")],
+    );
+    assert!(ok, "{err}");
+    let ours: Value = serde_json::from_str(&ours).unwrap();
+
+    let server = S3Server::start(dir.path(), "lake");
+    let store = server.archive("s3://lake/team/chorus");
+    let root = data.join("archive");
+    let mut files = 0;
+    let mut stack = vec![root.join("posts")];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let key = path.strip_prefix(&root).unwrap().to_str().unwrap().to_string();
+                store.put_file(&path, &key).unwrap();
+                files += 1;
+            }
+        }
+    }
+    assert!(files > 10, "{files} files");
+
+    let python = std::env::var("CHORUS_TEST_PYTHON")
+        .expect("CHORUS_TEST_PYTHON is not set: run the suite with scripts/test.sh, which installs DuckDB");
+    let endpoint = server.endpoint.trim_start_matches("http://");
+    let script = format!(
+        "import duckdb, duckdb_extension_httpfs, json, os\n\
+         ext = os.path.join(os.path.dirname(duckdb_extension_httpfs.__file__), 'extensions', 'v' + duckdb.__version__, 'httpfs.duckdb_extension')\n\
+         c = duckdb.connect()\n\
+         c.sql(\"LOAD '\" + ext + \"'\")\n\
+         c.sql(\"CREATE SECRET s3 (TYPE s3, KEY_ID '{ACCESS_KEY}', SECRET '{SECRET_KEY}', REGION 'us-east-1', ENDPOINT '{endpoint}', URL_STYLE 'path', USE_SSL false)\")\n\
+         row = c.sql(\"{CHECK} FROM read_parquet('s3://lake/team/chorus/posts/*/*/*.parquet', hive_partitioning = true)\").fetchone()\n\
+         print(json.dumps([float(v) for v in row]))\n"
+    );
+    let out = std::process::Command::new(python)
+        .arg("-c")
+        .arg(script)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "duckdb: {}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let theirs: Vec<f64> = serde_json::from_str(stdout.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    let row = &ours[0];
+    let expected: Vec<f64> = ["n", "ids", "score", "compound", "days", "hours"]
+        .iter()
+        .map(|k| row[*k].as_f64().unwrap())
+        .collect();
+    assert_eq!(theirs.len(), expected.len());
+    for (i, (a, b)) in theirs.iter().zip(&expected).enumerate() {
+        assert!(
+            (a - b).abs() <= 1e-9 * b.abs().max(1.0),
+            "column {i}: DuckDB {a}, chorus {b}"
+        );
+    }
+    assert_eq!(expected[0], 400.0);
+}
