@@ -766,8 +766,8 @@ fn duckdb_reads_the_archive_on_an_s3_server_as_chorus_does() {
         .unwrap();
     assert!(out.status.success(), "duckdb: {}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let theirs: Vec<f64> = serde_json::from_str(stdout.lines().last().unwrap_or_default())
-        .unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    let theirs: Vec<f64> =
+        serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
     let row = &ours[0];
     let expected: Vec<f64> = ["n", "ids", "score", "compound", "days", "hours"]
         .iter()
