@@ -543,9 +543,9 @@ fn parse_items(answer: &[u8], n: usize) -> Result<Vec<(u16, String)>, String> {
                 Some(e) => {
                     let kind = e.get("type").and_then(Value::as_str).unwrap_or("error");
                     let reason = e.get("reason").and_then(Value::as_str).unwrap_or_default();
-                    let mut text = format!("{kind}: {reason}");
-                    text.truncate(1000);
-                    text
+                    // The cluster's words, bounded (on a character boundary:
+                    // a reason is any UTF-8).
+                    format!("{kind}: {reason}").chars().take(1000).collect()
                 }
                 None => String::new(),
             };
@@ -571,11 +571,18 @@ impl Sink for OpenSearchSink {
             if post.incoming.check(&Limits::ANY_BODY).is_err() {
                 continue;
             }
+            let key = crate::log::post_key(&post.incoming.platform, &post.incoming.id);
+            let ingested_at = post.ingested_at;
+            // One document per post in a batch: its newest version (an
+            // older one is not even encoded).
+            let replaces = match self.newest.get(&key) {
+                Some(&(_, held)) if held > ingested_at => continue,
+                Some(&(at, _)) => Some(at),
+                None => None,
+            };
             let Some(source) = document(&post) else {
                 continue;
             };
-            let key = crate::log::post_key(&post.incoming.platform, &post.incoming.id);
-            let ingested_at = post.ingested_at;
             let action = serde_json::to_vec(&json!({ "index": {
                 "_index": self.config.index_of(post.incoming.created_at),
                 "_id": format!("{}:{}", post.incoming.platform, post.incoming.id),
@@ -590,15 +597,8 @@ impl Sink for OpenSearchSink {
                 source,
             };
             self.since.get_or_insert_with(Instant::now);
-            // One document per post in a batch: its newest version.
-            match self.newest.get(&key) {
-                Some(&(_, held)) if held > ingested_at => continue,
-                Some(&(at, _)) => {
-                    if let Some(old) = self.docs[at].take() {
-                        self.bytes -= old.bytes();
-                    }
-                }
-                None => {}
+            if let Some(old) = replaces.and_then(|at| self.docs[at].take()) {
+                self.bytes -= old.bytes();
             }
             self.newest.insert(key, (self.docs.len(), ingested_at));
             self.bytes += doc.bytes();
@@ -726,6 +726,13 @@ mod tests {
         );
         assert_eq!(items[2].0, 429);
         assert!(parse_items(answer, 2).unwrap_err().contains("3 items for 2"));
+        // A long reason in any script is cut on a character boundary.
+        let long = format!(
+            r#"{{"items":[{{"index":{{"status":400,"error":{{"type":"x","reason":"{}"}}}}}}]}}"#,
+            "é".repeat(2000)
+        );
+        let items = parse_items(long.as_bytes(), 1).unwrap();
+        assert_eq!(items[0].1.chars().count(), 1000);
         assert!(parse_items(b"<html>", 1).is_err());
     }
 }
