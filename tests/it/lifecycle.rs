@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::server::{
-    Server, corpus_bodies, metrics, ndjson, post, post_accepted, run_cli, sql, wait_for_count, wait_idle,
+    Server, corpus_bodies, metrics, ndjson, post, post_accepted, rescored, run_cli, sql, wait_for_count, wait_idle,
 };
 
 /// Files roll every second; the scheduler is off (passes happen when the
@@ -128,13 +128,7 @@ async fn compaction_under_running_queries_keeps_every_post_once() {
 
     // Re-sends with new scores land in compacted hours as new files; the
     // newest copy wins in posts_latest, before and after the next pass.
-    let resent: String = (0..40)
-        .map(|i| {
-            let mut p = post(i * 7, &bodies);
-            p["score"] = json!(1000 + i);
-            p.to_string() + "\n"
-        })
-        .collect();
+    let resent = rescored((0..40).map(|i| i * 7), &bodies, 1000);
     post_accepted(&client, &server, resent).await;
     wait_for_count(&client, &server, 1240, Duration::from_secs(120)).await;
     wait_idle(&client, &server).await;
@@ -214,13 +208,7 @@ async fn retention_removes_the_hours_past_it_and_keeps_the_rest() {
     // and the next pass removes them; the metric counts every hour.
     let server = Server::start(&data, config, &[]);
     let client = reqwest::Client::new();
-    let resent: String = (0..10)
-        .map(|i| {
-            let mut p = post(i, &bodies);
-            p["score"] = json!(1000 + i);
-            p.to_string() + "\n"
-        })
-        .collect();
+    let resent = rescored(0..10, &bodies, 1000);
     post_accepted(&client, &server, resent).await;
     wait_for_count(&client, &server, 60, Duration::from_secs(120)).await;
     wait_idle(&client, &server).await;

@@ -262,13 +262,7 @@ async fn posts_are_delivered_once_each_retried_when_the_cluster_is_busy_and_refu
     assert!(reasons[0].contains("mapper_parsing_exception"), "{reasons:?}");
 
     // Re-sent with new scores: the same documents, newer versions.
-    let resent: String = (0..20)
-        .map(|i| {
-            let mut p = post_json(i, &bodies);
-            p["score"] = json!(5000 + i);
-            p.to_string() + "\n"
-        })
-        .collect();
+    let resent = crate::server::rescored(0..20, &bodies, 5000);
     post_accepted(&client, &server, resent).await;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {

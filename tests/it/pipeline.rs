@@ -15,22 +15,6 @@ use crate::server::{Server, chorus, corpus_bodies, metrics, ndjson, post, sql, s
 /// is the answer, not its latency).
 const FAST_ROLL: &str = "[archive]\nmax_file_age_secs = 1\n[query]\nmax_seconds = 300\n";
 
-/// The independent reader: DuckDB from PyPI, installed by scripts/test.sh.
-fn duckdb(query: &str) -> Value {
-    let python = std::env::var("CHORUS_TEST_PYTHON")
-        .expect("CHORUS_TEST_PYTHON is not set: run the suite with scripts/test.sh, which installs DuckDB");
-    let script = format!(
-        "import duckdb, json, sys\nrow = duckdb.sql({query:?}).fetchone()\nprint(json.dumps([float(v) if v is not None else None for v in row]))\n"
-    );
-    let out = std::process::Command::new(python)
-        .arg("-c")
-        .arg(script)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "duckdb: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hundred_thousand_posts_over_http_are_counted_once_and_read_by_duckdb() {
     const N: usize = 100_000;
@@ -139,13 +123,17 @@ async fn hundred_thousand_posts_over_http_are_counted_once_and_read_by_duckdb() 
         "{status}"
     );
     let glob = format!("{}/archive/posts/**/*.parquet", data.display());
-    let read = duckdb(&format!(
-        "SELECT count(*), sum(polarity), count(DISTINCT dt), min(hour), max(hour) FROM read_parquet('{glob}', hive_partitioning = true)"
-    ));
-    assert_eq!(read[0], N as f64);
-    assert!((read[1].as_f64().unwrap() - polarity).abs() < 1e-6);
-    assert_eq!(read[2], 3.0);
-    assert_eq!((read[3].as_f64(), read[4].as_f64()), (Some(0.0), Some(23.0)));
+    // The independent reader.
+    let read = crate::server::duckdb_row(
+        "",
+        &format!(
+            "SELECT count(*), sum(polarity), count(DISTINCT dt), min(hour), max(hour) FROM read_parquet('{glob}', hive_partitioning = true)"
+        ),
+    );
+    assert_eq!(read[0], Some(N as f64));
+    assert!((read[1].unwrap() - polarity).abs() < 1e-6);
+    assert_eq!(read[2], Some(3.0));
+    assert_eq!((read[3], read[4]), (Some(0.0), Some(23.0)));
     let out = chorus()
         .arg("--data")
         .arg(&data)

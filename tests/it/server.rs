@@ -162,6 +162,36 @@ pub fn ndjson(range: std::ops::Range<usize>, bodies: &[String]) -> String {
     out
 }
 
+/// NDJSON of posts `ids` sent again with new scores (`score` plus the
+/// post's place in `ids`): new versions of the same posts.
+pub fn rescored(ids: impl IntoIterator<Item = usize>, bodies: &[String], score: i64) -> String {
+    ids.into_iter()
+        .enumerate()
+        .map(|(n, i)| {
+            let mut p = post(i, bodies);
+            p["score"] = json!(score + n as i64);
+            p.to_string() + "\n"
+        })
+        .collect()
+}
+
+/// The first row of a DuckDB query (from PyPI, installed by
+/// scripts/test.sh), as floats: `prelude` is Python run first on the
+/// connection `c` (extensions, secrets).
+pub fn duckdb_row(prelude: &str, query: &str) -> Vec<Option<f64>> {
+    let python = std::env::var("CHORUS_TEST_PYTHON")
+        .expect("CHORUS_TEST_PYTHON is not set: run the suite with scripts/test.sh, which installs DuckDB");
+    let script = format!(
+        "import duckdb, json, os\nc = duckdb.connect()\n{prelude}\nrow = c.sql({query:?}).fetchone()\n\
+         print(json.dumps([float(v) if v is not None else None for v in row]))\n"
+    );
+    let out = Command::new(python).arg("-c").arg(script).output().unwrap();
+    assert!(out.status.success(), "duckdb: {}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // The row is the last line (an extension may print before it).
+    serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
 /// Waits until `SELECT count(*) FROM posts` is `expected` (never more).
 pub async fn wait_for_count(client: &reqwest::Client, server: &Server, expected: u64, within: Duration) {
     let deadline = Instant::now() + within;

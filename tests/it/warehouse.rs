@@ -619,6 +619,20 @@ async fn offline_batch_exports_the_views_and_ddl_prints_their_tables() {
     assert_eq!(columns, 23);
 }
 
+/// A data directory (index off) into which `chorus ingest` wrote posts
+/// `0..n`: the directory, the data directory and the config file.
+fn ingested(n: usize) -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config_path = dir.path().join("chorus.toml");
+    std::fs::write(&config_path, "[index]\nenabled = false\n").unwrap();
+    let input = dir.path().join("posts.ndjson");
+    std::fs::write(&input, ndjson(0..n, &corpus_bodies(), false)).unwrap();
+    let (ok, _, err) = run_cli(&data, &config_path, &["ingest", input.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    (dir, data, config_path)
+}
+
 /// `chorus ddl athena|trino|redshift` over a real archive: each engine's
 /// table has the columns of the archive's Parquet files, in their order,
 /// with the type that engine reads each Parquet type as, then `dt` and
@@ -628,14 +642,7 @@ async fn offline_batch_exports_the_views_and_ddl_prints_their_tables() {
 #[test]
 fn the_external_tables_have_the_archive_files_columns_and_partitions() {
     use chorus::warehouse::external::{Engine, column_type, parse_columns};
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let config_path = dir.path().join("chorus.toml");
-    std::fs::write(&config_path, "[index]\nenabled = false\n").unwrap();
-    let input = dir.path().join("posts.ndjson");
-    std::fs::write(&input, ndjson(0..300, &corpus_bodies(), false)).unwrap();
-    let (ok, _, err) = run_cli(&data, &config_path, &["ingest", input.to_str().unwrap()]);
-    assert!(ok, "{err}");
+    let (_dir, data, config_path) = ingested(300);
     // The schema of a file the archive wrote, and its hour directories.
     let posts = data.join("archive/posts");
     let mut hours = Vec::new();
@@ -710,14 +717,7 @@ fn the_external_tables_have_the_archive_files_columns_and_partitions() {
 #[test]
 fn duckdb_reads_the_archive_on_an_s3_server_as_chorus_does() {
     use chorus::sinks::archive::objects::testing::{ACCESS_KEY, S3Server, SECRET_KEY};
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let config_path = dir.path().join("chorus.toml");
-    std::fs::write(&config_path, "[index]\nenabled = false\n").unwrap();
-    let input = dir.path().join("posts.ndjson");
-    std::fs::write(&input, ndjson(0..400, &corpus_bodies(), false)).unwrap();
-    let (ok, _, err) = run_cli(&data, &config_path, &["ingest", input.to_str().unwrap()]);
-    assert!(ok, "{err}");
+    let (dir, data, config_path) = ingested(400);
     const CHECK: &str = "SELECT count(*) AS n, count(DISTINCT id) AS ids, sum(score) AS score, \
                          sum(vader_compound) AS compound, count(DISTINCT dt) AS days, count(DISTINCT hour) AS hours";
     let (ok, ours, err) = run_cli(
@@ -731,43 +731,26 @@ fn duckdb_reads_the_archive_on_an_s3_server_as_chorus_does() {
     let server = S3Server::start(dir.path(), "lake");
     let store = server.archive("s3://lake/team/chorus");
     let root = data.join("archive");
-    let mut files = 0;
-    let mut stack = vec![root.join("posts")];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                let key = path.strip_prefix(&root).unwrap().to_str().unwrap().to_string();
-                store.put_file(&path, &key).unwrap();
-                files += 1;
-            }
-        }
+    let files = chorus::sinks::archive::files_under(&root.join("posts")).unwrap();
+    assert!(files.len() > 10, "{} files", files.len());
+    for path in &files {
+        let key = path.strip_prefix(&root).unwrap().to_str().unwrap();
+        store.put_file(path, key).unwrap();
     }
-    assert!(files > 10, "{files} files");
 
-    let python = std::env::var("CHORUS_TEST_PYTHON")
-        .expect("CHORUS_TEST_PYTHON is not set: run the suite with scripts/test.sh, which installs DuckDB");
     let endpoint = server.endpoint.trim_start_matches("http://");
-    let script = format!(
-        "import duckdb, duckdb_extension_httpfs, json, os\n\
-         ext = os.path.join(os.path.dirname(duckdb_extension_httpfs.__file__), 'extensions', 'v' + duckdb.__version__, 'httpfs.duckdb_extension')\n\
-         c = duckdb.connect()\n\
-         c.sql(\"LOAD '\" + ext + \"'\")\n\
-         c.sql(\"CREATE SECRET s3 (TYPE s3, KEY_ID '{ACCESS_KEY}', SECRET '{SECRET_KEY}', REGION 'us-east-1', ENDPOINT '{endpoint}', URL_STYLE 'path', USE_SSL false)\")\n\
-         row = c.sql(\"{CHECK} FROM read_parquet('s3://lake/team/chorus/posts/*/*/*.parquet', hive_partitioning = true)\").fetchone()\n\
-         print(json.dumps([float(v) for v in row]))\n"
+    let prelude = format!(
+        "import duckdb_extension_httpfs\n\
+         c.sql(\"LOAD '\" + os.path.join(os.path.dirname(duckdb_extension_httpfs.__file__), 'extensions', 'v' + duckdb.__version__, 'httpfs.duckdb_extension') + \"'\")\n\
+         c.sql(\"CREATE SECRET s3 (TYPE s3, KEY_ID '{ACCESS_KEY}', SECRET '{SECRET_KEY}', REGION 'us-east-1', ENDPOINT '{endpoint}', URL_STYLE 'path', USE_SSL false)\")"
     );
-    let out = std::process::Command::new(python)
-        .arg("-c")
-        .arg(script)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "duckdb: {}", String::from_utf8_lossy(&out.stderr));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let theirs: Vec<f64> =
-        serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    let theirs: Vec<f64> = crate::server::duckdb_row(
+        &prelude,
+        &format!("{CHECK} FROM read_parquet('s3://lake/team/chorus/posts/*/*/*.parquet', hive_partitioning = true)"),
+    )
+    .into_iter()
+    .map(|v| v.unwrap())
+    .collect();
     let row = &ours[0];
     let expected: Vec<f64> = ["n", "ids", "score", "compound", "days", "hours"]
         .iter()
