@@ -55,7 +55,7 @@ pub struct AppState {
     /// The data directory, whose disk ingest watches.
     pub data_dir: std::path::PathBuf,
     /// The archive's directory (`[archive] url`), for `/v1/status`.
-    pub archive_root: std::path::PathBuf,
+    pub archive: crate::sinks::archive::Stored,
     /// Ingest answers 507 while the data directory's disk has less free.
     pub min_free_bytes: u64,
     /// Cancelled to stop the pipeline when the log fails for good.
@@ -827,8 +827,8 @@ async fn status(State(state): State<Arc<AppState>>) -> Response {
                 documents: s.documents(),
                 bytes: s.disk_bytes(),
             });
-            let root = state.archive_root.clone();
-            status.archive = tokio::task::spawn_blocking(move || crate::sinks::archive::summary(&root).ok())
+            let stored = state.archive.clone();
+            status.archive = tokio::task::spawn_blocking(move || stored.summary().ok())
                 .await
                 .ok()
                 .flatten();
@@ -1081,7 +1081,7 @@ mod tests {
             allowed_origins: Vec::new(),
             listen: "127.0.0.1:0".parse().unwrap(),
             data_dir: dir.to_path_buf(),
-            archive_root: dir.join("archive"),
+            archive: crate::sinks::archive::Stored::Dir(dir.join("archive")),
             min_free_bytes: 0,
             stop: CancellationToken::new(),
             failure: Default::default(),

@@ -13,8 +13,7 @@ use tokio::sync::RwLock;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
-use crate::sinks::archive::compact;
-use crate::sinks::archive::{ArchiveConfig, ArchiveError};
+use crate::sinks::archive::{ArchiveConfig, ArchiveError, ObjectArchive, bucket, compact};
 use crate::wire::LifecycleRun;
 
 /// `[lifecycle]`.
@@ -131,6 +130,9 @@ pub fn s3_rules(config: &LifecycleConfig, prefix: &str) -> Result<serde_json::Va
 /// The lifecycle of one archive; a pass at a time.
 pub struct Lifecycle {
     root: PathBuf,
+    /// The archive, when it is in a bucket (`root` is then its staging
+    /// directory).
+    objects: Option<ObjectArchive>,
     archive: ArchiveConfig,
     config: LifecycleConfig,
     /// How long retired files are kept: `keep_retired_secs`, or the
@@ -159,6 +161,7 @@ impl Lifecycle {
         let keep_retired = Duration::from_secs(config.keep_retired_secs).max(floor);
         Lifecycle {
             root,
+            objects: None,
             archive,
             config,
             keep_retired,
@@ -166,6 +169,13 @@ impl Lifecycle {
             metrics,
             running: Mutex::new(()),
         }
+    }
+
+    /// The lifecycle of the archive in a bucket, `store`; `root` is its
+    /// staging directory.
+    pub fn in_bucket(mut self, store: ObjectArchive) -> Lifecycle {
+        self.objects = Some(store);
+        self
     }
 
     /// The configuration.
@@ -187,23 +197,55 @@ impl Lifecycle {
         let _running = self.running.lock().unwrap_or_else(|e| e.into_inner());
         let started = Instant::now();
         let now = chrono::Utc::now().timestamp_micros();
-        let compaction = compact::compact(
-            &self.root,
-            &self.archive,
-            &self.gate,
-            now,
-            Duration::from_secs(self.config.compact_after_secs),
-            self.config.compact_min_files,
-            stop,
-        )?;
-        let expired = match self.config.archive_retention_days {
-            0 => compact::Expired::default(),
+        let closed = Duration::from_secs(self.config.compact_after_secs);
+        let cutoff = match self.config.archive_retention_days {
+            0 => None,
             days => {
                 let keep = i64::try_from(days.saturating_mul(86_400_000_000)).unwrap_or(i64::MAX);
-                compact::expire(&self.root, &self.gate, now, now.saturating_sub(keep))?
+                Some(now.saturating_sub(keep))
             }
         };
-        let retired_removed = compact::remove_retired(&self.root, now, self.keep_retired)?;
+        let (compaction, expired, retired_removed) = match &self.objects {
+            None => {
+                let compaction = compact::compact(
+                    &self.root,
+                    &self.archive,
+                    &self.gate,
+                    now,
+                    closed,
+                    self.config.compact_min_files,
+                    stop,
+                )?;
+                let expired = match cutoff {
+                    None => compact::Expired::default(),
+                    Some(cutoff) => compact::expire(&self.root, &self.gate, now, cutoff)?,
+                };
+                (
+                    compaction,
+                    expired,
+                    compact::remove_retired(&self.root, now, self.keep_retired)?,
+                )
+            }
+            Some(store) => {
+                let compaction = bucket::compact(
+                    store,
+                    &self.root,
+                    (&self.archive, &self.gate),
+                    now,
+                    (closed, self.config.compact_min_files),
+                    stop,
+                )?;
+                let expired = match cutoff {
+                    None => compact::Expired::default(),
+                    Some(cutoff) => bucket::expire(store, now, cutoff)?,
+                };
+                (
+                    compaction,
+                    expired,
+                    bucket::remove_retired(store, now, self.keep_retired)?,
+                )
+            }
+        };
         self.metrics.archive_hours_expired.add(expired.hours);
         self.metrics.lifecycle_runs.add(1);
         self.metrics.archive_hours_compacted.add(compaction.hours);

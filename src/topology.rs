@@ -26,7 +26,7 @@ use crate::log::kafka::{KafkaLog, KafkaSettings};
 use crate::log::{Log, LogError, Retention, Topic};
 use crate::metrics::Metrics;
 use crate::query::QueryEngine;
-use crate::sinks::archive::{Archive, ArchiveError, ArchiveTail};
+use crate::sinks::archive::{Archive, ArchiveError, ArchiveTail, ObjectArchive};
 use crate::sinks::index::{IndexError, IndexSink, Searcher};
 use crate::transforms::enrich;
 
@@ -85,8 +85,12 @@ pub fn running_server(data: &Path) -> Option<ServerInfo> {
 /// An opened data directory and the shared parts of its pipeline.
 pub struct Pipeline {
     data: PathBuf,
-    /// `[archive] url`'s directory, or the data directory's `archive/`.
+    /// `[archive] url`'s directory, or the data directory's `archive/`
+    /// (for an archive in a bucket: its staging directory and the batch
+    /// views).
     archive_root: PathBuf,
+    /// `[archive] url` when it names a bucket.
+    archive_objects: Option<url::Url>,
     config: Config,
     log: Arc<dyn Log>,
     metrics: Arc<Metrics>,
@@ -98,6 +102,10 @@ impl Pipeline {
     /// Opens (creating) the data directory. Fails if another process has it.
     pub fn open(data: &Path, config: Config) -> Result<Pipeline, PipelineError> {
         let archive_root = config.archive.root(data).map_err(PipelineError::Other)?;
+        let archive_objects = match config.archive.location(data).map_err(PipelineError::Other)? {
+            crate::sinks::archive::Location::Objects(url) => Some(url),
+            crate::sinks::archive::Location::Dir(_) => None,
+        };
         let in_use = |e: LogError| match e {
             LogError::Storage(msg) if msg.to_lowercase().contains("lock") => PipelineError::Other(format!(
                 "{} is in use by another chorus process ({msg})",
@@ -126,6 +134,7 @@ impl Pipeline {
         Ok(Pipeline {
             data: data.to_path_buf(),
             archive_root,
+            archive_objects,
             config,
             log,
             metrics: Arc::new(Metrics::default()),
@@ -154,16 +163,27 @@ impl Pipeline {
         self.metrics.clone()
     }
 
-    /// The archive's root directory.
+    /// The archive's root directory (for an archive in a bucket: its
+    /// staging directory and the batch views).
     pub fn archive_root(&self) -> PathBuf {
         self.archive_root.clone()
+    }
+
+    /// Where the archive's committed files are.
+    pub fn archive_stored(&self) -> Result<crate::sinks::archive::Stored, PipelineError> {
+        Ok(match &self.archive_objects {
+            None => crate::sinks::archive::Stored::Dir(self.archive_root()),
+            Some(url) => crate::sinks::archive::Stored::Objects(Arc::new(
+                ObjectArchive::connect(url, &self.config.archive.endpoint()).map_err(PipelineError::Other)?,
+            )),
+        })
     }
 
     /// A query engine over this directory, within `[query]`'s bounds;
     /// queries spill to `tmp/query` in it.
     fn query_engine_with(&self, speed: Option<Arc<crate::views::speed::Speed>>) -> Result<QueryEngine, PipelineError> {
         let views = self.config.views().map_err(PipelineError::Other)?;
-        Ok(QueryEngine::new(
+        let engine = QueryEngine::new(
             &self.archive_root(),
             self.log(),
             self.gate.clone(),
@@ -172,7 +192,15 @@ impl Pipeline {
             &self.data.join("tmp").join("query"),
         )
         .map_err(|e| PipelineError::Other(e.to_string()))?
-        .with_views(views.into_iter().map(|v| v.name).collect(), speed))
+        .with_views(views.into_iter().map(|v| v.name).collect(), speed);
+        Ok(match &self.archive_objects {
+            None => engine,
+            Some(url) => engine.with_archive_objects(
+                url,
+                crate::sinks::archive::objects::connect_store(url, &self.config.archive.endpoint())
+                    .map_err(PipelineError::Other)?,
+            ),
+        })
     }
 
     /// A query engine over this directory, within `[query]`'s bounds
@@ -251,16 +279,21 @@ impl Pipeline {
     }
 
     /// The archive's lifecycle (compaction), sharing the archive's gate.
-    pub fn lifecycle(&self) -> Arc<crate::lifecycle::Lifecycle> {
+    pub fn lifecycle(&self) -> Result<Arc<crate::lifecycle::Lifecycle>, PipelineError> {
         let longest_reader = self.config.query.max_seconds.max(self.config.batch.max_seconds);
-        Arc::new(crate::lifecycle::Lifecycle::new(
+        let lifecycle = crate::lifecycle::Lifecycle::new(
             self.archive_root(),
             self.config.archive.clone(),
             self.config.lifecycle.clone(),
             std::time::Duration::from_secs(longest_reader),
             self.gate.clone(),
             self.metrics.clone(),
-        ))
+        );
+        Ok(Arc::new(match &self.archive_objects {
+            None => lifecycle,
+            Some(url) => lifecycle
+                .in_bucket(ObjectArchive::connect(url, &self.config.archive.endpoint()).map_err(PipelineError::Other)?),
+        }))
     }
 
     /// The exporter of the batch views to the warehouse, when `[warehouse]`
@@ -307,8 +340,17 @@ impl Pipeline {
     }
 
     fn archive(&self) -> Result<Archive, ArchiveError> {
+        let placement = match &self.archive_objects {
+            None => crate::sinks::archive::Placement::Dir(self.archive_root()),
+            Some(url) => crate::sinks::archive::Placement::Objects {
+                staging: self.archive_root(),
+                store: Box::new(
+                    ObjectArchive::connect(url, &self.config.archive.endpoint()).map_err(ArchiveError::Other)?,
+                ),
+            },
+        };
         Archive::open(
-            crate::sinks::archive::Placement::Dir(self.archive_root()),
+            placement,
             self.log(),
             self.config.archive.clone(),
             self.metrics.clone(),
@@ -528,7 +570,7 @@ impl Pipeline {
         };
         // The archive's lifecycle: a pass every interval, and one on request
         // (`POST /v1/lifecycle`), never two at once.
-        let lifecycle = self.lifecycle();
+        let lifecycle = self.lifecycle()?;
         let lifecycle_task = if roles.has(Role::Archive) && self.config.lifecycle.scheduler {
             let (lifecycle, stop) = (lifecycle.clone(), stop.clone());
             Some(spawn_thread("lifecycle", move || {
@@ -604,7 +646,7 @@ impl Pipeline {
                     allowed_origins: self.config.server.allowed_origins.clone(),
                     listen: address,
                     data_dir: self.data.clone(),
-                    archive_root: self.archive_root(),
+                    archive: self.archive_stored()?,
                     min_free_bytes: self.config.log.min_free_bytes,
                     stop: stop.clone(),
                     failure: Default::default(),

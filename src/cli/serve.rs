@@ -265,7 +265,7 @@ pub async fn lifecycle(config: Config, data: &Path, out: &mut dyn Write) -> anyh
         serde_json::from_slice(&body).context("the server's lifecycle answer")?
     } else {
         let pipeline = open_offline(data, config)?;
-        let lifecycle = pipeline.lifecycle();
+        let lifecycle = pipeline.lifecycle()?;
         let stop = CancellationToken::new();
         cancel_on_signals(stop.clone());
         tokio::task::spawn_blocking(move || lifecycle.run(&stop))
@@ -642,7 +642,12 @@ pub async fn status(config: Config, data: &Path, out: &mut dyn Write) -> anyhow:
                 bytes: searcher.disk_bytes(),
             });
         }
-        status.archive = crate::sinks::archive::summary(&pipeline.archive_root()).ok();
+        // A listing of a bucket blocks: off the async threads.
+        let stored = pipeline.archive_stored().ok();
+        status.archive = tokio::task::spawn_blocking(move || stored.and_then(|s| s.summary().ok()))
+            .await
+            .ok()
+            .flatten();
         status.views = pipeline.query_engine().await?.1.status();
         status
     };

@@ -1,9 +1,10 @@
-//! The archive's files as queries read them: the local file system, except
-//! that
+//! The archive's files as queries read them: the archive's store (the
+//! local file system, or the bucket of an `s3://` archive), except that
 //!
-//! * a file compaction retired after a query listed it is read from where
-//!   it was retired ([`crate::sinks::archive::compact`]), so a query that
-//!   was running across a compaction still reads what it listed;
+//! * a file compaction or retention retired after a query listed it is
+//!   read from where it was retired ([`crate::sinks::archive::compact`]), so
+//!   a query that was running across a compaction still reads what it
+//!   listed;
 //! * a listing leaves out what the query must not read twice: a post file
 //!   whose first offset the archive had not committed when the query read
 //!   its committed offsets (the query reads those posts from the log), and
@@ -13,9 +14,9 @@
 //! So a query process that is not the archive's (`chorus run --roles serve`)
 //! gets the same snapshot as one beside it, from the offsets in the file
 //! names and without the archive's in-process lock: it reads the committed
-//! offsets, then lists; files renamed after that start at or past those
-//! offsets and are left out, files renamed before are all in place (the
-//! archive renames a roll's files before it commits). One race remains,
+//! offsets, then lists; files placed after that start at or past those
+//! offsets and are left out, files placed before are all in place (the
+//! archive places a roll's files before it commits). One race remains,
 //! detected: a compaction that, between the two, rewrote a file committed
 //! after the query's offsets. [`ArchiveFiles::stale`] then says so and the
 //! query is planned again.
@@ -23,7 +24,6 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::ops::Range;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -34,19 +34,24 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{
-    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PutMultipartOptions,
-    PutOptions, PutPayload, PutResult, RenameOptions, Result,
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore, ObjectStoreExt,
+    PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions, Result,
 };
 
-use crate::sinks::archive::compact::{RETIRED_DIR, replaced_by};
+use crate::sinks::archive::compact::{REPLACES_KEY, RETIRED_DIR};
 use crate::sinks::archive::{POSTS_DIR, parse_file_name};
 
 /// Compacted files whose replaced names are kept, at most (they never
 /// change: a compacted file's name is unique).
 const MAX_CACHED: usize = 4096;
+/// Compacted files' footers read at once by one listing.
+const FOOTERS_AT_ONCE: usize = 16;
+/// The end of a file read in one request for its footer; a larger footer
+/// takes a second.
+const FOOTER_GUESS_BYTES: u64 = 64 * 1024;
 
-/// The local file system, with an archive's retired files behind its own
-/// and its listings cut to one query's snapshot.
+/// The archive's store, with its retired files behind its own and its
+/// listings cut to one query's snapshot.
 #[derive(Debug, Clone)]
 pub struct ArchiveFiles {
     shared: Arc<Shared>,
@@ -59,32 +64,80 @@ pub struct ArchiveFiles {
 
 #[derive(Debug)]
 struct Shared {
-    local: LocalFileSystem,
-    /// The archive root as given and as resolved (queries name files by
-    /// either).
-    roots: Vec<PathBuf>,
+    inner: Arc<dyn ObjectStore>,
+    /// The store's URL (`file:///`, `s3://bucket`): where queries find it.
+    url: url::Url,
+    /// The archive root in the store (on the local file system: as given
+    /// and as resolved, since queries name files by either).
+    roots: Vec<Path>,
+    /// The archive's directory, when it is on the local file system.
+    local_root: Option<std::path::PathBuf>,
     /// The names each compacted file replaces, by path.
-    replaced: Mutex<HashMap<PathBuf, Arc<[String]>>>,
+    replaced: Mutex<HashMap<Path, Arc<[String]>>>,
 }
 
 impl ArchiveFiles {
-    /// The local file system, for the archive at `root`.
-    pub fn new(root: &std::path::Path) -> ArchiveFiles {
-        let mut roots = vec![std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf())];
-        if let Ok(resolved) = std::fs::canonicalize(root)
+    /// The archive in the local directory `root`.
+    pub fn local(root: &std::path::Path) -> ArchiveFiles {
+        let absolute = std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
+        let mut roots: Vec<Path> = Path::from_absolute_path(&absolute).into_iter().collect();
+        if let Ok(resolved) = Path::from_filesystem_path(root)
             && !roots.contains(&resolved)
         {
             roots.push(resolved);
         }
+        let mut files = ArchiveFiles::with(
+            Arc::new(LocalFileSystem::new()),
+            url::Url::parse("file:///").expect("a URL"),
+            roots,
+        );
+        if let Some(shared) = Arc::get_mut(&mut files.shared) {
+            shared.local_root = Some(absolute);
+        }
+        files
+    }
+
+    /// The archive at `url` (`s3://bucket/prefix`) in `store`, whose root
+    /// is `url`'s bucket.
+    pub fn objects(url: &url::Url, store: Arc<dyn ObjectStore>) -> ArchiveFiles {
+        let mut bucket = url.clone();
+        bucket.set_path("");
+        ArchiveFiles::with(store, bucket, vec![Path::from(url.path().trim_matches('/'))])
+    }
+
+    fn with(inner: Arc<dyn ObjectStore>, url: url::Url, roots: Vec<Path>) -> ArchiveFiles {
         ArchiveFiles {
             shared: Arc::new(Shared {
-                local: LocalFileSystem::new(),
+                inner,
+                url,
                 roots,
+                local_root: None,
                 replaced: Mutex::new(HashMap::new()),
             }),
             committed: None,
             stale: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// Whether the archive is a local directory.
+    pub fn is_local(&self) -> bool {
+        self.shared.local_root.is_some()
+    }
+
+    /// The store's URL, under which queries register it.
+    pub fn store_url(&self) -> &url::Url {
+        &self.shared.url
+    }
+
+    /// The URL of the directory `dir` (`/`-separated) under the archive,
+    /// ending in `/`: what a listing table over it is given.
+    pub fn dir_url(&self, dir: &str) -> String {
+        if let Some(local) = &self.shared.local_root {
+            return format!("{}/", local.join(dir).display());
+        }
+        let root = self.shared.roots.first().cloned().unwrap_or_default();
+        let path: Path = root.parts().chain(Path::from(dir).parts()).collect();
+        format!("{}/{path}/", self.shared.url.as_str().trim_end_matches('/'))
     }
 
     /// The same files as one query sees them: post files from `committed`
@@ -103,46 +156,66 @@ impl ArchiveFiles {
         self.stale.load(Ordering::Relaxed)
     }
 
-    /// Where `location`, a post file no longer in place, was retired to
-    /// (the newest retirement first), if it was.
-    fn retired(&self, location: &Path) -> Option<Path> {
-        let file = self.shared.local.path_to_filesystem(location).ok()?;
-        let (root, relative) = self.shared.roots.iter().find_map(|root| {
-            let relative = file.strip_prefix(root).ok()?;
-            relative.starts_with(POSTS_DIR).then_some((root, relative))
-        })?;
-        let retired = root.join(RETIRED_DIR);
-        let mut runs: Vec<PathBuf> = std::fs::read_dir(&retired)
-            .ok()?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .collect();
-        runs.sort();
-        runs.iter()
-            .rev()
-            .map(|run| run.join(relative))
-            .find(|candidate| candidate.is_file())
-            .and_then(|found| Path::from_filesystem_path(found).ok())
-    }
-
-    /// Whether `file` is a post file of this archive.
-    fn is_post_file(&self, file: &std::path::Path) -> bool {
-        self.shared.roots.iter().any(|root| {
-            file.strip_prefix(root)
-                .is_ok_and(|relative| relative.starts_with(POSTS_DIR))
+    /// The archive root `location` is under and its parts below it.
+    fn under_root(&self, location: &Path) -> Option<(Path, Vec<String>)> {
+        self.shared.roots.iter().find_map(|root| {
+            let parts: Vec<String> = location.prefix_match(root)?.map(|p| p.as_ref().to_string()).collect();
+            Some((root.clone(), parts))
         })
     }
 
-    /// The names the compacted file at `file` replaces (read from its
+    /// Whether `location` is a post file of this archive.
+    fn is_post_file(&self, location: &Path) -> bool {
+        self.under_root(location)
+            .is_some_and(|(_, parts)| parts.first().is_some_and(|p| p == POSTS_DIR))
+    }
+
+    /// Where `location`, a post file no longer in place, was retired to
+    /// (the newest retirement first), if it was.
+    async fn retired(&self, location: &Path) -> Option<Path> {
+        let (root, relative) = self.under_root(location)?;
+        if relative.first().is_none_or(|p| p != POSTS_DIR) {
+            return None;
+        }
+        let retired: Path = root.parts().chain(Path::from(RETIRED_DIR).parts()).collect();
+        let mut runs = self
+            .shared
+            .inner
+            .list_with_delimiter(Some(&retired))
+            .await
+            .ok()?
+            .common_prefixes;
+        runs.sort();
+        for run in runs.iter().rev() {
+            let candidate: Path = run
+                .parts()
+                .chain(relative.iter().map(|p| object_store::path::PathPart::from(p.as_str())))
+                .collect();
+            if self.shared.inner.head(&candidate).await.is_ok() {
+                return Some(candidate);
+            }
+        }
+        None
+    }
+
+    /// The names the compacted file `object` replaces (read from its
     /// footer once). One that does not read replaces nothing: the query
     /// that reads it says why.
-    fn replaced(&self, file: &std::path::Path) -> Arc<[String]> {
-        if let Some(names) = self.shared.replaced.lock().unwrap_or_else(|e| e.into_inner()).get(file) {
-            return names.clone();
+    async fn replaced(&self, object: &ObjectMeta) -> Arc<[String]> {
+        let cached = self
+            .shared
+            .replaced
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&object.location)
+            .cloned();
+        if let Some(names) = cached {
+            return names;
         }
-        let names: Arc<[String]> = match replaced_by(file) {
+        let names: Arc<[String]> = match replaced_in(&*self.shared.inner, &object.location, object.size).await {
             Ok(names) => names.into(),
             Err(e) => {
-                tracing::debug!(file = %file.display(), error = %e, "A compacted file's footer does not read.");
+                tracing::debug!(file = %object.location, error = %e, "A compacted file's footer does not read.");
                 return Arc::from(Vec::new());
             }
         };
@@ -150,49 +223,51 @@ impl ArchiveFiles {
         if cache.len() >= MAX_CACHED {
             cache.clear();
         }
-        cache.insert(file.to_path_buf(), names.clone());
+        cache.insert(object.location.clone(), names.clone());
         names
     }
 
     /// `objects` without what this snapshot must not read (see the module
-    /// documentation). Reads compacted files' footers: call off the async
-    /// threads.
-    fn keep(&self, objects: Vec<ObjectMeta>) -> Vec<ObjectMeta> {
+    /// documentation).
+    async fn kept(&self, objects: Vec<ObjectMeta>) -> Result<Vec<ObjectMeta>> {
         // Per directory: the names compacted files in it replace.
-        let mut replaced: HashMap<PathBuf, HashSet<String>> = HashMap::new();
-        let mut files = Vec::with_capacity(objects.len());
-        for object in objects {
-            let file = self.shared.local.path_to_filesystem(&object.location).ok();
-            let file = file.filter(|f| self.is_post_file(f));
-            if let Some(file) = &file
-                && let (Some(dir), Some(name)) = (file.parent(), file.file_name().and_then(|n| n.to_str()))
-                && name.starts_with("c-")
-            {
-                let names = self.replaced(file);
-                for name in names.iter() {
-                    if let (Some(committed), Some((p, first, _))) = (&self.committed, parse_file_name(name))
-                        && committed.get(p as usize).is_some_and(|c| first >= *c)
-                    {
-                        self.stale.store(true, Ordering::Relaxed);
-                    }
+        let compacted: Vec<ObjectMeta> = objects
+            .iter()
+            .filter(|o| o.location.filename().is_some_and(|n| n.starts_with("c-")) && self.is_post_file(&o.location))
+            .cloned()
+            .collect();
+        let found: Vec<(String, Arc<[String]>)> = futures::stream::iter(compacted)
+            .map(|o| {
+                let this = self.clone();
+                async move { (dir_of(&o.location).to_string(), this.replaced(&o).await) }
+            })
+            .buffer_unordered(FOOTERS_AT_ONCE)
+            .collect()
+            .await;
+        let mut replaced: HashMap<String, HashSet<String>> = HashMap::new();
+        for (dir, names) in found {
+            for name in names.iter() {
+                if let (Some(committed), Some((p, first, _))) = (&self.committed, parse_file_name(name))
+                    && committed.get(p as usize).is_some_and(|c| first >= *c)
+                {
+                    self.stale.store(true, Ordering::Relaxed);
                 }
-                replaced
-                    .entry(dir.to_path_buf())
-                    .or_default()
-                    .extend(names.iter().cloned());
             }
-            files.push((object, file));
+            replaced.entry(dir).or_default().extend(names.iter().cloned());
         }
-        files
+        Ok(objects
             .into_iter()
-            .filter(|(_, file)| {
-                let Some(file) = file else {
+            .filter(|object| {
+                if !self.is_post_file(&object.location) {
+                    return true;
+                }
+                let Some(name) = object.location.filename() else {
                     return true;
                 };
-                let (Some(dir), Some(name)) = (file.parent(), file.file_name().and_then(|n| n.to_str())) else {
-                    return true;
-                };
-                if replaced.get(dir).is_some_and(|names| names.contains(name)) {
+                if replaced
+                    .get(dir_of(&object.location))
+                    .is_some_and(|names| names.contains(name))
+                {
                     return false;
                 }
                 match (&self.committed, parse_file_name(name)) {
@@ -200,28 +275,10 @@ impl ArchiveFiles {
                     _ => true,
                 }
             })
-            .map(|(object, _)| object)
-            .collect()
+            .collect())
     }
 
-    /// [`Self::keep`], on a blocking thread when it may read footers.
-    async fn kept(&self, objects: Vec<ObjectMeta>) -> Result<Vec<ObjectMeta>> {
-        if !objects
-            .iter()
-            .any(|o| o.location.filename().is_some_and(|n| n.starts_with("c-")))
-        {
-            return Ok(self.keep(objects));
-        }
-        let this = self.clone();
-        tokio::task::spawn_blocking(move || this.keep(objects))
-            .await
-            .map_err(|e| object_store::Error::Generic {
-                store: "ArchiveFiles",
-                source: Box::new(e),
-            })
-    }
-
-    /// A listing of `inner`, cut by [`Self::keep`].
+    /// A listing of `inner`, cut by [`Self::kept`].
     fn cut(&self, inner: BoxStream<'static, Result<ObjectMeta>>) -> BoxStream<'static, Result<ObjectMeta>> {
         let this = self.clone();
         futures::stream::once(async move {
@@ -234,9 +291,61 @@ impl ArchiveFiles {
     }
 }
 
+/// The directory part of `location` (before its last `/`).
+fn dir_of(location: &Path) -> &str {
+    location.as_ref().rsplit_once('/').map_or("", |(dir, _)| dir)
+}
+
+/// The names the compacted file at `location` (of `size` bytes) in `store`
+/// replaces, from its footer (none if it names none).
+pub async fn replaced_in(
+    store: &dyn ObjectStore,
+    location: &Path,
+    size: u64,
+) -> std::result::Result<Vec<String>, String> {
+    if size < 12 {
+        return Err(format!("{location}: {size} bytes is no Parquet file"));
+    }
+    let start = size.saturating_sub(FOOTER_GUESS_BYTES);
+    let mut tail = store
+        .get_range(location, start..size)
+        .await
+        .map_err(|e| e.to_string())?;
+    let n = tail.len();
+    if n < 8 || &tail[n - 4..] != b"PAR1" {
+        return Err(format!("{location}: not a Parquet file"));
+    }
+    let footer = u32::from_le_bytes(tail[n - 8..n - 4].try_into().expect("4 bytes")) as u64;
+    if footer + 8 > size {
+        return Err(format!("{location}: a footer of {footer} bytes in a file of {size}"));
+    }
+    if footer + 8 > n as u64 {
+        tail = store
+            .get_range(location, size - 8 - footer..size)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    let n = tail.len();
+    let metadata =
+        parquet::file::metadata::ParquetMetaDataReader::decode_metadata(&tail[n - 8 - footer as usize..n - 8])
+            .map_err(|e| format!("{location}: {e}"))?;
+    names_in(metadata.file_metadata().key_value_metadata())
+}
+
+/// The replaced names a footer's key-value metadata holds.
+pub fn names_in(kv: Option<&Vec<parquet::file::metadata::KeyValue>>) -> std::result::Result<Vec<String>, String> {
+    match kv
+        .and_then(|kv| kv.iter().find(|kv| kv.key == REPLACES_KEY))
+        .and_then(|kv| kv.value.as_deref())
+    {
+        Some(text) => serde_json::from_str(text).map_err(|e| format!("{REPLACES_KEY}: {e}")),
+        None => Ok(Vec::new()),
+    }
+}
+
 impl fmt::Display for ArchiveFiles {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ArchiveFiles({})", self.shared.local)
+        write!(f, "ArchiveFiles({})", self.shared.inner)
     }
 }
 
@@ -247,57 +356,57 @@ fn not_found<T>(result: &Result<T>) -> bool {
 #[async_trait]
 impl ObjectStore for ArchiveFiles {
     async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> Result<PutResult> {
-        self.shared.local.put_opts(location, payload, opts).await
+        self.shared.inner.put_opts(location, payload, opts).await
     }
 
     async fn put_multipart_opts(&self, location: &Path, opts: PutMultipartOptions) -> Result<Box<dyn MultipartUpload>> {
-        self.shared.local.put_multipart_opts(location, opts).await
+        self.shared.inner.put_multipart_opts(location, opts).await
     }
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
-        let got = self.shared.local.get_opts(location, options.clone()).await;
+        let got = self.shared.inner.get_opts(location, options.clone()).await;
         if not_found(&got)
-            && let Some(retired) = self.retired(location)
+            && let Some(retired) = self.retired(location).await
         {
-            return self.shared.local.get_opts(&retired, options).await;
+            return self.shared.inner.get_opts(&retired, options).await;
         }
         got
     }
 
     async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
-        let got = self.shared.local.get_ranges(location, ranges).await;
+        let got = self.shared.inner.get_ranges(location, ranges).await;
         if not_found(&got)
-            && let Some(retired) = self.retired(location)
+            && let Some(retired) = self.retired(location).await
         {
-            return self.shared.local.get_ranges(&retired, ranges).await;
+            return self.shared.inner.get_ranges(&retired, ranges).await;
         }
         got
     }
 
     fn delete_stream(&self, locations: BoxStream<'static, Result<Path>>) -> BoxStream<'static, Result<Path>> {
-        self.shared.local.delete_stream(locations)
+        self.shared.inner.delete_stream(locations)
     }
 
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
-        self.cut(self.shared.local.list(prefix))
+        self.cut(self.shared.inner.list(prefix))
     }
 
     fn list_with_offset(&self, prefix: Option<&Path>, offset: &Path) -> BoxStream<'static, Result<ObjectMeta>> {
-        self.cut(self.shared.local.list_with_offset(prefix, offset))
+        self.cut(self.shared.inner.list_with_offset(prefix, offset))
     }
 
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
-        let mut listed = self.shared.local.list_with_delimiter(prefix).await?;
+        let mut listed = self.shared.inner.list_with_delimiter(prefix).await?;
         listed.objects = self.kept(std::mem::take(&mut listed.objects)).await?;
         Ok(listed)
     }
 
     async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
-        self.shared.local.copy_opts(from, to, options).await
+        self.shared.inner.copy_opts(from, to, options).await
     }
 
     async fn rename_opts(&self, from: &Path, to: &Path, options: RenameOptions) -> Result<()> {
-        self.shared.local.rename_opts(from, to, options).await
+        self.shared.inner.rename_opts(from, to, options).await
     }
 }
 
@@ -314,7 +423,7 @@ mod tests {
         let in_place = root.join("posts/dt=2019-01-01/hour=00");
         std::fs::create_dir_all(&in_place).unwrap();
         std::fs::write(in_place.join("p0-1-2.parquet"), b"first version").unwrap();
-        let store = ArchiveFiles::new(&root);
+        let store = ArchiveFiles::local(&root);
         let location = Path::from_filesystem_path(in_place.join("p0-1-2.parquet")).unwrap();
         let listed: Vec<ObjectMeta> =
             futures::StreamExt::collect::<Vec<_>>(store.list(Some(&Path::from_filesystem_path(&in_place).unwrap())))
@@ -399,7 +508,7 @@ mod tests {
             write_parquet(&hour.join(name), None);
         }
         write_parquet(&hour.join("p1-000000000000-000000000004.parquet"), None);
-        let store = ArchiveFiles::new(&root);
+        let store = ArchiveFiles::local(&root);
         let all = listed(&store, &hour).await;
         assert_eq!(all.len(), 3);
 

@@ -281,7 +281,7 @@ impl QueryEngine {
                 archive_tail,
                 tail: std::sync::Mutex::new(Vec::new()),
                 runtime,
-                files: files::ArchiveFiles::new(archive_root),
+                files: files::ArchiveFiles::local(archive_root),
                 views: Vec::new(),
                 speed: None,
             }),
@@ -302,6 +302,16 @@ impl QueryEngine {
         if let Some(tables) = Arc::get_mut(&mut self.tables) {
             tables.views = names;
             tables.speed = speed;
+        }
+        self
+    }
+
+    /// Reads the archive's posts from `url` (`s3://bucket/prefix`) in
+    /// `store` rather than from the local directory (which still holds the
+    /// batch views).
+    pub fn with_archive_objects(mut self, url: &url::Url, store: Arc<dyn object_store::ObjectStore>) -> QueryEngine {
+        if let Some(tables) = Arc::get_mut(&mut self.tables) {
+            tables.files = files::ArchiveFiles::objects(url, store);
         }
         self
     }
@@ -612,9 +622,11 @@ impl Tables {
         max_memory: usize,
     ) -> Result<(Snapshot, files::ArchiveFiles), QueryError> {
         let failed = |e: DataFusionError| QueryError::Failed(e.to_string());
-        let dir = self.archive_root.join(archive::POSTS_DIR);
-        std::fs::create_dir_all(&dir).map_err(|e| QueryError::Failed(format!("{}: {e}", dir.display())))?;
-        let url = ListingTableUrl::parse(format!("{}/", dir.display())).map_err(failed)?;
+        if self.files.is_local() {
+            let dir = self.archive_root.join(archive::POSTS_DIR);
+            std::fs::create_dir_all(&dir).map_err(|e| QueryError::Failed(format!("{}: {e}", dir.display())))?;
+        }
+        let url = ListingTableUrl::parse(self.files.dir_url(archive::POSTS_DIR)).map_err(failed)?;
         let format = ParquetFormat::default().with_metadata_size_hint(Some(FOOTER_HINT_BYTES));
         let options = ListingOptions::new(Arc::new(format))
             .with_file_extension(".parquet")
@@ -637,7 +649,7 @@ impl Tables {
         let files = self.files.snapshot(&snapshot.archived);
         datafusion::execution::object_store::ObjectStoreRegistry::register_store(
             registry,
-            datafusion::execution::object_store::ObjectStoreUrl::local_filesystem().as_ref(),
+            files.store_url(),
             Arc::new(files.clone()),
         );
         let recent = MemTable::try_new(posts_schema(), vec![recent]).map_err(failed)?;

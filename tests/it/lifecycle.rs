@@ -18,11 +18,15 @@ use crate::server::{
 const CONFIG: &str = "[archive]\nmax_file_age_secs = 1\n[lifecycle]\nscheduler = false\ncompact_after_secs = 0\n\
 compact_min_files = 2\n[index]\nenabled = false\n[batch]\nscheduler = false\n[query]\nmax_seconds = 300\n";
 
-/// The Parquet files of each hour directory of the archive.
+/// The Parquet files of each hour directory of the archive of `data`.
 fn files_per_hour(data: &Path) -> std::collections::BTreeMap<String, Vec<String>> {
+    files_per_hour_under(&data.join("archive/posts"))
+}
+
+/// The Parquet files of each hour directory under `posts`.
+pub fn files_per_hour_under(posts: &Path) -> std::collections::BTreeMap<String, Vec<String>> {
     let mut out = std::collections::BTreeMap::new();
-    let posts = data.join("archive/posts");
-    for day in std::fs::read_dir(&posts).unwrap() {
+    for day in std::fs::read_dir(posts).unwrap() {
         let day = day.unwrap().path();
         for hour in std::fs::read_dir(&day).unwrap() {
             let hour = hour.unwrap().path();
@@ -32,14 +36,14 @@ fn files_per_hour(data: &Path) -> std::collections::BTreeMap<String, Vec<String>
                 .filter(|n| n.ends_with(".parquet"))
                 .collect();
             names.sort();
-            out.insert(hour.strip_prefix(&posts).unwrap().display().to_string(), names);
+            out.insert(hour.strip_prefix(posts).unwrap().display().to_string(), names);
         }
     }
     out
 }
 
 /// The answer every query must give: posts, distinct posts, their scores.
-const CHECK: &str = "SELECT count(*) AS n, count(DISTINCT id) AS ids, sum(score) AS score FROM posts";
+pub const CHECK: &str = "SELECT count(*) AS n, count(DISTINCT id) AS ids, sum(score) AS score FROM posts";
 const CHECK_LATEST: &str = "SELECT count(*) AS n, sum(score) AS score FROM posts_latest";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -9,6 +9,7 @@ mod hardening;
 mod kafka;
 mod lifecycle;
 mod mapping;
+mod objects;
 mod opensearch;
 mod pipeline;
 mod reddit;

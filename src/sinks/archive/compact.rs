@@ -55,16 +55,7 @@ pub fn replaced_by(path: &Path) -> Result<Vec<String>, String> {
     use parquet::file::reader::FileReader as _;
     let file = File::open(path).map_err(|e| e.to_string())?;
     let reader = parquet::file::reader::SerializedFileReader::new(file).map_err(|e| e.to_string())?;
-    let value = reader
-        .metadata()
-        .file_metadata()
-        .key_value_metadata()
-        .and_then(|kv| kv.iter().find(|kv| kv.key == REPLACES_KEY))
-        .and_then(|kv| kv.value.clone());
-    match value {
-        Some(text) => serde_json::from_str(&text).map_err(|e| format!("{REPLACES_KEY}: {e}")),
-        None => Ok(Vec::new()),
-    }
+    crate::query::files::names_in(reader.metadata().file_metadata().key_value_metadata())
 }
 
 /// The swap of one hour, as the journal records it.
@@ -354,7 +345,7 @@ fn compact_hour(
 
 /// Writes the rows of `sources` (in `dir`) into `tmp`, synced: their
 /// count and the file's bytes, or why not.
-fn write_compacted(
+pub(super) fn write_compacted(
     dir: &Path,
     sources: &[(String, u64)],
     tmp: &Path,
@@ -485,7 +476,7 @@ pub fn remove_retired(root: &Path, now: i64, grace: Duration) -> Result<u64, Arc
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use std::sync::Arc;
 
@@ -494,15 +485,15 @@ mod tests {
     use arrow::array::{Array, StringArray};
     use arrow::record_batch::RecordBatch;
 
-    const HOUR: i64 = 3_600_000_000;
+    pub(crate) const HOUR: i64 = 3_600_000_000;
     /// 2019-01-01T00:00:00Z.
-    const DAY: i64 = 1_546_300_800_000_000;
+    pub(crate) const DAY: i64 = 1_546_300_800_000_000;
     /// When the tests' passes run: 2019-01-01T05:30Z.
-    const NOW: i64 = DAY + 5 * HOUR + HOUR / 2;
+    pub(crate) const NOW: i64 = DAY + 5 * HOUR + HOUR / 2;
 
     /// Writes a post file of `ids` created at `at` into its hour's
     /// directory (named as the sink names files: partition, offsets).
-    fn write_file(root: &Path, at: i64, first: u64, ids: &[&str]) {
+    pub(crate) fn write_file(root: &Path, at: i64, first: u64, ids: &[&str]) {
         let bytes: Vec<Vec<u8>> = ids
             .iter()
             .map(|id| {
@@ -540,7 +531,7 @@ mod tests {
             .collect()
     }
 
-    fn ids(batches: &[RecordBatch]) -> Vec<String> {
+    pub(crate) fn ids(batches: &[RecordBatch]) -> Vec<String> {
         batches
             .iter()
             .flat_map(|b| {
@@ -576,7 +567,7 @@ mod tests {
 
     /// Hour 0: five files; hour 1: two (too few); hour 4: five, but it
     /// ended less than an hour before `NOW`; hour 5: five, still open.
-    fn archive() -> tempfile::TempDir {
+    pub(crate) fn archive() -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
         for (hour, files) in [(0, 5), (1, 2), (4, 5), (5, 5)] {
             for f in 0..files {

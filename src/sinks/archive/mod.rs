@@ -33,6 +33,7 @@ use crate::record::{Limits, PostView, column};
 use crate::sinks::consume::{self, Commit, Committed, Input, Sink};
 use crate::transforms::enrich::{DeadLetter, dead_letter};
 
+pub mod bucket;
 pub mod compact;
 pub mod objects;
 
@@ -134,18 +135,14 @@ impl Default for ArchiveConfig {
 }
 
 impl ArchiveConfig {
-    /// The archive's directory: `url`'s, or `data`'s `archive/`. An
-    /// `s3://` archive is refused here until every part of chorus reads
-    /// and writes it (queries, compaction and retention still work on a
-    /// directory only).
+    /// The archive's local directory: `url`'s, or `data`'s `archive/`,
+    /// which for an `s3://` archive holds the files being written before
+    /// they are put, and the batch views.
     pub fn root(&self, data: &Path) -> Result<PathBuf, String> {
-        match self.location(data)? {
-            Location::Dir(dir) => Ok(dir),
-            Location::Objects(url) => Err(format!(
-                "[archive] url = \"{url}\": s3:// archives are not supported yet; the archive is a local \
-                 directory (file:///…), which processes on one machine (or a shared file system) share"
-            )),
-        }
+        Ok(match self.location(data)? {
+            Location::Dir(dir) => dir,
+            Location::Objects(_) => data.join(DIR),
+        })
     }
 
     /// Where the archive is: `url`'s directory or bucket, or `data`'s
@@ -215,6 +212,9 @@ pub enum ArchiveError {
         /// The cause.
         source: object_store::Error,
     },
+    /// The archive's store cannot be reached as configured.
+    #[error("{0}")]
+    Other(String),
     /// Another process writes this archive.
     #[error(
         "the archive {0} is written by another chorus process: one process runs the archive role per archive \
@@ -264,6 +264,25 @@ pub fn parse_file_name(name: &str) -> Option<(u32, u64, u64)> {
     let first = parts.next()?.parse().ok()?;
     let last = parts.next()?.parse().ok()?;
     parts.next().is_none().then_some((partition, first, last))
+}
+
+/// Where an archive's committed files are, for `chorus status`.
+#[derive(Debug, Clone)]
+pub enum Stored {
+    /// In this directory.
+    Dir(PathBuf),
+    /// In this bucket.
+    Objects(Arc<ObjectArchive>),
+}
+
+impl Stored {
+    /// The committed files (a listing: call off the async threads).
+    pub fn summary(&self) -> Result<crate::wire::ArchiveStatus, ArchiveError> {
+        match self {
+            Stored::Dir(root) => summary(root),
+            Stored::Objects(store) => store.summary(),
+        }
+    }
 }
 
 /// The committed files under the archive's `root` (files being written
@@ -1133,7 +1152,7 @@ mod tests {
     }
 
     #[test]
-    fn the_archive_url_names_a_local_directory_or_is_refused_clearly() {
+    fn the_archive_url_names_a_local_directory_or_a_bucket_or_is_refused_clearly() {
         let data = Path::new("/data");
         let at = |url: Option<&str>| {
             ArchiveConfig {
@@ -1147,8 +1166,9 @@ mod tests {
             at(Some("file:///srv/a%20b/archive")).unwrap(),
             Path::new("/srv/a b/archive")
         );
+        // An archive in a bucket writes its files here before it puts them.
+        assert_eq!(at(Some("s3://bucket/prefix")).unwrap(), Path::new("/data/archive"));
         for (url, says) in [
-            ("s3://bucket/prefix", "s3:// archives are not supported yet"),
             ("/srv/archive", "is not a URL"),
             ("file://host/srv/archive", "absolute directory on this machine"),
         ] {

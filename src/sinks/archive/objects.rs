@@ -39,13 +39,61 @@ pub struct Endpoint {
     pub allow_http: bool,
 }
 
+/// The bucket of `url` (`s3://bucket[/prefix]`), reached as `endpoint`
+/// says, with the environment's credentials. Nothing is requested yet.
+///
+/// Each user (the archive's thread, the queries' threads) connects its
+/// own: a client's pooled connections belong to the runtime that opened
+/// them.
+pub fn connect_store(url: &url::Url, endpoint: &Endpoint) -> Result<Arc<dyn ObjectStore>, String> {
+    if url.scheme() != "s3" {
+        return Err(format!("{url}: not an s3:// URL"));
+    }
+    let bucket = url
+        .host_str()
+        .filter(|b| !b.is_empty())
+        .ok_or_else(|| format!("[archive] url = \"{url}\" names no bucket: give s3://bucket/prefix"))?;
+    let mut builder = object_store::aws::AmazonS3Builder::from_env()
+        .with_bucket_name(bucket)
+        .with_allow_http(endpoint.allow_http);
+    if let Some(region) = &endpoint.region {
+        builder = builder.with_region(region);
+    }
+    if let Some(at) = &endpoint.endpoint {
+        // An S3-compatible server: path-style requests.
+        builder = builder.with_endpoint(at).with_virtual_hosted_style_request(false);
+    }
+    let store = builder.build().map_err(|e| format!("[archive] url = \"{url}\": {e}"))?;
+    Ok(Arc::new(store))
+}
+
+/// An object of the archive, as listed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Object {
+    /// Its key under the archive (`posts/dt=…/hour=…/name`).
+    pub key: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// When it was written, µs since the epoch.
+    pub modified: i64,
+}
+
 /// An archive under a prefix of a bucket.
 pub struct ObjectArchive {
     store: Arc<dyn ObjectStore>,
     prefix: ObjectPath,
     url: url::Url,
     /// Runs the store's requests for the archive's (blocking) thread.
-    runtime: tokio::runtime::Runtime,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for ObjectArchive {
+    fn drop(&mut self) {
+        // Dropped from async code too, where a blocking shutdown panics.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 impl std::fmt::Debug for ObjectArchive {
@@ -58,25 +106,7 @@ impl ObjectArchive {
     /// The archive at `url` (`s3://bucket[/prefix]`), reached as `endpoint`
     /// says, with the environment's credentials. Nothing is requested yet.
     pub fn connect(url: &url::Url, endpoint: &Endpoint) -> Result<ObjectArchive, String> {
-        if url.scheme() != "s3" {
-            return Err(format!("{url}: not an s3:// URL"));
-        }
-        let bucket = url
-            .host_str()
-            .filter(|b| !b.is_empty())
-            .ok_or_else(|| format!("[archive] url = \"{url}\" names no bucket: give s3://bucket/prefix"))?;
-        let mut builder = object_store::aws::AmazonS3Builder::from_env()
-            .with_bucket_name(bucket)
-            .with_allow_http(endpoint.allow_http);
-        if let Some(region) = &endpoint.region {
-            builder = builder.with_region(region);
-        }
-        if let Some(at) = &endpoint.endpoint {
-            // An S3-compatible server: path-style requests.
-            builder = builder.with_endpoint(at).with_virtual_hosted_style_request(false);
-        }
-        let store = builder.build().map_err(|e| format!("[archive] url = \"{url}\": {e}"))?;
-        ObjectArchive::new(url, Arc::new(store))
+        ObjectArchive::new(url, connect_store(url, endpoint)?)
     }
 
     /// The archive at `url` in `store` (whose root is `url`'s bucket).
@@ -90,7 +120,23 @@ impl ObjectArchive {
             store,
             prefix,
             url: url.clone(),
-            runtime,
+            runtime: Some(runtime),
+        })
+    }
+
+    /// Runs `work` (a request) to its end: on the calling thread, or, when
+    /// that is an async worker (opening the archive, `chorus status`), on a
+    /// thread of its own, since a worker may not block.
+    fn block_on<T: Send>(&self, work: impl std::future::Future<Output = T> + Send) -> T {
+        let runtime = self.runtime.as_ref().expect("the runtime lives as long as the archive");
+        if tokio::runtime::Handle::try_current().is_err() {
+            return runtime.block_on(work);
+        }
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| runtime.block_on(work))
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
         })
     }
 
@@ -127,18 +173,16 @@ impl ObjectArchive {
         if size <= PART_BYTES as u64 {
             let mut bytes = Vec::with_capacity(size as usize);
             file.read_to_end(&mut bytes).map_err(io)?;
-            self.runtime
-                .block_on(self.store.put(&path, PutPayload::from(bytes)))
+            self.block_on(self.store.put(&path, PutPayload::from(bytes)))
                 .map_err(self.failed(key))?;
             return Ok(());
         }
         let upload = self
-            .runtime
             .block_on(self.store.put_multipart(&path))
             .map_err(self.failed(key))?;
         let mut parts = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
         let mut chunk = vec![0u8; PART_BYTES];
-        let sent: Result<(), ArchiveError> = self.runtime.block_on(async {
+        let sent: Result<(), ArchiveError> = self.block_on(async {
             loop {
                 let n = read_full(&mut file, &mut chunk).map_err(io)?;
                 if n == 0 {
@@ -151,12 +195,12 @@ impl ObjectArchive {
         });
         match sent {
             Ok(()) => {
-                self.runtime.block_on(parts.finish()).map_err(self.failed(key))?;
+                self.block_on(parts.finish()).map_err(self.failed(key))?;
                 Ok(())
             }
             Err(e) => {
                 // No part stays behind (S3 would bill it until aborted).
-                if let Err(abort) = self.runtime.block_on(parts.abort()) {
+                if let Err(abort) = self.block_on(parts.abort()) {
                     tracing::warn!(key, error = %abort, "Could not abort a failed multipart upload.");
                 }
                 Err(e)
@@ -167,9 +211,14 @@ impl ObjectArchive {
     /// Every object under `dir` (a `/`-separated path under the archive):
     /// its key under the archive and its size.
     pub fn list(&self, dir: &str) -> Result<Vec<(String, u64)>, ArchiveError> {
+        Ok(self.list_objects(dir)?.into_iter().map(|o| (o.key, o.size)).collect())
+    }
+
+    /// Every object under `dir`, with its size and when it was written.
+    pub fn list_objects(&self, dir: &str) -> Result<Vec<Object>, ArchiveError> {
         let under = self.path(dir);
         let skip = self.prefix.parts().count();
-        self.runtime.block_on(async {
+        self.block_on(async {
             let mut out = Vec::new();
             let mut listing = self.store.list(Some(&under));
             while let Some(meta) = listing.next().await {
@@ -180,23 +229,71 @@ impl ObjectArchive {
                     .skip(skip)
                     .map(|p| p.as_ref().to_string())
                     .collect();
-                out.push((key.join("/"), meta.size));
+                out.push(Object {
+                    key: key.join("/"),
+                    size: meta.size,
+                    modified: meta.last_modified.timestamp_micros(),
+                });
             }
             Ok(out)
         })
     }
 
+    /// Copies the object at `from` to `to` (in the store, not through
+    /// this machine).
+    pub fn copy(&self, from: &str, to: &str) -> Result<(), ArchiveError> {
+        self.block_on(self.store.copy(&self.path(from), &self.path(to)))
+            .map_err(self.failed(from))
+    }
+
+    /// Writes the object at `key` into the local file `local`, streamed.
+    pub fn download(&self, key: &str, local: &Path) -> Result<(), ArchiveError> {
+        use std::io::Write as _;
+        let io = |e| ArchiveError::Io {
+            path: local.to_path_buf(),
+            source: e,
+        };
+        let mut file = std::fs::File::create(local).map_err(io)?;
+        self.block_on(async {
+            let got = self.store.get(&self.path(key)).await.map_err(self.failed(key))?;
+            let mut chunks = got.into_stream();
+            while let Some(chunk) = chunks.next().await {
+                file.write_all(&chunk.map_err(self.failed(key))?).map_err(io)?;
+            }
+            Ok::<_, ArchiveError>(())
+        })?;
+        file.sync_all().map_err(io)
+    }
+
+    /// The names the compacted file at `key` (of `size` bytes) replaces,
+    /// from its footer.
+    pub fn replaced(&self, key: &str, size: u64) -> Result<Vec<String>, String> {
+        self.block_on(crate::query::files::replaced_in(&*self.store, &self.path(key), size))
+    }
+
     /// Deletes the object at `key` (gone already: fine).
     pub fn delete(&self, key: &str) -> Result<(), ArchiveError> {
-        match self.runtime.block_on(self.store.delete(&self.path(key))) {
+        match self.block_on(self.store.delete(&self.path(key))) {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(self.failed(key)(e)),
         }
     }
 
+    /// The archive's committed files, as `chorus status` shows them (a
+    /// listing of `posts/` and `errors/`).
+    pub fn summary(&self) -> Result<crate::wire::ArchiveStatus, ArchiveError> {
+        let mut status = crate::wire::ArchiveStatus::default();
+        for (_, size) in self.list(super::POSTS_DIR)? {
+            status.files += 1;
+            status.bytes += size;
+        }
+        status.error_files = self.list(super::ERRORS_DIR)?.len() as u64;
+        Ok(status)
+    }
+
     /// The bytes of the object at `key`.
     pub fn read(&self, key: &str) -> Result<Vec<u8>, ArchiveError> {
-        self.runtime.block_on(async {
+        self.block_on(async {
             let got = self.store.get(&self.path(key)).await.map_err(self.failed(key))?;
             Ok(got.bytes().await.map_err(self.failed(key))?.to_vec())
         })
