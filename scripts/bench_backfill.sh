@@ -9,6 +9,13 @@
 # $CHORUS_BENCH_ROUNDS, default 3) on the files as ingested, the compaction
 # of every hour (`chorus lifecycle`, timed), the same queries again.
 #
+# The same run is then made with the archive in a bucket of an
+# S3-compatible server (s3s-fs on this machine, over a directory of the
+# same disk: what the S3 protocol and the server cost, not a network) when
+# $CHORUS_BENCH_S3S names its binary (scripts/test.sh builds it into
+# ~/.cache/chorus/s3s/bin/s3s-fs, the default); CHORUS_BENCH_S3S=none
+# skips it.
+#
 # Usage: scripts/bench_backfill.sh [LINES]   (default 1000000)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,43 +27,72 @@ DIR="$(mktemp -d)"
 trap 'rm -rf "$DIR"' EXIT
 "$CARGO_TARGET_DIR/release/examples/make_dump" "$DIR/RC_2019-01.zst" "$LINES"
 echo "bench: dump of $LINES lines, $(du -h "$DIR/RC_2019-01.zst" | cut -f1) compressed" >&2
-# Every closed hour with two files or more is compacted by the pass below.
-printf '[lifecycle]\nscheduler = false\ncompact_after_secs = 0\ncompact_min_files = 2\n' > "$DIR/chorus.toml"
-START=$(date +%s.%N)
-"$BIN" --data "$DIR/data" --config "$DIR/chorus.toml" ingest "$DIR/RC_2019-01.zst"
-END=$(date +%s.%N)
-python3 - "$START" "$END" "$LINES" <<'PY'
-import sys
-start, end, lines = float(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
-print(f"until enriched and archived: {end - start:.1f} s, {lines / (end - start):,.0f} posts/s end to end")
-PY
-"$BIN" --data "$DIR/data" --config "$DIR/chorus.toml" sql "SELECT count(*) AS posts, count(DISTINCT community) AS communities FROM posts"
-
+S3S="${CHORUS_BENCH_S3S:-$HOME/.cache/chorus/s3s/bin/s3s-fs}"
 ROUNDS="${CHORUS_BENCH_ROUNDS:-3}"
 QUERIES=(
     "SELECT count(*) FROM posts"
     "SELECT community, count(*), avg(vader_compound) FROM posts GROUP BY community"
     "SELECT count(*) FROM posts_latest WHERE sentiment = 'negative'"
 )
-# Best of ROUNDS wall times of a whole `chorus sql` process, in seconds.
-time_queries() {
-    for q in "${QUERIES[@]}"; do
-        best=""
-        for _ in $(seq "$ROUNDS"); do
-            t0=$(date +%s.%N)
-            "$BIN" --data "$DIR/data" --config "$DIR/chorus.toml" sql --format csv "$q" > /dev/null
-            t1=$(date +%s.%N)
-            best=$(python3 -c "import sys; a=float(sys.argv[2])-float(sys.argv[1]); b=sys.argv[3]; print(a if b=='' else min(a, float(b)))" "$t0" "$t1" "$best")
+
+# One backfill into $DIR/$1 with the [archive] table $2; its post files
+# are counted under $3.
+backfill() {
+    local data="$DIR/$1" archive="$2" posts="$3"
+    # Every closed hour with two files or more is compacted by the pass below.
+    printf '%s\n[lifecycle]\nscheduler = false\ncompact_after_secs = 0\ncompact_min_files = 2\n' \
+        "$archive" > "$data.toml"
+    local start end
+    start=$(date +%s.%N)
+    "$BIN" --data "$data" --config "$data.toml" ingest "$DIR/RC_2019-01.zst"
+    end=$(date +%s.%N)
+    python3 - "$start" "$end" "$LINES" <<'PY'
+import sys
+start, end, lines = float(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
+print(f"until enriched and archived: {end - start:.1f} s, {lines / (end - start):,.0f} posts/s end to end")
+PY
+    "$BIN" --data "$data" --config "$data.toml" sql "SELECT count(*) AS posts, count(DISTINCT community) AS communities FROM posts"
+    # Best of ROUNDS wall times of a whole `chorus sql` process, in seconds.
+    time_queries() {
+        for q in "${QUERIES[@]}"; do
+            best=""
+            for _ in $(seq "$ROUNDS"); do
+                t0=$(date +%s.%N)
+                "$BIN" --data "$data" --config "$data.toml" sql --format csv "$q" > /dev/null
+                t1=$(date +%s.%N)
+                best=$(python3 -c "import sys; a=float(sys.argv[2])-float(sys.argv[1]); b=sys.argv[3]; print(a if b=='' else min(a, float(b)))" "$t0" "$t1" "$best")
+            done
+            printf '  %-80s %6.3f s\n' "$q" "$best"
         done
-        printf '  %-80s %6.3f s\n' "$q" "$best"
-    done
+    }
+    files() { find "$posts" -name '*.parquet' | wc -l; }
+    echo "queries on the archive as ingested ($(files) files), best of $ROUNDS:"
+    time_queries
+    local t0 t1
+    t0=$(date +%s.%N)
+    "$BIN" --data "$data" --config "$data.toml" lifecycle
+    t1=$(date +%s.%N)
+    python3 -c "import sys; print(f'compaction (chorus lifecycle): {float(sys.argv[2]) - float(sys.argv[1]):.1f} s')" "$t0" "$t1"
+    echo "queries on the compacted archive ($(files) files), best of $ROUNDS:"
+    time_queries
 }
-files() { find "$DIR/data/archive/posts" -name '*.parquet' | wc -l; }
-echo "queries on the archive as ingested ($(files) files), best of $ROUNDS:"
-time_queries
-t0=$(date +%s.%N)
-"$BIN" --data "$DIR/data" --config "$DIR/chorus.toml" lifecycle
-t1=$(date +%s.%N)
-python3 -c "import sys; print(f'compaction (chorus lifecycle): {float(sys.argv[2]) - float(sys.argv[1]):.1f} s')" "$t0" "$t1"
-echo "queries on the compacted archive ($(files) files), best of $ROUNDS:"
-time_queries
+
+echo "== the archive on local disk" >&2
+backfill disk "[archive]" "$DIR/disk/archive/posts"
+
+if [ "$S3S" != none ]; then
+    echo "== the archive in a bucket of s3s-fs ($S3S)" >&2
+    mkdir -p "$DIR/objects/lake"
+    PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    "$S3S" --host 127.0.0.1 --port "$PORT" --access-key bench --secret-key bench-secret "$DIR/objects" \
+        > "$DIR/s3s.log" 2>&1 &
+    S3S_PID=$!
+    trap 'kill $S3S_PID 2>/dev/null; rm -rf "$DIR"' EXIT
+    for _ in $(seq 100); do
+        python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', $PORT), 0.2)" 2>/dev/null && break
+        sleep 0.1
+    done
+    export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench-secret
+    backfill s3 "$(printf '[archive]\nurl = "s3://lake/chorus"\nendpoint = "http://127.0.0.1:%s"\nallow_http = true' "$PORT")" \
+        "$DIR/objects/lake/chorus/posts"
+fi

@@ -370,7 +370,7 @@ pub fn redshift_ddl(config: &Config, data: &Path, s3: &str, iam_role: &str) -> a
         &crate::record::batch::schema(),
         (&external, s3),
         Some((&config.warehouse.schema, iam_role)),
-        &archive_hours(config, data),
+        &archive_hours(config, data)?,
     )?);
     Ok(ddl)
 }
@@ -386,7 +386,7 @@ pub fn external_ddl(config: &Config, data: &Path, s3: &str, engine: Engine) -> a
         &crate::record::batch::schema(),
         (&schema, s3),
         None,
-        &archive_hours(config, data),
+        &archive_hours(config, data)?,
     )?)
 }
 
@@ -402,12 +402,16 @@ pub fn archive_s3_url(config: &Config, data: &Path, given: Option<String>) -> an
     })
 }
 
-/// The hour partitions of a local archive (none for one elsewhere).
-fn archive_hours(config: &Config, data: &Path) -> Vec<(chrono::NaiveDate, u32)> {
-    match config.archive.location(data) {
-        Ok(crate::sinks::archive::Location::Dir(root)) => crate::warehouse::external::hours_under(&root),
-        _ => Vec::new(),
-    }
+/// The hour partitions of the archive, in its directory or bucket.
+fn archive_hours(config: &Config, data: &Path) -> anyhow::Result<Vec<(chrono::NaiveDate, u32)>> {
+    Ok(match config.archive.location(data).map_err(|e| anyhow::anyhow!(e))? {
+        crate::sinks::archive::Location::Dir(root) => crate::warehouse::external::hours_under(&root),
+        crate::sinks::archive::Location::Objects(url) => {
+            let store = crate::sinks::archive::ObjectArchive::connect(&url, &config.archive.endpoint())
+                .map_err(|e| anyhow::anyhow!(e))?;
+            crate::sinks::archive::bucket::hours(&store).with_context(|| format!("listing the hours of {url}"))?
+        }
+    })
 }
 
 /// `chorus search`: through the running server, else over the index of a

@@ -91,9 +91,14 @@ async fn answers(client: &reqwest::Client, server: &Server) -> Vec<Vec<Value>> {
     out
 }
 
+/// At most this many batches a round, a pause apart: the kill lands while
+/// files roll, and the archive stays small enough for a debug build's
+/// queries over many small objects.
+const BATCHES_A_ROUND: usize = 6;
+
 /// A client that sends batches from `first` on, one after the other,
-/// until the server dies: the batches acknowledged, the one in flight, and
-/// the next new one.
+/// until the server dies: the batches acknowledged, the one in flight (or
+/// the next to send), and the next new one.
 async fn send_until_killed(
     client: reqwest::Client,
     url: String,
@@ -108,6 +113,14 @@ async fn send_until_killed(
             fresh += 1;
             fresh - 1
         });
+        if acked.len() >= BATCHES_A_ROUND {
+            // Enough for this round: wait for the kill.
+            while client.get(url.replace("/v1/posts", "/healthz")).send().await.is_ok() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            return (acked, n, fresh);
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
         match client.post(&url).body(batch(n, &bodies)).send().await {
             Ok(r) if r.status() == 202 => acked.push(n),
             Ok(r) if r.status() == 429 => {
@@ -130,7 +143,7 @@ async fn kill_9_with_the_archive_on_s3_loses_and_doubles_nothing_and_sql_answers
     let config = on_s3(&s3, "");
     let bodies = Arc::new(corpus_bodies());
     let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
+        .timeout(Duration::from_secs(120))
         .build()
         .unwrap();
 
@@ -244,6 +257,28 @@ async fn kill_9_with_the_archive_on_s3_loses_and_doubles_nothing_and_sql_answers
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let offline: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(offline, json!(on_s3[0]));
+    // Spectrum's partitions are the bucket's hours, listed.
+    let out = crate::server::chorus()
+        .arg("--data")
+        .arg(&data)
+        .arg("--config")
+        .arg(&config_path)
+        .args(["ddl", "redshift", "--iam-role", "arn:aws:iam::1:role/r"])
+        .envs(env)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let ddl = String::from_utf8(out.stdout).unwrap();
+    let added: Vec<&str> = ddl
+        .lines()
+        .filter(|l| l.contains("ADD IF NOT EXISTS PARTITION"))
+        .filter_map(|l| l.split(&format!("LOCATION 's3://{BUCKET}/{PREFIX}/posts/")).nth(1))
+        .map(|l| l.trim_end_matches("/';"))
+        .collect();
+    let hours: Vec<String> = crate::lifecycle::files_per_hour_under(&in_bucket(&s3, "posts"))
+        .into_keys()
+        .collect();
+    assert_eq!(added, hours, "{ddl}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -56,6 +56,20 @@ fn hour_of(key: &str) -> Option<(&str, i64)> {
     Some((dir, start + 3_600_000_000))
 }
 
+/// The hour partitions under the bucket's `posts/` that hold files, oldest
+/// first.
+pub fn hours(store: &ObjectArchive) -> Result<Vec<(NaiveDate, u32)>, ArchiveError> {
+    let mut out: Vec<(NaiveDate, u32)> = by_hour(store.list_objects(POSTS_DIR)?)
+        .into_values()
+        .filter_map(|(end, _)| {
+            let start = chrono::DateTime::from_timestamp_micros(end - 3_600_000_000)?;
+            Some((start.date_naive(), chrono::Timelike::hour(&start)))
+        })
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
 /// The post files under `posts/`, by hour directory.
 fn by_hour(objects: Vec<Object>) -> BTreeMap<String, (i64, Vec<Object>)> {
     let mut hours: BTreeMap<String, (i64, Vec<Object>)> = BTreeMap::new();
