@@ -67,6 +67,10 @@ const FOOTER_CACHE_BYTES: usize = 256 << 20;
 /// under it (see `files`).
 const MAX_PLANS: u32 = 5;
 
+/// A query's partitions, at least, over an archive in a bucket: the
+/// requests in flight at once.
+const OBJECT_STORE_PARTITIONS: usize = 32;
+
 /// Bytes read at once from the end of an archive file for its footer.
 const FOOTER_HINT_BYTES: usize = 64 << 10;
 
@@ -495,6 +499,17 @@ impl Tables {
             // ~5 KB footers, 0.4 s of each query. A larger footer costs a
             // second read of a local file, not a wrong answer.
             session.options_mut().execution.parquet.metadata_size_hint = Some(FOOTER_HINT_BYTES);
+            if !self.files.is_local() {
+                // A scan reads the files of each of its partitions one after
+                // the other: over an object store, one round trip at a time
+                // per partition. With one partition per core, a column of
+                // 3,094 small objects on s3s-fs took 51 s (CPU 1.5 s).
+                session.options_mut().execution.target_partitions = session
+                    .options()
+                    .execution
+                    .target_partitions
+                    .max(OBJECT_STORE_PARTITIONS);
+            }
             let ctx = SessionContext::new_with_config_rt(session, runtime);
             register_functions(&ctx, config.max_value_bytes);
             let (plan, snapshot) = {

@@ -182,30 +182,20 @@ async fn a_post_over_max_post_bytes_is_a_rejected_line_and_its_batch_is_taken() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_in_the_log_that_break_the_bounds_go_to_the_dead_letters_and_the_rest_is_enriched() {
-    use chorus::log::{Log, Topic, fjall::FjallLog, post_key};
-    use chorus::record::{IncomingPost, RawPost};
+    use chorus::record::IncomingPost;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     // What an earlier version accepted: a 70,000-byte id (whose state key
     // the storage engine refuses) and a post from the year 10000.
-    {
-        let log = FjallLog::open(&data.join("log"), 4).unwrap();
-        let long_id = "x".repeat(70_000);
-        let raws = [
+    let long_id = "x".repeat(70_000);
+    crate::server::plant_raw(
+        &data,
+        vec![
             IncomingPost::new("reddit", &long_id, "long id", 1_546_300_800_000_000),
             IncomingPost::new("bluesky", "at://far", "far future", 253_402_300_800_000_000),
             IncomingPost::new("reddit", "t1_ok", "I love this", 1_546_300_800_000_000),
-        ];
-        for incoming in raws {
-            let key = post_key(&incoming.platform, &incoming.id);
-            let value = RawPost {
-                incoming,
-                ingested_at: 1,
-            }
-            .to_log_bytes();
-            log.append(Topic::Raw, &[(&key, &value)]).unwrap();
-        }
-    }
+        ],
+    );
     let server = Server::start(&data, FAST_ROLL, &[]);
     let client = reqwest::Client::new();
     let posts: Vec<Value> = (0..100).map(|i| canonical(&format!("t1_{i}"), 1_546_300_800)).collect();

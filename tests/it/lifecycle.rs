@@ -42,6 +42,40 @@ pub fn files_per_hour_under(posts: &Path) -> std::collections::BTreeMap<String, 
     out
 }
 
+/// A lifecycle pass (`POST /v1/lifecycle`) while `CHECK` runs without
+/// pause, every answer `expected`: the pass's answer.
+pub async fn lifecycle_under_queries(client: &reqwest::Client, server: &Server, expected: &[Value]) -> Value {
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (client, url, stop, expected) = (client.clone(), server.url("/v1/sql"), stop.clone(), expected.to_vec());
+        tokio::spawn(async move {
+            let mut reads = 0;
+            while !stop.load(Ordering::Relaxed) || reads == 0 {
+                let r = client.post(&url).json(&json!({ "sql": CHECK })).send().await.unwrap();
+                assert!(
+                    r.status().is_success(),
+                    "a query failed during the pass: {}",
+                    r.text().await.unwrap()
+                );
+                let body: Value = r.json().await.unwrap();
+                assert_eq!(
+                    body["rows"].as_array().unwrap(),
+                    &expected,
+                    "a query saw another answer"
+                );
+                reads += 1;
+            }
+            reads
+        })
+    };
+    let r = client.post(server.url("/v1/lifecycle")).send().await.unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let run: Value = r.json().await.unwrap();
+    stop.store(true, Ordering::Relaxed);
+    assert!(reader.await.unwrap() > 0);
+    run
+}
+
 /// The answer every query must give: posts, distinct posts, their scores.
 pub const CHECK: &str = "SELECT count(*) AS n, count(DISTINCT id) AS ids, sum(score) AS score FROM posts";
 const CHECK_LATEST: &str = "SELECT count(*) AS n, sum(score) AS score FROM posts_latest";
@@ -68,35 +102,7 @@ async fn compaction_under_running_queries_keeps_every_post_once() {
     assert_eq!(expected[0]["n"], 1200);
     let expected_latest = sql(&client, &server, CHECK_LATEST).await;
 
-    // Queries run without pause while the archive is compacted.
-    let stop = Arc::new(AtomicBool::new(false));
-    let reader = {
-        let (client, url, stop, expected) = (client.clone(), server.url("/v1/sql"), stop.clone(), expected.clone());
-        tokio::spawn(async move {
-            let mut reads = 0;
-            while !stop.load(Ordering::Relaxed) || reads == 0 {
-                let r = client.post(&url).json(&json!({ "sql": CHECK })).send().await.unwrap();
-                assert!(
-                    r.status().is_success(),
-                    "a query failed during compaction: {}",
-                    r.text().await.unwrap()
-                );
-                let body: Value = r.json().await.unwrap();
-                assert_eq!(
-                    body["rows"].as_array().unwrap(),
-                    &expected,
-                    "a query saw another answer"
-                );
-                reads += 1;
-            }
-            reads
-        })
-    };
-    let r = client.post(server.url("/v1/lifecycle")).send().await.unwrap();
-    assert!(r.status().is_success(), "{}", r.status());
-    let run: Value = r.json().await.unwrap();
-    stop.store(true, Ordering::Relaxed);
-    assert!(reader.await.unwrap() > 0);
+    let run = lifecycle_under_queries(&client, &server, &expected).await;
 
     let compaction = &run["compaction"];
     assert_eq!(compaction["hours"], many as u64, "{run}");

@@ -7,13 +7,12 @@
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chorus::sinks::archive::objects::testing::S3Server;
 use serde_json::{Value, json};
 
-use crate::lifecycle::{CHECK, files_per_hour_under};
+use crate::lifecycle::{CHECK, files_per_hour_under, lifecycle_under_queries};
 use crate::server::{Server, corpus_bodies, get_json, ndjson, post, post_accepted, sql, wait_for_count, wait_idle};
 
 /// The bucket and the archive's prefix in it.
@@ -59,17 +58,16 @@ fn batch(n: usize, bodies: &[String]) -> String {
 /// A post from the year 10000 written straight into the log of `data`, as
 /// an older version accepted: enrich sends it to the dead letters.
 fn plant_dead_letter(data: &Path) {
-    use chorus::log::{Log, Topic, fjall::FjallLog, post_key};
-    use chorus::record::{IncomingPost, RawPost};
-    let log = FjallLog::open(&data.join("log"), 4).unwrap();
-    let incoming = IncomingPost::new("bluesky", "at://far", "far future", 253_402_300_800_000_000);
-    let key = post_key(&incoming.platform, &incoming.id);
-    let value = RawPost {
-        incoming,
-        ingested_at: 1,
-    }
-    .to_log_bytes();
-    log.append(Topic::Raw, &[(&key, &value)]).unwrap();
+    use chorus::record::IncomingPost;
+    crate::server::plant_raw(
+        data,
+        vec![IncomingPost::new(
+            "bluesky",
+            "at://far",
+            "far future",
+            253_402_300_800_000_000,
+        )],
+    );
 }
 
 /// Questions whose answers must not depend on where the archive is.
@@ -304,30 +302,7 @@ async fn compaction_and_retention_on_s3_under_running_queries_keep_every_post_on
     assert_eq!(expected[0]["n"], 1200);
 
     // Queries run without pause while the bucket is compacted.
-    let stop = Arc::new(AtomicBool::new(false));
-    let reader = {
-        let (client, url, stop, expected) = (client.clone(), server.url("/v1/sql"), stop.clone(), expected.clone());
-        tokio::spawn(async move {
-            let mut reads = 0;
-            while !stop.load(Ordering::Relaxed) || reads == 0 {
-                let r = client.post(&url).json(&json!({ "sql": CHECK })).send().await.unwrap();
-                assert!(r.status().is_success(), "a query failed: {}", r.text().await.unwrap());
-                let body: Value = r.json().await.unwrap();
-                assert_eq!(
-                    body["rows"].as_array().unwrap(),
-                    &expected,
-                    "a query saw another answer"
-                );
-                reads += 1;
-            }
-            reads
-        })
-    };
-    let r = client.post(server.url("/v1/lifecycle")).send().await.unwrap();
-    assert!(r.status().is_success(), "{}", r.status());
-    let run: Value = r.json().await.unwrap();
-    stop.store(true, Ordering::Relaxed);
-    assert!(reader.await.unwrap() > 0);
+    let run = lifecycle_under_queries(&client, &server, &expected).await;
     assert_eq!(run["compaction"]["hours"], many as u64, "{run}");
     assert_eq!(run["compaction"]["files_after"], many as u64, "{run}");
 

@@ -298,3 +298,20 @@ pub async fn batch(client: &reqwest::Client, server: &Server, view: Option<&str>
     assert!(r.status().is_success(), "batch: {}", r.status());
     r.json::<Vec<Value>>().await.unwrap()
 }
+
+/// Writes `posts` into `posts.raw` of the embedded log of `data` (4
+/// partitions) directly, as an older version that accepted them would
+/// have: what the pipeline does with records its API would refuse.
+pub fn plant_raw(data: &Path, posts: Vec<chorus::record::IncomingPost>) {
+    use chorus::log::{Log, Topic, fjall::FjallLog, post_key};
+    let log = FjallLog::open(&data.join("log"), 4).unwrap();
+    for incoming in posts {
+        let key = post_key(&incoming.platform, &incoming.id);
+        let value = chorus::record::RawPost {
+            incoming,
+            ingested_at: 1,
+        }
+        .to_log_bytes();
+        log.append(Topic::Raw, &[(&key, &value)]).unwrap();
+    }
+}

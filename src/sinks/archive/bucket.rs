@@ -93,15 +93,20 @@ fn name_of(key: &str) -> &str {
 /// file. One whose footer does not read replaces nothing (its queries say
 /// why).
 fn replacements(store: &ObjectArchive, files: &[Object]) -> HashMap<String, Vec<String>> {
-    files
+    let compacted: Vec<(String, u64)> = files
         .iter()
         .filter(|o| name_of(&o.key).starts_with(COMPACTED))
-        .map(|o| {
-            let names = store.replaced(&o.key, o.size).unwrap_or_else(|e| {
-                tracing::warn!(key = %o.key, error = %e, "A compacted file's footer does not read.");
+        .map(|o| (o.key.clone(), o.size))
+        .collect();
+    store
+        .replaced_all(&compacted)
+        .into_iter()
+        .map(|(key, names)| {
+            let names = names.unwrap_or_else(|e| {
+                tracing::warn!(%key, error = %e, "A compacted file's footer does not read.");
                 Vec::new()
             });
-            (name_of(&o.key).to_string(), names)
+            (name_of(&key).to_string(), names)
         })
         .collect()
 }
@@ -181,12 +186,12 @@ fn compact_hour(
     }
     let sources = work.join("sources");
     std::fs::create_dir_all(&sources).map_err(io(&sources))?;
-    let mut names = Vec::with_capacity(live.len());
-    for object in live {
-        let name = name_of(&object.key);
-        store.download(&object.key, &sources.join(name))?;
-        names.push((name.to_string(), object.size));
-    }
+    let names: Vec<(String, u64)> = live.iter().map(|o| (name_of(&o.key).to_string(), o.size)).collect();
+    let downloads: Vec<(String, std::path::PathBuf)> = live
+        .iter()
+        .map(|o| (o.key.clone(), sources.join(name_of(&o.key))))
+        .collect();
+    store.download_all(&downloads)?;
     let tmp = work.join("compacted.parquet");
     let (rows, bytes) = match write_compacted(&sources, &names, &tmp, config) {
         Ok(done) => done,
@@ -204,7 +209,7 @@ fn compact_hour(
 fn retire_replaced(store: &ObjectArchive, grace: Duration) -> Result<u64, ArchiveError> {
     let grace = i64::try_from(grace.as_micros()).unwrap_or(i64::MAX);
     let now = chrono::Utc::now().timestamp_micros();
-    let mut retired = 0;
+    let (mut rolled, mut compacted) = (Vec::new(), Vec::new());
     for (dir, (_, files)) in by_hour(store.list_objects(POSTS_DIR)?) {
         let replacing = replacements(store, &files);
         let present: HashSet<&str> = files.iter().map(|o| name_of(&o.key)).collect();
@@ -230,22 +235,21 @@ fn retire_replaced(store: &ObjectArchive, grace: Duration) -> Result<u64, Archiv
             grew = !more.is_empty();
             doomed.extend(more);
         }
-        let mut order: Vec<String> = doomed.into_iter().collect();
-        // Files a roll wrote first, then compacted files oldest first.
-        order.sort_by_key(|n| (n.starts_with(COMPACTED), n.clone()));
-        for name in order {
-            retire(store, &format!("{dir}/{name}"), now)?;
-            retired += 1;
+        for name in doomed {
+            match name.starts_with(COMPACTED) {
+                false => rolled.push(format!("{dir}/{name}")),
+                true => compacted.push(format!("{dir}/{name}")),
+            }
         }
     }
-    Ok(retired)
-}
-
-/// Moves the object at `key` under `.retired/<run>/`: a copy, then the
-/// delete.
-fn retire(store: &ObjectArchive, key: &str, run: i64) -> Result<(), ArchiveError> {
-    store.copy(key, &format!("{RETIRED_DIR}/{run:020}/{key}"))?;
-    store.delete(key)
+    // Files a roll wrote first, then compacted files oldest first.
+    compacted.sort_by(|a, b| name_of(a).cmp(name_of(b)));
+    let under = format!("{RETIRED_DIR}/{now:020}");
+    store.move_all(&rolled, &under)?;
+    for key in &compacted {
+        store.move_all(std::slice::from_ref(key), &under)?;
+    }
+    Ok((rolled.len() + compacted.len()) as u64)
 }
 
 /// Retention: the hour partitions of posts that ended at or before
@@ -253,18 +257,19 @@ fn retire(store: &ObjectArchive, key: &str, run: i64) -> Result<(), ArchiveError
 /// deleted), and the dead letters of days that ended by then deleted.
 pub fn expire(store: &ObjectArchive, now: i64, cutoff: i64) -> Result<Expired, ArchiveError> {
     let mut expired = Expired::default();
+    let mut keys = Vec::new();
     for (_, (end, files)) in by_hour(store.list_objects(POSTS_DIR)?) {
         if end > cutoff {
             continue;
         }
-        for object in &files {
-            retire(store, &object.key, now)?;
-        }
+        keys.extend(files.into_iter().map(|o| o.key));
         expired.hours += 1;
-        expired.files += files.len() as u64;
     }
+    store.move_all(&keys, &format!("{RETIRED_DIR}/{now:020}"))?;
+    expired.files = keys.len() as u64;
     let cutoff_day = chrono::DateTime::from_timestamp_micros(cutoff).map(|t| t.date_naive());
     let mut days = HashSet::new();
+    let mut old = Vec::new();
     for object in store.list_objects(ERRORS_DIR)? {
         let day = object
             .key
@@ -275,10 +280,11 @@ pub fn expire(store: &ObjectArchive, now: i64, cutoff: i64) -> Result<Expired, A
         if let (Some(day), Some(cutoff_day)) = (day, cutoff_day)
             && day < cutoff_day
         {
-            store.delete(&object.key)?;
+            old.push(object.key);
             days.insert(day);
         }
     }
+    store.delete_all(&old)?;
     expired.error_days = days.len() as u64;
     Ok(expired)
 }
@@ -287,15 +293,17 @@ pub fn expire(store: &ObjectArchive, now: i64, cutoff: i64) -> Result<Expired, A
 /// many.
 pub fn remove_retired(store: &ObjectArchive, now: i64, grace: Duration) -> Result<u64, ArchiveError> {
     let grace = i64::try_from(grace.as_micros()).unwrap_or(i64::MAX);
-    let mut removed = 0;
-    for object in store.list_objects(RETIRED_DIR)? {
-        let run = object.key.split('/').nth(1).and_then(|r| r.parse::<i64>().ok());
-        if run.is_some_and(|run| now.saturating_sub(run) >= grace) {
-            store.delete(&object.key)?;
-            removed += 1;
-        }
-    }
-    Ok(removed)
+    let due: Vec<String> = store
+        .list_objects(RETIRED_DIR)?
+        .into_iter()
+        .filter(|o| {
+            let run = o.key.split('/').nth(1).and_then(|r| r.parse::<i64>().ok());
+            run.is_some_and(|run| now.saturating_sub(run) >= grace)
+        })
+        .map(|o| o.key)
+        .collect();
+    store.delete_all(&due)?;
+    Ok(due.len() as u64)
 }
 
 #[cfg(test)]

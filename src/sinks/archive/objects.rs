@@ -17,7 +17,7 @@ use std::io::Read as _;
 use std::path::Path;
 use std::sync::Arc;
 
-use futures::StreamExt as _;
+use futures::{StreamExt as _, TryStreamExt as _};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt as _, PutPayload, WriteMultipart};
 
@@ -26,6 +26,10 @@ use super::ArchiveError;
 /// Files up to this size are put in one request; larger ones in parts of
 /// this size (S3 wants at least 5 MiB per part but the last).
 pub const PART_BYTES: usize = 8 * 1024 * 1024;
+
+/// Requests in flight at once when the lifecycle moves, reads or
+/// downloads many objects.
+pub const AT_ONCE: usize = 16;
 
 /// How an object store is reached: `[archive]`'s `endpoint`, `region` and
 /// `allow_http`.
@@ -239,36 +243,82 @@ impl ObjectArchive {
         })
     }
 
-    /// Copies the object at `from` to `to` (in the store, not through
-    /// this machine).
-    pub fn copy(&self, from: &str, to: &str) -> Result<(), ArchiveError> {
-        self.block_on(self.store.copy(&self.path(from), &self.path(to)))
-            .map_err(self.failed(from))
+    /// Moves each object of `keys` to the same key under `under` (a copy
+    /// inside the store, then the delete), [`AT_ONCE`] at a time.
+    pub fn move_all(&self, keys: &[String], under: &str) -> Result<(), ArchiveError> {
+        self.block_on(
+            futures::stream::iter(keys)
+                .map(|key| async move {
+                    let from = self.path(key);
+                    self.store
+                        .copy(&from, &self.path(&format!("{under}/{key}")))
+                        .await
+                        .map_err(self.failed(key))?;
+                    match self.store.delete(&from).await {
+                        Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                        Err(e) => Err(self.failed(key)(e)),
+                    }
+                })
+                .buffer_unordered(AT_ONCE)
+                .try_collect::<Vec<()>>(),
+        )?;
+        Ok(())
     }
 
-    /// Writes the object at `key` into the local file `local`, streamed.
-    pub fn download(&self, key: &str, local: &Path) -> Result<(), ArchiveError> {
-        use std::io::Write as _;
-        let io = |e| ArchiveError::Io {
-            path: local.to_path_buf(),
-            source: e,
-        };
-        let mut file = std::fs::File::create(local).map_err(io)?;
-        self.block_on(async {
-            let got = self.store.get(&self.path(key)).await.map_err(self.failed(key))?;
-            let mut chunks = got.into_stream();
-            while let Some(chunk) = chunks.next().await {
-                file.write_all(&chunk.map_err(self.failed(key))?).map_err(io)?;
-            }
-            Ok::<_, ArchiveError>(())
-        })?;
-        file.sync_all().map_err(io)
+    /// Writes each object of `keys` into the local file beside it,
+    /// streamed, [`AT_ONCE`] at a time.
+    pub fn download_all(&self, keys: &[(String, std::path::PathBuf)]) -> Result<(), ArchiveError> {
+        self.block_on(
+            futures::stream::iter(keys)
+                .map(|(key, local)| async move {
+                    use std::io::Write as _;
+                    let io = |e| ArchiveError::Io {
+                        path: local.clone(),
+                        source: e,
+                    };
+                    let mut file = std::fs::File::create(local).map_err(io)?;
+                    let got = self.store.get(&self.path(key)).await.map_err(self.failed(key))?;
+                    let mut chunks = got.into_stream();
+                    while let Some(chunk) = chunks.next().await {
+                        file.write_all(&chunk.map_err(self.failed(key))?).map_err(io)?;
+                    }
+                    file.sync_all().map_err(io)
+                })
+                .buffer_unordered(AT_ONCE)
+                .try_collect::<Vec<()>>(),
+        )?;
+        Ok(())
     }
 
-    /// The names the compacted file at `key` (of `size` bytes) replaces,
-    /// from its footer.
-    pub fn replaced(&self, key: &str, size: u64) -> Result<Vec<String>, String> {
-        self.block_on(crate::query::files::replaced_in(&*self.store, &self.path(key), size))
+    /// The names each compacted file of `files` (key, size) replaces, from
+    /// its footer, [`AT_ONCE`] at a time: one that does not read says why.
+    pub fn replaced_all(&self, files: &[(String, u64)]) -> Vec<(String, Result<Vec<String>, String>)> {
+        self.block_on(
+            futures::stream::iter(files)
+                .map(|(key, size)| async move {
+                    let names = crate::query::files::replaced_in(&*self.store, &self.path(key), *size).await;
+                    (key.clone(), names)
+                })
+                .buffer_unordered(AT_ONCE)
+                .collect(),
+        )
+    }
+
+    /// Deletes each object of `keys` (gone already: fine), [`AT_ONCE`] at a
+    /// time.
+    pub fn delete_all(&self, keys: &[String]) -> Result<(), ArchiveError> {
+        self.block_on(
+            futures::stream::iter(keys)
+                .map(|key| async move {
+                    match self.store.delete(&self.path(key)).await {
+                        Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                        Err(e) => Err(self.failed(key)(e)),
+                    }
+                })
+                .buffer_unordered(AT_ONCE)
+                .try_collect::<Vec<()>>(),
+        )?;
+        Ok(())
     }
 
     /// Deletes the object at `key` (gone already: fine).
