@@ -383,7 +383,9 @@ fn score_command(texts: Vec<String>, format: ScoreFormat) -> anyhow::Result<Exit
                 if stdin.is_terminal() {
                     eprintln!("chorus score: reading NDJSON {{\"id\",\"body\"}} lines from stdin (give TEXT arguments to score them instead)");
                 }
-                score::score_ndjson(&mut stdin.lock(), format, &mut out, &mut io::stderr())
+                // Read by a thread of its own: the handle, not its lock.
+                let mut input = io::BufReader::with_capacity(1 << 20, stdin);
+                score::score_ndjson(&mut input, format, &mut out, &mut io::stderr())
             } else {
                 score::score_texts(&texts, format, &mut out)
             }

@@ -298,9 +298,15 @@ async fn the_pipeline_rides_out_a_broker_restart_mid_stream() {
     let sender = {
         let (client, url, bodies) = (client.clone(), server.url("/v1/posts"), bodies.clone());
         tokio::spawn(async move {
+            // Never forever: a server that died answers nothing again.
+            let deadline = std::time::Instant::now() + Duration::from_secs(300);
             for batch in 0..BATCHES {
                 let body = ndjson(batch * BATCH..(batch + 1) * BATCH, &bodies);
                 loop {
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "batch {batch} was not acknowledged within 300 s"
+                    );
                     let sent = client
                         .post(&url)
                         .body(body.clone())
