@@ -76,6 +76,18 @@ pub async fn lifecycle_under_queries(client: &reqwest::Client, server: &Server, 
     run
 }
 
+/// NDJSON of `n` posts created in the last two hours (ids from 10,000).
+pub fn recent_posts(n: usize, bodies: &[String]) -> String {
+    let now = chrono::Utc::now().timestamp();
+    (0..n)
+        .map(|i| {
+            let mut p = post(10_000 + i, bodies);
+            p["created_at"] = json!(now - 7200 + i as i64 * 60);
+            p.to_string() + "\n"
+        })
+        .collect()
+}
+
 /// The answer every query must give: posts, distinct posts, their scores.
 pub const CHECK: &str = "SELECT count(*) AS n, count(DISTINCT id) AS ids, sum(score) AS score FROM posts";
 const CHECK_LATEST: &str = "SELECT count(*) AS n, sum(score) AS score FROM posts_latest";
@@ -187,14 +199,7 @@ async fn retention_removes_the_hours_past_it_and_keeps_the_rest() {
     std::fs::write(&config_path, config).unwrap();
     let bodies = corpus_bodies();
     // 300 posts of January 2019, and 50 of the last hours.
-    let now = chrono::Utc::now().timestamp();
-    let recent: String = (0..50)
-        .map(|i| {
-            let mut p = post(10_000 + i, &bodies);
-            p["created_at"] = json!(now - 7200 + i as i64 * 60);
-            p.to_string() + "\n"
-        })
-        .collect();
+    let recent = recent_posts(50, &bodies);
     let input = dir.path().join("posts.ndjson");
     std::fs::write(&input, ndjson(0..300, &bodies) + &recent).unwrap();
     let (ok, _, err) = run_cli(&data, &config_path, &["ingest", input.to_str().unwrap()]);

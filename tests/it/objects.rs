@@ -12,8 +12,8 @@ use std::time::Duration;
 use chorus::sinks::archive::objects::testing::S3Server;
 use serde_json::{Value, json};
 
-use crate::lifecycle::{CHECK, files_per_hour_under, lifecycle_under_queries};
-use crate::server::{Server, corpus_bodies, get_json, ndjson, post, post_accepted, sql, wait_for_count, wait_idle};
+use crate::lifecycle::{CHECK, files_per_hour_under, lifecycle_under_queries, recent_posts};
+use crate::server::{Server, corpus_bodies, get_json, ndjson, post_accepted, sql, wait_for_count, wait_idle};
 
 /// The bucket and the archive's prefix in it.
 const BUCKET: &str = "lake";
@@ -323,14 +323,7 @@ async fn compaction_and_retention_on_s3_under_running_queries_keep_every_post_on
     server.stop();
 
     // Retention: the 2019 hours go, posts of the last hours stay.
-    let now = chrono::Utc::now().timestamp();
-    let recent: String = (0..50)
-        .map(|i| {
-            let mut p = post(10_000 + i, &bodies);
-            p["created_at"] = json!(now - 7200 + i as i64 * 60);
-            p.to_string() + "\n"
-        })
-        .collect();
+    let recent = recent_posts(50, &bodies);
     let config = on_s3(&s3, "archive_retention_days = 30\n");
     let server = Server::start(&data, &config, &env);
     post_accepted(&client, &server, recent).await;

@@ -254,10 +254,7 @@ impl ObjectArchive {
                         .copy(&from, &self.path(&format!("{under}/{key}")))
                         .await
                         .map_err(self.failed(key))?;
-                    match self.store.delete(&from).await {
-                        Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-                        Err(e) => Err(self.failed(key)(e)),
-                    }
+                    self.delete_async(key).await
                 })
                 .buffer_unordered(AT_ONCE)
                 .try_collect::<Vec<()>>(),
@@ -309,12 +306,7 @@ impl ObjectArchive {
     pub fn delete_all(&self, keys: &[String]) -> Result<(), ArchiveError> {
         self.block_on(
             futures::stream::iter(keys)
-                .map(|key| async move {
-                    match self.store.delete(&self.path(key)).await {
-                        Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-                        Err(e) => Err(self.failed(key)(e)),
-                    }
-                })
+                .map(|key| self.delete_async(key))
                 .buffer_unordered(AT_ONCE)
                 .try_collect::<Vec<()>>(),
         )?;
@@ -323,7 +315,11 @@ impl ObjectArchive {
 
     /// Deletes the object at `key` (gone already: fine).
     pub fn delete(&self, key: &str) -> Result<(), ArchiveError> {
-        match self.block_on(self.store.delete(&self.path(key))) {
+        self.block_on(self.delete_async(key))
+    }
+
+    async fn delete_async(&self, key: &str) -> Result<(), ArchiveError> {
+        match self.store.delete(&self.path(key)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(self.failed(key)(e)),
         }
