@@ -1,9 +1,11 @@
 //! Writes a Pushshift / Arctic Shift style comment dump for benchmarks:
 //! LINES lines of Reddit comment JSON (bodies from the Reddit corpus,
-//! replicated; 20 subreddits; times spread over one month of 2019),
+//! replicated; 20 subreddits; times sorted, as the dumps are, and spread
+//! over SPAN_SECS from 2019-01-01: by default one month, as sparse as 1M
+//! lines make it; a real month holds ~10^8 comments, ~40 a second),
 //! zstd-compressed with the 2^31 window the real `RC_YYYY-MM.zst` files use.
 //!
-//! Usage: cargo run --release --example make_dump -- OUT.zst [LINES]
+//! Usage: cargo run --release --example make_dump -- OUT.zst [LINES [SPAN_SECS]]
 
 use std::io::Write;
 
@@ -32,8 +34,9 @@ const SUBREDDITS: [&str; 20] = [
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let out = args.next().ok_or("usage: make_dump OUT.zst [LINES]")?;
+    let out = args.next().ok_or("usage: make_dump OUT.zst [LINES [SPAN_SECS]]")?;
     let lines: u64 = args.next().map(|n| n.parse()).transpose()?.unwrap_or(1_000_000);
+    let span: u64 = args.next().map(|n| n.parse()).transpose()?.unwrap_or(2_678_400);
     let corpus = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/fixtures/sentiment/reddit_comments.ndjson"
@@ -57,7 +60,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "subreddit": subreddit,
             "subreddit_id": format!("t5_{}", base36(1000 + i % 20)),
             "body": bodies[(i % bodies.len() as u64) as usize],
-            "created_utc": month_start + (i * 2_678_399 / lines.max(1)),
+            "created_utc": month_start + (i * span.saturating_sub(1) / lines.max(1)),
             "link_id": format!("t3_{link}"),
             "parent_id": format!("t3_{link}"),
             "score": (i % 37) as i64 - 3,

@@ -3,9 +3,9 @@
 # lines (.zst, 2^31 window; examples/make_dump.rs), then times
 # `chorus ingest` of it into a fresh data directory (no server: the log,
 # then enrich and archive until drained). Reports the ingest rate (read,
-# mapped and durably appended) and the wall time until everything is
-# enriched and archived. Then the archive's lifecycle on what the backfill
-# wrote: three queries (whole `chorus sql` processes, best of
+# mapped and durably appended), the wall time until everything is
+# enriched and archived, and the process's peak RSS. Then the archive's
+# lifecycle on what the backfill wrote: three queries (whole `chorus sql` processes, best of
 # $CHORUS_BENCH_ROUNDS, default 3) on the files as ingested, the compaction
 # of every hour (`chorus lifecycle`, timed), the same queries again.
 #
@@ -16,16 +16,19 @@
 # ~/.cache/chorus/s3s/bin/s3s-fs, the default); CHORUS_BENCH_S3S=none
 # skips it.
 #
-# Usage: scripts/bench_backfill.sh [LINES]   (default 1000000)
+# Usage: scripts/bench_backfill.sh [LINES [SPAN_SECS]]
+#   (default 1000000 lines over one month; 10000000 259200 is 10M over
+#   three days, the density of a real month's dump)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/chorus/target}"
 LINES="${1:-1000000}"
+SPAN="${2:-2678400}"
 cargo build --release --quiet --bin chorus --example make_dump
 BIN="$CARGO_TARGET_DIR/release/chorus"
 DIR="$(mktemp -d)"
 trap 'rm -rf "$DIR"' EXIT
-"$CARGO_TARGET_DIR/release/examples/make_dump" "$DIR/RC_2019-01.zst" "$LINES"
+"$CARGO_TARGET_DIR/release/examples/make_dump" "$DIR/RC_2019-01.zst" "$LINES" "$SPAN"
 echo "bench: dump of $LINES lines, $(du -h "$DIR/RC_2019-01.zst" | cut -f1) compressed" >&2
 S3S="${CHORUS_BENCH_S3S:-$HOME/.cache/chorus/s3s/bin/s3s-fs}"
 ROUNDS="${CHORUS_BENCH_ROUNDS:-3}"
@@ -44,7 +47,7 @@ backfill() {
         "$archive" > "$data.toml"
     local start end
     start=$(date +%s.%N)
-    "$BIN" --data "$data" --config "$data.toml" ingest "$DIR/RC_2019-01.zst"
+    /usr/bin/time -f "chorus ingest: peak RSS %M KB" "$BIN" --data "$data" --config "$data.toml" ingest "$DIR/RC_2019-01.zst"
     end=$(date +%s.%N)
     python3 - "$start" "$end" "$LINES" <<'PY'
 import sys
