@@ -15,8 +15,11 @@ use crate::mapping::stream::{Item, Records};
 use crate::mapping::{Format, Parsed, Rejection};
 use crate::record::{Limits, now_micros};
 
-/// Lines per batch sent or appended...
+/// Lines per batch sent to a server...
 pub const BATCH_LINES: usize = 1000;
+/// ...or appended to the log (each append is one durable write: larger
+/// batches make a backfill fewer of them)...
+pub const LOG_BATCH_LINES: usize = 10_000;
 /// ...or bytes, whichever comes first (under the server's default body
 /// limit; a server with a smaller one answers 413 and the batch is split).
 pub const BATCH_BYTES: usize = 8 << 20;
@@ -119,7 +122,11 @@ pub async fn ingest_files(
         // NDJSON lines, or the elements of one JSON array, read one at a
         // time: memory stays bounded by the batch, whatever the file.
         let mut records = Records::new(&mut reader, record_bound(limits), first == Some(b'['));
-        let mut lines: Vec<Vec<u8>> = Vec::with_capacity(BATCH_LINES);
+        let batch_lines = match destination {
+            Destination::Log(_) => LOG_BATCH_LINES,
+            Destination::Remote { .. } => BATCH_LINES,
+        };
+        let mut lines: Vec<Vec<u8>> = Vec::with_capacity(batch_lines);
         let (mut batch_bytes, mut batch_first, mut buf) = (0usize, 1usize, Vec::new());
         loop {
             let item = records.next(&mut buf).with_context(|| {
@@ -155,7 +162,7 @@ pub async fn ingest_files(
                 }
                 None => true,
             };
-            if lines.len() == BATCH_LINES || batch_bytes >= BATCH_BYTES || (end && !lines.is_empty()) {
+            if lines.len() == batch_lines || batch_bytes >= BATCH_BYTES || (end && !lines.is_empty()) {
                 let outcome = send(&lines, format, filter, destination, limits, &client).await?;
                 summary.accepted += outcome.accepted;
                 summary.skipped += outcome.skipped;

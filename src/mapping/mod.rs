@@ -224,9 +224,16 @@ impl Parsed {
         if text.is_empty() {
             return;
         }
-        if matches!(format, Format::Auto | Format::Canonical)
-            && let Some(post) = IncomingPost::from_json_text(text)
-        {
+        // The fast paths read a canonical post or a Reddit comment straight
+        // from the text; whatever they cannot be sure of is parsed below.
+        let fast = match format {
+            Format::Canonical => IncomingPost::from_json_text(text),
+            Format::Reddit => reddit::comment_from_text(text, false),
+            Format::Auto if memchr::memmem::find(text, b"\"platform\"").is_some() => IncomingPost::from_json_text(text),
+            Format::Auto => reddit::comment_from_text(text, true).or_else(|| IncomingPost::from_json_text(text)),
+            _ => None,
+        };
+        if let Some(post) = fast {
             // The fast path: one post, no list to build.
             match post.check(&self.limits) {
                 Ok(()) => self.posts.push(post),

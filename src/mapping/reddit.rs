@@ -1,6 +1,9 @@
 //! A Reddit comment onto the record: `id` is the fullname `t1_…`,
 //! `community` the subreddit, `thread_id` the submission (`link_id`).
 
+use std::borrow::Cow;
+
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::{opt_int, opt_str, req_str};
@@ -28,29 +31,14 @@ pub fn comment(value: &Value) -> Result<IncomingPost, RecordError> {
     // Listings carry the fullname in `name`; dumps only the base-36 `id`.
     let id = match opt_str(value, "name")? {
         Some(name) => name,
-        None => {
-            let id = req_str(value, "id")?;
-            if id.starts_with("t1_") { id } else { format!("t1_{id}") }
-        }
+        None => fullname(req_str(value, "id")?),
     };
     let created = value
         .get("created_utc")
         .filter(|v| !v.is_null())
         .ok_or(RecordError::Missing("created_utc"))?;
-    let permalink = opt_str(value, "permalink")?;
     let link_id = opt_str(value, "link_id")?;
-    let url = match permalink {
-        Some(p) if p.starts_with("http") => Some(p),
-        Some(p) => Some(format!("https://www.reddit.com{p}")),
-        // Older records have no permalink: the comment's short link.
-        None => link_id.as_deref().map(|link| {
-            format!(
-                "https://www.reddit.com/comments/{}/_/{}",
-                link.trim_start_matches("t3_"),
-                id.trim_start_matches("t1_")
-            )
-        }),
-    };
+    let url = comment_url(opt_str(value, "permalink")?, link_id.as_deref(), &id);
     Ok(IncomingPost {
         platform: PLATFORM.into(),
         id,
@@ -62,6 +50,106 @@ pub fn comment(value: &Value) -> Result<IncomingPost, RecordError> {
         thread_id: link_id.clone(),
         url,
         score: opt_int(value, "score")?,
+        reposts: None,
+        author_followers: None,
+        location: None,
+        lang: None,
+    })
+}
+
+/// The fullname of a comment known by its base-36 `id` (dumps carry no
+/// `name`).
+fn fullname(id: String) -> String {
+    if id.starts_with("t1_") { id } else { format!("t1_{id}") }
+}
+
+/// The comment's link: its permalink on reddit.com; for older records,
+/// which have none, the short link through its submission.
+fn comment_url(permalink: Option<String>, link_id: Option<&str>, id: &str) -> Option<String> {
+    match permalink {
+        Some(p) if p.starts_with("http") => Some(p),
+        Some(p) => Some(format!("https://www.reddit.com{p}")),
+        None => link_id.map(|link| {
+            format!(
+                "https://www.reddit.com/comments/{}/_/{}",
+                link.trim_start_matches("t3_"),
+                id.trim_start_matches("t1_")
+            )
+        }),
+    }
+}
+
+/// Whether a field was given at all (even as `null`).
+#[derive(Default)]
+struct Present(bool);
+
+impl<'de> Deserialize<'de> for Present {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Present, D::Error> {
+        serde::de::IgnoredAny::deserialize(d).map(|_| Present(true))
+    }
+}
+
+/// The fields of a comment that the record takes, read straight from the
+/// JSON text; every other field is skipped unread.
+#[derive(Deserialize)]
+struct CommentWire<'a> {
+    #[serde(default)]
+    platform: Present,
+    #[serde(default)]
+    kind: Present,
+    #[serde(borrow)]
+    name: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    subreddit: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    author: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    body: Option<Cow<'a, str>>,
+    created_utc: Option<serde_json::Number>,
+    #[serde(borrow)]
+    parent_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    link_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    permalink: Option<Cow<'a, str>>,
+    score: Option<serde_json::Number>,
+}
+
+/// Reads one comment straight from a line's JSON text, without building
+/// its value: the fast path of backfills from the dumps. Gives exactly
+/// what [`comment`] gives for the parsed line, or `None` when it cannot
+/// be sure (anything unusual: a listing child, a missing or mistyped
+/// field, a repeated key, a line that is not JSON), and the caller then
+/// parses the line and maps it with [`comment`], which also says why.
+/// With `detect`, also `None` unless [`super::detect`] would take the line
+/// for a Reddit comment (no `platform`; `subreddit` and `body` given).
+pub fn comment_from_text(text: &[u8], detect: bool) -> Option<IncomingPost> {
+    let wire: CommentWire = serde_json::from_slice(text).ok()?;
+    if wire.kind.0 || (detect && (wire.platform.0 || wire.subreddit.is_none())) {
+        return None;
+    }
+    let own = |s: Option<Cow<str>>| s.map(Cow::into_owned);
+    let id = match wire.name {
+        Some(name) => name.into_owned(),
+        None => fullname(wire.id?.into_owned()),
+    };
+    let created_at = parse_timestamp(&Value::Number(wire.created_utc?), "created_utc").ok()?;
+    let link_id = own(wire.link_id);
+    let url = comment_url(own(wire.permalink), link_id.as_deref(), &id);
+    let score = wire.score.map(|n| n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)));
+    Some(IncomingPost {
+        platform: PLATFORM.into(),
+        id,
+        community: own(wire.subreddit),
+        author: own(wire.author),
+        body: wire.body?.into_owned(),
+        created_at,
+        parent_id: own(wire.parent_id),
+        thread_id: link_id,
+        url,
+        score: score.flatten(),
         reposts: None,
         author_followers: None,
         location: None,
@@ -96,5 +184,96 @@ mod tests {
         assert!(comment(&link).unwrap_err().to_string().contains("not a comment"));
         let no_body = json!({"id":"x","subreddit":"a","created_utc":1});
         assert_eq!(comment(&no_body).unwrap_err().to_string(), "missing \"body\"");
+    }
+
+    /// Every child's `data` of the recorded listings (real comments from
+    /// the API), as JSON text.
+    fn recorded_comments() -> Vec<String> {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/reddit/listings");
+        let mut out = Vec::new();
+        fn walk(v: &Value, out: &mut Vec<String>) {
+            match v {
+                Value::Object(map) => {
+                    if map.get("kind") == Some(&Value::String("t1".into()))
+                        && let Some(data) = map.get("data")
+                    {
+                        out.push(data.to_string());
+                    }
+                    map.values().for_each(|v| walk(v, out));
+                }
+                Value::Array(items) => items.iter().for_each(|v| walk(v, out)),
+                _ => {}
+            }
+        }
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.to_string_lossy().ends_with(".body.json") {
+                let value: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+                walk(&value, &mut out);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_fast_path_gives_what_the_mapping_gives_or_leaves_the_line_to_it() {
+        let dump = include_str!("../../tests/fixtures/pushshift/RC_2018-10_first2lines_raw.ndjson");
+        let recorded = recorded_comments();
+        assert!(recorded.len() > 50, "{} recorded comments", recorded.len());
+        let plain: Vec<String> = dump.lines().map(String::from).chain(recorded).collect();
+        // Lines the fast path must read, and must give as the mapping does.
+        let mut read = plain.clone();
+        read.extend(
+            [
+                r#"{"id":"abc","body":"a \"quoted\" line\nand \u00e9 \ud83d\ude00","subreddit":"x","created_utc":1546344000.25,"score":-3}"#,
+                r#"{"id":"t1_abc","body":"","subreddit":"x","created_utc":1546344000,"score":2.9}"#,
+                r#"{"name":"t1_n","id":"n","body":"b","subreddit":"x","created_utc":1546344000}"#,
+                r#"{"id":"abc","body":"b","subreddit":"x","created_utc":1546344000,"link_id":"t3_l","permalink":null}"#,
+                r#"{"id":"abc","body":"b","subreddit":"x","created_utc":1546344000,"permalink":"https://old.reddit.com/r/x/c/l/_/abc/"}"#,
+                r#"{"id":"abc","body":"b","subreddit":"x","created_utc":1546344000,"score":18446744073709551615}"#,
+                r#"{"id":"abc","body":"b","subreddit":"x","created_utc":1546344000,"edited":[{"deep":[1,2,{"x":null}]}]}"#,
+            ]
+            .map(String::from),
+        );
+        // Lines it must leave to the mapping (or to another format).
+        let left = [
+            r#"{"kind":"t1","data":{"id":"a","body":"b","subreddit":"x","created_utc":1}}"#,
+            r#"{"kind":null,"id":"a","body":"b","subreddit":"x","created_utc":1546344000}"#,
+            r#"{"platform":"reddit","id":"a","body":"b","subreddit":"x","created_utc":1546344000}"#,
+            r#"{"platform":null,"id":"a","body":"b","subreddit":"x","created_utc":1546344000}"#,
+            r#"{"id":"a","body":"b","subreddit":null,"created_utc":1546344000}"#,
+            r#"{"id":"a","body":"b","subreddit":"x","subreddit":"y","created_utc":1546344000}"#,
+            r#"{"id":"a","body":null,"subreddit":"x","created_utc":1546344000}"#,
+            r#"{"id":"a","body":"b","subreddit":"x","created_utc":null}"#,
+            r#"{"id":"a","body":"b","subreddit":"x","created_utc":"1546344000"}"#,
+            r#"{"name":"t1_n","id":7,"body":"b","subreddit":"x","created_utc":1546344000}"#,
+            r#"{"id":"a","body":"b","subreddit":"x","created_utc":1546344000000}"#,
+            r#"{"id":"a","body":"b","subreddit":"x","created_utc":1546344000,"score":"3"}"#,
+            r#"{"body":"b","subreddit":"x","created_utc":1546344000}"#,
+            r#"{"id":"a","body":"b","subreddit":"x","created_utc":1546344000} trailing"#,
+            r#"[{"id":"a","body":"b","subreddit":"x","created_utc":1546344000}]"#,
+            r#"{"id":"a","body":"b","subreddit":"x","created_utc":1546344000,"author":5}"#,
+        ];
+        for (i, line) in read.iter().enumerate() {
+            let value: Value = serde_json::from_str(line).unwrap();
+            let mapped = comment(&value).unwrap();
+            for detect in [false, true] {
+                let fast = comment_from_text(line.as_bytes(), detect);
+                assert_eq!(fast.as_ref(), Some(&mapped), "line {i} (detect {detect}): {line}");
+            }
+            assert_eq!(super::super::detect(&value), super::super::Format::Reddit, "{line}");
+        }
+        for line in left {
+            assert_eq!(comment_from_text(line.as_bytes(), true), None, "{line}");
+            if let Ok(value) = serde_json::from_str::<Value>(line)
+                && let Some(fast) = comment_from_text(line.as_bytes(), false)
+            {
+                assert_eq!(Ok(fast), comment(&value), "{line}");
+            }
+        }
+        assert!(
+            comment_from_text(left[2].as_bytes(), false).is_some(),
+            "the format was given"
+        );
     }
 }
