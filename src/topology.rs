@@ -313,14 +313,6 @@ impl Pipeline {
         )))
     }
 
-    /// The index sink and a searcher over it, when `[index]` is enabled.
-    fn index_sink(&self) -> Result<Option<(IndexSink, Searcher)>, IndexError> {
-        if !self.config.index.enabled {
-            return Ok(None);
-        }
-        IndexSink::open(&self.index_dir(), &self.config.index, self.metrics.clone()).map(Some)
-    }
-
     /// The index's directory.
     pub fn index_dir(&self) -> PathBuf {
         self.data.join(crate::sinks::index::DIR)
@@ -371,15 +363,46 @@ impl Pipeline {
     ) -> Result<T, PipelineError> {
         let runner = {
             let (pipeline, shutdown) = (self.clone(), shutdown.clone());
-            tokio::spawn(async move { pipeline.run(Front::default(), shutdown).await })
+            let front = Front {
+                background_index: true,
+                ..Front::default()
+            };
+            tokio::spawn(async move { pipeline.run(front, shutdown).await })
         };
+        let started = std::time::Instant::now();
         let out = work.await;
         let consumers = self.consumers();
         let waiting = std::time::Instant::now();
         let mut said = waiting;
+        let mut archived = false;
         while !runner.is_finished() && !shutdown.is_cancelled() {
             let behind = consumers.unsettled(&*self.log)?;
-            if behind.is_empty() {
+            // Once enrich has caught up nothing more comes to the archive,
+            // which then rolls what it holds at once; the stages that run
+            // at a lower priority, as the index does, may still be behind.
+            if !behind.iter().any(|p| p.input == enrich::INPUT) {
+                self.archive_tail.input_done();
+                if !archived {
+                    let positions = consumers.positions(&*self.log)?;
+                    let mut archive = positions.iter().filter(|p| p.input == crate::sinks::archive::INPUT);
+                    archived = archive.all(|p| p.lag() == 0);
+                    if archived {
+                        let behind: Vec<String> = behind
+                            .iter()
+                            .map(|p| format!("{} ({} records)", p.input.consumer, p.lag()))
+                            .collect();
+                        let waiting = match behind.is_empty() {
+                            true => String::new(),
+                            false => format!("; waiting for {} to catch up", behind.join(", ")),
+                        };
+                        eprintln!(
+                            "chorus: everything read is in the archive (SQL) after {:.1} s{waiting}",
+                            started.elapsed().as_secs_f64()
+                        );
+                    }
+                }
+            }
+            if behind.is_empty() && archived {
                 break;
             }
             if said.elapsed() >= std::time::Duration::from_secs(10) {
@@ -416,7 +439,12 @@ impl Pipeline {
     /// [`crate::transforms::DRAIN_GRACE`]), so a clean stop leaves every
     /// accepted post in the archive.
     pub async fn run(&self, front: Front, shutdown: CancellationToken) -> Result<(), PipelineError> {
-        let Front { listener, demo, roles } = front;
+        let Front {
+            listener,
+            demo,
+            roles,
+            background_index,
+        } = front;
         roles.check(&self.config).map_err(PipelineError::Other)?;
         // Opened (which removes what a crash left uncommitted) only where
         // the archive runs.
@@ -487,18 +515,37 @@ impl Pipeline {
             }
             None => None,
         };
-        // The index reads what the archive reads, and stops with it.
-        let (index_task, searcher) = match roles.has(Role::Index).then(|| self.index_sink()).transpose()?.flatten() {
-            Some((sink, searcher)) => {
-                let (log, stop, own) = (self.log(), stop.clone(), archive_stop.clone());
-                let task = spawn_thread("index", move || {
-                    let result = sink.run(&*log, own).map_err(PipelineError::from);
-                    stop.cancel();
-                    result
-                })?;
-                (Some(task), Some(searcher))
-            }
-            None => (None, None),
+        // The index reads what the archive reads, and stops with it. Its
+        // thread opens it, so that tantivy's own threads, started then,
+        // share its priority.
+        let (index_task, searcher) = if roles.has(Role::Index) && self.config.index.enabled {
+            let (opened, searcher) = tokio::sync::oneshot::channel();
+            let (dir, config, metrics) = (self.index_dir(), self.config.index.clone(), self.metrics.clone());
+            let (log, stop, own) = (self.log(), stop.clone(), archive_stop.clone());
+            let task = spawn_thread("index", move || {
+                if background_index {
+                    lower_thread_priority(BACKGROUND_NICE);
+                }
+                let sink = match IndexSink::open(&dir, &config, metrics) {
+                    Ok((sink, searcher)) => {
+                        let _ = opened.send(Ok(searcher));
+                        sink
+                    }
+                    Err(e) => {
+                        let _ = opened.send(Err(e));
+                        return Ok(());
+                    }
+                };
+                let result = sink.run(&*log, own).map_err(PipelineError::from);
+                stop.cancel();
+                result
+            })?;
+            let searcher = searcher
+                .await
+                .map_err(|_| PipelineError::Other("the index thread ended before opening the index".into()))??;
+            (Some(task), Some(searcher))
+        } else {
+            (None, None)
         };
         // The speed layer reads what the archive reads, and stops with it.
         let speed_task = if layers.is_some() && self.consumers().inputs().contains(&crate::views::speed::INPUT) {
@@ -811,6 +858,25 @@ pub struct Front {
     pub demo: Option<DemoOptions>,
     /// The stages this process runs.
     pub roles: Roles,
+    /// Whether the index runs at the lowest CPU priority, as in a backfill:
+    /// the archive (SQL) gets the cores first, the index catches up after.
+    pub background_index: bool,
+}
+
+/// The nice value of a background index's threads: the lowest priority.
+const BACKGROUND_NICE: i32 = 19;
+
+/// Lowers the calling thread's CPU priority to `nice`; threads it starts
+/// afterwards inherit it. A failure leaves it as it was.
+fn lower_thread_priority(nice: i32) {
+    // SAFETY: setpriority only reads its integer arguments; on Linux
+    // `who = 0` with PRIO_PROCESS is the calling thread.
+    #[cfg(target_os = "linux")]
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, nice);
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = nice;
 }
 
 /// A stage a process runs (`chorus run --roles`).
@@ -997,6 +1063,23 @@ pub fn check_listen(address: SocketAddr, tokens: &[String]) -> Result<(), Pipeli
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_background_thread_and_the_threads_it_starts_run_at_the_lowest_priority() {
+        // SAFETY: getpriority only reads its integer arguments (0: the
+        // calling thread).
+        let nice = || unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+        let before = nice();
+        let (own, started) = std::thread::spawn(move || {
+            lower_thread_priority(BACKGROUND_NICE);
+            (nice(), std::thread::spawn(nice).join().unwrap())
+        })
+        .join()
+        .unwrap();
+        assert_eq!((own, started), (BACKGROUND_NICE, BACKGROUND_NICE));
+        assert_eq!(nice(), before, "the calling thread keeps its priority");
+    }
 
     fn on_kafka() -> Config {
         let mut config = Config::default();

@@ -496,6 +496,22 @@ fn ingest_reads_plain_gzip_and_zstd_files_offline_and_through_the_server() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("2512 posts accepted, 0 lines rejected"), "{stderr}");
+    assert!(
+        stderr.contains("everything read is in the archive (SQL) after"),
+        "{stderr}"
+    );
+    // The index, which a backfill runs at a low priority, caught up before
+    // ingest returned: the dump's comment is found.
+    let found = chorus()
+        .arg("--data")
+        .arg(&data)
+        .args(["search", "BoneAppleTea", "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(found.status.success(), "{}", String::from_utf8_lossy(&found.stderr));
+    let found: serde_json::Value = serde_json::from_slice(&found.stdout).unwrap();
+    assert_eq!(found["total"], 1, "{found}");
+    assert_eq!(found["hits"][0]["id"], "t1_e6xucdd", "{found}");
     let count = |query: &str| sql_first_row(&data, query);
     // Offline ingest enriched and archived everything before it returned.
     assert_eq!(count("SELECT count(*) FROM posts"), "2512");

@@ -354,6 +354,10 @@ pub(crate) fn create_dir_synced(dir: &Path) -> Result<(), ArchiveError> {
 #[derive(Debug, Default)]
 pub struct ArchiveTail {
     parts: std::sync::Mutex<Vec<Option<PartitionTail>>>,
+    /// Set once nothing more will come (an offline run whose writer is
+    /// done and whose enrich stage has caught up): the archive then rolls
+    /// what it holds at once rather than at its age bound.
+    input_done: std::sync::atomic::AtomicBool,
 }
 
 /// One partition's part of [`ArchiveTail`].
@@ -370,6 +374,16 @@ impl ArchiveTail {
     pub fn get(&self, partition: u32) -> Option<PartitionTail> {
         let parts = self.parts.lock().unwrap_or_else(|e| e.into_inner());
         parts.get(partition as usize).cloned().flatten()
+    }
+
+    /// Tells the archive that its input is complete: it rolls its files
+    /// as soon as it has read everything.
+    pub fn input_done(&self) {
+        self.input_done.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn is_input_done(&self) -> bool {
+        self.input_done.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn update(&self, partition: u32, f: impl FnOnce(&mut PartitionTail)) {
@@ -645,7 +659,9 @@ impl Sink for PostsSink<'_> {
     fn due(&self, pending: &[u32]) -> Vec<u32> {
         // One buffer for all partitions, as a Firehose stream has: once it
         // is full, every partition's files roll.
-        if self.files.iter().map(|f| f.buffered_bytes).sum::<u64>() >= self.archive.config.max_file_bytes {
+        if self.archive.tail.is_input_done()
+            || self.files.iter().map(|f| f.buffered_bytes).sum::<u64>() >= self.archive.config.max_file_bytes
+        {
             return pending.to_vec();
         }
         let max_age = Duration::from_secs(self.archive.config.max_file_age_secs);
