@@ -866,14 +866,19 @@ pub struct Front {
 /// The nice value of a background index's threads: the lowest priority.
 const BACKGROUND_NICE: i32 = 19;
 
-/// Lowers the calling thread's CPU priority to `nice`; threads it starts
-/// afterwards inherit it. A failure leaves it as it was.
+/// Lowers the calling thread's CPU priority to `nice` and, on Linux, to
+/// the idle scheduling class (it runs when no other thread wants the
+/// core); threads it starts afterwards inherit both. A failure leaves it
+/// as it was.
 fn lower_thread_priority(nice: i32) {
-    // SAFETY: setpriority only reads its integer arguments; on Linux
-    // `who = 0` with PRIO_PROCESS is the calling thread.
+    // SAFETY: setpriority reads its integer arguments, sched_setscheduler
+    // a parameter that lives through the call; on Linux `who`/`pid` 0 is
+    // the calling thread.
     #[cfg(target_os = "linux")]
     unsafe {
         libc::setpriority(libc::PRIO_PROCESS, 0, nice);
+        let param = libc::sched_param { sched_priority: 0 };
+        libc::sched_setscheduler(0, libc::SCHED_IDLE, &param);
     }
     #[cfg(not(target_os = "linux"))]
     let _ = nice;
@@ -1078,6 +1083,16 @@ mod tests {
         .join()
         .unwrap();
         assert_eq!((own, started), (BACKGROUND_NICE, BACKGROUND_NICE));
+        // SAFETY: as above (0: the calling thread).
+        let policy = || unsafe { libc::sched_getscheduler(0) };
+        let policies = std::thread::spawn(move || {
+            lower_thread_priority(BACKGROUND_NICE);
+            (policy(), std::thread::spawn(policy).join().unwrap())
+        })
+        .join()
+        .unwrap();
+        assert_eq!(policies, (libc::SCHED_IDLE, libc::SCHED_IDLE));
+        assert_eq!(policy(), libc::SCHED_OTHER);
         assert_eq!(nice(), before, "the calling thread keeps its priority");
     }
 
