@@ -1,5 +1,6 @@
 //! Writes a Pushshift / Arctic Shift style comment dump for benchmarks:
-//! LINES lines of Reddit comment JSON (bodies from the Reddit corpus,
+//! LINES lines of Reddit comment JSON (the 38 fields of a real 2018 line,
+//! keys sorted, slashes escaped; bodies from the Reddit corpus,
 //! replicated; 20 subreddits; times sorted, as the dumps are, and spread
 //! over SPAN_SECS from 2019-01-01: by default one month, as sparse as 1M
 //! lines make it; a real month holds ~10^8 comments, ~40 a second),
@@ -54,22 +55,52 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let subreddit = SUBREDDITS[(i % 20) as usize];
         let id = base36(1_000_000_000 + i);
         let link = base36(500_000_000 + i / 50);
+        let created = month_start + (i * span.saturating_sub(1) / lines.max(1));
+        let author = format!("user_{}", i % 50_021);
+        // The 38 fields of a real line (tests/fixtures/pushshift), keys
+        // sorted and slashes escaped as the dumps have them.
         let line = serde_json::json!({
+            "archived": false,
+            "author": author,
+            "author_created_utc": 1_300_000_000 + (i % 50_021) * 3_001,
+            "author_flair_background_color": null,
+            "author_flair_css_class": null,
+            "author_flair_richtext": [],
+            "author_flair_template_id": null,
+            "author_flair_text": null,
+            "author_flair_text_color": null,
+            "author_flair_type": "text",
+            "author_fullname": format!("t2_{}", base36(3_000_000 + i % 50_021)),
+            "author_patreon_flair": false,
+            "body": bodies[(i % bodies.len() as u64) as usize],
+            "can_gild": true,
+            "can_mod_post": false,
+            "collapsed": false,
+            "collapsed_reason": null,
+            "controversiality": 0,
+            "created_utc": created,
+            "distinguished": null,
+            "edited": false,
+            "gilded": 0,
+            "gildings": {"gid_1": 0, "gid_2": 0, "gid_3": 0},
             "id": id,
-            "author": format!("user_{}", i % 50_021),
+            "is_submitter": i % 7 == 0,
+            "link_id": format!("t3_{link}"),
+            "no_follow": true,
+            "parent_id": format!("t3_{link}"),
+            "permalink": format!("/r/{subreddit}/comments/{link}/what_people_said_about_it_today/{id}/"),
+            "removal_reason": null,
+            "retrieved_on": created + 1_362_091,
+            "score": (i % 37) as i64 - 3,
+            "send_replies": true,
+            "stickied": false,
             "subreddit": subreddit,
             "subreddit_id": format!("t5_{}", base36(1000 + i % 20)),
-            "body": bodies[(i % bodies.len() as u64) as usize],
-            "created_utc": month_start + (i * span.saturating_sub(1) / lines.max(1)),
-            "link_id": format!("t3_{link}"),
-            "parent_id": format!("t3_{link}"),
-            "score": (i % 37) as i64 - 3,
-            "permalink": format!("/r/{subreddit}/comments/{link}/_/{id}/"),
-            "controversiality": 0,
-            "gilded": 0,
-            "stickied": false,
+            "subreddit_name_prefixed": format!("r/{subreddit}"),
+            "subreddit_type": "public",
         });
-        serde_json::to_writer(&mut encoder, &line)?;
+        let text = serde_json::to_string(&line)?.replace('/', "\\/");
+        encoder.write_all(text.as_bytes())?;
         encoder.write_all(b"\n")?;
     }
     encoder.finish()?.flush()?;
