@@ -2,6 +2,7 @@
 //! or `.zst` (Pushshift / Arctic Shift dumps need zstd's 2^31 window), to
 //! the running server if there is one, else straight into the log.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -120,62 +121,43 @@ pub async fn ingest_files(
             .find(|b| !b.is_ascii_whitespace())
             .copied();
         // NDJSON lines, or the elements of one JSON array, read one at a
-        // time: memory stays bounded by the batch, whatever the file.
-        let mut records = Records::new(&mut reader, record_bound(limits), first == Some(b'['));
-        let batch_lines = match destination {
-            Destination::Log(_) => LOG_BATCH_LINES,
-            Destination::Remote { .. } => BATCH_LINES,
-        };
-        let mut lines: Vec<Vec<u8>> = Vec::with_capacity(batch_lines);
-        let (mut batch_bytes, mut batch_first, mut buf) = (0usize, 1usize, Vec::new());
-        loop {
-            let item = records.next(&mut buf).with_context(|| {
-                format!(
-                    "cannot read {} after record {}",
-                    path.display(),
-                    batch_first + lines.len()
-                )
-            })?;
-            let end = match item {
-                Some(Item::Record { .. }) => {
-                    batch_bytes += buf.len();
-                    lines.push(std::mem::take(&mut buf));
-                    false
-                }
-                Some(Item::TooLong { number, bytes }) => {
-                    // Kept as a blank line so the batch's numbering holds.
-                    lines.push(Vec::new());
-                    let _ = writeln!(
-                        errors,
-                        "{}:{number}: a record of {bytes} bytes, more than the bound of {} (twice [server] \
-                         max_post_bytes, plus 64 KiB)",
-                        path.display(),
-                        record_bound(limits)
-                    );
-                    summary.rejected += 1;
-                    false
-                }
-                Some(Item::Broken { number, reason }) => {
-                    let _ = writeln!(errors, "{}:{number}: malformed JSON array: {reason}", path.display());
-                    summary.rejected += 1;
-                    true
-                }
-                None => true,
-            };
-            if lines.len() == batch_lines || batch_bytes >= BATCH_BYTES || (end && !lines.is_empty()) {
-                let outcome = send(&lines, format, filter, destination, limits, &client).await?;
-                summary.accepted += outcome.accepted;
-                summary.skipped += outcome.skipped;
-                report(errors, path, &outcome, batch_first, &mut summary);
-                batch_first += lines.len();
-                lines.clear();
-                batch_bytes = 0;
-                let read = summary.accepted + summary.skipped;
-                let rate = read as f64 / start.elapsed().as_secs_f64().max(1e-9);
-                bar.set_message(format!("{read} posts, {rate:.0} posts/s"));
+        // time: memory stays bounded by the batches in flight, whatever
+        // the file.
+        let records = Records::new(reader, record_bound(limits), first == Some(b'['));
+        let mut progress = |outcome: Outcome, batch: &Batch, summary: &mut Summary| {
+            summary.accepted += outcome.accepted;
+            summary.skipped += outcome.skipped;
+            for note in &batch.notes {
+                let _ = writeln!(errors, "{note}");
             }
-            if end {
-                break;
+            summary.rejected += batch.notes.len() as u64;
+            report(errors, path, &outcome, batch.first, summary);
+            let read = summary.accepted + summary.skipped;
+            let rate = read as f64 / start.elapsed().as_secs_f64().max(1e-9);
+            bar.set_message(format!("{read} posts, {rate:.0} posts/s"));
+        };
+        let mut batches = Batches {
+            records,
+            path,
+            bound: record_bound(limits),
+            lines: match destination {
+                Destination::Log(_) => LOG_BATCH_LINES,
+                Destination::Remote { .. } => BATCH_LINES,
+            },
+            next_line: 1,
+            done: false,
+        };
+        match destination {
+            Destination::Log(log) => {
+                append_in_parallel(batches, format, filter, *log, limits, |outcome, batch| {
+                    progress(outcome, batch, &mut summary)
+                })?;
+            }
+            Destination::Remote { .. } => {
+                while let Some(batch) = batches.next_batch()? {
+                    let outcome = send(&batch.lines, format, filter, destination, limits, &client).await?;
+                    progress(outcome, &batch, &mut summary);
+                }
             }
         }
         bar.finish_and_clear();
@@ -198,6 +180,168 @@ pub async fn ingest_files(
         total.skipped += summary.skipped;
     }
     Ok(total)
+}
+
+/// Lines of a file read for one request or append.
+struct Batch {
+    /// The file's line (or array element) number of `lines[0]`.
+    first: usize,
+    /// The records; one too long to read is an empty line, so that the
+    /// numbering holds.
+    lines: Vec<Vec<u8>>,
+    /// What the reading itself refused (`file:line: reason`), one line per
+    /// rejected record.
+    notes: Vec<String>,
+}
+
+/// A file's records in batches of at most `lines` lines or [`BATCH_BYTES`].
+struct Batches<'a, R> {
+    records: Records<R>,
+    path: &'a Path,
+    bound: usize,
+    lines: usize,
+    next_line: usize,
+    done: bool,
+}
+
+impl<R: BufRead> Batches<'_, R> {
+    /// The next batch; `None` after the last. A broken JSON array ends the
+    /// file after the batch it breaks in.
+    fn next_batch(&mut self) -> anyhow::Result<Option<Batch>> {
+        if self.done {
+            return Ok(None);
+        }
+        let mut batch = Batch {
+            first: self.next_line,
+            lines: Vec::with_capacity(self.lines.min(BATCH_LINES)),
+            notes: Vec::new(),
+        };
+        let (mut bytes, mut buf) = (0usize, Vec::new());
+        while batch.lines.len() < self.lines && bytes < BATCH_BYTES {
+            let item = self.records.next(&mut buf).with_context(|| {
+                format!(
+                    "cannot read {} after record {}",
+                    self.path.display(),
+                    batch.first + batch.lines.len()
+                )
+            })?;
+            match item {
+                Some(Item::Record { .. }) => {
+                    bytes += buf.len();
+                    batch.lines.push(std::mem::take(&mut buf));
+                }
+                Some(Item::TooLong { number, bytes }) => {
+                    // Kept as a blank line so the batch's numbering holds.
+                    batch.lines.push(Vec::new());
+                    batch.notes.push(format!(
+                        "{}:{number}: a record of {bytes} bytes, more than the bound of {} (twice [server] \
+                         max_post_bytes, plus 64 KiB)",
+                        self.path.display(),
+                        self.bound
+                    ));
+                }
+                Some(Item::Broken { number, reason }) => {
+                    batch.notes.push(format!(
+                        "{}:{number}: malformed JSON array: {reason}",
+                        self.path.display()
+                    ));
+                    self.done = true;
+                    break;
+                }
+                None => {
+                    self.done = true;
+                    break;
+                }
+            }
+        }
+        self.next_line += batch.lines.len();
+        Ok((!batch.lines.is_empty() || !batch.notes.is_empty()).then_some(batch))
+    }
+}
+
+/// Appends `batches` to `log`: one thread reads (and decompresses) them,
+/// one per core parses and filters them, and this one appends them in
+/// file order, calling `done` after each. An error stops the reading; the
+/// batches before it are appended.
+fn append_in_parallel<R: BufRead + Send>(
+    mut batches: Batches<'_, R>,
+    format: Format,
+    filter: &Filter,
+    log: &dyn Log,
+    limits: &Limits,
+    mut done: impl FnMut(Outcome, &Batch),
+) -> anyhow::Result<()> {
+    use std::sync::mpsc;
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (work_tx, work_rx) = mpsc::sync_channel::<(u64, Batch)>(workers);
+    let work_rx = std::sync::Mutex::new(work_rx);
+    let (parsed_tx, parsed_rx) = mpsc::sync_channel::<(u64, Batch, Parsed, u64)>(workers);
+    std::thread::scope(|s| {
+        let reading = s.spawn(move || -> anyhow::Result<()> {
+            let mut seq = 0;
+            while let Some(batch) = batches.next_batch()? {
+                if work_tx.send((seq, batch)).is_err() {
+                    break;
+                }
+                seq += 1;
+            }
+            Ok(())
+        });
+        for _ in 0..workers {
+            let (work_rx, parsed_tx) = (&work_rx, parsed_tx.clone());
+            s.spawn(move || {
+                loop {
+                    let next = work_rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                    let Ok((seq, batch)) = next else { break };
+                    let (parsed, skipped) = parse_batch(&batch.lines, format, filter, limits);
+                    if parsed_tx.send((seq, batch, parsed, skipped)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(parsed_tx);
+        // In file order: each post gets its ingest time as it is appended.
+        let appended = (|| -> anyhow::Result<()> {
+            let mut waiting = BTreeMap::new();
+            let mut next = 0;
+            for item in parsed_rx.iter() {
+                waiting.insert(item.0, item);
+                while let Some((_, batch, parsed, skipped)) = waiting.remove(&next) {
+                    next += 1;
+                    let appended =
+                        crate::log::append_posts(log, parsed.posts, now_micros()).context("appending to the log")?;
+                    let outcome = Outcome {
+                        accepted: appended as u64,
+                        skipped,
+                        rejected: parsed.rejected,
+                        rejected_total: parsed.rejected_total as u64,
+                    };
+                    done(outcome, &batch);
+                }
+            }
+            Ok(())
+        })();
+        // Stops the workers and the reader, if an append failed.
+        drop(parsed_rx);
+        let read = reading
+            .join()
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("the reading thread panicked")));
+        appended.and(read)
+    })
+}
+
+/// Parses one batch of lines; the posts that pass `filter`, and how many
+/// did not.
+fn parse_batch(lines: &[Vec<u8>], format: Format, filter: &Filter, limits: &Limits) -> (Parsed, u64) {
+    let mut parsed = Parsed::new(*limits);
+    for (i, line) in lines.iter().enumerate() {
+        parsed.take_line(i + 1, line, format);
+    }
+    let before = parsed.posts.len();
+    parsed.posts.retain(|p| filter.keeps(p));
+    let skipped = (before - parsed.posts.len()) as u64;
+    (parsed, skipped)
 }
 
 /// Which posts a backfill keeps: `--since`, `--until`, `--community`.
@@ -289,9 +433,9 @@ struct Outcome {
     rejected_total: u64,
 }
 
-/// Sends one batch of lines (or one whole document); returns what was
-/// accepted, skipped by the filter, and the rejections, numbered from 1
-/// within the batch.
+/// Sends one batch of lines to a server; returns what was accepted,
+/// skipped by the filter, and the rejections, numbered from 1 within the
+/// batch.
 async fn send(
     lines: &[Vec<u8>],
     format: Format,
@@ -300,58 +444,30 @@ async fn send(
     limits: &Limits,
     client: &reqwest::Client,
 ) -> anyhow::Result<Outcome> {
-    let parse = || {
-        let mut parsed = Parsed::new(*limits);
-        for (i, line) in lines.iter().enumerate() {
-            parsed.take_line(i + 1, line, format);
-        }
-        parsed
+    let Destination::Remote { base, token } = destination else {
+        bail!("a batch for the log is appended, not sent");
     };
-    // Keeps what passes the filter; how many did not.
-    let keep = |parsed: &mut Parsed| {
-        let before = parsed.posts.len();
-        parsed.posts.retain(|p| filter.keeps(p));
-        (before - parsed.posts.len()) as u64
-    };
-    match destination {
-        Destination::Log(log) => {
-            let mut parsed = parse();
-            let skipped = keep(&mut parsed);
-            let appended =
-                crate::log::append_posts(*log, parsed.posts, now_micros()).context("appending to the log")?;
-            Ok(Outcome {
-                accepted: appended as u64,
-                skipped,
-                rejected: parsed.rejected,
-                rejected_total: parsed.rejected_total as u64,
-            })
-        }
-        Destination::Remote { base, token } if filter.is_active() => {
-            // Filtered here: what passes goes as canonical records.
-            let mut parsed = parse();
-            let skipped = keep(&mut parsed);
-            let canonical: Vec<Vec<u8>> = parsed.posts.iter().map(|p| p.to_canonical_json()).collect();
-            let (accepted, mut rejected, total) =
-                post_split(client, base, token.as_deref(), Format::Canonical, &canonical).await?;
-            rejected.extend(parsed.rejected);
-            Ok(Outcome {
-                accepted,
-                skipped,
-                rejected,
-                rejected_total: total + parsed.rejected_total as u64,
-            })
-        }
-        Destination::Remote { base, token } => {
-            let (accepted, rejected, rejected_total) =
-                post_split(client, base, token.as_deref(), format, lines).await?;
-            Ok(Outcome {
-                accepted,
-                skipped: 0,
-                rejected,
-                rejected_total,
-            })
-        }
+    if filter.is_active() {
+        // Filtered here: what passes goes as canonical records.
+        let (parsed, skipped) = parse_batch(lines, format, filter, limits);
+        let canonical: Vec<Vec<u8>> = parsed.posts.iter().map(|p| p.to_canonical_json()).collect();
+        let (accepted, mut rejected, total) =
+            post_split(client, base, token.as_deref(), Format::Canonical, &canonical).await?;
+        rejected.extend(parsed.rejected);
+        return Ok(Outcome {
+            accepted,
+            skipped,
+            rejected,
+            rejected_total: total + parsed.rejected_total as u64,
+        });
     }
+    let (accepted, rejected, rejected_total) = post_split(client, base, token.as_deref(), format, lines).await?;
+    Ok(Outcome {
+        accepted,
+        skipped: 0,
+        rejected,
+        rejected_total,
+    })
 }
 
 /// What the server made of some lines: accepted, the rejections listed
@@ -437,5 +553,84 @@ async fn post_lines(
         // Servers of earlier versions list every rejection and no total.
         let total = answer.rejected_total.unwrap_or(0).max(answer.rejected.len()) as u64;
         return Ok(Some((answer.accepted as u64, answer.rejected, total)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::Topic;
+    use crate::log::fjall::FjallLog;
+    use crate::record::RawPost;
+
+    #[tokio::test]
+    async fn a_backfill_appends_many_batches_in_file_order_and_numbers_every_rejection() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = Limits { max_post_bytes: 1000 };
+        // 25,000 lines: three batches of the log, parsed on every core.
+        let mut text = String::new();
+        for line in 1..=25_000 {
+            match line {
+                3 => text.push_str("{broken\n"),
+                12_345 => text.push_str("{\"platform\":\"reddit\",\"id\":\"no-body\",\"created_at\":1}\n"),
+                20_001 => text.push_str(&format!("\"{}\"\n", "x".repeat(record_bound(&limits) + 10))),
+                _ => text.push_str(&format!(
+                    "{{\"id\":\"c{line}\",\"subreddit\":\"s\",\"body\":\"line {line}\",\"created_utc\":1546344000}}\n"
+                )),
+            }
+        }
+        let path = dir.path().join("dump.ndjson");
+        std::fs::write(&path, text).unwrap();
+        let log = FjallLog::open(&dir.path().join("log"), 4).unwrap();
+        let mut errors = Vec::new();
+        let summary = ingest_files(
+            std::slice::from_ref(&path),
+            Format::Auto,
+            &Filter::default(),
+            &Destination::Log(&log),
+            &limits,
+            &mut errors,
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            summary,
+            Summary {
+                accepted: 24_997,
+                rejected: 3,
+                skipped: 0
+            }
+        );
+        let errors = String::from_utf8(errors).unwrap();
+        let lines: Vec<&str> = errors.lines().collect();
+        let at = |n: usize| format!("{}:{n}: ", path.display());
+        assert_eq!(lines.len(), 3, "{errors}");
+        assert!(
+            lines[0].starts_with(&at(3)) && lines[0].contains("malformed JSON"),
+            "{errors}"
+        );
+        assert!(
+            lines[1].starts_with(&at(12_345)) && lines[1].contains("body"),
+            "{errors}"
+        );
+        assert!(
+            lines[2].starts_with(&at(20_001)) && lines[2].contains("more than the bound"),
+            "{errors}"
+        );
+        // Every post once, each ingested after the lines above it.
+        let mut times = Vec::new();
+        for (p, end) in log.end_offsets(Topic::Raw).unwrap().into_iter().enumerate() {
+            for entry in log.read(Topic::Raw, p as u32, 0, end as usize, usize::MAX).unwrap() {
+                let raw = RawPost::from_log_bytes(&entry.value).unwrap();
+                let line: usize = raw.incoming.id.trim_start_matches("t1_c").parse().unwrap();
+                times.push((line, raw.ingested_at));
+            }
+        }
+        times.sort();
+        assert_eq!(times.len(), 24_997);
+        assert!(
+            times.windows(2).all(|w| w[0].1 < w[1].1),
+            "ingest times follow the file"
+        );
     }
 }
