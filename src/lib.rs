@@ -36,6 +36,7 @@ pub mod lifecycle;
 pub mod log;
 pub mod mapping;
 pub mod metrics;
+pub mod priority;
 pub mod query;
 pub mod record;
 pub mod sinks;

@@ -524,7 +524,7 @@ impl Pipeline {
             let (log, stop, own) = (self.log(), stop.clone(), archive_stop.clone());
             let task = spawn_thread("index", move || {
                 if background_index {
-                    lower_thread_priority(BACKGROUND_NICE);
+                    crate::priority::idle_current_thread();
                 }
                 let sink = match IndexSink::open(&dir, &config, metrics) {
                     Ok((sink, searcher)) => {
@@ -863,27 +863,6 @@ pub struct Front {
     pub background_index: bool,
 }
 
-/// The nice value of a background index's threads: the lowest priority.
-const BACKGROUND_NICE: i32 = 19;
-
-/// Lowers the calling thread's CPU priority to `nice` and, on Linux, to
-/// the idle scheduling class (it runs when no other thread wants the
-/// core); threads it starts afterwards inherit both. A failure leaves it
-/// as it was.
-fn lower_thread_priority(nice: i32) {
-    // SAFETY: setpriority reads its integer arguments, sched_setscheduler
-    // a parameter that lives through the call; on Linux `who`/`pid` 0 is
-    // the calling thread.
-    #[cfg(target_os = "linux")]
-    unsafe {
-        libc::setpriority(libc::PRIO_PROCESS, 0, nice);
-        let param = libc::sched_param { sched_priority: 0 };
-        libc::sched_setscheduler(0, libc::SCHED_IDLE, &param);
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = nice;
-}
-
 /// A stage a process runs (`chorus run --roles`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Role {
@@ -1068,33 +1047,6 @@ pub fn check_listen(address: SocketAddr, tokens: &[String]) -> Result<(), Pipeli
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[cfg(target_os = "linux")]
-    #[test]
-    fn a_background_thread_and_the_threads_it_starts_run_at_the_lowest_priority() {
-        // SAFETY: getpriority only reads its integer arguments (0: the
-        // calling thread).
-        let nice = || unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
-        let before = nice();
-        let (own, started) = std::thread::spawn(move || {
-            lower_thread_priority(BACKGROUND_NICE);
-            (nice(), std::thread::spawn(nice).join().unwrap())
-        })
-        .join()
-        .unwrap();
-        assert_eq!((own, started), (BACKGROUND_NICE, BACKGROUND_NICE));
-        // SAFETY: as above (0: the calling thread).
-        let policy = || unsafe { libc::sched_getscheduler(0) };
-        let policies = std::thread::spawn(move || {
-            lower_thread_priority(BACKGROUND_NICE);
-            (policy(), std::thread::spawn(policy).join().unwrap())
-        })
-        .join()
-        .unwrap();
-        assert_eq!(policies, (libc::SCHED_IDLE, libc::SCHED_IDLE));
-        assert_eq!(policy(), libc::SCHED_OTHER);
-        assert_eq!(nice(), before, "the calling thread keeps its priority");
-    }
 
     fn on_kafka() -> Config {
         let mut config = Config::default();

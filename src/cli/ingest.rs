@@ -153,9 +153,10 @@ pub async fn ingest_files(
                     progress(outcome, batch, &mut summary)
                 })?;
             }
-            Destination::Remote { .. } => {
+            Destination::Remote { base, token } => {
+                let server = (&client, base.as_str(), token.as_deref());
                 while let Some(batch) = batches.next_batch()? {
-                    let outcome = send(&batch.lines, format, filter, destination, limits, &client).await?;
+                    let outcome = send(&batch.lines, format, filter, limits, server).await?;
                     progress(outcome, &batch, &mut summary);
                 }
             }
@@ -261,7 +262,9 @@ impl<R: BufRead> Batches<'_, R> {
 
 /// Appends `batches` to `log`: one thread reads (and decompresses) them,
 /// one per core parses and filters them, and this one appends them in
-/// file order, calling `done` after each. An error stops the reading; the
+/// file order, calling `done` after each. At most one batch per worker and
+/// two more are read and not yet appended (a slow batch holds the others
+/// back rather than letting them pile up). An error stops the reading; the
 /// batches before it are appended.
 fn append_in_parallel<R: BufRead + Send>(
     mut batches: Batches<'_, R>,
@@ -273,13 +276,22 @@ fn append_in_parallel<R: BufRead + Send>(
 ) -> anyhow::Result<()> {
     use std::sync::mpsc;
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let (work_tx, work_rx) = mpsc::sync_channel::<(u64, Batch)>(workers);
+    // A slot per batch in flight: the reader takes one before it reads a
+    // batch, this thread gives it back once the batch is appended.
+    let in_flight = workers + 2;
+    let (free_tx, free_rx) = mpsc::sync_channel::<()>(in_flight);
+    for _ in 0..in_flight {
+        let _ = free_tx.send(());
+    }
+    let (work_tx, work_rx) = mpsc::channel::<(u64, Batch)>();
     let work_rx = std::sync::Mutex::new(work_rx);
-    let (parsed_tx, parsed_rx) = mpsc::sync_channel::<(u64, Batch, Parsed, u64)>(workers);
+    let (parsed_tx, parsed_rx) = mpsc::channel::<(u64, Batch, Parsed, u64)>();
     std::thread::scope(|s| {
         let reading = s.spawn(move || -> anyhow::Result<()> {
             let mut seq = 0;
-            while let Some(batch) = batches.next_batch()? {
+            // Ends when this thread stops giving slots back (done or failed).
+            while free_rx.recv().is_ok() {
+                let Some(batch) = batches.next_batch()? else { break };
                 if work_tx.send((seq, batch)).is_err() {
                     break;
                 }
@@ -318,11 +330,13 @@ fn append_in_parallel<R: BufRead + Send>(
                         rejected_total: parsed.rejected_total as u64,
                     };
                     done(outcome, &batch);
+                    let _ = free_tx.send(());
                 }
             }
             Ok(())
         })();
-        // Stops the workers and the reader, if an append failed.
+        // Stops the reader and then the workers, if an append failed.
+        drop(free_tx);
         drop(parsed_rx);
         let read = reading
             .join()
@@ -433,26 +447,21 @@ struct Outcome {
     rejected_total: u64,
 }
 
-/// Sends one batch of lines to a server; returns what was accepted,
-/// skipped by the filter, and the rejections, numbered from 1 within the
-/// batch.
+/// Sends one batch of lines to a server (`client`, its base URL and
+/// token); returns what was accepted, skipped by the filter, and the
+/// rejections, numbered from 1 within the batch.
 async fn send(
     lines: &[Vec<u8>],
     format: Format,
     filter: &Filter,
-    destination: &Destination<'_>,
     limits: &Limits,
-    client: &reqwest::Client,
+    (client, base, token): (&reqwest::Client, &str, Option<&str>),
 ) -> anyhow::Result<Outcome> {
-    let Destination::Remote { base, token } = destination else {
-        bail!("a batch for the log is appended, not sent");
-    };
     if filter.is_active() {
         // Filtered here: what passes goes as canonical records.
         let (parsed, skipped) = parse_batch(lines, format, filter, limits);
         let canonical: Vec<Vec<u8>> = parsed.posts.iter().map(|p| p.to_canonical_json()).collect();
-        let (accepted, mut rejected, total) =
-            post_split(client, base, token.as_deref(), Format::Canonical, &canonical).await?;
+        let (accepted, mut rejected, total) = post_split(client, base, token, Format::Canonical, &canonical).await?;
         rejected.extend(parsed.rejected);
         return Ok(Outcome {
             accepted,
@@ -461,7 +470,7 @@ async fn send(
             rejected_total: total + parsed.rejected_total as u64,
         });
     }
-    let (accepted, rejected, rejected_total) = post_split(client, base, token.as_deref(), format, lines).await?;
+    let (accepted, rejected, rejected_total) = post_split(client, base, token, format, lines).await?;
     Ok(Outcome {
         accepted,
         skipped: 0,

@@ -127,13 +127,18 @@ fn opt_str(v: &Value, field: &'static str) -> Result<Option<String>, RecordError
 fn opt_int(v: &Value, field: &'static str) -> Result<Option<i64>, RecordError> {
     match v.get(field) {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => Ok(n.as_i64().or_else(|| n.as_f64().map(|f| f as i64))),
+        Some(Value::Number(n)) => Ok(int_of(n)),
         Some(other) => Err(RecordError::WrongType {
             field,
             expected: "an integer",
             got: json_type(other),
         }),
     }
+}
+
+/// A JSON number as an integer: a float is truncated (saturating).
+fn int_of(n: &serde_json::Number) -> Option<i64> {
+    n.as_i64().or_else(|| n.as_f64().map(|f| f as i64))
 }
 
 /// A required string field.
@@ -229,8 +234,13 @@ impl Parsed {
         let fast = match format {
             Format::Canonical => IncomingPost::from_json_text(text),
             Format::Reddit => reddit::comment_from_text(text, false),
+            // A canonical post names its platform and a Reddit comment its
+            // subreddit: a line that mentions neither goes straight to the
+            // general parse below.
             Format::Auto if memchr::memmem::find(text, b"\"platform\"").is_some() => IncomingPost::from_json_text(text),
-            Format::Auto => reddit::comment_from_text(text, true).or_else(|| IncomingPost::from_json_text(text)),
+            Format::Auto if memchr::memmem::find(text, b"\"subreddit\"").is_some() => {
+                reddit::comment_from_text(text, true)
+            }
             _ => None,
         };
         if let Some(post) = fast {

@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{opt_int, opt_str, req_str};
+use super::{int_of, opt_int, opt_str, req_str};
 use crate::record::{IncomingPost, RecordError, json_type, parse_timestamp};
 
 /// The platform name of Reddit posts.
@@ -138,7 +138,6 @@ pub fn comment_from_text(text: &[u8], detect: bool) -> Option<IncomingPost> {
     let created_at = parse_timestamp(&Value::Number(wire.created_utc?), "created_utc").ok()?;
     let link_id = own(wire.link_id);
     let url = comment_url(own(wire.permalink), link_id.as_deref(), &id);
-    let score = wire.score.map(|n| n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)));
     Some(IncomingPost {
         platform: PLATFORM.into(),
         id,
@@ -149,7 +148,7 @@ pub fn comment_from_text(text: &[u8], detect: bool) -> Option<IncomingPost> {
         parent_id: own(wire.parent_id),
         thread_id: link_id,
         url,
-        score: score.flatten(),
+        score: wire.score.as_ref().and_then(int_of),
         reposts: None,
         author_followers: None,
         location: None,

@@ -265,15 +265,7 @@ impl QueryEngine {
             .worker_threads(std::thread::available_parallelism().map_or(2, usize::from))
             .thread_name("query")
             .thread_stack_size(QUERY_STACK_BYTES)
-            .on_thread_start(|| {
-                // SAFETY: setpriority only reads its integer arguments; on
-                // Linux `who = 0` with PRIO_PROCESS is the calling thread.
-                // A failure leaves the thread at normal priority.
-                #[cfg(target_os = "linux")]
-                unsafe {
-                    libc::setpriority(libc::PRIO_PROCESS, 0, QUERY_NICE);
-                }
-            })
+            .on_thread_start(|| crate::priority::lower_current_thread(QUERY_NICE))
             .enable_all()
             .build()
             .map_err(|e| QueryError::Failed(format!("cannot start the query threads: {e}")))?;
