@@ -14,6 +14,7 @@ pub mod hackernews;
 pub mod html;
 pub mod mastodon;
 pub mod reddit;
+pub mod scan;
 pub mod stream;
 pub mod twitter;
 
@@ -146,6 +147,13 @@ fn req_str(v: &Value, field: &'static str) -> Result<String, RecordError> {
     opt_str(v, field)?.ok_or(RecordError::Missing(field))
 }
 
+/// What [`Parsed::take_line`] looks for in a line of unknown format (built
+/// once: a finder is built from its needle at every search otherwise).
+static PLATFORM_KEY: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"platform\""));
+static SUBREDDIT_KEY: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"subreddit\""));
+
 /// A line (or array element) that was refused, with the reason.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Rejection {
@@ -237,10 +245,8 @@ impl Parsed {
             // A canonical post names its platform and a Reddit comment its
             // subreddit: a line that mentions neither goes straight to the
             // general parse below.
-            Format::Auto if memchr::memmem::find(text, b"\"platform\"").is_some() => IncomingPost::from_json_text(text),
-            Format::Auto if memchr::memmem::find(text, b"\"subreddit\"").is_some() => {
-                reddit::comment_from_text(text, true)
-            }
+            Format::Auto if PLATFORM_KEY.find(text).is_some() => IncomingPost::from_json_text(text),
+            Format::Auto if SUBREDDIT_KEY.find(text).is_some() => reddit::comment_from_text(text, true),
             _ => None,
         };
         if let Some(post) = fast {

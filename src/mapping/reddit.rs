@@ -3,9 +3,9 @@
 
 use std::borrow::Cow;
 
-use serde::Deserialize;
 use serde_json::Value;
 
+use super::scan::{Members, number_of};
 use super::{int_of, opt_int, opt_str, req_str};
 use crate::record::{IncomingPost, RecordError, json_type, parse_timestamp};
 
@@ -79,44 +79,6 @@ fn comment_url(permalink: Option<String>, link_id: Option<&str>, id: &str) -> Op
     }
 }
 
-/// Whether a field was given at all (even as `null`).
-#[derive(Default)]
-struct Present(bool);
-
-impl<'de> Deserialize<'de> for Present {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Present, D::Error> {
-        serde::de::IgnoredAny::deserialize(d).map(|_| Present(true))
-    }
-}
-
-/// The fields of a comment that the record takes, read straight from the
-/// JSON text; every other field is skipped unread.
-#[derive(Deserialize)]
-struct CommentWire<'a> {
-    #[serde(default)]
-    platform: Present,
-    #[serde(default)]
-    kind: Present,
-    #[serde(borrow)]
-    name: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    id: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    subreddit: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    author: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    body: Option<Cow<'a, str>>,
-    created_utc: Option<serde_json::Number>,
-    #[serde(borrow)]
-    parent_id: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    link_id: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    permalink: Option<Cow<'a, str>>,
-    score: Option<serde_json::Number>,
-}
-
 /// Reads one comment straight from a line's JSON text, without building
 /// its value: the fast path of backfills from the dumps. Gives exactly
 /// what [`comment`] gives for the parsed line, or `None` when it cannot
@@ -126,29 +88,66 @@ struct CommentWire<'a> {
 /// With `detect`, also `None` unless [`super::detect`] would take the line
 /// for a Reddit comment (no `platform`; `subreddit` and `body` given).
 pub fn comment_from_text(text: &[u8], detect: bool) -> Option<IncomingPost> {
-    let wire: CommentWire = serde_json::from_slice(text).ok()?;
-    if wire.kind.0 || (detect && (wire.platform.0 || wire.subreddit.is_none())) {
+    let text = std::str::from_utf8(text).ok()?;
+    let mut members = Members::new(text)?;
+    // Each field read: `Some(value)`, its value `None` for `null`. A
+    // repeated one is left to the full parse (where the last one wins).
+    let mut fields: [Option<Option<Cow<str>>>; 8] = Default::default();
+    let mut numbers: [Option<Option<&str>>; 2] = [None, None];
+    while let Some(key) = members.next_key()? {
+        let slot = match key {
+            "name" => 0,
+            "id" => 1,
+            "subreddit" => 2,
+            "author" => 3,
+            "body" => 4,
+            "parent_id" => 5,
+            "link_id" => 6,
+            "permalink" => 7,
+            "created_utc" | "score" => {
+                let slot = &mut numbers[usize::from(key == "score")];
+                if slot.replace(members.number_or_null()?).is_some() {
+                    return None;
+                }
+                continue;
+            }
+            // A listing child (or a record of another kind), or with
+            // `detect` a canonical post: for the full parse to tell.
+            "kind" => return None,
+            "platform" if detect => return None,
+            _ => {
+                members.skip()?;
+                continue;
+            }
+        };
+        if fields[slot].replace(members.string_or_null()?).is_some() {
+            return None;
+        }
+    }
+    let [name, id, subreddit, author, body, parent_id, link_id, permalink] = fields.map(Option::flatten);
+    if detect && subreddit.is_none() {
         return None;
     }
     let own = |s: Option<Cow<str>>| s.map(Cow::into_owned);
-    let id = match wire.name {
+    let id = match name {
         Some(name) => name.into_owned(),
-        None => fullname(wire.id?.into_owned()),
+        None => fullname(id?.into_owned()),
     };
-    let created_at = parse_timestamp(&Value::Number(wire.created_utc?), "created_utc").ok()?;
-    let link_id = own(wire.link_id);
-    let url = comment_url(own(wire.permalink), link_id.as_deref(), &id);
+    let number = |text: Option<&str>| number_of(text?);
+    let created_at = parse_timestamp(&Value::Number(number(numbers[0].flatten())?), "created_utc").ok()?;
+    let link_id = own(link_id);
+    let url = comment_url(own(permalink), link_id.as_deref(), &id);
     Some(IncomingPost {
         platform: PLATFORM.into(),
         id,
-        community: own(wire.subreddit),
-        author: own(wire.author),
-        body: wire.body?.into_owned(),
+        community: own(subreddit),
+        author: own(author),
+        body: body?.into_owned(),
         created_at,
-        parent_id: own(wire.parent_id),
+        parent_id: own(parent_id),
         thread_id: link_id,
         url,
-        score: wire.score.as_ref().and_then(int_of),
+        score: number(numbers[1].flatten()).as_ref().and_then(int_of),
         reposts: None,
         author_followers: None,
         location: None,
