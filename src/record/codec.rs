@@ -94,7 +94,7 @@ pub enum DecodeError {
 impl RawPost {
     /// The record as stored on `posts.raw`.
     pub fn to_log_bytes(&self) -> Vec<u8> {
-        let mut w = Writer(Vec::with_capacity(64 + self.incoming.body.len()));
+        let mut w = Writer(Vec::with_capacity(encoded_len(&self.incoming)));
         w.0.push(RAW_V1);
         w.incoming(&self.incoming);
         w.i64(self.ingested_at);
@@ -126,7 +126,7 @@ impl<'a> RawView<'a> {
     pub fn from_log_bytes(bytes: &'a [u8]) -> Result<RawView<'a>, DecodeError> {
         if bytes.first() == Some(&b'{') {
             let raw: RawPost = serde_json::from_slice(bytes).map_err(|e| DecodeError::Json(e.to_string()))?;
-            let mut w = Writer(Vec::with_capacity(64 + raw.incoming.body.len()));
+            let mut w = Writer(Vec::with_capacity(encoded_len(&raw.incoming)));
             w.incoming(&raw.incoming);
             return Ok(RawView {
                 incoming: raw.incoming.into(),
@@ -176,7 +176,7 @@ impl<'a> RawView<'a> {
 impl Post {
     /// The record as stored on `posts.enriched`.
     pub fn to_log_bytes(&self) -> Vec<u8> {
-        let mut w = Writer(Vec::with_capacity(128 + self.incoming.body.len() + self.text.len()));
+        let mut w = Writer(Vec::with_capacity(encoded_len(&self.incoming) + 64 + self.text.len()));
         w.0.push(POST_V1);
         w.incoming(&self.incoming);
         w.enrichment(&self.incoming.body, &self.text, self.ingested_at, &self.scores);
@@ -504,6 +504,26 @@ impl<'a> PostView<'a> {
     }
 }
 
+/// At least the bytes of `p`'s fields as [`Writer::incoming`] writes them
+/// (and a record's tag and time): one allocation per record.
+fn encoded_len(p: &IncomingPost) -> usize {
+    let strings = [
+        &p.community,
+        &p.author,
+        &p.parent_id,
+        &p.thread_id,
+        &p.url,
+        &p.location,
+        &p.lang,
+    ]
+    .iter()
+    .map(|s| s.as_deref().map_or(0, str::len))
+    .sum::<usize>();
+    // Each string's length takes at most 5 bytes (under 4 GiB), each
+    // integer 9 with its presence byte.
+    strings + p.platform.len() + p.id.len() + p.body.len() + 9 * 5 + 4 * 9 + 1 + 8
+}
+
 struct Writer(Vec<u8>);
 
 impl Writer {
@@ -748,6 +768,8 @@ mod tests {
             incoming: full(),
             ingested_at: 42,
         };
+        // Written into one allocation of the size foreseen.
+        assert!(raw.to_log_bytes().len() <= encoded_len(&raw.incoming));
         assert_eq!(RawPost::from_log_bytes(&raw.to_log_bytes()), Ok(raw));
         let minimal = RawPost {
             incoming: IncomingPost::new("x", "1", "", 0),
