@@ -96,6 +96,10 @@ pub struct Pipeline {
     metrics: Arc<Metrics>,
     gate: Arc<RwLock<()>>,
     archive_tail: Arc<ArchiveTail>,
+    /// Cancelled once everything a backfill read is in the archive: a
+    /// backfill's index starts then (run beside it, even at the lowest
+    /// priority, it took a tenth of the cores from the stages before).
+    archived: CancellationToken,
 }
 
 impl Pipeline {
@@ -140,6 +144,7 @@ impl Pipeline {
             metrics: Arc::new(Metrics::default()),
             gate: Arc::new(RwLock::new(())),
             archive_tail: Arc::new(ArchiveTail::default()),
+            archived: CancellationToken::new(),
         })
     }
 
@@ -387,6 +392,7 @@ impl Pipeline {
                     let mut archive = positions.iter().filter(|p| p.input == crate::sinks::archive::INPUT);
                     archived = archive.all(|p| p.lag() == 0);
                     if archived {
+                        self.archived.cancel();
                         let behind: Vec<String> = behind
                             .iter()
                             .map(|p| format!("{} ({} records)", p.input.consumer, p.lag()))
@@ -522,6 +528,7 @@ impl Pipeline {
             let (opened, searcher) = tokio::sync::oneshot::channel();
             let (dir, config, metrics) = (self.index_dir(), self.config.index.clone(), self.metrics.clone());
             let (log, stop, own) = (self.log(), stop.clone(), archive_stop.clone());
+            let archived = self.archived.clone();
             let task = spawn_thread("index", move || {
                 if background_index {
                     crate::priority::idle_current_thread();
@@ -536,6 +543,11 @@ impl Pipeline {
                         return Ok(());
                     }
                 };
+                // A backfill's index waits until the archive is complete,
+                // then has the cores to itself.
+                while background_index && !archived.is_cancelled() && !own.is_cancelled() {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
                 let result = sink.run(&*log, own).map_err(PipelineError::from);
                 stop.cancel();
                 result
@@ -859,7 +871,8 @@ pub struct Front {
     /// The stages this process runs.
     pub roles: Roles,
     /// Whether the index runs at the lowest CPU priority, as in a backfill:
-    /// the archive (SQL) gets the cores first, the index catches up after.
+    /// it starts reading once the archive (SQL) is complete and catches up
+    /// after.
     pub background_index: bool,
 }
 

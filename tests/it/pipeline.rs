@@ -500,8 +500,13 @@ fn ingest_reads_plain_gzip_and_zstd_files_offline_and_through_the_server() {
         stderr.contains("everything read is in the archive (SQL) after"),
         "{stderr}"
     );
-    // The index, which a backfill runs at a low priority, caught up before
-    // ingest returned: the dump's comment is found.
+    // A backfill's index starts once the archive is complete: it had read
+    // nothing then.
+    assert!(
+        stderr.contains("; waiting for index (2512 records) to catch up"),
+        "{stderr}"
+    );
+    // It caught up before ingest returned: the dump's comment is found.
     let found = chorus()
         .arg("--data")
         .arg(&data)
