@@ -96,9 +96,10 @@ pub struct Pipeline {
     metrics: Arc<Metrics>,
     gate: Arc<RwLock<()>>,
     archive_tail: Arc<ArchiveTail>,
-    /// Cancelled once everything a backfill read is in the archive: a
-    /// backfill's index starts then (run beside it, even at the lowest
-    /// priority, it took a tenth of the cores from the stages before).
+    /// Cancelled once everything a backfill read is in the archive (at
+    /// once for a collector): a backfill's index starts then (run beside
+    /// the stages, even at the lowest priority, it took a tenth of the
+    /// cores from them and finished no sooner).
     archived: CancellationToken,
 }
 
@@ -360,12 +361,21 @@ impl Pipeline {
     /// writing into the log); once it is done, waits until every consumer
     /// has caught up but the archive's (unless `shutdown` came first; a
     /// wait of more than a few seconds says what it waits for), then stops
-    /// them, which drain what is left. Returns what `work` returned.
+    /// them, which drain what is left. With `index_after_archive` (a
+    /// backfill of files), the index starts reading only once the archive
+    /// is complete. Returns what `work` returned.
     pub async fn run_alongside<T>(
         self: &Arc<Self>,
         work: impl std::future::Future<Output = T>,
+        index_after_archive: bool,
         shutdown: CancellationToken,
     ) -> Result<T, PipelineError> {
+        // A backfill of files builds the index once the archive is
+        // complete; a collector, which runs until stopped, keeps it up to
+        // date as it goes (at the lowest priority).
+        if !index_after_archive {
+            self.archived.cancel();
+        }
         let runner = {
             let (pipeline, shutdown) = (self.clone(), shutdown.clone());
             let front = Front {

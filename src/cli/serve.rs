@@ -538,7 +538,7 @@ pub async fn ingest(
     let log = pipeline.log();
     let destination = ingest::Destination::Log(&*log);
     let work = ingest::ingest_files(files, format, filter, &destination, &limits, &mut stderr);
-    pipeline.run_alongside(work, CancellationToken::new()).await?
+    pipeline.run_alongside(work, true, CancellationToken::new()).await?
 }
 
 /// Where `chorus collect` sends and how it batches.
@@ -579,7 +579,7 @@ pub async fn collect(
         eprintln!("chorus: collecting {name} into {}", data.display());
         let progress = report_progress(name.clone(), pipeline.metrics(), shutdown.clone());
         let work = source.run(data, pipeline.log_output(), pipeline.metrics(), shutdown.clone());
-        let result = pipeline.run_alongside(work, shutdown).await;
+        let result = pipeline.run_alongside(work, false, shutdown).await;
         progress.abort();
         return result?;
     };
