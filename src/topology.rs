@@ -96,11 +96,6 @@ pub struct Pipeline {
     metrics: Arc<Metrics>,
     gate: Arc<RwLock<()>>,
     archive_tail: Arc<ArchiveTail>,
-    /// Cancelled once everything a backfill read is in the archive (at
-    /// once for a collector): a backfill's index starts then (run beside
-    /// the stages, even at the lowest priority, it took a tenth of the
-    /// cores from them and finished no sooner).
-    archived: CancellationToken,
 }
 
 impl Pipeline {
@@ -145,7 +140,6 @@ impl Pipeline {
             metrics: Arc::new(Metrics::default()),
             gate: Arc::new(RwLock::new(())),
             archive_tail: Arc::new(ArchiveTail::default()),
-            archived: CancellationToken::new(),
         })
     }
 
@@ -371,15 +365,16 @@ impl Pipeline {
         shutdown: CancellationToken,
     ) -> Result<T, PipelineError> {
         // A backfill of files builds the index once the archive is
-        // complete; a collector, which runs until stopped, keeps it up to
-        // date as it goes (at the lowest priority).
-        if !index_after_archive {
-            self.archived.cancel();
-        }
+        // complete (run beside the stages, even at the lowest priority, it
+        // took a tenth of the cores from them and finished no sooner); a
+        // collector, which runs until stopped, keeps it up to date as it
+        // goes.
+        let index_may_start = index_after_archive.then(CancellationToken::new);
         let runner = {
             let (pipeline, shutdown) = (self.clone(), shutdown.clone());
             let front = Front {
                 background_index: true,
+                index_waits_for: index_may_start.clone(),
                 ..Front::default()
             };
             tokio::spawn(async move { pipeline.run(front, shutdown).await })
@@ -402,7 +397,9 @@ impl Pipeline {
                     let mut archive = positions.iter().filter(|p| p.input == crate::sinks::archive::INPUT);
                     archived = archive.all(|p| p.lag() == 0);
                     if archived {
-                        self.archived.cancel();
+                        if let Some(start) = &index_may_start {
+                            start.cancel();
+                        }
                         let behind: Vec<String> = behind
                             .iter()
                             .map(|p| format!("{} ({} records)", p.input.consumer, p.lag()))
@@ -460,6 +457,7 @@ impl Pipeline {
             demo,
             roles,
             background_index,
+            index_waits_for,
         } = front;
         roles.check(&self.config).map_err(PipelineError::Other)?;
         // Opened (which removes what a crash left uncommitted) only where
@@ -538,7 +536,6 @@ impl Pipeline {
             let (opened, searcher) = tokio::sync::oneshot::channel();
             let (dir, config, metrics) = (self.index_dir(), self.config.index.clone(), self.metrics.clone());
             let (log, stop, own) = (self.log(), stop.clone(), archive_stop.clone());
-            let archived = self.archived.clone();
             let task = spawn_thread("index", move || {
                 if background_index {
                     crate::priority::idle_current_thread();
@@ -553,10 +550,10 @@ impl Pipeline {
                         return Ok(());
                     }
                 };
-                // A backfill's index waits until the archive is complete,
-                // then has the cores to itself.
-                while background_index && !archived.is_cancelled() && !own.is_cancelled() {
-                    std::thread::sleep(std::time::Duration::from_millis(50));
+                if let Some(start) = index_waits_for {
+                    while !start.is_cancelled() && !own.is_cancelled() {
+                        std::thread::sleep(std::time::Duration::from_millis(50));
+                    }
                 }
                 let result = sink.run(&*log, own).map_err(PipelineError::from);
                 stop.cancel();
@@ -880,10 +877,13 @@ pub struct Front {
     pub demo: Option<DemoOptions>,
     /// The stages this process runs.
     pub roles: Roles,
-    /// Whether the index runs at the lowest CPU priority, as in a backfill:
-    /// it starts reading once the archive (SQL) is complete and catches up
-    /// after.
+    /// Whether the index runs at the lowest CPU priority, as in a backfill
+    /// or an offline collector.
     pub background_index: bool,
+    /// The index opens at once but starts reading only when this is
+    /// cancelled (a backfill of files: once everything read is in the
+    /// archive), or the pipeline stops.
+    pub index_waits_for: Option<CancellationToken>,
 }
 
 /// A stage a process runs (`chorus run --roles`).

@@ -95,7 +95,7 @@ pub async fn run(
         listener: Some(listener),
         demo,
         roles,
-        background_index: false,
+        ..Front::default()
     };
     let result = pipeline.run(front, shutdown.clone()).await;
     shutdown.cancel();
