@@ -90,69 +90,62 @@ fn comment_url(permalink: Option<String>, link_id: Option<&str>, id: &str) -> Op
 pub fn comment_from_text(text: &[u8], detect: bool) -> Option<IncomingPost> {
     let text = std::str::from_utf8(text).ok()?;
     let mut members = Members::new(text)?;
-    // Each field read: `Some(value)`, its value `None` for `null`. A
-    // repeated one is left to the full parse (where the last one wins).
-    let mut fields: [Option<Option<Cow<str>>>; 8] = Default::default();
-    let mut numbers: [Option<Option<&str>>; 2] = [None, None];
+    // Each field read: `Some(value)`, its value `None` for `null`.
+    let (mut name, mut id, mut subreddit, mut author, mut body) = (None, None, None, None, None);
+    let (mut parent_id, mut link_id, mut permalink, mut created, mut score) = (None, None, None, None, None);
     while let Some(key) = members.next_key()? {
-        let slot = match key {
-            "name" => 0,
-            "id" => 1,
-            "subreddit" => 2,
-            "author" => 3,
-            "body" => 4,
-            "parent_id" => 5,
-            "link_id" => 6,
-            "permalink" => 7,
-            "created_utc" | "score" => {
-                let slot = &mut numbers[usize::from(key == "score")];
-                if slot.replace(members.number_or_null()?).is_some() {
-                    return None;
-                }
-                continue;
-            }
+        match key {
+            "name" => once(&mut name, members.string_or_null()?)?,
+            "id" => once(&mut id, members.string_or_null()?)?,
+            "subreddit" => once(&mut subreddit, members.string_or_null()?)?,
+            "author" => once(&mut author, members.string_or_null()?)?,
+            "body" => once(&mut body, members.string_or_null()?)?,
+            "parent_id" => once(&mut parent_id, members.string_or_null()?)?,
+            "link_id" => once(&mut link_id, members.string_or_null()?)?,
+            "permalink" => once(&mut permalink, members.string_or_null()?)?,
+            "created_utc" => once(&mut created, members.number_or_null()?)?,
+            "score" => once(&mut score, members.number_or_null()?)?,
             // A listing child (or a record of another kind), or with
             // `detect` a canonical post: for the full parse to tell.
             "kind" => return None,
             "platform" if detect => return None,
-            _ => {
-                members.skip()?;
-                continue;
-            }
-        };
-        if fields[slot].replace(members.string_or_null()?).is_some() {
-            return None;
+            _ => members.skip()?,
         }
     }
-    let [name, id, subreddit, author, body, parent_id, link_id, permalink] = fields.map(Option::flatten);
+    let subreddit = subreddit.flatten();
     if detect && subreddit.is_none() {
         return None;
     }
     let own = |s: Option<Cow<str>>| s.map(Cow::into_owned);
-    let id = match name {
+    let id = match name.flatten() {
         Some(name) => name.into_owned(),
-        None => fullname(id?.into_owned()),
+        None => fullname(id.flatten()?.into_owned()),
     };
-    let number = |text: Option<&str>| number_of(text?);
-    let created_at = parse_timestamp(&Value::Number(number(numbers[0].flatten())?), "created_utc").ok()?;
-    let link_id = own(link_id);
-    let url = comment_url(own(permalink), link_id.as_deref(), &id);
+    let created_at = parse_timestamp(&Value::Number(number_of(created.flatten()?)?), "created_utc").ok()?;
+    let link_id = own(link_id.flatten());
+    let url = comment_url(own(permalink.flatten()), link_id.as_deref(), &id);
     Some(IncomingPost {
         platform: PLATFORM.into(),
         id,
         community: own(subreddit),
-        author: own(author),
-        body: body?.into_owned(),
+        author: own(author.flatten()),
+        body: body.flatten()?.into_owned(),
         created_at,
-        parent_id: own(parent_id),
+        parent_id: own(parent_id.flatten()),
         thread_id: link_id,
         url,
-        score: number(numbers[1].flatten()).as_ref().and_then(int_of),
+        score: score.flatten().and_then(number_of).as_ref().and_then(int_of),
         reposts: None,
         author_followers: None,
         location: None,
         lang: None,
     })
+}
+
+/// Records a field's value; `None` (give up) if it was given before: a
+/// repeated key is left to the full parse, where the last one wins.
+fn once<T>(slot: &mut Option<T>, value: T) -> Option<()> {
+    slot.replace(value).is_none().then_some(())
 }
 
 #[cfg(test)]

@@ -191,8 +191,7 @@ impl<'a> Members<'a> {
         let text = &self.text[start..self.at];
         // serde_json refuses a number too large for an f64: any but a
         // short integer is checked, and one near the bound is left to it.
-        let short_integer = text.len() <= 18 && !text.contains(['.', 'e', 'E']);
-        if !short_integer && text.parse::<f64>().ok()?.abs() >= 8e307 {
+        if !short_integer(text) && text.parse::<f64>().ok()?.abs() >= 8e307 {
             return None;
         }
         Some(text)
@@ -303,14 +302,18 @@ impl<'a> Members<'a> {
 /// as serde_json reads it: integers of up to 18 digits here, the rest by
 /// serde_json itself.
 pub fn number_of(text: &str) -> Option<serde_json::Number> {
-    let digits = text.strip_prefix('-').unwrap_or(text);
-    let integer = digits.len() <= 18 && !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit());
     // serde_json reads "-0" as the float -0.0.
-    if integer && text != "-0" {
+    if short_integer(text) && text != "-0" {
         let n: i64 = text.parse().ok()?;
         return Some(serde_json::Number::from(n));
     }
     serde_json::from_str(text).ok()
+}
+
+/// Whether `text` is an integer of at most 18 digits (an `i64` for sure).
+fn short_integer(text: &str) -> bool {
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    (1..=18).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// The first byte at or after `from` that ends a run of a string's plain
