@@ -519,9 +519,10 @@ fn encoded_len(p: &IncomingPost) -> usize {
     .iter()
     .map(|s| s.as_deref().map_or(0, str::len))
     .sum::<usize>();
-    // Each string's length takes at most 5 bytes (under 4 GiB), each
-    // integer 9 with its presence byte.
-    strings + p.platform.len() + p.id.len() + p.body.len() + 9 * 5 + 4 * 9 + 1 + 8
+    // Ten strings, each length at most 5 bytes (under 4 GiB); created_at
+    // 8 bytes; three optional integers, 9 with their presence byte; the
+    // tag and `ingested_at`.
+    strings + p.platform.len() + p.id.len() + p.body.len() + 10 * 5 + 8 + 3 * 9 + 1 + 8
 }
 
 struct Writer(Vec<u8>);
