@@ -3,7 +3,9 @@
 # directory, sends POSTS posts (corpus texts, replicated) in NDJSON batches
 # of 1,000 over HTTP from another process (examples/bench_ingest.rs), and
 # reports posts/s until all are in `posts`, p50/p99 from 202 to visible in
-# SQL, and the server's peak RSS.
+# SQL, posts/s until all are searchable too (`searchable_posts_per_second`:
+# the index, which SQL does not wait for, has caught up), and the server's
+# peak RSS.
 #
 # Usage: scripts/bench_pipeline.sh [POSTS] [CONCURRENCY]   (default 1000000, 4)
 # Extra TOML for the server can be given in $CHORUS_BENCH_CONFIG (e.g.
