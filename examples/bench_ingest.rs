@@ -55,6 +55,25 @@ fn batch_body(batch: usize, size: usize, bodies: &[String], now_secs: i64, probe
     out
 }
 
+/// How long the end of a run may wait for the server to catch up.
+const WAIT_LIMIT: Duration = Duration::from_secs(600);
+
+/// Asks `done` every 50 ms until it says yes; past [`WAIT_LIMIT`] the run
+/// stops with a message naming `what` it waited for.
+async fn wait_for(what: &str, mut done: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + WAIT_LIMIT;
+    while !done().await {
+        if Instant::now() > deadline {
+            eprintln!(
+                "bench_ingest: gave up waiting for {what} after {} s",
+                WAIT_LIMIT.as_secs()
+            );
+            std::process::exit(1);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn sql(client: &reqwest::Client, base: &str, query: &str) -> Vec<Value> {
     loop {
         match client
@@ -218,38 +237,34 @@ async fn main() {
     }
     let sent_secs = start.elapsed().as_secs_f64();
     // Everything visible: count(*) reaches the total.
-    loop {
+    wait_for("every post to be visible in SQL", async || {
         let rows = sql(
             &client,
             &query_base,
             "SELECT count(*) AS n FROM posts WHERE platform = 'bench'",
         )
         .await;
-        if rows.first().and_then(|r| r["n"].as_u64()) == Some(total as u64) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        rows.first().and_then(|r| r["n"].as_u64()) == Some(total as u64)
+    })
+    .await;
     let secs = start.elapsed().as_secs_f64();
     // Every post searchable too: the index's consumer (when the server has
     // one) has lag 0. (The archive's lag is not waited for: SQL reads what
     // its next file will hold from the log, and it rolls on its own time.)
-    loop {
+    wait_for("the index to catch up", async || {
         let status: Option<Value> = match client.get(format!("{base}/v1/status")).send().await {
             Ok(r) => r.json().await.ok(),
             Err(_) => None,
         };
         let stages = status.as_ref().and_then(|s| s["stages"].as_array());
-        if stages.is_some_and(|stages| {
+        stages.is_some_and(|stages| {
             stages
                 .iter()
                 .filter(|s| s["consumer"] == "index")
                 .all(|s| s["lag"].as_u64() == Some(0))
-        }) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        })
+    })
+    .await;
     let searchable_secs = start.elapsed().as_secs_f64();
     latencies.sort_by(f64::total_cmp);
     println!(
