@@ -1,6 +1,7 @@
 //! The embedded log on fjall. Each topic partition is a run of segments,
-//! one keyspace each (key: the offset, big-endian, so keys sort by offset),
-//! as Kafka's are files: retention drops whole segments. One keyspace holds
+//! one keyspace each, as Kafka's are files: retention drops whole segments.
+//! A segment holds chunks of consecutive records, one entry each (key: the
+//! first offset, big-endian, so keys sort by offset, and the record count). One keyspace holds
 //! committed offsets, one stage state, one metadata. A transaction writes
 //! one atomic batch and syncs it to disk before it returns.
 
@@ -11,8 +12,11 @@ use std::time::Duration;
 
 use ::fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode, Slice};
 
-/// The store's buffer a [`Value`] read from it holds.
-pub(crate) type StoreBytes = Slice;
+/// The store's buffer a [`Value`] read from it holds: a record's part of
+/// its chunk.
+pub(crate) type StoreBytes = ByteView;
+
+use byteview::ByteView;
 
 use super::{
     Entry, Log, LogError, Position, Retention, StateEntry, Topic, Transaction, Value, partition_of, valid_consumer,
@@ -20,6 +24,79 @@ use super::{
 
 /// Records per segment: retention drops at most this many at a time.
 pub const SEGMENT_RECORDS: u64 = 1 << 20;
+
+/// A chunk closes once its records hold this many bytes (or
+/// [`CHUNK_RECORDS`] records). The store's cost is per entry, not per
+/// byte: a memtable insert, an allocation and a journal item each, copied
+/// and compared again when the memtable is flushed. One entry per record
+/// was a sixth of the pipeline's CPU (docs/BENCHMARKS.md).
+const CHUNK_BYTES: usize = 64 * 1024;
+/// At most this many records per chunk (empty records take no bytes).
+const CHUNK_RECORDS: usize = 4096;
+
+/// The key of the chunk of `count` records from offset `first`. A log
+/// written before chunks holds one record per entry under an 8-byte key
+/// (the offset): read as a chunk of one.
+fn chunk_key(first: u64, count: u32) -> [u8; 12] {
+    let mut key = [0; 12];
+    key[..8].copy_from_slice(&first.to_be_bytes());
+    key[8..].copy_from_slice(&count.to_be_bytes());
+    key
+}
+
+/// The first offset and record count of the chunk under `key`.
+fn decode_key(key: &[u8]) -> Result<(u64, u64), LogError> {
+    let offset = |bytes: &[u8]| u64::from_be_bytes(bytes.try_into().unwrap_or_default());
+    match key.len() {
+        8 => Ok((offset(key), 1)),
+        12 => Ok((
+            offset(&key[..8]),
+            u64::from(u32::from_be_bytes(key[8..].try_into().unwrap_or_default())),
+        )),
+        _ => Err(LogError::storage("damaged log key")),
+    }
+}
+
+/// A chunk's value: each record's length (4 bytes, little-endian), then
+/// its bytes.
+fn pack(records: &[&[u8]]) -> Result<ByteView, LogError> {
+    let len = records.iter().map(|r| 4 + r.len()).sum();
+    let mut chunk = ByteView::builder(len);
+    let mut at = 0;
+    for record in records {
+        let n = u32::try_from(record.len()).map_err(|_| LogError::storage("a record of 4 GiB or more"))?;
+        chunk[at..at + 4].copy_from_slice(&n.to_le_bytes());
+        chunk[at + 4..at + 4 + record.len()].copy_from_slice(record);
+        at += 4 + record.len();
+    }
+    Ok(chunk.freeze())
+}
+
+/// Calls `each` with the offset and bytes (a slice of `chunk`, not a copy)
+/// of every record of the chunk under `key`, in order, until it says
+/// stop (false).
+fn unpack(key: &[u8], chunk: ByteView, mut each: impl FnMut(u64, ByteView) -> bool) -> Result<(), LogError> {
+    let (first, count) = decode_key(key)?;
+    if key.len() == 8 {
+        each(first, chunk);
+        return Ok(());
+    }
+    let damaged = || LogError::Storage(format!("damaged log chunk at offset {first}"));
+    let mut at = 0usize;
+    for offset in first..first + count {
+        let len = chunk.get(at..at + 4).ok_or_else(damaged)?;
+        let len = u32::from_le_bytes(len.try_into().map_err(|_| damaged())?) as usize;
+        let end = (at + 4)
+            .checked_add(len)
+            .filter(|&end| end <= chunk.len())
+            .ok_or_else(damaged)?;
+        if !each(offset, chunk.slice(at + 4..end)) {
+            return Ok(());
+        }
+        at = end;
+    }
+    if at == chunk.len() { Ok(()) } else { Err(damaged()) }
+}
 
 /// One segment: the records of a partition from offset `base` on.
 #[derive(Clone)]
@@ -63,13 +140,13 @@ pub const RECENT_BYTES: usize = 32 << 20;
 struct Recent {
     /// The offset of `values[0]` (the partition's end when empty).
     first: u64,
-    values: VecDeque<Slice>,
+    values: VecDeque<ByteView>,
     bytes: usize,
 }
 
 impl Recent {
     /// Adds the record at `offset` and forgets the oldest past `bound` bytes.
-    fn push(&mut self, offset: u64, value: Slice, bound: usize) {
+    fn push(&mut self, offset: u64, value: ByteView, bound: usize) {
         if offset != self.first + self.values.len() as u64 {
             // Not the next offset (never expected): what is held is given up
             // rather than served out of order.
@@ -121,6 +198,11 @@ impl Recent {
 /// Memtable size of a segment: fjall's default (64 MiB) times a dozen
 /// segments would hold most of a GiB in memory.
 const SEGMENT_MEMTABLE_BYTES: u64 = 16 * 1024 * 1024;
+/// fjall's background workers (flushes, compactions). With more than one,
+/// the first hands every compaction request on to the others and takes the
+/// next one off the queue: while another worker compacts, it spins on the
+/// queue (2-3% of the pipeline's CPU on two cores, docs/BENCHMARKS.md).
+const WORKER_THREADS: usize = 1;
 /// Block cache shared by every keyspace.
 const CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
@@ -157,6 +239,7 @@ impl FjallLog {
         std::fs::create_dir_all(dir).map_err(LogError::storage)?;
         let db = Database::builder(dir)
             .cache_size(CACHE_BYTES)
+            .worker_threads(WORKER_THREADS)
             .open()
             .map_err(LogError::storage)?;
         let offsets = db
@@ -221,7 +304,8 @@ impl FjallLog {
                 for seg in segs.iter().rev() {
                     if let Some(guard) = seg.keyspace.last_key_value() {
                         let (key, _) = guard.into_inner().map_err(LogError::storage)?;
-                        end = end.max(decode_offset(&key)? + 1);
+                        let (first, count) = decode_key(&key)?;
+                        end = end.max(first + count);
                         break;
                     }
                 }
@@ -274,15 +358,16 @@ impl FjallLog {
         Ok(segments[topic.index()][partition as usize].clone())
     }
 
-    /// The keyspace an append at `offset` goes to, starting a new segment
-    /// when the newest is full (the full one is pushed to `sealed`).
+    /// The keyspace an append at `offset` goes to, and the base of its
+    /// segment, starting a new segment when the newest is full (the full
+    /// one is pushed to `sealed`).
     fn segment_for_append(
         &self,
         topic: Topic,
         partition: u32,
         offset: u64,
         sealed: &mut Vec<Keyspace>,
-    ) -> Result<Keyspace, LogError> {
+    ) -> Result<(Keyspace, u64), LogError> {
         self.check_partition(topic, partition)?;
         {
             let segments = self
@@ -293,7 +378,7 @@ impl FjallLog {
                 .last()
                 .ok_or_else(|| LogError::storage("a partition without segments"))?;
             if offset < newest.base + self.segment_records {
-                return Ok(newest.keyspace.clone());
+                return Ok((newest.keyspace.clone(), newest.base));
             }
         }
         let keyspace = self
@@ -317,7 +402,7 @@ impl FjallLog {
             base: offset,
             keyspace: keyspace.clone(),
         });
-        Ok(keyspace)
+        Ok((keyspace, offset))
     }
 
     fn offset_key(consumer: &str, topic: Topic, partition: u32) -> Result<Vec<u8>, LogError> {
@@ -434,30 +519,53 @@ impl Log for FjallLog {
         let mut next = self.next.lock().map_err(|_| LogError::storage("a writer panicked"))?;
         let mut assigned = next.clone();
         let mut positions = Vec::with_capacity(tx.appends.len());
-        let mut values = Vec::with_capacity(tx.appends.len());
-        let mut sealed = Vec::new();
+        // Per topic partition (topic-major), the records appended to it.
+        let parts = self.partitions as usize;
+        let mut grouped: Vec<Vec<&[u8]>> = vec![Vec::new(); Topic::ALL.len() * parts];
         for &(topic, key, value) in &tx.appends {
             let partition = partition_of(key, self.partitions);
             let offset = &mut assigned[topic.index()][partition as usize];
-            let keyspace = self.segment_for_append(topic, partition, *offset, &mut sealed)?;
-            // One copy of the bytes, shared by the store and `recent`.
-            let value = Slice::from(value);
-            batch.insert(&keyspace, offset.to_be_bytes(), value.clone());
-            values.push((topic, value));
+            grouped[topic.index() * parts + partition as usize].push(value);
             positions.push(Position {
                 partition,
                 offset: *offset,
             });
             *offset += 1;
         }
+        let mut chunks = Vec::new();
+        let mut sealed = Vec::new();
+        for (i, mut records) in grouped.iter().map(Vec::as_slice).enumerate() {
+            let (topic, partition) = (Topic::ALL[i / parts], (i % parts) as u32);
+            let mut offset = next[topic.index()][partition as usize];
+            while !records.is_empty() {
+                let (keyspace, base) = self.segment_for_append(topic, partition, offset, &mut sealed)?;
+                // A chunk stays in one segment.
+                let room = usize::try_from(base + self.segment_records - offset).unwrap_or(usize::MAX);
+                let (mut n, mut bytes) = (0, 0);
+                while n < records.len().min(room).min(CHUNK_RECORDS) && (n == 0 || bytes < CHUNK_BYTES) {
+                    bytes += records[n].len();
+                    n += 1;
+                }
+                // One copy of the bytes, shared by the store and `recent`.
+                let chunk = pack(&records[..n])?;
+                let key = chunk_key(offset, n as u32);
+                batch.insert(&keyspace, key, Slice::from(chunk.clone()));
+                chunks.push((topic, partition, key, chunk));
+                offset += n as u64;
+                records = &records[n..];
+            }
+        }
         // The batch is written and synced before the offsets advance: a
         // failed write leaves the log as it was.
         batch.commit().map_err(LogError::storage)?;
-        for ((topic, value), at) in values.into_iter().zip(&positions) {
-            let mut recent = self.recent[topic.index()][at.partition as usize]
+        for (topic, partition, key, chunk) in chunks {
+            let mut recent = self.recent[topic.index()][partition as usize]
                 .lock()
                 .map_err(|_| LogError::storage("a reader panicked"))?;
-            recent.push(at.offset, value, self.recent_bytes);
+            unpack(&key, chunk, |offset, value| {
+                recent.push(offset, value, self.recent_bytes);
+                true
+            })?;
         }
         // A sealed segment takes no more writes: its memtable is flushed
         // now rather than held in memory, and retention's size bound (on
@@ -520,20 +628,36 @@ impl Log for FjallLog {
         // `auto.offset.reset=earliest`).
         let first = segments.partition_point(|s| s.base <= offset).saturating_sub(1);
         let (mut out, mut bytes) = (Vec::new(), 0usize);
-        'segments: for segment in &segments[first..] {
+        for segment in &segments[first..] {
             if out.len() >= max || bytes >= max_bytes {
                 break;
             }
-            for guard in segment.keyspace.range(offset.to_be_bytes()..).take(max - out.len()) {
-                let (key, value) = guard.into_inner().map_err(LogError::storage)?;
-                bytes += value.len();
-                out.push(Entry {
-                    offset: decode_offset(&key)?,
-                    value: Value::from_store(value),
-                });
-                if bytes >= max_bytes {
-                    break 'segments;
+            // From the chunk holding `offset` if one starts before it (any
+            // key from `offset` on sorts after `offset`'s 8 bytes).
+            let mut from = offset.to_be_bytes().to_vec();
+            if let Some(guard) = segment.keyspace.range(..=chunk_key(offset, u32::MAX)).next_back() {
+                let (key, _) = guard.into_inner().map_err(LogError::storage)?;
+                let (start, count) = decode_key(&key)?;
+                if start + count > offset {
+                    from = key.to_vec();
                 }
+            }
+            for guard in segment.keyspace.range(from..) {
+                if out.len() >= max || bytes >= max_bytes {
+                    break;
+                }
+                let (key, chunk) = guard.into_inner().map_err(LogError::storage)?;
+                unpack(&key, chunk.into(), |at, value| {
+                    if at < offset {
+                        return true;
+                    }
+                    bytes += value.len();
+                    out.push(Entry {
+                        offset: at,
+                        value: Value::from_store(value),
+                    });
+                    out.len() < max && bytes < max_bytes
+                })?;
             }
         }
         Ok(out)
@@ -662,6 +786,77 @@ mod tests {
         assert!(log.recent[1].iter().all(|r| r.lock().unwrap().values.is_empty()));
         assert_eq!(served, reads(&log));
         assert!(served.iter().any(|r| r.len() > 1));
+    }
+
+    #[test]
+    fn records_packed_into_chunks_read_back_from_any_offset_across_chunks_and_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        // 300 records of up to 1.3 KiB in one append: several chunks (64 KiB
+        // each), cut again where a segment (100 records) ends.
+        let recs: Vec<(Vec<u8>, Vec<u8>)> = (0..300)
+            .map(|i| (b"one-key".to_vec(), vec![b'a' + (i % 26) as u8; 1000 + (i * 7) % 300]))
+            .collect();
+        {
+            let log = FjallLog::open_with_segments(dir.path(), 1, 100).unwrap();
+            let positions = log.append(Topic::Raw, &as_refs(&recs)).unwrap();
+            assert_eq!(positions.last().unwrap().offset, 299);
+        }
+        let log = FjallLog::open_with_segments(dir.path(), 1, 100).unwrap();
+        assert_eq!(log.end_offsets(Topic::Raw).unwrap(), vec![300]);
+        let chunks: usize = log
+            .segments_of(Topic::Raw, 0)
+            .unwrap()
+            .iter()
+            .map(|s| s.keyspace.iter().count())
+            .sum();
+        assert!(chunks > 3 && chunks < 20, "{chunks} chunks");
+        for offset in 0..300u64 {
+            for (max, max_bytes) in [(1, usize::MAX), (57, usize::MAX), (1000, 5_000)] {
+                let read = log.read(Topic::Raw, 0, offset, max, max_bytes).unwrap();
+                assert!(!read.is_empty(), "from {offset}");
+                for (k, entry) in read.iter().enumerate() {
+                    assert_eq!(entry.offset, offset + k as u64);
+                    assert_eq!(&*entry.value, &recs[entry.offset as usize].1[..]);
+                }
+                let bytes: usize = read.iter().map(|e| e.value.len()).sum();
+                let last = read.len() - 1;
+                assert!(
+                    read.len() == max || bytes >= max_bytes || offset + read.len() as u64 == 300,
+                    "a read from {offset} stopped early"
+                );
+                assert!(last == 0 || bytes - read[last].value.len() < max_bytes);
+            }
+        }
+    }
+
+    #[test]
+    fn a_log_of_one_record_per_entry_reads_on_and_a_damaged_chunk_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let log = FjallLog::open(dir.path(), 1).unwrap();
+            let segment = &log.segments_of(Topic::Raw, 0).unwrap()[0].keyspace;
+            // As logs before chunks were written: the offset as the key.
+            for offset in 0..3u64 {
+                segment.insert(offset.to_be_bytes(), format!("old {offset}")).unwrap();
+            }
+        }
+        let log = FjallLog::open(dir.path(), 1).unwrap();
+        assert_eq!(log.end_offsets(Topic::Raw).unwrap(), vec![3]);
+        log.append(Topic::Raw, &[(b"k".as_slice(), b"new 3".as_slice())])
+            .unwrap();
+        let read = log.read(Topic::Raw, 0, 1, 10, usize::MAX).unwrap();
+        let values: Vec<&[u8]> = read.iter().map(|e| &*e.value).collect();
+        assert_eq!(values, [b"old 1".as_slice(), b"old 2", b"new 3"]);
+        // A chunk whose lengths run past its end (reopened: read from the
+        // store, not from memory).
+        let segment = log.segments_of(Topic::Raw, 0).unwrap()[0].keyspace.clone();
+        segment.insert(chunk_key(4, 2), [9u8, 0, 0, 0, b'x']).unwrap();
+        drop(segment);
+        drop(log);
+        let log = FjallLog::open(dir.path(), 1).unwrap();
+        assert_eq!(log.end_offsets(Topic::Raw).unwrap(), vec![6]);
+        let err = log.read(Topic::Raw, 0, 4, 10, usize::MAX).unwrap_err().to_string();
+        assert!(err.contains("damaged log chunk at offset 4"), "{err}");
     }
 
     #[test]
