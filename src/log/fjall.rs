@@ -1,9 +1,10 @@
 //! The embedded log on fjall. Each topic partition is a run of segments,
 //! one keyspace each, as Kafka's are files: retention drops whole segments.
 //! A segment holds chunks of consecutive records, one entry each (key: the
-//! first offset, big-endian, so keys sort by offset, and the record count). One keyspace holds
-//! committed offsets, one stage state, one metadata. A transaction writes
-//! one atomic batch and syncs it to disk before it returns.
+//! first offset, big-endian, so keys sort by offset, then the record
+//! count). One keyspace holds committed offsets, one stage state, one
+//! metadata. A transaction writes one atomic batch and syncs it to disk
+//! before it returns.
 
 use std::collections::VecDeque;
 use std::path::Path;
