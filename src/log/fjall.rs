@@ -639,10 +639,13 @@ impl Log for FjallLog {
                 break;
             }
             // From the chunk holding `offset` if one starts before it (any
-            // key from `offset` on sorts after `offset`'s 8 bytes).
+            // key from `offset` on sorts after `offset`'s 8 bytes); only the
+            // first segment can hold one, the later ones start past it.
             let mut from = offset.to_be_bytes().to_vec();
-            if let Some(guard) = segment.keyspace.range(..=chunk_key(offset, u32::MAX)).next_back() {
-                let (key, _) = guard.into_inner().map_err(LogError::storage)?;
+            if segment.base <= offset
+                && let Some(guard) = segment.keyspace.range(..=chunk_key(offset, u32::MAX)).next_back()
+            {
+                let key = guard.key().map_err(LogError::storage)?;
                 let (start, count) = decode_key(&key)?;
                 if start + count > offset {
                     from = key.to_vec();
