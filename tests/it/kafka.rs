@@ -383,7 +383,11 @@ fn messages_of(broker: &Broker, topic: &str, partitions: i32, expected: usize) -
 async fn other_kafka_clients_write_posts_chorus_takes_and_read_its_posts_as_json() {
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
     let OnKafka {
-        broker, server, _dir, ..
+        broker,
+        data,
+        server,
+        _dir,
+        ..
     } = on_kafka("it-json.", "json");
     let client = reqwest::Client::new();
     // One post through the API first, so the topics exist.
@@ -458,6 +462,44 @@ async fn other_kafka_clients_write_posts_chorus_takes_and_read_its_posts_as_json
         assert!(!ours[0][column].is_null(), "{column} missing: {}", ours[0]);
     }
     assert_eq!(ours[0]["sentiment"], "positive");
+
+    // `chorus tail` reads the topics as kafka-console-consumer would:
+    // through the running server, and straight from the broker on another
+    // data directory (no server there).
+    let tail = |data: &std::path::Path, args: &[&str]| -> Vec<Value> {
+        let out = crate::server::chorus()
+            .arg("--data")
+            .arg(data)
+            .arg("--config")
+            .arg(_dir.path().join("data.toml"))
+            .args(["tail", "--from-beginning", "--no-follow"])
+            .args(args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "chorus tail {args:?}: {stderr}");
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect()
+    };
+    let through_server = tail(&data, &[]);
+    let from_broker = tail(&_dir.path().join("elsewhere"), &[]);
+    let on_topic = records_on(&broker, "it-json.posts.enriched", 3);
+    assert_eq!(through_server.len() as u64, on_topic, "{through_server:?}");
+    let ids = |records: &[Value]| {
+        let mut ids: Vec<String> = records.iter().map(|r| r["id"].as_str().unwrap().to_string()).collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(ids(&from_broker), ids(&through_server));
+    for id in ["t1_kafka1", "t1_kafka2"] {
+        assert!(ids(&through_server).iter().any(|i| i == id), "{id}: {through_server:?}");
+    }
+    let dead = tail(&_dir.path().join("elsewhere"), &["--topic", "dead"]);
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert!(dead[0].to_string().contains("not a raw post"), "{}", dead[0]);
     server.stop();
 }
 
