@@ -204,7 +204,7 @@ const SEGMENT_MEMTABLE_BYTES: u64 = 16 * 1024 * 1024;
 /// the first hands every compaction request on to the others and takes the
 /// next one off the queue: while another worker compacts, it spins on the
 /// queue (2-3% of the pipeline's CPU on two cores, docs/BENCHMARKS.md).
-const WORKER_THREADS: usize = 1;
+pub(crate) const WORKER_THREADS: usize = 1;
 /// Block cache shared by every keyspace.
 const CACHE_BYTES: u64 = 64 * 1024 * 1024;
 

@@ -744,7 +744,12 @@ impl KafkaLog {
             .create_with_context(Deliveries)
             .map_err(|e| kafka_error("creating the producer", &e))?;
         std::fs::create_dir_all(state_dir).map_err(LogError::storage)?;
-        let state_db = Database::builder(state_dir).open().map_err(LogError::storage)?;
+        // One background worker, as the embedded log's (with two, one spins
+        // on the queue while the other compacts).
+        let state_db = Database::builder(state_dir)
+            .worker_threads(super::fjall::WORKER_THREADS)
+            .open()
+            .map_err(LogError::storage)?;
         let state = state_db
             .keyspace("state", KeyspaceCreateOptions::default)
             .map_err(LogError::storage)?;
