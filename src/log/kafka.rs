@@ -829,11 +829,16 @@ impl KafkaLog {
                     // a revocation ends in well under it.
                     ("max.poll.interval.ms", "30000"),
                     ("queued.max.messages.kbytes", "1024"),
+                    // Eager rebalancing (every member gives its partitions
+                    // up before any is assigned again) keeps a partition
+                    // from two owners where cooperative-sticky did not on
+                    // tansu 0.6; but there a kill -9 left the dead member's
+                    // partitions assigned to it for good. Cooperative it is.
+                    ("partition.assignment.strategy", "cooperative-sticky"),
                 ])
                 .set("group.id", self.settings.group_name(consumer))
                 .set("enable.auto.commit", "false")
                 .set("enable.auto.offset.store", "false")
-                .set("partition.assignment.strategy", "cooperative-sticky")
                 .clone();
             let session = config
                 .get("session.timeout.ms")
@@ -2321,6 +2326,143 @@ mod tests {
             assert!(Instant::now() < deadline, "{what}: never split, {owned:?}");
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// A grouped sink of the shared consume loop (as the archive is) that
+    /// keeps what it is given in memory: `flush_at_once` makes every record
+    /// durable as it comes, otherwise only at the stop.
+    struct Grouped {
+        flush_at_once: bool,
+        buffered: Vec<(u32, u64)>,
+        durable: Arc<std::sync::Mutex<Vec<(u32, u64)>>>,
+        revoked: Vec<u32>,
+    }
+
+    impl crate::sinks::consume::Sink for Grouped {
+        type Error = LogError;
+
+        fn input(&self) -> crate::log::Input {
+            crate::log::Input {
+                consumer: "grouped",
+                topic: Topic::Raw,
+            }
+        }
+
+        fn grouped(&self) -> bool {
+            true
+        }
+
+        fn revoked(&mut self, partition: u32) {
+            self.buffered.retain(|(p, _)| *p != partition);
+            self.revoked.push(partition);
+        }
+
+        fn write(&mut self, partition: u32, entries: &[Entry]) -> Result<(), LogError> {
+            self.buffered.extend(entries.iter().map(|e| (partition, e.offset)));
+            Ok(())
+        }
+
+        fn due(&self, pending: &[u32]) -> Vec<u32> {
+            if self.flush_at_once { pending.to_vec() } else { Vec::new() }
+        }
+
+        fn flush(
+            &mut self,
+            commit: crate::sinks::consume::Commit<'_>,
+        ) -> Result<crate::sinks::consume::Committed, LogError> {
+            let covered: Vec<u32> = commit.offsets().iter().map(|(p, _)| *p).collect();
+            let (now, keep) = self.buffered.drain(..).partition(|(p, _)| covered.contains(p));
+            self.buffered = keep;
+            self.durable.lock().unwrap().extend::<Vec<_>>(now);
+            commit.now()
+        }
+    }
+
+    /// Runs `sink` on `log` in a thread until the token is cancelled.
+    fn run_grouped(
+        log: Arc<KafkaLog>,
+        mut sink: Grouped,
+    ) -> (
+        tokio_util::sync::CancellationToken,
+        std::thread::JoinHandle<Grouped>,
+    ) {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let token = stop.clone();
+        let thread = std::thread::spawn(move || {
+            crate::sinks::consume::run(&*log, &mut [&mut sink], token).unwrap();
+            sink
+        });
+        (stop, thread)
+    }
+
+    fn append_raw(log: &KafkaLog, range: std::ops::Range<u32>) {
+        let records: Vec<(Vec<u8>, Vec<u8>)> = range.map(|i| (format!("k{i}").into_bytes(), vec![1])).collect();
+        let refs: Vec<(&[u8], &[u8])> = records.iter().map(|(k, v)| (k.as_slice(), v.as_slice())).collect();
+        log.append(Topic::Raw, &refs).unwrap();
+    }
+
+    /// The consume loop's grouped sinks in three processes: the partitions
+    /// are split, a partition taken from a member drops what it held of it
+    /// uncommitted (its new owner reads that again), a member that leaves
+    /// hands its partitions over, and every record is made durable once.
+    #[test]
+    fn a_grouped_sink_in_three_processes_makes_every_record_durable_once() {
+        let settings = settings(6);
+        let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+        let open = |i: usize| Arc::new(KafkaLog::open(settings.clone(), dirs[i].path()).unwrap());
+        let durable = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = |flush_at_once| Grouped {
+            flush_at_once,
+            buffered: Vec::new(),
+            durable: durable.clone(),
+            revoked: Vec::new(),
+        };
+        let wait = |what: &str, done: &dyn Fn() -> bool| {
+            let deadline = Instant::now() + Duration::from_secs(90);
+            while !done() {
+                assert!(Instant::now() < deadline, "{what}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        };
+        let owns = |log: &KafkaLog| log.owned("grouped", Topic::Raw).unwrap().partitions;
+        // a alone makes each record durable as it comes.
+        let log_a = open(0);
+        let lag = || log_a.lag("grouped", Topic::Raw).unwrap();
+        let (stop_a, a) = run_grouped(log_a.clone(), sink(true));
+        append_raw(&log_a, 0..600);
+        wait("a did not commit the first records", &|| lag() == 0);
+        // b joins and holds what it reads of its partitions uncommitted.
+        let log_b = open(1);
+        let (stop_b, b) = run_grouped(log_b.clone(), sink(false));
+        wait("b got no partition", &|| owns(&log_b).len() == 3);
+        append_raw(&log_a, 600..1200);
+        wait("b read nothing", &|| lag() > 0);
+        // c joins (making records durable as they come): partitions move,
+        // b's among them, and their new owners read again what b held.
+        let log_c = open(2);
+        let (stop_c, c) = run_grouped(log_c.clone(), sink(true));
+        wait("c got no partition", &|| owns(&log_c).len() == 2);
+        wait("b kept three partitions", &|| owns(&log_b).len() == 2);
+        append_raw(&log_a, 1200..1800);
+        // b stops (making what it holds of its partitions durable) and
+        // leaves: a and c take its partitions over.
+        stop_b.cancel();
+        let b = b.join().unwrap();
+        drop(log_b);
+        append_raw(&log_a, 1800..2400);
+        wait("the group did not catch up", &|| lag() == 0);
+        let total: u64 = log_a.end_offsets(Topic::Raw).unwrap().iter().sum();
+        stop_a.cancel();
+        stop_c.cancel();
+        let (a, c) = (a.join().unwrap(), c.join().unwrap());
+        let mut seen = durable.lock().unwrap().clone();
+        let n = seen.len();
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen.len(), n, "a record made durable twice");
+        assert_eq!(n as u64, total, "every record made durable once");
+        assert!(a.buffered.is_empty() && b.buffered.is_empty() && c.buffered.is_empty());
+        assert!(!b.revoked.is_empty(), "b lost no partition when c joined");
     }
 
     #[test]

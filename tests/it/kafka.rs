@@ -600,6 +600,9 @@ async fn a_second_enrich_process_takes_half_the_partitions_and_its_kill_loses_no
         ),
         (Some(sent as u64), Some(sent as u64), Some(0), Some(sent as u64 - 1))
     );
+    // Nor in `posts` (every version): no partition was enriched by two
+    // processes at once, during the split or the takeover.
+    wait_for_count(&client, &main, sent as u64, Duration::from_secs(60)).await;
     main.stop();
     drop(broker);
 }
