@@ -54,31 +54,6 @@ pub trait Sink {
         Ok(None)
     }
 
-    /// Whether the sink shares its partitions with the processes that run
-    /// it under the same consumer name ([`Log::owned`]: a consumer group
-    /// on Kafka): then [`Sink::start`] is not called, and each partition
-    /// this process is given is announced by [`Sink::assigned`] and each
-    /// it loses by [`Sink::revoked`]. Otherwise it reads every partition.
-    fn grouped(&self) -> bool {
-        false
-    }
-
-    /// `partition` is now this process's (a grouped sink), read from
-    /// `committed`, or from where the sink answers (at most `committed`).
-    /// Its previous owner made durable and committed what it had read (or
-    /// stopped without committing it: a sink removes what it left).
-    fn assigned(&mut self, partition: u32, committed: u64) -> Result<u64, Self::Error> {
-        let _ = partition;
-        Ok(committed)
-    }
-
-    /// `partition` is no longer this process's (a grouped sink): what the
-    /// sink holds of it and did not commit is dropped, never made durable,
-    /// since its new owner reads it again from the committed offset.
-    fn revoked(&mut self, partition: u32) {
-        let _ = partition;
-    }
-
     /// The next records of `partition`, in offset order, following those of
     /// the previous call (the first call starts at the committed offset).
     fn write(&mut self, partition: u32, entries: &[Entry]) -> Result<(), Self::Error>;
@@ -137,47 +112,6 @@ struct Position {
     next: u64,
     /// Records written to the sink since the last commit.
     pending: bool,
-    /// Whether this process reads the partition (always, but for a grouped
-    /// sink's partitions another process holds).
-    owned: bool,
-}
-
-/// A grouped sink's partitions for one round: those it gained announced
-/// (and read from their committed offsets), those it lost revoked. The
-/// partitions are kept from other processes while the answer lives.
-fn take_round<E: From<LogError>>(
-    log: &dyn Log,
-    sink: &mut dyn Sink<Error = E>,
-    positions: &mut [Position],
-) -> Result<crate::log::Owned, E> {
-    let input = sink.input();
-    let round = log.owned(input.consumer, input.topic)?;
-    for (p, at) in positions.iter_mut().enumerate() {
-        let p = p as u32;
-        let held = round.partitions.contains(&p);
-        if at.owned && !held {
-            sink.revoked(p);
-            *at = Position {
-                next: 0,
-                pending: false,
-                owned: false,
-            };
-            tracing::info!(consumer = input.consumer, partition = p, "Partition handed to another process.");
-        } else if held && !at.owned {
-            let committed = log.committed(input.consumer, input.topic, p)?;
-            let from = sink.assigned(p, committed)?.min(committed);
-            if from != committed {
-                log.commit(input.consumer, input.topic, p, from)?;
-            }
-            *at = Position {
-                next: from,
-                pending: false,
-                owned: true,
-            };
-            tracing::info!(consumer = input.consumer, partition = p, from, "Partition taken.");
-        }
-    }
-    Ok(round)
 }
 
 /// Feeds `sinks` (one thread for all of them) until `shutdown`, then drains
@@ -192,16 +126,6 @@ pub fn run<E: From<LogError>>(
     let partitions = log.partitions();
     let mut positions: Vec<Vec<Position>> = Vec::with_capacity(sinks.len());
     for sink in sinks.iter_mut() {
-        if sink.grouped() {
-            // Partitions come with the rounds (`take_round`).
-            let none = Position {
-                next: 0,
-                pending: false,
-                owned: false,
-            };
-            positions.push(vec![none; partitions as usize]);
-            continue;
-        }
         let input = sink.input();
         let committed = (0..partitions)
             .map(|p| log.committed(input.consumer, input.topic, p))
@@ -221,32 +145,15 @@ pub fn run<E: From<LogError>>(
             }
             log.write(&tx)?;
         }
-        positions.push(
-            from.into_iter()
-                .map(|next| Position {
-                    next,
-                    pending: false,
-                    owned: true,
-                })
-                .collect(),
-        );
+        positions.push(from.into_iter().map(|next| Position { next, pending: false }).collect());
     }
     let mut drain = Drain::new(shutdown);
     loop {
         let mut busy = false;
         for (sink, positions) in sinks.iter_mut().zip(positions.iter_mut()) {
             let input = sink.input();
-            // Held until the round's writes and flushes are done: a
-            // partition moves to another process only between rounds.
-            let _round = match sink.grouped() {
-                true => Some(take_round(log, &mut **sink, positions)?),
-                false => None,
-            };
             for partition in 0..partitions {
                 let at = &mut positions[partition as usize];
-                if !at.owned {
-                    continue;
-                }
                 let entries = log.read(input.topic, partition, at.next, READ_RECORDS, READ_BYTES)?;
                 if let Some(last) = entries.last() {
                     busy = true;
@@ -265,21 +172,12 @@ pub fn run<E: From<LogError>>(
             break;
         }
         if !busy && let (Some(sink), Some(positions)) = (sinks.first(), positions.first()) {
-            // Another process's partitions never wake this one.
-            let seen: Vec<u64> = positions
-                .iter()
-                .map(|p| if p.owned { p.next } else { u64::MAX })
-                .collect();
+            let seen: Vec<u64> = positions.iter().map(|p| p.next).collect();
             log.wait_for_appends(sink.input().topic, &seen, Duration::from_millis(100));
         }
     }
-    // Shutting down: everything read is made durable and committed (what
-    // a grouped sink still holds of the partitions it still owns).
+    // Shutting down: everything read is made durable and committed.
     for (sink, positions) in sinks.iter_mut().zip(positions.iter_mut()) {
-        let _round = match sink.grouped() {
-            true => Some(take_round(log, &mut **sink, positions)?),
-            false => None,
-        };
         let all = pending(positions);
         flush(log, &mut **sink, positions, &all)?;
     }
