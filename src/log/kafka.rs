@@ -554,25 +554,30 @@ struct GroupContext {
     stranded: Mutex<Option<Stranded>>,
 }
 
-/// Joins the group again when `member` has held no partition for its
-/// `rejoin_after` while its group committed nothing on a topic with records
-/// left to read. tansu 0.6 can form a group that way for good: a process
-/// restarted while its killed predecessor, the group's leader, was still in
-/// the group joined as a follower; the leader's session ran out between the
-/// join and the sync, and the coordinator completed the sync with the
-/// follower's (empty) assignment instead of a new round, so the only live
-/// member got no partition for as long as it lived (seen in the broker's
-/// debug log, ~3 restarts in 4 right after a kill -9). A member without
-/// partitions beside members that read them (more members than partitions)
-/// sees the group commit, and stays as it is. (The broker drops the
-/// connection on a group description, which would have said who is in it.)
+/// Joins the group again when, for the member's `rejoin_after`, the
+/// group committed nothing on a partition this member does not hold while
+/// that partition had records left to read: its owner is gone, yet the
+/// group still gives it the partition. tansu 0.6 forms groups that way:
+/// with eager rebalancing, a process killed with kill -9 stayed in the
+/// group the coordinator formed when its session ran out, with its
+/// partitions, for good; and a process restarted while its killed
+/// predecessor, the group's leader, was still in the group joined as a
+/// follower, the leader's session ran out between the join and the sync,
+/// and the coordinator completed the sync with the follower's (empty)
+/// assignment instead of a new round (seen in the broker's debug log, ~3
+/// restarts in 4 right after a kill -9). Joining again starts a round
+/// without the dead member. The partitions this member holds are its own
+/// to commit, and are not looked at. (The broker drops the connection on a
+/// group description, which would have said who is in it.)
 fn rejoin_if_stranded(member: &BaseConsumer<GroupContext>) {
     let context = member.context();
-    let empty = context.membership.held.lock().is_ok_and(|h| h.assigned.is_empty());
+    let Ok(held) = context.membership.held.lock().map(|h| h.assigned.clone()) else {
+        return;
+    };
     let Ok(mut stranded) = context.stranded.lock() else {
         return;
     };
-    if !empty {
+    if held.len() as u32 == context.partitions {
         *stranded = None;
         return;
     }
@@ -601,10 +606,13 @@ fn rejoin_if_stranded(member: &BaseConsumer<GroupContext>) {
     let before = stranded.take().and_then(|s| s.committed);
     let now = group_committed(member, &topic, context.partitions);
     let stuck = match (&before, &now) {
-        (Some(before), Some(now)) if before == now => (0..context.partitions).any(|p| {
-            member
-                .fetch_watermarks(&topic, p as i32, Duration::from_secs(5))
-                .is_ok_and(|(_, high)| high > now[p as usize].max(0))
+        (Some(before), Some(now)) => (0..context.partitions).any(|p| {
+            let i = p as usize;
+            !held.contains(&p)
+                && before[i] == now[i]
+                && member
+                    .fetch_watermarks(&topic, p as i32, Duration::from_secs(5))
+                    .is_ok_and(|(_, high)| high > now[i].max(0))
         }),
         _ => false,
     };
@@ -619,7 +627,8 @@ fn rejoin_if_stranded(member: &BaseConsumer<GroupContext>) {
     tracing::warn!(
         group = %context.group_id,
         seconds = context.rejoin_after.as_secs(),
-        "Given no partition while the consumer group read nothing of a topic with records waiting: joining it again."
+        "A partition another member holds had records waiting and no commit for this long: joining the \
+         consumer group again."
     );
     member.unsubscribe();
     if let Err(e) = member.subscribe(&[&topic]) {
@@ -829,12 +838,15 @@ impl KafkaLog {
                     // a revocation ends in well under it.
                     ("max.poll.interval.ms", "30000"),
                     ("queued.max.messages.kbytes", "1024"),
-                    // Eager rebalancing (every member gives its partitions
-                    // up before any is assigned again) keeps a partition
-                    // from two owners where cooperative-sticky did not on
-                    // tansu 0.6; but there a kill -9 left the dead member's
-                    // partitions assigned to it for good. Cooperative it is.
-                    ("partition.assignment.strategy", "cooperative-sticky"),
+                    // Eager rebalancing: every member gives its partitions
+                    // up (its round written and committed) before any is
+                    // assigned again. With cooperative-sticky, tansu 0.6
+                    // gave a joining member partitions their owner still
+                    // held, for seconds: two processes enriched the same
+                    // posts (README, "What holds"). A broker that keeps the
+                    // protocol may be given `cooperative-sticky` through
+                    // CHORUS_KAFKA_PARTITION_ASSIGNMENT_STRATEGY.
+                    ("partition.assignment.strategy", "roundrobin"),
                 ])
                 .set("group.id", self.settings.group_name(consumer))
                 .set("enable.auto.commit", "false")

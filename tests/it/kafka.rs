@@ -582,6 +582,7 @@ async fn a_second_enrich_process_takes_half_the_partitions_and_its_kill_loses_no
     // search for output past the last commit and an archive file: 10-20 s
     // alone, up to 32 s with other brokers' tests beside it.
     assert!(took < Duration::from_secs(60), "took over in {took:?}");
+    eprintln!("the main process took the killed one's partitions over in {took:?}");
     // Nothing doubled, nothing lost: every post sent, once, in SQL and
     // search.
     let rows = sql(
@@ -874,5 +875,47 @@ async fn a_query_process_says_why_it_does_not_serve_a_view_of_partial_sums() {
     );
     reader.stop();
     writer.stop();
+    drop(broker);
+}
+
+/// Enrich processes joining the group while posts stream in: each
+/// partition is enriched by one process at a time, so `posts` (every
+/// version of every post) holds each post once. With cooperative-sticky
+/// rebalancing, tansu 0.6 gave the third process partitions the second
+/// still held, and 330 of 20,000 posts were enriched twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enrich_processes_joining_mid_stream_never_enrich_a_post_twice() {
+    const BATCH: usize = 500;
+    const BATCHES: usize = 40;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path().join("broker"));
+    let config = format!(
+        "[log]\nbackend = \"kafka\"\nbrokers = \"{}\"\ntopic_prefix = \"it-join.\"\npartitions = 6\n\
+         [archive]\nmax_file_age_secs = 1\n[query]\nmax_seconds = 300\n",
+        broker.address
+    );
+    let main = Server::start(&dir.path().join("main"), &config, &[]);
+    let client = reqwest::Client::new();
+    let bodies = corpus_bodies();
+    let second = Server::start_roles(&dir.path().join("second"), &config, &[], "enrich");
+    let sender = stream_posts(&client, &main, &bodies, (0, BATCHES, BATCH), Duration::from_millis(250));
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let third = Server::start_roles(&dir.path().join("third"), &config, &[], "enrich");
+    sender.await.unwrap();
+    let sent = (BATCHES * BATCH) as u64;
+    wait_for_latest(&client, &main, sent, "with three enrich processes").await;
+    wait_for_count(&client, &main, sent, Duration::from_secs(60)).await;
+    for (name, helper) in [("second", &second), ("third", &third)] {
+        let read = counter(&client, helper, "chorus_enrich_posts_read_total").await;
+        assert!(read > 0, "the {name} process enriched nothing");
+    }
+    // Any post enriched twice would have come by now (its partition's
+    // lag is zero): `posts` still holds each once.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rows = sql(&client, &main, "SELECT count(*) AS n FROM posts").await;
+    assert_eq!(rows[0]["n"].as_u64(), Some(sent));
+    second.stop();
+    third.stop();
+    main.stop();
     drop(broker);
 }
