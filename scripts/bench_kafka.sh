@@ -19,6 +19,8 @@
 # It prints each part's figures and the CPU the broker used for it.
 #
 # Usage: scripts/bench_kafka.sh [POSTS] [ENCODING]   (default 100000, json)
+# CHORUS_BENCH_PARTS picks parts by name: produce plain chorus enrich2 serve
+# (default: all), e.g. to compare builds or settings on one part.
 # The broker binary comes from $CHORUS_TEST_TANSU or ~/.cache/chorus/tansu
 # (scripts/test.sh builds it there).
 set -euo pipefail
@@ -33,6 +35,8 @@ if [ ! -x "$TANSU" ]; then
 fi
 cargo build --release --quiet --bin chorus --example bench_ingest --example bench_kafka_plain
 TICKS="$(getconf CLK_TCK)"
+PARTS=" ${CHORUS_BENCH_PARTS:-produce plain chorus enrich2 serve} "
+part() { [[ "$PARTS" == *" $1 "* ]]; }
 WORK="$(mktemp -d)"
 BROKER_PID=""
 trap '[ -n "$BROKER_PID" ] && kill "$BROKER_PID" 2>/dev/null; rm -rf "$WORK"' EXIT
@@ -62,26 +66,36 @@ stop_broker() {
     BROKER_PID=""
 }
 
-start_broker produce
-"$CARGO_TARGET_DIR/release/examples/bench_kafka_plain" "127.0.0.1:$PORT" "$POSTS" 4 "" --produce-only
-stop_broker "produce only"
+if part produce; then
+    start_broker produce
+    "$CARGO_TARGET_DIR/release/examples/bench_kafka_plain" "127.0.0.1:$PORT" "$POSTS" 4 "" --produce-only
+    stop_broker "produce only"
+fi
 
-start_broker plain
-"$CARGO_TARGET_DIR/release/examples/bench_kafka_plain" "127.0.0.1:$PORT" "$POSTS" 4
-stop_broker "plain pipeline"
+if part plain; then
+    start_broker plain
+    "$CARGO_TARGET_DIR/release/examples/bench_kafka_plain" "127.0.0.1:$PORT" "$POSTS" 4
+    stop_broker "plain pipeline"
+fi
 
 chorus_config() {
     printf '[log]\nbackend = "kafka"\nbrokers = "127.0.0.1:%s"\nencoding = "%s"\n' "$PORT" "$ENCODING"
 }
 
-start_broker chorus
-CHORUS_BENCH_CONFIG="$(chorus_config)" scripts/bench_pipeline.sh "$POSTS"
-stop_broker "chorus"
+if part chorus; then
+    start_broker chorus
+    CHORUS_BENCH_CONFIG="$(chorus_config)" scripts/bench_pipeline.sh "$POSTS"
+    stop_broker "chorus"
+fi
 
-start_broker chorus-2-enrich
-CHORUS_BENCH_CONFIG="$(chorus_config)" CHORUS_BENCH_HELPER_ROLES=enrich scripts/bench_pipeline.sh "$POSTS"
-stop_broker "chorus, 2 enrich processes"
+if part enrich2; then
+    start_broker chorus-2-enrich
+    CHORUS_BENCH_CONFIG="$(chorus_config)" CHORUS_BENCH_HELPER_ROLES=enrich scripts/bench_pipeline.sh "$POSTS"
+    stop_broker "chorus, 2 enrich processes"
+fi
 
-start_broker chorus-reader
-CHORUS_BENCH_CONFIG="$(chorus_config)" CHORUS_BENCH_READER_ROLES=serve scripts/bench_pipeline.sh "$POSTS"
-stop_broker "chorus, SQL in a process of its own"
+if part serve; then
+    start_broker chorus-reader
+    CHORUS_BENCH_CONFIG="$(chorus_config)" CHORUS_BENCH_READER_ROLES=serve scripts/bench_pipeline.sh "$POSTS"
+    stop_broker "chorus, SQL in a process of its own"
+fi

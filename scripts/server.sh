@@ -5,7 +5,7 @@
 # $CHORUS_BENCH_KEEP instead when that is set, to look at or reuse).
 # start_helper BIN ROLES then starts a second process with the same
 # configuration and only ROLES (`run --roles`), on its own data directory
-# $DIR/helper, and waits until its consumer group gave it partitions.
+# $DIR/helper, and waits until its consumer group gave it a partition.
 start_server() {
     DIR="$(mktemp -d)"
     HELPER_PID=""
@@ -44,7 +44,9 @@ start_helper() {
     "$1" --data "$DIR/helper" --config "$DIR/chorus.toml" run --listen 127.0.0.1:0 --roles "$2" 2> "$DIR/helper.log" &
     HELPER_PID=$!
     for _ in $(seq 600); do
-        grep -q "Partitions assigned" "$DIR/helper.log" && return 0
+        # A partition, not the empty assignment an eager rebalance may
+        # hand a member first (the log may hold colour codes).
+        grep -q "Partitions assigned.*partitions.*\[[0-9]" "$DIR/helper.log" && return 0
         kill -0 "$HELPER_PID" 2>/dev/null || break
         sleep 0.1
     done
