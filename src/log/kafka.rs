@@ -2348,7 +2348,7 @@ mod tests {
         let b = KafkaLog::open(settings.clone(), dirs[1].path()).unwrap();
         let c = KafkaLog::open(settings.clone(), dirs[2].path()).unwrap();
         let owned = split_between(&[&a, &b, &c], 6, "three members");
-        // Cooperative-sticky spreads them evenly.
+        // Round-robin spreads them evenly.
         assert!(owned.iter().all(|o| o.len() == 2), "{owned:?}");
         // Each member commits its own partitions; c then leaves.
         for (member, partitions) in [&a, &b, &c].into_iter().zip(&owned) {

@@ -373,8 +373,8 @@ pub trait Log: Send + Sync {
     /// kept from any other process until the [`Owned`] is dropped: a stage
     /// asks for it before each round of reads and drops it before it waits.
     /// Processes sharing a log under the same consumer name split the
-    /// partitions between them: on Kafka, they are one consumer group with
-    /// cooperative rebalancing, a partition handed over only once its old
+    /// partitions between them: on Kafka, they are one consumer group (eager
+    /// rebalancing), a partition handed over only once its old
     /// owner's batch is written and committed, and the new owner's state
     /// caught up first. The embedded log belongs to one process: it owns
     /// every partition.
