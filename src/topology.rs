@@ -327,19 +327,30 @@ impl Pipeline {
     /// [`Pipeline::run`] too); call before querying a directory that is not
     /// running.
     pub fn recover_archive(&self) -> Result<(), PipelineError> {
-        self.archive()?;
-        Ok(())
+        match self.archive() {
+            Ok(_) => Ok(()),
+            // Another process writes it (a shared archive): what it left
+            // uncommitted is its own, and queries leave it out anyway.
+            Err(e @ (ArchiveError::InUse(_) | ArchiveError::Leased { .. })) => {
+                tracing::info!(reason = %e, "The archive is not recovered here.");
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     fn archive(&self) -> Result<Archive, ArchiveError> {
         let placement = match &self.archive_objects {
             None => crate::sinks::archive::Placement::Dir(self.archive_root()),
-            Some(url) => crate::sinks::archive::Placement::Objects {
-                staging: self.archive_root(),
-                store: Box::new(
-                    ObjectArchive::connect(url, &self.config.archive.endpoint()).map_err(ArchiveError::Other)?,
-                ),
-            },
+            Some(url) => {
+                let connect =
+                    || ObjectArchive::connect(url, &self.config.archive.endpoint()).map_err(ArchiveError::Other);
+                crate::sinks::archive::Placement::Objects {
+                    staging: self.archive_root(),
+                    store: Box::new(connect()?),
+                    lease: Box::new(connect()?),
+                }
+            }
         };
         Archive::open(
             placement,

@@ -351,3 +351,109 @@ async fn compaction_and_retention_on_s3_under_running_queries_keep_every_post_on
     );
     server.stop();
 }
+
+/// One writer per bucket. Two processes share a Kafka log and an `s3://`
+/// archive (each its own data directory, as on two machines): the second
+/// is refused while the first holds the writer lease; once the first is
+/// killed and its lease has run out unrenewed, the second takes the archive
+/// over and adds to it from the log's committed offsets; a clean stop hands
+/// the lease back at once; and a writer whose lease another process took
+/// stops instead of writing on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bucket_has_one_writer_at_a_time_and_a_dead_writers_lease_runs_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = S3Server::start(dir.path(), BUCKET);
+    let broker = chorus::log::kafka::testing::Broker::start(dir.path().join("broker"));
+    let env = s3.env();
+    let config = format!(
+        "[log]\nbackend = \"kafka\"\nbrokers = \"{}\"\ntopic_prefix = \"it-lease.\"\npartitions = 2\n{}",
+        broker.address,
+        on_s3(&s3, "").replace("allow_http = true\n", "allow_http = true\nlease_secs = 3\n")
+    );
+    let lease = in_bucket(&s3, ".writer");
+    let client = reqwest::Client::new();
+    let bodies = corpus_bodies();
+
+    let first = Server::start(&dir.path().join("first"), &config, &env);
+    post_accepted(&client, &first, batch(0, &bodies)).await;
+    wait_idle(&client, &first).await;
+    assert!(lease.exists(), "no lease object in the bucket");
+    let second_data = dir.path().join("second");
+    std::fs::write(second_data.with_extension("toml"), &config).unwrap();
+    let refused = |what: &str| {
+        let out = crate::server::chorus()
+            .arg("--data")
+            .arg(&second_data)
+            .arg("--config")
+            .arg(second_data.with_extension("toml"))
+            .args(["run", "--listen", "127.0.0.1:0"])
+            .envs(env)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{what}: a second writer started");
+        assert!(
+            stderr.contains("is written by another chorus process") && stderr.contains("lease runs out"),
+            "{what}: {stderr}"
+        );
+    };
+    refused("beside a running writer");
+
+    // Killed: its lease stays until it runs out, then the second takes over.
+    first.kill9();
+    let killed = std::time::Instant::now();
+    refused("right after the kill");
+    let second = loop {
+        if let Ok(server) = std::panic::catch_unwind(|| Server::start(&second_data, &config, &env)) {
+            break server;
+        }
+        assert!(killed.elapsed() < Duration::from_secs(30), "never took the lease over");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert!(
+        killed.elapsed() >= Duration::from_secs(2),
+        "took over after {:?}, before the lease ran out",
+        killed.elapsed()
+    );
+    post_accepted(&client, &second, batch(1, &bodies)).await;
+    wait_for_count(&client, &second, 2 * BATCH as u64, Duration::from_secs(120)).await;
+    wait_idle(&client, &second).await;
+    let rows = sql(&client, &second, "SELECT count(DISTINCT id) AS ids FROM posts").await;
+    assert_eq!(
+        rows[0]["ids"],
+        2 * BATCH,
+        "the first writer's posts and the second's, once each"
+    );
+
+    // A clean stop deletes the lease: the next writer starts at once.
+    second.stop();
+    assert!(!lease.exists(), "the lease outlived a clean stop");
+    let mut third = Server::start(&second_data, &config, &env);
+
+    // Another process takes the lease (here: overwrites it): the writer's
+    // next renewal is refused and it stops rather than write on.
+    let other = dir.path().join("other.json");
+    std::fs::write(
+        &other,
+        r#"{"host":"elsewhere","pid":1,"staging":"/x","renewed_at":9000000000000000,"lease_secs":3}"#,
+    )
+    .unwrap();
+    s3.archive(&format!("s3://{BUCKET}/{PREFIX}"))
+        .put_file(&other, ".writer")
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        // Posts keep coming, so the archive has files to put.
+        let _ = client.post(third.url("/v1/posts")).body(batch(2, &bodies)).send().await;
+        if let Some(status) = third.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the writer went on without its lease"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert!(!status.success(), "{status:?}");
+    drop(broker);
+}

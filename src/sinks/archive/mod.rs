@@ -35,6 +35,7 @@ use crate::transforms::enrich::{DeadLetter, dead_letter};
 
 pub mod bucket;
 pub mod compact;
+pub mod lease;
 pub mod objects;
 
 pub use objects::{Endpoint, ObjectArchive};
@@ -108,6 +109,11 @@ pub struct ArchiveConfig {
     pub region: Option<String>,
     /// Whether an `endpoint` may be plain `http://`.
     pub allow_http: bool,
+    /// An `s3://` archive's writer lease lasts this long unrenewed, seconds
+    /// ([`lease`]): after a writer is killed, another process may take the
+    /// archive over once it has passed; the machines' clocks may differ by
+    /// up to a third of it.
+    pub lease_secs: u64,
 }
 
 /// Where an archive is, as `[archive] url` says.
@@ -130,6 +136,7 @@ impl Default for ArchiveConfig {
             endpoint: None,
             region: None,
             allow_http: false,
+            lease_secs: 30,
         }
     }
 }
@@ -221,6 +228,20 @@ pub enum ArchiveError {
          ([archive] url); the others read it (--roles serve)"
     )]
     InUse(PathBuf),
+    /// Another process holds the writer lease of this archive in a bucket.
+    #[error(
+        "the archive {url} is written by another chorus process ({holder}; its lease runs out in {seconds} s \
+         unless renewed): one process runs the archive role per archive ([archive] url); the others read it \
+         (--roles serve)"
+    )]
+    Leased {
+        /// The archive.
+        url: String,
+        /// Who holds the lease.
+        holder: String,
+        /// Seconds until it runs out unrenewed.
+        seconds: u64,
+    },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ArchiveError + '_ {
@@ -406,6 +427,9 @@ pub enum Placement {
         staging: PathBuf,
         /// The archive.
         store: Box<ObjectArchive>,
+        /// The same archive, reached on connections of its own: the writer
+        /// lease is renewed from a thread of its own ([`lease`]).
+        lease: Box<ObjectArchive>,
     },
 }
 
@@ -425,6 +449,8 @@ pub struct Archive {
     tail: Arc<ArchiveTail>,
     /// Held while the archive is open: one process writes an archive.
     _lock: File,
+    /// An archive in a bucket: its writer lease, held while it is open.
+    lease: Option<lease::Lease>,
 }
 
 /// The file a process writing the archive holds a lock on.
@@ -443,7 +469,7 @@ impl Archive {
     ) -> Result<Archive, ArchiveError> {
         let (root, objects) = match placement {
             Placement::Dir(root) => (root, None),
-            Placement::Objects { staging, store } => (staging, Some(*store)),
+            Placement::Objects { staging, store, lease } => (staging, Some((*store, *lease))),
         };
         let root = root.as_path();
         fs::create_dir_all(root).map_err(io(root))?;
@@ -463,6 +489,19 @@ impl Archive {
             }
             Err(fs::TryLockError::Error(e)) => return Err(io(&lock_path)(e)),
         }
+        // In a bucket, the lease keeps any other process, on any machine,
+        // from writing the archive; taken before anything is removed.
+        let (objects, lease) = match objects {
+            Some((store, lease)) => (
+                Some(store),
+                Some(lease::Lease::acquire(
+                    lease,
+                    root,
+                    Duration::from_secs(config.lease_secs),
+                )?),
+            ),
+            None => (None, None),
+        };
         let tmp = root.join(TMP_DIR);
         if tmp.exists() {
             fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
@@ -509,6 +548,7 @@ impl Archive {
             gate,
             tail,
             _lock: lock,
+            lease,
         })
     }
 
@@ -525,6 +565,9 @@ impl Archive {
                 sync_dir(dir)
             }
             Some(store) => {
+                if let Some(lease) = &self.lease {
+                    lease.check()?;
+                }
                 let key: Vec<String> = rel.iter().map(|p| p.to_string_lossy().into_owned()).collect();
                 store.put_file(tmp, &key.join("/"))?;
                 fs::remove_file(tmp).map_err(io(tmp))
@@ -1055,6 +1098,7 @@ mod tests {
                 Placement::Objects {
                     staging: staging.clone(),
                     store: Box::new(server.archive(url)),
+                    lease: Box::new(server.archive(url)),
                 },
                 log.clone(),
                 ArchiveConfig::default(),
