@@ -432,6 +432,13 @@ max_file_age_secs = 60
 # Rows per Parquet row group, and the zstd level of its pages.
 row_group_rows = 131072
 zstd_level = 1
+# In a bucket: url = "s3://bucket/prefix", and for an S3-compatible server
+# endpoint = "http://127.0.0.1:9000" (with allow_http = true for plain
+# http) and region; credentials from the AWS_* variables. One process
+# writes a bucket: it holds a writer lease (the object .writer), renewed
+# every third of lease_secs; a killed writer's lease may be taken over
+# once lease_secs have passed unrenewed.
+lease_secs = 30
 
 [lifecycle]
 # Every interval_secs `chorus run` compacts each hour partition of the

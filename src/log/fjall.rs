@@ -110,6 +110,8 @@ struct Segment {
 /// The fjall-backed [`Log`].
 pub struct FjallLog {
     db: Database,
+    /// [`Log::identity`], made when the log was created.
+    identity: String,
     partitions: u32,
     /// Per topic (in `Topic::ALL` order), per partition: its segments,
     /// oldest first (never empty).
@@ -273,6 +275,15 @@ impl FjallLog {
                 db.persist(PersistMode::SyncAll).map_err(LogError::storage)?;
             }
         }
+        let identity = match meta.get("id").map_err(LogError::storage)? {
+            Some(id) => String::from_utf8_lossy(&id).into_owned(),
+            None => {
+                let id = format!("embedded:{}", new_id());
+                meta.insert("id", id.as_bytes()).map_err(LogError::storage)?;
+                db.persist(PersistMode::SyncAll).map_err(LogError::storage)?;
+                id
+            }
+        };
         // Segment keyspaces are "<topic>.<partition>" (base 0) and
         // "<topic>.<partition>.<base>".
         let names: Vec<String> = db
@@ -337,6 +348,7 @@ impl FjallLog {
             .collect();
         Ok(FjallLog {
             db,
+            identity,
             partitions,
             segments: RwLock::new(segments),
             segment_records: segment_records.max(1),
@@ -498,7 +510,30 @@ fn decode_offset(key: &[u8]) -> Result<u64, LogError> {
     ))
 }
 
+/// 128 random bits, as hex: from the OS's randomness behind std's hasher
+/// keys, the time and the process id.
+fn new_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut out = String::new();
+    for round in 0..2u64 {
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u64(round);
+        hasher.write_u32(std::process::id());
+        hasher.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+        );
+        out.push_str(&format!("{:016x}", hasher.finish()));
+    }
+    out
+}
+
 impl Log for FjallLog {
+    fn identity(&self) -> String {
+        self.identity.clone()
+    }
+
     fn partitions(&self) -> u32 {
         self.partitions
     }

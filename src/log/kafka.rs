@@ -343,6 +343,9 @@ struct Reader {
 /// The [`Log`] on a Kafka-protocol broker.
 pub struct KafkaLog {
     settings: KafkaSettings,
+    /// [`Log::identity`]: the cluster's id (else the brokers) and the
+    /// topic prefix.
+    identity: String,
     topics: [String; 3],
     producer: ThreadedProducer<Deliveries>,
     /// Asks the broker for watermarks and metadata.
@@ -777,7 +780,12 @@ impl KafkaLog {
             .iter()
             .map(|_| (0..settings.partitions).map(|_| AtomicU64::new(0)).collect())
             .collect();
+        let cluster = meta
+            .client()
+            .fetch_cluster_id(Duration::from_secs(10))
+            .unwrap_or_else(|| settings.brokers.clone());
         Ok(KafkaLog {
+            identity: format!("kafka:{cluster}/{}", settings.topic_prefix),
             settings,
             topics,
             producer,
@@ -1787,6 +1795,10 @@ fn ensure_topics(settings: &KafkaSettings, meta: &BaseConsumer<Logged>, topics: 
 }
 
 impl Log for KafkaLog {
+    fn identity(&self) -> String {
+        self.identity.clone()
+    }
+
     fn partitions(&self) -> u32 {
         self.settings.partitions
     }

@@ -296,6 +296,11 @@ pub trait Log: Send + Sync {
     /// Partitions per topic.
     fn partitions(&self) -> u32;
 
+    /// What tells this log from any other, for the archive, whose file
+    /// names are this log's offsets: an embedded log's id (made when it was
+    /// created), or a Kafka cluster's id and the topic prefix.
+    fn identity(&self) -> String;
+
     /// Writes a transaction atomically; returns only once it is durable.
     /// The positions are those of its appends, in order.
     fn write(&self, tx: &Transaction<'_>) -> Result<Vec<Position>, LogError>;

@@ -987,6 +987,9 @@ mod tests {
         fn partitions(&self) -> u32 {
             self.0.partitions()
         }
+        fn identity(&self) -> String {
+            self.0.identity()
+        }
         fn write(&self, tx: &Transaction<'_>) -> Result<Vec<crate::log::Position>, LogError> {
             self.0.write(tx)
         }

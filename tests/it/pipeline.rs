@@ -731,3 +731,73 @@ fn ingest_filters_by_time_and_community_offline_and_through_the_server() {
             .contains("--since \"yesterday\": give RFC 3339, YYYY-MM-DD or Unix seconds")
     );
 }
+
+/// The archive's file names are its log's offsets. A data directory whose
+/// log was removed (to reclaim space, say) and made anew, with its archive
+/// kept, used to start by taking every archive file for a crash's leftover
+/// and deleting it. It is refused now, saying why, and the files stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_archive_whose_log_was_made_anew_is_refused_and_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = "[archive]\nmax_file_age_secs = 1\n[index]\nenabled = false\n";
+    let server = Server::start(&data, config, &[]);
+    let client = reqwest::Client::new();
+    let bodies = corpus_bodies();
+    crate::server::post_accepted(&client, &server, ndjson(0..500, &bodies)).await;
+    crate::server::wait_idle(&client, &server).await;
+    server.stop();
+    let parquet = |root: &std::path::Path| -> usize {
+        let mut stack = vec![root.join("posts")];
+        let mut n = 0;
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                if e.path().is_dir() {
+                    stack.push(e.path());
+                } else if e.path().extension().is_some_and(|x| x == "parquet") {
+                    n += 1;
+                }
+            }
+        }
+        n
+    };
+    let archive = data.join("archive");
+    let files = parquet(&archive);
+    assert!(files > 0, "nothing archived");
+
+    std::fs::remove_dir_all(data.join("log")).unwrap();
+    std::fs::write(data.with_extension("toml"), config).unwrap();
+    let mut run = chorus()
+        .arg("--data")
+        .arg(&data)
+        .arg("--config")
+        .arg(data.with_extension("toml"))
+        .args(["run", "--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while run.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = run.kill();
+            panic!("started on another log's archive");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = run.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("belongs to another log"), "{stderr}");
+    assert_eq!(parquet(&archive), files, "archive files were deleted");
+    // Offline SQL says the same rather than deleting anything.
+    let out = chorus()
+        .arg("--data")
+        .arg(&data)
+        .args(["sql", "SELECT count(*) FROM posts"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("belongs to another log"));
+    assert_eq!(parquet(&archive), files, "archive files were deleted");
+}

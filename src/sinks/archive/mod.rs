@@ -455,6 +455,67 @@ pub struct Archive {
 
 /// The file a process writing the archive holds a lock on.
 const LOCK_FILE: &str = ".lock";
+/// The file (or object, in a bucket) naming the log the archive belongs to.
+pub const LOG_FILE: &str = ".log";
+
+/// Checks that the archive at `root` (or in `objects`) belongs to the log
+/// `identity`, or marks it so if it names none yet. Its file names are that
+/// log's offsets: opened from another log (a data directory whose log was
+/// made anew, another machine's), every file would look uncommitted and be
+/// deleted as a crash's leftover, and new files would reuse old names.
+fn bind_to_log(root: &Path, objects: Option<&ObjectArchive>, identity: &str) -> Result<(), ArchiveError> {
+    let (place, found) = match objects {
+        None => {
+            let path = root.join(LOG_FILE);
+            let found = match fs::read_to_string(&path) {
+                Ok(text) => Some(text),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => return Err(io(&path)(e)),
+            };
+            (root.display().to_string(), found)
+        }
+        Some(store) => {
+            let found = match store.read(LOG_FILE) {
+                Ok(bytes) => Some(String::from_utf8_lossy(&bytes).into_owned()),
+                Err(ArchiveError::Store {
+                    source: object_store::Error::NotFound { .. },
+                    ..
+                }) => None,
+                Err(e) => return Err(e),
+            };
+            (store.url().to_string(), found)
+        }
+    };
+    match found {
+        Some(theirs) if theirs.trim() == identity => Ok(()),
+        Some(theirs) => Err(ArchiveError::Other(format!(
+            "the archive {place} belongs to another log ({}) than this data directory's ({identity}): its file \
+             names are that log's offsets, and opening it from this one would take its files for a crash's \
+             leftovers and delete them. Give this process the log the archive belongs to, or another \
+             [archive] url (move the archive aside to keep it)",
+            theirs.trim()
+        ))),
+        None => {
+            // Written whole, then renamed (or put whole) into place.
+            let tmp = root.join(format!("{LOG_FILE}.tmp"));
+            let mut file = File::create(&tmp).map_err(io(&tmp))?;
+            file.write_all(identity.as_bytes())
+                .and_then(|()| file.sync_all())
+                .map_err(io(&tmp))?;
+            match objects {
+                None => {
+                    let path = root.join(LOG_FILE);
+                    fs::rename(&tmp, &path).map_err(io(&path))?;
+                    sync_dir(root)
+                }
+                Some(store) => {
+                    store.put_file(&tmp, LOG_FILE)?;
+                    fs::remove_file(&tmp).map_err(io(&tmp))
+                }
+            }
+        }
+    }
+}
 
 impl Archive {
     /// The archive at `placement` (a directory is created), after removing
@@ -502,6 +563,7 @@ impl Archive {
             ),
             None => (None, None),
         };
+        bind_to_log(root, objects.as_ref(), &log.identity())?;
         let tmp = root.join(TMP_DIR);
         if tmp.exists() {
             fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
