@@ -264,6 +264,14 @@ impl Pipeline {
     /// `archive`): the views' versions of final columns are served; those of
     /// partial sums need the speed layer, which runs with the archive.
     fn reader_layers(&self) -> Result<(Arc<QueryEngine>, Arc<crate::views::Batch>), PipelineError> {
+        // Its queries take the archive's file names for this log's offsets.
+        let objects = match &self.archive_objects {
+            Some(url) => {
+                Some(ObjectArchive::connect(url, &self.config.archive.endpoint()).map_err(PipelineError::Other)?)
+            }
+            None => None,
+        };
+        crate::sinks::archive::check_log(&self.archive_root(), objects.as_ref(), &self.log.identity())?;
         let views = self.config.views().map_err(PipelineError::Other)?;
         let engine = Arc::new(self.query_engine_with(None)?);
         let batch_only = views

@@ -873,6 +873,25 @@ async fn a_query_process_says_why_it_does_not_serve_a_view_of_partial_sums() {
         message.contains("partial sums, not served here") && message.contains("runs the archive role"),
         "{message}"
     );
+    // A query process on another log (here: another topic prefix) would
+    // take the archive's file names for its own log's offsets: refused.
+    let stranger = dir.path().join("stranger");
+    std::fs::write(
+        stranger.with_extension("toml"),
+        config.replace("it-partial.", "it-stranger."),
+    )
+    .unwrap();
+    let out = crate::server::chorus()
+        .arg("--data")
+        .arg(&stranger)
+        .arg("--config")
+        .arg(stranger.with_extension("toml"))
+        .args(["run", "--listen", "127.0.0.1:0", "--roles", "serve"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a query process on another log started");
+    assert!(stderr.contains("belongs to another log"), "{stderr}");
     reader.stop();
     writer.stop();
     drop(broker);

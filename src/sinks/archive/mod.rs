@@ -464,6 +464,40 @@ pub const LOG_FILE: &str = ".log";
 /// made anew, another machine's), every file would look uncommitted and be
 /// deleted as a crash's leftover, and new files would reuse old names.
 fn bind_to_log(root: &Path, objects: Option<&ObjectArchive>, identity: &str) -> Result<(), ArchiveError> {
+    if read_log_file(root, objects, identity)? {
+        return Ok(());
+    }
+    // Written whole, then renamed (or put whole) into place.
+    let tmp = root.join(format!("{LOG_FILE}.tmp"));
+    let mut file = File::create(&tmp).map_err(io(&tmp))?;
+    file.write_all(identity.as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(io(&tmp))?;
+    match objects {
+        None => {
+            let path = root.join(LOG_FILE);
+            fs::rename(&tmp, &path).map_err(io(&path))?;
+            sync_dir(root)
+        }
+        Some(store) => {
+            store.put_file(&tmp, LOG_FILE)?;
+            fs::remove_file(&tmp).map_err(io(&tmp))
+        }
+    }
+}
+
+/// For a process that reads an archive another process writes (`--roles
+/// serve`): fails if the archive at `root` (or in `objects`) belongs to
+/// another log than `identity`, whose offsets its queries would take its
+/// file names for. An archive that names no log yet (its writer has not
+/// started) is fine.
+pub fn check_log(root: &Path, objects: Option<&ObjectArchive>, identity: &str) -> Result<(), ArchiveError> {
+    read_log_file(root, objects, identity).map(|_| ())
+}
+
+/// Whether the archive names `identity` as its log (false: it names none);
+/// an error if it names another.
+fn read_log_file(root: &Path, objects: Option<&ObjectArchive>, identity: &str) -> Result<bool, ArchiveError> {
     let (place, found) = match objects {
         None => {
             let path = root.join(LOG_FILE);
@@ -487,33 +521,16 @@ fn bind_to_log(root: &Path, objects: Option<&ObjectArchive>, identity: &str) -> 
         }
     };
     match found {
-        Some(theirs) if theirs.trim() == identity => Ok(()),
+        Some(theirs) if theirs.trim() == identity => Ok(true),
         Some(theirs) => Err(ArchiveError::Other(format!(
             "the archive {place} belongs to another log ({}) than this data directory's ({identity}): its file \
-             names are that log's offsets, and opening it from this one would take its files for a crash's \
-             leftovers and delete them. Give this process the log the archive belongs to, or another \
-             [archive] url (move the archive aside to keep it)",
+             names are that log's offsets, which mean nothing in this one (a writer would take every file for \
+             a crash's leftover and delete it; queries would count posts twice or not at all). Give this \
+             process the log the archive belongs to, or another [archive] url (move the archive aside to keep \
+             it)",
             theirs.trim()
         ))),
-        None => {
-            // Written whole, then renamed (or put whole) into place.
-            let tmp = root.join(format!("{LOG_FILE}.tmp"));
-            let mut file = File::create(&tmp).map_err(io(&tmp))?;
-            file.write_all(identity.as_bytes())
-                .and_then(|()| file.sync_all())
-                .map_err(io(&tmp))?;
-            match objects {
-                None => {
-                    let path = root.join(LOG_FILE);
-                    fs::rename(&tmp, &path).map_err(io(&path))?;
-                    sync_dir(root)
-                }
-                Some(store) => {
-                    store.put_file(&tmp, LOG_FILE)?;
-                    fs::remove_file(&tmp).map_err(io(&tmp))
-                }
-            }
-        }
+        None => Ok(false),
     }
 }
 
