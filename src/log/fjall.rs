@@ -278,7 +278,7 @@ impl FjallLog {
         let identity = match meta.get("id").map_err(LogError::storage)? {
             Some(id) => String::from_utf8_lossy(&id).into_owned(),
             None => {
-                let id = format!("embedded:{}", new_id());
+                let id = format!("embedded:{:032x}", fastrand::u128(..));
                 meta.insert("id", id.as_bytes()).map_err(LogError::storage)?;
                 db.persist(PersistMode::SyncAll).map_err(LogError::storage)?;
                 id
@@ -508,25 +508,6 @@ fn decode_offset(key: &[u8]) -> Result<u64, LogError> {
     Ok(u64::from_be_bytes(
         key.try_into().map_err(|_| LogError::storage("damaged offset key"))?,
     ))
-}
-
-/// 128 random bits, as hex: from the OS's randomness behind std's hasher
-/// keys, the time and the process id.
-fn new_id() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut out = String::new();
-    for round in 0..2u64 {
-        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-        hasher.write_u64(round);
-        hasher.write_u32(std::process::id());
-        hasher.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos()),
-        );
-        out.push_str(&format!("{:016x}", hasher.finish()));
-    }
-    out
 }
 
 impl Log for FjallLog {

@@ -111,16 +111,16 @@ impl Lease {
             renewed_at: 0,
             lease_secs: lease.as_secs(),
         };
-        let path = archive.object_path(LEASE_KEY);
+        let path = archive.path(LEASE_KEY);
         let store = archive.store();
         let mut mode = PutMode::Create;
-        // Two rounds at most: a lease taken over between our read and our
-        // write is another process's, and refused then.
+        // A few rounds at most: a lease taken over between our read and
+        // our write is another process's, and refused in the next round.
         for _ in 0..3 {
             let started = Instant::now();
             holder.renewed_at = now_us();
             let body = serde_json::to_vec(&holder).map_err(|e| ArchiveError::Other(e.to_string()))?;
-            let put = archive.run(store.put_opts(&path, PutPayload::from(body), PutOptions::from(mode.clone())));
+            let put = archive.block_on(store.put_opts(&path, PutPayload::from(body), PutOptions::from(mode.clone())));
             match put {
                 Ok(written) => {
                     let state = Arc::new(State {
@@ -146,7 +146,7 @@ impl Lease {
                 Err(e) => return Err(archive.failed(LEASE_KEY)(e)),
             }
             // Held, or changed under us: read who holds it.
-            let (current, version) = match archive.run(async {
+            let (current, version) = match archive.block_on(async {
                 let got = store.get(&path).await?;
                 let version = UpdateVersion {
                     e_tag: got.meta.e_tag.clone(),
@@ -222,16 +222,16 @@ impl Drop for Lease {
             return;
         }
         // Deleted only while it still names this process.
-        let path = self.archive.object_path(LEASE_KEY);
+        let path = self.archive.path(LEASE_KEY);
         let store = self.archive.store();
         let (pid, host) = (self.holder.pid, self.holder.host.clone());
-        let mine = self.archive.run(async {
+        let mine = self.archive.block_on(async {
             let got = store.get(&path).await?;
             let holder: Option<Holder> = serde_json::from_slice(&got.bytes().await?).ok();
             Ok::<_, object_store::Error>(holder.is_some_and(|h| h.pid == pid && h.host == host))
         });
         if matches!(mine, Ok(true))
-            && let Err(e) = self.archive.run(store.delete(&path))
+            && let Err(e) = self.archive.block_on(store.delete(&path))
         {
             tracing::warn!(error = %e, "Could not delete the archive's writer lease; the next writer waits for it to run out.");
         }
@@ -247,7 +247,7 @@ fn spawn_renewer(
     std::thread::Builder::new()
         .name("archive-lease".into())
         .spawn(move || {
-            let path = archive.object_path(LEASE_KEY);
+            let path = archive.path(LEASE_KEY);
             let store = archive.store();
             let every = lease / 3;
             let mut next = Instant::now() + every;
@@ -262,7 +262,7 @@ fn spawn_renewer(
                     return;
                 };
                 let version = state.version.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                let put = archive.run(store.put_opts(
+                let put = archive.block_on(store.put_opts(
                     &path,
                     PutPayload::from(body),
                     PutOptions::from(PutMode::Update(version)),

@@ -131,11 +131,7 @@ impl ObjectArchive {
     /// Runs `work` (a request) to its end: on the calling thread, or, when
     /// that is an async worker (opening the archive, `chorus status`), on a
     /// thread of its own, since a worker may not block.
-    pub(crate) fn run<T: Send>(&self, work: impl std::future::Future<Output = T> + Send) -> T {
-        self.block_on(work)
-    }
-
-    fn block_on<T: Send>(&self, work: impl std::future::Future<Output = T> + Send) -> T {
+    pub(crate) fn block_on<T: Send>(&self, work: impl std::future::Future<Output = T> + Send) -> T {
         let runtime = self.runtime.as_ref().expect("the runtime lives as long as the archive");
         if tokio::runtime::Handle::try_current().is_err() {
             return runtime.block_on(work);
@@ -159,11 +155,7 @@ impl ObjectArchive {
     }
 
     /// The object of `key` (a `/`-separated path under the archive).
-    pub(crate) fn object_path(&self, key: &str) -> ObjectPath {
-        self.path(key)
-    }
-
-    fn path(&self, key: &str) -> ObjectPath {
+    pub(crate) fn path(&self, key: &str) -> ObjectPath {
         self.prefix.parts().chain(ObjectPath::from(key).parts()).collect()
     }
 
