@@ -31,6 +31,26 @@ use super::objects::ObjectArchive;
 
 /// The lease object, under the archive's prefix.
 pub const LEASE_KEY: &str = ".writer";
+/// Largest lease object read (a holder's JSON is a few hundred bytes).
+const LEASE_BYTES: u64 = 4096;
+
+/// The lease object's holder and version, read whole if it is no larger
+/// than [`LEASE_BYTES`] (`None` for its holder otherwise, or when it is
+/// not a holder's JSON).
+async fn read_lease(
+    store: &dyn ObjectStore,
+    path: &object_store::path::Path,
+) -> Result<(Option<Holder>, UpdateVersion), object_store::Error> {
+    let got = store.get(path).await?;
+    let version = UpdateVersion {
+        e_tag: got.meta.e_tag.clone(),
+        version: got.meta.version.clone(),
+    };
+    if got.meta.size > LEASE_BYTES {
+        return Ok((None, version));
+    }
+    Ok((serde_json::from_slice(&got.bytes().await?).ok(), version))
+}
 
 /// Who holds a lease, as its object says.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -146,14 +166,7 @@ impl Lease {
                 Err(e) => return Err(archive.failed(LEASE_KEY)(e)),
             }
             // Held, or changed under us: read who holds it.
-            let (current, version) = match archive.block_on(async {
-                let got = store.get(&path).await?;
-                let version = UpdateVersion {
-                    e_tag: got.meta.e_tag.clone(),
-                    version: got.meta.version.clone(),
-                };
-                Ok::<_, object_store::Error>((got.bytes().await?, version))
-            }) {
+            let (current, version) = match archive.block_on(read_lease(&*store, &path)) {
                 Ok(read) => read,
                 // Deleted meanwhile (its holder stopped): create it again.
                 Err(object_store::Error::NotFound { .. }) => {
@@ -162,9 +175,9 @@ impl Lease {
                 }
                 Err(e) => return Err(archive.failed(LEASE_KEY)(e)),
             };
-            let current: Holder = serde_json::from_slice(&current).map_err(|e| {
+            let current = current.ok_or_else(|| {
                 ArchiveError::Other(format!(
-                    "{}/{LEASE_KEY} is not a chorus writer lease ({e}): if no chorus process writes this archive, \
+                    "{}/{LEASE_KEY} is not a chorus writer lease: if no chorus process writes this archive, \
                      delete the object",
                     archive.url().as_str().trim_end_matches('/')
                 ))
@@ -225,11 +238,10 @@ impl Drop for Lease {
         let path = self.archive.path(LEASE_KEY);
         let store = self.archive.store();
         let (pid, host) = (self.holder.pid, self.holder.host.clone());
-        let mine = self.archive.block_on(async {
-            let got = store.get(&path).await?;
-            let holder: Option<Holder> = serde_json::from_slice(&got.bytes().await?).ok();
-            Ok::<_, object_store::Error>(holder.is_some_and(|h| h.pid == pid && h.host == host))
-        });
+        let mine = self
+            .archive
+            .block_on(read_lease(&*store, &path))
+            .map(|(holder, _)| holder.is_some_and(|h| h.pid == pid && h.host == host));
         if matches!(mine, Ok(true))
             && let Err(e) = self.archive.block_on(store.delete(&path))
         {

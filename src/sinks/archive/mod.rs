@@ -457,6 +457,8 @@ pub struct Archive {
 const LOCK_FILE: &str = ".lock";
 /// The file (or object, in a bucket) naming the log the archive belongs to.
 pub const LOG_FILE: &str = ".log";
+/// Largest `LOG_FILE` read (a log's identity is well under it).
+const LOG_FILE_BYTES: u64 = 4096;
 
 /// Checks that the archive at `root` (or in `objects`) belongs to the log
 /// `identity`, or marks it so if it names none yet. Its file names are that
@@ -501,15 +503,20 @@ fn read_log_file(root: &Path, objects: Option<&ObjectArchive>, identity: &str) -
     let (place, found) = match objects {
         None => {
             let path = root.join(LOG_FILE);
-            let found = match fs::read_to_string(&path) {
-                Ok(text) => Some(text),
+            let found = match File::open(&path) {
+                Ok(file) => {
+                    use std::io::Read as _;
+                    let mut text = String::new();
+                    file.take(LOG_FILE_BYTES).read_to_string(&mut text).map_err(io(&path))?;
+                    Some(text)
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
                 Err(e) => return Err(io(&path)(e)),
             };
             (root.display().to_string(), found)
         }
         Some(store) => {
-            let found = match store.read(LOG_FILE) {
+            let found = match store.read_small(LOG_FILE, LOG_FILE_BYTES) {
                 Ok(bytes) => Some(String::from_utf8_lossy(&bytes).into_owned()),
                 Err(ArchiveError::Store {
                     source: object_store::Error::NotFound { .. },

@@ -337,6 +337,22 @@ impl ObjectArchive {
         Ok(status)
     }
 
+    /// The bytes of the object at `key`, a small one chorus writes beside
+    /// the files (`.log`): one larger than `max` bytes is refused unread.
+    pub fn read_small(&self, key: &str, max: u64) -> Result<Vec<u8>, ArchiveError> {
+        self.block_on(async {
+            let got = self.store.get(&self.path(key)).await.map_err(self.failed(key))?;
+            if got.meta.size > max {
+                return Err(ArchiveError::Other(format!(
+                    "{}/{key} holds {} bytes, more than the {max} it may: not written by chorus",
+                    self.url.as_str().trim_end_matches('/'),
+                    got.meta.size
+                )));
+            }
+            Ok(got.bytes().await.map_err(self.failed(key))?.to_vec())
+        })
+    }
+
     /// The bytes of the object at `key`.
     pub fn read(&self, key: &str) -> Result<Vec<u8>, ArchiveError> {
         self.block_on(async {
