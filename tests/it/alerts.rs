@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::server::{Server, chorus};
+use crate::server::Server;
 
 /// A webhook receiver: answers 500 to its first request, 200 after;
 /// returns its address and what it received.
@@ -155,28 +155,12 @@ fn an_alert_that_cannot_be_meant_stops_chorus_run_at_start() {
         ),
     ] {
         std::fs::write(&config, format!("[[alerts]]\n{alert}")).unwrap();
-        let mut child = chorus()
-            .arg("--data")
-            .arg(dir.path().join("data"))
-            .arg("--config")
-            .arg(&config)
-            .args(["run", "--listen", "127.0.0.1:0"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        // It must stop by itself; one still running after 30 s is a failure.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while child.try_wait().unwrap().is_none() {
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("chorus run started with {alert}");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let out = child.wait_with_output().unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{alert}");
+        let stderr = crate::server::run_refused(
+            &dir.path().join("data"),
+            &config,
+            &["run", "--listen", "127.0.0.1:0"],
+            &[],
+        );
         assert!(stderr.contains(says), "{alert}: {stderr}");
     }
 }

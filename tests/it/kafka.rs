@@ -881,16 +881,12 @@ async fn a_query_process_says_why_it_does_not_serve_a_view_of_partial_sums() {
         config.replace("it-partial.", "it-stranger."),
     )
     .unwrap();
-    let out = crate::server::chorus()
-        .arg("--data")
-        .arg(&stranger)
-        .arg("--config")
-        .arg(stranger.with_extension("toml"))
-        .args(["run", "--listen", "127.0.0.1:0", "--roles", "serve"])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "a query process on another log started");
+    let stderr = crate::server::run_refused(
+        &stranger,
+        &stranger.with_extension("toml"),
+        &["run", "--listen", "127.0.0.1:0", "--roles", "serve"],
+        &[],
+    );
     assert!(stderr.contains("belongs to another log"), "{stderr}");
     reader.stop();
     writer.stop();

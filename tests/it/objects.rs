@@ -381,17 +381,12 @@ async fn a_bucket_has_one_writer_at_a_time_and_a_dead_writers_lease_runs_out() {
     let second_data = dir.path().join("second");
     std::fs::write(second_data.with_extension("toml"), &config).unwrap();
     let refused = |what: &str| {
-        let out = crate::server::chorus()
-            .arg("--data")
-            .arg(&second_data)
-            .arg("--config")
-            .arg(second_data.with_extension("toml"))
-            .args(["run", "--listen", "127.0.0.1:0"])
-            .envs(env)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{what}: a second writer started");
+        let stderr = crate::server::run_refused(
+            &second_data,
+            &second_data.with_extension("toml"),
+            &["run", "--listen", "127.0.0.1:0"],
+            &env,
+        );
         assert!(
             stderr.contains("is written by another chorus process") && stderr.contains("lease runs out"),
             "{what}: {stderr}"

@@ -767,37 +767,21 @@ async fn an_archive_whose_log_was_made_anew_is_refused_and_kept() {
 
     std::fs::remove_dir_all(data.join("log")).unwrap();
     std::fs::write(data.with_extension("toml"), config).unwrap();
-    let mut run = chorus()
-        .arg("--data")
-        .arg(&data)
-        .arg("--config")
-        .arg(data.with_extension("toml"))
-        .args(["run", "--listen", "127.0.0.1:0"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while run.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = run.kill();
-            panic!("started on another log's archive");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = run.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{stderr}");
+    let stderr = crate::server::run_refused(
+        &data,
+        &data.with_extension("toml"),
+        &["run", "--listen", "127.0.0.1:0"],
+        &[],
+    );
     assert!(stderr.contains("belongs to another log"), "{stderr}");
     assert_eq!(parquet(&archive), files, "archive files were deleted");
     // Offline SQL says the same rather than deleting anything.
-    let out = chorus()
-        .arg("--data")
-        .arg(&data)
-        .args(["sql", "SELECT count(*) FROM posts"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("belongs to another log"));
+    let stderr = crate::server::run_refused(
+        &data,
+        &data.with_extension("toml"),
+        &["sql", "SELECT count(*) FROM posts"],
+        &[],
+    );
+    assert!(stderr.contains("belongs to another log"), "{stderr}");
     assert_eq!(parquet(&archive), files, "archive files were deleted");
 }

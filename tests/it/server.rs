@@ -267,6 +267,36 @@ pub fn run_cli(data: &Path, config: &Path, args: &[&str]) -> (bool, String, Stri
     )
 }
 
+/// Runs `chorus --data DATA --config CONFIG ARGS` (with `env`), which must
+/// refuse to start: it must exit by itself, unsuccessfully, within a
+/// minute (one still running is killed and the test fails, rather than
+/// hang). Returns its stderr.
+pub fn run_refused(data: &Path, config: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
+    let mut child = chorus()
+        .arg("--data")
+        .arg(data)
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("chorus {args:?} started; it should have been refused");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "chorus {args:?} exited successfully: {stderr}");
+    stderr
+}
+
 /// Waits (up to three minutes) until every stage has read everything its
 /// topic holds: the speed layer and the warehouse too, dead letters aside.
 pub async fn wait_idle(client: &reqwest::Client, server: &Server) {
