@@ -748,18 +748,10 @@ async fn an_archive_whose_log_was_made_anew_is_refused_and_kept() {
     crate::server::wait_idle(&client, &server).await;
     server.stop();
     let parquet = |root: &std::path::Path| -> usize {
-        let mut stack = vec![root.join("posts")];
-        let mut n = 0;
-        while let Some(d) = stack.pop() {
-            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-                if e.path().is_dir() {
-                    stack.push(e.path());
-                } else if e.path().extension().is_some_and(|x| x == "parquet") {
-                    n += 1;
-                }
-            }
-        }
-        n
+        crate::lifecycle::files_per_hour_under(&root.join("posts"))
+            .values()
+            .map(Vec::len)
+            .sum()
     };
     let archive = data.join("archive");
     let files = parquet(&archive);
